@@ -1,0 +1,343 @@
+"""Decoding and preprocessing shared by the device and the trainer.
+
+One function, :func:`preprocess`, turns decoded RGB pixels into the model input. The trainer imports it
+so that the pixels a model is trained on are, byte for byte, the pixels the device feeds it. Every knob is
+in :class:`PreprocessParams`, which is saved in the model card and read back by the device.
+"""
+from __future__ import annotations
+
+import dataclasses
+import struct
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Tuple
+
+import cv2
+import numpy as np
+
+PREPROCESS_VERSION = "lab-kmeans-1"
+INPUT_MODES = ("raw", "segmented")
+
+# A decompression bomb is a small file that declares an enormous raster; refuse it from the header,
+# before any pixel buffer is allocated. 100 MP is far above any microscope camera (12 MP for HQ cam).
+MAX_PIXELS = 100_000_000
+
+SUPPORTED_FORMATS = ("jpeg", "png", "tiff", "bmp")
+
+
+class DecodeError(ValueError):
+    """The bytes are not an image this device can read. ``str(err)`` is a one-line reason."""
+
+
+class UnknownPreprocessing(ValueError):
+    """A model card asks for preprocessing this code does not implement."""
+
+
+@dataclass(frozen=True)
+class PreprocessParams:
+    version: str = PREPROCESS_VERSION
+    size: int = 224
+    input_mode: str = "segmented"
+    # Camera frames are 4:3; cells must keep their shape, so the centre square is used.
+    crop: str = "center-square"
+    # The slide scale-bar label sits in this bottom-right box (fractions of width/height). Its colour
+    # correlates with class in the training data, so it is painted over before anything else sees it.
+    scale_bar_box: Tuple[float, float] = (0.16, 0.10)
+    blur_ksize: int = 5
+    kmeans_k: int = 3
+    kmeans_stride: int = 4  # fit on every 4th pixel in each direction: 3,136 samples at 224x224
+    kmeans_iters: int = 20
+    # Cells are only "present" when the stained cluster is this far above the background in A.
+    min_stain_contrast: float = 10.0
+    morph_open: int = 3
+    morph_close: int = 7
+    mask_dilate: int = 4
+    min_component_px: int = 40
+    background: Tuple[int, int, int] = (200, 200, 200)
+
+    def __post_init__(self):
+        if self.version != PREPROCESS_VERSION:
+            raise UnknownPreprocessing(
+                f"preprocessing {self.version!r} is not known to this edge-screen (it knows {PREPROCESS_VERSION!r})")
+        if self.input_mode not in INPUT_MODES:
+            raise UnknownPreprocessing(f"input_mode {self.input_mode!r} is not one of {', '.join(INPUT_MODES)}")
+        if self.crop not in ("center-square", "none"):
+            raise UnknownPreprocessing(f"crop {self.crop!r} is not 'center-square' or 'none'")
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "PreprocessParams":
+        known = {f.name for f in dataclasses.fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise UnknownPreprocessing(f"unknown preprocessing parameter(s): {', '.join(unknown)}")
+        kw = dict(d)
+        for k in ("scale_bar_box", "background"):
+            if k in kw:
+                kw[k] = tuple(kw[k])
+        return cls(**kw)
+
+    def with_mode(self, mode: str) -> "PreprocessParams":
+        return dataclasses.replace(self, input_mode=mode)
+
+
+@dataclass
+class DecodedImage:
+    rgb: np.ndarray  # HxWx3 uint8
+    format: str
+    width: int  # of the file, before any reduced decode
+    height: int
+    reduced_by: int = 1
+
+
+@dataclass
+class SegmentationStats:
+    cell_fraction: float  # share of pixels in the stained-cell mask
+    n_components: int  # connected cell regions after cleaning
+    centers: list  # KMeans cluster centres in the A channel, ascending
+    stain_contrast: float  # top centre minus lowest centre
+
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+
+@dataclass
+class Preprocessed:
+    model_input: np.ndarray  # size x size x 3 uint8, what the model eats
+    resized: np.ndarray  # size x size x 3 uint8 RGB, after crop/resize and label removal
+    mask: np.ndarray  # size x size bool, stained cells
+    stats: SegmentationStats
+
+
+# ---------------------------------------------------------------------------------------------- decode
+
+def sniff_format(data: bytes) -> str | None:
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    if data[:2] == b"BM":
+        return "bmp"
+    return None
+
+
+def _jpeg_size(data: bytes) -> Tuple[int, int] | None:
+    i = 2
+    n = len(data)
+    while i + 9 < n:
+        if data[i] != 0xFF:
+            i += 1
+            continue
+        marker = data[i + 1]
+        if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
+            i += 1 if marker == 0xFF else 2
+            continue
+        seg_len = struct.unpack(">H", data[i + 2:i + 4])[0]
+        # SOF0..SOF15 except DHT (C4), JPG (C8), DAC (CC) carry the frame size.
+        if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
+            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            return w, h
+        i += 2 + seg_len
+    return None
+
+
+def image_size(data: bytes, fmt: str) -> Tuple[int, int] | None:
+    """Width and height from the header alone, where the format makes that cheap."""
+    try:
+        if fmt == "jpeg":
+            return _jpeg_size(data)
+        if fmt == "png" and len(data) >= 24:
+            return struct.unpack(">II", data[16:24])
+        if fmt == "bmp" and len(data) >= 26:
+            w, h = struct.unpack("<ii", data[18:26])
+            return abs(w), abs(h)
+    except struct.error:
+        return None
+    return None
+
+
+def _to_rgb8(img: np.ndarray) -> np.ndarray:
+    """Grayscale, alpha and 16-bit rasters become plain 8-bit RGB."""
+    if img.dtype == np.uint16:
+        img = (img >> 8).astype(np.uint8)
+    elif img.dtype in (np.float32, np.float64):
+        img = np.clip(img * 255.0, 0, 255).astype(np.uint8)
+    elif img.dtype != np.uint8:
+        raise DecodeError(f"unsupported pixel type {img.dtype}")
+    if img.ndim == 2:
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2RGB)
+    if img.ndim == 3 and img.shape[2] == 1:
+        return cv2.cvtColor(img[:, :, 0], cv2.COLOR_GRAY2RGB)
+    if img.ndim == 3 and img.shape[2] == 3:
+        return cv2.cvtColor(img, cv2.COLOR_BGR2RGB)
+    if img.ndim == 3 and img.shape[2] == 4:
+        # Composite onto white: a transparent region of a smear photo is "no sample", i.e. empty glass.
+        bgr = img[:, :, :3].astype(np.float32)
+        a = img[:, :, 3:4].astype(np.float32) / 255.0
+        out = bgr * a + 255.0 * (1.0 - a)
+        return cv2.cvtColor(out.astype(np.uint8), cv2.COLOR_BGR2RGB)
+    raise DecodeError(f"unsupported channel layout {img.shape}")
+
+
+def decode_bytes(data: bytes, target: int = 224, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    """Decode image bytes to RGB uint8; large JPEGs are decoded at 1/2, 1/4 or 1/8 scale.
+
+    The reduced decode keeps the short side at least ``2 * target`` so that the later area resize still
+    averages real pixels.
+    """
+    if not data:
+        raise DecodeError("empty file (0 bytes)")
+    fmt = sniff_format(data)
+    if fmt is None:
+        raise DecodeError("not a supported image (expected JPEG, PNG, TIFF or BMP)")
+    size = image_size(data, fmt)
+    if size is not None:
+        w, h = size
+        if w <= 0 or h <= 0:
+            raise DecodeError(f"invalid {fmt} header (size {w}x{h})")
+        if w * h > max_pixels:
+            raise DecodeError(f"image too large: {w}x{h} pixels exceeds the {max_pixels:,} pixel limit")
+    buf = np.frombuffer(data, dtype=np.uint8)
+    reduced = 1
+    if fmt == "jpeg":
+        w, h = size if size else (0, 0)
+        short = min(w, h)
+        for factor, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
+                             (2, cv2.IMREAD_REDUCED_COLOR_2)):
+            if short and short // factor >= 2 * target:
+                reduced = factor
+                img = cv2.imdecode(buf, flag)
+                break
+        else:
+            img = cv2.imdecode(buf, cv2.IMREAD_COLOR)
+    else:
+        img = cv2.imdecode(buf, cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise DecodeError(f"cannot decode {fmt} data (truncated or corrupt file)")
+    if fmt == "jpeg" and _looks_truncated_jpeg(data):
+        raise DecodeError("truncated JPEG (no end-of-image marker)")
+    rgb = _to_rgb8(img)
+    if size is None:
+        size = (rgb.shape[1] * reduced, rgb.shape[0] * reduced)
+        if size[0] * size[1] > max_pixels:
+            raise DecodeError(f"image too large: {size[0]}x{size[1]} pixels exceeds the {max_pixels:,} pixel limit")
+    return DecodedImage(rgb=np.ascontiguousarray(rgb), format=fmt, width=int(size[0]), height=int(size[1]),
+                        reduced_by=reduced)
+
+
+def _looks_truncated_jpeg(data: bytes) -> bool:
+    # libjpeg pads a truncated stream with grey and returns "success"; the missing EOI is the tell.
+    # Some cameras append a few padding bytes after EOI, so look near the end rather than at it.
+    return b"\xff\xd9" not in data[-64:]
+
+
+def decode_file(path: str | Path, target: int = 224, max_pixels: int = MAX_PIXELS) -> DecodedImage:
+    try:
+        data = Path(path).read_bytes()
+    except OSError as e:
+        raise DecodeError(f"cannot read file: {e.strerror or e}") from e
+    return decode_bytes(data, target=target, max_pixels=max_pixels)
+
+
+# ------------------------------------------------------------------------------------------ preprocess
+
+def crop_resize(rgb: np.ndarray, params: PreprocessParams) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    if params.crop == "center-square" and h != w:
+        s = min(h, w)
+        y0, x0 = (h - s) // 2, (w - s) // 2
+        rgb = rgb[y0:y0 + s, x0:x0 + s]
+    if rgb.shape[0] != params.size or rgb.shape[1] != params.size:
+        interp = cv2.INTER_AREA if rgb.shape[0] > params.size else cv2.INTER_LINEAR
+        rgb = cv2.resize(rgb, (params.size, params.size), interpolation=interp)
+    return np.ascontiguousarray(rgb)
+
+
+def scale_bar_slice(params: PreprocessParams) -> Tuple[slice, slice]:
+    fx, fy = params.scale_bar_box
+    s = params.size
+    return slice(s - int(round(fy * s)), s), slice(s - int(round(fx * s)), s)
+
+
+def remove_scale_bar(rgb: np.ndarray, params: PreprocessParams) -> np.ndarray:
+    """Paint the label box with the colour of the pixels just above it (usually empty glass)."""
+    ys, xs = scale_bar_slice(params)
+    out = rgb.copy()
+    above = out[max(0, ys.start - 6):ys.start, xs]
+    fill = np.median(above.reshape(-1, 3), axis=0) if above.size else np.array(params.background)
+    out[ys, xs] = fill.astype(np.uint8)
+    return out
+
+
+def _kmeans_1d(values: np.ndarray, sample: np.ndarray, params: PreprocessParams) -> np.ndarray:
+    """Deterministic KMeans on the A channel: initial labels from quantiles, fitted on a sample."""
+    k = params.kmeans_k
+    qs = np.quantile(sample, np.linspace(0.1, 0.95, k))
+    init = np.argmin(np.abs(sample[:, None] - qs[None, :]), axis=1).astype(np.int32).reshape(-1, 1)
+    crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, params.kmeans_iters, 0.1)
+    _, _, centers = cv2.kmeans(sample.reshape(-1, 1).astype(np.float32), k, init, crit, 1,
+                               cv2.KMEANS_USE_INITIAL_LABELS)
+    return np.sort(centers.ravel())
+
+
+def segment(rgb: np.ndarray, params: PreprocessParams) -> Tuple[np.ndarray, SegmentationStats]:
+    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+    a = lab[:, :, 1]
+    if params.blur_ksize > 1:
+        a = cv2.GaussianBlur(a, (params.blur_ksize, params.blur_ksize), 0)
+    a32 = a.astype(np.float32)
+    st = params.kmeans_stride
+    centers = _kmeans_1d(a32, a32[::st, ::st].ravel(), params)
+    contrast = float(centers[-1] - centers[0])
+    if contrast < params.min_stain_contrast:
+        mask = np.zeros(a.shape, dtype=bool)
+    else:
+        # Nearest centre for every pixel reduces to a threshold halfway between the top two centres.
+        thr = (centers[-1] + centers[-2]) / 2.0
+        m = (a32 >= thr).astype(np.uint8)
+        if params.morph_open > 1:
+            m = cv2.morphologyEx(m, cv2.MORPH_OPEN, _ellipse(params.morph_open))
+        if params.morph_close > 1:
+            m = cv2.morphologyEx(m, cv2.MORPH_CLOSE, _ellipse(params.morph_close))
+        n, labels, cc_stats, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+        keep = np.zeros(n, dtype=np.uint8)
+        keep[1:] = cc_stats[1:, cv2.CC_STAT_AREA] >= params.min_component_px
+        m = keep[labels]
+        if params.mask_dilate > 0:
+            # The pale cytoplasm around a blast's nucleus sits below the A threshold but matters for
+            # the subtype, so the mask grows a little beyond the stained region.
+            m = cv2.dilate(m, _ellipse(2 * params.mask_dilate + 1))
+        mask = m.astype(bool)
+    ys, xs = scale_bar_slice(params)
+    mask[ys, xs] = False
+    n_comp = 0
+    if mask.any():
+        n_comp = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1
+    stats = SegmentationStats(cell_fraction=float(mask.mean()), n_components=int(n_comp),
+                              centers=[round(float(c), 2) for c in centers], stain_contrast=round(contrast, 2))
+    return mask, stats
+
+
+def _ellipse(k: int) -> np.ndarray:
+    return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
+
+
+def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
+    """RGB uint8 of any size -> model input for ``params.input_mode`` plus segmentation statistics."""
+    resized = remove_scale_bar(crop_resize(rgb, params), params)
+    mask, stats = segment(resized, params)
+    if params.input_mode == "raw":
+        model_input = resized
+    else:
+        model_input = np.empty_like(resized)
+        model_input[:] = np.array(params.background, dtype=np.uint8)
+        model_input[mask] = resized[mask]
+    return Preprocessed(model_input=model_input, resized=resized, mask=mask, stats=stats)
+
+
+def preprocess_file(path: str | Path, params: PreprocessParams) -> Preprocessed:
+    return preprocess(decode_file(path, target=params.size).rgb, params)

@@ -1,0 +1,33 @@
+"""TFLite runtimes behind one interface, one small class per runtime (like Frigate's detector plugins).
+
+Each backend module exposes ``NAME`` and ``Backend`` (a :class:`edge.backends.base.Interpreter`). Imports of
+the runtime packages happen only when a backend is chosen, so a device with only one of them installed works.
+"""
+from __future__ import annotations
+
+import importlib
+
+from .base import BackendUnavailable, Interpreter
+
+# Order is preference for backend="auto".
+BACKENDS = ("litert", "tflite_runtime")
+PACKAGES = {"litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
+
+
+def load_backend(name: str, model_path: str, num_threads: int) -> Interpreter:
+    names = BACKENDS if name == "auto" else (name,)
+    if name != "auto" and name not in BACKENDS:
+        raise BackendUnavailable(f"unknown backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
+    missing = []
+    for n in names:
+        mod = importlib.import_module(f"edge.backends.{n}")
+        try:
+            return mod.Backend(model_path, num_threads)
+        except ImportError:
+            missing.append(PACKAGES[n])
+    raise BackendUnavailable(
+        "no TFLite runtime is installed: pip install " + " or ".join(missing)
+        + " (tflite-runtime needs numpy<2)")
+
+
+__all__ = ["BACKENDS", "BackendUnavailable", "Interpreter", "load_backend"]

@@ -1,0 +1,155 @@
+"""Occlusion-sensitivity maps: which region of an image drove the model's call.
+
+The image is preprocessed exactly as for classification. A ``grid`` x ``grid`` set of patches is then
+occluded one at a time on the model input (painted with the preprocessing background colour, i.e. what
+the segmented input already shows where there are no cells) and each occluded input is a full run of the
+same int8 model that made the call. A patch's value in the map is the drop in the target score when it is
+hidden: positive where the region supports the call, negative where it argued against it.
+
+The method needs nothing but forward passes, so it works on the quantized TFLite model on the device,
+with no gradients and no TensorFlow. Its cost is ``grid**2 + 1`` model runs per image; reuse one
+:class:`~edge.model.Classifier` for a batch so the interpreter is loaded once.
+"""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Iterator, Optional, Tuple
+
+import cv2
+import numpy as np
+
+from .model import Classifier, Prediction
+from .preprocess import decode_file, preprocess
+
+TARGETS = ("predicted", "malignant")
+
+
+@dataclass
+class Explanation:
+    prediction: Prediction  # the call on the unoccluded image
+    target: str  # "predicted": P(predicted label); "malignant": the malignant score
+    base_score: float  # target score on the unoccluded image
+    grid: int
+    map: np.ndarray  # grid x grid float32, score drop when the patch is occluded
+    resized: np.ndarray  # size x size x 3 uint8 RGB, the image as the model saw it before masking
+    overlay: np.ndarray  # size x size x 3 uint8 RGB, heat map over ``resized``
+    seconds: float  # wall time of the occlusion runs
+    path: Optional[Path] = None
+
+    @property
+    def target_label(self) -> str:
+        return self.prediction.label if self.target == "predicted" else "malignant score"
+
+    def png_bytes(self, side_by_side: bool = True) -> bytes:
+        return encode_png(panel(self) if side_by_side else self.overlay)
+
+
+def _patch_edges(size: int, grid: int) -> np.ndarray:
+    # Integer edges that tile the whole input even when size is not a multiple of grid.
+    return np.linspace(0, size, grid + 1).round().astype(int)
+
+
+def _target_score(classifier: Classifier, probs: np.ndarray, target: str, index: int) -> float:
+    if target == "malignant":
+        return 1.0 - float(probs[classifier.labels.index("Benign")])
+    return float(probs[index])
+
+
+def occlusion_map(classifier: Classifier, model_input: np.ndarray, grid: int = 7, target: str = "predicted",
+                  fill: Optional[Tuple[int, int, int]] = None) -> Tuple[np.ndarray, float, Prediction]:
+    """Score drop per occluded patch of ``model_input``; returns (map, base score, prediction)."""
+    if grid < 1:
+        raise ValueError(f"grid must be at least 1, got {grid}")
+    if target not in TARGETS:
+        raise ValueError(f"target {target!r} is not one of {', '.join(TARGETS)}")
+    fill = fill if fill is not None else classifier.preprocessing.background
+    base_probs = classifier.probabilities(model_input)
+    prediction = classifier.decide(base_probs)
+    index = classifier.labels.index(prediction.label)
+    base = _target_score(classifier, base_probs, target, index)
+    h, w = model_input.shape[:2]
+    ys, xs = _patch_edges(h, grid), _patch_edges(w, grid)
+    fill_px = np.array(fill, dtype=model_input.dtype)
+    work = model_input.copy()
+    out = np.zeros((grid, grid), dtype=np.float32)
+    for i in range(grid):
+        for j in range(grid):
+            sl = (slice(ys[i], ys[i + 1]), slice(xs[j], xs[j + 1]))
+            saved = work[sl].copy()
+            work[sl] = fill_px
+            out[i, j] = base - _target_score(classifier, classifier.probabilities(work), target, index)
+            work[sl] = saved
+    return out, base, prediction
+
+
+def heat_overlay(rgb: np.ndarray, sensitivity: np.ndarray, alpha: float = 0.6) -> np.ndarray:
+    """Upsample the map to the image and blend a colour ramp in where the map is positive.
+
+    Only regions that supported the call are coloured, scaled to the strongest patch, so an image
+    whose call no patch changes looks like the plain image rather than a field of noise.
+    """
+    h, w = rgb.shape[:2]
+    pos = np.clip(sensitivity.astype(np.float32), 0.0, None)
+    peak = float(pos.max())
+    norm = pos / peak if peak > 0 else pos
+    up = cv2.resize(norm, (w, h), interpolation=cv2.INTER_CUBIC)
+    up = np.clip(up, 0.0, 1.0)
+    colour = cv2.applyColorMap((up * 255).astype(np.uint8), cv2.COLORMAP_JET)
+    colour = cv2.cvtColor(colour, cv2.COLOR_BGR2RGB).astype(np.float32)
+    a = (alpha * up)[..., None]
+    return np.clip(rgb.astype(np.float32) * (1 - a) + colour * a, 0, 255).astype(np.uint8)
+
+
+def explain_rgb(rgb: np.ndarray, classifier: Classifier, grid: int = 7, target: str = "predicted",
+                path: Optional[Path] = None) -> Explanation:
+    t0 = time.perf_counter()
+    pre = preprocess(rgb, classifier.preprocessing)
+    smap, base, prediction = occlusion_map(classifier, pre.model_input, grid=grid, target=target)
+    return Explanation(prediction=prediction, target=target, base_score=base, grid=grid, map=smap,
+                       resized=pre.resized, overlay=heat_overlay(pre.resized, smap),
+                       seconds=time.perf_counter() - t0, path=path)
+
+
+def explain_image(path: str | Path, classifier: Classifier, grid: int = 7, target: str = "predicted") -> Explanation:
+    """Decode, preprocess and explain one image file. Raises ``DecodeError`` for unreadable files."""
+    path = Path(path)
+    rgb = decode_file(path, target=classifier.preprocessing.size).rgb
+    return explain_rgb(rgb, classifier, grid=grid, target=target, path=path)
+
+
+def explain_many(paths: Iterable[str | Path], classifier: Classifier, grid: int = 7,
+                 target: str = "predicted") -> Iterator[Tuple[Path, Optional[Explanation], Optional[str]]]:
+    """(path, explanation, None) or (path, None, one-line reason) per path, one interpreter for all."""
+    from .preprocess import DecodeError
+
+    for p in paths:
+        p = Path(p)
+        try:
+            yield p, explain_image(p, classifier, grid=grid, target=target), None
+        except DecodeError as e:
+            yield p, None, str(e)
+
+
+def panel(expl: Explanation) -> np.ndarray:
+    """The image and its heat map side by side, with a thin separator."""
+    h = expl.resized.shape[0]
+    gap = np.full((h, 4, 3), 255, dtype=np.uint8)
+    return np.concatenate([expl.resized, gap, expl.overlay], axis=1)
+
+
+def encode_png(rgb: np.ndarray) -> bytes:
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    if not ok:
+        raise RuntimeError("PNG encoding failed")
+    return buf.tobytes()
+
+
+def save_png(expl: Explanation, path: str | Path, side_by_side: bool = True) -> Path:
+    """Write the overlay (by default next to the plain image) as a PNG file."""
+    path = Path(path)
+    if path.parent and not path.parent.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(expl.png_bytes(side_by_side=side_by_side))
+    return path

@@ -1,0 +1,89 @@
+"""Shared helpers for the report and explain tests: a model to run and synthetic smears.
+
+The shipped model (edge.model.DEFAULT_MODEL) is used when it exists. Until the trainer has produced it, a
+tiny stand-in int8 model is built with TensorFlow under /tmp (never in the repository) and cached there,
+so only the first test session pays for the TensorFlow import.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from edge.model import DEFAULT_MODEL, ModelCard, card_path_for, sha256_file
+from edge.preprocess import PreprocessParams
+
+STANDIN_DIR = Path(os.environ.get("EDGE_SCREEN_STANDIN_DIR", "/tmp/edge-screen-standin"))
+STANDIN_LABELS = ["Benign", "Early Pre-B", "Pre-B", "Pro-B"]
+
+
+def model_path() -> Path:
+    if DEFAULT_MODEL.is_file() and card_path_for(DEFAULT_MODEL).is_file():
+        return DEFAULT_MODEL
+    return build_standin(STANDIN_DIR / "standin-v3-int8.tflite")
+
+
+def build_standin(path: Path) -> Path:
+    card = card_path_for(path)
+    if path.is_file() and card.is_file():
+        return path
+    import tensorflow as tf  # only the tests import TensorFlow, never edge/
+
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # Hand-set weights rather than random ones: the stand-in must respond to stained cells the way a
+    # trained model does, or occlusion tests would measure quantization noise. The single 1x1 filter
+    # measures "purple" (blue minus green), pooled to the stained share of the image; the dense layer
+    # turns more stain into a higher malignant score.
+    inp = tf.keras.Input((224, 224, 3))
+    x = tf.keras.layers.Rescaling(1.0 / 255)(inp)
+    conv = tf.keras.layers.Conv2D(1, 1, activation="relu")
+    x = conv(x)
+    x = tf.keras.layers.GlobalAveragePooling2D()(x)
+    dense = tf.keras.layers.Dense(4, activation="softmax")
+    out = dense(x)
+    model = tf.keras.Model(inp, out)
+    conv.set_weights([np.array([0.0, -1.0, 1.0], np.float32).reshape(1, 1, 3, 1), np.zeros(1, np.float32)])
+    dense.set_weights([np.array([[-150.0, 100.0, 120.0, 80.0]], np.float32),
+                       np.array([3.0, -1.0, -1.5, -0.8], np.float32)])
+    rng = np.random.default_rng(0)
+
+    def representative():
+        for i in range(16):
+            yield [synthetic_smear(rng, n_cells=i % 3).astype(np.float32)[None]]
+
+    conv = tf.lite.TFLiteConverter.from_keras_model(model)
+    conv.optimizations = [tf.lite.Optimize.DEFAULT]
+    conv.representative_dataset = representative
+    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+    conv.inference_input_type = tf.uint8
+    conv.inference_output_type = tf.uint8
+    tmp = path.with_suffix(".tmp")
+    tmp.write_bytes(conv.convert())
+    ModelCard(name="standin", version="0", sha256=sha256_file(tmp), labels=list(STANDIN_LABELS),
+              input_mode="segmented", preprocessing=PreprocessParams(), threshold=0.5,
+              review_band=(0.3, 0.7)).save(card)
+    os.replace(tmp, path)
+    return path
+
+
+def synthetic_smear(rng: np.random.Generator | None = None, n_cells: int = 1, size: int = 224,
+                    centers: list | None = None, radius: int = 28) -> np.ndarray:
+    """A pale pink background with purple stained nuclei, RGB uint8."""
+    rng = rng or np.random.default_rng(0)
+    img = np.empty((size, size, 3), np.uint8)
+    img[:] = (232, 214, 222)
+    noise = rng.integers(-6, 7, size=img.shape)
+    img = np.clip(img.astype(np.int16) + noise, 0, 255).astype(np.uint8)
+    if centers is None:
+        centers = [(int(rng.integers(40, size - 40)), int(rng.integers(40, size - 60))) for _ in range(n_cells)]
+    for cx, cy in centers:
+        cv2.circle(img, (cx, cy), radius, (120, 40, 150), -1)
+    return img
+
+
+def write_png(path: Path, rgb: np.ndarray) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    return path

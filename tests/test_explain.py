@@ -1,0 +1,91 @@
+"""Occlusion maps on the device's int8 model: shape, locality and the PNG written."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from edge.explain import explain_image, explain_many, explain_rgb, heat_overlay, occlusion_map, save_png
+from edge.model import Classifier
+from edge.preprocess import preprocess
+
+from report_support import model_path, synthetic_smear, write_png
+
+
+@pytest.fixture(scope="session")
+def classifier():
+    return Classifier(model_path())
+
+
+def _cell_image():
+    # One stained cell well inside grid cell (1, 1) of a 7x7 grid on a 224 input (32 px patches).
+    return synthetic_smear(centers=[(48, 48)], radius=14)
+
+
+@pytest.mark.parametrize("grid", [7, 5])
+def test_map_has_grid_shape_and_overlay_matches_image(classifier, grid):
+    e = explain_rgb(_cell_image(), classifier, grid=grid)
+    size = classifier.preprocessing.size
+    assert e.map.shape == (grid, grid)
+    assert e.overlay.shape == (size, size, 3) and e.overlay.dtype == np.uint8
+    assert e.prediction.label in classifier.labels
+
+
+@pytest.mark.parametrize("target", ["predicted", "malignant"])
+def test_occluding_the_cell_matters_more_than_empty_background(classifier, target):
+    e = explain_rgb(_cell_image(), classifier, grid=7, target=target)
+    cell = abs(float(e.map[1, 1]))
+    # Far corners hold only background (the bottom-right is the scale-bar box, also blank).
+    background = max(abs(float(e.map[r, c])) for r, c in [(5, 1), (1, 5), (4, 4), (5, 5), (3, 6)])
+    assert cell > background, e.map
+
+
+def test_map_values_are_the_score_drop(classifier):
+    # Recompute one patch by hand: the map entry must be base score minus the occluded score.
+    rgb = _cell_image()
+    pre = preprocess(rgb, classifier.preprocessing)
+    smap, base, pred = occlusion_map(classifier, pre.model_input, grid=7, target="malignant")
+    occluded = pre.model_input.copy()
+    occluded[32:64, 32:64] = classifier.preprocessing.background
+    p = classifier.probabilities(occluded)
+    expected = base - (1.0 - float(p[classifier.labels.index("Benign")]))
+    assert smap[1, 1] == pytest.approx(expected, abs=1e-6)
+    assert base == pytest.approx(pred.malignant_score, abs=1e-5)
+
+
+def test_overlay_colours_only_supporting_regions():
+    rgb = np.full((224, 224, 3), 128, np.uint8)
+    m = np.zeros((7, 7), np.float32)
+    m[0, 0] = 1.0
+    out = heat_overlay(rgb, m)
+    assert not np.array_equal(out[10, 10], rgb[10, 10])
+    assert np.array_equal(out[200, 200], rgb[200, 200])
+    # A map with no positive entry leaves the image as it was.
+    assert np.array_equal(heat_overlay(rgb, -m), rgb)
+
+
+def test_explain_image_writes_a_png(classifier, tmp_path):
+    src = write_png(tmp_path / "smear.png", _cell_image())
+    e = explain_image(src, classifier, grid=7)
+    out = save_png(e, tmp_path / "out" / "map.png")
+    img = cv2.imread(str(out))
+    size = classifier.preprocessing.size
+    assert img is not None and img.shape[0] == size and img.shape[1] > 2 * size
+    assert float(img.std()) > 0
+
+
+def test_explain_many_reports_unreadable_files_and_goes_on(classifier, tmp_path):
+    good = write_png(tmp_path / "a.png", _cell_image())
+    bad = tmp_path / "b.jpg"
+    bad.write_bytes(b"not an image")
+    results = list(explain_many([bad, tmp_path / "gone.png", good], classifier))
+    assert [r[1] is not None for r in results] == [False, False, True]
+    assert results[0][2] and results[1][2]
+
+
+def test_bad_arguments_are_refused(classifier):
+    x = np.zeros((224, 224, 3), np.uint8)
+    with pytest.raises(ValueError):
+        occlusion_map(classifier, x, grid=0)
+    with pytest.raises(ValueError):
+        occlusion_map(classifier, x, target="nonsense")

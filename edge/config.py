@@ -76,11 +76,14 @@ class ModelConfig:
 
 @dataclass(frozen=True)
 class QualityConfig:
-    min_focus: float = _f(20.0, "minimum variance of the Laplacian (8-bit grey); lower is blurred", min=0)
-    min_brightness: float = _f(30.0, "minimum mean grey level, 0-255", min=0, max=255)
-    max_brightness: float = _f(245.0, "maximum mean grey level, 0-255", min=0, max=255)
-    max_clipped_fraction: float = _f(0.25, "maximum share of pixels at 0 or 255", min=0, max=1)
-    min_cell_fraction: float = _f(0.005, "minimum share of stained-cell pixels; below = empty field", min=0, max=1)
+    # Defaults from scripts/calibrate_quality.py on the 2,550 real smears: none of them is refused.
+    min_focus: float = _f(6.0, "minimum variance of the Laplacian (8-bit grey); lower is blurred", min=0)
+    min_brightness: float = _f(80.0, "minimum mean grey level, 0-255", min=0, max=255)
+    max_brightness: float = _f(250.0, "maximum mean grey level, 0-255", min=0, max=255)
+    max_clipped_fraction: float = _f(0.75, "maximum share of pixels at <=8 or >=254", min=0, max=1)
+    min_stain_contrast: float = _f(4.0, "minimum A-channel spread of the stain clusters; below = no stain",
+                                   min=0)
+    min_cell_fraction: float = _f(0.0, "minimum share of stained-cell pixels; below = empty field", min=0, max=1)
 
 
 @dataclass(frozen=True)

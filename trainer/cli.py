@@ -1,0 +1,160 @@
+"""edge-screen-train: build and evaluate models. TensorFlow is imported only by commands that train."""
+from __future__ import annotations
+
+import json
+import logging
+import os
+import sys
+from pathlib import Path
+
+import click
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from .data import SHARED_DATASET, block_split, discover
+
+console = Console(stderr=True)
+
+
+def _progress() -> Progress:
+    return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    console=console, transient=False)
+
+
+class _Bars:
+    """Adapts ``progress(stage, i, n)`` callbacks to one rich bar per stage."""
+
+    def __init__(self, prog: Progress):
+        self.prog, self.tasks = prog, {}
+
+    def __call__(self, stage: str, i: int, n: int) -> None:
+        if stage not in self.tasks:
+            self.tasks[stage] = self.prog.add_task(stage, total=n)
+        self.prog.update(self.tasks[stage], completed=i)
+
+
+def _split_table(split) -> Table:
+    d = split.describe()
+    t = Table(title=f"split: {d['method']}")
+    t.add_column("class")
+    t.add_column("train", justify="right")
+    t.add_column("validation", justify="right")
+    t.add_column("validation blocks")
+    for lab in sorted(set(d["train"]) | set(d["validation"])):
+        t.add_row(lab, str(d["train"].get(lab, 0)), str(d["validation"].get(lab, 0)),
+                  ", ".join(map(str, d["validation_blocks"].get(lab, []))))
+    return t
+
+
+@click.group()
+@click.option("-v", "--verbose", is_flag=True, help="Debug logging.")
+def main(verbose: bool) -> None:
+    """Train, convert and evaluate edge-screen models."""
+    logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO, format="%(levelname)s %(message)s")
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+
+def _load(data_dir, block_size, limit):
+    samples, dropped = discover(data_dir)
+    if limit:
+        by = {}
+        for s in samples:
+            by.setdefault(s.label, []).append(s)
+        samples = [s for group in by.values() for s in group[:limit]]
+    return block_split(samples, block_size, 0.2, dropped)
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False), default=str(SHARED_DATASET))
+@click.option("--block-size", default=25, show_default=True, help="Consecutive file numbers per block.")
+def split(data_dir, block_size):
+    """Show the train/validation split of DATA_DIR."""
+    console.print(_split_table(_load(data_dir, block_size, 0)))
+
+
+@main.command()
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False), default=str(SHARED_DATASET))
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
+              help="Where the .tflite, its card and the report go (edge/models to ship).")
+@click.option("--modes", default="segmented,raw", show_default=True,
+              help="Input modes to train (ablation); the best on validation is converted.")
+@click.option("--block-size", default=25, show_default=True)
+@click.option("--head-epochs", default=3, show_default=True)
+@click.option("--fine-epochs", default=8, show_default=True)
+@click.option("--batch-size", default=32, show_default=True)
+@click.option("--weights", type=click.Choice(["shared", "imagenet", "none"]), default="shared", show_default=True,
+              help="shared: ../shared ImageNet int8 checkpoint; imagenet: Keras download (needs internet).")
+@click.option("--limit-per-class", default=0, help="Use only the first N images of each class (smoke runs).")
+@click.option("--seed", default=1234, show_default=True)
+@click.option("--version", "model_version", default="1.0.0", show_default=True)
+def train(data_dir, out_dir, modes, block_size, head_epochs, fine_epochs, batch_size, weights,
+          limit_per_class, seed, model_version):
+    """Train on DATA_DIR, convert to int8 TFLite and write the model card and report."""
+    from .build import build
+    from .report import write_report
+    from .train import TrainConfig
+
+    sp = _load(data_dir, block_size, limit_per_class)
+    console.print(_split_table(sp))
+    cfg = TrainConfig(head_epochs=head_epochs, fine_epochs=fine_epochs, batch_size=batch_size, weights=weights,
+                      seed=seed)
+    with _progress() as prog:
+        res = build(sp, out_dir, modes=[m.strip() for m in modes.split(",") if m.strip()], cfg=cfg,
+                    version=model_version, progress=_Bars(prog))
+    report = write_report(res.tflite, Path(out_dir) / "work")
+    v = res.card.extra["validation"]["metrics"]
+    console.print(f"[bold]{res.tflite}[/] ({res.tflite.stat().st_size / 1e6:.2f} MB), mode {res.chosen_mode}, "
+                  f"val accuracy {v['accuracy']:.4f}, threshold {res.card.threshold}, "
+                  f"{res.seconds / 60:.1f} min; report {report}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.option("--subset", type=click.Choice(["all", "validation"]), default="all", show_default=True,
+              help="validation: only the blocks the trainer held out (same --block-size).")
+@click.option("--block-size", default=25, show_default=True)
+@click.option("--predictions", type=click.Path(dir_okay=False), help="Write one CSV row per image here.")
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write evaluation.json and confusion.png.")
+@click.option("--variants", default="plain,corner_masked,stain_jitter", show_default=True)
+@click.option("--backend", default="auto", show_default=True)
+@click.option("--threads", default=2, show_default=True)
+def evaluate(model, data_dir, subset, block_size, predictions, out_dir, variants, backend, threads):
+    """Evaluate a .tflite MODEL on labelled class folders in DATA_DIR (no TensorFlow needed)."""
+    from edge.model import Classifier, ModelLoadError
+
+    from .evaluate import evaluate as run_eval
+    from .evaluate import save_evaluation, write_predictions
+
+    try:
+        clf = Classifier(model, backend=backend, num_threads=threads)
+    except ModelLoadError as e:
+        raise click.ClickException(str(e))
+    sp = _load(data_dir, block_size, 0)
+    samples = sp.val if subset == "validation" else sp.train + sp.val
+    with _progress() as prog:
+        bars = _Bars(prog)
+        ev = run_eval(clf, samples, [v.strip() for v in variants.split(",") if v.strip()],
+                      progress=lambda i, n: bars("evaluate", i, n))
+    if predictions:
+        write_predictions(ev, clf.labels, clf.card.threshold, predictions)
+    if out_dir:
+        save_evaluation(ev, clf, out_dir)
+    d = ev.to_dict()
+    m = d["metrics"]
+    t = Table(title=f"{Path(model).name} on {len(samples)} images ({subset})")
+    for c in ("class", "precision", "recall", "f1", "support"):
+        t.add_column(c, justify="right" if c != "class" else "left")
+    for lab, c in m["per_class"].items():
+        t.add_row(lab, f"{c['precision']:.4f}", f"{c['recall']:.4f}", f"{c['f1']:.4f}", str(c["support"]))
+    console.print(t)
+    summary = {k: m[k] for k in ("accuracy", "macro_f1", "malignant_sensitivity", "specificity", "ece",
+                                 "threshold")}
+    summary["robustness"] = d["robustness"]
+    summary["confusion_matrix"] = m["confusion_matrix"]
+    click.echo(json.dumps(summary, indent=2))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,73 @@
+"""The short evaluation report shipped beside the model (markdown + confusion-matrix PNG)."""
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+from edge.model import load_card, card_path_for
+
+
+def _pct(x) -> str:
+    return "n/a" if x is None else f"{100 * x:.2f} %"
+
+
+def write_report(tflite: Path, work_dir: Path) -> Path:
+    card = load_card(card_path_for(tflite))
+    e = card.extra
+    stem = tflite.with_suffix("")
+    png = Path(f"{stem}-confusion.png")
+    if (work_dir / "confusion.png").exists():
+        shutil.copyfile(work_dir / "confusion.png", png)
+    m = e["validation"]["metrics"]
+    lines = [
+        f"# {card.name} {card.version} — evaluation report",
+        "",
+        f"{e['description']}",
+        "",
+        f"- File: `{tflite.name}`, {e['size_bytes'] / 1e6:.2f} MB, sha256 `{card.sha256}`",
+        f"- Input mode: **{card.input_mode}** (see the ablation below); preprocessing `{card.preprocessing.version}`",
+        f"- Created {e['created']}; training + conversion took {e['training']['seconds_total_build'] / 60:.1f} min "
+        "on the 2-core build machine",
+        f"- Split: {e['split']['method']}; train {sum(e['split']['train'].values())}, "
+        f"validation {sum(e['split']['validation'].values())} images; data sha256 `{e['split']['data_sha256'][:16]}…`",
+        "",
+        "## Validation (int8 model, held-out slide blocks)",
+        "",
+        "| metric | value |",
+        "|---|---|",
+        f"| 4-class accuracy | {_pct(m['accuracy'])} |",
+        f"| macro F1 | {m['macro_f1']:.4f} |",
+        f"| malignant sensitivity at threshold {card.threshold} | {_pct(m['malignant_sensitivity'])} |",
+        f"| specificity at threshold {card.threshold} | {_pct(m['specificity'])} |",
+        f"| expected calibration error | {m['ece']:.4f} |",
+        f"| float vs int8 top-1 agreement | {_pct(e['float_int8_top1_agreement'])} |",
+        f"| review band (malignant score) | {card.review_band[0]} – {card.review_band[1]} |",
+        "",
+        "| class | precision | recall | F1 | support |",
+        "|---|---|---|---|---|",
+    ]
+    for lab, c in m["per_class"].items():
+        lines.append(f"| {lab} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
+    lines += ["", f"![confusion matrix]({png.name})", "", "## Robustness re-runs (validation)", "",
+              "| variant | accuracy | drop (points) | sensitivity | specificity |", "|---|---|---|---|---|"]
+    for name, r in e["validation"]["robustness"].items():
+        lines.append(f"| {name} | {_pct(r['accuracy'])} | {r['accuracy_drop_points']} | "
+                     f"{_pct(r['malignant_sensitivity'])} | {_pct(r['specificity'])} |")
+    lines += ["", "## Ablation: input mode (same split, same schedule)", "",
+              "| mode | val accuracy | val macro F1 | val loss | epochs | train time |", "|---|---|---|---|---|---|"]
+    for mode, a in e["ablation"]["modes"].items():
+        mark = " (shipped)" if mode == e["ablation"]["chosen"] else ""
+        lines.append(f"| {mode}{mark} | {_pct(a['val_accuracy'])} | {a['val_macro_f1']:.4f} | {a['val_loss']} | "
+                     f"{a['epochs']} | {a['train_seconds'] / 60:.1f} min |")
+    lines += ["", f"Rule: {e['ablation']['rule']}.", "",
+              "## Limits", "",
+              "- Validation uses whole slide blocks held out by file number, but the public dataset has no "
+              "patient IDs, so blocks from one patient may still sit on both sides; expect somewhat lower "
+              "figures on new patients and other microscopes.",
+              "- The scale-bar label in the bottom-right corner is painted over by the preprocessing before the "
+              "model sees anything, so the corner-masked re-run measures only the remaining corner pixels.",
+              "- Trained on one hospital's Wright-Giemsa stained smears at 100x; other stains, magnifications "
+              "or cameras need re-validation before use.", ""]
+    out = Path(f"{stem}.md")
+    out.write_text("\n".join(lines))
+    return out

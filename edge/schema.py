@@ -1,0 +1,279 @@
+"""The edge-screen database: schema, version, forward migrations, and engines (SQLite and PostgreSQL).
+
+Every row carries a UUID text primary key and the id of the device that produced it, so databases from
+many microscopes merge without renumbering. Times are stored as UTC. JSON values are stored as text with
+sorted keys, so equal content is equal text on every backend (merge compares rows to find conflicts).
+"""
+from __future__ import annotations
+
+import sqlite3
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Dict
+
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Column, DateTime, Float, ForeignKey, Index,
+                        Integer, MetaData, String, Table, Text, UniqueConstraint, create_engine, event, inspect)
+from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.types import TypeDecorator
+
+APPLICATION = "edge-screen"
+SCHEMA_VERSION = 2
+STATUSES = ("classified", "unreadable", "rejected", "duplicate")
+VERDICTS = ("benign", "malignant")
+STAGES = ("queue", "decode", "quality", "preprocess", "inference", "store", "total")
+
+
+class SchemaError(RuntimeError):
+    """The database cannot be used by this code; ``str(err)`` is one line."""
+
+
+class NotEdgeScreenDatabase(SchemaError):
+    pass
+
+
+class SchemaTooNew(SchemaError):
+    pass
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in, aware UTC datetimes out. SQLite keeps no zone, so naive values are refused
+    on the way in (a local-time stamp would silently shift by the device's offset)."""
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware (UTC) datetime")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+metadata = MetaData()
+UUID = String(36)
+DEVICE = String(64)
+SHA = String(64)
+
+schema_info = Table(
+    "schema_info", metadata,
+    Column("application", String(32), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+runs = Table(
+    "runs", metadata,
+    Column("id", UUID, primary_key=True),
+    Column("device_id", DEVICE, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("stopped_at", UTCDateTime),
+    Column("exit_reason", Text),
+    Column("version", String(32)),
+    Column("pid", Integer),
+    Column("hostname", String(255)),
+)
+
+models = Table(
+    "models", metadata,
+    Column("id", UUID, primary_key=True),
+    Column("device_id", DEVICE, nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("sha256", SHA, nullable=False),
+    Column("card", Text),
+    Column("first_seen", UTCDateTime, nullable=False),
+    UniqueConstraint("device_id", "sha256", name="uq_models_device_sha256"),
+)
+
+images = Table(
+    "images", metadata,
+    Column("id", UUID, primary_key=True),
+    Column("device_id", DEVICE, nullable=False),
+    Column("run_id", UUID, ForeignKey("runs.id")),  # NULL for `classify` outside a daemon run
+    Column("model_id", UUID, ForeignKey("models.id")),
+    Column("path", Text, nullable=False),
+    Column("filename", Text, nullable=False),
+    Column("sha256", SHA, nullable=False),
+    Column("bytes", BigInteger),
+    Column("capture_time", UTCDateTime),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text),
+    Column("label", String(64)),
+    Column("probabilities", Text),
+    Column("malignant_score", Float),
+    Column("verdict", String(16)),
+    Column("needs_review", Boolean, nullable=False, default=False),
+    Column("duplicate_of", UUID, ForeignKey("images.id")),
+    Column("quality", Text),
+    Column("segmentation", Text),
+    *(Column(f"t_{s}_ms", Float) for s in STAGES),
+    Column("model_name", String(255)),
+    Column("model_sha256", SHA),
+    CheckConstraint("status IN ('classified', 'unreadable', 'rejected', 'duplicate')", name="ck_images_status"),
+    CheckConstraint("verdict IS NULL OR verdict IN ('benign', 'malignant')", name="ck_images_verdict"),
+    # Exactly-once: the same inbox file with the same content can be recorded only once per device, so
+    # a daemon killed between commit and bookkeeping cannot record it again after a restart.
+    UniqueConstraint("device_id", "path", "sha256", name="uq_images_device_path_sha256"),
+)
+Index("ix_images_device_recorded", images.c.device_id, images.c.recorded_at)
+Index("ix_images_sha256", images.c.sha256)
+Index("ix_images_path", images.c.path)
+Index("ix_images_status", images.c.status)
+
+export_watermarks = Table(
+    "export_watermarks", metadata,
+    Column("target", Text, primary_key=True),  # normalised URL or absolute path, without password
+    Column("device_id", DEVICE, primary_key=True),
+    Column("last_recorded_at", UTCDateTime),
+    Column("last_id", UUID),
+    # SQLite rowid of last_id in the source. A Pi has no real-time clock and its time can jump back, so
+    # recorded_at is not monotonic; insertion order is.
+    Column("last_seq", BigInteger),
+    Column("exported_at", UTCDateTime, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+)
+
+DATA_TABLES = ("runs", "models", "images", "export_watermarks")
+
+
+# ------------------------------------------------------------------------------------------ migrations
+# MIGRATIONS[v] upgrades a database at version v-1 to version v. A fresh database gets every migration in
+# order, so the upgrade path of a device in the field is the same code that every new database runs.
+# A migration must only ADD (tables, nullable columns, indexes) and must spell out its own DDL for
+# anything a later version changes; tables that later versions never alter may use the objects above.
+
+def _v1_initial(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[runs, models, images])
+
+
+def _v2_export_watermarks(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[export_watermarks])
+
+
+MIGRATIONS: Dict[int, Callable[[Connection], None]] = {1: _v1_initial, 2: _v2_export_watermarks}
+assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
+
+
+def _where(conn: Connection) -> str:
+    url = conn.engine.url
+    return url.database if url.drivername.startswith("sqlite") else url.render_as_string(hide_password=True)
+
+
+def schema_version(conn: Connection) -> int | None:
+    """The edge-screen schema version, None for an empty database; raises for a foreign database."""
+    names = set(inspect(conn).get_table_names())
+    if "schema_info" not in names:
+        if names:
+            raise NotEdgeScreenDatabase(
+                f"{_where(conn)} is not an edge-screen database (it has tables {', '.join(sorted(names)[:5])})")
+        return None
+    row = conn.execute(schema_info.select().where(schema_info.c.application == APPLICATION)).first()
+    if row is None:
+        raise NotEdgeScreenDatabase(f"{_where(conn)} is not an edge-screen database (no edge-screen schema_info)")
+    return int(row.version)
+
+
+def check_version(conn: Connection, version: int | None) -> None:
+    if version is not None and version > SCHEMA_VERSION:
+        raise SchemaTooNew(f"{_where(conn)} has schema version {version}, newer than the {SCHEMA_VERSION} this "
+                           "edge-screen knows: upgrade edge-screen to use it")
+
+
+def needs_upgrade(conn: Connection) -> bool:
+    version = schema_version(conn)
+    check_version(conn, version)
+    return version != SCHEMA_VERSION
+
+
+def ensure_schema(conn: Connection, create: bool = True) -> int:
+    """Create or upgrade the schema inside the caller's transaction; returns the version found before.
+
+    DDL is transactional on SQLite and PostgreSQL, so a failed upgrade leaves the old version intact.
+    """
+    version = schema_version(conn)
+    check_version(conn, version)
+    if version is None and not create:
+        raise NotEdgeScreenDatabase(f"{_where(conn)} is empty, not an edge-screen database")
+    start = version or 0
+    if start == SCHEMA_VERSION:
+        return start
+    if version is None:
+        metadata.create_all(conn, tables=[schema_info])
+    for v in range(start + 1, SCHEMA_VERSION + 1):
+        MIGRATIONS[v](conn)
+    if version is None:
+        conn.execute(schema_info.insert().values(application=APPLICATION, version=SCHEMA_VERSION,
+                                                 updated_at=utcnow()))
+    else:
+        conn.execute(schema_info.update().where(schema_info.c.application == APPLICATION)
+                     .values(version=SCHEMA_VERSION, updated_at=utcnow()))
+    return start
+
+
+# -------------------------------------------------------------------------------------------- engines
+def normalize_url(url: str | Path) -> str:
+    """A SQLAlchemy URL; a bare path means a SQLite file; PostgreSQL defaults to the psycopg 3 driver."""
+    s = str(url)
+    if "://" not in s:
+        return f"sqlite:///{Path(s).expanduser().resolve()}"
+    for prefix in ("postgresql://", "postgres://"):
+        if s.startswith(prefix):
+            return "postgresql+psycopg://" + s[len(prefix):]
+    return s
+
+
+def make_engine(url: str | Path, busy_timeout_ms: int = 5000, synchronous: str = "FULL",
+                create_dirs: bool = True) -> Engine:
+    url = normalize_url(url)
+    u = make_url(url)
+    if u.get_backend_name() != "sqlite":
+        return create_engine(url, pool_pre_ping=True)
+    db = u.database or ""
+    if create_dirs and db and db != ":memory:" and not u.query.get("uri"):
+        Path(db).parent.mkdir(parents=True, exist_ok=True)
+    engine = create_engine(url, connect_args={"timeout": busy_timeout_ms / 1000.0})
+
+    @event.listens_for(engine, "connect")
+    def _pragmas(dbapi_conn, _record):
+        # Autocommit at the driver level; transactions are begun explicitly in _begin below, so pysqlite's
+        # own implicit BEGIN never defers a write lock behind our back.
+        dbapi_conn.isolation_level = None
+        cur = dbapi_conn.cursor()
+        cur.execute(f"PRAGMA busy_timeout = {int(busy_timeout_ms)}")
+        cur.execute("PRAGMA foreign_keys = ON")
+        try:
+            cur.execute("PRAGMA journal_mode = WAL")  # persistent in the file; a no-op once set
+        except sqlite3.OperationalError:  # a read-only medium cannot switch modes; reading still works
+            pass
+        cur.execute(f"PRAGMA synchronous = {synchronous}")
+        cur.close()
+
+    @event.listens_for(engine, "begin")
+    def _begin(conn):
+        conn.exec_driver_sql("BEGIN IMMEDIATE" if conn.get_execution_options().get("edge_write") else "BEGIN")
+
+    return engine
+
+
+def writer(engine: Engine) -> Engine:
+    """The same engine, but its transactions take SQLite's write lock at BEGIN."""
+    return engine.execution_options(edge_write=True)
+
+
+def open_schema(engine: Engine, create: bool = True) -> None:
+    """Check (read transaction) and, only when needed, create or upgrade (write transaction) the schema."""
+    with engine.connect() as conn:
+        upgrade = needs_upgrade(conn)
+    if upgrade:
+        with writer(engine).begin() as conn:  # re-checked under the write lock: another process may have won
+            ensure_schema(conn, create=create)

@@ -1,0 +1,371 @@
+"""The result store: every image the device sees, the models it used and its daemon runs.
+
+SQLite in WAL mode so that `status` and `report` read while the daemon writes without "database is
+locked"; synchronous=FULL by default because the rows are medical records (a committed result must
+survive a power cut). Writers take the lock up front (BEGIN IMMEDIATE): a deferred transaction that reads
+and then writes can fail with SQLITE_BUSY without waiting, which the busy timeout cannot help. PostgreSQL
+works too (a clinic server). The schema and its migrations live in :mod:`edge.schema`.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+import math
+import os
+import socket
+import statistics
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any, Dict, Iterator, List, Optional, Set
+
+from sqlalchemy import and_, func, or_, select, true
+from sqlalchemy.engine import Engine, make_url
+from sqlalchemy.exc import DatabaseError, IntegrityError
+
+from .schema import (STAGES, STATUSES, VERDICTS, SchemaError, images, make_engine, models, normalize_url,
+                     open_schema, runs, utcnow, writer)
+
+TIMING_COLUMNS = tuple(f"t_{s}_ms" for s in STAGES)
+JSON_FIELDS = ("probabilities", "quality", "segmentation")
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or written; ``str(err)`` is one line."""
+
+
+@dataclass
+class ImageRecord:
+    """One image's result, as the pipeline hands it to :meth:`Store.record` and as queries return it.
+
+    ``sha256`` is required even for rejected files (hash the bytes that are there; for a file that was
+    not read, e.g. a symlink out of the inbox, hash a description such as ``b"symlink:" + target``), because
+    (device_id, path, sha256) is what makes recording exactly-once. ``t_total_ms`` is the pipeline's total
+    before storing; ``record`` measures ``t_store_ms`` and adds it to the total.
+    """
+    path: str
+    sha256: str
+    status: str  # classified | unreadable | rejected | duplicate
+    reason: Optional[str] = None
+    bytes: Optional[int] = None
+    capture_time: Optional[datetime] = None  # aware UTC (EXIF or mtime)
+    label: Optional[str] = None
+    probabilities: Optional[Dict[str, float]] = None
+    malignant_score: Optional[float] = None
+    verdict: Optional[str] = None  # benign | malignant
+    needs_review: bool = False
+    duplicate_of: Optional[str] = None
+    quality: Optional[Dict[str, Any]] = None
+    segmentation: Optional[Dict[str, Any]] = None
+    t_queue_ms: Optional[float] = None
+    t_decode_ms: Optional[float] = None
+    t_quality_ms: Optional[float] = None
+    t_preprocess_ms: Optional[float] = None
+    t_inference_ms: Optional[float] = None
+    t_store_ms: Optional[float] = None
+    t_total_ms: Optional[float] = None
+    model_id: Optional[str] = None
+    model_name: Optional[str] = None
+    model_sha256: Optional[str] = None
+    run_id: Optional[str] = None
+    filename: Optional[str] = None  # default: the last component of path
+    id: Optional[str] = None  # default: a new uuid4
+    device_id: Optional[str] = None  # default: the store's device id
+    recorded_at: Optional[datetime] = None  # default: now (UTC)
+
+    def to_row(self) -> Dict[str, Any]:
+        row = dataclasses.asdict(self)
+        for k in JSON_FIELDS:
+            if row[k] is not None:
+                row[k] = json.dumps(row[k], sort_keys=True, separators=(",", ":"))
+        return row
+
+    @classmethod
+    def from_row(cls, row: Any) -> "ImageRecord":
+        d = dict(row._mapping) if hasattr(row, "_mapping") else dict(row)
+        for k in JSON_FIELDS:
+            if d.get(k) is not None:
+                d[k] = json.loads(d[k])
+        d["needs_review"] = bool(d["needs_review"])
+        return cls(**{f.name: d.get(f.name) for f in dataclasses.fields(cls)})
+
+    def timings(self) -> Dict[str, Optional[float]]:
+        return {s: getattr(self, f"t_{s}_ms") for s in STAGES}
+
+
+@dataclass
+class RunInfo:
+    id: str
+    device_id: str
+    started_at: datetime
+    stopped_at: Optional[datetime]
+    exit_reason: Optional[str]
+    version: Optional[str]
+    pid: Optional[int]
+    hostname: Optional[str]
+
+
+@dataclass
+class Counts:
+    total: int = 0
+    by_status: Dict[str, int] = field(default_factory=dict)
+    by_verdict: Dict[str, int] = field(default_factory=dict)
+    needs_review: int = 0
+
+
+@dataclass
+class TimingStats:
+    n: int
+    median_ms: Optional[float]
+    p95_ms: Optional[float]
+    max_ms: Optional[float]
+
+
+class Store:
+    """One device's view of a result database. Thread-safe: each call uses its own pooled connection."""
+
+    def __init__(self, engine: Engine, device_id: Optional[str]):
+        self.engine = engine
+        self._w = writer(engine)
+        self.device_id = device_id
+
+    @classmethod
+    def open(cls, url: str | Path, device_id: Optional[str] = None, busy_timeout_ms: int = 5000,
+             synchronous: str = "FULL", create: bool = True) -> "Store":
+        """Open (creating or upgrading the schema) a store. ``create=False``: a missing SQLite file is an
+        error instead of a new empty database (for readers such as `status` and `report`)."""
+        u = make_url(normalize_url(url))
+        if u.get_backend_name() == "sqlite" and not create and u.database not in (None, "", ":memory:") \
+                and not Path(u.database).exists():
+            raise StoreError(f"database not found: {u.database}")
+        engine = make_engine(u.render_as_string(hide_password=False), busy_timeout_ms, synchronous)
+        try:
+            open_schema(engine, create=create)
+        except SchemaError as e:
+            engine.dispose()
+            raise StoreError(str(e)) from None
+        except DatabaseError as e:
+            engine.dispose()
+            where = u.database if u.get_backend_name() == "sqlite" else u.render_as_string(hide_password=True)
+            raise StoreError(f"cannot open {where}: {e.orig}") from None
+        return cls(engine, device_id)
+
+    def close(self) -> None:
+        self.engine.dispose()
+
+    def __enter__(self) -> "Store":
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.close()
+
+    def _device(self, device_id: Optional[str] = None) -> str:
+        d = device_id or self.device_id
+        if not d:
+            raise StoreError("no device_id: open the store with the device id to write")
+        return d
+
+    # -------------------------------------------------------------------------------------------- writes
+    def record(self, rec: ImageRecord) -> str:
+        """Insert one image result in one transaction and return its id. Recording the same file (device,
+        path, sha256) again returns the id of the existing row and changes nothing."""
+        t0 = time.perf_counter()
+        if rec.status not in STATUSES:
+            raise ValueError(f"status {rec.status!r} is not one of {', '.join(STATUSES)}")
+        if rec.verdict is not None and rec.verdict not in VERDICTS:
+            raise ValueError(f"verdict {rec.verdict!r} is not one of {', '.join(VERDICTS)}")
+        if not rec.sha256:
+            raise ValueError("sha256 is required (it makes recording exactly-once)")
+        row = rec.to_row()
+        row["id"] = rec.id or str(uuid.uuid4())
+        row["device_id"] = self._device(rec.device_id)
+        row["filename"] = rec.filename or os.path.basename(rec.path)
+        row["recorded_at"] = rec.recorded_at or utcnow()
+        key = and_(images.c.device_id == row["device_id"], images.c.path == rec.path,
+                   images.c.sha256 == rec.sha256)
+        try:
+            with self._w.begin() as conn:
+                existing = conn.execute(select(images.c.id).where(key)).scalar()
+                if existing is not None:
+                    return existing
+                if rec.t_store_ms is None:
+                    row["t_store_ms"] = round((time.perf_counter() - t0) * 1000.0, 3)
+                    if rec.t_total_ms is not None:
+                        row["t_total_ms"] = round(rec.t_total_ms + row["t_store_ms"], 3)
+                conn.execute(images.insert().values(**row))
+        except IntegrityError:
+            # PostgreSQL has no BEGIN IMMEDIATE: a concurrent writer may have inserted the same file
+            # between our check and our insert. The constraint caught it; answer with the winner's id.
+            with self.engine.connect() as conn:
+                existing = conn.execute(select(images.c.id).where(key)).scalar()
+            if existing is None:
+                raise
+            return existing
+        return row["id"]
+
+    def ensure_model(self, name: str, sha256: str, card: Optional[dict] = None) -> str:
+        """The id of this device's row for the model with this sha256, inserted on first sight."""
+        device = self._device()
+        q = select(models.c.id).where(models.c.device_id == device, models.c.sha256 == sha256)
+        with self._w.begin() as conn:
+            mid = conn.execute(q).scalar()
+            if mid is None:
+                mid = str(uuid.uuid4())
+                conn.execute(models.insert().values(
+                    id=mid, device_id=device, name=name, sha256=sha256, first_seen=utcnow(),
+                    card=json.dumps(card, sort_keys=True) if card is not None else None))
+        return mid
+
+    def start_run(self, version: str, pid: Optional[int] = None, hostname: Optional[str] = None) -> str:
+        """Record a daemon start. Earlier runs of this host whose process is gone without a stop (kill -9,
+        power cut) are closed as ``unclean``, at the time of their last recorded image."""
+        device, pid = self._device(), pid if pid is not None else os.getpid()
+        hostname = hostname or socket.gethostname()
+        rid = str(uuid.uuid4())
+        with self._w.begin() as conn:
+            for r in conn.execute(select(runs).where(runs.c.device_id == device, runs.c.hostname == hostname,
+                                                     runs.c.stopped_at.is_(None))).all():
+                if r.pid and _alive(r.pid):
+                    continue
+                last = conn.execute(select(func.max(images.c.recorded_at)).where(images.c.run_id == r.id)).scalar()
+                conn.execute(runs.update().where(runs.c.id == r.id).values(
+                    stopped_at=last or r.started_at, exit_reason="unclean: process ended without a recorded stop"))
+            conn.execute(runs.insert().values(id=rid, device_id=device, started_at=utcnow(), version=version,
+                                              pid=pid, hostname=hostname))
+        return rid
+
+    def stop_run(self, run_id: str, reason: str) -> None:
+        with self._w.begin() as conn:
+            conn.execute(runs.update().where(runs.c.id == run_id).values(stopped_at=utcnow(), exit_reason=reason))
+
+    # --------------------------------------------------------------------------------------------- reads
+    def _mine(self, device_id: Optional[str]):
+        d = device_id or self.device_id
+        return images.c.device_id == d if d else true()
+
+    def get(self, image_id: str) -> Optional[ImageRecord]:
+        with self.engine.connect() as conn:
+            row = conn.execute(select(images).where(images.c.id == image_id)).first()
+        return ImageRecord.from_row(row) if row else None
+
+    def find_by_sha256(self, sha256: str, device_id: Optional[str] = None) -> Optional[ImageRecord]:
+        """The first result for this content (never a duplicate row), for pointing a second copy at it."""
+        q = (select(images).where(images.c.sha256 == sha256, images.c.status != "duplicate", self._mine(device_id))
+             .order_by(images.c.recorded_at, images.c.id).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return ImageRecord.from_row(row) if row else None
+
+    def is_recorded(self, path: str, sha256: str, device_id: Optional[str] = None) -> bool:
+        q = select(images.c.id).where(images.c.path == str(path), images.c.sha256 == sha256, self._mine(device_id))
+        with self.engine.connect() as conn:
+            return conn.execute(q.limit(1)).first() is not None
+
+    def recorded_paths(self, device_id: Optional[str] = None) -> Dict[str, Set[str]]:
+        """path -> sha256s recorded for it. A path that is present may hold new content: compare hashes."""
+        out: Dict[str, Set[str]] = {}
+        with self.engine.connect() as conn:
+            for path, sha in conn.execute(select(images.c.path, images.c.sha256).where(self._mine(device_id))):
+                out.setdefault(path, set()).add(sha)
+        return out
+
+    def counts(self, since: Optional[datetime] = None, until: Optional[datetime] = None,
+               device_id: Optional[str] = None) -> Counts:
+        """Images recorded in [since, until) by status and by verdict (verdict only for classified rows)."""
+        w = [self._mine(device_id)] + _window(since, until)
+        out = Counts()
+        with self.engine.connect() as conn:
+            for status, n in conn.execute(select(images.c.status, func.count()).where(*w).group_by(images.c.status)):
+                out.by_status[status] = n
+                out.total += n
+            for verdict, n in conn.execute(select(images.c.verdict, func.count()).where(
+                    *w, images.c.status == "classified").group_by(images.c.verdict)):
+                out.by_verdict[verdict or "none"] = n
+            out.needs_review = conn.execute(select(func.count()).where(*w, images.c.needs_review.is_(True))).scalar()
+        return out
+
+    def last_error(self, device_id: Optional[str] = None) -> Optional[ImageRecord]:
+        """The most recent unreadable or rejected image (its reason is the error)."""
+        q = (select(images).where(images.c.status.in_(("unreadable", "rejected")), self._mine(device_id))
+             .order_by(images.c.recorded_at.desc(), images.c.id.desc()).limit(1))
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return ImageRecord.from_row(row) if row else None
+
+    def recent_timings(self, n: int = 100, device_id: Optional[str] = None) -> Dict[str, List[float]]:
+        """Per-stage times (ms) of the last ``n`` classified images, stage name -> values."""
+        cols = [images.c[c] for c in TIMING_COLUMNS]
+        q = (select(*cols).where(images.c.status == "classified", self._mine(device_id))
+             .order_by(images.c.recorded_at.desc(), images.c.id.desc()).limit(n))
+        out: Dict[str, List[float]] = {s: [] for s in STAGES}
+        with self.engine.connect() as conn:
+            for row in conn.execute(q):
+                for s, v in zip(STAGES, row):
+                    if v is not None:
+                        out[s].append(float(v))
+        return out
+
+    def timing_stats(self, n: int = 100, device_id: Optional[str] = None) -> Dict[str, TimingStats]:
+        return {s: timing_stats(v) for s, v in self.recent_timings(n, device_id).items()}
+
+    def last_run(self, device_id: Optional[str] = None) -> Optional[RunInfo]:
+        d = device_id or self.device_id
+        q = select(runs).where(runs.c.device_id == d if d else true()).order_by(runs.c.started_at.desc()).limit(1)
+        with self.engine.connect() as conn:
+            row = conn.execute(q).first()
+        return RunInfo(**row._mapping) if row else None
+
+    def iter_images(self, since: Optional[datetime] = None, until: Optional[datetime] = None,
+                    device_id: Optional[str] = None, batch: int = 2000) -> Iterator[ImageRecord]:
+        """Rows recorded in [since, until), oldest first, all devices unless ``device_id`` is given.
+        Keyset pagination: memory stays flat and no read transaction is held across a slow consumer."""
+        w = _window(since, until) + ([images.c.device_id == device_id] if device_id else [])
+        after = None
+        while True:
+            q = select(images).where(*w)
+            if after is not None:
+                q = q.where(or_(images.c.recorded_at > after[0],
+                                and_(images.c.recorded_at == after[0], images.c.id > after[1])))
+            with self.engine.connect() as conn:
+                rows = conn.execute(q.order_by(images.c.recorded_at, images.c.id).limit(batch)).all()
+            for row in rows:
+                yield ImageRecord.from_row(row)
+            if len(rows) < batch:
+                return
+            after = (rows[-1].recorded_at, rows[-1].id)
+
+    def count_images(self, device_id: Optional[str] = None) -> int:
+        with self.engine.connect() as conn:
+            return conn.execute(select(func.count()).select_from(images).where(self._mine(device_id))).scalar()
+
+
+def _window(since: Optional[datetime], until: Optional[datetime]) -> list:
+    w = []
+    if since is not None:
+        w.append(images.c.recorded_at >= since)
+    if until is not None:
+        w.append(images.c.recorded_at < until)
+    return w
+
+
+def timing_stats(values: List[float]) -> TimingStats:
+    if not values:
+        return TimingStats(0, None, None, None)
+    v = sorted(values)
+    p95 = v[max(0, math.ceil(0.95 * len(v)) - 1)]  # nearest-rank: a value that was actually observed
+    return TimingStats(len(v), statistics.median(v), p95, v[-1])
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+__all__ = ["Counts", "ImageRecord", "RunInfo", "Store", "StoreError", "TimingStats", "timing_stats"]

@@ -118,6 +118,9 @@ def block_split(samples: Sequence[Sample], block_size: int = 25, val_fraction: f
     for ci, label in enumerate(sorted(by_class)):
         blocks = sorted(by_class[label])
         chosen = [b for i, b in enumerate(blocks) if i % step == (ci + step // 2) % step]
+        if not chosen and len(blocks) >= 2:
+            # A class with fewer blocks than the stride still needs validation cases.
+            chosen = [blocks[len(blocks) // 2]]
         val_blocks[label] = chosen
         for b in blocks:
             (val if b in chosen else train).extend(by_class[label][b])

@@ -1,0 +1,254 @@
+"""``edge-screen``: the command line. Click only parses and prints; the work is in the library modules."""
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+from datetime import datetime, timedelta, timezone
+from pathlib import Path
+from typing import List, Optional
+
+import click
+
+from .config import Config, ConfigError, load_config
+
+
+def _cfg(ctx: click.Context) -> Config:
+    try:
+        return load_config(ctx.obj.get("config"))
+    except ConfigError as e:
+        raise click.ClickException(f"config error: {e}") from None
+
+
+def _classifier(cfg: Config):
+    from .model import Classifier, ModelLoadError
+
+    try:
+        return Classifier(cfg.model_path, backend=cfg.model.backend, num_threads=cfg.model.num_threads)
+    except ModelLoadError as e:
+        raise click.ClickException(f"model error: {e}") from None
+
+
+def _store(cfg: Config, create: bool = True):
+    from .store import Store, StoreError
+
+    try:
+        return Store.open(cfg.database.url, device_id=cfg.daemon.device_id, create=create,
+                          busy_timeout_ms=cfg.database.busy_timeout_ms, synchronous=cfg.database.synchronous)
+    except StoreError as e:
+        raise click.ClickException(f"database error: {e}") from None
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.option("--config", "-c", "config", type=click.Path(dir_okay=False), envvar="EDGE_SCREEN_CONFIG",
+              help="TOML config file (default: $EDGE_SCREEN_CONFIG, else built-in defaults).")
+@click.pass_context
+def main(ctx: click.Context, config: Optional[str]) -> None:
+    """edge-screen: blood-smear screening on an edge device (quality gate, int8 TFLite, SQLite)."""
+    ctx.ensure_object(dict)
+    ctx.obj["config"] = config
+
+
+@main.command()
+@click.pass_context
+def run(ctx: click.Context) -> None:
+    """Run the daemon: watch the inbox and classify every new image (logs to stderr)."""
+    from .daemon import main as daemon_main
+
+    sys.exit(daemon_main(ctx.obj.get("config")))
+
+
+@main.command()
+@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per image on stdout.")
+@click.option("--no-db", is_flag=True, help="Do not record the results in the database.")
+@click.pass_context
+def classify(ctx: click.Context, paths: List[Path], as_json: bool, no_db: bool) -> None:
+    """Classify image files or folders now, through the daemon's pipeline."""
+    from .pipeline import classify_paths, expand_paths
+    from rich.console import Console
+    from rich.progress import Progress
+
+    cfg = _cfg(ctx)
+    clf = _classifier(cfg)
+    store = None if no_db else _store(cfg)
+    files = expand_paths(paths)
+    err = Console(stderr=True)
+    try:
+        if len(files) > 3:
+            with Progress(console=err, transient=True) as prog:
+                task = prog.add_task("classifying", total=len(files))
+                results = classify_paths(files, cfg, clf, store, progress=lambda r: prog.advance(task))
+        else:
+            results = classify_paths(files, cfg, clf, store)
+    finally:
+        if store is not None:
+            store.close()
+    if as_json:
+        for r in results:
+            click.echo(json.dumps(_json(r), sort_keys=True))
+        return
+    from rich.table import Table
+
+    t = Table("file", "status", "label", "score", "verdict", "review", "ms", "reason")
+    for r in results:
+        t.add_row(Path(r.path).name, r.status, r.label or "", f"{r.malignant_score:.3f}"
+                  if r.malignant_score is not None else "", r.verdict or "", "yes" if r.needs_review else "",
+                  f"{r.timings.get('total', 0):.1f}", r.reason)
+    Console().print(t)
+
+
+def _json(r) -> dict:
+    return {"path": r.path, "status": r.status, "reason": r.reason, "label": r.label,
+            "probabilities": r.probabilities, "score": r.malignant_score, "verdict": r.verdict,
+            "needs_review": r.needs_review, "sha256": r.sha256, "timings": r.timings,
+            "recorded": r.recorded or r.already_recorded, "duplicate_of": r.duplicate_of}
+
+
+@main.command()
+@click.option("--last", "last_n", default=100, show_default=True, help="Timing statistics over the last N images.")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
+    """Model in use, today's images by status and verdict, backlog, last error, stage timings."""
+    from .model import ModelLoadError, load_card
+    from .model import card_path_for
+    from .watcher import backlog
+
+    cfg = _cfg(ctx)
+    store = _store(cfg, create=False)
+    try:
+        now = datetime.now(timezone.utc)
+        midnight = now.astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
+        today = store.counts(since=midnight.astimezone(timezone.utc))
+        recorded = store.recorded_paths()
+        pending = backlog(cfg.daemon.inbox, skip=lambda p: str(p) in recorded)
+        err = store.last_error()
+        stats = store.timing_stats(last_n)
+        run = store.last_run()
+    finally:
+        store.close()
+    try:
+        model = load_card(card_path_for(cfg.model_path)).name
+    except ModelLoadError as e:
+        model = f"unusable ({e})"
+    out = {"device_id": cfg.daemon.device_id, "model": model, "model_path": str(cfg.model_path),
+           "backend": cfg.model.backend, "threads": cfg.model.num_threads,
+           "today": {"total": today.total, "by_status": today.by_status, "by_verdict": today.by_verdict,
+                     "needs_review": today.needs_review},
+           "backlog": len(pending), "inbox": str(cfg.daemon.inbox),
+           "last_error": ({"path": err.path, "status": err.status, "reason": err.reason,
+                           "recorded_at": err.recorded_at.isoformat()} if err else None),
+           "last_run": ({"started_at": run.started_at.isoformat(), "stopped_at":
+                         run.stopped_at.isoformat() if run.stopped_at else None, "exit_reason": run.exit_reason,
+                         "pid": run.pid} if run else None),
+           "timings_ms": {s: {"n": v.n, "median": v.median_ms, "p95": v.p95_ms} for s, v in stats.items()}}
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(f"device     {out['device_id']}\nmodel      {model} ({cfg.model_path}), backend {cfg.model.backend}, "
+               f"{cfg.model.num_threads} threads")
+    if run:
+        state = "running" if run.stopped_at is None else f"stopped ({run.exit_reason})"
+        click.echo(f"daemon     {state}, started {run.started_at:%Y-%m-%d %H:%M:%S} UTC, pid {run.pid}")
+    click.echo(f"today      {today.total} images: " + ", ".join(f"{k} {v}" for k, v in sorted(today.by_status.items()))
+               + ("; " + ", ".join(f"{k} {v}" for k, v in sorted(today.by_verdict.items())) if today.by_verdict else "")
+               + f"; needs review {today.needs_review}")
+    click.echo(f"backlog    {len(pending)} file(s) in {cfg.daemon.inbox} not yet recorded")
+    click.echo(f"last error {err.path}: {err.reason}" if err else "last error none")
+    click.echo(f"timings    median / p95 ms over the last {last_n} classified images:")
+    for s, v in stats.items():
+        if v.n:
+            click.echo(f"  {s:11s} {v.median_ms:8.2f} / {v.p95_ms:8.2f}")
+
+
+@main.command()
+@click.argument("paths", nargs=-1, type=click.Path(exists=True, path_type=Path))
+@click.option("-n", "--images", "n", default=200, show_default=True, help="Images to time (cycled).")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.pass_context
+def bench(ctx: click.Context, paths: List[Path], n: int, as_json: bool) -> None:
+    """Bare interpreter invoke vs the full per-image pipeline, per stage (synthetic images if no PATH)."""
+    from .bench import format_report, run_bench
+
+    cfg = _cfg(ctx)
+    report = run_bench(cfg, _classifier(cfg), list(paths), n)
+    click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
+
+
+@main.group("config")
+def config_group() -> None:
+    """Show or check the effective configuration."""
+
+
+@config_group.command("show")
+@click.pass_context
+def config_show(ctx: click.Context) -> None:
+    """Print the effective configuration as TOML (defaults filled in, paths absolute)."""
+    cfg = _cfg(ctx.find_root())
+    click.echo(f"# effective config from {cfg.source or 'built-in defaults'}")
+    click.echo(cfg.to_toml())
+
+
+@config_group.command("check")
+@click.pass_context
+def config_check(ctx: click.Context) -> None:
+    """Validate the config, and that the model and its card load; exit 2 on a config error, 3 on the model."""
+    root = ctx.find_root()
+    try:
+        cfg = load_config(root.obj.get("config"))
+    except ConfigError as e:
+        click.echo(f"config error: {e}", err=True)
+        sys.exit(2)
+    from .model import Classifier, ModelLoadError
+
+    try:
+        clf = Classifier(cfg.model_path, backend=cfg.model.backend, num_threads=cfg.model.num_threads)
+    except ModelLoadError as e:
+        click.echo(f"model error: {e}", err=True)
+        sys.exit(3)
+    click.echo(f"config OK ({cfg.source or 'built-in defaults'}); model {clf.name} on {clf.backend}; "
+               f"inbox {cfg.daemon.inbox}; database {cfg.database.url}")
+
+
+@main.command()
+@click.option("--count", "-n", type=int, default=1, show_default=True, help="Stills to take (0 = until stopped).")
+@click.option("--interval", type=float, default=None, help="Seconds between stills (default: camera.interval_s).")
+@click.option("--fake", "fake", type=click.Path(file_okay=False, path_type=Path), default=None,
+              help="Use the fake camera cycling through this folder's JPEGs (for tests/demos).")
+@click.option("--synthetic", is_flag=True, help="Use the fake camera with synthetic smears.")
+@click.pass_context
+def capture(ctx: click.Context, count: int, interval: Optional[float], fake: Optional[Path], synthetic: bool) -> None:
+    """Take camera stills into the inbox atomically (picamera2 on a Raspberry Pi)."""
+    import signal
+
+    from .camera import CameraUnavailable, FakeSource, PiCamera2Source, capture_loop
+
+    cfg = _cfg(ctx)
+    try:
+        src = FakeSource(fake) if (fake or synthetic) else PiCamera2Source(cfg.camera.resolution)
+    except CameraUnavailable as e:
+        click.echo(f"error: {e}", err=True)
+        sys.exit(1)
+    stop = []
+    signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
+    with src:
+        files = capture_loop(src, cfg.daemon.inbox, cfg.camera.interval_s if interval is None else interval,
+                             None if count == 0 else count, should_stop=lambda: bool(stop))
+    for f in files:
+        click.echo(str(f))
+
+
+def _register_plugins() -> None:
+    for mod_name in ("edge.cli_export", "edge.cli_report"):
+        try:
+            mod = importlib.import_module(mod_name)
+        except ImportError as e:
+            if getattr(e, "name", None) == mod_name:  # only the module itself being absent is skipped
+                continue
+            raise
+        for cmd in getattr(mod, "COMMANDS", ()):
+            main.add_command(cmd)
+
+
+_register_plugins()

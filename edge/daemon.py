@@ -1,0 +1,275 @@
+"""The long-running service: watch the inbox, classify every new image, record it, survive anything.
+
+Order of start-up matters: config, model + card, and the database are all checked before the inbox is
+touched, so a broken install exits non-zero with one clear line instead of half-processing images.
+Crash safety comes from the store (one transaction per image, unique on device/path/sha256) plus the
+backlog scan on start, not from any state kept here: kill -9 at any moment, restart, and every inbox image
+ends up recorded exactly once.
+"""
+from __future__ import annotations
+
+import logging
+import os
+import queue
+import signal
+import socket
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Optional, Set
+
+from .config import Config, ConfigError, load_config
+from .model import Classifier, ModelLoadError
+from .pipeline import CLASSIFIED, DUPLICATE, STOP, ImageResult, Job, Pipeline
+from .store import Store, StoreError
+from .watcher import InboxWatcher, backlog, watch_options
+
+log = logging.getLogger("edge.daemon")
+
+EXIT_OK, EXIT_CONFIG, EXIT_MODEL, EXIT_STORE = 0, 2, 3, 4
+
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("edge-screen")
+    except Exception:  # noqa: BLE001 - running from a source tree that was never pip-installed
+        return "0.1.0+src"
+
+
+__version__ = _version()
+
+
+class StartupError(RuntimeError):
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.code = code
+
+
+class Notifier:
+    """sd_notify(3) without libsystemd: one datagram per message to $NOTIFY_SOCKET; a no-op outside systemd."""
+
+    def __init__(self, environ=os.environ):
+        addr = environ.get("NOTIFY_SOCKET", "")
+        self._addr = "\0" + addr[1:] if addr.startswith("@") else addr  # "@" = Linux abstract namespace
+        self._sock: Optional[socket.socket] = None
+        usec = environ.get("WATCHDOG_USEC", "")
+        pid = environ.get("WATCHDOG_PID", "")
+        # Ping at half the configured interval, as sd_watchdog_enabled(3) recommends.
+        self.watchdog_interval = (int(usec) / 2e6 if usec.isdigit() and (not pid or pid == str(os.getpid()))
+                                  else None)
+        self._last_ping = 0.0
+
+    def send(self, *fields: str) -> None:
+        if not self._addr:
+            return
+        try:
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+            self._sock.sendto("\n".join(fields).encode(), self._addr)
+        except OSError as e:
+            log.debug("sd_notify failed: %s", e)
+
+    def watchdog(self) -> None:
+        now = time.monotonic()
+        if self.watchdog_interval is not None and now - self._last_ping >= self.watchdog_interval:
+            self._last_ping = now
+            self.send("WATCHDOG=1")
+
+
+@dataclass
+class Loaded:
+    cfg: Config
+    classifier: Classifier
+
+
+def load(config_path: Optional[str]) -> Loaded:
+    """Config and model, checked; raises :class:`StartupError` with the exit code to use."""
+    try:
+        cfg = load_config(config_path)
+    except ConfigError as e:
+        raise StartupError(f"config error: {e}", EXIT_CONFIG) from None
+    try:
+        clf = Classifier(cfg.model_path, backend=cfg.model.backend, num_threads=cfg.model.num_threads)
+    except ModelLoadError as e:
+        raise StartupError(f"model error: {e}", EXIT_MODEL) from None
+    return Loaded(cfg, clf)
+
+
+def open_store(cfg: Config) -> Store:
+    db = cfg.database
+    try:
+        return Store.open(db.url, device_id=cfg.daemon.device_id, busy_timeout_ms=db.busy_timeout_ms,
+                          synchronous=db.synchronous)
+    except StoreError as e:
+        raise StartupError(f"database error: {e}", EXIT_STORE) from None
+
+
+def setup_logging(level: str = "INFO") -> None:
+    # journald stamps every line itself; a terminal wants the time.
+    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), format=fmt, stream=sys.stderr, force=True)
+
+
+def describe(res: ImageResult) -> str:
+    ms = res.timings.get("total", 0.0)
+    name = Path(res.path).name
+    if res.status in (CLASSIFIED, DUPLICATE) and res.label:
+        dup = " (duplicate)" if res.status == DUPLICATE else ""
+        review = " review" if res.needs_review else ""
+        return (f"{name}: {res.label} score={res.malignant_score:.3f} {res.verdict}{review}{dup} "
+                f"total={ms:.1f}ms")
+    return f"{name}: {res.status}: {res.reason} total={ms:.1f}ms"
+
+
+class Daemon:
+    def __init__(self, config_path: Optional[str] = None):
+        self.config_path = config_path
+        self.notify = Notifier()
+        self.jobs: "queue.Queue[Job]" = queue.Queue()
+        self._queued: Set[Path] = set()
+        self._lock = threading.Lock()
+        self._stop_reason: Optional[str] = None
+        self._reload = False
+        self.processed = 0
+        self.counts = {"classified": 0, "unreadable": 0, "rejected": 0, "duplicate": 0}
+
+    # ------------------------------------------------------------------------------------ signals
+    def _on_term(self, signum, _frame) -> None:
+        self._stop_reason = f"stopped by {signal.Signals(signum).name}"
+
+    def _on_hup(self, _signum, _frame) -> None:
+        self._reload = True
+
+    def enqueue(self, path: Path) -> None:
+        with self._lock:
+            if path in self._queued:
+                return
+            self._queued.add(path)
+        self.jobs.put(Job(path))
+
+    def _next_job(self, block: bool):
+        self.notify.watchdog()
+        if self._stop_reason or self._reload:
+            return STOP
+        try:
+            job = self.jobs.get(timeout=0.25) if block else self.jobs.get_nowait()
+        except queue.Empty:
+            return None
+        with self._lock:
+            self._queued.discard(job.path)
+        return job
+
+    # ------------------------------------------------------------------------------------ main
+    def run(self) -> int:
+        setup_logging()
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        try:
+            loaded = load(self.config_path)
+            setup_logging(loaded.cfg.daemon.log_level)
+            store = open_store(loaded.cfg)
+        except StartupError as e:
+            log.error("%s", e)
+            self.notify.send(f"STATUS=failed: {e}")
+            return e.code
+        cfg, clf = loaded.cfg, loaded.classifier
+        run_id = store.start_run(__version__)
+        exit_reason = "error"
+        watcher = None
+        try:
+            pipe = self._pipeline(cfg, clf, store, run_id)
+            inbox = cfg.daemon.inbox
+            inbox.mkdir(parents=True, exist_ok=True)
+            log.info("edge-screen %s: model %s (%s, sha256 %s…) on %s, %d threads; inbox %s; database %s; device %s",
+                     __version__, clf.name, clf.path.name, clf.sha256[:12], clf.backend, clf.num_threads, inbox,
+                     cfg.database.url, cfg.daemon.device_id)
+            # Watch first, then scan: a file arriving in between is seen twice (harmless, the pipeline
+            # skips what is recorded) rather than not at all.
+            watcher = InboxWatcher(inbox, self.enqueue, watch_options(cfg))
+            watcher.start()
+            if cfg.daemon.backlog_scan:
+                self._scan_backlog(cfg, store, inbox)
+            self.notify.send("READY=1", f"STATUS=watching {inbox}, {self.jobs.qsize()} queued")
+            while True:
+                for res in pipe.stream(self._next_job):
+                    self._report(res)
+                if self._stop_reason:
+                    break
+                if self._reload:
+                    cfg, clf, pipe, watcher = self._do_reload(cfg, clf, pipe, watcher, store, run_id)
+            exit_reason = self._stop_reason or "stopped"
+            self.notify.send("STOPPING=1", f"STATUS={exit_reason}")
+            log.info("%s after %d images; exiting", exit_reason, self.processed)
+            return EXIT_OK
+        except Exception as e:
+            exit_reason = f"error: {type(e).__name__}: {e}".splitlines()[0]
+            log.exception("daemon failed")
+            return 1
+        finally:
+            if watcher is not None:
+                watcher.stop()
+            try:
+                store.stop_run(run_id, exit_reason)
+            finally:
+                store.close()
+
+    def _pipeline(self, cfg: Config, clf: Classifier, store: Store, run_id: str) -> Pipeline:
+        pipe = Pipeline(cfg, clf, store=store, inbox=cfg.daemon.inbox, move_after=cfg.daemon.after == "move")
+        pipe.run_id = run_id
+        return pipe
+
+    def _scan_backlog(self, cfg: Config, store: Store, inbox: Path) -> None:
+        recorded = store.recorded_paths()
+        # With after=move, a recorded file still in the inbox was committed but not moved before a crash:
+        # queue it so the pipeline finishes the move (it records nothing new).
+        keep_recorded = cfg.daemon.after == "move"
+        files = backlog(inbox, skip=lambda p: not keep_recorded and str(p) in recorded)
+        for p in files:
+            self.enqueue(p)
+        log.info("backlog: %d file(s) in %s not yet recorded", len(files), inbox)
+
+    def _do_reload(self, cfg, clf, pipe, watcher, store, run_id):
+        self._reload = False
+        log.info("SIGHUP: reloading config and model")
+        self.notify.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        try:
+            new = load(self.config_path)
+            if new.cfg.database != cfg.database or new.cfg.daemon.device_id != cfg.daemon.device_id:
+                log.warning("database and device_id changes need a restart; keeping %s", cfg.database.url)
+            setup_logging(new.cfg.daemon.log_level)
+            new_pipe = self._pipeline(new.cfg, new.classifier, store, run_id)
+            if new.cfg.daemon.inbox != cfg.daemon.inbox or new.cfg.daemon.observer != cfg.daemon.observer:
+                watcher.stop()
+                new.cfg.daemon.inbox.mkdir(parents=True, exist_ok=True)
+                watcher = InboxWatcher(new.cfg.daemon.inbox, self.enqueue, watch_options(new.cfg))
+                watcher.start()
+                self._scan_backlog(new.cfg, store, new.cfg.daemon.inbox)
+            log.info("reloaded: model %s (sha256 %s…), inbox %s", new.classifier.name, new.classifier.sha256[:12],
+                     new.cfg.daemon.inbox)
+            cfg, clf, pipe = new.cfg, new.classifier, new_pipe
+        except StartupError as e:
+            log.error("reload failed, keeping the running config and model: %s", e)
+        self.notify.send("READY=1", f"STATUS=watching {cfg.daemon.inbox}")
+        return cfg, clf, pipe, watcher
+
+    def _report(self, res: ImageResult) -> None:
+        if res.already_recorded:
+            log.debug("%s: already recorded", res.path)
+            return
+        self.processed += 1
+        self.counts[res.status] = self.counts.get(res.status, 0) + 1
+        level = logging.INFO if res.recorded else logging.ERROR
+        log.log(level, "%s", describe(res) + ("" if res.recorded else " (NOT RECORDED)"))
+        c = self.counts
+        self.notify.send(f"STATUS={self.processed} images: {c['classified']} classified, "
+                         f"{c['unreadable']} unreadable, {c['rejected']} rejected, {c['duplicate']} duplicate; "
+                         f"{self.jobs.qsize()} queued")
+
+
+def main(config_path: Optional[str] = None) -> int:
+    return Daemon(config_path).run()

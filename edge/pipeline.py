@@ -1,0 +1,399 @@
+"""Per-image processing: identity, decode, quality gate, preprocess, inference, one committed record.
+
+Two stages so that the two cores overlap: :meth:`Pipeline.prepare` (read, hash, decode, quality,
+preprocess; OpenCV releases the GIL) runs in a worker thread for the next image while
+:meth:`Pipeline.finish` (duplicate check, inference, which also releases the GIL, and the commit) runs for
+the current one. ``finish`` is only ever called from one thread, in order, so the duplicate and
+exactly-once checks see every earlier commit.
+
+Every failure of one file becomes a recorded status with a one-line reason; nothing here raises for a bad
+image, so one bad file never stops the others.
+"""
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import logging
+import os
+import shutil
+import struct
+import time
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Union
+
+import numpy as np
+
+from . import quality
+from .config import Config
+from .model import Classifier
+from .store import ImageRecord
+from .preprocess import DecodeError, SegmentationStats, decode_bytes, preprocess, sniff_format
+
+log = logging.getLogger("edge.pipeline")
+
+CLASSIFIED, UNREADABLE, REJECTED, DUPLICATE = "classified", "unreadable", "rejected", "duplicate"
+# Reading and hashing the file count as decode: together they are "bytes on disk -> pixels".
+STAGES = ("queue", "decode", "quality", "preprocess", "inference", "store", "total")
+# Recognised but not supported: naming them beats "not an image" for a technician.
+OTHER_FORMATS = ((b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"RIFF", "WebP"), (b"%PDF", "PDF"),
+                 (b"\x00\x00\x00", "HEIF/HEIC or MP4"))
+
+
+@dataclass
+class Job:
+    path: Path
+    discovered: float = field(default_factory=time.monotonic)  # when the watcher saw the file closed
+
+
+@dataclass
+class ImageResult:
+    path: str
+    status: str
+    reason: str = ""
+    sha256: str = ""
+    size_bytes: int = 0
+    capture_time: Optional[datetime] = None
+    capture_source: str = ""  # "exif" or "mtime"
+    width: Optional[int] = None
+    height: Optional[int] = None
+    format: Optional[str] = None
+    label: Optional[str] = None
+    probabilities: Optional[Dict[str, float]] = None
+    malignant_score: Optional[float] = None
+    verdict: Optional[str] = None
+    needs_review: Optional[bool] = None
+    quality: Optional[dict] = None
+    segmentation: Optional[dict] = None
+    timings: Dict[str, float] = field(default_factory=dict)  # ms per STAGES entry
+    duplicate_of: Optional[str] = None  # id of the first record with the same content
+    record_id: Optional[str] = None
+    recorded: bool = False  # False for --no-db, for a file already recorded, or a failed commit
+    moved_to: Optional[str] = None
+    already_recorded: bool = False  # recorded by an earlier run: nothing new was written
+
+    def to_dict(self) -> dict:
+        d = dataclasses.asdict(self)
+        d["capture_time"] = self.capture_time.isoformat() if self.capture_time else None
+        return d
+
+
+@dataclass
+class Prepared:
+    job: Job
+    result: ImageResult
+    model_input: Optional[np.ndarray] = None  # None: no inference (rejected/unreadable)
+    started: float = 0.0
+
+
+def sha256_bytes(data: bytes) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+def sha256_path(path: Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def exif_datetime(data: bytes) -> Optional[datetime]:
+    """DateTimeOriginal from a JPEG's Exif block, reading only the first 64 KiB; None when absent."""
+    if data[:2] != b"\xff\xd8":
+        return None
+    i, head = 2, data[:65536]
+    while i + 4 <= len(head) and head[i] == 0xFF:
+        marker, seg_len = head[i + 1], struct.unpack(">H", head[i + 2:i + 4])[0]
+        if marker == 0xE1 and head[i + 4:i + 10] == b"Exif\x00\x00":
+            return _tiff_datetime(head[i + 10:i + 2 + seg_len])
+        if marker == 0xDA:  # start of scan: no Exif before the pixels
+            return None
+        i += 2 + seg_len
+    return None
+
+
+def _tiff_datetime(t: bytes) -> Optional[datetime]:
+    try:
+        end = {b"II": "<", b"MM": ">"}[t[:2]]
+
+        def ifd(off: int) -> Dict[int, tuple]:
+            n = struct.unpack(end + "H", t[off:off + 2])[0]
+            out = {}
+            for k in range(n):
+                e = off + 2 + 12 * k
+                tag, typ, cnt, val = struct.unpack(end + "HHII", t[e:e + 12])
+                out[tag] = (typ, cnt, val, e + 8)
+            return out
+
+        ifd0 = ifd(struct.unpack(end + "I", t[4:8])[0])
+        tags = ifd(ifd0[0x8769][2]) if 0x8769 in ifd0 else {}
+        for tag, where in ((0x9003, tags), (0x0132, ifd0)):  # DateTimeOriginal, else DateTime
+            if tag in where:
+                _, cnt, val, _ = where[tag]
+                raw = t[val:val + cnt].split(b"\x00")[0].decode("ascii")
+                return datetime.strptime(raw, "%Y:%m:%d %H:%M:%S")
+    except (KeyError, struct.error, ValueError, UnicodeDecodeError):
+        return None
+    return None
+
+
+def _within(path: Path, folder: Path) -> bool:
+    try:
+        path.relative_to(folder)
+        return True
+    except ValueError:
+        return False
+
+
+class Pipeline:
+    """Processes images with one classifier into one store (or none, for ``classify --no-db``)."""
+
+    def __init__(self, cfg: Config, classifier: Classifier, store=None, inbox: Optional[Path] = None,
+                 move_after: bool = False):
+        self.cfg = cfg
+        self.clf = classifier
+        self.store = store
+        self.inbox = Path(inbox).resolve() if inbox else None
+        self.move_after = move_after
+        self.params = classifier.preprocessing
+        self.model_id: Optional[str] = None
+        if store is not None:
+            self.model_id = store.ensure_model(classifier.name, classifier.sha256, classifier.card.to_dict())
+        self.run_id: Optional[str] = None
+
+    # ------------------------------------------------------------------------------------ stage 1
+    def prepare(self, job: Job) -> Prepared:
+        started = time.monotonic()
+        res = ImageResult(path=str(job.path), status=REJECTED)
+        res.timings["queue"] = round((started - job.discovered) * 1000, 3)
+        prep = Prepared(job=job, result=res, started=started)
+        try:
+            self._prepare(job.path, prep)
+        except Exception as e:  # noqa: BLE001 - a bug on one file must not stop the others
+            log.exception("unexpected error on %s", job.path)
+            res.status, res.reason = REJECTED, f"processing error: {type(e).__name__}: {e}".splitlines()[0]
+            prep.model_input = None
+        return prep
+
+    def _prepare(self, path: Path, prep: Prepared) -> None:
+        res, t = prep.result, time.monotonic()
+        if self.inbox is not None and path.is_symlink():
+            target = path.resolve()
+            if not _within(target, self.inbox):
+                res.reason = f"symlink points outside the inbox (to {target})"
+                # Not followed, so not read: its identity is the link itself.
+                res.sha256 = sha256_bytes(b"symlink:" + os.fsencode(os.readlink(path)))
+                return
+        try:
+            st = path.stat()
+        except OSError as e:
+            res.reason = f"cannot read file: {e.strerror or e}"
+            res.sha256 = sha256_bytes(b"unreadable:" + res.reason.encode())
+            return
+        res.size_bytes = st.st_size
+        res.capture_time, res.capture_source = datetime.fromtimestamp(st.st_mtime, timezone.utc), "mtime"
+        if not path.is_file():
+            res.reason = "not a regular file"
+            res.sha256 = sha256_bytes(b"special:" + os.fsencode(str(path)))
+            return
+        if st.st_size > self.cfg.daemon.max_file_bytes:
+            # Hash without loading it, so the row still has an identity for exactly-once.
+            res.sha256 = sha256_path(path)
+            res.reason = f"file too large: {st.st_size:,} bytes > the {self.cfg.daemon.max_file_bytes:,} byte limit"
+            return
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            res.reason = f"cannot read file: {e.strerror or e}"
+            res.sha256 = sha256_bytes(b"unreadable:" + res.reason.encode())
+            return
+        res.sha256 = sha256_bytes(data)
+        exif = exif_datetime(data)
+        if exif is not None:
+            # Exif times are the camera's local wall clock, without a zone: read them as this device's.
+            res.capture_time, res.capture_source = exif.astimezone(timezone.utc), "exif"
+        if data and sniff_format(data) is None:
+            for magic, name in OTHER_FORMATS:
+                if data.startswith(magic) and (name != "WebP" or data[8:12] == b"WEBP"):
+                    res.reason = f"unsupported format {name} (expected JPEG, PNG, TIFF or BMP)"
+                    return
+        try:
+            img = decode_bytes(data, target=self.params.size)
+        except DecodeError as e:
+            res.reason = str(e)
+            self._lap(res, "decode", t)
+            return
+        del data
+        res.width, res.height, res.format = img.width, img.height, img.format
+        t = self._lap(res, "decode", t)
+        q = quality.check_exposure_focus(quality.measure(img.rgb, self.params), self.cfg.quality)
+        t = self._lap(res, "quality", t)
+        if not q.passed:
+            res.status, res.reason, res.quality = UNREADABLE, q.reason, q.to_dict()
+            return
+        pre = preprocess(img.rgb, self.params)
+        t = self._lap(res, "preprocess", t)
+        q = quality.check_content(q, pre.stats, self.cfg.quality)
+        res.quality, res.segmentation = q.to_dict(), _seg_dict(pre.stats)
+        self._lap(res, "quality", t, add=True)
+        if not q.passed:
+            res.status, res.reason = UNREADABLE, q.reason
+            return
+        res.status = CLASSIFIED
+        prep.model_input = pre.model_input
+
+    @staticmethod
+    def _lap(res: ImageResult, stage: str, t0: float, add: bool = False) -> float:
+        now = time.monotonic()
+        ms = (now - t0) * 1000
+        res.timings[stage] = round(res.timings.get(stage, 0.0) + ms if add else ms, 3)
+        return now
+
+    # ------------------------------------------------------------------------------------ stage 2
+    def finish(self, prep: Prepared) -> ImageResult:
+        res = prep.result
+        t = time.monotonic()
+        try:
+            if self.store is not None and res.sha256:
+                if self.store.is_recorded(str(prep.job.path), res.sha256):
+                    # A file the backlog scan and the watcher both queued, or one recorded before a crash:
+                    # report the recorded answer, record nothing.
+                    res.already_recorded = True
+                    first = self.store.find_by_sha256(res.sha256)
+                    if first is not None and res.status == CLASSIFIED:
+                        for k in ("status", "label", "probabilities", "malignant_score", "verdict", "needs_review"):
+                            setattr(res, k, getattr(first, k))
+                    self._move(res)
+                    return res
+                first = self.store.find_by_sha256(res.sha256) if res.status == CLASSIFIED else None
+                if first is not None:
+                    res.status, res.duplicate_of = DUPLICATE, str(first.id)
+                    res.reason = f"same content as {first.path}"
+                    for k in ("label", "probabilities", "malignant_score", "verdict", "needs_review"):
+                        setattr(res, k, getattr(first, k, None))
+                    prep.model_input = None
+            if prep.model_input is not None:
+                pred = self.clf.predict(prep.model_input)
+                t = self._lap(res, "inference", t)
+                res.label, res.probabilities = pred.label, pred.probabilities
+                res.malignant_score, res.verdict, res.needs_review = (pred.malignant_score, pred.verdict,
+                                                                      pred.needs_review)
+        except Exception as e:  # noqa: BLE001
+            log.exception("unexpected error on %s", prep.job.path)
+            res.status, res.reason = REJECTED, f"processing error: {type(e).__name__}: {e}".splitlines()[0]
+        prep.model_input = None
+        if self.store is not None:
+            self._commit(prep, t)
+        # For the store this is "total before storing" (it adds its own time); here it is end to end.
+        res.timings["total"] = round((time.monotonic() - prep.started) * 1000, 3)
+        self._move(res)
+        return res
+
+    def _commit(self, prep: Prepared, t: float) -> None:
+        res = prep.result
+        res.timings["total"] = round((time.monotonic() - prep.started) * 1000, 3)
+        try:
+            res.record_id = self.store.record(self.to_record(res))
+            res.recorded = True
+        except Exception as e:  # noqa: BLE001 - the file stays unrecorded and the next backlog scan retries
+            log.error("could not record %s: %s", res.path, str(e).splitlines()[0])
+            res.reason = res.reason or f"not recorded: {e}".splitlines()[0]
+        self._lap(res, "store", t)
+
+    def to_record(self, res: ImageResult) -> ImageRecord:
+        tm = res.timings
+        return ImageRecord(
+            path=res.path, sha256=res.sha256, status=res.status, reason=res.reason or None, bytes=res.size_bytes,
+            capture_time=res.capture_time, label=res.label, probabilities=res.probabilities,
+            malignant_score=res.malignant_score, verdict=res.verdict, needs_review=bool(res.needs_review),
+            duplicate_of=res.duplicate_of, quality=res.quality, segmentation=res.segmentation,
+            t_queue_ms=tm.get("queue"), t_decode_ms=tm.get("decode"), t_quality_ms=tm.get("quality"),
+            t_preprocess_ms=tm.get("preprocess"), t_inference_ms=tm.get("inference"), t_total_ms=tm.get("total"),
+            model_id=self.model_id if res.status in (CLASSIFIED, DUPLICATE) else None,
+            model_name=self.clf.name, model_sha256=self.clf.sha256, run_id=self.run_id)
+
+    def _move(self, res: ImageResult) -> None:
+        if not (self.move_after and self.inbox is not None and res.sha256 and
+                (res.recorded or res.already_recorded)):
+            return
+        src = Path(res.path)
+        if not src.exists() and not src.is_symlink():
+            return
+        ok = res.status in (CLASSIFIED, DUPLICATE)
+        dest_dir = self.cfg.daemon.done_dir if ok else self.cfg.daemon.rejected_dir
+        try:
+            dest_dir.mkdir(parents=True, exist_ok=True)
+            dest = dest_dir / src.name
+            n = 1
+            while dest.exists():
+                dest, n = dest_dir / f"{src.stem}.{n}{src.suffix}", n + 1
+            shutil.move(str(src), str(dest))
+            res.moved_to = str(dest)
+        except OSError as e:
+            log.warning("could not move %s to %s: %s", src, dest_dir, e)
+
+    # ------------------------------------------------------------------------------------ driving
+    def process(self, path: Union[str, Path]) -> ImageResult:
+        return self.finish(self.prepare(Job(Path(path))))
+
+    def stream(self, next_job: Callable[[bool], object]) -> Iterator[ImageResult]:
+        """Overlapped processing: while image i is inferred and committed, image i+1 is prepared.
+
+        ``next_job(block)`` returns the next :class:`Job`, None when there is none yet (waiting a little
+        first when ``block``), or :data:`STOP`; the image in hand is always finished before stopping.
+        """
+        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as ex:
+            pending = None
+            while True:
+                job = next_job(pending is None)
+                if job is STOP:
+                    break
+                fut = ex.submit(self.prepare, job) if job is not None else None
+                if pending is not None:
+                    yield self.finish(pending.result())
+                pending = fut
+            if pending is not None:
+                yield self.finish(pending.result())
+
+    def run_paths(self, paths: Iterable[Path]) -> Iterator[ImageResult]:
+        queue = deque(Job(Path(p)) for p in paths)
+        return self.stream(lambda block: queue.popleft() if queue else STOP)
+
+
+STOP = object()
+
+
+def _seg_dict(stats: SegmentationStats) -> dict:
+    return stats.to_dict()
+
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
+
+
+def expand_paths(paths: Iterable[Union[str, Path]]) -> List[Path]:
+    """Files as given, and the image files inside folders (recursively, sorted)."""
+    out: List[Path] = []
+    for p in map(Path, paths):
+        if p.is_dir():
+            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
+                              and f.suffix.lower() in IMAGE_SUFFIXES))
+        else:
+            out.append(p)
+    return out
+
+
+def classify_paths(paths: Iterable[Union[str, Path]], cfg: Config, classifier: Optional[Classifier] = None,
+                   store=None, progress: Optional[Callable[[ImageResult], None]] = None) -> List[ImageResult]:
+    """The daemon's pipeline for files or folders given now. ``store=None`` records nothing."""
+    clf = classifier or Classifier(cfg.model_path, backend=cfg.model.backend, num_threads=cfg.model.num_threads)
+    pipe = Pipeline(cfg, clf, store=store)
+    results = []
+    for res in pipe.run_paths(expand_paths(paths)):
+        results.append(res)
+        if progress is not None:
+            progress(res)
+    return results

@@ -1,0 +1,380 @@
+"""edge-screen report on a real SQLite store: numbers equal direct SQL, filters, windows, HTML, CLI."""
+from __future__ import annotations
+
+import csv
+import hashlib
+import io
+import json
+import math
+import shutil
+import sqlite3
+import subprocess
+from collections import Counter
+from datetime import datetime, timedelta, timezone
+from html.parser import HTMLParser
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+from click.testing import CliRunner
+
+from edge.cli_report import COMMANDS, explain, report
+from edge.model import Classifier
+from edge.report import Filters, ReportError, build_report, make_window, parse_when
+from edge.report_formats import CSV_COLUMNS, dumps_csv, to_json
+from edge.report_html import render_html, write_html
+from edge.store import ImageRecord, Store
+
+from report_support import model_path, synthetic_smear, write_png
+
+UTC = timezone.utc
+LABELS = ("Benign", "Early Pre-B", "Pre-B", "Pro-B")
+N = 48
+
+
+def _record(i: int, inbox: Path) -> ImageRecord:
+    """Row i of the fixture: three days, two devices, every status, two models, distinct timings."""
+    day = 1 + i % 3
+    common = dict(path=str(inbox / f"img-{i:03d}.png"), sha256=hashlib.sha256(b"%d" % i).hexdigest(),
+                  device_id="dev-a" if i % 2 == 0 else "dev-b",
+                  recorded_at=datetime(2026, 5, day, 8 + (i // 3) % 8, i, tzinfo=UTC),
+                  t_queue_ms=1.0 + i % 2, t_decode_ms=4.0 + i % 3, t_total_ms=20.0 + i,
+                  model_name="model-a" if i < 24 else "model-b", model_sha256=("a" if i < 24 else "b") * 64)
+    kind = i % 8
+    if kind == 5:
+        return ImageRecord(status="unreadable", reason=f"out of focus ({i})", **common)
+    if kind == 6:
+        return ImageRecord(status="rejected", reason="not an image", **common)
+    if kind == 7:
+        return ImageRecord(status="duplicate", reason="same content as an earlier image", **common)
+    malignant, review = i % 6 == 0, i % 9 == 4
+    score = 0.92 if malignant else (0.4 if review else 0.05)
+    label = LABELS[1 + (i // 6) % 3] if malignant else "Benign"
+    return ImageRecord(status="classified", label=label, verdict="malignant" if malignant else "benign",
+                       malignant_score=score, needs_review=review, t_inference_ms=3.0 + i % 5,
+                       probabilities={lab: (score if lab == label else 0.0) for lab in LABELS}, **common)
+
+
+@pytest.fixture(scope="module")
+def db(tmp_path_factory):
+    """(sqlite path, inbox, deleted path): flagged images exist as files, except one that was deleted."""
+    root = tmp_path_factory.mktemp("report")
+    inbox = root / "inbox"
+    path = root / "edge.sqlite"
+    recs = [_record(i, inbox) for i in range(N)]
+    with Store.open(path, device_id="dev-a") as store:
+        for r in recs:
+            store.record(r)
+    flagged = [r for r in recs if r.status == "classified" and (r.verdict == "malignant" or r.needs_review)]
+    assert len(flagged) >= 4
+    for k, r in enumerate(flagged):
+        write_png(Path(r.path), synthetic_smear(np.random.default_rng(k), n_cells=1 + k % 3))
+    deleted = Path(flagged[1].path)
+    deleted.unlink()
+    return path, inbox, deleted
+
+
+def sql(db_path, query, *args):
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute(query, args).fetchall()
+
+
+def _csv(data):
+    rows = list(csv.DictReader(io.StringIO(dumps_csv(data))))
+    return rows
+
+
+def nearest_rank(values, p):
+    v = sorted(values)
+    return v[max(0, math.ceil(p * len(v)) - 1)]
+
+
+# ------------------------------------------------------------------------------------------- numbers
+
+def test_csv_numbers_equal_direct_sql(db):
+    path = db[0]
+    data = build_report(path, make_window(all_time=True))
+    rows = _csv(data)
+    assert list(rows[0].keys()) == list(CSV_COLUMNS)
+    counts = [r for r in rows if r["section"] == "count"]
+    by_status = Counter()
+    by_day_label, by_device = Counter(), Counter()
+    for r in counts:
+        by_status[r["status"]] += int(r["count"])
+        by_device[r["device_id"]] += int(r["count"])
+        if r["status"] == "classified":
+            by_day_label[(r["day"], r["label"])] += int(r["count"])
+    assert dict(by_status) == dict(sql(path, "SELECT status, COUNT(*) FROM images GROUP BY status"))
+    assert dict(by_device) == dict(sql(path, "SELECT device_id, COUNT(*) FROM images GROUP BY device_id"))
+    assert dict(by_day_label) == {(d, lab): n for d, lab, n in sql(
+        path, "SELECT date(recorded_at), label, COUNT(*) FROM images WHERE status='classified' GROUP BY 1, 2")}
+    assert sum(int(r["count"]) for r in counts if r["needs_review"] == "1" and r["status"] == "classified") == \
+        sql(path, "SELECT COUNT(*) FROM images WHERE status='classified' AND needs_review")[0][0]
+
+    flagged = [r["image_id"] for r in rows if r["section"] == "flagged"]
+    expected = {i for (i,) in sql(path, "SELECT id FROM images WHERE status='classified' "
+                                        "AND (verdict='malignant' OR needs_review)")}
+    assert sorted(flagged) == sorted(expected) and len(flagged) == len(expected)
+    # Malignant first: a reviewer with little time must see them before the merely uncertain.
+    verdicts = [r["verdict"] for r in rows if r["section"] == "flagged"]
+    assert verdicts == sorted(verdicts, key=lambda v: v != "malignant")
+    problems = {(r["image_id"], r["reason"]) for r in rows if r["section"] == "problem"}
+    assert problems == set(sql(path, "SELECT id, reason FROM images WHERE status IN ('unreadable','rejected')"))
+
+    timing = {r["stage"]: r for r in rows if r["section"] == "timing"}
+    for stage in ("total", "inference", "decode"):
+        vals = [v for (v,) in sql(path, f"SELECT t_{stage}_ms FROM images WHERE t_{stage}_ms IS NOT NULL")]
+        t = timing[stage]
+        assert int(t["n"]) == len(vals)
+        assert float(t["median_ms"]) == nearest_rank(vals, 0.5)
+        assert float(t["p95_ms"]) == nearest_rank(vals, 0.95)
+        assert float(t["max_ms"]) == max(vals)
+    assert int(timing["store"]["n"]) == sql(path, "SELECT COUNT(t_store_ms) FROM images")[0][0]
+
+    models = {r["model_name"]: int(r["count"]) for r in rows if r["section"] == "model"}
+    assert models == dict(sql(path, "SELECT model_name, COUNT(*) FROM images GROUP BY model_name"))
+
+
+def test_json_totals_per_day_and_device_equal_sql(db):
+    path = db[0]
+    j = json.loads(json.dumps(to_json(build_report(path, make_window(all_time=True)))))
+    assert j["schema"] == "edge-screen-report/1"
+    assert j["totals"]["images"] == N
+    assert j["totals"]["by_verdict"] == dict(sql(path, "SELECT verdict, COUNT(*) FROM images "
+                                                       "WHERE status='classified' GROUP BY verdict"))
+    assert j["totals"]["by_label"] == dict(sql(path, "SELECT label, COUNT(*) FROM images "
+                                                     "WHERE status='classified' GROUP BY label"))
+    for day, n in sql(path, "SELECT date(recorded_at), COUNT(*) FROM images GROUP BY 1"):
+        assert j["per_day"][day]["images"] == n
+    for dev, n in sql(path, "SELECT device_id, COUNT(*) FROM images WHERE verdict='malignant' GROUP BY 1"):
+        assert j["per_device"][dev]["malignant"] == n
+    assert sum(b["count"] for b in j["total_time_histogram"]) == N
+    assert {m["model_name"] for m in j["models"]} == {"model-a", "model-b"}
+
+
+@pytest.mark.parametrize("filters, where", [
+    (Filters(verdict="malignant"), "verdict = 'malignant'"),
+    (Filters(labels=("Pre-B", "Pro-B")), "label IN ('Pre-B', 'Pro-B')"),
+    (Filters(needs_review=True), "needs_review = 1"),
+    (Filters(statuses=("unreadable", "rejected")), "status IN ('unreadable', 'rejected')"),
+    (Filters(devices=("dev-b",)), "device_id = 'dev-b'"),
+    (Filters(devices=("dev-a",), verdict="benign"), "device_id = 'dev-a' AND verdict = 'benign'"),
+])
+def test_filters_select_the_same_rows_as_sql(db, filters, where):
+    path = db[0]
+    data = build_report(path, make_window(all_time=True), filters)
+    assert data.total == sql(path, f"SELECT COUNT(*) FROM images WHERE {where}")[0][0] > 0
+    expected = {i for (i,) in sql(path, f"SELECT id FROM images WHERE {where} AND status='classified' "
+                                        "AND (verdict='malignant' OR needs_review)")}
+    assert {f.image_id for f in data.flagged} == expected
+
+
+def test_bad_filter_values_are_refused():
+    with pytest.raises(ReportError, match="--verdict"):
+        Filters(verdict="maybe")
+    with pytest.raises(ReportError, match="--status"):
+        Filters(statuses=("classified", "lost"))
+
+
+# -------------------------------------------------------------------------------------------- windows
+
+NOW = datetime(2026, 5, 3, 12, 0, tzinfo=UTC)
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("8h", NOW - timedelta(hours=8)), ("30m", NOW - timedelta(minutes=30)), ("7d", NOW - timedelta(days=7)),
+    ("2w", NOW - timedelta(weeks=2)), ("1.5h", NOW - timedelta(minutes=90)), (" 12H ", NOW - timedelta(hours=12)),
+    ("2026-05-01", datetime(2026, 5, 1, tzinfo=UTC)), ("2026-05-01T06:30", datetime(2026, 5, 1, 6, 30, tzinfo=UTC)),
+    ("2026-05-01T06:30:00Z", datetime(2026, 5, 1, 6, 30, tzinfo=UTC)),
+    ("2026-05-01T08:30+02:00", datetime(2026, 5, 1, 6, 30, tzinfo=UTC)),
+    ("today", datetime(2026, 5, 3, tzinfo=UTC)), ("yesterday", datetime(2026, 5, 2, tzinfo=UTC)),
+])
+def test_since_parses_relative_and_absolute_times(text, expected):
+    assert parse_when(text, NOW, UTC) == expected
+
+
+def test_local_time_and_inclusive_until():
+    plus2 = timezone(timedelta(hours=2))
+    # A technician in UTC+2 typing a date means their midnight, 22:00 UTC the day before.
+    assert parse_when("2026-05-02", NOW, plus2) == datetime(2026, 5, 1, 22, tzinfo=UTC)
+    w = make_window(since="2026-05-02", until="2026-05-02", now=NOW, tz=UTC)
+    assert (w.since, w.until) == (datetime(2026, 5, 2, tzinfo=UTC), datetime(2026, 5, 3, tzinfo=UTC))
+    assert make_window(now=NOW, tz=plus2).since == datetime(2026, 5, 2, 22, tzinfo=UTC)
+    assert make_window(now=NOW, tz=UTC).until is None
+
+
+@pytest.mark.parametrize("kwargs, match", [
+    (dict(since="yesterdayish"), "--since"), (dict(until="5 parsecs"), "--until"),
+    (dict(since="2026-05-03", until="2026-05-01"), "not before"), (dict(since="8h", all_time=True), "--all"),
+])
+def test_bad_windows_are_one_line_errors(kwargs, match):
+    with pytest.raises(ReportError, match=match):
+        make_window(now=NOW, tz=UTC, **kwargs)
+
+
+def test_windows_select_the_same_rows_as_sql(db):
+    path = db[0]
+    one_day = build_report(path, make_window(since="2026-05-02", until="2026-05-02", now=NOW, tz=UTC))
+    assert one_day.total == sql(path, "SELECT COUNT(*) FROM images WHERE date(recorded_at) = '2026-05-02'")[0][0]
+    assert one_day.days() == ["2026-05-02"]
+    now = datetime(2026, 5, 3, 16, 0, tzinfo=UTC)
+    recent = build_report(path, make_window(since="5h", now=now, tz=UTC))
+    assert recent.total == sql(path, "SELECT COUNT(*) FROM images WHERE recorded_at >= '2026-05-03 11:00:00'")[0][0]
+    assert 0 < recent.total < N
+    today = build_report(path, make_window(now=now, tz=UTC))
+    assert today.total == sql(path, "SELECT COUNT(*) FROM images WHERE recorded_at >= '2026-05-03'")[0][0]
+
+
+def test_missing_empty_and_foreign_databases_are_clear_errors(tmp_path):
+    with pytest.raises(ReportError, match="no database"):
+        build_report(tmp_path / "nope.sqlite", make_window(all_time=True))
+    foreign = tmp_path / "foreign.sqlite"
+    with sqlite3.connect(foreign) as conn:
+        conn.execute("CREATE TABLE patients (id INTEGER)")
+    with pytest.raises(ReportError, match="not an edge-screen database"):
+        build_report(foreign, make_window(all_time=True))
+    assert not (tmp_path / "nope.sqlite").exists()  # a report never creates a database
+
+
+# ----------------------------------------------------------------------------------------------- HTML
+
+class _Page(HTMLParser):
+    def __init__(self):
+        super().__init__()
+        self.attrs, self.items, self._item, self.text = [], {}, None, []
+
+    def handle_starttag(self, tag, attrs):
+        a = dict(attrs)
+        self.attrs.append((tag, a))
+        if tag == "div" and (a.get("class") == "item"):
+            self._item = a["id"][4:]
+            self.items[self._item] = {"imgs": {}, "text": ""}
+        if tag == "img" and self._item:
+            self.items[self._item]["imgs"][a.get("class")] = a.get("src", "")
+
+    def handle_data(self, data):
+        self.text.append(data)
+        if self._item:
+            self.items[self._item]["text"] += data
+
+
+@pytest.fixture(scope="module")
+def classifier():
+    return Classifier(model_path())
+
+
+@pytest.fixture(scope="module")
+def html_report(db, classifier, tmp_path_factory):
+    path, _, deleted = db
+    data = build_report(path, make_window(all_time=True))
+    out = write_html(data, tmp_path_factory.mktemp("html") / "report.html", maps=True, classifier=classifier,
+                     progress=False)
+    return data, out, deleted
+
+
+def test_html_has_thumbnail_and_map_for_each_flagged_image(html_report):
+    data, out, deleted = html_report
+    text = out.read_text(encoding="utf-8")
+    page = _Page()
+    page.feed(text)
+    page.close()
+    assert set(page.items) == {f.image_id for f in data.flagged}
+    for f in data.flagged:
+        item = page.items[f.image_id]
+        if Path(f.path) == deleted:
+            assert "file missing" in item["text"] and not item["imgs"]
+        else:
+            assert item["imgs"]["thumb"].startswith("data:image/jpeg;base64,")
+            assert item["imgs"]["map"].startswith("data:image/jpeg;base64,")
+            assert "occlusion map" in item["text"]
+    # The missing file is stated, and every other flagged image is still there.
+    assert sum(1 for i in page.items.values() if "file missing" in i["text"]) == 1
+
+
+def test_html_has_no_external_urls_and_carries_the_numbers(html_report):
+    data, out, _ = html_report
+    text = out.read_text(encoding="utf-8")
+    page = _Page()
+    page.feed(text)
+    for tag, attrs in page.attrs:
+        for k in ("src", "href", "xlink:href", "action"):
+            v = (attrs.get(k) or "").strip().lower()
+            assert not v or v.startswith("data:") or v.startswith("#"), (tag, k, v[:60])
+    assert "http://" not in text and "https://" not in text
+    assert not any(tag in ("script", "link", "iframe") for tag, _ in page.attrs)
+    assert sum(1 for tag, _ in page.attrs if tag == "svg") >= 3
+    body = " ".join(page.text)
+    assert f"Malignant or needs review ({len(data.flagged)})" in body
+
+
+def test_html_without_maps_and_with_a_gallery_limit(db):
+    data = build_report(db[0], make_window(all_time=True))
+    page = _Page()
+    page.feed(render_html(data, maps=False, gallery_limit=2, progress=False))
+    assert len(page.items) == 2
+    assert all("map" not in i["imgs"] for i in page.items.values())
+    assert f"The 2 most urgent of {len(data.flagged)} flagged images" in " ".join(page.text)
+
+
+def test_html_renders_in_headless_chromium(html_report, tmp_path):
+    exe = shutil.which("chromium") or shutil.which("chromium-browser")
+    if exe is None:
+        pytest.skip("chromium is not on PATH (scripts/ci-chromium.sh installs it from the distribution)")
+    _, out, _ = html_report
+    shot = tmp_path / "shot.png"
+    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
+           f"--screenshot={shot}", "--window-size=1200,1600", out.resolve().as_uri()]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
+    assert shot.is_file(), proc.stderr[-2000:]
+    img = cv2.imread(str(shot))
+    assert img is not None and img.shape[:2] == (1600, 1200)
+    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
+    assert float(grey.std()) > 5.0
+    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # text, charts and photos, not one flat colour
+
+
+# ------------------------------------------------------------------------------------------------ CLI
+
+def test_commands_are_exposed_with_help():
+    assert [c.name for c in COMMANDS] == ["report", "explain"]
+    for c in COMMANDS:
+        r = CliRunner().invoke(c, ["--help"])
+        assert r.exit_code == 0 and "Usage" in r.output
+
+
+def test_report_command_formats(db, tmp_path):
+    path = str(db[0])
+    r = CliRunner().invoke(report, ["--db", path, "--all", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["totals"]["images"] == N
+    r = CliRunner().invoke(report, ["--db", path, "--since", "2026-05-01", "--until", "2026-05-01",
+                                    "--verdict", "malignant", "--format", "csv", "--out", str(tmp_path / "r.csv")])
+    assert r.exit_code == 0, r.output
+    rows = list(csv.DictReader((tmp_path / "r.csv").open()))
+    assert sum(int(x["count"]) for x in rows if x["section"] == "count") == sql(
+        db[0], "SELECT COUNT(*) FROM images WHERE verdict='malignant' AND date(recorded_at)='2026-05-01'")[0][0]
+    r = CliRunner().invoke(report, ["--db", path, "--all", "--needs-review"])
+    assert r.exit_code == 0 and "needs review" in r.output
+    r = CliRunner().invoke(report, ["--db", path, "--all", "--format", "html", "--out", str(tmp_path / "r.html")])
+    assert r.exit_code == 0 and (tmp_path / "r.html").stat().st_size > 1000
+
+
+def test_report_command_errors_are_one_line(db, tmp_path):
+    for args, msg in ((["--since", "soon"], "--since"), (["--format", "html"], "--out"),
+                      (["--today", "--all"], "--today")):
+        r = CliRunner().invoke(report, ["--db", str(db[0]), *args])
+        assert r.exit_code != 0 and msg in r.output and "Traceback" not in r.output
+    r = CliRunner().invoke(report, ["--db", str(tmp_path / "none.sqlite"), "--all"])
+    assert r.exit_code != 0 and "no database" in r.output
+
+
+def test_explain_command_writes_png(tmp_path):
+    src = write_png(tmp_path / "s.png", synthetic_smear(n_cells=2))
+    out = tmp_path / "map.png"
+    r = CliRunner().invoke(explain, [str(src), "--out", str(out), "--model", str(model_path()), "--grid", "5"])
+    assert r.exit_code == 0, r.output
+    assert cv2.imread(str(out)) is not None
+    r = CliRunner().invoke(explain, [str(tmp_path / "gone.png"), "--out", str(out), "--model", str(model_path())])
+    assert r.exit_code != 0 and "gone.png" in r.output

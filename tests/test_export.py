@@ -322,15 +322,19 @@ def test_pg_failure_mid_export_leaves_target_unchanged(make_store, pg_db):
     assert count(pg_db) == 5 and count(pg_db, "runs") == 1
 
 
-def test_pg_anonymize_and_foreign_database(make_store, pg_db):
+def test_pg_anonymize_foreign_and_read_only_targets(make_store, pg_db):
     store = make_store(20)
     export_to(store, pg_db, anonymize_key=KEY)
-    eng = create_engine(pg_db.replace("postgresql://", "postgresql+psycopg://"))
+    eng = create_engine(pg_db)
     with eng.connect() as c:
         paths = [r[0] + r[1] for r in c.execute(select(images.c.path, images.c.filename))]
-        c.execute(text("CREATE TABLE IF NOT EXISTS unused (x int)"))
+        c.execute(text("DROP TABLE export_watermarks, images, models, runs, schema_info"))
+        c.execute(text("CREATE TABLE patients (x int)"))
         c.commit()
     eng.dispose()
     assert len(paths) == 20 and not any("patient" in p for p in paths)
-    with pytest.raises(ExportError, match="not an edge-screen database"):
+    with pytest.raises(ExportError, match="not an edge-screen database .*patients"):
+        export_to(store, pg_db)
+    # The server's own database: this role may not create tables in its public schema.
+    with pytest.raises(ExportError, match="read-only or not writable"):
         export_to(store, pg_db.rsplit("/", 1)[0] + "/postgres")

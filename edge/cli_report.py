@@ -19,8 +19,16 @@ def _fail(msg: str) -> None:
     raise click.ClickException(msg)
 
 
+def _load_config(config: Optional[str]):
+    """This command's --config, else the one given to the `edge-screen` group, else the environment."""
+    if config is None:
+        root = click.get_current_context().find_root()
+        config = (root.obj or {}).get("config") if isinstance(root.obj, dict) else None
+    return load_config(config)
+
+
 def _classifier(config: Optional[str], model: Optional[str]) -> Classifier:
-    cfg = load_config(config)
+    cfg = _load_config(config)
     return Classifier(model or cfg.model_path, backend=cfg.model.backend, num_threads=cfg.model.num_threads)
 
 
@@ -53,7 +61,7 @@ def report(since, until, today, all_time, verdict, labels: Tuple[str, ...], need
     try:
         if today and (since or until or all_time):
             _fail("--today cannot be combined with --since/--until/--all")
-        cfg = load_config(config)
+        cfg = _load_config(config)
         window = make_window(since, until, all_time=all_time)
         filters = Filters(verdict=verdict, labels=labels, needs_review=True if needs_review else None, statuses=statuses,
                           devices=devices)

@@ -1,8 +1,8 @@
 """What was screened in a time window, and what needs a human: ``edge-screen report``.
 
 :func:`build_report` aggregates the ``images`` table in SQL (one grouped query for all counts, one
-``ORDER BY .. LIMIT 1 OFFSET k`` probe per timing percentile) and fetches only the flagged and the
-unreadable/rejected rows in full, so a window of 100,000 rows costs a few hundred milliseconds. It runs
+window-function sort per timing column for its percentiles) and fetches only the flagged and the
+unreadable/rejected rows in full, so a window of 100,000 rows takes about a second (scripts/bench_report.py). It runs
 on a device database and on a merged clinic database alike (SQLite or PostgreSQL), through the table
 definitions of ``edge/schema.py``.
 
@@ -298,13 +298,16 @@ def _where(window: Window, filters: Filters) -> list:
     return w
 
 
-def _percentile_probe(conn, col, where: list, n: int, p: float) -> Optional[float]:
+def _percentiles(conn, col, where: list, n: int) -> List[Optional[float]]:
+    """Nearest-rank :data:`PERCENTILES` of ``col`` in one sort (a window function: SQLite >= 3.25 and
+    PostgreSQL alike), without fetching the column."""
     if n == 0:
-        return None
-    k = max(0, math.ceil(p * n) - 1)
-    q = sa.select(col).where(*where, col.is_not(None)).order_by(col).limit(1).offset(k)
-    v = conn.execute(q).scalar()
-    return None if v is None else float(v)
+        return [None] * len(PERCENTILES)
+    ranks = [max(1, math.ceil(p * n)) for p in PERCENTILES]
+    sub = (sa.select(col.label("v"), sa.func.row_number().over(order_by=col).label("rn"))
+           .where(*where, col.is_not(None)).subquery())
+    got = dict(conn.execute(sa.select(sub.c.rn, sub.c.v).where(sub.c.rn.in_(sorted(set(ranks))))).all())
+    return [None if got.get(r) is None else float(got[r]) for r in ranks]
 
 
 def _histogram(conn, col, where: list, lo: Optional[float], hi: Optional[float]) -> List[HistBin]:
@@ -360,7 +363,7 @@ def build_report(db: str | sa.Engine, window: Window, filters: Filters = Filters
         timings = []
         for i, (stage, col) in enumerate(zip(STAGES, cols)):
             n, mx = int(agg[2 * i]), agg[2 * i + 1]
-            med, p95 = (_percentile_probe(conn, col, where, n, p) for p in PERCENTILES)
+            med, p95 = _percentiles(conn, col, where, n)
             timings.append(StageTiming(stage=stage, n=n, median_ms=med, p95_ms=p95,
                                        max_ms=None if mx is None else float(mx)))
         total = timings[-1]

@@ -2,9 +2,9 @@
 
 :func:`build_report` aggregates the ``images`` table in SQL (one grouped query for all counts, one
 window-function sort per timing column for its percentiles) and fetches only the flagged and the
-unreadable/rejected rows in full, so a window of 100,000 rows takes about a second (scripts/bench_report.py). It runs
-on a device database and on a merged clinic database alike (SQLite or PostgreSQL), through the table
-definitions of ``edge/schema.py``.
+unreadable/rejected rows in full, so a window of 100,000 rows takes about a second
+(scripts/bench_report.py). It runs on a device database and on a merged clinic database alike (SQLite or
+PostgreSQL), through the table definitions of ``edge/schema.py``.
 
 Renderers: CSV, JSON and rich terminal tables in ``edge/report_formats.py``, the self-contained HTML file
 in ``edge/report_html.py``.

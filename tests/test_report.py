@@ -378,3 +378,12 @@ def test_explain_command_writes_png(tmp_path):
     assert cv2.imread(str(out)) is not None
     r = CliRunner().invoke(explain, [str(tmp_path / "gone.png"), "--out", str(out), "--model", str(model_path())])
     assert r.exit_code != 0 and "gone.png" in r.output
+
+
+def test_commands_are_registered_on_the_main_group_and_use_its_config(db, tmp_path):
+    main = pytest.importorskip("edge.cli").main
+    cfg = tmp_path / "edge.toml"
+    cfg.write_text(f'[database]\nurl = "sqlite:///{db[0]}"\n')
+    r = CliRunner().invoke(main, ["--config", str(cfg), "report", "--all", "--format", "json"])
+    assert r.exit_code == 0, r.output
+    assert json.loads(r.output)["totals"]["images"] == N

@@ -8,6 +8,7 @@ ends up recorded exactly once.
 """
 from __future__ import annotations
 
+import faulthandler
 import logging
 import os
 import queue
@@ -68,6 +69,8 @@ class Notifier:
         try:
             if self._sock is None:
                 self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Never block the pipeline on a notification: a full receiver queue drops the message.
+                self._sock.setblocking(False)
             self._sock.sendto("\n".join(fields).encode(), self._addr)
         except OSError as e:
             log.debug("sd_notify failed: %s", e)
@@ -166,6 +169,8 @@ class Daemon:
     # ------------------------------------------------------------------------------------ main
     def run(self) -> int:
         setup_logging()
+        # `kill -USR1 <pid>` dumps every thread's stack to the journal: the first tool for a hung daemon.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
         signal.signal(signal.SIGTERM, self._on_term)
         signal.signal(signal.SIGINT, self._on_term)
         signal.signal(signal.SIGHUP, self._on_hup)

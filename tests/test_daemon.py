@@ -1,0 +1,163 @@
+"""The daemon as a clinic runs it: a real subprocess, a real inbox, a real SQLite file."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+import signal
+from pathlib import Path
+
+from daemon_support import DaemonProc, cli, model_path, poll, real_images, rows, runs, write_config  # noqa: F401
+
+from edge import synthetic
+
+
+def _fill(inbox: Path, n_real: int, n_syn: int, start: int = 0) -> list:
+    inbox.mkdir(parents=True, exist_ok=True)
+    out = []
+    for p in real_images(n_real):
+        shutil.copy(p, inbox / p.name)
+        out.append(inbox / p.name)
+    for i in range(start, start + n_syn):
+        q = inbox / f"syn-{i:04d}.jpg"
+        q.write_bytes(synthetic.smear_jpeg(i))
+        out.append(q)
+    return out
+
+
+def test_backlog_and_live_images_are_classified_like_classify_json(tmp_path, model_path):
+    cfg = write_config(tmp_path, model_path)
+    db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
+    backlog = _fill(inbox, 6, 3)
+    d = DaemonProc(cfg, watchdog_usec=400_000).wait_ready()
+    try:
+        live = _fill(tmp_path / "staging", 0, 3, start=100)
+        for p in live:  # a move in from elsewhere: one IN_MOVED_TO, never a half-written file
+            os.replace(p, inbox / p.name)
+        expected = {str(p) for p in backlog} | {str(inbox / p.name) for p in live}
+        got = poll(lambda: (r := rows(db)) and len(r) >= len(expected) and r, what="all images recorded")
+        assert {r["path"] for r in got} == expected
+        assert all(r["status"] == "classified" for r in got), [(r["path"], r["reason"]) for r in got]
+        d.wait_message("WATCHDOG=1")
+        assert d.wait_message("STATUS=").startswith("STATUS=")
+    finally:
+        assert d.terminate() == 0, d.output()
+    assert sum(" INFO edge.daemon: " in line and "total=" in line for line in d.output().splitlines()) == len(expected)
+    out = cli("--config", str(cfg), "classify", "--json", "--no-db", str(inbox))
+    answers = {j["path"]: j for j in map(json.loads, out.stdout.splitlines())}
+    for r in got:
+        assert answers[r["path"]]["label"] == r["label"]
+        assert abs(answers[r["path"]]["score"] - r["malignant_score"]) < 1e-6
+
+
+def test_kill_9_mid_stream_then_restart_records_every_image_exactly_once(tmp_path, model_path):
+    cfg = write_config(tmp_path, model_path)
+    db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
+    files = _fill(inbox, 20, 40)
+    d = DaemonProc(cfg).wait_ready()
+    poll(lambda: len(rows(db)) >= 5, what="some rows before the kill")
+    d.terminate(signal.SIGKILL)
+    partial = len(rows(db))
+    # Images arriving while the daemon is down are picked up by the next backlog scan.
+    more = _fill(inbox, 0, 5, start=500)
+    d = DaemonProc(cfg).wait_ready()
+    try:
+        poll(lambda: len(rows(db)) >= len(files) + len(more), what="every image recorded after the restart")
+    finally:
+        assert d.terminate() == 0, d.output()
+    got = rows(db)
+    assert len(got) == len(files) + len(more) and partial <= len(got)
+    assert len({r["path"] for r in got}) == len(got)
+    reasons = [r["exit_reason"] for r in runs(db)]
+    assert reasons[0].startswith("unclean") and reasons[-1] == "stopped by SIGTERM"
+
+
+def test_a_slowly_written_file_is_never_read_early(tmp_path, model_path):
+    cfg = write_config(tmp_path, model_path)
+    db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
+    inbox.mkdir()
+    data = synthetic.smear_jpeg(7, (1024, 768))
+    d = DaemonProc(cfg).wait_ready()
+    try:
+        slow = inbox / "slow.jpg"
+        chunks = [data[i:i + len(data) // 5 + 1] for i in range(0, len(data), len(data) // 5 + 1)]
+        with open(slow, "wb") as f:
+            for k, chunk in enumerate(chunks):
+                f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+                poll(lambda: slow.stat().st_size >= sum(map(len, chunks[:k + 1])), what="the chunk on disk")
+                # A tick image proves the daemon handled events while slow.jpg was open and incomplete.
+                tick = inbox / f"tick-{k}.jpg"
+                tick.write_bytes(synthetic.smear_jpeg(200 + k))
+                poll(lambda: rows(db, f"path = '{tick}'"), what=f"tick {k} recorded")
+                assert not rows(db, f"path = '{slow}'"), "slow.jpg was read while still being written"
+        rec = poll(lambda: rows(db, f"path = '{slow}'"), what="slow.jpg recorded after close")
+    finally:
+        assert d.terminate() == 0, d.output()
+    assert len(rec) == 1 and rec[0]["status"] == "classified"
+    assert rec[0]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
+def test_sigterm_exits_cleanly_and_closes_the_run(tmp_path, model_path):
+    cfg = write_config(tmp_path, model_path)
+    d = DaemonProc(cfg).wait_ready()
+    assert d.terminate(signal.SIGTERM) == 0
+    (run,) = runs(tmp_path / "db.sqlite")
+    assert run["stopped_at"] is not None and run["exit_reason"] == "stopped by SIGTERM"
+    assert "STOPPING=1" in d.messages
+
+
+def test_missing_or_corrupt_model_refuses_to_start_before_touching_the_inbox(tmp_path, model_path):
+    cfg = write_config(tmp_path, tmp_path / "nope.tflite")
+    d = DaemonProc(cfg)
+    code = d.proc.wait(timeout=60)
+    d.close()
+    assert code != 0
+    assert "model file not found" in d.output()
+    assert not (tmp_path / "inbox").exists() and not (tmp_path / "db.sqlite").exists()
+    bad = tmp_path / "bad.tflite"
+    bad.write_bytes(model_path.read_bytes()[:1000])
+    shutil.copy(model_path.with_suffix(".json"), bad.with_suffix(".json"))
+    d = DaemonProc(write_config(tmp_path, bad))
+    assert d.proc.wait(timeout=60) != 0
+    d.close()
+    assert "does not match its card" in d.output()
+    assert not (tmp_path / "inbox").exists()
+
+
+def test_move_after_commit_and_bad_files_do_not_stop_the_others(tmp_path, model_path):
+    cfg = write_config(tmp_path, model_path, after="move", done_dir=str(tmp_path / "done"),
+                       rejected_dir=str(tmp_path / "rejected"))
+    db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "empty.jpg").write_bytes(b"")
+    (inbox / "text.jpg").write_text("not an image")
+    _fill(inbox, 0, 2)
+    (inbox / ".hidden.jpg").write_bytes(synthetic.smear_jpeg(1))
+    (inbox / "upload.tmp").write_bytes(synthetic.smear_jpeg(2))
+    d = DaemonProc(cfg).wait_ready()
+    try:
+        poll(lambda: len(rows(db)) >= 4, what="4 rows")
+        poll(lambda: sorted(p.name for p in (tmp_path / "done").glob("*")) == ["syn-0000.jpg", "syn-0001.jpg"],
+             what="classified files moved to done/")
+        poll(lambda: sorted(p.name for p in (tmp_path / "rejected").glob("*")) == ["empty.jpg", "text.jpg"],
+             what="rejected files moved to rejected/")
+    finally:
+        assert d.terminate() == 0, d.output()
+    assert len(rows(db)) == 4  # temporary and hidden names are never picked up
+    assert sorted(p.name for p in inbox.iterdir()) == [".hidden.jpg", "upload.tmp"]
+
+
+def test_polling_observer_waits_for_a_stable_size(tmp_path, model_path):
+    cfg = write_config(tmp_path, model_path, observer="polling", poll_interval_s=0.1, stable_checks=2)
+    db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
+    d = DaemonProc(cfg).wait_ready()
+    try:
+        p = inbox / "share.jpg"
+        p.write_bytes(synthetic.smear_jpeg(3))
+        (rec,) = poll(lambda: rows(db, f"path = '{p}'"), what="share.jpg recorded")
+    finally:
+        assert d.terminate() == 0, d.output()
+    assert rec["status"] == "classified"

@@ -329,11 +329,18 @@ def _nice(x: float) -> float:
     return next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= x)
 
 
+def _utc_day(engine: sa.Engine, col):
+    if engine.dialect.name == "postgresql":
+        # date() of a timestamptz follows the session's TimeZone; the report's days are UTC everywhere.
+        return sa.func.to_char(sa.func.timezone("UTC", col), "YYYY-MM-DD")
+    return sa.func.date(col)  # SQLite holds naive UTC text
+
+
 def build_report(db: str | sa.Engine, window: Window, filters: Filters = Filters(),
                  now: Optional[datetime] = None) -> ReportData:
     engine = open_database(db)
     c, where = images.c, _where(window, filters)
-    day = sa.func.date(c.recorded_at).label("day")
+    day = _utc_day(engine, c.recorded_at).label("day")
     with engine.connect() as conn:
         grouped = conn.execute(
             sa.select(day, c.device_id, c.status, c.label, c.verdict, c.needs_review, sa.func.count())

@@ -6,6 +6,7 @@ import hashlib
 import io
 import json
 import math
+import os
 import shutil
 import sqlite3
 import subprocess
@@ -39,7 +40,7 @@ def _record(i: int, inbox: Path) -> ImageRecord:
     common = dict(path=str(inbox / f"img-{i:03d}.png"), sha256=hashlib.sha256(b"%d" % i).hexdigest(),
                   device_id="dev-a" if i % 2 == 0 else "dev-b",
                   recorded_at=datetime(2026, 5, day, 8 + (i // 3) % 8, i, tzinfo=UTC),
-                  t_queue_ms=1.0 + i % 2, t_decode_ms=4.0 + i % 3, t_total_ms=20.0 + i,
+                  t_queue_ms=1.0 + i % 2, t_decode_ms=4.0 + i % 3, t_store_ms=0.5 + (i % 4) / 4, t_total_ms=20.0 + i,
                   model_name="model-a" if i < 24 else "model-b", model_sha256=("a" if i < 24 else "b") * 64)
     kind = i % 8
     if kind == 5:
@@ -387,3 +388,38 @@ def test_commands_are_registered_on_the_main_group_and_use_its_config(db, tmp_pa
     r = CliRunner().invoke(main, ["--config", str(cfg), "report", "--all", "--format", "json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["totals"]["images"] == N
+
+
+def test_postgresql_report_equals_the_sqlite_one(db, pg_url, tmp_path):
+    """The clinic server's database gives the same report; days stay UTC whatever the session zone."""
+    import sqlalchemy as sa
+    import uuid as _uuid
+
+    admin = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+    name = f"edge_report_{_uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as c:
+            c.execute(sa.text(f'CREATE DATABASE "{name}"'))
+    except Exception as e:  # noqa: BLE001 - an unreachable server is a stated skip outside CI
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL at EDGE_SCREEN_TEST_PG is not reachable: {str(e).splitlines()[0]}")
+    url = admin.url.set(database=name)
+    try:
+        with Store.open(url.render_as_string(hide_password=False), device_id="dev-a") as store:
+            for i in range(N):
+                store.record(_record(i, db[1]))
+        # Far from UTC, so a day computed in the session's zone would move late-evening images.
+        engine = sa.create_engine(url, connect_args={"options": "-c timezone=Pacific/Kiritimati"})
+        window = make_window(since="2026-05-01T09:00Z", until="2026-05-03", now=NOW, tz=UTC)
+        pg, lite = (to_json(build_report(src, window)) for src in (engine, db[0]))
+        engine.dispose()
+        for key in ("totals", "per_day", "per_device", "timings", "models", "total_time_histogram"):
+            assert pg[key] == lite[key], key
+        strip = (lambda rows: [{k: v for k, v in r.items() if k != "image_id"} for r in rows])  # ids are uuid4
+        assert strip(pg["flagged"]) == strip(lite["flagged"]) and pg["flagged"]
+        assert strip(pg["problems"]) == strip(lite["problems"]) and pg["problems"]
+    finally:
+        with admin.connect() as c:
+            c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+        admin.dispose()

@@ -21,7 +21,7 @@ import cv2
 import numpy as np
 
 from .model import Classifier, Prediction
-from .preprocess import decode_file, preprocess
+from .preprocess import DecodeError, decode_file, preprocess
 
 TARGETS = ("predicted", "malignant")
 
@@ -122,8 +122,6 @@ def explain_image(path: str | Path, classifier: Classifier, grid: int = 7, targe
 def explain_many(paths: Iterable[str | Path], classifier: Classifier, grid: int = 7,
                  target: str = "predicted") -> Iterator[Tuple[Path, Optional[Explanation], Optional[str]]]:
     """(path, explanation, None) or (path, None, one-line reason) per path, one interpreter for all."""
-    from .preprocess import DecodeError
-
     for p in paths:
         p = Path(p)
         try:

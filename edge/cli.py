@@ -13,11 +13,19 @@ import click
 from .config import Config, ConfigError, load_config
 
 
+class _Failure(click.ClickException):
+    """One line on stderr and the same exit codes as the daemon: 2 config, 3 model, 4 database."""
+
+    def __init__(self, message: str, code: int):
+        super().__init__(message)
+        self.exit_code = code
+
+
 def _cfg(ctx: click.Context) -> Config:
     try:
-        return load_config(ctx.obj.get("config"))
+        return load_config(ctx.find_root().obj.get("config"))
     except ConfigError as e:
-        raise click.ClickException(f"config error: {e}") from None
+        raise _Failure(f"config error: {e}", 2) from None
 
 
 def _classifier(cfg: Config):
@@ -26,7 +34,7 @@ def _classifier(cfg: Config):
     try:
         return Classifier(cfg.model_path, backend=cfg.model.backend, num_threads=cfg.model.num_threads)
     except ModelLoadError as e:
-        raise click.ClickException(f"model error: {e}") from None
+        raise _Failure(f"model error: {e}", 3) from None
 
 
 def _store(cfg: Config, create: bool = True):
@@ -36,7 +44,7 @@ def _store(cfg: Config, create: bool = True):
         return Store.open(cfg.database.url, device_id=cfg.daemon.device_id, create=create,
                           busy_timeout_ms=cfg.database.busy_timeout_ms, synchronous=cfg.database.synchronous)
     except StoreError as e:
-        raise click.ClickException(f"database error: {e}") from None
+        raise _Failure(f"database error: {e}", 4) from None
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -185,7 +193,7 @@ def config_group() -> None:
 @click.pass_context
 def config_show(ctx: click.Context) -> None:
     """Print the effective configuration as TOML (defaults filled in, paths absolute)."""
-    cfg = _cfg(ctx.find_root())
+    cfg = _cfg(ctx)
     click.echo(f"# effective config from {cfg.source or 'built-in defaults'}")
     click.echo(cfg.to_toml())
 

@@ -1,0 +1,59 @@
+"""The command line: config errors name the key, classify --json fields, status, --help everywhere."""
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from daemon_support import cli, model_path, write_config  # noqa: F401
+from edge import synthetic
+
+COMMANDS = [[], ["run"], ["classify"], ["status"], ["bench"], ["config"], ["config", "show"], ["config", "check"],
+            ["capture"]]
+
+
+@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "main")
+def test_every_command_has_help(cmd):
+    p = cli(*cmd, "--help")
+    assert "Usage:" in p.stdout
+
+
+@pytest.mark.parametrize("toml, key", [("[quality]\nmin_focus = \"abc\"\n", "quality.min_focus"),
+                                       ("[daemon]\nafter = \"delete\"\n", "daemon.after"),
+                                       ("[model]\nthreads = 2\n", "model.threads")])
+def test_config_errors_name_the_key(tmp_path, toml, key):
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(toml)
+    for cmd in (["config", "check"], ["run"], ["status"]):
+        p = cli("--config", str(cfg), *cmd, check=False)
+        assert p.returncode == 2 and key in p.stderr, (cmd, p.stderr)
+    assert not (tmp_path / "inbox").exists()
+
+
+def test_config_show_and_check(tmp_path, model_path):
+    cfg = write_config(tmp_path, model_path)
+    assert "[quality]" in cli("--config", str(cfg), "config", "show").stdout
+    assert "config OK" in cli("--config", str(cfg), "config", "check").stdout
+
+
+def test_classify_json_then_status(tmp_path, model_path):
+    cfg = write_config(tmp_path, model_path)
+    imgs = tmp_path / "imgs"
+    imgs.mkdir()
+    for i in range(5):
+        (imgs / f"{i}.jpg").write_bytes(synthetic.smear_jpeg(i))
+    (imgs / "bad.jpg").write_bytes(b"nope")
+    out = [json.loads(line) for line in cli("--config", str(cfg), "classify", "--json", str(imgs)).stdout.splitlines()]
+    assert len(out) == 6
+    for j in out:
+        assert {"path", "status", "reason", "label", "probabilities", "score", "verdict", "needs_review",
+                "timings"} <= set(j)
+    good = [j for j in out if j["status"] == "classified"]
+    assert len(good) == 5 and all(j["label"] and j["verdict"] in ("benign", "malignant") for j in good)
+    assert abs(sum(good[0]["probabilities"].values()) - 1) < 1e-3 and "inference" in good[0]["timings"]
+    (bad,) = [j for j in out if j["status"] == "rejected"]
+    assert bad["reason"] and bad["label"] is None
+    st = json.loads(cli("--config", str(cfg), "status", "--json").stdout)
+    assert st["today"]["by_status"] == {"classified": 5, "rejected": 1}
+    assert st["last_error"]["path"].endswith("bad.jpg") and st["timings_ms"]["total"]["n"] == 5
+    assert "today" in cli("--config", str(cfg), "status").stdout

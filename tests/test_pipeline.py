@@ -1,0 +1,148 @@
+"""The per-image pipeline: malformed files, odd pixel formats, duplicates, exactly-once, capture time."""
+from __future__ import annotations
+
+import struct
+import zlib
+from datetime import datetime, timezone
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from daemon_support import model_path  # noqa: F401
+from edge import synthetic
+from edge.config import config_from_dict
+from edge.model import Classifier
+from edge.pipeline import Pipeline, classify_paths, exif_datetime
+from edge.store import Store
+
+
+@pytest.fixture(scope="module")
+def clf(model_path):
+    return Classifier(model_path, num_threads=1)
+
+
+@pytest.fixture
+def env(tmp_path, clf):
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = config_from_dict({"daemon": {"inbox": str(inbox), "device_id": "t", "max_file_bytes": 2_000_000}},
+                           base_dir=tmp_path)
+    store = Store.open(tmp_path / "db.sqlite", device_id="t")
+    yield inbox, Pipeline(cfg, clf, store=store, inbox=inbox), store
+    store.close()
+
+
+def _png_bomb() -> bytes:
+    # A valid PNG header declaring 100,000 x 100,000 pixels; the decoder must refuse it unallocated.
+    ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
+    chunk = b"IHDR" + ihdr
+    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
+            + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
+
+
+def _corpus(inbox: Path, outside: Path) -> dict:
+    jpeg = synthetic.smear_jpeg(1)
+    outside.write_bytes(jpeg)
+    files = {
+        "zero.jpg": (b"", "empty file"),
+        "truncated.jpg": (jpeg[: len(jpeg) // 2], "truncated"),
+        "text.jpg": (b"this is a text file, not a JPEG\n" * 4, "not a supported image"),
+        "bomb.png": (_png_bomb(), "image too large"),
+        "anim.gif": (b"GIF89a" + b"\x00" * 64, "unsupported format GIF"),
+        "huge.jpg": (jpeg + b"\x00" * 2_100_000, "file too large"),
+    }
+    for name, (data, _) in files.items():
+        (inbox / name).write_bytes(data)
+    (inbox / "link.jpg").symlink_to(outside)
+    return {name: why for name, (_, why) in files.items()} | {"link.jpg": "symlink points outside the inbox"}
+
+
+def test_malformed_files_are_rejected_with_a_reason_and_do_not_stop_the_others(env, tmp_path):
+    inbox, pipe, store = env
+    expected = _corpus(inbox, tmp_path / "outside.jpg")
+    (inbox / "good.jpg").write_bytes(synthetic.smear_jpeg(2))
+    results = {Path(r.path).name: r for r in pipe.run_paths(sorted(inbox.iterdir()))}
+    for name, why in expected.items():
+        r = results[name]
+        assert (r.status, r.recorded) == ("rejected", True), (name, r.reason)
+        assert why in r.reason and "\n" not in r.reason, (name, r.reason)
+        assert r.label is None
+    assert results["good.jpg"].status == "classified" and results["good.jpg"].label
+    assert store.count_images() == len(expected) + 1
+
+
+@pytest.mark.parametrize("kind", ["gray", "alpha", "16bit"])
+def test_grayscale_alpha_and_16_bit_pngs_are_handled(env, kind):
+    inbox, pipe, _ = env
+    bgr = cv2.cvtColor(synthetic.smear(3), cv2.COLOR_RGB2BGR)
+    img = {"gray": cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY),
+           "alpha": np.dstack([bgr, np.full(bgr.shape[:2], 255, np.uint8)]),
+           "16bit": bgr.astype(np.uint16) * 257}[kind]
+    p = inbox / f"{kind}.png"
+    assert cv2.imwrite(str(p), img)
+    r = pipe.process(p)
+    assert r.format == "png" and r.recorded
+    # A gray smear has no stain colour: the gate must call it unreadable rather than guess a class.
+    assert r.status == ("unreadable" if kind == "gray" else "classified"), r.reason
+
+
+def test_bad_quality_is_unreadable_without_a_class(env):
+    inbox, pipe, _ = env
+    for kind in synthetic.BAD_KINDS:
+        p = inbox / f"{kind}.png"
+        p.write_bytes(synthetic.encode(synthetic.bad_image(kind), "png"))
+        r = pipe.process(p)
+        assert r.status == "unreadable" and r.label is None and r.reason, kind
+        assert r.quality is not None
+
+
+def test_duplicate_points_at_the_first_and_same_file_is_recorded_once(env):
+    inbox, pipe, store = env
+    data = synthetic.smear_jpeg(4)
+    (inbox / "a.jpg").write_bytes(data)
+    (inbox / "b.jpg").write_bytes(data)
+    first = pipe.process(inbox / "a.jpg")
+    second = pipe.process(inbox / "b.jpg")
+    again = pipe.process(inbox / "a.jpg")
+    assert first.status == "classified" and second.status == "duplicate"
+    assert second.duplicate_of == first.record_id and second.label == first.label
+    assert again.already_recorded and not again.recorded and again.label == first.label
+    assert store.count_images() == 2
+
+
+def test_timings_and_capture_time_are_recorded(env):
+    inbox, pipe, store = env
+    p = inbox / "t.jpg"
+    p.write_bytes(synthetic.smear_jpeg(5))
+    r = pipe.process(p)
+    rec = store.get(r.record_id)
+    for stage in ("queue", "decode", "quality", "preprocess", "inference", "store", "total"):
+        assert rec.timings()[stage] is not None and rec.timings()[stage] >= 0, stage
+    assert rec.capture_time == datetime.fromtimestamp(p.stat().st_mtime, timezone.utc)
+    assert rec.model_sha256 == pipe.clf.sha256 and rec.quality["focus"] > 0
+
+
+def test_exif_date_time_original_is_read():
+    tiff = bytearray(b"II*\x00\x08\x00\x00\x00")
+    # IFD0 with one entry: the Exif IFD pointer; the Exif IFD with DateTimeOriginal.
+    ifd0_off, exif_off, text_off = 8, 26, 44
+    tiff += struct.pack("<H", 1) + struct.pack("<HHII", 0x8769, 4, 1, exif_off) + struct.pack("<I", 0)
+    tiff += struct.pack("<H", 1) + struct.pack("<HHII", 0x9003, 2, 20, text_off) + struct.pack("<I", 0)
+    tiff += b"2026:03:04 05:06:07\x00"
+    app1 = b"Exif\x00\x00" + bytes(tiff)
+    jpeg = synthetic.smear_jpeg(6)
+    data = jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+    assert exif_datetime(data) == datetime(2026, 3, 4, 5, 6, 7)
+    assert exif_datetime(jpeg) is None
+    assert ifd0_off == 8
+
+
+def test_classify_paths_without_a_store_records_nothing(tmp_path, clf):
+    for i in range(3):
+        (tmp_path / f"{i}.jpg").write_bytes(synthetic.smear_jpeg(10 + i))
+    cfg = config_from_dict({}, base_dir=tmp_path)
+    results = classify_paths([tmp_path], cfg, clf)
+    assert [r.status for r in results] == ["classified"] * 3
+    assert not any(r.recorded for r in results)

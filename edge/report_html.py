@@ -104,9 +104,14 @@ def build_gallery(flagged: Sequence[FlaggedImage], classifier: Optional[Classifi
 
 # ---------------------------------------------------------------------------------------------- charts
 
-def _nice_max(v: float) -> float:
+def _nice_max(v: float, whole: bool = False) -> float:
+    """A round axis maximum >= v; ``whole``: divisible into 4 whole-number ticks (image counts)."""
     if v <= 0:
-        return 1.0
+        return 4.0 if whole else 1.0
+    if whole:  # the tick step is a whole round number: 1, 2, 5, 10, 20, 25, 50, ...
+        step = max(1.0, v / 4)
+        mag = 10 ** int(np.floor(np.log10(step)))
+        return 4.0 * next(t for t in (m * mag for m in (1, 2, 2.5, 5, 10)) if t >= step and t == int(t))
     mag = 10 ** int(np.floor(np.log10(v)))
     return next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= v)
 
@@ -117,7 +122,7 @@ def svg_stacked_bars(categories: Sequence[str], series: Dict[str, List[int]], co
     left, bottom, top, right = 48, 40, 24, 150
     pw, ph = width - left - right, height - top - bottom
     totals = [sum(s[i] for s in series.values()) for i in range(len(categories))]
-    ymax = _nice_max(max(totals, default=0))
+    ymax = _nice_max(max(totals, default=0), whole=True)
     out = [f'<svg role="img" aria-label="{escape(title)}" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}">']
     for k in range(5):
@@ -150,7 +155,7 @@ def svg_stacked_bars(categories: Sequence[str], series: Dict[str, List[int]], co
 def svg_histogram(bins: Sequence[HistBin], width: int = 560, height: int = 220) -> str:
     left, bottom, top, right = 48, 36, 14, 10
     pw, ph = width - left - right, height - top - bottom
-    ymax = _nice_max(max((b.count for b in bins), default=0))
+    ymax = _nice_max(max((b.count for b in bins), default=0), whole=True)
     bw = pw / max(1, len(bins))
     out = [f'<svg role="img" aria-label="total time per image" width="{width}" height="{height}" '
            f'viewBox="0 0 {width} {height}">']

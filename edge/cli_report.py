@@ -61,6 +61,8 @@ def report(since, until, today, all_time, verdict, labels: Tuple[str, ...], need
     try:
         if today and (since or until or all_time):
             _fail("--today cannot be combined with --since/--until/--all")
+        if maps and fmt != "html":
+            _fail("--maps applies to --format html only")
         cfg = _load_config(config)
         window = make_window(since, until, all_time=all_time)
         filters = Filters(verdict=verdict, labels=labels, needs_review=True if needs_review else None, statuses=statuses,

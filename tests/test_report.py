@@ -364,7 +364,7 @@ def test_report_command_formats(db, tmp_path):
 
 def test_report_command_errors_are_one_line(db, tmp_path):
     for args, msg in ((["--since", "soon"], "--since"), (["--format", "html"], "--out"),
-                      (["--today", "--all"], "--today")):
+                      (["--today", "--all"], "--today"), (["--maps", "--format", "csv"], "--maps")):
         r = CliRunner().invoke(report, ["--db", str(db[0]), *args])
         assert r.exit_code != 0 and msg in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(report, ["--db", str(tmp_path / "none.sqlite"), "--all"])

@@ -7,7 +7,7 @@ import pytest
 
 from edge.explain import explain_image, explain_many, explain_rgb, heat_overlay, occlusion_map, save_png
 from edge.model import Classifier
-from edge.preprocess import preprocess
+from edge.preprocess import decode_file, preprocess
 
 from report_support import model_path, synthetic_smear, write_png
 
@@ -89,3 +89,29 @@ def test_bad_arguments_are_refused(classifier):
         occlusion_map(classifier, x, grid=0)
     with pytest.raises(ValueError):
         occlusion_map(classifier, x, target="nonsense")
+
+
+def _real_or_synthetic(tmp_path):
+    from shared_data import real_images
+
+    real = real_images(per_class=1)
+    if real:
+        return real
+    return [write_png(tmp_path / f"s{k}.png", synthetic_smear(np.random.default_rng(k), n_cells=2)) for k in range(2)]
+
+
+def test_only_patches_with_cells_can_move_a_segmented_model(classifier, tmp_path):
+    """In segmented mode the model sees background colour wherever there is no cell, so hiding a patch
+    without cell pixels is the identity: its map value must be exactly zero, on real smears too."""
+    pre_params = classifier.preprocessing
+    if pre_params.input_mode != "segmented":
+        pytest.skip(f"the model's input mode is {pre_params.input_mode!r}, not segmented")
+    edges = np.linspace(0, pre_params.size, 8).round().astype(int)
+    for path in _real_or_synthetic(tmp_path):
+        e = explain_image(path, classifier, grid=7)
+        mask = preprocess(decode_file(path).rgb, pre_params).mask
+        for i in range(7):
+            for j in range(7):
+                if not mask[edges[i]:edges[i + 1], edges[j]:edges[j + 1]].any():
+                    assert e.map[i, j] == 0.0, (path.name, i, j)
+        assert np.isfinite(e.map).all()

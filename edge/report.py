@@ -268,10 +268,12 @@ def open_database(db: str | Path | sa.Engine, busy_timeout_ms: int = 5000) -> sa
             if version is None:
                 raise ReportError(f"{_safe_url(engine)} is empty, not an edge-screen database")
             check_version(conn, version)
-    except SchemaError as e:
+    except (SchemaError, ReportError, sa.exc.SQLAlchemyError) as e:
+        if engine is not db:
+            engine.dispose()
+        if isinstance(e, sa.exc.SQLAlchemyError):
+            raise ReportError(f"cannot read {_safe_url(engine)}: {str(e).splitlines()[0]}") from None
         raise ReportError(str(e)) from None
-    except sa.exc.SQLAlchemyError as e:
-        raise ReportError(f"cannot read {_safe_url(engine)}: {str(e).splitlines()[0]}") from None
     return engine
 
 
@@ -339,6 +341,14 @@ def _utc_day(engine: sa.Engine, col):
 def build_report(db: str | sa.Engine, window: Window, filters: Filters = Filters(),
                  now: Optional[datetime] = None) -> ReportData:
     engine = open_database(db)
+    try:
+        return _query(engine, window, filters, now)
+    finally:
+        if not isinstance(db, sa.Engine):  # ours: release the file now, not at garbage collection
+            engine.dispose()
+
+
+def _query(engine: sa.Engine, window: Window, filters: Filters, now: Optional[datetime]) -> ReportData:
     c, where = images.c, _where(window, filters)
     day = _utc_day(engine, c.recorded_at).label("day")
     with engine.connect() as conn:

@@ -161,3 +161,20 @@ def test_polling_observer_waits_for_a_stable_size(tmp_path, model_path):
     finally:
         assert d.terminate() == 0, d.output()
     assert rec["status"] == "classified"
+
+
+def test_sighup_reloads_and_keeps_classifying(tmp_path, model_path):
+    cfg = write_config(tmp_path, model_path)
+    db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
+    d = DaemonProc(cfg).wait_ready()
+    try:
+        d.messages.clear()
+        d.proc.send_signal(signal.SIGHUP)
+        d.wait_message("RELOADING=1")
+        d.wait_message("READY=1")
+        p = inbox / "after-reload.jpg"
+        p.write_bytes(synthetic.smear_jpeg(77))
+        (rec,) = poll(lambda: rows(db, f"path = '{p}'"), what="image after reload recorded")
+    finally:
+        assert d.terminate() == 0, d.output()
+    assert rec["status"] == "classified" and "reloaded: model" in d.output()

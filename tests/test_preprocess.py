@@ -69,7 +69,7 @@ def test_large_jpeg_uses_reduced_decode_and_matches_full_decode():
     data = synthetic.encode(big, "jpeg", 90)
     d = decode_bytes(data)
     assert (d.width, d.height) == (4000, 3000)
-    assert d.reduced_by == 4  # 3000/4 = 750 >= 2*224, 3000/8 = 375 < 448
+    assert d.reduced_by == 8  # 3000/8 = 375 still >= 224
     full = preprocess(big, P).resized.astype(int)
     reduced = preprocess(d.rgb, P).resized.astype(int)
     assert np.abs(full - reduced).mean() < 4.0

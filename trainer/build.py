@@ -87,7 +87,8 @@ def build(split: Split, out_dir: str | Path, modes: Sequence[str] = ("segmented"
         ablation[mode] = {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"],
                           "val_malignant_sensitivity_at_0.5": m["malignant_sensitivity"],
                           "val_specificity_at_0.5": m["specificity"],
-                          "val_loss": round(min(res.history.get("val_loss", [float("nan")])), 4),
+                          "val_loss": round(float(-np.mean(np.log(np.clip(probs[np.arange(len(val_arr.y)), val_arr.y], 1e-7, 1)))), 4),
+                          "fine_tuning_kept": bool(res.history.get("fine_tuning_kept", [0])[0]),
                           "epochs": res.epochs, "train_seconds": round(res.seconds, 1)}
         results[mode] = (res, probs)
         (work / "ablation.json").write_text(json.dumps(ablation, indent=2))
@@ -128,7 +129,7 @@ def build(split: Split, out_dir: str | Path, modes: Sequence[str] = ("segmented"
                        "not a diagnosis.",
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
         "split": split.describe(),
-        "training": {**dataclasses.asdict(cfg), "fine_tune_from": "block_13_expand",
+        "training": {**dataclasses.asdict(cfg),
                      "history": {k: [round(x, 4) for x in v] for k, v in res.history.items()},
                      "seconds_total_build": None},
         "ablation": {"chosen": chosen, "modes": ablation,

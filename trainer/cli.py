@@ -80,16 +80,21 @@ def split(data_dir, block_size):
 @click.option("--modes", default="segmented,raw", show_default=True,
               help="Input modes to train (ablation); the best on validation is converted.")
 @click.option("--block-size", default=25, show_default=True)
-@click.option("--head-epochs", default=3, show_default=True)
-@click.option("--fine-epochs", default=8, show_default=True)
+@click.option("--head-epochs", default=150, show_default=True,
+              help="Max epochs of the head on cached frozen features (early stopping decides).")
+@click.option("--fine-epochs", default=6, show_default=True, help="Max epochs of fine-tuning the upper blocks.")
+@click.option("--fine-tune-from", default="block_13_expand", show_default=True,
+              help="First MobileNetV2 layer that fine-tuning unfreezes.")
+@click.option("--lr-fine", default=1e-5, show_default=True)
+@click.option("--color-jitter", default=0.25, show_default=True, help="Stain/colour augmentation strength (0-1).")
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--weights", type=click.Choice(["shared", "imagenet", "none"]), default="shared", show_default=True,
               help="shared: ../shared ImageNet int8 checkpoint; imagenet: Keras download (needs internet).")
 @click.option("--limit-per-class", default=0, help="Use only the first N images of each class (smoke runs).")
 @click.option("--seed", default=1234, show_default=True)
 @click.option("--version", "model_version", default="1.0.0", show_default=True)
-def train(data_dir, out_dir, modes, block_size, head_epochs, fine_epochs, batch_size, weights,
-          limit_per_class, seed, model_version):
+def train(data_dir, out_dir, modes, block_size, head_epochs, fine_epochs, fine_tune_from, lr_fine, color_jitter,
+          batch_size, weights, limit_per_class, seed, model_version):
     """Train on DATA_DIR, convert to int8 TFLite and write the model card and report."""
     from .build import build
     from .report import write_report
@@ -97,8 +102,8 @@ def train(data_dir, out_dir, modes, block_size, head_epochs, fine_epochs, batch_
 
     sp = _load(data_dir, block_size, limit_per_class)
     console.print(_split_table(sp))
-    cfg = TrainConfig(head_epochs=head_epochs, fine_epochs=fine_epochs, batch_size=batch_size, weights=weights,
-                      seed=seed)
+    cfg = TrainConfig(head_epochs=head_epochs, fine_epochs=fine_epochs, fine_tune_from=fine_tune_from,
+                      lr_fine=lr_fine, color_jitter=color_jitter, batch_size=batch_size, weights=weights, seed=seed)
     with _progress() as prog:
         res = build(sp, out_dir, modes=[m.strip() for m in modes.split(",") if m.strip()], cfg=cfg,
                     version=model_version, progress=_Bars(prog))

@@ -103,15 +103,18 @@ def report(since, until, today, all_time, verdict, labels: Tuple[str, ...], need
 @click.option("--grid", default=7, show_default=True, type=click.IntRange(1, 32), help="patches per side")
 @click.option("--target", type=click.Choice(["predicted", "malignant"]), default="predicted", show_default=True,
               help="score whose drop is mapped: the predicted label's probability or the malignant score")
+@click.option("--method", type=click.Choice(["auto", "occlude", "keep"]), default="auto", show_default=True,
+              help="occlude: score drop per hidden patch; keep: score with only each region visible; "
+                   "auto: occlude, or keep when no single patch changes a saturated call")
 @click.option("--model", type=click.Path(dir_okay=False), help="model file (default: the configured one)")
 @click.option("--config", type=click.Path(dir_okay=False), help="config file (default: $EDGE_SCREEN_CONFIG)")
-def explain(image: Path, out: Path, grid: int, target: str, model, config) -> None:
+def explain(image: Path, out: Path, grid: int, target: str, method: str, model, config) -> None:
     """Occlusion-sensitivity map of IMAGE: which region drove the model's call."""
     from .explain import explain_image, save_png
 
     try:
         clf = _classifier(config, model)
-        e = explain_image(image, clf, grid=grid, target=target)
+        e = explain_image(image, clf, grid=grid, target=target, method=method)
     except (ConfigError, ModelLoadError) as err:
         _fail(str(err))
     except DecodeError as err:
@@ -119,8 +122,8 @@ def explain(image: Path, out: Path, grid: int, target: str, model, config) -> No
     save_png(e, out)
     p = e.prediction
     click.echo(f"{image}: {p.label} (malignant score {p.malignant_score:.3f}, {p.verdict}"
-               f"{', needs review' if p.needs_review else ''}); map of {e.target_label} "
-               f"in {e.seconds * 1000:.0f} ms -> {out}")
+               f"{', needs review' if p.needs_review else ''}) -> {out} ({e.seconds * 1000:.0f} ms)")
+    click.echo(f"  {e.describe()}")
 
 
 COMMANDS = [report, explain]

@@ -80,7 +80,7 @@ def gallery_item(img: FlaggedImage, classifier: Optional[Classifier], grid: int 
     if classifier is None:
         return GalleryItem(img, thumb, None, None, None)
     e = explain_rgb(rgb, classifier, grid=grid, path=p)
-    note = f"{grid}×{grid} occlusion map: drop in P({e.prediction.label}) per hidden patch"
+    note = e.describe()
     if img.model_sha256 and img.model_sha256 != classifier.sha256:
         # A reviewer must know when the map explains a different model than the one that made the call.
         note += f"; map from model {classifier.name} ({classifier.sha256[:12]}), the call was made by " \

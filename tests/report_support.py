@@ -20,6 +20,9 @@ STANDIN_LABELS = ["Benign", "Early Pre-B", "Pre-B", "Pro-B"]
 
 
 def model_path() -> Path:
+    override = os.environ.get("EDGE_SCREEN_TEST_MODEL")  # e.g. a freshly trained model not yet shipped
+    if override:
+        return Path(override)
     if DEFAULT_MODEL.is_file() and card_path_for(DEFAULT_MODEL).is_file():
         return DEFAULT_MODEL
     return build_standin(STANDIN_DIR / "standin-v3-int8.tflite")

@@ -62,6 +62,10 @@ def test_overlay_colours_only_supporting_regions():
     assert np.array_equal(out[200, 200], rgb[200, 200])
     # A map with no positive entry leaves the image as it was.
     assert np.array_equal(heat_overlay(rgb, -m), rgb)
+    # A weak map (a couple of int8 steps) stays faint instead of being stretched to full colour.
+    weak = np.abs(heat_overlay(rgb, m * 0.008).astype(int) - rgb).sum()
+    strong = np.abs(out.astype(int) - rgb).sum()
+    assert 0 < weak < strong / 3
 
 
 def test_explain_image_writes_a_png(classifier, tmp_path):
@@ -115,3 +119,42 @@ def test_only_patches_with_cells_can_move_a_segmented_model(classifier, tmp_path
                 if not mask[edges[i]:edges[i + 1], edges[j]:edges[j + 1]].any():
                     assert e.map[i, j] == 0.0, (path.name, i, j)
         assert np.isfinite(e.map).all()
+
+
+class _Saturating:
+    """A stand-in for Classifier whose call saturates: P(Pro-B) is 1 as soon as 300 purple pixels are
+    seen, like a confident int8 model looking at several blasts. Hiding one of two cells changes nothing."""
+
+    labels = ("Benign", "Early Pre-B", "Pre-B", "Pro-B")
+
+    def __init__(self, real: Classifier):
+        self.preprocessing = real.preprocessing
+        self._real = real
+
+    def probabilities(self, x):
+        purple = int(((x[..., 2].astype(int) - x[..., 1]) > 60).sum())
+        p = min(1.0, purple / 300.0)
+        return np.array([1 - p, 0.0, 0.0, p], np.float32)
+
+    def decide(self, probs):
+        return self._real.decide(probs)
+
+
+def test_saturated_call_falls_back_to_the_keep_map(classifier):
+    fake = _Saturating(classifier)
+    # Two cells, each alone enough for the call, in grid cells (1, 1) and (5, 3).
+    rgb = synthetic_smear(centers=[(48, 48), (112, 176)], radius=14)
+    occl = explain_rgb(rgb, fake, grid=7, method="occlude")
+    assert occl.prediction.label == "Pro-B" and not np.abs(occl.map).any()
+    auto = explain_rgb(rgb, fake, grid=7)
+    assert auto.method == "keep" and "several regions" in auto.describe()
+    assert auto.map[1, 1] > 0.9 and auto.map[5, 3] > 0.9
+    assert auto.map[5, 0] == 0 and auto.map[0, 6] == 0  # glass alone supports nothing
+    assert not np.array_equal(auto.overlay, auto.resized)
+
+
+def test_auto_keeps_an_informative_occlusion_map(classifier):
+    e = explain_rgb(_cell_image(), classifier, grid=7)
+    assert e.method == "occlude" and "occlusion map" in e.describe()
+    with pytest.raises(ValueError):
+        explain_rgb(_cell_image(), classifier, method="saliency")

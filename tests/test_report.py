@@ -288,7 +288,7 @@ def test_html_has_thumbnail_and_map_for_each_flagged_image(html_report):
         else:
             assert item["imgs"]["thumb"].startswith("data:image/jpeg;base64,")
             assert item["imgs"]["map"].startswith("data:image/jpeg;base64,")
-            assert "occlusion map" in item["text"]
+            assert "7×7" in item["text"] and "map" in item["text"]
     # The missing file is stated, and every other flagged image is still there.
     assert sum(1 for i in page.items.values() if "file missing" in i["text"]) == 1
 

@@ -1,13 +1,15 @@
 #!/usr/bin/env python3
 """Benchmark `edge-screen report` on 100,000 synthetic rows, and the explanation map per image.
 
-    .venv/bin/python scripts/bench_report.py [--rows 100000] [--model PATH] [--maps 10] [--workdir DIR]
+    .venv/bin/python scripts/bench_report.py [--rows 100000] [--model PATH] [--maps 10] [--real]
+                                             [--workdir DIR] [--json]
 
-Writes a SQLite store (bulk-inserted in one transaction) with a realistic mix (about 8 % malignant or
-needs review, 10 % unreadable or rejected, several devices and days), plus camera-sized JPEG files for the
+Writes a SQLite store (bulk-inserted in one transaction) with a realistic mix (about 14 % malignant or
+needs review, 10 % unreadable or rejected, four devices, 30 days), plus camera-sized JPEG files for the
 first flagged images so that the HTML gallery decodes real thumbnails. Then times, each from a cold
-engine: the SQL aggregation alone, CSV, JSON and HTML without maps; and one occlusion map (7x7 = 49+1
-model runs) per image with one Classifier reused. Prints a table and, with --json, the numbers as JSON.
+engine: the SQL aggregation alone, CSV, JSON and HTML without maps; and one explanation map per image
+(7x7 = 49+1 model runs, +50 when the keep-map fallback runs) with one Classifier reused, on the synthetic
+smears or, with --real, on ../shared smears. Prints a table and, with --json, the numbers as JSON.
 """
 from __future__ import annotations
 
@@ -25,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))
 
 from edge.explain import explain_image  # noqa: E402
 from edge.model import DEFAULT_MODEL, Classifier  # noqa: E402
@@ -84,6 +87,7 @@ def main(argv=None) -> int:
     ap.add_argument("--maps", type=int, default=10, help="images to explain for the per-image map time")
     ap.add_argument("--files", type=int, default=200, help="flagged images given a real 1280x960 JPEG file")
     ap.add_argument("--workdir", type=Path, default=None)
+    ap.add_argument("--real", action="store_true", help="time the maps on ../shared smears instead")
     ap.add_argument("--json", action="store_true")
     a = ap.parse_args(argv)
     work = a.workdir or Path(tempfile.mkdtemp(prefix="bench-report-"))
@@ -115,9 +119,16 @@ def main(argv=None) -> int:
         clf = Classifier(model)
         paths = [Path(r["path"]) for r in flagged[:a.maps]]
         explain_image(paths[0], clf)  # first call pays interpreter warm-up, not representative
-        secs = [timed(lambda p=p: explain_image(p, clf))[1] for p in paths]
+        if a.real:
+            from shared_data import real_images  # tests/ helper: ../shared when present
+
+            paths = real_images(per_class=max(1, a.maps // 4)) or paths
+        runs = [timed(lambda p=p: explain_image(p, clf)) for p in paths]
+        secs = [t for _, t in runs]
+        occl = [t for e, t in runs if e.method == "occlude"]
         res.update(map_model=model.name, map_backend=clf.backend, map_median_s=statistics.median(secs),
-                   map_max_s=max(secs), map_runs=50, map_images=len(secs))
+                   map_max_s=max(secs), map_images=len(secs), map_keep_fallbacks=len(secs) - len(occl),
+                   map_occlude_only_median_s=statistics.median(occl) if occl else None)
     else:
         res["map_model"] = None
     if a.json:
@@ -131,8 +142,11 @@ def main(argv=None) -> int:
         print(f"  report HTML, no maps {res['html_s']:.2f} s ({res['html_bytes'] / 1e6:.1f} MB, "
               f"{res['gallery_thumbnails']} thumbnails)")
         if res["map_model"]:
+            occl = res["map_occlude_only_median_s"]
             print(f"  explanation map      {res['map_median_s'] * 1000:.0f} ms median, {res['map_max_s'] * 1000:.0f} ms "
-                  f"max per image (7x7 grid, 50 runs, {res['map_model']}, {res['map_backend']})")
+                  f"max per image over {res['map_images']} (7x7 grid, {res['map_model']}, {res['map_backend']}); "
+                  f"{res['map_keep_fallbacks']} needed the keep map (+50 runs)"
+                  + (f"; occlusion only: {occl * 1000:.0f} ms median" if occl else ""))
         else:
             print(f"  explanation map      skipped: no model at {model} (pass --model)")
     return 0

@@ -1,4 +1,5 @@
-"""``edge-screen export`` and ``edge-screen merge``: option parsing and printing over :mod:`edge.export`."""
+"""``edge-screen export`` and ``edge-screen merge``: option parsing and printing over :mod:`edge.export`
+and :mod:`edge.export_csv`."""
 from __future__ import annotations
 
 import sys
@@ -81,7 +82,8 @@ def export(ctx: click.Context, target: Optional[str], fmt: str, out: Optional[Pa
     All in one transaction: a failure leaves TARGET unchanged. Exit status 3 when rows conflict (same id,
     different content); they are listed and left as they are in TARGET.
     """
-    from .export import ExportError, export_csv, export_to
+    from .export import ExportError, export_to
+    from .export_csv import export_csv
 
     cfg = _config(ctx, config_path)
     key = _key(cfg, anonymize)

@@ -12,7 +12,8 @@ from click.testing import CliRunner
 from sqlalchemy import create_engine, event, func, select, text
 
 from edge.cli_export import COMMANDS, EXIT_CONFLICTS
-from edge.export import ExportError, export_csv, export_to, merge
+from edge.export import ExportError, export_to, merge
+from edge.export_csv import export_csv
 from edge.schema import images, make_engine, models, runs
 from edge.store import Store
 

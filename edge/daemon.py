@@ -96,6 +96,7 @@ def load(config_path: Optional[str]) -> Loaded:
         raise StartupError(f"config error: {e}", EXIT_CONFIG) from None
     try:
         clf = Classifier(cfg.model_path, backend=cfg.model.backend, num_threads=cfg.model.num_threads)
+        clf.warm_up()
     except ModelLoadError as e:
         raise StartupError(f"model error: {e}", EXIT_MODEL) from None
     return Loaded(cfg, clf)

@@ -184,6 +184,17 @@ class Classifier:
     def predict(self, model_input: np.ndarray) -> Prediction:
         return self.decide(self.probabilities(model_input))
 
+    def warm_up(self) -> None:
+        """One synthetic smear through preprocessing and the interpreter, before the first real image.
+
+        OpenCV and XNNPACK set up thread pools and packed weights lazily; without this the first image
+        after start or reload paid ~0.4 s for it.
+        """
+        from .preprocess import preprocess
+        from .synthetic import smear
+
+        self.predict(preprocess(smear(0, self.preprocessing.size), self.preprocessing).model_input)
+
 
 def load_classifier(model_path: Optional[str | Path] = None, backend: str = "auto",
                     num_threads: int = 2) -> Classifier:

@@ -1,4 +1,5 @@
-"""Shared helpers for the report and explain tests: a model to run and synthetic smears.
+"""Shared helpers for the report and explain tests: a model to run, synthetic smears and the report
+tests' fixture database.
 
 The shipped model (edge.model.DEFAULT_MODEL) is used when it exists. Until the trainer has produced it, a
 tiny stand-in int8 model is built with TensorFlow under /tmp (never in the repository) and cached there,
@@ -6,14 +7,19 @@ so only the first test session pays for the TensorFlow import.
 """
 from __future__ import annotations
 
+import hashlib
 import os
+import sqlite3
+from datetime import datetime, timezone
 from pathlib import Path
+from typing import Tuple
 
 import cv2
 import numpy as np
 
 from edge.model import DEFAULT_MODEL, ModelCard, card_path_for, sha256_file
 from edge.preprocess import PreprocessParams
+from edge.store import ImageRecord, Store
 
 STANDIN_DIR = Path(os.environ.get("EDGE_SCREEN_STANDIN_DIR", "/tmp/edge-screen-standin"))
 STANDIN_LABELS = ["Benign", "Early Pre-B", "Pre-B", "Pro-B"]
@@ -90,3 +96,55 @@ def write_png(path: Path, rgb: np.ndarray) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     assert cv2.imwrite(str(path), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
     return path
+
+
+# ------------------------------------------------------------------- the report tests' fixture database
+
+REPORT_N = 48
+REPORT_LABELS = ("Benign", "Early Pre-B", "Pre-B", "Pro-B")
+
+
+def report_record(i: int, inbox: Path) -> ImageRecord:
+    """Row i of the fixture: three days, two devices, every status, two models, distinct timings."""
+    day = 1 + i % 3
+    common = dict(path=str(inbox / f"img-{i:03d}.png"), sha256=hashlib.sha256(b"%d" % i).hexdigest(),
+                  device_id="dev-a" if i % 2 == 0 else "dev-b",
+                  recorded_at=datetime(2026, 5, day, 8 + (i // 3) % 8, i, tzinfo=timezone.utc),
+                  t_queue_ms=1.0 + i % 2, t_decode_ms=4.0 + i % 3, t_store_ms=0.5 + (i % 4) / 4, t_total_ms=20.0 + i,
+                  model_name="model-a" if i < 24 else "model-b", model_sha256=("a" if i < 24 else "b") * 64)
+    kind = i % 8
+    if kind == 5:
+        return ImageRecord(status="unreadable", reason=f"out of focus ({i})", **common)
+    if kind == 6:
+        return ImageRecord(status="rejected", reason="not an image", **common)
+    if kind == 7:
+        return ImageRecord(status="duplicate", reason="same content as an earlier image", **common)
+    malignant, review = i % 6 == 0, i % 9 == 4
+    score = 0.92 if malignant else (0.4 if review else 0.05)
+    label = REPORT_LABELS[1 + (i // 6) % 3] if malignant else "Benign"
+    return ImageRecord(status="classified", label=label, verdict="malignant" if malignant else "benign",
+                       malignant_score=score, needs_review=review, t_inference_ms=3.0 + i % 5,
+                       probabilities={lab: (score if lab == label else 0.0) for lab in REPORT_LABELS}, **common)
+
+
+def report_db(root: Path) -> Tuple[Path, Path, Path]:
+    """(sqlite path, inbox, deleted path) under ``root``: REPORT_N records; flagged images exist as files,
+    except one that was deleted."""
+    inbox = root / "inbox"
+    path = root / "edge.sqlite"
+    recs = [report_record(i, inbox) for i in range(REPORT_N)]
+    with Store.open(path, device_id="dev-a") as store:
+        for r in recs:
+            store.record(r)
+    flagged = [r for r in recs if r.status == "classified" and (r.verdict == "malignant" or r.needs_review)]
+    assert len(flagged) >= 4
+    for k, r in enumerate(flagged):
+        write_png(Path(r.path), synthetic_smear(np.random.default_rng(k), n_cells=1 + k % 3))
+    deleted = Path(flagged[1].path)
+    deleted.unlink()
+    return path, inbox, deleted
+
+
+def sql(db_path, query, *args):
+    with sqlite3.connect(db_path) as conn:
+        return conn.execute(query, args).fetchall()

@@ -1,84 +1,34 @@
-"""edge-screen report on a real SQLite store: numbers equal direct SQL, filters, windows, HTML, CLI."""
+"""edge-screen report on a real SQLite store: numbers equal direct SQL, filters, windows, CLI (HTML:
+test_report_html.py)."""
 from __future__ import annotations
 
 import csv
-import hashlib
 import io
 import json
 import math
 import os
-import shutil
 import sqlite3
-import subprocess
 from collections import Counter
 from datetime import datetime, timedelta, timezone
-from html.parser import HTMLParser
-from pathlib import Path
 
 import cv2
-import numpy as np
 import pytest
 from click.testing import CliRunner
 
 from edge.cli_report import COMMANDS, explain, report
-from edge.model import Classifier
 from edge.report import Filters, ReportError, build_report, make_window, parse_when
 from edge.report_formats import CSV_COLUMNS, dumps_csv, to_json
-from edge.report_html import render_html, write_html
-from edge.store import ImageRecord, Store
+from edge.store import Store
 
-from report_support import model_path, synthetic_smear, write_png
+from report_support import REPORT_N as N
+from report_support import model_path, report_db, report_record, sql, synthetic_smear, write_png
 
 UTC = timezone.utc
-LABELS = ("Benign", "Early Pre-B", "Pre-B", "Pro-B")
-N = 48
-
-
-def _record(i: int, inbox: Path) -> ImageRecord:
-    """Row i of the fixture: three days, two devices, every status, two models, distinct timings."""
-    day = 1 + i % 3
-    common = dict(path=str(inbox / f"img-{i:03d}.png"), sha256=hashlib.sha256(b"%d" % i).hexdigest(),
-                  device_id="dev-a" if i % 2 == 0 else "dev-b",
-                  recorded_at=datetime(2026, 5, day, 8 + (i // 3) % 8, i, tzinfo=UTC),
-                  t_queue_ms=1.0 + i % 2, t_decode_ms=4.0 + i % 3, t_store_ms=0.5 + (i % 4) / 4, t_total_ms=20.0 + i,
-                  model_name="model-a" if i < 24 else "model-b", model_sha256=("a" if i < 24 else "b") * 64)
-    kind = i % 8
-    if kind == 5:
-        return ImageRecord(status="unreadable", reason=f"out of focus ({i})", **common)
-    if kind == 6:
-        return ImageRecord(status="rejected", reason="not an image", **common)
-    if kind == 7:
-        return ImageRecord(status="duplicate", reason="same content as an earlier image", **common)
-    malignant, review = i % 6 == 0, i % 9 == 4
-    score = 0.92 if malignant else (0.4 if review else 0.05)
-    label = LABELS[1 + (i // 6) % 3] if malignant else "Benign"
-    return ImageRecord(status="classified", label=label, verdict="malignant" if malignant else "benign",
-                       malignant_score=score, needs_review=review, t_inference_ms=3.0 + i % 5,
-                       probabilities={lab: (score if lab == label else 0.0) for lab in LABELS}, **common)
 
 
 @pytest.fixture(scope="module")
 def db(tmp_path_factory):
-    """(sqlite path, inbox, deleted path): flagged images exist as files, except one that was deleted."""
-    root = tmp_path_factory.mktemp("report")
-    inbox = root / "inbox"
-    path = root / "edge.sqlite"
-    recs = [_record(i, inbox) for i in range(N)]
-    with Store.open(path, device_id="dev-a") as store:
-        for r in recs:
-            store.record(r)
-    flagged = [r for r in recs if r.status == "classified" and (r.verdict == "malignant" or r.needs_review)]
-    assert len(flagged) >= 4
-    for k, r in enumerate(flagged):
-        write_png(Path(r.path), synthetic_smear(np.random.default_rng(k), n_cells=1 + k % 3))
-    deleted = Path(flagged[1].path)
-    deleted.unlink()
-    return path, inbox, deleted
-
-
-def sql(db_path, query, *args):
-    with sqlite3.connect(db_path) as conn:
-        return conn.execute(query, args).fetchall()
+    return report_db(tmp_path_factory.mktemp("report"))
 
 
 def _csv(data):
@@ -238,104 +188,6 @@ def test_missing_empty_and_foreign_databases_are_clear_errors(tmp_path):
     assert not (tmp_path / "nope.sqlite").exists()  # a report never creates a database
 
 
-# ----------------------------------------------------------------------------------------------- HTML
-
-class _Page(HTMLParser):
-    def __init__(self):
-        super().__init__()
-        self.attrs, self.items, self._item, self.text = [], {}, None, []
-
-    def handle_starttag(self, tag, attrs):
-        a = dict(attrs)
-        self.attrs.append((tag, a))
-        if tag == "div" and (a.get("class") == "item"):
-            self._item = a["id"][4:]
-            self.items[self._item] = {"imgs": {}, "text": ""}
-        if tag == "img" and self._item:
-            self.items[self._item]["imgs"][a.get("class")] = a.get("src", "")
-
-    def handle_data(self, data):
-        self.text.append(data)
-        if self._item:
-            self.items[self._item]["text"] += data
-
-
-@pytest.fixture(scope="module")
-def classifier():
-    return Classifier(model_path())
-
-
-@pytest.fixture(scope="module")
-def html_report(db, classifier, tmp_path_factory):
-    path, _, deleted = db
-    data = build_report(path, make_window(all_time=True))
-    out = write_html(data, tmp_path_factory.mktemp("html") / "report.html", maps=True, classifier=classifier,
-                     progress=False)
-    return data, out, deleted
-
-
-def test_html_has_thumbnail_and_map_for_each_flagged_image(html_report):
-    data, out, deleted = html_report
-    text = out.read_text(encoding="utf-8")
-    page = _Page()
-    page.feed(text)
-    page.close()
-    assert set(page.items) == {f.image_id for f in data.flagged}
-    for f in data.flagged:
-        item = page.items[f.image_id]
-        if Path(f.path) == deleted:
-            assert "file missing" in item["text"] and not item["imgs"]
-        else:
-            assert item["imgs"]["thumb"].startswith("data:image/jpeg;base64,")
-            assert item["imgs"]["map"].startswith("data:image/jpeg;base64,")
-            assert "7×7" in item["text"] and "map" in item["text"]
-    # The missing file is stated, and every other flagged image is still there.
-    assert sum(1 for i in page.items.values() if "file missing" in i["text"]) == 1
-
-
-def test_html_has_no_external_urls_and_carries_the_numbers(html_report):
-    data, out, _ = html_report
-    text = out.read_text(encoding="utf-8")
-    page = _Page()
-    page.feed(text)
-    for tag, attrs in page.attrs:
-        for k in ("src", "href", "xlink:href", "action"):
-            v = (attrs.get(k) or "").strip().lower()
-            assert not v or v.startswith("data:") or v.startswith("#"), (tag, k, v[:60])
-    assert "http://" not in text and "https://" not in text
-    assert not any(tag in ("script", "link", "iframe") for tag, _ in page.attrs)
-    assert sum(1 for tag, _ in page.attrs if tag == "svg") >= 3
-    body = " ".join(page.text)
-    assert f"Malignant or needs review ({len(data.flagged)})" in body
-
-
-def test_html_without_maps_and_with_a_gallery_limit(db):
-    data = build_report(db[0], make_window(all_time=True))
-    page = _Page()
-    page.feed(render_html(data, maps=False, gallery_limit=2, progress=False))
-    assert len(page.items) == 2
-    assert all("map" not in i["imgs"] for i in page.items.values())
-    assert f"The 2 most urgent of {len(data.flagged)} flagged images" in " ".join(page.text)
-
-
-def test_html_renders_in_headless_chromium(html_report, tmp_path):
-    exe = shutil.which("chromium") or shutil.which("chromium-browser")
-    if exe is None:
-        pytest.skip("chromium is not on PATH (scripts/ci-chromium.sh installs it from the distribution)")
-    _, out, _ = html_report
-    shot = tmp_path / "shot.png"
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-           f"--screenshot={shot}", "--window-size=1200,1600", out.resolve().as_uri()]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    assert shot.is_file(), proc.stderr[-2000:]
-    img = cv2.imread(str(shot))
-    assert img is not None and img.shape[:2] == (1600, 1200)
-    grey = cv2.cvtColor(img, cv2.COLOR_BGR2GRAY)
-    assert float(grey.std()) > 5.0
-    assert len(np.unique(img.reshape(-1, 3), axis=0)) > 50  # text, charts and photos, not one flat colour
-
-
 # ------------------------------------------------------------------------------------------------ CLI
 
 def test_commands_are_exposed_with_help():
@@ -408,7 +260,7 @@ def test_postgresql_report_equals_the_sqlite_one(db, pg_url, tmp_path):
     try:
         with Store.open(url.render_as_string(hide_password=False), device_id="dev-a") as store:
             for i in range(N):
-                store.record(_record(i, db[1]))
+                store.record(report_record(i, db[1]))
         # Far from UTC, so a day computed in the session's zone would move late-evening images.
         engine = sa.create_engine(url, connect_args={"options": "-c timezone=Pacific/Kiritimati"})
         window = make_window(since="2026-05-01T09:00Z", until="2026-05-03", now=NOW, tz=UTC)

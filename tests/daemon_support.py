@@ -94,9 +94,10 @@ def runs(db: Path) -> List[Dict]:
         con.close()
 
 
-def cli(*args: str, check: bool = True, timeout: float = 120) -> subprocess.CompletedProcess:
+def cli(*args: str, check: bool = True, timeout: float = 120,
+        env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
     p = subprocess.run([sys.executable, "-m", "edge", *args], cwd=ROOT, capture_output=True, text=True,
-                       timeout=timeout, env=_env())
+                       timeout=timeout, env=_env(env))
     if check and p.returncode != 0:
         raise AssertionError(f"edge-screen {' '.join(args)} exited {p.returncode}:\n{p.stderr[-3000:]}")
     return p

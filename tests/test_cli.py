@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+from datetime import datetime, timezone
 
 import pytest
 
@@ -36,8 +37,15 @@ def test_config_show_and_check(tmp_path, model_path):
     assert "config OK" in cli("--config", str(cfg), "config", "check").stdout
 
 
+def _noon_zone() -> dict:
+    """A TZ in which it is now about noon: "today" in status cannot roll over while the test runs."""
+    offset = (12 - datetime.now(timezone.utc).hour + 12) % 24 - 12  # hours east of UTC, -12..11
+    return {"TZ": f"NOON{-offset:+d}"}  # POSIX TZ counts hours west of UTC
+
+
 def test_classify_json_then_status(tmp_path, model_path):
     cfg = write_config(tmp_path, model_path)
+    tz = _noon_zone()
     imgs = tmp_path / "imgs"
     imgs.mkdir()
     for i in range(5):
@@ -53,7 +61,7 @@ def test_classify_json_then_status(tmp_path, model_path):
     assert abs(sum(good[0]["probabilities"].values()) - 1) < 1e-3 and "inference" in good[0]["timings"]
     (bad,) = [j for j in out if j["status"] == "rejected"]
     assert bad["reason"] and bad["label"] is None
-    st = json.loads(cli("--config", str(cfg), "status", "--json").stdout)
+    st = json.loads(cli("--config", str(cfg), "status", "--json", env=tz).stdout)
     assert st["today"]["by_status"] == {"classified": 5, "rejected": 1}
     assert st["last_error"]["path"].endswith("bad.jpg") and st["timings_ms"]["total"]["n"] == 5
-    assert "today" in cli("--config", str(cfg), "status").stdout
+    assert "today" in cli("--config", str(cfg), "status", env=tz).stdout

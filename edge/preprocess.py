@@ -40,9 +40,10 @@ class PreprocessParams:
     input_mode: str = "segmented"
     # Camera frames are 4:3; cells must keep their shape, so the centre square is used.
     crop: str = "center-square"
-    # The slide scale-bar label sits in this bottom-right box (fractions of width/height). Its colour
-    # correlates with class in the training data, so it is painted over before anything else sees it.
-    scale_bar_box: Tuple[float, float] = (0.16, 0.10)
+    # The slide scale-bar label sits in this bottom-right box (fractions of width/height). Its style (red
+    # text, or black text on a white patch that reaches ~14 % up) correlates with class in the training
+    # data, so the whole box is painted over before anything else sees it.
+    scale_bar_box: Tuple[float, float] = (0.20, 0.17)
     blur_ksize: int = 5
     kmeans_k: int = 3
     kmeans_stride: int = 4  # fit on every 4th pixel in each direction: 3,136 samples at 224x224
@@ -264,12 +265,17 @@ def scale_bar_slice(params: PreprocessParams) -> Tuple[slice, slice]:
 
 
 def remove_scale_bar(rgb: np.ndarray, params: PreprocessParams) -> np.ndarray:
-    """Paint the label box with the colour of the pixels just above it (usually empty glass)."""
+    """Paint the label box with the median colour of the rest of the image.
+
+    The fill must not depend on anything inside or next to the box: the white patch behind one label
+    style reaches above the text, and a fill sampled there would itself say which style it was.
+    """
     ys, xs = scale_bar_slice(params)
     out = rgb.copy()
-    above = out[max(0, ys.start - 6):ys.start, xs]
-    fill = np.median(above.reshape(-1, 3), axis=0) if above.size else np.array(params.background)
-    out[ys, xs] = fill.astype(np.uint8)
+    outside = np.ones(out.shape[:2], bool)
+    outside[ys, xs] = False
+    sample = out[::4, ::4][outside[::4, ::4]]
+    out[ys, xs] = np.median(sample, axis=0).astype(np.uint8)
     return out
 
 

@@ -142,3 +142,27 @@ def test_params_round_trip_and_unknown_ones_are_refused():
         PreprocessParams.from_dict({**p.to_dict(), "version": "lab-kmeans-9"})
     with pytest.raises(UnknownPreprocessing, match="input_mode"):
         PreprocessParams(input_mode="hsv")
+
+
+def _with_label(rgb, style):
+    """Draw a scale-bar label in one of the two styles seen in the dataset."""
+    out = rgb.copy()
+    h, w = out.shape[:2]
+    if style == "black-on-white":
+        cv2.rectangle(out, (w - 31, h - 31), (w - 1, h - 1), (255, 255, 255), -1)
+        cv2.putText(out, "200", (w - 29, h - 14), cv2.FONT_HERSHEY_PLAIN, 0.8, (0, 0, 0), 1)
+        cv2.line(out, (w - 30, h - 6), (w - 2, h - 6), (0, 0, 0), 2)
+    else:
+        cv2.putText(out, "200", (w - 28, h - 8), cv2.FONT_HERSHEY_PLAIN, 0.6, (255, 0, 0), 1)
+    return out
+
+
+@pytest.mark.parametrize("mode", ["raw", "segmented"])
+def test_label_style_cannot_reach_the_model(mode):
+    params = P.with_mode(mode)
+    sources = [synthetic.smear(9)] + [decode_bytes(p.read_bytes()).rgb for p in real_images(1)]
+    for rgb in sources:
+        a = preprocess(_with_label(rgb, "black-on-white"), params)
+        b = preprocess(_with_label(rgb, "red"), params)
+        assert np.array_equal(a.model_input, b.model_input)
+        assert a.stats == b.stats

@@ -1,0 +1,1 @@
+"""The shipped model, its card and evaluation report (package data)."""

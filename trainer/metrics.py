@@ -85,5 +85,6 @@ def choose_threshold(scores: np.ndarray, malignant: np.ndarray, min_sensitivity:
         k = int(np.floor((1.0 - min_sensitivity) * mal.size))  # malignant cases allowed below the line
         t = float(mal[k]) if k < mal.size else default
         t = min(default, t - 1e-6 if k == 0 else t)
-    t = max(t, 0.01)
-    return round(t, 4), (round(t / 2, 4), round(t + (1 - t) / 2, 4))
+    # Round down: rounding to nearest could lift the line just above the k-th malignant score.
+    t = max(np.floor(t * 1e4) / 1e4, 0.01)
+    return float(t), (round(t / 2, 4), round(t + (1 - t) / 2, 4))

@@ -58,18 +58,10 @@ def build_standin(path: Path) -> Path:
                        np.array([3.0, -1.0, -1.5, -0.8], np.float32)])
     rng = np.random.default_rng(0)
 
-    def representative():
-        for i in range(16):
-            yield [synthetic_smear(rng, n_cells=i % 3).astype(np.float32)[None]]
+    from trainer.convert import to_int8_tflite
 
-    conv = tf.lite.TFLiteConverter.from_keras_model(model)
-    conv.optimizations = [tf.lite.Optimize.DEFAULT]
-    conv.representative_dataset = representative
-    conv.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
-    conv.inference_input_type = tf.uint8
-    conv.inference_output_type = tf.uint8
-    tmp = path.with_suffix(".tmp")
-    tmp.write_bytes(conv.convert())
+    rep = np.stack([synthetic_smear(rng, n_cells=i % 3) for i in range(16)])
+    tmp = to_int8_tflite(model, rep, path.with_suffix(".tmp"))
     ModelCard(name="standin", version="0", sha256=sha256_file(tmp), labels=list(STANDIN_LABELS),
               input_mode="segmented", preprocessing=PreprocessParams(), threshold=0.5,
               review_band=(0.3, 0.7)).save(card)

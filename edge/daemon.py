@@ -2,9 +2,9 @@
 
 Order of start-up matters: config, model + card, and the database are all checked before the inbox is
 touched, so a broken install exits non-zero with one clear line instead of half-processing images.
-Crash safety comes from the store (one transaction per image, unique on device/path/sha256) plus the
-backlog scan on start, not from any state kept here: kill -9 at any moment, restart, and every inbox image
-ends up recorded exactly once.
+Crash safety comes from the store (each image's row is written whole in one transaction, a burst's rows
+in one shared transaction, unique on device/path/sha256) plus the backlog scan on start, not from any state
+kept here: kill -9 at any moment, restart, and every inbox image ends up recorded exactly once.
 """
 from __future__ import annotations
 

@@ -112,6 +112,50 @@ def test_duplicate_points_at_the_first_and_same_file_is_recorded_once(env):
     assert store.count_images() == 2
 
 
+def test_a_burst_is_committed_in_groups_with_duplicates_and_repeats_resolved(env, monkeypatch):
+    inbox, pipe, store = env
+    monkeypatch.setattr("edge.pipeline.GROUP_WAIT_S", 60.0)  # the group bound, not the clock, decides
+    monkeypatch.setattr("edge.pipeline.GROUP_MAX", 4)
+    groups = []
+    record_many = store.record_many
+    monkeypatch.setattr(store, "record_many", lambda recs: groups.append(len(recs)) or record_many(recs))
+    data = synthetic.smear_jpeg(7)
+    names = [f"{i}.jpg" for i in range(9)]
+    for i, name in enumerate(names):
+        (inbox / name).write_bytes(synthetic.smear_jpeg(20 + i) if i != 5 else data)
+    (inbox / "copy.jpg").write_bytes(data)
+    paths = [inbox / n for n in names] + [inbox / "copy.jpg", inbox / "0.jpg"]
+    results = list(pipe.run_paths(paths))
+    assert sorted(groups, reverse=True)[0] == 4 and sum(groups) == 10
+    by = {}
+    for r in results:
+        by.setdefault(Path(r.path).name, []).append(r)
+    assert by["copy.jpg"][0].status == "duplicate" and by["copy.jpg"][0].duplicate_of == by["5.jpg"][0].record_id
+    assert [r.already_recorded for r in by["0.jpg"]] == [False, True]
+    assert all(r.recorded for r in results if not r.already_recorded)
+    assert store.count_images() == 10
+
+
+def test_a_failed_group_commit_still_records_the_good_images(env, monkeypatch):
+    inbox, pipe, store = env
+    monkeypatch.setattr("edge.pipeline.GROUP_WAIT_S", 60.0)
+    for i in range(3):
+        (inbox / f"{i}.jpg").write_bytes(synthetic.smear_jpeg(40 + i))
+    to_record = pipe.to_record
+
+    def broken_second(res):
+        rec = to_record(res)
+        if res.path.endswith("1.jpg"):
+            rec.run_id = "no-such-run"  # violates the foreign key: this row cannot be written
+        return rec
+
+    monkeypatch.setattr(pipe, "to_record", broken_second)
+    results = {Path(r.path).name: r for r in pipe.run_paths(sorted(inbox.iterdir()))}
+    assert results["0.jpg"].recorded and results["2.jpg"].recorded
+    assert not results["1.jpg"].recorded and "not recorded" in results["1.jpg"].reason
+    assert store.count_images() == 2
+
+
 def test_timings_and_capture_time_are_recorded(env):
     inbox, pipe, store = env
     p = inbox / "t.jpg"

@@ -59,6 +59,33 @@ def test_record_round_trip_and_exactly_once(tmp_path):
     assert store.recorded_paths() == {rec.path: {rec.sha256, "cd" * 32}}
 
 
+def test_record_many_is_one_all_or_nothing_transaction_and_exactly_once(tmp_path):
+    store = Store.open(tmp_path / "x.sqlite", device_id="dev-a")
+    first = store.record(fake_record(1))
+    recs = [fake_record(2), fake_record(1), fake_record(3), fake_record(2)]
+    for r in recs:
+        r.id = None
+    ids = store.record_many(recs)
+    # Already recorded and repeated keys get the existing row's id; only 2 and 3 are new.
+    assert ids[1] == first and ids[0] == ids[3] and len(set(ids)) == 3
+    assert store.count_images() == 3
+    bad = fake_record(5, run_id="no-such-run")
+    with pytest.raises(IntegrityError):  # one bad row: none of the group is written
+        store.record_many([fake_record(4), bad])
+    assert store.count_images() == 3 and not store.is_recorded(fake_record(4).path, fake_record(4).sha256)
+
+
+def test_lookup_answers_is_recorded_and_find_by_sha256_at_once(tmp_path):
+    store = Store.open(tmp_path / "x.sqlite", device_id="d")
+    assert store.lookup("/in/a.jpg", "s1") == (False, None)
+    orig = store.record(ImageRecord(path="/in/a.jpg", sha256="s1", status="classified", label="Benign"))
+    store.record(ImageRecord(path="/in/b.jpg", sha256="s1", status="duplicate", duplicate_of=orig))
+    recorded, first = store.lookup("/in/b.jpg", "s1")
+    assert recorded and first.id == orig
+    recorded, first = store.lookup("/in/c.jpg", "s1")
+    assert not recorded and first.id == orig
+
+
 def test_record_rejects_bad_values_and_dangling_references(tmp_path):
     store = Store.open(tmp_path / "x.sqlite", device_id="d")
     with pytest.raises(ValueError, match="status"):

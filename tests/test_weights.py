@@ -30,8 +30,6 @@ def test_random_init_does_not_recognise_the_cat():
     import cv2
     import keras
 
-    from trainer.weights import imagenet_labels
-
     keras.utils.set_random_seed(0)
     model = keras.applications.MobileNetV2(weights=None, include_top=True)
     rgb = cv2.cvtColor(cv2.imread(str(WEIGHTS / "cat.bmp")), cv2.COLOR_BGR2RGB)

@@ -82,11 +82,11 @@ def split(data_dir, block_size):
 @click.option("--block-size", default=25, show_default=True)
 @click.option("--head-epochs", default=150, show_default=True,
               help="Max epochs of the head on cached frozen features (early stopping decides).")
-@click.option("--fine-epochs", default=8, show_default=True, help="Max epochs of fine-tuning the upper blocks.")
-@click.option("--fine-tune-from", default="block_10_expand", show_default=True,
+@click.option("--fine-epochs", default=10, show_default=True, help="Max epochs of fine-tuning the upper blocks.")
+@click.option("--fine-tune-from", default="block_8_expand", show_default=True,
               help="First MobileNetV2 layer that fine-tuning unfreezes.")
 @click.option("--lr-fine", default=2e-5, show_default=True, help="Peak fine-tuning rate (cosine decay).")
-@click.option("--color-jitter", default=0.25, show_default=True, help="Stain/colour augmentation strength (0-1).")
+@click.option("--color-jitter", default=1.0, show_default=True, help="Stain/colour augmentation strength (0-1).")
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--weights", type=click.Choice(["shared", "imagenet", "none"]), default="shared", show_default=True,
               help="shared: ../shared ImageNet int8 checkpoint; imagenet: Keras download (needs internet).")

@@ -9,9 +9,9 @@ import keras
 
 from edge.model import LABELS
 
-# Fine-tuning unfreezes the inverted-residual blocks from here on (blocks 10-16 and the last 1x1 conv):
+# Fine-tuning unfreezes the inverted-residual blocks from here on (blocks 8-16 and the last 1x1 conv):
 # the 14x14 and 7x7 stages that carry the most task-specific features.
-FINE_TUNE_FROM = "block_10_expand"
+FINE_TUNE_FROM = "block_8_expand"
 
 
 def build_classifier(weights: str = "shared", size: int = 224, dropout: float = 0.2,

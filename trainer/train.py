@@ -21,15 +21,15 @@ log = logging.getLogger(__name__)
 @dataclass
 class TrainConfig:
     head_epochs: int = 150  # on cached features: cheap, so run to convergence (early stopping decides)
-    fine_epochs: int = 8
+    fine_epochs: int = 10
     patience: int = 3
     batch_size: int = 32
     lr_head: float = 1e-3
     lr_fine: float = 2e-5
     head_l2: float = 1e-4
     # Colour jitter strength: 1.0 = brightness +-20, contrast 0.85-1.15, hue +-0.04, saturation 0.8-1.2.
-    color_jitter: float = 0.25
-    fine_tune_from: str = "block_10_expand"
+    color_jitter: float = 1.0
+    fine_tune_from: str = "block_8_expand"
     weights: str = "shared"  # "shared" | "imagenet" | "none"
     seed: int = 1234
     verbose: int = 1

@@ -95,6 +95,12 @@ def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 
 
+def _cannot_read(res: "ImageResult", e: OSError) -> None:
+    res.reason = f"cannot read file: {e.strerror or e}"
+    # Nothing was read, so the identity is the failure itself: a later, readable copy is a new file.
+    res.sha256 = sha256_bytes(b"unreadable:" + res.reason.encode())
+
+
 def _within(path: Path, folder: Path) -> bool:
     try:
         path.relative_to(folder)
@@ -145,9 +151,7 @@ class Pipeline:
         try:
             st = path.stat()
         except OSError as e:
-            res.reason = f"cannot read file: {e.strerror or e}"
-            res.sha256 = sha256_bytes(b"unreadable:" + res.reason.encode())
-            return
+            return _cannot_read(res, e)
         res.size_bytes = st.st_size
         res.capture_time, res.capture_source = datetime.fromtimestamp(st.st_mtime, timezone.utc), "mtime"
         if not path.is_file():
@@ -162,9 +166,7 @@ class Pipeline:
         try:
             data = path.read_bytes()
         except OSError as e:
-            res.reason = f"cannot read file: {e.strerror or e}"
-            res.sha256 = sha256_bytes(b"unreadable:" + res.reason.encode())
-            return
+            return _cannot_read(res, e)
         res.sha256 = sha256_bytes(data)
         exif = exif_datetime(data)
         if exif is not None:

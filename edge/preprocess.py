@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 PREPROCESS_VERSION = "lab-kmeans-1"
-INPUT_MODES = ("raw", "segmented")
+INPUT_MODES = ("raw", "segmented", "balanced")
 
 # A decompression bomb is a small file that declares an enormous raster; refuse it from the header,
 # before any pixel buffer is allocated. 100 MP is far above any microscope camera (12 MP for HQ cam).
@@ -55,6 +55,10 @@ class PreprocessParams:
     mask_dilate: int = 4
     min_component_px: int = 40
     background: Tuple[int, int, int] = (200, 200, 200)
+    # "balanced" mode: the brightest pixels (empty glass) are mapped to a neutral grey, removing the slide's
+    # tint, which in the training data identifies the slide (and so the class) rather than the cells.
+    balance_percentile: float = 95.0
+    balance_target: int = 235
 
     def __post_init__(self):
         if self.version != PREPROCESS_VERSION:
@@ -332,12 +336,21 @@ def _ellipse(k: int) -> np.ndarray:
     return cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (k, k))
 
 
+def white_balance(rgb: np.ndarray, params: PreprocessParams) -> np.ndarray:
+    """Per-channel gain that makes the bright (glass) end of each channel equal: a white-patch balance."""
+    ref = np.percentile(rgb[::4, ::4].reshape(-1, 3), params.balance_percentile, axis=0)
+    gain = (params.balance_target / np.maximum(ref, 1.0)).astype(np.float32)
+    return np.clip(rgb.astype(np.float32) * gain + 0.5, 0, 255).astype(np.uint8)
+
+
 def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
     """RGB uint8 of any size -> model input for ``params.input_mode`` plus segmentation statistics."""
     resized = remove_scale_bar(crop_resize(rgb, params), params)
     mask, stats = segment(resized, params)
     if params.input_mode == "raw":
         model_input = resized
+    elif params.input_mode == "balanced":
+        model_input = white_balance(resized, params)
     else:
         model_input = np.empty_like(resized)
         model_input[:] = np.array(params.background, dtype=np.uint8)

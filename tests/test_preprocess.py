@@ -166,3 +166,16 @@ def test_label_style_cannot_reach_the_model(mode):
         b = preprocess(_with_label(rgb, "red"), params)
         assert np.array_equal(a.model_input, b.model_input)
         assert a.stats == b.stats
+
+
+def test_balanced_mode_removes_a_slide_tint():
+    params = P.with_mode("balanced")
+    sources = [synthetic.smear(11)] + [decode_bytes(p.read_bytes()).rgb for p in real_images(1)]
+    for rgb in sources:
+        tinted = np.clip(rgb.astype(np.float32) * np.array([1.0, 0.96, 0.85]), 0, 255).astype(np.uint8)
+        raw_gap = np.abs(preprocess(rgb, P.with_mode("raw")).model_input.astype(int)
+                         - preprocess(tinted, P.with_mode("raw")).model_input.astype(int)).mean()
+        bal_gap = np.abs(preprocess(rgb, params).model_input.astype(int)
+                         - preprocess(tinted, params).model_input.astype(int)).mean()
+        assert raw_gap > 8
+        assert bal_gap < raw_gap / 4

@@ -11,7 +11,7 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from edge.model import LABELS
-from edge.preprocess import PreprocessParams, decode_file, preprocess
+from edge.preprocess import PreprocessParams, decode_file, preprocess, white_balance
 
 from .data import Sample
 
@@ -49,6 +49,8 @@ class Arrays:
     def model_inputs(self, params: PreprocessParams) -> np.ndarray:
         if params.input_mode == "raw":
             return self.resized
+        if params.input_mode == "balanced":
+            return np.stack([white_balance(img, params) for img in self.resized])
         bg = np.array(params.background, dtype=np.uint8)
         return np.where(self.mask[..., None], self.resized, bg).astype(np.uint8)
 
@@ -166,6 +168,12 @@ def train_model(train: Arrays, val: Arrays, params: PreprocessParams, cfg: Train
 
     seed_everything(cfg.seed)
     t0 = time.perf_counter()
+    shipped = params
+    if params.input_mode == "balanced":
+        # Balance once up front; from here on the arrays hold model pixels and are fed like raw ones.
+        train = Arrays(train.model_inputs(params), train.mask, train.y)
+        val = Arrays(val.model_inputs(params), val.mask, val.y)
+        params = params.with_mode("raw")
     model = build_classifier(weights=cfg.weights, size=params.size)
     history: Dict[str, List[float]] = {}
     if cfg.head_epochs:
@@ -198,7 +206,7 @@ def train_model(train: Arrays, val: Arrays, params: PreprocessParams, cfg: Train
             history["fine_tuning_kept"] = [0.0]
         else:
             history["fine_tuning_kept"] = [1.0]
-    return TrainResult(model=model, params=params, history=history, seconds=time.perf_counter() - t0,
+    return TrainResult(model=model, params=shipped, history=history, seconds=time.perf_counter() - t0,
                        epochs=epochs)
 
 

@@ -166,7 +166,8 @@ def occluder_colour(pre: Preprocessed, params: PreprocessParams) -> Tuple[int, i
     """
     if params.input_mode == "segmented":
         return tuple(int(v) for v in params.background)
-    glass = pre.resized[~pre.mask]
+    # From the model input, not the resized image: in "balanced" mode the two differ by the colour gain.
+    glass = pre.model_input[~pre.mask]
     if glass.size == 0:
         return tuple(int(v) for v in params.background)
     return tuple(int(v) for v in np.median(glass.reshape(-1, 3), axis=0))

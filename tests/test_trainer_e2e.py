@@ -43,7 +43,7 @@ def test_train_convert_load_predict(trained):
 
     tfl = trained / "edge-screen-mnv2-int8.tflite"
     clf = Classifier(tfl, num_threads=1)
-    assert clf.card.input_mode in ("raw", "segmented")
+    assert clf.card.input_mode in ("raw", "segmented", "balanced")
     assert np.dtype(clf._interp.input.dtype) == np.uint8
     pred = clf.predict(preprocess(synthetic.smear(5), clf.preprocessing).model_input)
     assert len(pred.probabilities) == 4
@@ -52,7 +52,7 @@ def test_train_convert_load_predict(trained):
     assert ModelCard.from_dict(card.to_dict()) == card
     for key in ("split", "ablation", "float_int8_top1_agreement", "validation", "versions"):
         assert key in card.extra, key
-    assert set(card.extra["ablation"]["modes"]) == {"raw", "segmented"}
+    assert set(card.extra["ablation"]["modes"]) == {"raw", "segmented", "balanced"}
     assert (trained / "edge-screen-mnv2-int8.md").is_file()
     assert (trained / "edge-screen-mnv2-int8-confusion.png").is_file()
 

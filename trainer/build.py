@@ -61,7 +61,7 @@ def _versions() -> dict:
     return v
 
 
-def build(split: Split, out_dir: str | Path, modes: Sequence[str] = ("segmented", "raw"),
+def build(split: Split, out_dir: str | Path, modes: Sequence[str] = ("segmented", "raw", "balanced"),
           cfg: TrainConfig = TrainConfig(), base_params: PreprocessParams = PreprocessParams(),
           name: str = MODEL_NAME, version: str = "1.0.0", work_dir: Optional[Path] = None,
           progress: Optional[Callable[[str, int, int], None]] = None) -> BuildResult:

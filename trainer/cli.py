@@ -77,7 +77,7 @@ def split(data_dir, block_size):
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False), default=str(SHARED_DATASET))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
               help="Where the .tflite, its card and the report go (edge/models to ship).")
-@click.option("--modes", default="segmented,raw", show_default=True,
+@click.option("--modes", default="segmented,raw,balanced", show_default=True,
               help="Input modes to train (ablation); the best on validation is converted.")
 @click.option("--block-size", default=25, show_default=True)
 @click.option("--head-epochs", default=150, show_default=True,

@@ -32,7 +32,7 @@ from .config import Config
 from .exif import exif_datetime
 from .model import Classifier, sha256_file
 from .store import ImageRecord
-from .preprocess import DecodeError, decode_bytes, preprocess, sniff_format
+from .preprocess import DecodeError, crop_resize, decode_bytes, preprocess, sniff_format
 
 log = logging.getLogger("edge.pipeline")
 
@@ -185,13 +185,14 @@ class Pipeline:
             return
         del data
         res.width, res.height, res.format = img.width, img.height, img.format
+        rgb = crop_resize(img.rgb, self.params)  # once, for the quality gate and preprocessing alike
         t = self._lap(res, "decode", t)
-        q = quality.check_exposure_focus(quality.measure(img.rgb, self.params), self.cfg.quality)
+        q = quality.check_exposure_focus(quality.measure(rgb, self.params), self.cfg.quality)
         t = self._lap(res, "quality", t)
         if not q.passed:
             res.status, res.reason, res.quality = UNREADABLE, q.reason, q.to_dict()
             return
-        pre = preprocess(img.rgb, self.params)
+        pre = preprocess(rgb, self.params)
         t = self._lap(res, "preprocess", t)
         q = quality.check_content(q, pre.stats, self.cfg.quality)
         res.quality, res.segmentation = q.to_dict(), pre.stats.to_dict()
@@ -205,8 +206,7 @@ class Pipeline:
     @staticmethod
     def _lap(res: ImageResult, stage: str, t0: float, add: bool = False) -> float:
         now = time.monotonic()
-        ms = (now - t0) * 1000
-        res.timings[stage] = round(res.timings.get(stage, 0.0) + ms if add else ms, 3)
+        res.timings[stage] = round((res.timings.get(stage, 0.0) if add else 0.0) + (now - t0) * 1000, 3)
         return now
 
     # ------------------------------------------------------------------------------------ stage 2

@@ -116,6 +116,18 @@ def _nice_max(v: float, whole: bool = False) -> float:
     return next(m * mag for m in (1, 2, 2.5, 5, 10) if m * mag >= v)
 
 
+def _svg_with_y_grid(label: str, width: int, height: int, left: float, top: float, pw: float, ph: float,
+                     ymax: float) -> List[str]:
+    """The opening <svg> tag and five labelled horizontal grid lines from 0 to ``ymax``."""
+    out = [f'<svg role="img" aria-label="{escape(label)}" width="{width}" height="{height}" '
+           f'viewBox="0 0 {width} {height}">']
+    for k in range(5):
+        y = top + ph - ph * k / 4
+        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
+                   f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{ymax * k / 4:g}</text>')
+    return out
+
+
 def svg_stacked_bars(categories: Sequence[str], series: Dict[str, List[int]], colours: Dict[str, str],
                      width: int = 1000, height: int = 260, title: str = "") -> str:
     """One stacked bar per category (a day), one segment per series (a label)."""
@@ -123,12 +135,7 @@ def svg_stacked_bars(categories: Sequence[str], series: Dict[str, List[int]], co
     pw, ph = width - left - right, height - top - bottom
     totals = [sum(s[i] for s in series.values()) for i in range(len(categories))]
     ymax = _nice_max(max(totals, default=0), whole=True)
-    out = [f'<svg role="img" aria-label="{escape(title)}" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}">']
-    for k in range(5):
-        y = top + ph - ph * k / 4
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
-                   f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{ymax * k / 4:g}</text>')
+    out = _svg_with_y_grid(title, width, height, left, top, pw, ph, ymax)
     n = max(1, len(categories))
     slot = pw / n
     bw = max(1.0, min(48.0, slot * 0.7))
@@ -157,12 +164,7 @@ def svg_histogram(bins: Sequence[HistBin], width: int = 560, height: int = 220) 
     pw, ph = width - left - right, height - top - bottom
     ymax = _nice_max(max((b.count for b in bins), default=0), whole=True)
     bw = pw / max(1, len(bins))
-    out = [f'<svg role="img" aria-label="total time per image" width="{width}" height="{height}" '
-           f'viewBox="0 0 {width} {height}">']
-    for k in range(5):
-        y = top + ph - ph * k / 4
-        out.append(f'<line x1="{left}" x2="{left + pw}" y1="{y:.1f}" y2="{y:.1f}" stroke="#eee"/>'
-                   f'<text x="{left - 6}" y="{y + 4:.1f}" text-anchor="end">{ymax * k / 4:g}</text>')
+    out = _svg_with_y_grid("total time per image", width, height, left, top, pw, ph, ymax)
     for i, b in enumerate(bins):
         h = ph * b.count / ymax
         rng = f"{b.lo_ms:g}–{b.hi_ms:g} ms" if b.hi_ms is not None else f"≥ {b.lo_ms:g} ms"

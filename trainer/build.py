@@ -118,7 +118,7 @@ def build(split: Split, out_dir: str | Path, modes: Sequence[str] = ("segmented"
     sens, spec = binary_rates(scores, malignant, threshold)
     card.threshold, card.review_band = threshold, band
     card.save(card_path_for(tflite))
-    clf = Classifier(tflite, num_threads=2)
+    clf.card = card  # same file, new threshold: no need to load the interpreter again
 
     ev = evaluate(clf, split.val, progress=prog("evaluate int8 on validation"))
     save_evaluation(ev, clf, work)

@@ -15,7 +15,8 @@ from typing import Dict, List
 from .config import Config
 from .model import Classifier
 from .pipeline import STAGES, Pipeline, expand_paths
-from .preprocess import decode_bytes, preprocess
+from .decode import decode_bytes
+from .preprocess import preprocess
 from .store import Store
 from . import synthetic
 

@@ -11,7 +11,7 @@ from rich.console import Console
 
 from .config import ConfigError, load_config
 from .model import Classifier, ModelLoadError
-from .preprocess import DecodeError
+from .decode import DecodeError
 from .schema import STATUSES, VERDICTS
 
 

@@ -26,7 +26,8 @@ import cv2
 import numpy as np
 
 from .model import Classifier, Prediction
-from .preprocess import DecodeError, Preprocessed, PreprocessParams, decode_file, preprocess
+from .decode import DecodeError, decode_file
+from .preprocess import Preprocessed, PreprocessParams, preprocess
 
 TARGETS = ("predicted", "malignant")
 METHODS = ("auto", "occlude", "keep")

@@ -32,7 +32,8 @@ from .config import Config
 from .exif import exif_datetime
 from .model import Classifier, sha256_file
 from .store import ImageRecord
-from .preprocess import DecodeError, crop_resize, decode_bytes, preprocess, sniff_format
+from .decode import DecodeError, decode_bytes, sniff_format
+from .preprocess import crop_resize, preprocess
 
 log = logging.getLogger("edge.pipeline")
 

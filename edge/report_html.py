@@ -21,7 +21,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from .explain import explain_rgb
 from .model import Classifier, ModelLoadError
-from .preprocess import DecodeError, decode_file
+from .decode import DecodeError, decode_file
 from .report import FlaggedImage, HistBin, ReportData, StageTiming
 
 PALETTE = ["#4c9a2a", "#e6a700", "#d9534f", "#8e44ad", "#1f77b4", "#17becf", "#bcbd22", "#7f7f7f"]

@@ -10,7 +10,8 @@ import pytest
 
 from edge.explain import explain_image, explain_many, explain_rgb, heat_overlay, occlusion_map, save_png
 from edge.model import Classifier, card_path_for
-from edge.preprocess import decode_file, preprocess
+from edge.decode import decode_file
+from edge.preprocess import preprocess
 
 from report_support import model_path, synthetic_smear, write_png
 

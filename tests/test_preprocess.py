@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 
 from edge import synthetic
-from edge.preprocess import (DecodeError, PreprocessParams, UnknownPreprocessing, decode_bytes, preprocess,
-                             scale_bar_slice)
+from edge.decode import DecodeError, decode_bytes
+from edge.preprocess import PreprocessParams, UnknownPreprocessing, preprocess, scale_bar_slice
 from tests.shared_data import HAVE_DATASET, NO_DATASET, real_images
 
 P = PreprocessParams()

@@ -6,7 +6,8 @@ import pytest
 from daemon_support import real_images
 from edge import quality, synthetic
 from edge.config import QualityConfig
-from edge.preprocess import PreprocessParams, decode_file, preprocess
+from edge.decode import decode_file
+from edge.preprocess import PreprocessParams, preprocess
 
 P = PreprocessParams()
 T = QualityConfig()

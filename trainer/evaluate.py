@@ -14,7 +14,8 @@ import cv2
 import numpy as np
 
 from edge.model import Classifier
-from edge.preprocess import decode_file, preprocess
+from edge.decode import decode_file
+from edge.preprocess import preprocess
 
 from .data import Sample
 from .metrics import summarize

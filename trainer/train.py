@@ -11,7 +11,8 @@ from typing import Dict, List, Sequence
 import numpy as np
 
 from edge.model import LABELS
-from edge.preprocess import PreprocessParams, decode_file, preprocess, white_balance
+from edge.decode import decode_file
+from edge.preprocess import PreprocessParams, preprocess, white_balance
 
 from .data import Sample
 

@@ -96,6 +96,54 @@ def sha256_file(path: str | Path) -> str:
 
 
 @dataclass
+class OodReference:
+    """Where the training cells' embeddings lie: mean, principal axes and their spreads (whitened PCA).
+
+    The distance of a new embedding is its Mahalanobis distance in those axes plus the part of it the
+    axes do not explain (in units of the training residual), so both "unusual mix of familiar features"
+    and "features the training cells never had" count. Stored beside the model as ``<model>.ood.npz``.
+    """
+    mean: np.ndarray
+    axes: np.ndarray  # k x d
+    sd: np.ndarray  # k
+    residual_sd: float
+    max_distance: float
+
+    def distance(self, emb: np.ndarray) -> float:
+        c = np.asarray(emb, np.float32) - self.mean
+        z = self.axes @ c
+        resid = float(np.sqrt(max(float(c @ c) - float(z @ z), 0.0)))
+        return float(np.sqrt(np.mean((z / self.sd) ** 2)) + resid / self.residual_sd) / 2.0
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, mean=self.mean, axes=self.axes, sd=self.sd, residual_sd=self.residual_sd,
+                 max_distance=self.max_distance)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "OodReference":
+        with np.load(path) as z:
+            return cls(mean=z["mean"].astype(np.float32), axes=z["axes"].astype(np.float32),
+                       sd=z["sd"].astype(np.float32), residual_sd=float(z["residual_sd"]),
+                       max_distance=float(z["max_distance"]))
+
+    @classmethod
+    def for_model(cls, model_path: Path, card: "ModelCard") -> Optional["OodReference"]:
+        meta = card.extra.get("ood")
+        if not meta:
+            return None
+        path = model_path.parent / meta["file"]
+        if not path.is_file():
+            raise ModelLoadError(f"out-of-distribution reference not found: {path}")
+        if sha256_file(path) != meta.get("sha256"):
+            raise ModelLoadError(f"out-of-distribution reference {path.name} does not match the card's sha256")
+        return cls.load(path)
+
+
+def ood_path_for(model_path: str | Path) -> Path:
+    return Path(model_path).with_suffix(".ood.npz")
+
+
+@dataclass
 class Prediction:
     label: str
     probabilities: Dict[str, float]
@@ -107,6 +155,20 @@ class Prediction:
         return {"label": self.label, "probabilities": self.probabilities,
                 "malignant_score": self.malignant_score, "verdict": self.verdict,
                 "needs_review": self.needs_review}
+
+
+@dataclass
+class FieldPrediction:
+    """One field's answer, or why it gets none; per-cell detail for the record."""
+    prediction: Optional[Prediction] = None
+    refusal: str = ""
+    cell_scores: List[float] = field(default_factory=list)
+    distances: List[float] = field(default_factory=list)
+    n_ignored: int = 0
+
+    def to_dict(self) -> dict:
+        return {"cells": len(self.distances), "cell_scores": self.cell_scores, "ood_distances": self.distances,
+                "cells_ignored": self.n_ignored}
 
 
 class Classifier:
@@ -127,12 +189,19 @@ class Classifier:
             raise ModelLoadError(str(e)) from e
         except (ValueError, RuntimeError) as e:
             raise ModelLoadError(f"cannot load {self.path}: {str(e).splitlines()[0] if str(e) else e}") from e
-        inp, out = self._interp.input, self._interp.output
-        size = self.card.preprocessing.size
+        inp, outs = self._interp.input, self._interp.outputs
+        size = self.card.preprocessing.input_size
         if tuple(inp.shape[1:]) != (size, size, 3):
             raise ModelLoadError(f"model input shape {inp.shape} does not match card size {size}")
-        if out.shape[-1] != len(self.card.labels):
-            raise ModelLoadError(f"model has {out.shape[-1]} outputs, card lists {len(self.card.labels)} labels")
+        n = len(self.card.labels)
+        # Output order in a converted file is not the Keras order: tell them apart by width.
+        probs = [i for i, o in enumerate(outs) if o.shape[-1] == n]
+        if len(probs) != 1:
+            raise ModelLoadError(f"model outputs {[o.shape for o in outs]}: none or several match "
+                                 f"the card's {n} labels")
+        self._probs_out = probs[0]
+        self._emb_out = next((i for i in range(len(outs)) if i != self._probs_out), None)
+        self.ood = OodReference.for_model(self.path, self.card) if self._emb_out is not None else None
         self.backend = self._interp.name
         self.num_threads = num_threads
         self.labels = tuple(self.card.labels)
@@ -156,20 +225,49 @@ class Classifier:
             return np.clip(q, -128, 127).astype(np.int8)
         return x.astype(inp.dtype)
 
-    def invoke_raw(self, model_input: np.ndarray) -> np.ndarray:
-        """One bare interpreter run; returns the dequantized output row (probabilities)."""
+    def invoke_all(self, model_input: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """One bare interpreter run: dequantized (probabilities row, embedding row or None)."""
         x = self._quantize_input(np.asarray(model_input)[None, ...])
-        y = self._interp.invoke(x)[0]
-        out = self._interp.output
-        if out.dtype in (np.uint8, np.int8) and out.scale:
-            y = (y.astype(np.float32) - out.zero_point) * out.scale
-        return y.astype(np.float32)
+        ys = self._interp.invoke(x)
+        deq = [_dequantize(y[0], o) for y, o in zip(ys, self._interp.outputs)]
+        return deq[self._probs_out], (deq[self._emb_out] if self._emb_out is not None else None)
+
+    def invoke_raw(self, model_input: np.ndarray) -> np.ndarray:
+        return self.invoke_all(model_input)[0]
 
     def probabilities(self, model_input: np.ndarray) -> np.ndarray:
-        p = np.clip(self.invoke_raw(model_input), 0.0, None)
-        s = float(p.sum())
-        # int8 outputs are quantized in steps of 1/256, so the row rarely sums to exactly 1.
-        return p / s if s > 0 else np.full(len(self.labels), 1.0 / len(self.labels), dtype=np.float32)
+        return _normalize(self.invoke_raw(model_input), len(self.labels))
+
+    def predict_field(self, inputs: Sequence[np.ndarray]) -> FieldPrediction:
+        """All model inputs of one field (one per white cell in "cell" mode) -> one answer or a refusal.
+
+        Cells whose embedding lies far from the training cells are not counted (noise, photos, debris
+        that passed the segmentation); a field left with no cell is refused. The field's answer is the
+        card's ``cell_rule`` over the rest: "most-malignant" reports the cell with the highest malignant
+        score, because one blast in a field is what a screen must not miss.
+        """
+        if not inputs:
+            return FieldPrediction(refusal="no white cell found")
+        probs, dists = [], []
+        for x in inputs:
+            p, emb = self.invoke_all(x)
+            probs.append(_normalize(p, len(self.labels)))
+            dists.append(self.ood.distance(emb) if self.ood is not None and emb is not None else 0.0)
+        limit = self.ood.max_distance if self.ood is not None else float("inf")
+        kept = [i for i, d in enumerate(dists) if d <= limit]
+        if not kept:
+            return FieldPrediction(refusal=f"not a blood smear: no cell resembles the training cells "
+                                           f"(distance {min(dists):.1f} > {limit:.1f})",
+                                   cell_scores=[], distances=[round(d, 2) for d in dists])
+        scores = [1.0 - float(probs[i][self._benign]) for i in kept]
+        best = kept[int(np.argmax(scores))]
+        pred = self.decide(probs[best])
+        rule = self.card.extra.get("cell_review", {})
+        if len(kept) > 1 and rule.get("disagreement"):
+            verdicts = {s >= self.card.threshold for s in scores}
+            pred.needs_review = pred.needs_review or len(verdicts) > 1
+        return FieldPrediction(prediction=pred, cell_scores=[round(s, 4) for s in scores],
+                               distances=[round(d, 2) for d in dists], n_ignored=len(inputs) - len(kept))
 
     def decide(self, probs: Sequence[float]) -> Prediction:
         probs = [float(p) for p in probs]
@@ -193,7 +291,24 @@ class Classifier:
         from .preprocess import preprocess
         from .synthetic import smear
 
-        self.predict(preprocess(smear(0, self.preprocessing.size), self.preprocessing).model_input)
+        pre = preprocess(smear(0, self.preprocessing.size), self.preprocessing)
+        x = pre.model_input
+        if x is None:
+            x = np.full((self.preprocessing.input_size,) * 2 + (3,), 200, np.uint8)
+        self.invoke_all(x)
+
+
+def _dequantize(y: np.ndarray, info) -> np.ndarray:
+    if info.dtype in (np.uint8, np.int8) and info.scale:
+        return ((y.astype(np.float32) - info.zero_point) * info.scale).astype(np.float32)
+    return y.astype(np.float32)
+
+
+def _normalize(p: np.ndarray, n: int) -> np.ndarray:
+    p = np.clip(p, 0.0, None)
+    s = float(p.sum())
+    # int8 outputs are quantized in steps of 1/256, so the row rarely sums to exactly 1.
+    return p / s if s > 0 else np.full(n, 1.0 / n, dtype=np.float32)
 
 
 def load_classifier(model_path: Optional[str | Path] = None, backend: str = "auto",

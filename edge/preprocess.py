@@ -7,17 +7,20 @@ in :class:`PreprocessParams`, which is saved in the model card and read back by 
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Tuple
+from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
 
+from .cells import Cell, cell_crops, find_cells, stain_normalize
 from .decode import decode_file
 
-PREPROCESS_VERSION = "lab-kmeans-1"
-INPUT_MODES = ("raw", "segmented", "balanced")
+PREPROCESS_VERSION = "lab-kmeans-2"
+# Version 1 cards (whole-field modes only) read unchanged: the new parameters default to what v1 did.
+KNOWN_VERSIONS = ("lab-kmeans-1", PREPROCESS_VERSION)
+INPUT_MODES = ("raw", "segmented", "balanced", "cell")
 
 
 class UnknownPreprocessing(ValueError):
@@ -50,13 +53,30 @@ class PreprocessParams:
     # tint, which in the training data identifies the slide (and so the class) rather than the cells.
     balance_percentile: float = 95.0
     balance_target: int = 235
+    # "cell" mode (edge/cells.py): one crop per white cell, `cell_window` working pixels square (the largest
+    # blasts are ~60 px across at 224), shown to the model at `cell_input` pixels.
+    cell_window: int = 72
+    cell_input: int = 112
+    max_cells: int = 6
+    cell_min_radius: float = 10.0  # inscribed radius of the (dilated) stained region, working pixels
+    cell_min_stain: float = 11.0  # A-channel excess over the background, LAB units (uint8 scale)
+    cell_spacing: float = 20.0  # two maxima closer than this are one cell
+    # Reinhard reference: background L, A, B means then spreads (float LAB), set by the trainer from its
+    # training fields; `stain_max_gain` bounds the spread correction.
+    stain_reference: Tuple[float, ...] = (89.5, -1.1, -7.2, 9.7, 4.0, 9.5)
+    stain_max_gain: float = 2.0
 
     def __post_init__(self):
-        if self.version != PREPROCESS_VERSION:
+        if self.version not in KNOWN_VERSIONS:
             raise UnknownPreprocessing(
-                f"preprocessing {self.version!r} is not known to this edge-screen (it knows {PREPROCESS_VERSION!r})")
+                f"preprocessing {self.version!r} is not known to this edge-screen (it knows "
+                f"{', '.join(map(repr, KNOWN_VERSIONS))})")
         if self.input_mode not in INPUT_MODES:
             raise UnknownPreprocessing(f"input_mode {self.input_mode!r} is not one of {', '.join(INPUT_MODES)}")
+        if self.input_mode == "cell" and self.version == "lab-kmeans-1":
+            raise UnknownPreprocessing("input_mode 'cell' needs preprocessing 'lab-kmeans-2'")
+        if len(self.stain_reference) != 6:
+            raise UnknownPreprocessing("stain_reference must hold 3 means and 3 spreads")
         if self.crop not in ("center-square", "none"):
             raise UnknownPreprocessing(f"crop {self.crop!r} is not 'center-square' or 'none'")
 
@@ -70,13 +90,18 @@ class PreprocessParams:
         if unknown:
             raise UnknownPreprocessing(f"unknown preprocessing parameter(s): {', '.join(unknown)}")
         kw = dict(d)
-        for k in ("scale_bar_box", "background"):
+        for k in ("scale_bar_box", "background", "stain_reference"):
             if k in kw:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
 
     def with_mode(self, mode: str) -> "PreprocessParams":
         return dataclasses.replace(self, input_mode=mode)
+
+    @property
+    def input_size(self) -> int:
+        """Side of the model's input tensor: the field, or one cell crop."""
+        return self.cell_input if self.input_mode == "cell" else self.size
 
 
 
@@ -93,10 +118,14 @@ class SegmentationStats:
 
 @dataclass
 class Preprocessed:
-    model_input: np.ndarray  # size x size x 3 uint8, what the model eats
+    model_input: Optional[np.ndarray]  # the first (or only) model input; None: a cell mode found no cell
     resized: np.ndarray  # size x size x 3 uint8 RGB, after crop/resize and label removal
     mask: np.ndarray  # size x size bool, stained cells
     stats: SegmentationStats
+    # Everything the model is run on for this field: one array in the whole-field modes, one per cell in
+    # "cell" mode (largest first; empty when no plausible white cell was found).
+    model_inputs: List[np.ndarray] = field(default_factory=list)
+    cells: List[Cell] = field(default_factory=list)
 
 
 # ------------------------------------------------------------------------------------------ preprocess
@@ -195,18 +224,31 @@ def white_balance(rgb: np.ndarray, params: PreprocessParams) -> np.ndarray:
 
 
 def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
-    """RGB uint8 of any size -> model input for ``params.input_mode`` plus segmentation statistics."""
+    """RGB uint8 of any size -> model input(s) for ``params.input_mode`` plus segmentation statistics."""
     resized = remove_scale_bar(crop_resize(rgb, params), params)
     mask, stats = segment(resized, params)
+    cells: List[Cell] = []
     if params.input_mode == "raw":
-        model_input = resized
+        inputs = [resized]
     elif params.input_mode == "balanced":
-        model_input = white_balance(resized, params)
+        inputs = [white_balance(resized, params)]
+    elif params.input_mode == "cell":
+        valid = np.ones(mask.shape, bool)
+        valid[scale_bar_slice(params)] = False
+        a = cv2.cvtColor(resized, cv2.COLOR_RGB2LAB)[:, :, 1]
+        cells = find_cells(a, mask, valid, params.cell_min_radius, params.cell_min_stain, params.cell_spacing,
+                           params.max_cells)
+        inputs = []
+        if cells:
+            normed = stain_normalize(resized, valid & ~mask, params.stain_reference, params.stain_max_gain)
+            inputs = cell_crops(normed, mask, cells, params.cell_window, params.cell_input, params.background)
     else:
-        model_input = np.empty_like(resized)
-        model_input[:] = np.array(params.background, dtype=np.uint8)
-        model_input[mask] = resized[mask]
-    return Preprocessed(model_input=model_input, resized=resized, mask=mask, stats=stats)
+        seg = np.empty_like(resized)
+        seg[:] = np.array(params.background, dtype=np.uint8)
+        seg[mask] = resized[mask]
+        inputs = [seg]
+    return Preprocessed(model_input=inputs[0] if inputs else None, resized=resized, mask=mask, stats=stats,
+                        model_inputs=inputs, cells=cells)
 
 
 def preprocess_file(path: str | Path, params: PreprocessParams) -> Preprocessed:

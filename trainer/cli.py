@@ -77,8 +77,11 @@ def split(data_dir, block_size):
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False), default=str(SHARED_DATASET))
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), default="runs/latest", show_default=True,
               help="Where the .tflite, its card and the report go (edge/models to ship).")
-@click.option("--modes", default="segmented,raw,balanced", show_default=True,
-              help="Input modes to train (ablation); the best on validation is converted.")
+@click.option("--modes", default="cell", show_default=True,
+              help="Input modes to train (ablation): cell, segmented, raw, balanced.")
+@click.option("--ship", default="cell", show_default=True, help="The trained mode to convert and ship.")
+@click.option("--augment-copies", default=1, show_default=True,
+              help="Capture-augmented copies of each training field (cell mode).")
 @click.option("--block-size", default=25, show_default=True)
 @click.option("--head-epochs", default=150, show_default=True,
               help="Max epochs of the head on cached frozen features (early stopping decides).")
@@ -86,14 +89,15 @@ def split(data_dir, block_size):
 @click.option("--fine-tune-from", default="block_8_expand", show_default=True,
               help="First MobileNetV2 layer that fine-tuning unfreezes.")
 @click.option("--lr-fine", default=2e-5, show_default=True, help="Peak fine-tuning rate (cosine decay).")
-@click.option("--color-jitter", default=1.0, show_default=True, help="Stain/colour augmentation strength (0-1).")
+@click.option("--color-jitter", default=2.0, show_default=True,
+              help="Stain/colour augmentation strength (1.0: gain/contrast 0.85-1.15, hue 0.04, saturation 0.8-1.2).")
 @click.option("--batch-size", default=32, show_default=True)
 @click.option("--weights", type=click.Choice(["shared", "imagenet", "none"]), default="shared", show_default=True,
               help="shared: ../shared ImageNet int8 checkpoint; imagenet: Keras download (needs internet).")
 @click.option("--limit-per-class", default=0, help="Use only the first N images of each class (smoke runs).")
 @click.option("--seed", default=1234, show_default=True)
-@click.option("--version", "model_version", default="1.0.0", show_default=True)
-def train(data_dir, out_dir, modes, block_size, head_epochs, fine_epochs, fine_tune_from, lr_fine, color_jitter,
+@click.option("--version", "model_version", default="2.0.0", show_default=True)
+def train(data_dir, out_dir, modes, ship, augment_copies, block_size, head_epochs, fine_epochs, fine_tune_from, lr_fine, color_jitter,
           batch_size, weights, limit_per_class, seed, model_version):
     """Train on DATA_DIR, convert to int8 TFLite and write the model card and report."""
     from .build import build
@@ -103,9 +107,10 @@ def train(data_dir, out_dir, modes, block_size, head_epochs, fine_epochs, fine_t
     sp = _load(data_dir, block_size, limit_per_class)
     console.print(_split_table(sp))
     cfg = TrainConfig(head_epochs=head_epochs, fine_epochs=fine_epochs, fine_tune_from=fine_tune_from,
-                      lr_fine=lr_fine, color_jitter=color_jitter, batch_size=batch_size, weights=weights, seed=seed)
+                      lr_fine=lr_fine, color_jitter=color_jitter, batch_size=batch_size, weights=weights, seed=seed,
+                      augment_copies=augment_copies)
     with _progress() as prog:
-        res = build(sp, out_dir, modes=[m.strip() for m in modes.split(",") if m.strip()], cfg=cfg,
+        res = build(sp, out_dir, modes=[m.strip() for m in modes.split(",") if m.strip()], ship=ship, cfg=cfg,
                     version=model_version, progress=_Bars(prog))
     report = write_report(res.tflite, Path(out_dir) / "work")
     v = res.card.extra["validation"]["metrics"]

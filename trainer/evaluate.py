@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import csv
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
@@ -47,9 +47,22 @@ VARIANTS: Dict[str, Optional[Callable[[np.ndarray, int], np.ndarray]]] = {
 
 @dataclass
 class Evaluation:
-    metrics: Dict[str, dict]  # variant -> summarize() output
-    probs: Dict[str, np.ndarray]  # variant -> N x C
+    metrics: Dict[str, dict]  # variant -> summarize() output over the fields given an answer
+    probs: Dict[str, np.ndarray]  # variant -> N x C (refused fields: NaN)
     samples: List[Sample]
+    refused: Dict[str, np.ndarray] = field(default_factory=dict)  # variant -> N bool
+    reasons: Dict[str, List[str]] = field(default_factory=dict)
+
+    @property
+    def y(self) -> np.ndarray:
+        return np.array([s.y for s in self.samples])
+
+    def rescore(self, classifier: Classifier) -> None:
+        """Metrics again, at the classifier's (new) threshold."""
+        for v, p in self.probs.items():
+            ok = ~self.refused[v]
+            self.metrics[v] = summarize(p[ok], self.y[ok], classifier.card.threshold, classifier.labels)
+            self.metrics[v]["refused"] = round(float(self.refused[v].mean()), 4)
 
     def to_dict(self) -> dict:
         plain = self.metrics["plain"]
@@ -59,28 +72,43 @@ class Evaluation:
                 out["robustness"][name] = {"accuracy": m["accuracy"],
                                            "accuracy_drop_points": round(100 * (plain["accuracy"] - m["accuracy"]), 2),
                                            "malignant_sensitivity": m["malignant_sensitivity"],
-                                           "specificity": m["specificity"]}
+                                           "specificity": m["specificity"], "refused": m.get("refused", 0.0)}
         return out
+
+
+def classify_field(classifier: Classifier, rgb: np.ndarray):
+    """The device's answer for one decoded field: (probabilities or None, refusal reason, FieldPrediction)."""
+    fp = classifier.predict_field(preprocess(rgb, classifier.preprocessing).model_inputs)
+    if fp.prediction is None:
+        return None, fp.refusal, fp
+    probs = np.array([fp.prediction.probabilities[lab] for lab in classifier.labels], np.float32)
+    return probs, "", fp
 
 
 def evaluate(classifier: Classifier, samples: Sequence[Sample], variants: Sequence[str] = tuple(VARIANTS),
              progress: Optional[Callable[[int, int], None]] = None) -> Evaluation:
     params = classifier.preprocessing
-    probs = {v: np.zeros((len(samples), len(classifier.labels)), np.float32) for v in variants}
+    n_lab = len(classifier.labels)
+    probs = {v: np.full((len(samples), n_lab), np.nan, np.float32) for v in variants}
+    refused = {v: np.zeros(len(samples), bool) for v in variants}
+    reasons: Dict[str, List[str]] = {v: [""] * len(samples) for v in variants}
     total = len(samples) * len(variants)
     done = 0
     for i, s in enumerate(samples):
         rgb = decode_file(s.path, target=params.size).rgb
         for v in variants:
             fn = VARIANTS[v]
-            img = fn(rgb, i) if fn else rgb
-            probs[v][i] = classifier.probabilities(preprocess(img, params).model_input)
+            p, why, _ = classify_field(classifier, fn(rgb, i) if fn else rgb)
+            if p is None:
+                refused[v][i], reasons[v][i] = True, why
+            else:
+                probs[v][i] = p
             done += 1
             if progress:
                 progress(done, total)
-    y = [s.y for s in samples]
-    metrics = {v: summarize(probs[v], y, classifier.card.threshold, classifier.labels) for v in variants}
-    return Evaluation(metrics=metrics, probs=probs, samples=list(samples))
+    ev = Evaluation(metrics={}, probs=probs, samples=list(samples), refused=refused, reasons=reasons)
+    ev.rescore(classifier)
+    return ev
 
 
 def write_predictions(ev: Evaluation, labels: Sequence[str], threshold: float, path: str | Path) -> None:
@@ -92,7 +120,10 @@ def write_predictions(ev: Evaluation, labels: Sequence[str], threshold: float, p
         w = csv.writer(f)
         w.writerow(["path", "true_label", "predicted_label", "malignant_score", "verdict"]
                    + [f"p_{lab}" for lab in labels])
-        for s, row, sc in zip(ev.samples, p, scores):
+        for s, row, sc, why in zip(ev.samples, p, scores, ev.reasons["plain"]):
+            if why:
+                w.writerow([str(s.path), s.label, "", "", f"unreadable: {why}"] + [""] * len(labels))
+                continue
             w.writerow([str(s.path), s.label, labels[int(row.argmax())], f"{sc:.6f}",
                         "malignant" if sc >= threshold else "benign"] + [f"{x:.6f}" for x in row])
 

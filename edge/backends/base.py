@@ -18,7 +18,7 @@ class TensorInfo:
 
 
 class Interpreter:
-    """A loaded TFLite model with a single input and a single output tensor."""
+    """A loaded TFLite model with one input tensor and one or more output tensors."""
 
     name = "base"
 
@@ -27,20 +27,20 @@ class Interpreter:
         self._interp.allocate_tensors()
         inp = self._interp.get_input_details()
         out = self._interp.get_output_details()
-        if len(inp) != 1 or len(out) != 1:
-            raise ValueError(f"expected one input and one output tensor, found {len(inp)} and {len(out)}")
-        self._in_idx, self._out_idx = inp[0]["index"], out[0]["index"]
+        if len(inp) != 1 or not out:
+            raise ValueError(f"expected one input and at least one output tensor, found {len(inp)} and {len(out)}")
+        self._in_idx, self._out_idx = inp[0]["index"], [o["index"] for o in out]
         self.input = _info(inp[0])
-        self.output = _info(out[0])
+        self.outputs = [_info(o) for o in out]
 
     def _make(self, model_path: str, num_threads: int):
         raise NotImplementedError
 
-    def invoke(self, x: np.ndarray) -> np.ndarray:
-        """x: a batch of one in the input tensor's dtype. Returns a copy of the raw output tensor."""
+    def invoke(self, x: np.ndarray) -> list:
+        """x: a batch of one in the input tensor's dtype. Returns copies of the raw output tensors."""
         self._interp.set_tensor(self._in_idx, x)
         self._interp.invoke()
-        return self._interp.get_tensor(self._out_idx).copy()
+        return [self._interp.get_tensor(i).copy() for i in self._out_idx]
 
 
 def _info(d: dict) -> TensorInfo:

@@ -1,0 +1,61 @@
+"""Capture augmentation of whole fields, applied before the shared preprocessing.
+
+Blur, exposure, JPEG re-encoding, sensor noise and a stain change happen at the microscope, before the
+device segments and crops anything, so they are applied to the field and the degraded field then goes
+through :func:`edge.preprocess.preprocess` exactly as the device would run it. Augmented copies are made
+once, up front, and feed every training phase (the head on cached features as well as fine-tuning).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+
+@dataclass(frozen=True)
+class CaptureAugment:
+    p_blur: float = 0.5
+    max_blur_sigma: float = 2.0
+    p_exposure: float = 0.7
+    exposure: tuple = (0.75, 1.3)  # multiplicative gain: a lamp or shutter change scales every pixel
+    p_jpeg: float = 0.5
+    jpeg_quality: tuple = (35, 95)
+    p_noise: float = 0.3
+    max_noise_sd: float = 6.0
+    p_stain: float = 0.5
+    stain_shift: float = 6.0  # LAB units on A and B
+    stain_gain: tuple = (0.8, 1.25)
+
+    def __call__(self, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+        x = rgb
+        if rng.random() < self.p_stain:
+            x = stain_change(x, rng, self.stain_shift, self.stain_gain)
+        if rng.random() < self.p_blur:
+            x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.3, self.max_blur_sigma))
+        if rng.random() < self.p_exposure:
+            x = np.clip(x.astype(np.float32) * rng.uniform(*self.exposure), 0, 255).astype(np.uint8)
+        if rng.random() < self.p_noise:
+            x = np.clip(x + rng.normal(0, rng.uniform(1, self.max_noise_sd), x.shape), 0, 255).astype(np.uint8)
+        if rng.random() < self.p_jpeg:
+            x = jpeg_roundtrip(x, int(rng.integers(*self.jpeg_quality)))
+        return x
+
+
+def stain_change(rgb: np.ndarray, rng: np.random.Generator, shift: float, gain: tuple) -> np.ndarray:
+    """A different stain batch: the A and B channels shifted and stretched, differently for the stained
+    (dark) and the pale part of the field, so it is not just the affine change normalisation undoes."""
+    lab = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    dark = np.clip((85.0 - lab[..., 0]) / 30.0, 0, 1)[..., None]  # ~1 on stained cells, 0 on glass
+    for_bg = rng.uniform(-shift, shift, 2) * 0.5
+    for_cells = rng.uniform(-shift, shift, 2)
+    g = rng.uniform(*gain, 2)
+    ab = lab[..., 1:]
+    lab[..., 1:] = ab * (1 + (g - 1) * dark) + for_bg * (1 - dark) + for_cells * dark
+    out = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
+    return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    return cv2.cvtColor(cv2.imdecode(buf, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)

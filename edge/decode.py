@@ -52,6 +52,21 @@ def sniff_format(data: bytes) -> str | None:
     return None
 
 
+# Recognised but not supported: naming them beats "not an image" for a technician.
+OTHER_FORMATS = ((b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"RIFF", "WebP"), (b"%PDF", "PDF"),
+                 (b"\x00\x00\x00", "HEIF/HEIC or MP4"))
+
+
+def unsupported_format(data: bytes) -> str | None:
+    """The name of a known image/document format this device does not read, else None."""
+    if not data or sniff_format(data) is not None:
+        return None
+    for magic, name in OTHER_FORMATS:
+        if data.startswith(magic) and (name != "WebP" or data[8:12] == b"WEBP"):
+            return name
+    return None
+
+
 def _jpeg_size(data: bytes) -> Tuple[int, int] | None:
     i = 2
     n = len(data)

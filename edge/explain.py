@@ -165,7 +165,7 @@ def occluder_colour(pre: Preprocessed, params: PreprocessParams) -> Tuple[int, i
     glass is a new object the model reacts to wherever it is put, which would paint the whole map. The
     image's own empty glass (median colour outside the cell mask) hides a patch without adding one.
     """
-    if params.input_mode == "segmented":
+    if params.input_mode in ("segmented", "cell"):
         return tuple(int(v) for v in params.background)
     # From the model input, not the resized image: in "balanced" mode the two differ by the colour gain.
     glass = pre.model_input[~pre.mask]
@@ -183,15 +183,23 @@ def explain_rgb(rgb: np.ndarray, classifier: Classifier, grid: int = 7, target: 
     t0 = time.perf_counter()
     params = classifier.preprocessing
     pre = preprocess(rgb, params)
+    shown, x = pre.resized, pre.model_input
+    if params.input_mode == "cell":
+        if not pre.model_inputs:
+            raise DecodeError("no white cell found: nothing for the model to explain")
+        # The field's answer is its most malignant cell's: explain that crop, on that crop.
+        scores = [1.0 - float(classifier.probabilities(c)[classifier.labels.index("Benign")])
+                  for c in pre.model_inputs]
+        x = shown = pre.model_inputs[int(np.argmax(scores))]
     fill = occluder_colour(pre, params)
     used = "keep" if method == "keep" else "occlude"
     fn = keep_map if used == "keep" else occlusion_map
-    smap, base, prediction = fn(classifier, pre.model_input, grid=grid, target=target, fill=fill)
+    smap, base, prediction = fn(classifier, x, grid=grid, target=target, fill=fill)
     if method == "auto" and float(np.abs(smap).max()) < FLAT:
         used = "keep"
-        smap, base, prediction = keep_map(classifier, pre.model_input, grid=grid, target=target, fill=fill)
+        smap, base, prediction = keep_map(classifier, x, grid=grid, target=target, fill=fill)
     return Explanation(prediction=prediction, target=target, base_score=base, grid=grid, map=smap,
-                       resized=pre.resized, overlay=heat_overlay(pre.resized, smap),
+                       resized=shown, overlay=heat_overlay(shown, smap),
                        seconds=time.perf_counter() - t0, path=path, method=used)
 
 

@@ -32,7 +32,7 @@ from .config import Config
 from .exif import exif_datetime
 from .model import Classifier, sha256_file
 from .store import ImageRecord
-from .decode import DecodeError, decode_bytes, sniff_format
+from .decode import DecodeError, decode_bytes, unsupported_format
 from .preprocess import crop_resize, preprocess
 
 log = logging.getLogger("edge.pipeline")
@@ -40,9 +40,6 @@ log = logging.getLogger("edge.pipeline")
 CLASSIFIED, UNREADABLE, REJECTED, DUPLICATE = "classified", "unreadable", "rejected", "duplicate"
 # Reading and hashing the file count as decode: together they are "bytes on disk -> pixels".
 STAGES = ("queue", "decode", "quality", "preprocess", "inference", "store", "total")
-# Recognised but not supported: naming them beats "not an image" for a technician.
-OTHER_FORMATS = ((b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"RIFF", "WebP"), (b"%PDF", "PDF"),
-                 (b"\x00\x00\x00", "HEIF/HEIC or MP4"))
 
 
 @dataclass
@@ -87,7 +84,7 @@ class ImageResult:
 class Prepared:
     job: Job
     result: ImageResult
-    model_input: Optional[np.ndarray] = None  # None: no inference (rejected/unreadable)
+    model_inputs: Optional[List[np.ndarray]] = None  # None: no inference (rejected/unreadable)
     started: float = 0.0
     inferred: float = 0.0  # when stage 2 was done with it; its store time counts from here
 
@@ -137,7 +134,7 @@ class Pipeline:
         except Exception as e:  # noqa: BLE001 - a bug on one file must not stop the others
             log.exception("unexpected error on %s", job.path)
             res.status, res.reason = REJECTED, f"processing error: {type(e).__name__}: {e}".splitlines()[0]
-            prep.model_input = None
+            prep.model_inputs = None
         return prep
 
     def _prepare(self, path: Path, prep: Prepared) -> None:
@@ -173,11 +170,10 @@ class Pipeline:
         if exif is not None:
             # Exif times are the camera's local wall clock, without a zone: read them as this device's.
             res.capture_time, res.capture_source = exif.astimezone(timezone.utc), "exif"
-        if data and sniff_format(data) is None:
-            for magic, name in OTHER_FORMATS:
-                if data.startswith(magic) and (name != "WebP" or data[8:12] == b"WEBP"):
-                    res.reason = f"unsupported format {name} (expected JPEG, PNG, TIFF or BMP)"
-                    return
+        other = unsupported_format(data)
+        if other:
+            res.reason = f"unsupported format {other} (expected JPEG, PNG, TIFF or BMP)"
+            return
         try:
             img = decode_bytes(data, target=self.params.size)
         except DecodeError as e:
@@ -201,8 +197,14 @@ class Pipeline:
         if not q.passed:
             res.status, res.reason = UNREADABLE, q.reason
             return
+        if pre.cells:
+            res.segmentation["cells"] = [c.to_dict() for c in pre.cells]
+        if not pre.model_inputs:
+            # Cell mode with no plausible leukocyte: a smear without the cell to judge gets no class.
+            res.status, res.reason = UNREADABLE, "no white cell found"
+            return
         res.status = CLASSIFIED
-        prep.model_input = pre.model_input
+        prep.model_inputs = pre.model_inputs
 
     @staticmethod
     def _lap(res: ImageResult, stage: str, t0: float, add: bool = False) -> float:
@@ -237,19 +239,27 @@ class Pipeline:
                     res.reason = f"same content as {first.path}"
                     for k in ("label", "probabilities", "malignant_score", "verdict", "needs_review"):
                         setattr(res, k, getattr(first, k, None))
-                    prep.model_input = None
+                    prep.model_inputs = None
                 # The lookup is store work: counted as inference it made inference look twice the bare invoke.
                 t = self._lap(res, "store", t)
-            if prep.model_input is not None:
-                pred = self.clf.predict(prep.model_input)
+            if prep.model_inputs is not None:
+                field = self.clf.predict_field(prep.model_inputs)
                 t = self._lap(res, "inference", t)
+                if res.segmentation is not None:
+                    res.segmentation.update(field.to_dict())
+                if field.prediction is None:
+                    res.status, res.reason = UNREADABLE, field.refusal
+                    prep.model_inputs = None
+                    prep.inferred = t
+                    return True
+                pred = field.prediction
                 res.label, res.probabilities = pred.label, pred.probabilities
                 res.malignant_score, res.verdict, res.needs_review = (pred.malignant_score, pred.verdict,
                                                                       pred.needs_review)
         except Exception as e:  # noqa: BLE001
             log.exception("unexpected error on %s", prep.job.path)
             res.status, res.reason = REJECTED, f"processing error: {type(e).__name__}: {e}".splitlines()[0]
-        prep.model_input = None
+        prep.model_inputs = None
         prep.inferred = t
         return True
 

@@ -128,9 +128,12 @@ def train(data_dir, out_dir, modes, ship, augment_copies, block_size, head_epoch
 @click.option("--predictions", type=click.Path(dir_okay=False), help="Write one CSV row per image here.")
 @click.option("--out", "out_dir", type=click.Path(file_okay=False), help="Write evaluation.json and confusion.png.")
 @click.option("--variants", default="plain,corner_masked,stain_jitter", show_default=True)
+@click.option("--robustness", "robust_out", type=click.Path(dir_okay=False),
+              help="Also run the cell tests (painted out, cell swap, Reinhard, blur/exposure/JPEG curves, "
+                   "out-of-distribution set) and write them to this JSON file.")
 @click.option("--backend", default="auto", show_default=True)
 @click.option("--threads", default=2, show_default=True)
-def evaluate(model, data_dir, subset, block_size, predictions, out_dir, variants, backend, threads):
+def evaluate(model, data_dir, subset, block_size, predictions, out_dir, variants, robust_out, backend, threads):
     """Evaluate a .tflite MODEL on labelled class folders in DATA_DIR (no TensorFlow needed)."""
     from edge.model import Classifier, ModelLoadError
 
@@ -147,6 +150,12 @@ def evaluate(model, data_dir, subset, block_size, predictions, out_dir, variants
         bars = _Bars(prog)
         ev = run_eval(clf, samples, [v.strip() for v in variants.split(",") if v.strip()],
                       progress=lambda i, n: bars("evaluate", i, n))
+        robust = None
+        if robust_out:
+            from .robustness import run as run_robustness
+
+            robust = run_robustness(clf, samples, progress=bars)
+            Path(robust_out).write_text(json.dumps(robust, indent=2) + "\n")
     if predictions:
         write_predictions(ev, clf.labels, clf.card.threshold, predictions)
     if out_dir:
@@ -162,6 +171,9 @@ def evaluate(model, data_dir, subset, block_size, predictions, out_dir, variants
     summary = {k: m[k] for k in ("accuracy", "macro_f1", "malignant_sensitivity", "specificity", "ece",
                                  "threshold")}
     summary["robustness"] = d["robustness"]
+    summary["refused"] = m.get("refused", 0.0)
+    if robust is not None:
+        summary["cell_tests"] = robust
     summary["confusion_matrix"] = m["confusion_matrix"]
     click.echo(json.dumps(summary, indent=2))
 

@@ -1,0 +1,135 @@
+"""Cell-grounded input: what the model sees is the white cells, stain-normalised, and nothing else."""
+import dataclasses
+
+import cv2
+import numpy as np
+import pytest
+
+from edge import synthetic
+from edge.cells import background_stats, stain_normalize
+from edge.decode import decode_file
+from edge.preprocess import PreprocessParams, preprocess, scale_bar_slice
+from tests.shared_data import HAVE_DATASET, NO_DATASET, real_images
+
+CELL = PreprocessParams(input_mode="cell")
+
+
+def _fields():
+    imgs = [decode_file(p).rgb for p in real_images(4)] if HAVE_DATASET else []
+    return imgs or [synthetic.smear(seed, n_wbc=2) for seed in range(8)]
+
+
+def _paint_out(rgb, params=CELL):
+    pre = preprocess(rgb, params)
+    m = cv2.dilate(pre.mask.astype(np.uint8), np.ones((7, 7), np.uint8))
+    return cv2.inpaint(pre.resized, m, 5, cv2.INPAINT_TELEA)
+
+
+def test_every_cell_crop_shows_only_cell_pixels_on_the_fill_colour():
+    for rgb in _fields():
+        pre = preprocess(rgb, CELL)
+        assert pre.cells and len(pre.model_inputs) == len(pre.cells) <= CELL.max_cells
+        for cell, crop in zip(pre.cells, pre.model_inputs):
+            assert crop.shape == (CELL.cell_input, CELL.cell_input, 3) and crop.dtype == np.uint8
+            assert pre.mask[cell.y, cell.x], "a crop is centred on a stained pixel"
+            # Resized at the same scale, the crop's non-cell pixels are exactly the fill colour.
+            win = CELL.cell_window
+            small = cv2.resize(crop, (win, win), interpolation=cv2.INTER_AREA)
+            y0, x0 = cell.y - win // 2, cell.x - win // 2
+            m = np.zeros((win, win), bool)
+            ys, xs = slice(max(y0, 0), min(y0 + win, 224)), slice(max(x0, 0), min(x0 + win, 224))
+            m[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0] = pre.mask[ys, xs]
+            far = ~cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+            assert np.abs(small[far].astype(int) - np.array(CELL.background)).max() <= 1
+
+
+def test_context_outside_the_cell_mask_does_not_reach_the_model_input():
+    """Repaint everything but the white cells with another slide's glass and red cells: the same cells are
+    found at the same places and their crops show the same pixels (colours differ only through the stain
+    normalisation, whose statistics come from the new background)."""
+    fields = _fields()
+    for a, b in zip(fields, fields[1:] + fields[:1]):
+        pa = preprocess(a, CELL)
+        other = _paint_out(b)
+        composite = other.copy()
+        composite[pa.mask] = pa.resized[pa.mask]
+        pc = preprocess(composite, dataclasses.replace(CELL, stain_max_gain=1.0))
+        pn = preprocess(pa.resized, dataclasses.replace(CELL, stain_max_gain=1.0))
+        fill = np.array(CELL.background)
+        for cell, crop in list(zip(pn.cells, pn.model_inputs))[:1]:  # the largest: clear of the threshold
+            match = [k for k, c in enumerate(pc.cells) if abs(c.y - cell.y) <= 4 and abs(c.x - cell.x) <= 4]
+            assert match, f"cell at {(cell.y, cell.x)} not found on the other slide"
+            shown_a = np.any(crop != fill, axis=2)
+            shown_b = np.any(pc.model_inputs[match[0]] != fill, axis=2)
+            assert abs(shown_a.mean() - shown_b.mean()) < 0.1
+
+
+def test_a_field_with_its_white_cells_painted_out_has_no_cell():
+    refused = [not preprocess(_paint_out(rgb), CELL).model_inputs for rgb in _fields()]
+    assert np.mean(refused) >= 0.9
+
+
+def test_blank_glass_and_red_cells_only_have_no_cell():
+    glass = np.full((224, 224, 3), (236, 228, 240), np.uint8)
+    assert preprocess(glass, CELL).model_inputs == []
+    rbc_only = synthetic.smear(3, n_wbc=0)
+    assert preprocess(rbc_only, CELL).cells == []
+
+
+def test_stain_normalisation_undoes_a_change_of_stain():
+    """Another lab's stain, modelled as an affine change of the LAB channels, lands where ours did."""
+    for rgb in _fields()[:6]:
+        pre = preprocess(rgb, CELL)
+        valid = np.ones(pre.mask.shape, bool)
+        valid[scale_bar_slice(CELL)] = False
+        bg = valid & ~pre.mask
+        lab = cv2.cvtColor(pre.resized.astype(np.float32) / 255, cv2.COLOR_RGB2LAB)
+        lab[..., 1] = lab[..., 1] * 1.2 + 4
+        lab[..., 2] = lab[..., 2] * 0.9 - 3
+        lab[..., 0] = lab[..., 0] * 0.95
+        shifted = np.clip(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB) * 255 + 0.5, 0, 255).astype(np.uint8)
+        a = stain_normalize(pre.resized, bg, CELL.stain_reference, CELL.stain_max_gain)
+        b = stain_normalize(shifted, bg, CELL.stain_reference, CELL.stain_max_gain)
+        before = np.abs(pre.resized.astype(int) - shifted.astype(int))[pre.mask].mean()
+        after = np.abs(a.astype(int) - b.astype(int))[pre.mask].mean()
+        assert after < before / 3, (before, after)
+        stats = background_stats(a, bg)
+        assert np.allclose(stats[:3], CELL.stain_reference[:3], atol=1.5)
+
+
+def test_cell_crops_are_the_same_for_trainer_and_device():
+    """The trainer builds its crops with the device's preprocess(): byte-identical for the same field."""
+    from trainer.cellset import build_cellset  # noqa: F401 - imports edge only, no TensorFlow
+    from trainer.data import Sample
+
+    rgbs = _fields()[:2]
+    paths = []
+    import tempfile
+    from pathlib import Path
+
+    d = Path(tempfile.mkdtemp())
+    for i, rgb in enumerate(rgbs):
+        p = d / f"f{i}.png"
+        cv2.imwrite(str(p), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+        paths.append(p)
+    samples = [Sample(path=p, label="Benign", number=i, sha256=str(i)) for i, p in enumerate(paths)]
+    cs = build_cellset(samples, CELL)
+    direct = [c for p in paths for c in preprocess(decode_file(p).rgb, CELL).model_inputs]
+    assert len(direct) == len(cs.x) and all(np.array_equal(a, b) for a, b in zip(direct, cs.x))
+
+
+def test_version_1_cards_still_load_and_cell_mode_needs_version_2():
+    from edge.preprocess import UnknownPreprocessing
+
+    old = PreprocessParams.from_dict({"version": "lab-kmeans-1", "input_mode": "raw"})
+    assert old.input_size == old.size == 224
+    with pytest.raises(UnknownPreprocessing, match="lab-kmeans-2"):
+        PreprocessParams(version="lab-kmeans-1", input_mode="cell")
+    assert CELL.input_size == CELL.cell_input
+
+
+@pytest.mark.skipif(not HAVE_DATASET, reason=NO_DATASET)
+def test_almost_every_real_smear_has_a_white_cell():
+    paths = real_images(40)
+    found = [bool(preprocess(decode_file(p).rgb, CELL).cells) for p in paths]
+    assert np.mean(found) >= 0.98

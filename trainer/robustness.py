@@ -1,0 +1,259 @@
+"""Does the answer follow the white cell? The clinical reviewer's tests, run through the device's code.
+
+Each test changes a decoded field, then the field goes through the device's own quality gate,
+preprocessing and int8 interpreter (:func:`trainer.evaluate.classify_field`):
+
+- ``painted_out``: every stained (white) cell inpainted away, only red cells and glass left. Nothing is
+  there to judge, so the answer should be a refusal (or at least a review flag).
+- ``cell_swap``: a field A's white cells pasted at their own positions onto field B of another class,
+  after B's own cells were painted out. The answer should follow A.
+- ``reinhard``: the whole field's LAB statistics moved onto another class's (what another laboratory's
+  staining looks like). Labels and verdicts should not flip.
+- ``curves``: Gaussian blur, exposure gain and JPEG quality at increasing strength: refusals, sensitivity
+  among the fields still classified, confident misses (malignant called benign outside the review band).
+- ``ood``: noise, natural photos, blank glass, red-cells-only fields and corrupt JPEGs: none should be
+  called malignant with confidence.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence
+
+import cv2
+import numpy as np
+
+from edge import quality
+from edge.config import QualityConfig
+from edge.decode import DecodeError, decode_bytes, decode_file
+from edge.model import BENIGN, Classifier
+from edge.preprocess import crop_resize, preprocess, remove_scale_bar, segment
+
+from .augment import jpeg_roundtrip
+from .data import Sample
+
+BLUR = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
+EXPOSURE = (0.6, 0.8, 1.0, 1.2, 1.4)
+JPEG = (95, 70, 50, 30, 15)
+PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "imagenet-mobilenetv2"
+
+
+@dataclass
+class Outcome:
+    refused: bool
+    label: Optional[str] = None
+    score: Optional[float] = None
+    verdict: Optional[str] = None
+    needs_review: bool = False
+    reason: str = ""
+
+    @property
+    def confident_malignant(self) -> bool:
+        return not self.refused and self.verdict == "malignant" and not self.needs_review
+
+
+class Judge:
+    """The device's answer for a field, in the pipeline's order: exposure and focus, preprocessing, stain
+    content, the cells and the model (edge/pipeline.py)."""
+
+    def __init__(self, classifier: Classifier, gate: Optional[QualityConfig] = None):
+        self.clf, self.gate = classifier, gate or QualityConfig()
+
+    def __call__(self, rgb: np.ndarray) -> Outcome:
+        params = self.clf.preprocessing
+        q = quality.check_exposure_focus(quality.measure(rgb, params), self.gate)
+        if not q.passed:
+            return Outcome(refused=True, reason=q.reason)
+        pre = preprocess(rgb, params)
+        q = quality.check_content(q, pre.stats, self.gate)
+        if not q.passed:
+            return Outcome(refused=True, reason=q.reason)
+        fp = self.clf.predict_field(pre.model_inputs)
+        if fp.prediction is None:
+            return Outcome(refused=True, reason=fp.refusal)
+        p = fp.prediction
+        return Outcome(refused=False, label=p.label, score=p.malignant_score, verdict=p.verdict,
+                       needs_review=p.needs_review)
+
+
+def field(rgb: np.ndarray, clf: Classifier) -> np.ndarray:
+    params = clf.preprocessing
+    return remove_scale_bar(crop_resize(rgb, params), params)
+
+
+def cell_mask(resized: np.ndarray, clf: Classifier, grow: int = 3) -> np.ndarray:
+    mask, _ = segment(resized, clf.preprocessing)
+    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * grow + 1,) * 2, np.uint8)).astype(bool)
+
+
+def paint_out(resized: np.ndarray, clf: Classifier) -> np.ndarray:
+    return cv2.inpaint(resized, cell_mask(resized, clf).astype(np.uint8), 5, cv2.INPAINT_TELEA)
+
+
+def cell_swap(a: np.ndarray, b: np.ndarray, clf: Classifier) -> np.ndarray:
+    out = paint_out(b, clf)
+    m = cell_mask(a, clf, grow=1)
+    out[m] = a[m]
+    return out
+
+
+def lab_stats(rgb: np.ndarray) -> np.ndarray:
+    lab = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB).reshape(-1, 3)
+    return np.concatenate([lab.mean(0), lab.std(0)])
+
+
+def reinhard_to(rgb: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Classic whole-image Reinhard transfer onto ``target`` (L, A, B means then spreads)."""
+    lab = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    src = lab_stats(rgb)
+    lab = (lab - src[:3]) / np.maximum(src[3:], 1e-3) * target[3:] + target[:3]
+    lab[..., 0] = np.clip(lab[..., 0], 0, 100)
+    return np.clip(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB) * 255 + 0.5, 0, 255).astype(np.uint8)
+
+
+def _rate(xs: Sequence[bool]) -> Optional[float]:
+    return round(float(np.mean(xs)), 4) if len(xs) else None
+
+
+def _summary(outs: List[Outcome], y_mal: np.ndarray, labels: Optional[List[str]] = None) -> dict:
+    classified = [i for i, o in enumerate(outs) if not o.refused]
+    mal = [i for i in classified if y_mal[i]]
+    d = {"n": len(outs), "refused": _rate([o.refused for o in outs]),
+         "sensitivity_among_classified": _rate([outs[i].verdict == "malignant" for i in mal]),
+         "specificity_among_classified": _rate([outs[i].verdict == "benign" for i in classified if not y_mal[i]]),
+         "confident_misses": int(sum(outs[i].verdict == "benign" and not outs[i].needs_review for i in mal))}
+    if labels is not None:
+        d["accuracy_among_classified"] = _rate([outs[i].label == labels[i] for i in classified])
+    return d
+
+
+def run(clf: Classifier, samples: Sequence[Sample], progress: Optional[Callable[[str, int, int], None]] = None,
+        seed: int = 0) -> Dict[str, dict]:
+    """Every test on ``samples`` (a labelled folder's fields); returns a JSON-ready dict."""
+    judge = Judge(clf)
+    prog = progress or (lambda *a: None)
+    rng = np.random.default_rng(seed)
+    fields = []
+    for i, s in enumerate(samples):
+        fields.append(field(decode_file(s.path, target=clf.preprocessing.size).rgb, clf))
+        prog("load fields", i + 1, len(samples))
+    labels = [s.label for s in samples]
+    y_mal = np.array([lab != BENIGN for lab in labels])
+    base = [judge(f) for f in fields]
+    out: Dict[str, dict] = {"plain": _summary(base, y_mal, labels)}
+
+    painted = []
+    for i, f in enumerate(fields):
+        painted.append(judge(paint_out(f, clf)))
+        prog("cells painted out", i + 1, len(fields))
+    out["painted_out"] = {"n": len(painted), "refused": _rate([o.refused for o in painted]),
+                          "refused_or_flagged": _rate([o.refused or o.needs_review for o in painted]),
+                          "named_the_slide_class": _rate([o.label == lab for o, lab in zip(painted, labels)]),
+                          "confident_malignant": _rate([o.confident_malignant for o in painted])}
+
+    # Cell swap: each field's cells onto a field of another class, chosen at random.
+    follow, follow_slide, refused, vflip = [], [], [], []
+    for i, f in enumerate(fields):
+        others = [j for j, lab in enumerate(labels) if lab != labels[i]]
+        j = int(rng.choice(others))
+        o = judge(cell_swap(f, fields[j], clf))
+        refused.append(o.refused)
+        if not o.refused:
+            follow.append(o.label == labels[i])
+            follow_slide.append(o.label == labels[j])
+            vflip.append((o.verdict == "malignant") != y_mal[i])
+        prog("cell swap", i + 1, len(fields))
+    out["cell_swap"] = {"n": len(fields), "refused": _rate(refused), "follows_cell": _rate(follow),
+                        "follows_slide": _rate(follow_slide), "verdict_not_the_cells": _rate(vflip)}
+
+    # Reinhard onto each other class's mean whole-field statistics.
+    stats = {lab: np.mean([lab_stats(f) for f, l2 in zip(fields, labels) if l2 == lab], axis=0)
+             for lab in sorted(set(labels))}
+    rein = {}
+    for lab, target in stats.items():
+        idx = [i for i, l2 in enumerate(labels) if l2 != lab]
+        lflip, vf = [], []
+        for k, i in enumerate(idx):
+            o = judge(reinhard_to(fields[i], target))
+            if not o.refused and not base[i].refused:
+                lflip.append(o.label != base[i].label)
+                vf.append(o.verdict != base[i].verdict)
+            prog(f"reinhard onto {lab}", k + 1, len(idx))
+        rein[lab] = {"n": len(idx), "label_flips": _rate(lflip), "verdict_flips": _rate(vf)}
+    out["reinhard"] = rein
+
+    curves = {}
+    for name, levels, fn in (("blur_sigma", BLUR, lambda f, v: f if v == 0 else cv2.GaussianBlur(f, (0, 0), v)),
+                             ("exposure_gain", EXPOSURE,
+                              lambda f, v: np.clip(f.astype(np.float32) * v, 0, 255).astype(np.uint8)),
+                             ("jpeg_quality", JPEG, jpeg_roundtrip)):
+        curve = {}
+        for v in levels:
+            outs = []
+            for i, f in enumerate(fields):
+                outs.append(judge(fn(f, v)))
+                prog(f"{name} {v}", i + 1, len(fields))
+            curve[str(v)] = _summary(outs, y_mal, labels)
+        curves[name] = curve
+    out["curves"] = curves
+    out["ood"] = ood(judge, fields, clf, rng, prog)
+    return out
+
+
+def ood_fields(fields: Sequence[np.ndarray], clf: Classifier, rng: np.random.Generator, n: int = 40) -> dict:
+    s = clf.preprocessing.size
+    sets = {
+        "uniform_noise": [rng.integers(0, 256, (s, s, 3), dtype=np.uint8) for _ in range(n)],
+        "gaussian_noise": [np.clip(rng.normal(rng.uniform(60, 200), rng.uniform(20, 70), (s, s, 3)), 0, 255)
+                           .astype(np.uint8) for _ in range(n)],
+        "blank_glass": [np.clip(np.full((s, s, 3), np.median(f.reshape(-1, 3), 0)) + rng.normal(0, 2, (s, s, 3)),
+                                0, 255).astype(np.uint8) for f in fields[:n]],
+        "red_cells_only": [paint_out(f, clf) for f in fields[::max(1, len(fields) // (2 * n))][:2 * n]],
+    }
+    photos = sorted(p for p in PHOTOS.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
+    if photos:
+        imgs = [decode_file(p).rgb for p in photos]
+        # Crops and flips of the few photos there are: different framings of the same natural scenes.
+        sets["natural_photos"] = [crop_resize(np.ascontiguousarray(
+            (img if k % 2 == 0 else img[:, ::-1])[int(img.shape[0] * f):, int(img.shape[1] * f):]), clf.preprocessing)
+            for img in imgs for k, f in enumerate((0.0, 0.1, 0.2, 0.3))]
+    return sets
+
+
+def corrupt_jpegs(fields: Sequence[np.ndarray], rng: np.random.Generator, n: int = 20) -> List[bytes]:
+    out = []
+    for f in fields[:n]:
+        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
+        data = bytearray(buf.tobytes())
+        sos = data.index(b"\xff\xda")
+        body = sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")
+        if len(out) % 2 == 0:  # random scan data behind a valid header
+            scan = rng.integers(0, 255, len(data) - body - 2, dtype=np.uint8).tobytes()
+            data[body:-2] = scan
+        else:  # 200 flipped bytes in the scan
+            for k in rng.integers(body, len(data) - 2, 200):
+                data[k] ^= 0xFF
+        out.append(bytes(data))
+    return out
+
+
+def ood(judge: Judge, fields, clf: Classifier, rng: np.random.Generator, prog) -> dict:
+    res = {}
+    for name, imgs in ood_fields(fields, clf, rng).items():
+        outs = []
+        for i, img in enumerate(imgs):
+            outs.append(judge(img))
+            prog(f"ood {name}", i + 1, len(imgs))
+        res[name] = {"n": len(outs), "refused": _rate([o.refused for o in outs]),
+                     "refused_or_flagged": _rate([o.refused or o.needs_review for o in outs]),
+                     "confident_malignant": int(sum(o.confident_malignant for o in outs)),
+                     "max_score_when_classified": max((o.score for o in outs if not o.refused), default=None)}
+    outs = []
+    for data in corrupt_jpegs(fields, rng):
+        try:
+            outs.append(judge(decode_bytes(data, target=clf.preprocessing.size).rgb))
+        except DecodeError as e:
+            outs.append(Outcome(refused=True, reason=str(e)))
+    res["corrupt_jpeg"] = {"n": len(outs), "refused": _rate([o.refused for o in outs]),
+                           "confident_malignant": int(sum(o.confident_malignant for o in outs))}
+    return res

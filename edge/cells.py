@@ -57,41 +57,44 @@ def background_stats(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
     return np.concatenate([px.mean(axis=0), px.std(axis=0)])
 
 
-def find_cells(a_channel: np.ndarray, mask: np.ndarray, valid: np.ndarray, min_radius: float,
-               min_stain: float, spacing: float, max_cells: int) -> List[Cell]:
-    """Plausible leukocytes: greedy maxima of the mask's distance transform, one per ``spacing`` pixels.
+def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params) -> List[Cell]:
+    """Plausible leukocytes: greedy maxima of the mask's distance transform, one per ``cell_spacing`` px.
 
-    A maximum is a cell when the stained region around it is at least ``min_radius`` deep (platelets,
-    debris and thin red-cell rims are not) and its stain stands ``min_stain`` above the background in the
-    A channel (a red-cells-only field's most magenta cluster does not). Touching cells give one maximum
-    each, so a cluster of blasts is several cells, not one blob.
+    ``lab`` is the field in OpenCV's uint8 LAB. A maximum is a cell when the stained region around it is
+    at least ``cell_min_radius`` deep (platelets, debris and thin red-cell rims are not) and the region
+    looks like a stained nucleus on glass: more magenta than the background by ``cell_min_stain`` in A (a
+    red-cells-only field's most magenta cluster is not), bluer in B and darker in L (brown, orange or pale
+    regions of photographs are not), on a background light enough to be glass. Touching cells give one
+    maximum each, so a cluster of blasts is several cells, not one blob.
     """
     if not mask.any():
+        return []
+    bg = valid & ~mask
+    if not bg.any():
+        return []
+    ref = {k: float(np.median(lab[..., i][bg])) for i, k in enumerate("LAB")}
+    if ref["L"] < params.min_glass_lightness:
         return []
     # Zero border: a cell cut by the image edge is measured to the edge, not as if it went on beyond it.
     padded = cv2.copyMakeBorder(mask.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
-    a = a_channel.astype(np.float32)
-    bg = valid & ~mask
-    bg_a = float(np.median(a[bg])) if bg.any() else float(np.median(a))
     n_lab, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    comp_stain = np.zeros(n_lab, np.float32)
-    for i, s in enumerate(_label_means(a, labels, n_lab)):
-        comp_stain[i] = s - bg_a
+    excess = {k: _label_means(lab[..., i].astype(np.float32), labels, n_lab) - ref[k] for i, k in enumerate("LAB")}
     cells: List[Cell] = []
     work = dist.copy()
     h, w = mask.shape
     yy, xx = np.ogrid[:h, :w]
-    while len(cells) < max_cells:
+    while len(cells) < params.max_cells:
         y, x = np.unravel_index(int(np.argmax(work)), work.shape)
         r = float(work[y, x])
-        if r < min_radius:
+        if r < params.cell_min_radius:
             break
-        stain = float(comp_stain[labels[y, x]])
-        if stain >= min_stain:
-            cells.append(Cell(y=int(y), x=int(x), radius=r, stain=stain))
+        comp = labels[y, x]
+        if (excess["A"][comp] >= params.cell_min_stain and excess["B"][comp] <= params.cell_max_b_excess
+                and excess["L"][comp] <= params.cell_max_l_excess):
+            cells.append(Cell(y=int(y), x=int(x), radius=r, stain=float(excess["A"][comp])))
         # Suppress the whole neighbourhood, kept or not, so the next maximum is another cell.
-        work[(yy - y) ** 2 + (xx - x) ** 2 <= spacing ** 2] = 0
+        work[(yy - y) ** 2 + (xx - x) ** 2 <= params.cell_spacing ** 2] = 0
     return cells
 
 

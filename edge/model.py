@@ -243,8 +243,8 @@ class Classifier:
 
         Cells whose embedding lies far from the training cells are not counted (noise, photos, debris
         that passed the segmentation); a field left with no cell is refused. The field's answer is the
-        card's ``cell_rule`` over the rest: "most-malignant" reports the cell with the highest malignant
-        score, because one blast in a field is what a screen must not miss.
+        card's ``cell_rule`` over the rest (:func:`combine_cells`); a cell confidently outvoted by the
+        others sends the field to review.
         """
         if not inputs:
             return FieldPrediction(refusal="no white cell found")
@@ -260,12 +260,14 @@ class Classifier:
                                            f"(distance {min(dists):.1f} > {limit:.1f})",
                                    cell_scores=[], distances=[round(d, 2) for d in dists])
         scores = [1.0 - float(probs[i][self._benign]) for i in kept]
-        best = kept[int(np.argmax(scores))]
-        pred = self.decide(probs[best])
-        rule = self.card.extra.get("cell_review", {})
-        if len(kept) > 1 and rule.get("disagreement"):
-            verdicts = {s >= self.card.threshold for s in scores}
-            pred.needs_review = pred.needs_review or len(verdicts) > 1
+        pred = self.decide(combine_cells(np.stack([probs[i] for i in kept]), self.card.extra.get("cell_rule"),
+                                         self._benign))
+        if len(kept) > 1:
+            # A benign answer that outvoted a confidently malignant cell goes to a human: a lone blast among
+            # normal cells is exactly the case a screen must not miss.
+            hi = self.card.review_band[1]
+            if pred.verdict == "benign" and max(scores) >= hi:
+                pred.needs_review = True
         return FieldPrediction(prediction=pred, cell_scores=[round(s, 4) for s in scores],
                                distances=[round(d, 2) for d in dists], n_ignored=len(inputs) - len(kept))
 
@@ -296,6 +298,25 @@ class Classifier:
         if x is None:
             x = np.full((self.preprocessing.input_size,) * 2 + (3,), 200, np.uint8)
         self.invoke_all(x)
+
+
+CELL_RULES = ("geometric-mean", "most-malignant")
+
+
+def combine_cells(probs: np.ndarray, rule: Optional[str], benign: int = 0) -> np.ndarray:
+    """One field's probabilities from its cells' (rows of ``probs``), by the card's ``cell_rule``.
+
+    "geometric-mean" (the default) multiplies the cells' evidence, so several cells that each lean the same
+    way outweigh one odd cell; "most-malignant" takes the cell with the highest malignant score.
+    """
+    if len(probs) == 1:
+        return probs[0]
+    if rule == "most-malignant":
+        return probs[int(np.argmax(1.0 - probs[:, benign]))]
+    if rule not in (None, "geometric-mean"):
+        raise ModelLoadError(f"unknown cell_rule {rule!r} in the model card (known: {', '.join(CELL_RULES)})")
+    g = np.exp(np.log(np.clip(probs, 1e-4, 1.0)).mean(axis=0))
+    return (g / g.sum()).astype(np.float32)
 
 
 def _dequantize(y: np.ndarray, info) -> np.ndarray:

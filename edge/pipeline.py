@@ -118,6 +118,7 @@ class Pipeline:
         self.inbox = Path(inbox).resolve() if inbox else None
         self.move_after = move_after
         self.params = classifier.preprocessing
+        self.gate = quality.stricter(cfg.quality, classifier.card.extra.get("quality_gate", {}))
         self.model_id: Optional[str] = None
         if store is not None:
             self.model_id = store.ensure_model(classifier.name, classifier.sha256, classifier.card.to_dict())
@@ -184,14 +185,14 @@ class Pipeline:
         res.width, res.height, res.format = img.width, img.height, img.format
         rgb = crop_resize(img.rgb, self.params)  # once, for the quality gate and preprocessing alike
         t = self._lap(res, "decode", t)
-        q = quality.check_exposure_focus(quality.measure(rgb, self.params), self.cfg.quality)
+        q = quality.check_exposure_focus(quality.measure(rgb, self.params), self.gate)
         t = self._lap(res, "quality", t)
         if not q.passed:
             res.status, res.reason, res.quality = UNREADABLE, q.reason, q.to_dict()
             return
         pre = preprocess(rgb, self.params)
         t = self._lap(res, "preprocess", t)
-        q = quality.check_content(q, pre.stats, self.cfg.quality)
+        q = quality.check_content(q, pre.stats, self.gate)
         res.quality, res.segmentation = q.to_dict(), pre.stats.to_dict()
         self._lap(res, "quality", t, add=True)
         if not q.passed:

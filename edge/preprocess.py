@@ -61,6 +61,11 @@ class PreprocessParams:
     cell_min_radius: float = 10.0  # inscribed radius of the (dilated) stained region, working pixels
     cell_min_stain: float = 11.0  # A-channel excess over the background, LAB units (uint8 scale)
     cell_spacing: float = 20.0  # two maxima closer than this are one cell
+    # A stained nucleus is bluer and darker than the glass around it (every one of 2,550 real fields:
+    # B excess <= -9, L excess <= -9); a photograph's brown or pink patches are not.
+    cell_max_b_excess: float = -6.0
+    cell_max_l_excess: float = -6.0
+    min_glass_lightness: float = 120.0  # median background L (uint8 LAB); real smears >= 200
     # Reinhard reference: background L, A, B means then spreads (float LAB), set by the trainer from its
     # training fields; `stain_max_gain` bounds the spread correction.
     stain_reference: Tuple[float, ...] = (89.5, -1.1, -7.2, 9.7, 4.0, 9.5)
@@ -235,9 +240,7 @@ def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
     elif params.input_mode == "cell":
         valid = np.ones(mask.shape, bool)
         valid[scale_bar_slice(params)] = False
-        a = cv2.cvtColor(resized, cv2.COLOR_RGB2LAB)[:, :, 1]
-        cells = find_cells(a, mask, valid, params.cell_min_radius, params.cell_min_stain, params.cell_spacing,
-                           params.max_cells)
+        cells = find_cells(cv2.cvtColor(resized, cv2.COLOR_RGB2LAB), mask, valid, params)
         inputs = []
         if cells:
             normed = stain_normalize(resized, valid & ~mask, params.stain_reference, params.stain_max_gain)

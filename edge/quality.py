@@ -115,6 +115,16 @@ def check_content(report: QualityReport, stats: SegmentationStats, t: Thresholds
     return report
 
 
+def stricter(t: Thresholds, gate: dict) -> Thresholds:
+    """The config's thresholds, tightened to the model card's ``quality_gate`` (set by the trainer where
+    the model starts failing); a config can be stricter than the card, never looser."""
+    changes = {}
+    for key, pick in (("min_focus", max), ("min_brightness", max), ("max_brightness", min)):
+        if gate.get(key) is not None:
+            changes[key] = pick(getattr(t, key), float(gate[key]))
+    return dataclasses.replace(t, **changes) if changes else t
+
+
 def assess(rgb: np.ndarray, params: PreprocessParams, t: Thresholds,
            stats: Optional[SegmentationStats] = None) -> QualityReport:
     """All checks at once (the pipeline calls the two halves separately to skip preprocessing early)."""

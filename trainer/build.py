@@ -13,12 +13,12 @@ from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
-from edge.model import LABELS, Classifier, ModelCard, OodReference, card_path_for, ood_path_for, sha256_file
+from edge.model import LABELS, ModelCard, card_path_for, combine_cells, load_card, sha256_file
 from edge.preprocess import PREPROCESS_VERSION, PreprocessParams
 
 from .data import Split
-from .evaluate import evaluate, save_evaluation
-from .metrics import binary_rates, choose_threshold, malignant_scores, summarize
+from .finalize import finalize
+from .metrics import summarize
 from .cellset import build_cellset, stain_reference
 from .train import Arrays, TrainConfig, load_arrays, predict_float, train_model, with_embedding
 
@@ -85,19 +85,14 @@ def _train_cell(split: Split, params: PreprocessParams, cfg: TrainConfig, prog, 
     probs = field_probs(crop_probs, va.field, len(split.val))
     y = np.array([s.y for s in split.val])
     rep_idx = np.linspace(0, len(tr.y) - 1, min(300, len(tr.y))).astype(int)
-    return res, probs, y, tr.x[rep_idx], tr.clean(), va
+    return res, probs, y, tr.x[rep_idx]
 
 
-def field_probs(crop_probs: np.ndarray, field: np.ndarray, n_fields: int) -> np.ndarray:
-    """The "most-malignant" cell rule: each field takes the probabilities of its highest-scoring cell.
-
-    A field without a cell gets NaN (it would be refused on the device)."""
+def field_probs(crop_probs: np.ndarray, field: np.ndarray, n_fields: int, rule: str = "geometric-mean") -> np.ndarray:
+    """Each field's probabilities from its cells' by the device's rule; NaN for a field without a cell."""
     out = np.full((n_fields, crop_probs.shape[1]), np.nan, np.float32)
-    best = np.full(n_fields, -1.0)
-    score = 1.0 - crop_probs[:, LABELS.index("Benign")]
-    for i, f in enumerate(field):
-        if score[i] > best[f]:
-            best[f], out[f] = score[i], crop_probs[i]
+    for f in np.unique(field):
+        out[f] = combine_cells(crop_probs[field == f], rule, LABELS.index("Benign"))
     return out
 
 
@@ -122,13 +117,12 @@ def build(split: Split, out_dir: str | Path, modes: Sequence[str] = ("cell",), s
     base_params = dataclasses.replace(base_params, version=PREPROCESS_VERSION,
                                       stain_reference=stain_reference(split.train, base_params))
 
-    ablation, results, cache, cell_sets = {}, {}, {}, None
+    ablation, results, cache = {}, {}, {}
     for mode in modes:
         params = base_params.with_mode(mode)
         log.info("training input mode %r on %d fields (%d validation)", mode, len(split.train), len(split.val))
         if mode == "cell":
-            res, probs, y, rep, tr_clean, va = _train_cell(split, params, cfg, prog, cfg.augment_copies)
-            cell_sets = (tr_clean, va)
+            res, probs, y, rep = _train_cell(split, params, cfg, prog, cfg.augment_copies)
         else:
             res, probs, y, rep = _train_whole_field(split, params, cfg, prog, cache)
         res.model.save(work / f"{mode}.keras")
@@ -149,103 +143,29 @@ def build(split: Split, out_dir: str | Path, modes: Sequence[str] = ("cell",), s
 
     to_int8_tflite(with_embedding(res.model) if ship == "cell" else res.model, rep, tflite)
 
-    # A provisional card lets the device's own Classifier load the file; OOD reference and threshold next.
     card = ModelCard(name=name, version=version, sha256=sha256_file(tflite), labels=list(LABELS),
                      input_mode=params.input_mode, preprocessing=params, threshold=0.5,
                      review_band=(0.25, 0.75))
-    card.extra["cell_rule"] = "most-malignant"
-    card.save(card_path_for(tflite))
-    if ship == "cell":
-        clf = Classifier(tflite, num_threads=2)
-        ref = fit_ood(clf, cell_sets[0].x, cell_sets[1].x, ood_path_for(tflite))
-        card.extra["ood"] = {"file": ood_path_for(tflite).name, "sha256": sha256_file(ood_path_for(tflite)),
-                             **ref}
-        card.save(card_path_for(tflite))
-    clf = Classifier(tflite, num_threads=2)
-    ev = evaluate(clf, split.val, variants=("plain",), progress=prog("evaluate int8 on validation"))
-    int8_probs, refused = ev.probs["plain"], ev.refused["plain"]
-    both = ~refused & ~np.isnan(float_probs[:, 0])
-    agreement = float((int8_probs[both].argmax(1) == float_probs[both].argmax(1)).mean())
-
-    scores = malignant_scores(int8_probs[~refused])
-    malignant = (ev.y != LABELS.index("Benign"))[~refused]
-    threshold, _ = choose_threshold(scores, malignant, 0.995)
-    band, band_info = choose_band(scores, malignant, threshold)
-    sens, spec = binary_rates(scores, malignant, threshold)
-    card.threshold, card.review_band = threshold, band
-    card.save(card_path_for(tflite))
-    clf.card = card  # same file, new threshold: no need to load the interpreter again
-    ev.rescore(clf)
-    save_evaluation(ev, clf, work)
     card.extra.update({
         "description": "MobileNetV2 1.0 (ImageNet init from the int8 checkpoint, dequantized), fine-tuned on "
                        "single white-cell crops of peripheral-blood smears for B-ALL subtype screening. A "
-                       "screening aid, not a diagnosis.",
+                       "screening aid, not a diagnosis." if ship == "cell" else
+                       "MobileNetV2 1.0/224 (ImageNet init), fine-tuned on whole smear fields.",
         "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "split": split.describe(),
         "training": {**dataclasses.asdict(cfg),
                      "history": {k: [round(x, 4) for x in v] for k, v in res.history.items()},
                      "seconds_total_build": None},
         "ablation": {"shipped": ship, "modes": ablation,
                      "rule": "ship the mode whose answer rests on the white cell (see the robustness "
                              "figures); validation accuracy on this dataset rewards reading the slide"},
-        "float_int8_top1_agreement": round(agreement, 4),
-        "threshold_rule": "highest malignant-score threshold with validation malignant sensitivity >= 99.5 % "
-                          "(int8 model, fields), capped at 0.5",
-        "review_band_rule": band_info,
-        "validation_at_threshold": {"malignant_sensitivity": round(sens, 4), "specificity": round(spec, 4)},
-        "validation": ev.to_dict(),
-        "size_bytes": tflite.stat().st_size,
         "versions": _versions(),
     })
+    if ship == "cell":
+        card.extra["cell_rule"] = "geometric-mean"
+    card.save(card_path_for(tflite))
+    finalize(tflite, split, work, float_probs=float_probs, progress=progress)
+    card = load_card(card_path_for(tflite))
     card.extra["training"]["seconds_total_build"] = round(time.perf_counter() - t0, 1)
     card.save(card_path_for(tflite))
     return BuildResult(tflite=tflite, card=card, chosen_mode=ship, ablation=ablation,
                        seconds=time.perf_counter() - t0)
-
-
-def fit_ood(clf: Classifier, train_x: np.ndarray, val_x: np.ndarray, path: Path, k: int = 32,
-            percentile: float = 99.5, n: int = 3000) -> dict:
-    """Whitened PCA of the int8 model's embeddings of training cells; the limit is a validation percentile."""
-    def embed(x):
-        idx = np.linspace(0, len(x) - 1, min(n, len(x))).astype(int)
-        return np.stack([clf.invoke_all(x[i])[1] for i in idx])
-
-    e = embed(train_x)
-    mean = e.mean(axis=0)
-    _, sv, vt = np.linalg.svd(e - mean, full_matrices=False)
-    axes = vt[:k].astype(np.float32)
-    sd = (sv[:k] / np.sqrt(len(e) - 1)).astype(np.float32) + 1e-6
-    c = e - mean
-    z = c @ axes.T
-    resid = np.sqrt(np.maximum((c * c).sum(1) - (z * z).sum(1), 0))
-    ref = OodReference(mean=mean.astype(np.float32), axes=axes, sd=sd, residual_sd=float(resid.mean()) + 1e-6,
-                       max_distance=0.0)
-    dv = np.array([ref.distance(v) for v in embed(val_x)])
-    ref.max_distance = float(np.percentile(dv, percentile))
-    ref.save(path)
-    return {"method": f"whitened PCA ({k} axes) of the pooled features + residual; limit = {percentile} "
-                      "percentile of validation cells", "max_distance": round(ref.max_distance, 4),
-            "axes": k, "train_cells": int(len(e))}
-
-
-def choose_band(scores: np.ndarray, malignant: np.ndarray, threshold: float,
-                max_workload: float = 0.10) -> tuple:
-    """Review band around the threshold that holds the validation errors, within a review budget.
-
-    Starts from half the threshold to halfway to 1 and widens to take in each benign/malignant error,
-    nearest first, while the share of fields inside the band stays within ``max_workload``.
-    """
-    lo, hi = threshold / 2, threshold + (1 - threshold) / 2
-    wrong = (scores >= threshold) != malignant
-    for sc in sorted(scores[wrong], key=lambda v: abs(v - threshold)):
-        nlo, nhi = min(lo, sc), max(hi, sc + 1e-4)
-        if ((scores >= nlo) & (scores < nhi)).mean() <= max_workload:
-            lo, hi = nlo, nhi
-    lo, hi = float(np.floor(lo * 1e4) / 1e4), float(min(np.ceil(hi * 1e4) / 1e4, 1.0))
-    inside = (scores >= lo) & (scores < hi)
-    caught = float(inside[wrong].mean()) if wrong.any() else 1.0
-    info = {"rule": f"widen the band to hold validation errors while at most {max_workload:.0%} of fields "
-                    "fall inside", "errors": int(wrong.sum()), "errors_in_band": round(caught, 4),
-            "review_workload": round(float(inside.mean()), 4)}
-    return (lo, hi), info

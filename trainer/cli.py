@@ -121,6 +121,23 @@ def train(data_dir, out_dir, modes, ship, augment_copies, block_size, head_epoch
 
 @main.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False), default=str(SHARED_DATASET))
+@click.option("--block-size", default=25, show_default=True)
+def finalize(model, data_dir, block_size):
+    """Re-measure MODEL's card on DATA_DIR's validation blocks (no TensorFlow): OOD reference, threshold,
+    review band, the cell tests and the quality gate from their failure curves, then the report."""
+    from .finalize import finalize as run_finalize
+    from .report import write_report
+
+    sp = _load(data_dir, block_size, 0)
+    work = Path(model).parent / "work"
+    with _progress() as prog:
+        run_finalize(Path(model), sp, work, progress=_Bars(prog))
+    console.print(f"card and report updated: {write_report(Path(model), work)}")
+
+
+@main.command()
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
 @click.option("--subset", type=click.Choice(["all", "validation"]), default="all", show_default=True,
               help="validation: only the blocks the trainer held out (same --block-size).")

@@ -11,6 +11,40 @@ def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.2f} %"
 
 
+def cell_test_lines(t) -> list:
+    """The clinical reviewer's tests (trainer/robustness.py) as markdown."""
+    if not t:
+        return []
+    po, sw = t["painted_out"], t["cell_swap"]
+    out = ["", "## Does the answer follow the white cell? (validation, through the device's code)", "",
+           "| test | result |", "|---|---|",
+           f"| cells painted out: refused or flagged | {_pct(po['refused_or_flagged'])} "
+           f"(refused {_pct(po['refused'])}, called malignant with confidence {_pct(po['confident_malignant'])}) |",
+           f"| cell swap: answer follows the cell / the slide | {_pct(sw['follows_cell'])} / "
+           f"{_pct(sw['follows_slide'])} (refused {_pct(sw['refused'])}) |"]
+    for lab, r in t["reinhard"].items():
+        out.append(f"| Reinhard onto {lab} statistics: label / verdict flips | {_pct(r['label_flips'])} / "
+                   f"{_pct(r['verdict_flips'])} |")
+    out += ["", "| capture change | refused | sensitivity among classified | specificity | confident misses |",
+            "|---|---|---|---|---|"]
+    for name, curve in t["curves"].items():
+        for lv, c in curve.items():
+            out.append(f"| {name} {lv} | {_pct(c['refused'])} | {_pct(c['sensitivity_among_classified'])} | "
+                       f"{_pct(c['specificity_among_classified'])} | {c['confident_misses']} |")
+    out += ["", "| out-of-distribution set | n | refused | refused or flagged | called malignant with confidence |",
+            "|---|---|---|---|---|"]
+    for name, r in t["ood"].items():
+        out.append(f"| {name} | {r['n']} | {_pct(r['refused'])} | {_pct(r.get('refused_or_flagged', r['refused']))} "
+                   f"| {r['confident_malignant']} |")
+    g = t.get("quality_gate")
+    if g:
+        out += ["", "Quality gate from the failure curves (see trainer/gate.py): "
+                + "; ".join(f"{k} {g[k]['threshold']} (clean fields refused {_pct(g[k]['clean_refused'])}, "
+                            f"goal {'met' if g[k]['goal_met'] else 'NOT met'})"
+                            for k in ("min_focus", "min_brightness", "max_brightness")) + "."]
+    return out
+
+
 def write_report(tflite: Path, work_dir: Path) -> Path:
     card = load_card(card_path_for(tflite))
     e = card.extra
@@ -53,6 +87,7 @@ def write_report(tflite: Path, work_dir: Path) -> Path:
     for name, r in e["validation"]["robustness"].items():
         lines.append(f"| {name} | {_pct(r['accuracy'])} | {r['accuracy_drop_points']} | "
                      f"{_pct(r['malignant_sensitivity'])} | {_pct(r['specificity'])} |")
+    lines += cell_test_lines(e.get("cell_tests"))
     lines += ["", "## Ablation: input mode (same split, same schedule)", "",
               "| mode | val accuracy (float) | val macro F1 | fields without a cell | epochs | train time |",
               "|---|---|---|---|---|---|"]

@@ -31,6 +31,7 @@ from edge.preprocess import crop_resize, preprocess, remove_scale_bar, segment
 
 from .augment import jpeg_roundtrip
 from .data import Sample
+from .gate import Trial, curve_with_gate, knee
 
 BLUR = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
 EXPOSURE = (0.6, 0.8, 1.0, 1.2, 1.4)
@@ -57,7 +58,8 @@ class Judge:
     content, the cells and the model (edge/pipeline.py)."""
 
     def __init__(self, classifier: Classifier, gate: Optional[QualityConfig] = None):
-        self.clf, self.gate = classifier, gate or QualityConfig()
+        self.clf = classifier
+        self.gate = gate or quality.stricter(QualityConfig(), classifier.card.extra.get("quality_gate", {}))
 
     def __call__(self, rgb: np.ndarray) -> Outcome:
         params = self.clf.preprocessing
@@ -74,6 +76,18 @@ class Judge:
         p = fp.prediction
         return Outcome(refused=False, label=p.label, score=p.malignant_score, verdict=p.verdict,
                        needs_review=p.needs_review)
+
+
+# Everything the exposure/focus gate could refuse let through, to see where the model itself fails.
+OPEN_GATE = QualityConfig(min_focus=0.0, min_brightness=0.0, max_brightness=255.0, max_clipped_fraction=1.0)
+
+
+def blur(f: np.ndarray, sigma: float) -> np.ndarray:
+    return f if sigma == 0 else cv2.GaussianBlur(f, (0, 0), sigma)
+
+
+def expose(f: np.ndarray, gain: float) -> np.ndarray:
+    return np.clip(f.astype(np.float32) * gain, 0, 255).astype(np.uint8)
 
 
 def field(rgb: np.ndarray, clf: Classifier) -> np.ndarray:
@@ -182,19 +196,35 @@ def run(clf: Classifier, samples: Sequence[Sample], progress: Optional[Callable[
         rein[lab] = {"n": len(idx), "label_flips": _rate(lflip), "verdict_flips": _rate(vf)}
     out["reinhard"] = rein
 
-    curves = {}
-    for name, levels, fn in (("blur_sigma", BLUR, lambda f, v: f if v == 0 else cv2.GaussianBlur(f, (0, 0), v)),
-                             ("exposure_gain", EXPOSURE,
-                              lambda f, v: np.clip(f.astype(np.float32) * v, 0, 255).astype(np.uint8)),
+    curves, trials = {}, {"blur_sigma": [], "exposure_gain": []}
+    open_judge = Judge(clf, OPEN_GATE)
+    for name, levels, fn in (("blur_sigma", BLUR, blur), ("exposure_gain", EXPOSURE, expose),
                              ("jpeg_quality", JPEG, jpeg_roundtrip)):
         curve = {}
         for v in levels:
             outs = []
             for i, f in enumerate(fields):
-                outs.append(judge(fn(f, v)))
+                img = fn(f, v)
+                outs.append(judge(img))
+                if name in trials:  # the same field with the gate open: where does the model fail?
+                    q = quality.measure(img, clf.preprocessing)
+                    o = open_judge(img)
+                    trials[name].append(Trial(level=v, metric=q.focus if name == "blur_sigma" else q.brightness,
+                                              malignant=bool(y_mal[i]), refused=o.refused, verdict=o.verdict,
+                                              needs_review=o.needs_review))
                 prog(f"{name} {v}", i + 1, len(fields))
             curve[str(v)] = _summary(outs, y_mal, labels)
         curves[name] = curve
+    gate = {"min_focus": knee(trials["blur_sigma"], 0.0, "min"),
+            "min_brightness": knee([t for t in trials["exposure_gain"] if t.level <= 1.0], 1.0, "min"),
+            "max_brightness": knee([t for t in trials["exposure_gain"] if t.level >= 1.0], 1.0, "max")}
+    gate["curves_at_these_thresholds"] = {
+        "blur_sigma": curve_with_gate(trials["blur_sigma"], gate["min_focus"]["threshold"], "min"),
+        "exposure_gain_dark": curve_with_gate([t for t in trials["exposure_gain"] if t.level <= 1.0],
+                                              gate["min_brightness"]["threshold"], "min"),
+        "exposure_gain_bright": curve_with_gate([t for t in trials["exposure_gain"] if t.level >= 1.0],
+                                                gate["max_brightness"]["threshold"], "max")}
+    out["quality_gate"] = gate
     out["curves"] = curves
     out["ood"] = ood(judge, fields, clf, rng, prog)
     return out

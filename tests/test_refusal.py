@@ -1,0 +1,119 @@
+"""No white cell, no answer; nothing that is not a stained smear gets a class; corrupt JPEGs are rejected.
+
+Runs the real pipeline with the shipped cell model (real SQLite store, real interpreter)."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from daemon_support import model_path  # noqa: F401
+from edge import synthetic
+from edge.config import config_from_dict
+from edge.decode import decode_file
+from edge.model import Classifier, OodReference
+from edge.pipeline import Pipeline
+from edge.store import Store
+from tests.shared_data import HAVE_DATASET, WEIGHTS, real_images
+
+
+@pytest.fixture(scope="module")
+def clf(model_path):
+    c = Classifier(model_path, num_threads=1)
+    if c.preprocessing.input_mode != "cell":
+        pytest.skip(f"the model under test reads whole fields ({c.preprocessing.input_mode!r}), not cells")
+    return c
+
+
+@pytest.fixture
+def run(tmp_path, clf):
+    cfg = config_from_dict({"daemon": {"inbox": str(tmp_path / "in"), "device_id": "t"}}, base_dir=tmp_path)
+    store = Store.open(tmp_path / "db.sqlite", device_id="t")
+    pipe = Pipeline(cfg, clf, store=store)
+
+    def _run(name: str, data: bytes):
+        p = tmp_path / name
+        p.write_bytes(data)
+        return pipe.process(p)
+
+    yield _run
+    store.close()
+
+
+def _smear_field():
+    return decode_file(real_images(1)[0]).rgb if HAVE_DATASET else synthetic.smear(5, n_wbc=2)
+
+
+def _png(rgb) -> bytes:
+    return synthetic.encode(rgb, "png")
+
+
+def test_a_smear_without_white_cells_is_unreadable_with_the_reason(run, clf):
+    from edge.preprocess import preprocess
+
+    pre = preprocess(_smear_field(), clf.preprocessing)
+    m = cv2.dilate(pre.mask.astype(np.uint8), np.ones((7, 7), np.uint8))
+    painted = cv2.inpaint(pre.resized, m, 5, cv2.INPAINT_TELEA)
+    res = run("painted.png", _png(painted))
+    assert res.status == "unreadable" and res.reason == "no white cell found" and res.label is None
+    assert res.recorded
+    ok = run("smear.png", _png(pre.resized))
+    assert ok.status == "classified" and ok.segmentation["cells"] >= 1
+
+
+def test_noise_and_blank_glass_get_no_class(run):
+    rng = np.random.default_rng(0)
+    for i in range(6):
+        noise = rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)
+        res = run(f"noise{i}.png", _png(noise))
+        assert res.status in ("unreadable", "rejected") and res.label is None, (res.status, res.reason)
+    glass = np.clip(np.full((224, 224, 3), (238, 230, 240)) + rng.normal(0, 2, (224, 224, 3)), 0, 255)
+    res = run("glass.png", _png(glass.astype(np.uint8)))
+    assert res.status == "unreadable" and res.label is None
+
+
+@pytest.mark.skipif(not (WEIGHTS / "cat.bmp").is_file(), reason="../shared photos not present")
+def test_a_cat_photo_is_not_called_malignant(run):
+    res = run("cat.bmp", (WEIGHTS / "cat.bmp").read_bytes())
+    assert res.status == "unreadable" or res.verdict != "malignant" or res.needs_review, res
+
+
+def test_corrupt_jpeg_scan_data_is_rejected_not_classified(run):
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(_smear_field(), cv2.COLOR_RGB2BGR))
+    data = bytearray(buf.tobytes())
+    sos = data.index(b"\xff\xda")
+    start = sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")
+    rng = np.random.default_rng(1)
+    data[start:-2] = rng.integers(0, 255, len(data) - start - 2, dtype=np.uint8).tobytes()
+    res = run("corrupt.jpg", bytes(data))
+    assert res.status == "rejected" and "corrupt JPEG" in res.reason, res.reason
+    flipped = bytearray(buf.tobytes())
+    for k in rng.integers(start, len(flipped) - 2, 200):
+        flipped[k] ^= 0xFF
+    res = run("flipped.jpg", bytes(flipped))
+    assert res.status == "rejected" and "JPEG" in res.reason, res.reason
+
+
+def test_cells_far_from_the_training_cells_are_refused(clf):
+    """With a reference that nothing is close to, every field is refused as not a smear."""
+    from edge.preprocess import preprocess
+
+    pre = preprocess(_smear_field(), clf.preprocessing)
+    assert clf.predict_field(pre.model_inputs).prediction is not None
+    saved = clf.ood
+    try:
+        clf.ood = OodReference(mean=saved.mean, axes=saved.axes, sd=saved.sd, residual_sd=saved.residual_sd,
+                               max_distance=0.0)
+        fp = clf.predict_field(pre.model_inputs)
+        assert fp.prediction is None and fp.refusal.startswith("not a blood smear")
+    finally:
+        clf.ood = saved
+
+
+def test_the_field_answer_combines_its_cells(clf):
+    from edge.model import combine_cells
+
+    benign, blast = np.array([0.9, 0.05, 0.03, 0.02]), np.array([0.02, 0.9, 0.05, 0.03])
+    assert combine_cells(np.stack([benign, benign, blast]), "geometric-mean").argmax() == 0
+    assert combine_cells(np.stack([benign, benign, blast]), "most-malignant").argmax() == 1
+    assert np.isclose(combine_cells(np.stack([blast]), "geometric-mean").sum(), 1.0)

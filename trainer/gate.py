@@ -1,0 +1,81 @@
+"""Quality-gate thresholds set where the model starts failing, not where the training images end.
+
+For each degradation (blur, exposure) every validation field is degraded at increasing strength and run
+through the model with the gate open; each result is kept with the gate's own measurement of that field
+(focus, brightness). A threshold is then the least strict value at which, among the fields it lets
+through at every strength, malignant sensitivity stays >= ``min_sensitivity`` and at most
+``max_confident_misses`` malignant fields are called benign outside the review band, provided it refuses
+at most ``max_clean_refused`` of the undegraded fields. The chosen values and the curves go into the card.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence
+
+import numpy as np
+
+
+@dataclass
+class Trial:
+    level: float  # degradation strength (blur sigma, exposure gain)
+    metric: float  # what the gate measures on the degraded field (focus, brightness)
+    malignant: bool
+    refused: bool  # by the model side (no cell, not a smear), independent of the gate
+    verdict: Optional[str]
+    needs_review: bool
+
+
+def _ok(trials: Sequence[Trial], min_sensitivity: float, max_confident_misses: int) -> bool:
+    by_level: Dict[float, List[Trial]] = {}
+    for t in trials:
+        by_level.setdefault(t.level, []).append(t)
+    for ts in by_level.values():
+        mal = [t for t in ts if t.malignant and not t.refused]
+        if not mal:
+            continue
+        sens = np.mean([t.verdict == "malignant" for t in mal])
+        misses = sum(t.verdict == "benign" and not t.needs_review for t in mal)
+        if sens < min_sensitivity or misses > max_confident_misses:
+            return False
+    return True
+
+
+def knee(trials: Sequence[Trial], clean_level: float, side: str, min_sensitivity: float = 0.99,
+         max_confident_misses: int = 1, max_clean_refused: float = 0.02) -> dict:
+    """``side``: "min" (refuse below the threshold, e.g. focus) or "max" (refuse above, e.g. brightness)."""
+    metrics = np.array([t.metric for t in trials])
+    clean = np.array([t.metric for t in trials if t.level == clean_level])
+    cands = np.unique(np.round(metrics, 2))
+    cands = cands if side == "min" else cands[::-1]
+    limit = np.quantile(clean, max_clean_refused if side == "min" else 1 - max_clean_refused)
+    chosen, met = None, False
+    for c in cands:  # least strict first
+        if (side == "min" and c > limit) or (side == "max" and c < limit):
+            break
+        passing = [t for t in trials if (t.metric >= c if side == "min" else t.metric <= c)]
+        chosen = float(c)
+        if _ok(passing, min_sensitivity, max_confident_misses):
+            met = True
+            break
+    if chosen is None:
+        chosen = float(limit)
+    clean_refused = float(np.mean(clean < chosen) if side == "min" else np.mean(clean > chosen))
+    return {"threshold": round(chosen, 2), "goal_met": met, "clean_refused": round(clean_refused, 4),
+            "rule": f"least strict value keeping sensitivity >= {min_sensitivity:.0%} and <= "
+                    f"{max_confident_misses} confident miss at every strength among the fields it passes, "
+                    f"refusing at most {max_clean_refused:.0%} of undegraded fields"}
+
+
+def curve_with_gate(trials: Sequence[Trial], threshold: float, side: str) -> Dict[str, dict]:
+    out: Dict[str, dict] = {}
+    for lv in sorted({t.level for t in trials}):
+        ts = [t for t in trials if t.level == lv]
+        gated = [t for t in ts if (t.metric < threshold if side == "min" else t.metric > threshold)]
+        kept = [t for t in ts if t not in gated and not t.refused]
+        mal = [t for t in kept if t.malignant]
+        out[str(lv)] = {"refused_by_gate": round(len(gated) / len(ts), 4),
+                        "refused_by_model": round(sum(t.refused for t in ts if t not in gated) / len(ts), 4),
+                        "sensitivity_among_classified": round(float(np.mean([t.verdict == "malignant" for t in mal])), 4)
+                        if mal else None,
+                        "confident_misses": int(sum(t.verdict == "benign" and not t.needs_review for t in mal))}
+    return out

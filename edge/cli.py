@@ -29,10 +29,10 @@ def _cfg(ctx: click.Context) -> Config:
 
 
 def _classifier(cfg: Config):
-    from .model import Classifier, ModelLoadError
+    from .model import ModelLoadError, classifier_from_config
 
     try:
-        return Classifier(cfg.model_path, backend=cfg.model.backend, num_threads=cfg.model.num_threads)
+        return classifier_from_config(cfg)
     except ModelLoadError as e:
         raise _Failure(f"model error: {e}", 3) from None
 
@@ -208,10 +208,10 @@ def config_check(ctx: click.Context) -> None:
     except ConfigError as e:
         click.echo(f"config error: {e}", err=True)
         sys.exit(2)
-    from .model import Classifier, ModelLoadError
+    from .model import ModelLoadError, classifier_from_config
 
     try:
-        clf = Classifier(cfg.model_path, backend=cfg.model.backend, num_threads=cfg.model.num_threads)
+        clf = classifier_from_config(cfg)
     except ModelLoadError as e:
         click.echo(f"model error: {e}", err=True)
         sys.exit(3)

@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 
 from .config import ConfigError, load_config
-from .model import Classifier, ModelLoadError
+from .model import Classifier, ModelLoadError, classifier_from_config
 from .decode import DecodeError
 from .schema import STATUSES, VERDICTS
 
@@ -29,7 +29,7 @@ def _load_config(config: Optional[str]):
 
 def _classifier(config: Optional[str], model: Optional[str]) -> Classifier:
     cfg = _load_config(config)
-    return Classifier(model or cfg.model_path, backend=cfg.model.backend, num_threads=cfg.model.num_threads)
+    return classifier_from_config(cfg, model)
 
 
 @click.command("report")
@@ -77,7 +77,7 @@ def report(since, until, today, all_time, verdict, labels: Tuple[str, ...], need
             _fail("--format html needs --out FILE")
 
         def factory() -> Classifier:
-            return Classifier(model or cfg.model_path, backend=cfg.model.backend, num_threads=cfg.model.num_threads)
+            return classifier_from_config(cfg, model)
 
         write_html(data, out, maps=maps, classifier_factory=factory, gallery_limit=gallery_limit,
                    progress=sys.stderr.isatty())

@@ -27,7 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on the Pi's older Pythons only
     import tomli as tomllib
 
-from .backends import BACKENDS
+from .backends import BACKENDS, KERNELS
 
 ENV_CONFIG = "EDGE_SCREEN_CONFIG"
 DEFAULT_DB_URL = "sqlite:///./data/edge-screen.sqlite"
@@ -72,6 +72,8 @@ class ModelConfig:
     path: Optional[Path] = _f(None, "TFLite model (its card is the .json beside it); unset = bundled model")
     backend: str = _f("auto", "TFLite runtime", choices=("auto",) + tuple(BACKENDS))
     num_threads: int = _f(2, "interpreter threads", min=1, max=64)
+    kernels: str = _f("xnnpack", "int8 kernels: xnnpack (fast) or builtin (the same answers as tflite_runtime)",
+                      choices=KERNELS)
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from pathlib import Path
 from typing import Optional, Set
 
 from .config import Config, ConfigError, load_config
-from .model import Classifier, ModelLoadError
+from .model import Classifier, ModelLoadError, classifier_from_config
 from .pipeline import CLASSIFIED, DUPLICATE, STOP, ImageResult, Job, Pipeline
 from .store import Store, StoreError
 from .watcher import InboxWatcher, backlog, watch_options
@@ -95,7 +95,7 @@ def load(config_path: Optional[str]) -> Loaded:
     except ConfigError as e:
         raise StartupError(f"config error: {e}", EXIT_CONFIG) from None
     try:
-        clf = Classifier(cfg.model_path, backend=cfg.model.backend, num_threads=cfg.model.num_threads)
+        clf = classifier_from_config(cfg)
         clf.warm_up()
     except ModelLoadError as e:
         raise StartupError(f"model error: {e}", EXIT_MODEL) from None

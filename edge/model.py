@@ -174,7 +174,8 @@ class FieldPrediction:
 class Classifier:
     """A loaded model: ``predict(model_input)`` for one preprocessed uint8 image."""
 
-    def __init__(self, model_path: str | Path | None = None, backend: str = "auto", num_threads: int = 2):
+    def __init__(self, model_path: str | Path | None = None, backend: str = "auto", num_threads: int = 2,
+                 kernels: str = "xnnpack"):
         self.path = Path(model_path) if model_path else DEFAULT_MODEL
         if not self.path.is_file():
             raise ModelLoadError(f"model file not found: {self.path}")
@@ -184,7 +185,7 @@ class Classifier:
             raise ModelLoadError(f"model {self.path.name} does not match its card (sha256 {self.sha256[:12]}… "
                                  f"vs card {self.card.sha256[:12]}…): corrupt or replaced file")
         try:
-            self._interp = load_backend(backend, str(self.path), num_threads)
+            self._interp = load_backend(backend, str(self.path), num_threads, kernels)
         except BackendUnavailable as e:
             raise ModelLoadError(str(e)) from e
         except (ValueError, RuntimeError) as e:
@@ -203,6 +204,7 @@ class Classifier:
         self._emb_out = next((i for i in range(len(outs)) if i != self._probs_out), None)
         self.ood = OodReference.for_model(self.path, self.card) if self._emb_out is not None else None
         self.backend = self._interp.name
+        self.kernels = self._interp.kernels
         self.num_threads = num_threads
         self.labels = tuple(self.card.labels)
         self._benign = self.labels.index(BENIGN)
@@ -335,3 +337,9 @@ def _normalize(p: np.ndarray, n: int) -> np.ndarray:
 def load_classifier(model_path: Optional[str | Path] = None, backend: str = "auto",
                     num_threads: int = 2) -> Classifier:
     return Classifier(model_path, backend=backend, num_threads=num_threads)
+
+
+def classifier_from_config(cfg, model_path: Optional[str | Path] = None) -> Classifier:
+    """The one place a Classifier is built from an :class:`edge.config.Config`."""
+    m = cfg.model
+    return Classifier(model_path or cfg.model_path, backend=m.backend, num_threads=m.num_threads, kernels=m.kernels)

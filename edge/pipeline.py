@@ -30,7 +30,7 @@ import numpy as np
 from . import quality
 from .config import Config
 from .exif import exif_datetime
-from .model import Classifier, sha256_file
+from .model import Classifier, classifier_from_config, sha256_file
 from .store import ImageRecord
 from .decode import DecodeError, decode_bytes, unsupported_format
 from .preprocess import crop_resize, preprocess
@@ -402,7 +402,7 @@ def expand_paths(paths: Iterable[Union[str, Path]]) -> List[Path]:
 def classify_paths(paths: Iterable[Union[str, Path]], cfg: Config, classifier: Optional[Classifier] = None,
                    store=None, progress: Optional[Callable[[ImageResult], None]] = None) -> List[ImageResult]:
     """The daemon's pipeline for files or folders given now. ``store=None`` records nothing."""
-    clf = classifier or Classifier(cfg.model_path, backend=cfg.model.backend, num_threads=cfg.model.num_threads)
+    clf = classifier or classifier_from_config(cfg)
     pipe = Pipeline(cfg, clf, store=store)
     results = []
     for res in pipe.run_paths(expand_paths(paths)):

@@ -17,8 +17,34 @@ from report_support import model_path, synthetic_smear, write_png
 
 
 @pytest.fixture(scope="session")
-def classifier():
+def cell_classifier():
     return Classifier(model_path())
+
+
+@pytest.fixture(scope="session")
+def classifier(cell_classifier, tmp_path_factory):
+    """The test model reading whole fields. A cell model gets a copy whose card asks for raw input at its
+    crop size: same weights, and the map properties tested below hold whatever the weights are."""
+    clf = cell_classifier
+    if clf.preprocessing.input_mode != "cell":
+        return clf
+    copy = tmp_path_factory.mktemp("whole-field") / clf.path.name
+    shutil.copy(clf.path, copy)
+    card = dataclasses.replace(clf.card, input_mode="raw", preprocessing=dataclasses.replace(
+        clf.preprocessing, input_mode="raw", size=clf.preprocessing.input_size))
+    card.extra = {k: v for k, v in card.extra.items() if k != "ood"}
+    card.save(card_path_for(copy))
+    return Classifier(copy)
+
+
+def test_a_cell_model_explains_the_cell_that_decided(cell_classifier):
+    if cell_classifier.preprocessing.input_mode != "cell":
+        pytest.skip("the model under test reads whole fields")
+    e = explain_rgb(synthetic_smear(centers=[(60, 60), (150, 160)], radius=16), cell_classifier, grid=7)
+    n = cell_classifier.preprocessing.input_size
+    assert e.map.shape == (7, 7) and e.overlay.shape == (n, n, 3)
+    with pytest.raises(Exception, match="no white cell"):
+        explain_rgb(np.full((224, 224, 3), 235, np.uint8), cell_classifier)
 
 
 @pytest.fixture(scope="session")
@@ -42,7 +68,7 @@ def _cell_image():
 @pytest.mark.parametrize("grid", [7, 5])
 def test_map_has_grid_shape_and_overlay_matches_image(classifier, grid):
     e = explain_rgb(_cell_image(), classifier, grid=grid)
-    size = classifier.preprocessing.size
+    size = classifier.preprocessing.input_size
     assert e.map.shape == (grid, grid)
     assert e.overlay.shape == (size, size, 3) and e.overlay.dtype == np.uint8
     assert e.prediction.label in classifier.labels
@@ -63,7 +89,8 @@ def test_map_values_are_the_score_drop(classifier):
     pre = preprocess(rgb, classifier.preprocessing)
     smap, base, pred = occlusion_map(classifier, pre.model_input, grid=7, target="malignant")
     occluded = pre.model_input.copy()
-    occluded[32:64, 32:64] = classifier.preprocessing.background
+    p = classifier.preprocessing.input_size // 7
+    occluded[p:2 * p, p:2 * p] = classifier.preprocessing.background
     p = classifier.probabilities(occluded)
     expected = base - (1.0 - float(p[classifier.labels.index("Benign")]))
     assert smap[1, 1] == pytest.approx(expected, abs=1e-6)
@@ -129,7 +156,7 @@ def test_only_patches_with_cells_can_move_a_segmented_model(segmented_classifier
     edges = np.linspace(0, pre_params.size, 8).round().astype(int)
     for path in _real_or_synthetic(tmp_path):
         e = explain_image(path, segmented_classifier, grid=7, method="occlude")
-        mask = preprocess(decode_file(path).rgb, pre_params).mask
+        mask = preprocess(decode_file(path, target=pre_params.size).rgb, pre_params).mask
         for i in range(7):
             for j in range(7):
                 if not mask[edges[i]:edges[i + 1], edges[j]:edges[j + 1]].any():
@@ -149,7 +176,7 @@ class _Saturating:
 
     def probabilities(self, x):
         purple = int(((x[..., 2].astype(int) - x[..., 1]) > 60).sum())
-        p = min(1.0, purple / 300.0)
+        p = min(1.0, purple / (300.0 * (x.shape[0] / 224) ** 2))
         return np.array([1 - p, 0.0, 0.0, p], np.float32)
 
     def decide(self, probs):

@@ -7,14 +7,14 @@ from __future__ import annotations
 
 import importlib
 
-from .base import BackendUnavailable, Interpreter
+from .base import KERNELS, BackendUnavailable, Interpreter
 
 # Order is preference for backend="auto".
 BACKENDS = ("litert", "tflite_runtime")
 PACKAGES = {"litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
 
 
-def load_backend(name: str, model_path: str, num_threads: int) -> Interpreter:
+def load_backend(name: str, model_path: str, num_threads: int, kernels: str = "xnnpack") -> Interpreter:
     names = BACKENDS if name == "auto" else (name,)
     if name != "auto" and name not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
@@ -22,7 +22,7 @@ def load_backend(name: str, model_path: str, num_threads: int) -> Interpreter:
     for n in names:
         mod = importlib.import_module(f"edge.backends.{n}")
         try:
-            return mod.Backend(model_path, num_threads)
+            return mod.Backend(model_path, num_threads, kernels)
         except ImportError:
             missing.append(PACKAGES[n])
     raise BackendUnavailable(
@@ -30,4 +30,4 @@ def load_backend(name: str, model_path: str, num_threads: int) -> Interpreter:
         + " (tflite-runtime needs numpy<2)")
 
 
-__all__ = ["BACKENDS", "BackendUnavailable", "Interpreter", "load_backend"]
+__all__ = ["BACKENDS", "KERNELS", "BackendUnavailable", "Interpreter", "load_backend"]

@@ -9,6 +9,13 @@ class BackendUnavailable(RuntimeError):
     pass
 
 
+# "xnnpack": XNNPACK's int8 kernels (litert's default, several times faster on x86 and aarch64).
+# "builtin": TFLite's own int8 kernels, which tflite_runtime runs: XNNPACK requantizes through float, the
+# builtin kernels in fixed point, and the one-step differences add up over 53 layers, so only "builtin"
+# gives the same bytes on both runtimes (docs/backend-parity.md).
+KERNELS = ("xnnpack", "builtin")
+
+
 @dataclass(frozen=True)
 class TensorInfo:
     shape: tuple
@@ -22,7 +29,10 @@ class Interpreter:
 
     name = "base"
 
-    def __init__(self, model_path: str, num_threads: int):
+    def __init__(self, model_path: str, num_threads: int, kernels: str = "xnnpack"):
+        if kernels not in KERNELS:
+            raise BackendUnavailable(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
+        self.kernels = kernels
         self._interp = self._make(model_path, num_threads)
         self._interp.allocate_tensors()
         inp = self._interp.get_input_details()

@@ -20,12 +20,12 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 
-def worker(backend: str, model: str | None, paths: list) -> None:
+def worker(backend: str, model: str | None, paths: list, kernels: str = "xnnpack") -> None:
     from edge.decode import DecodeError, decode_file
     from edge.model import Classifier
     from edge.preprocess import preprocess
 
-    clf = Classifier(model, backend=backend, num_threads=1)
+    clf = Classifier(model, backend=backend, num_threads=1, kernels=kernels)
     for p in paths:
         try:
             pre = preprocess(decode_file(p, target=clf.preprocessing.size).rgb, clf.preprocessing)
@@ -33,15 +33,15 @@ def worker(backend: str, model: str | None, paths: list) -> None:
             print(json.dumps({"path": p, "refusal": str(e)}), flush=True)
             continue
         fp = clf.predict_field(pre.model_inputs)
-        row = {"path": p, "backend": clf.backend, "refusal": fp.refusal}
+        row = {"path": p, "backend": clf.backend, "kernels": clf.kernels, "refusal": fp.refusal}
         if fp.prediction is not None:
             row.update(label=fp.prediction.label, score=fp.prediction.malignant_score,
                        verdict=fp.prediction.verdict)
         print(json.dumps(row), flush=True)
 
 
-def run_backend(python: str, backend: str, model: str | None, paths: list) -> list:
-    cmd = [python, str(Path(__file__).resolve()), "--worker", backend]
+def run_backend(python: str, backend: str, model: str | None, paths: list, kernels: str = "xnnpack") -> list:
+    cmd = [python, str(Path(__file__).resolve()), "--worker", backend, "--kernels", kernels]
     if model:
         cmd += ["--model", model]
     out = subprocess.run(cmd, input="\n".join(map(str, paths)), capture_output=True, text=True, check=True)
@@ -75,18 +75,20 @@ def main() -> int:
     ap.add_argument("--litert-python", default=sys.executable, help="Python that has ai-edge-litert")
     ap.add_argument("--all", action="store_true", help="every field of the dataset, not only validation")
     ap.add_argument("--out", help="write the comparison here as JSON")
+    ap.add_argument("--kernels", default="xnnpack", choices=("xnnpack", "builtin"),
+                    help="litert's int8 kernels (tflite_runtime always runs its builtin ones)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:
-        worker(args.worker, args.model, [line.strip() for line in sys.stdin if line.strip()])
+        worker(args.worker, args.model, [line.strip() for line in sys.stdin if line.strip()], args.kernels)
         return 0
     if args.dir:
         paths = sorted(str(p) for p in Path(args.dir).rglob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png"))
     else:
         paths = default_paths(args.all)
-    a = run_backend(args.litert_python, "litert", args.model, paths)
+    a = run_backend(args.litert_python, "litert", args.model, paths, args.kernels)
     b = run_backend(args.tflite_python, "tflite_runtime", args.model, paths)
-    res = compare(a, b)
+    res = {"litert_kernels": args.kernels, **compare(a, b)}
     text = json.dumps(res, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")

@@ -1,0 +1,61 @@
+"""The quality gate is set where the model starts failing; the review band holds the errors it can."""
+import numpy as np
+
+from edge import quality
+from edge.config import QualityConfig
+from trainer.finalize import choose_band
+from trainer.gate import Trial, curve_with_gate, knee
+
+
+def _blur_trials():
+    """Focus falls with blur; the model misses malignant fields once focus is below ~20."""
+    rng = np.random.default_rng(0)
+    trials = []
+    for level in (0.0, 1.0, 2.0, 3.0):
+        for i in range(200):
+            focus = float(rng.uniform(60, 120) / (1 + 2 * level ** 2))
+            malignant = i % 4 != 0
+            miss = malignant and focus < 20 and i % 3 == 0
+            trials.append(Trial(level=level, metric=focus, malignant=malignant, refused=False,
+                                verdict="benign" if (miss or not malignant) else "malignant", needs_review=False))
+    return trials
+
+
+def test_focus_threshold_sits_where_the_misses_start():
+    t = _blur_trials()
+    g = knee(t, 0.0, "min", max_clean_refused=0.02)
+    assert g["goal_met"] and 10 <= g["threshold"] <= 20, g
+    assert g["clean_refused"] <= 0.02
+    after = curve_with_gate(t, g["threshold"], "min")
+    assert all(c["confident_misses"] <= 1 for c in after.values())
+    assert after["3.0"]["refused_by_gate"] > 0.9 and after["0.0"]["refused_by_gate"] == 0.0
+
+
+def test_a_gate_that_would_refuse_good_fields_is_capped_and_says_so():
+    t = _blur_trials()
+    g = knee(t, 0.0, "min", max_clean_refused=0.0, max_confident_misses=0, min_sensitivity=1.0)
+    assert g["clean_refused"] == 0.0
+
+
+def test_brightness_limit_from_above():
+    trials = [Trial(level=g, metric=180 * g, malignant=True, refused=False,
+                    verdict="benign" if g >= 1.3 else "malignant", needs_review=False)
+              for g in (1.0, 1.1, 1.2, 1.3, 1.4) for _ in range(20)]
+    g = knee(trials, 1.0, "max")
+    assert g["goal_met"] and 180 * 1.2 <= g["threshold"] < 180 * 1.3
+
+
+def test_card_gate_only_tightens_the_config():
+    cfg = QualityConfig(min_focus=6.0, min_brightness=80.0, max_brightness=250.0)
+    t = quality.stricter(cfg, {"min_focus": 12.0, "min_brightness": 60.0, "max_brightness": 230.0})
+    assert (t.min_focus, t.min_brightness, t.max_brightness) == (12.0, 80.0, 230.0)
+    assert quality.stricter(cfg, {}) is cfg
+
+
+def test_review_band_widens_to_hold_errors_within_the_workload():
+    scores = np.array([0.01] * 80 + [0.3, 0.85] + [0.99] * 118)
+    malignant = np.array([False] * 80 + [True, False] + [True] * 118)
+    (lo, hi), info = choose_band(scores, malignant, 0.5, max_workload=0.05)
+    assert lo <= 0.3 and hi > 0.85 and info["errors_in_band"] == 1.0
+    (lo, hi), info = choose_band(scores, malignant, 0.5, max_workload=0.0)
+    assert info["errors_in_band"] < 1.0

@@ -26,6 +26,11 @@ class CaptureAugment:
     p_stain: float = 0.5
     stain_shift: float = 6.0  # LAB units on A and B
     stain_gain: tuple = (0.8, 1.25)
+    # Slide context (trainer/cellset.py applies these, they need other fields): the cells pasted onto
+    # another training field's painted-out background, and the whole field moved onto another field's
+    # colour statistics, so neither the slide around a cell nor its overall stain can tell the class.
+    p_other_slide: float = 0.5
+    p_reinhard: float = 0.3
 
     def __call__(self, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         x = rgb
@@ -54,6 +59,35 @@ def stain_change(rgb: np.ndarray, rng: np.random.Generator, shift: float, gain: 
     lab[..., 1:] = ab * (1 + (g - 1) * dark) + for_bg * (1 - dark) + for_cells * dark
     out = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
     return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+def paint_out(resized: np.ndarray, cells: np.ndarray, grow: int = 3) -> np.ndarray:
+    """The field with its white cells inpainted from the surrounding glass and red cells."""
+    m = cv2.dilate(cells.astype(np.uint8), np.ones((2 * grow + 1,) * 2, np.uint8))
+    return cv2.inpaint(resized, m, 5, cv2.INPAINT_TELEA)
+
+
+def onto_other_slide(resized: np.ndarray, cells: np.ndarray, other: np.ndarray, other_cells: np.ndarray) -> np.ndarray:
+    """This field's white cells, at their own places, on another field whose own cells were painted out."""
+    out = paint_out(other, other_cells)
+    m = cv2.dilate(cells.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
+    out[m] = resized[m]
+    return out
+
+
+def lab_stats(rgb: np.ndarray) -> np.ndarray:
+    """Whole-image LAB means then spreads (float LAB)."""
+    lab = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB).reshape(-1, 3)
+    return np.concatenate([lab.mean(0), lab.std(0)])
+
+
+def reinhard_to(rgb: np.ndarray, target: np.ndarray) -> np.ndarray:
+    """Classic whole-image Reinhard transfer onto ``target`` (L, A, B means then spreads)."""
+    lab = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
+    src = lab_stats(rgb)
+    lab = (lab - src[:3]) / np.maximum(src[3:], 1e-3) * target[3:] + target[:3]
+    lab[..., 0] = np.clip(lab[..., 0], 0, 100)
+    return np.clip(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB) * 255 + 0.5, 0, 255).astype(np.uint8)
 
 
 def jpeg_roundtrip(rgb: np.ndarray, quality: int) -> np.ndarray:

@@ -15,7 +15,7 @@ from edge.cells import background_stats
 from edge.decode import decode_file
 from edge.preprocess import PreprocessParams, crop_resize, preprocess, remove_scale_bar, scale_bar_slice, segment
 
-from .augment import CaptureAugment
+from .augment import CaptureAugment, lab_stats, onto_other_slide, reinhard_to
 from .data import Sample
 
 
@@ -51,7 +51,8 @@ def stain_reference(samples: Sequence[Sample], params: PreprocessParams, n: int 
 def build_cellset(samples: Sequence[Sample], params: PreprocessParams, copies: int = 0,
                   max_cells: Optional[int] = None, augment: CaptureAugment = CaptureAugment(), seed: int = 0,
                   progress: Optional[Callable[[int, int], None]] = None) -> CellSet:
-    """Crops of every field, plus ``copies`` capture-augmented versions of each field.
+    """Crops of every field, plus ``copies`` augmented versions of each field: some with the cells moved
+    onto another field's slide or the field's colours onto another field's, all with capture changes.
 
     ``max_cells`` caps the crops taken per field (the largest cells first) so that crowded fields do not
     outweigh sparse ones in training.
@@ -60,12 +61,25 @@ def build_cellset(samples: Sequence[Sample], params: PreprocessParams, copies: i
         raise ValueError("build_cellset needs input_mode 'cell'")
     p = dataclasses.replace(params, max_cells=max_cells) if max_cells else params
     rng = np.random.default_rng(seed)
+    fields, masks = [], []
+    for s in samples:  # working-size fields and cell masks, for pasting cells onto other slides
+        f = remove_scale_bar(crop_resize(decode_file(s.path, target=p.size).rgb, p), p)
+        fields.append(f)
+        masks.append(segment(f, p)[0] if copies else None)
+    stats = [lab_stats(f) for f in fields[::7]] if copies else []
     xs, ys, fs, cs, none = [], [], [], [], []
     total = len(samples) * (1 + copies)
     for i, s in enumerate(samples):
-        rgb = decode_file(s.path, target=p.size).rgb
         for k in range(1 + copies):
-            img = rgb if k == 0 else augment(rgb, rng)
+            img = fields[i]
+            if k:
+                if len(fields) > 1 and rng.random() < augment.p_other_slide:
+                    j = int(rng.integers(len(fields) - 1))
+                    j += j >= i
+                    img = onto_other_slide(img, masks[i], fields[j], masks[j])
+                if rng.random() < augment.p_reinhard:
+                    img = reinhard_to(img, stats[int(rng.integers(len(stats)))])
+                img = augment(img, rng)
             crops = preprocess(img, p).model_inputs
             if not crops and k == 0:
                 none.append(i)

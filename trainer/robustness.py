@@ -29,7 +29,8 @@ from edge.decode import DecodeError, decode_bytes, decode_file
 from edge.model import BENIGN, Classifier
 from edge.preprocess import crop_resize, preprocess, remove_scale_bar, segment
 
-from .augment import jpeg_roundtrip
+from . import augment
+from .augment import jpeg_roundtrip, lab_stats, reinhard_to
 from .data import Sample
 from .gate import Trial, curve_with_gate, knee
 
@@ -101,28 +102,12 @@ def cell_mask(resized: np.ndarray, clf: Classifier, grow: int = 3) -> np.ndarray
 
 
 def paint_out(resized: np.ndarray, clf: Classifier) -> np.ndarray:
-    return cv2.inpaint(resized, cell_mask(resized, clf).astype(np.uint8), 5, cv2.INPAINT_TELEA)
+    return augment.paint_out(resized, segment(resized, clf.preprocessing)[0])
 
 
 def cell_swap(a: np.ndarray, b: np.ndarray, clf: Classifier) -> np.ndarray:
-    out = paint_out(b, clf)
-    m = cell_mask(a, clf, grow=1)
-    out[m] = a[m]
-    return out
-
-
-def lab_stats(rgb: np.ndarray) -> np.ndarray:
-    lab = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB).reshape(-1, 3)
-    return np.concatenate([lab.mean(0), lab.std(0)])
-
-
-def reinhard_to(rgb: np.ndarray, target: np.ndarray) -> np.ndarray:
-    """Classic whole-image Reinhard transfer onto ``target`` (L, A, B means then spreads)."""
-    lab = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-    src = lab_stats(rgb)
-    lab = (lab - src[:3]) / np.maximum(src[3:], 1e-3) * target[3:] + target[:3]
-    lab[..., 0] = np.clip(lab[..., 0], 0, 100)
-    return np.clip(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB) * 255 + 0.5, 0, 255).astype(np.uint8)
+    params = clf.preprocessing
+    return augment.onto_other_slide(a, segment(a, params)[0], b, segment(b, params)[0])
 
 
 def _rate(xs: Sequence[bool]) -> Optional[float]:

@@ -23,18 +23,21 @@ def smear(seed: int = 0, size: int | tuple[int, int] = 224, n_rbc: int | None = 
     bg = np.array([247, 240, 246], dtype=np.float32) + rng.uniform(-6, 4, 3)
     img = np.empty((h, w, 3), dtype=np.float32)
     img[:] = bg
-    n_rbc = int(rng.integers(25, 45) * (w * h) / (224 * 224)) if n_rbc is None else n_rbc
+    # The same density of red cells at any frame size (their radius grows with `scale`).
+    n_rbc = int(rng.integers(25, 45) * (w * h) / (224 * 224) / scale ** 2) if n_rbc is None else n_rbc
     for _ in range(n_rbc):
         c = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
         r = max(2, int(rng.uniform(8, 12) * scale))
-        pink = np.array([226, 190, 205], dtype=np.float32) + rng.uniform(-10, 10, 3)
+        pink = np.array([228, 202, 212], dtype=np.float32) + rng.uniform(-8, 8, 3)
         cv2.circle(img, c, r, pink.tolist(), -1, lineType=cv2.LINE_AA)
         # The central pallor of a red cell: paler middle, darker rim.
         cv2.circle(img, c, max(1, int(r * 0.45)), ((pink + bg) / 2).tolist(), -1, lineType=cv2.LINE_AA)
     n_wbc = int(rng.integers(1, 4)) if n_wbc is None else n_wbc
     for _ in range(n_wbc):
-        c = (int(rng.uniform(0.15, 0.85) * w), int(rng.uniform(0.15, 0.8) * h))
-        r = max(3, int(rng.uniform(14, 22) * scale))
+        # Inside the centre square the device keeps of a wide frame, clear of the scale-bar corner.
+        side = min(w, h)
+        c = (int(w / 2 + rng.uniform(-0.35, 0.35) * side), int(h / 2 + rng.uniform(-0.35, 0.3) * side))
+        r = max(3, int(rng.uniform(16, 24) * scale))
         cyto = np.array([200, 170, 225], dtype=np.float32) + rng.uniform(-10, 10, 3)
         cv2.circle(img, c, r, cyto.tolist(), -1, lineType=cv2.LINE_AA)
         nucleus = np.array([105, 45, 150], dtype=np.float32) + rng.uniform(-15, 15, 3)

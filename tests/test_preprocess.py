@@ -179,3 +179,22 @@ def test_balanced_mode_removes_a_slide_tint():
                          - preprocess(tinted, params).model_input.astype(int)).mean()
         assert raw_gap > 8
         assert bal_gap < raw_gap / 4
+
+
+def test_bytes_after_the_jpeg_end_marker_are_not_truncation():
+    data = synthetic.smear_jpeg(2)
+    d = decode_bytes(data + bytes(1024))
+    assert d.rgb.shape == (224, 224, 3)
+    assert np.array_equal(d.rgb, decode_bytes(data).rgb)
+
+
+def test_corrupt_and_truncated_jpeg_scan_data_are_refused_with_the_decoder_s_reason():
+    data = bytearray(synthetic.smear_jpeg(3))
+    with pytest.raises(DecodeError, match="truncated JPEG"):
+        decode_bytes(bytes(data[: len(data) // 2]))
+    sos = data.index(b"\xff\xda")
+    start = sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")
+    rng = np.random.default_rng(0)
+    data[start:-2] = rng.integers(0, 255, len(data) - start - 2, dtype=np.uint8).tobytes()
+    with pytest.raises(DecodeError, match="corrupt JPEG data"):
+        decode_bytes(bytes(data))

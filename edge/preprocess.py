@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 import cv2
 import numpy as np
 
-from .cells import Cell, cell_crops, find_cells, stain_normalize
+from .cells import Cell, StainTransform, cell_crops, find_cells, float_lab
 from .decode import decode_file
 
 PREPROCESS_VERSION = "lab-kmeans-2"
@@ -179,8 +179,11 @@ def _kmeans_1d(values: np.ndarray, sample: np.ndarray, params: PreprocessParams)
     return np.sort(centers.ravel())
 
 
-def segment(rgb: np.ndarray, params: PreprocessParams) -> Tuple[np.ndarray, SegmentationStats]:
-    lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+def segment(rgb: np.ndarray, params: PreprocessParams, lab: Optional[np.ndarray] = None
+            ) -> Tuple[np.ndarray, SegmentationStats]:
+    """Stained-cell mask and statistics; ``lab`` (uint8 LAB of ``rgb``) when the caller has it already."""
+    if lab is None:
+        lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
     a = lab[:, :, 1]
     if params.blur_ksize > 1:
         a = cv2.GaussianBlur(a, (params.blur_ksize, params.blur_ksize), 0)
@@ -231,7 +234,8 @@ def white_balance(rgb: np.ndarray, params: PreprocessParams) -> np.ndarray:
 def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
     """RGB uint8 of any size -> model input(s) for ``params.input_mode`` plus segmentation statistics."""
     resized = remove_scale_bar(crop_resize(rgb, params), params)
-    mask, stats = segment(resized, params)
+    lab = cv2.cvtColor(resized, cv2.COLOR_RGB2LAB)
+    mask, stats = segment(resized, params, lab)
     cells: List[Cell] = []
     if params.input_mode == "raw":
         inputs = [resized]
@@ -240,11 +244,12 @@ def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
     elif params.input_mode == "cell":
         valid = np.ones(mask.shape, bool)
         valid[scale_bar_slice(params)] = False
-        cells = find_cells(cv2.cvtColor(resized, cv2.COLOR_RGB2LAB), mask, valid, params)
+        cells = find_cells(lab, mask, valid, params)
         inputs = []
         if cells:
-            normed = stain_normalize(resized, valid & ~mask, params.stain_reference, params.stain_max_gain)
-            inputs = cell_crops(normed, mask, cells, params.cell_window, params.cell_input, params.background)
+            flab = float_lab(resized)
+            stain = StainTransform.fit(flab, valid & ~mask, params.stain_reference, params.stain_max_gain)
+            inputs = cell_crops(flab, mask, cells, params.cell_window, params.cell_input, params.background, stain)
     else:
         seg = np.empty_like(resized)
         seg[:] = np.array(params.background, dtype=np.uint8)

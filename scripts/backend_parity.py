@@ -75,6 +75,8 @@ def main() -> int:
     ap.add_argument("--litert-python", default=sys.executable, help="Python that has ai-edge-litert")
     ap.add_argument("--all", action="store_true", help="every field of the dataset, not only validation")
     ap.add_argument("--out", help="write the comparison here as JSON")
+    ap.add_argument("--card", action="store_true",
+                    help="also record it in the model's card under backend_parity.<kernels>")
     ap.add_argument("--kernels", default="xnnpack", choices=("xnnpack", "builtin"),
                     help="litert's int8 kernels (tflite_runtime always runs its builtin ones)")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
@@ -92,6 +94,13 @@ def main() -> int:
     text = json.dumps(res, indent=2)
     if args.out:
         Path(args.out).write_text(text + "\n")
+    if args.card:
+        from edge.model import DEFAULT_MODEL, card_path_for
+
+        card = card_path_for(args.model or DEFAULT_MODEL)
+        d = json.loads(card.read_text())
+        d.setdefault("backend_parity", {})[f"litert-{args.kernels} vs tflite_runtime"] = res
+        card.write_text(json.dumps(d, indent=2) + "\n")
     print(text)
     return 0
 

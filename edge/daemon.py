@@ -118,7 +118,16 @@ def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=getattr(logging, level, logging.INFO), format=fmt, stream=sys.stderr, force=True)
 
 
+def printable(text: str) -> str:
+    """Control characters escaped: a newline in a file name must not start a forged line in the journal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
 def describe(res: ImageResult) -> str:
+    return printable(_describe(res))
+
+
+def _describe(res: ImageResult) -> str:
     ms = res.timings.get("total", 0.0)
     name = Path(res.path).name
     if res.status in (CLASSIFIED, DUPLICATE) and res.label:

@@ -41,7 +41,9 @@ def _tiff_datetime(t: bytes) -> Optional[datetime]:
             if tag in where:
                 _, cnt, val, _ = where[tag]
                 raw = t[val:val + cnt].split(b"\x00")[0].decode("ascii")
-                return datetime.strptime(raw, "%Y:%m:%d %H:%M:%S")
+                when = datetime.strptime(raw, "%Y:%m:%d %H:%M:%S")
+                # A camera whose clock was never set writes 0001:01:01 or 1970: no capture time at all.
+                return when if when.year > 1970 else None
     except (KeyError, struct.error, ValueError, UnicodeDecodeError):
         return None
     return None

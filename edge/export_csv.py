@@ -61,6 +61,11 @@ def export_csv(source: Source, out_dir: Union[str, Path], anonymize_key: Optiona
     return summary
 
 
+# A spreadsheet runs a cell that starts with one of these as a formula (=cmd|' /C calc'!A0, +SUM(..), @..);
+# a file name is whatever the camera or a person typed, so such text is quoted (OWASP's CSV injection advice).
+FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
+
+
 def _csv_value(v):
     if v is None:
         return ""
@@ -68,6 +73,8 @@ def _csv_value(v):
         return v.isoformat()
     if isinstance(v, bool):
         return int(v)
+    if isinstance(v, str) and v.startswith(FORMULA_START):
+        return "'" + v
     return v
 
 

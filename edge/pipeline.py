@@ -170,7 +170,10 @@ class Pipeline:
         exif = exif_datetime(data)
         if exif is not None:
             # Exif times are the camera's local wall clock, without a zone: read them as this device's.
-            res.capture_time, res.capture_source = exif.astimezone(timezone.utc), "exif"
+            try:
+                res.capture_time, res.capture_source = exif.astimezone(timezone.utc), "exif"
+            except (OverflowError, ValueError, OSError):  # outside what this platform's clock can represent
+                pass
         other = unsupported_format(data)
         if other:
             res.reason = f"unsupported format {other} (expected JPEG, PNG, TIFF or BMP)"

@@ -178,3 +178,19 @@ def test_sighup_reloads_and_keeps_classifying(tmp_path, model_path):
     finally:
         assert d.terminate() == 0, d.output()
     assert rec["status"] == "classified" and "reloaded: model" in d.output()
+
+
+def test_a_newline_in_a_file_name_cannot_forge_a_journal_line(tmp_path, model_path):
+    cfg = write_config(tmp_path, model_path)
+    db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
+    inbox.mkdir()
+    forged = "a.jpg\nERROR edge.daemon: forged.jpg"
+    (inbox / forged).write_bytes(synthetic.smear_jpeg(3))
+    d = DaemonProc(cfg).wait_ready()
+    try:
+        poll(lambda: rows(db), what="the image recorded")
+    finally:
+        assert d.terminate() == 0, d.output()
+    lines = d.output().splitlines()
+    assert not any(line.startswith("ERROR edge.daemon: forged") for line in lines), lines
+    assert any("a.jpg\\nERROR edge.daemon: forged.jpg" in line for line in lines)

@@ -240,6 +240,23 @@ def test_csv_export(make_store, tmp_path):
     assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == ["images.csv", "models.csv", "runs.csv"]
 
 
+def test_csv_export_quotes_what_a_spreadsheet_would_run_as_a_formula(make_store, tmp_path):
+    import csv
+
+    store = make_store(0)
+    add_records(store, range(4), prefix="/inbox/=cmd|' -C calc'!A0")
+    add_records(store, range(4, 8), prefix="/inbox/+SUM(1+1)")
+    add_records(store, range(8, 12), prefix="/inbox/@evil")
+    export_csv(store, tmp_path / "csv")
+    with open(tmp_path / "csv" / "images.csv", newline="") as f:
+        rows = list(csv.DictReader(f))
+    assert len(rows) == 12
+    for r in rows:
+        for v in r.values():
+            assert not v.startswith(("=", "+", "@")), v
+    assert {r["filename"][:2] for r in rows} == {"'=", "'+", "'@"}
+
+
 # ------------------------------------------------------------------------------------------------ CLI
 
 def cli(*args, env=None):

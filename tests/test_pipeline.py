@@ -168,6 +168,24 @@ def test_timings_and_capture_time_are_recorded(env):
     assert rec.model_sha256 == pipe.clf.sha256 and rec.quality["focus"] > 0
 
 
+def _with_exif_date(jpeg: bytes, text: bytes) -> bytes:
+    tiff = bytearray(b"II*\x00\x08\x00\x00\x00")
+    tiff += struct.pack("<H", 1) + struct.pack("<HHII", 0x8769, 4, 1, 26) + struct.pack("<I", 0)
+    tiff += struct.pack("<H", 1) + struct.pack("<HHII", 0x9003, 2, 20, 44) + struct.pack("<I", 0)
+    tiff += text + b"\x00"
+    app1 = b"Exif\x00\x00" + bytes(tiff)
+    return jpeg[:2] + b"\xff\xe1" + struct.pack(">H", len(app1) + 2) + app1 + jpeg[2:]
+
+
+def test_an_unset_camera_clock_falls_back_to_the_file_time(env):
+    inbox, pipe, store = env
+    p = inbox / "year1.jpg"
+    p.write_bytes(_with_exif_date(synthetic.smear_jpeg(6), b"0001:01:01 00:00:00"))
+    res = pipe.process(p)
+    assert res.status in ("classified", "unreadable") and "processing error" not in res.reason, res.reason
+    assert res.capture_source == "mtime" and res.recorded
+
+
 def test_exif_date_time_original_is_read():
     tiff = bytearray(b"II*\x00\x08\x00\x00\x00")
     # IFD0 with one entry: the Exif IFD pointer; the Exif IFD with DateTimeOriginal.

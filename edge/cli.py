@@ -67,7 +67,8 @@ def run(ctx: click.Context) -> None:
 
 
 @main.command()
-@click.argument("paths", nargs=-1, required=True, type=click.Path(path_type=Path))
+# exists=True: a mistyped name is a usage error (exit 2, one line), never a permanent "rejected" row.
+@click.argument("paths", nargs=-1, required=True, type=click.Path(exists=True, path_type=Path))
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per image on stdout.")
 @click.option("--no-db", is_flag=True, help="Do not record the results in the database.")
 @click.pass_context

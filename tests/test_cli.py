@@ -65,3 +65,15 @@ def test_classify_json_then_status(tmp_path, model_path):
     assert st["today"]["by_status"] == {"classified": 5, "rejected": 1}
     assert st["last_error"]["path"].endswith("bad.jpg") and st["timings_ms"]["total"]["n"] == 5
     assert "today" in cli("--config", str(cfg), "status", env=tz).stdout
+
+
+def test_classify_of_a_missing_file_is_a_usage_error_and_records_nothing(tmp_path, model_path):
+    cfg = write_config(tmp_path, model_path)
+    p = cli("--config", str(cfg), "classify", str(tmp_path / "typo.jpg"), check=False)
+    assert p.returncode == 2 and "typo.jpg" in p.stderr and "does not exist" in p.stderr
+    assert "Traceback" not in p.stderr
+    db = tmp_path / "db.sqlite"
+    if db.exists():
+        import sqlite3
+
+        assert sqlite3.connect(db).execute("select count(*) from images").fetchone()[0] == 0

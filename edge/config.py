@@ -153,7 +153,8 @@ class Config:
             for f in dataclasses.fields(SECTIONS[sec]):
                 doc = f.metadata.get("doc", "")
                 if f.name in vals:
-                    lines.append(f"{f.name} = {_toml_value(vals[f.name])}  # {doc}")
+                    v = redact_url(vals[f.name]) if (sec, f.name) == ("database", "url") else vals[f.name]
+                    lines.append(f"{f.name} = {_toml_value(v)}  # {doc}")
                 else:
                     lines.append(f"# {f.name} = (unset)  # {doc}")
             lines.append("")
@@ -162,6 +163,11 @@ class Config:
 
 SECTIONS = {"daemon": DaemonConfig, "database": DatabaseConfig, "model": ModelConfig,
             "quality": QualityConfig, "camera": CameraConfig, "export": ExportConfig}
+
+
+def redact_url(url: str) -> str:
+    """A database URL fit for logs and screens: the password replaced by ***."""
+    return re.sub(r"^([\w+.-]+://[^:/@?#]*:)[^@/]*@", r"\1***@", url)
 
 
 def _toml_value(v: Any) -> str:
@@ -315,4 +321,4 @@ def load_config(path: str | Path | None = None, base_dir: str | Path | None = No
 
 __all__ = ["CameraConfig", "Config", "ConfigError", "DaemonConfig", "DatabaseConfig", "ExportConfig",
            "ModelConfig", "QualityConfig", "SECTIONS", "config_from_dict", "default_device_id", "load_config",
-           "resolve_db_url"]
+           "redact_url", "resolve_db_url"]

@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Optional, Set
 
-from .config import Config, ConfigError, load_config
+from .config import Config, ConfigError, load_config, redact_url
 from .model import Classifier, ModelLoadError, classifier_from_config
 from .pipeline import CLASSIFIED, DUPLICATE, STOP, ImageResult, Job, Pipeline
 from .store import Store, StoreError
@@ -202,7 +202,7 @@ class Daemon:
             inbox.mkdir(parents=True, exist_ok=True)
             log.info("edge-screen %s: model %s (%s, sha256 %s…) on %s, %d threads; inbox %s; database %s; device %s",
                      __version__, clf.name, clf.path.name, clf.sha256[:12], clf.backend, clf.num_threads, inbox,
-                     cfg.database.url, cfg.daemon.device_id)
+                     redact_url(cfg.database.url), cfg.daemon.device_id)
             # Watch first, then scan: a file arriving in between is seen twice (harmless, the pipeline
             # skips what is recorded) rather than not at all.
             watcher = InboxWatcher(inbox, self.enqueue, watch_options(cfg))
@@ -255,7 +255,8 @@ class Daemon:
         try:
             new = load(self.config_path)
             if new.cfg.database != cfg.database or new.cfg.daemon.device_id != cfg.daemon.device_id:
-                log.warning("database and device_id changes need a restart; keeping %s", cfg.database.url)
+                log.warning("database and device_id changes need a restart; keeping %s",
+                            redact_url(cfg.database.url))
             setup_logging(new.cfg.daemon.log_level)
             new_pipe = self._pipeline(new.cfg, new.classifier, store, run_id)
             if new.cfg.daemon.inbox != cfg.daemon.inbox or new.cfg.daemon.observer != cfg.daemon.observer:

@@ -159,3 +159,14 @@ def test_anonymize_key_env_wins_over_file(tmp_path):
     key.write_text("")
     with pytest.raises(ConfigError, match="export.anonymize_key_file: .* is empty"):
         cfg.export.anonymize_key({})
+
+
+def test_a_database_password_is_never_shown(tmp_path):
+    from edge.config import redact_url
+
+    assert redact_url("postgresql+psycopg://clinic:s3cr%40t@db.local:5432/edge") == \
+        "postgresql+psycopg://clinic:***@db.local:5432/edge"
+    assert redact_url("sqlite:////var/lib/edge/edge.sqlite") == "sqlite:////var/lib/edge/edge.sqlite"
+    cfg = config_from_dict({"database": {"url": "postgresql://clinic:hunter2@127.0.0.1:1/edge"}}, base_dir=tmp_path)
+    shown = cfg.to_toml()
+    assert "hunter2" not in shown and "clinic:***@127.0.0.1" in shown

@@ -141,8 +141,12 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
         model = load_card(card_path_for(cfg.model_path)).name
     except ModelLoadError as e:
         model = f"unusable ({e})"
+    from .backends import resolve
+
+    backend = resolve(cfg.model.backend)
     out = {"device_id": cfg.daemon.device_id, "model": model, "model_path": str(cfg.model_path),
-           "backend": cfg.model.backend, "threads": cfg.model.num_threads,
+           "backend": backend, "kernels": cfg.model.kernels if backend == "litert" else "builtin",
+           "threads": cfg.model.num_threads,
            "today": {"total": today.total, "by_status": today.by_status, "by_verdict": today.by_verdict,
                      "needs_review": today.needs_review},
            "backlog": len(pending), "inbox": str(cfg.daemon.inbox),
@@ -155,8 +159,8 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
-    click.echo(f"device     {out['device_id']}\nmodel      {model} ({cfg.model_path}), backend {cfg.model.backend}, "
-               f"{cfg.model.num_threads} threads")
+    click.echo(f"device     {out['device_id']}\nmodel      {model} ({cfg.model_path}), backend {backend} "
+               f"({out['kernels']} kernels), {cfg.model.num_threads} threads")
     if run:
         state = "running" if run.stopped_at is None else f"stopped ({run.exit_reason})"
         click.echo(f"daemon     {state}, started {run.started_at:%Y-%m-%d %H:%M:%S} UTC, pid {run.pid}")

@@ -64,6 +64,8 @@ def test_classify_json_then_status(tmp_path, model_path):
     st = json.loads(cli("--config", str(cfg), "status", "--json", env=tz).stdout)
     assert st["today"]["by_status"] == {"classified": 5, "rejected": 1}
     assert st["last_error"]["path"].endswith("bad.jpg") and st["timings_ms"]["total"]["n"] == 5
+    # The backend in use, not the config's "auto" (no interpreter is loaded for it).
+    assert st["backend"] in ("litert", "tflite_runtime") and st["kernels"] in ("xnnpack", "builtin")
     assert "today" in cli("--config", str(cfg), "status", env=tz).stdout
 
 

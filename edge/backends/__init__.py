@@ -14,6 +14,18 @@ BACKENDS = ("litert", "tflite_runtime")
 PACKAGES = {"litert": "ai-edge-litert", "tflite_runtime": "tflite-runtime"}
 
 
+MODULES = {"litert": "ai_edge_litert", "tflite_runtime": "tflite_runtime"}
+
+
+def resolve(name: str) -> str:
+    """The backend ``name`` means here ("auto": the first whose package is installed), without loading it."""
+    from importlib.util import find_spec
+
+    if name != "auto":
+        return name
+    return next((n for n in BACKENDS if find_spec(MODULES[n]) is not None), "none installed")
+
+
 def load_backend(name: str, model_path: str, num_threads: int, kernels: str = "xnnpack") -> Interpreter:
     names = BACKENDS if name == "auto" else (name,)
     if name != "auto" and name not in BACKENDS:
@@ -30,4 +42,4 @@ def load_backend(name: str, model_path: str, num_threads: int, kernels: str = "x
         + " (tflite-runtime needs numpy<2)")
 
 
-__all__ = ["BACKENDS", "KERNELS", "BackendUnavailable", "Interpreter", "load_backend"]
+__all__ = ["BACKENDS", "KERNELS", "resolve", "BackendUnavailable", "Interpreter", "load_backend"]

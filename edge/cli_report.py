@@ -10,7 +10,7 @@ import click
 from rich.console import Console
 
 from .config import ConfigError, load_config
-from .model import Classifier, ModelLoadError, classifier_from_config
+from .model import LABELS, Classifier, ModelLoadError, classifier_from_config
 from .decode import DecodeError
 from .schema import STATUSES, VERDICTS
 
@@ -32,13 +32,23 @@ def _classifier(config: Optional[str], model: Optional[str]) -> Classifier:
     return classifier_from_config(cfg, model)
 
 
+def _labels(given: Tuple[str, ...]) -> Tuple[str, ...]:
+    """Labels as the model card spells them; anything else is refused with the list (never an empty report)."""
+    known = {lab.lower(): lab for lab in LABELS}
+    bad = [g for g in given if g.lower() not in known]
+    if bad:
+        raise click.BadParameter(f"{', '.join(map(repr, bad))} is not a label; the labels are {', '.join(LABELS)}")
+    return tuple(known[g.lower()] for g in given)
+
+
 @click.command("report")
 @click.option("--since", help="start: 2024-05-01, 2024-05-01T08:00 (local time), or relative: 30m, 8h, 7d, 2w")
 @click.option("--until", help="end (exclusive); a bare date includes that whole day")
 @click.option("--today", "today", is_flag=True, help="since local midnight (the default without --since/--until)")
 @click.option("--all", "all_time", is_flag=True, help="no time window")
 @click.option("--verdict", type=click.Choice(VERDICTS), help="only this verdict")
-@click.option("--label", "labels", multiple=True, help="only this label (repeatable)")
+@click.option("--label", "labels", multiple=True, callback=lambda ctx, param, v: _labels(v),
+              help=f"only this label (repeatable): {', '.join(LABELS)}")
 @click.option("--needs-review", "needs_review", is_flag=True, help="only images that need review")
 @click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES), help="only this status (repeatable)")
 @click.option("--device", "devices", multiple=True, help="only this device id (repeatable)")

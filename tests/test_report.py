@@ -208,6 +208,10 @@ def test_report_command_formats(db, tmp_path):
     rows = list(csv.DictReader((tmp_path / "r.csv").open()))
     assert sum(int(x["count"]) for x in rows if x["section"] == "count") == sql(
         db[0], "SELECT COUNT(*) FROM images WHERE verdict='malignant' AND date(recorded_at)='2026-05-01'")[0][0]
+    r = CliRunner().invoke(report, ["--db", path, "--all", "--label", "Pro B"])
+    assert r.exit_code == 2 and "Pro-B" in r.output and "Early Pre-B" in r.output, r.output
+    r = CliRunner().invoke(report, ["--db", path, "--all", "--label", "pro-b", "--format", "json"])
+    assert r.exit_code == 0 and json.loads(r.output)["totals"]["images"] > 0, r.output
     r = CliRunner().invoke(report, ["--db", path, "--all", "--needs-review"])
     assert r.exit_code == 0 and "needs review" in r.output
     r = CliRunner().invoke(report, ["--db", path, "--all", "--format", "html", "--out", str(tmp_path / "r.html")])

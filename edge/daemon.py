@@ -25,7 +25,7 @@ from .config import Config, ConfigError, load_config, redact_url
 from .model import Classifier, ModelLoadError, classifier_from_config
 from .pipeline import CLASSIFIED, DUPLICATE, STOP, ImageResult, Job, Pipeline
 from .store import Store, StoreError
-from .watcher import InboxWatcher, backlog, watch_options
+from .watcher import InboxWatcher, backlog, unchanged_since_recorded, watch_options
 
 log = logging.getLogger("edge.daemon")
 
@@ -239,11 +239,11 @@ class Daemon:
         return pipe
 
     def _scan_backlog(self, cfg: Config, store: Store, inbox: Path) -> None:
-        recorded = store.recorded_paths()
+        skip = unchanged_since_recorded(store.recorded_files())
         # With after=move, a recorded file still in the inbox was committed but not moved before a crash:
         # queue it so the pipeline finishes the move (it records nothing new).
         keep_recorded = cfg.daemon.after == "move"
-        files = backlog(inbox, skip=lambda p: not keep_recorded and str(p) in recorded)
+        files = backlog(inbox, skip=lambda p: not keep_recorded and skip(p))
         for p in files:
             self.enqueue(p)
         log.info("backlog: %d file(s) in %s not yet recorded", len(files), inbox)

@@ -13,7 +13,7 @@ import os
 import socket
 import time
 import uuid
-from datetime import datetime
+from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterator, List, Optional, Sequence, Set, Tuple
 
@@ -207,12 +207,22 @@ class Store:
     def is_recorded(self, path: str, sha256: str, device_id: Optional[str] = None) -> bool:
         return self.lookup(path, sha256, device_id)[0]
 
-    def recorded_paths(self, device_id: Optional[str] = None) -> Dict[str, Set[str]]:
-        """path -> sha256s recorded for it. A path that is present may hold new content: compare hashes."""
-        out: Dict[str, Set[str]] = {}
+    def recorded_files(self, device_id: Optional[str] = None) -> Dict[str, Tuple[Set[int], float]]:
+        """path -> (sizes recorded for it, the latest recording time as a Unix timestamp).
+
+        The backlog scan skips a recorded path only while the file there still looks like what was
+        recorded: same size and not modified since. A path overwritten while the daemon was down holds an
+        image that was never screened."""
+        out: Dict[str, Tuple[Set[int], float]] = {}
+        q = select(images.c.path, images.c.bytes, images.c.recorded_at).where(self._mine(device_id))
         with self.engine.connect() as conn:
-            for path, sha in conn.execute(select(images.c.path, images.c.sha256).where(self._mine(device_id))):
-                out.setdefault(path, set()).add(sha)
+            for path, size, at in conn.execute(q):
+                if at is not None and at.tzinfo is None:
+                    at = at.replace(tzinfo=timezone.utc)
+                ts = at.timestamp() if at is not None else 0.0
+                sizes, latest = out.get(path, (set(), 0.0))
+                sizes.add(int(size or 0))
+                out[path] = (sizes, max(latest, ts))
         return out
 
     def counts(self, since: Optional[datetime] = None, until: Optional[datetime] = None,

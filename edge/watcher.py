@@ -38,6 +38,23 @@ class WatchOptions:
     stable_checks: int = 2
 
 
+def unchanged_since_recorded(recorded: dict) -> Callable[[Path], bool]:
+    """A backlog ``skip`` from :meth:`edge.store.Store.recorded_files`: True for a file whose size was
+    recorded for its path and that has not been modified since the last recording (1 s of clock slack)."""
+    def skip(p: Path) -> bool:
+        entry = recorded.get(str(p))
+        if entry is None:
+            return False
+        try:
+            st = p.lstat()
+        except OSError:
+            return True  # gone already: nothing to screen
+        sizes, latest = entry
+        return st.st_size in sizes and st.st_mtime <= latest + 1.0
+
+    return skip
+
+
 def backlog(inbox: Path, skip: Callable[[Path], bool] = lambda p: False) -> List[Path]:
     """Candidate files already in the inbox, oldest first, without those ``skip`` says are recorded."""
     entries: List[Tuple[float, str, Path]] = []

@@ -194,3 +194,31 @@ def test_a_newline_in_a_file_name_cannot_forge_a_journal_line(tmp_path, model_pa
     lines = d.output().splitlines()
     assert not any(line.startswith("ERROR edge.daemon: forged") for line in lines), lines
     assert any("a.jpg\\nERROR edge.daemon: forged.jpg" in line for line in lines)
+
+
+def test_an_image_overwritten_while_the_daemon_was_down_is_screened_at_restart(tmp_path, model_path):
+    cfg = write_config(tmp_path, model_path)
+    db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
+    inbox.mkdir()
+    same = inbox / "field-001.jpg"
+    same.write_bytes(synthetic.smear_jpeg(1))
+    untouched = inbox / "field-002.jpg"
+    untouched.write_bytes(synthetic.smear_jpeg(2))
+    d = DaemonProc(cfg).wait_ready()
+    try:
+        poll(lambda: len(rows(db)) == 2, what="both images recorded")
+    finally:
+        assert d.terminate() == 0, d.output()
+    # The camera reuses the name while the daemon is down (new bytes, a later modification time).
+    new = synthetic.smear_jpeg(99)
+    same.write_bytes(new)
+    os.utime(same, None)
+    d = DaemonProc(cfg).wait_ready()
+    try:
+        got = poll(lambda: (r := rows(db)) and len(r) >= 3 and r, what="the new content recorded")
+    finally:
+        assert d.terminate() == 0, d.output()
+    mine = [r for r in got if r["path"] == str(same)]
+    assert {r["sha256"] for r in mine} == {hashlib.sha256(synthetic.smear_jpeg(1)).hexdigest(),
+                                           hashlib.sha256(new).hexdigest()}
+    assert len([r for r in got if r["path"] == str(untouched)]) == 1, "an unchanged file is not redone"

@@ -56,7 +56,8 @@ def test_record_round_trip_and_exactly_once(tmp_path):
     assert store.record(changed) != first
     assert store.count_images() == 2
     assert store.is_recorded(rec.path, rec.sha256) and not store.is_recorded(rec.path, "ef" * 32)
-    assert store.recorded_paths() == {rec.path: {rec.sha256, "cd" * 32}}
+    sizes, latest = store.recorded_files()[rec.path]
+    assert sizes == {rec.bytes, changed.bytes} and latest >= rec.recorded_at.timestamp() - 1
 
 
 def test_record_many_is_one_all_or_nothing_transaction_and_exactly_once(tmp_path):

@@ -286,6 +286,9 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: str | Path | None = None,
         raise ConfigError(f"{unknown[0]}: unknown section (known: {', '.join(SECTIONS)})")
     secs = {name: _section(name, cls, raw.get(name, {}), base) for name, cls in SECTIONS.items()}
     d, q = secs["daemon"], secs["quality"]
+    # One spelling of the inbox: inotify reports events under the real path, so a symlinked inbox would
+    # otherwise give every image two paths (and a "duplicate" row).
+    d = secs["daemon"] = dataclasses.replace(d, inbox=d.inbox.resolve())
     if not d.device_id:
         secs["daemon"] = dataclasses.replace(d, device_id=default_device_id())
     elif not DEVICE_ID_RE.match(d.device_id):

@@ -222,3 +222,25 @@ def test_an_image_overwritten_while_the_daemon_was_down_is_screened_at_restart(t
     assert {r["sha256"] for r in mine} == {hashlib.sha256(synthetic.smear_jpeg(1)).hexdigest(),
                                            hashlib.sha256(new).hexdigest()}
     assert len([r for r in got if r["path"] == str(untouched)]) == 1, "an unchanged file is not redone"
+
+
+def test_an_inbox_reached_through_a_symlink_records_each_image_once(tmp_path, model_path):
+    real = tmp_path / "real-inbox"
+    real.mkdir()
+    (tmp_path / "inbox").symlink_to(real, target_is_directory=True)
+    cfg = write_config(tmp_path, model_path)
+    db = tmp_path / "db.sqlite"
+    data = synthetic.smear_jpeg(4)
+    (real / "backlog.jpg").write_bytes(data)
+    d = DaemonProc(cfg).wait_ready()
+    try:
+        poll(lambda: len(rows(db)) == 1, what="the backlog image recorded")
+        (real / "backlog.jpg").write_bytes(data)  # rewritten in place: an event for a recorded file
+        (tmp_path / "staging.jpg").write_bytes(synthetic.smear_jpeg(5))
+        os.replace(tmp_path / "staging.jpg", tmp_path / "inbox" / "live.jpg")
+        got = poll(lambda: (r := rows(db)) and any(x["path"].endswith("live.jpg") for x in r) and r,
+                   what="the live image recorded")
+    finally:
+        assert d.terminate() == 0, d.output()
+    assert sorted(Path(r["path"]).name for r in got) == ["backlog.jpg", "live.jpg"], [r["path"] for r in got]
+    assert all(Path(r["path"]).parent == real.resolve() for r in got), [r["path"] for r in got]

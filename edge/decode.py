@@ -97,9 +97,25 @@ def image_size(data: bytes, fmt: str) -> Tuple[int, int] | None:
         if fmt == "bmp" and len(data) >= 26:
             w, h = struct.unpack("<ii", data[18:26])
             return abs(w), abs(h)
+        if fmt == "tiff":
+            return _tiff_size(data)
     except struct.error:
         return None
     return None
+
+
+def _tiff_size(data: bytes) -> Tuple[int, int] | None:
+    """ImageWidth and ImageLength of the first IFD: a 389-byte TIFF can declare 20000 x 20000."""
+    end = "<" if data[:2] == b"II" else ">"
+    off = struct.unpack(end + "I", data[4:8])[0]
+    n = struct.unpack(end + "H", data[off:off + 2])[0]
+    dims = {}
+    for k in range(n):
+        e = off + 2 + 12 * k
+        tag, typ = struct.unpack(end + "HH", data[e:e + 4])
+        if tag in (256, 257):  # SHORT (3) or LONG (4), stored in the value field
+            dims[tag] = struct.unpack(end + ("H" if typ == 3 else "I"), data[e + 8:e + (10 if typ == 3 else 12)])[0]
+    return (dims[256], dims[257]) if len(dims) == 2 else None
 
 
 def _to_rgb8(img: np.ndarray) -> np.ndarray:

@@ -86,6 +86,27 @@ def test_decompression_bomb_is_refused_from_the_header():
         decode_bytes(data)
 
 
+def _tiff_header(w: int, h: int, typ: int = 4, order: str = "<") -> bytes:
+    """A TIFF with one IFD (width, length, 8-bit RGB, one strip) whose pixels are not there."""
+    magic = b"II*\x00" if order == "<" else b"MM\x00*"
+    entries = [(256, typ, 1, w), (257, typ, 1, h), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 2),
+               (273, 4, 1, 200), (277, 3, 1, 3), (279, 4, 1, w * h * 3)]
+    ifd = struct.pack(order + "H", len(entries))
+    for tag, t, cnt, val in entries:
+        value = struct.pack(order + "HH", val, 0) if t == 3 else struct.pack(order + "I", val)
+        ifd += struct.pack(order + "HHI", tag, t, cnt) + value
+    return magic + struct.pack(order + "I", 8) + ifd + struct.pack(order + "I", 0) + bytes(100)
+
+
+@pytest.mark.parametrize("order,typ", [("<", 4), (">", 4), ("<", 3)])
+def test_a_tiff_declaring_a_huge_raster_is_refused_from_its_header(order, typ):
+    from edge.decode import image_size
+
+    assert image_size(_tiff_header(640, 480, typ, order), "tiff") == (640, 480)
+    with pytest.raises(DecodeError, match="20000x20000"):
+        decode_bytes(_tiff_header(20000, 20000, 4, order))
+
+
 @pytest.mark.parametrize("data,reason", [
     (b"", "empty"),
     (b"hello, this is text\n", "not a supported image"),

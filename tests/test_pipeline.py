@@ -208,3 +208,28 @@ def test_classify_paths_without_a_store_records_nothing(tmp_path, clf):
     results = classify_paths([tmp_path], cfg, clf)
     assert [r.status for r in results] == ["classified"] * 3
     assert not any(r.recorded for r in results)
+
+
+def test_an_oversize_file_is_refused_without_being_read_whole(env):
+    """A sparse 3 GB file: refused from its size, identified by size, mtime and its two ends only."""
+    import hashlib
+    import os
+
+    inbox, pipe, store = env
+    big = inbox / "big.jpg"
+    with open(big, "wb") as f:
+        f.write(synthetic.smear_jpeg(1))
+        f.truncate(3 * 1024 ** 3)
+    res = pipe.process(big)
+    assert res.status == "rejected" and "file too large" in res.reason and res.recorded
+    st = os.stat(big)
+    with open(big, "rb") as f:
+        head = f.read(1 << 16)
+        f.seek(st.st_size - (1 << 16))
+        tail = f.read(1 << 16)
+    h = hashlib.sha256(b"oversize:%d:%d:" % (st.st_size, st.st_mtime_ns))
+    h.update(head)
+    h.update(tail)
+    assert res.sha256 == h.hexdigest()
+    again = pipe.process(big)  # exactly once: the same identity is recognised
+    assert again.already_recorded and store.count_images() == 1

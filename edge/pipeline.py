@@ -13,7 +13,6 @@ image, so one bad file never stops the others.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import logging
 import os
 import shutil
@@ -27,7 +26,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Union
 
 import numpy as np
 
-from . import quality
+from . import identity, quality
 from .config import Config
 from .exif import exif_datetime
 from .model import Classifier, classifier_from_config
@@ -89,26 +88,10 @@ class Prepared:
     inferred: float = 0.0  # when stage 2 was done with it; its store time counts from here
 
 
-def _oversize_identity(path: Path, st: os.stat_result, edge: int = 1 << 16) -> str:
-    h = hashlib.sha256(b"oversize:%d:%d:" % (st.st_size, st.st_mtime_ns))
-    try:
-        with open(path, "rb") as f:
-            h.update(f.read(edge))
-            f.seek(max(st.st_size - edge, 0))
-            h.update(f.read(edge))
-    except OSError:
-        pass
-    return h.hexdigest()
-
-
-def sha256_bytes(data: bytes) -> str:
-    return hashlib.sha256(data).hexdigest()
-
-
 def _cannot_read(res: "ImageResult", e: OSError) -> None:
     res.reason = f"cannot read file: {e.strerror or e}"
     # Nothing was read, so the identity is the failure itself: a later, readable copy is a new file.
-    res.sha256 = sha256_bytes(b"unreadable:" + res.reason.encode())
+    res.sha256 = identity.of_bytes(b"unreadable:" + res.reason.encode())
 
 
 def _within(path: Path, folder: Path) -> bool:
@@ -157,7 +140,7 @@ class Pipeline:
             if not _within(target, self.inbox):
                 res.reason = f"symlink points outside the inbox (to {target})"
                 # Not followed, so not read: its identity is the link itself.
-                res.sha256 = sha256_bytes(b"symlink:" + os.fsencode(os.readlink(path)))
+                res.sha256 = identity.of_bytes(b"symlink:" + os.fsencode(os.readlink(path)))
                 return
         try:
             st = path.stat()
@@ -167,19 +150,17 @@ class Pipeline:
         res.capture_time, res.capture_source = datetime.fromtimestamp(st.st_mtime, timezone.utc), "mtime"
         if not path.is_file():
             res.reason = "not a regular file"
-            res.sha256 = sha256_bytes(b"special:" + os.fsencode(str(path)))
+            res.sha256 = identity.of_bytes(b"special:" + os.fsencode(str(path)))
             return
         if st.st_size > self.cfg.daemon.max_file_bytes:
-            # Never read it whole (12 GB took 82 s, past the systemd watchdog): its identity for exactly-once
-            # is its size, modification time and first and last 64 KiB.
-            res.sha256 = _oversize_identity(path, st)
+            res.sha256 = identity.of_oversize_file(path, st)
             res.reason = f"file too large: {st.st_size:,} bytes > the {self.cfg.daemon.max_file_bytes:,} byte limit"
             return
         try:
             data = path.read_bytes()
         except OSError as e:
             return _cannot_read(res, e)
-        res.sha256 = sha256_bytes(data)
+        res.sha256 = identity.of_bytes(data)
         exif = exif_datetime(data)
         if exif is not None:
             # Exif times are the camera's local wall clock, without a zone: read them as this device's.

@@ -136,7 +136,12 @@ class Pipeline:
     def _prepare(self, path: Path, prep: Prepared) -> None:
         res, t = prep.result, time.monotonic()
         if self.inbox is not None and path.is_symlink():
-            target = path.resolve()
+            try:
+                target = path.resolve(strict=True)
+            except (OSError, RuntimeError):  # a loop (RuntimeError before Python 3.13) or a dangling link
+                res.reason = "symlink loop or dangling symlink"
+                res.sha256 = identity.of_bytes(b"symlink:" + os.fsencode(os.readlink(path)))
+                return
             if not _within(target, self.inbox):
                 res.reason = f"symlink points outside the inbox (to {target})"
                 # Not followed, so not read: its identity is the link itself.

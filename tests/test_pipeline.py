@@ -233,3 +233,12 @@ def test_an_oversize_file_is_refused_without_being_read_whole(env):
     assert res.sha256 == h.hexdigest()
     again = pipe.process(big)  # exactly once: the same identity is recognised
     assert again.already_recorded and store.count_images() == 1
+
+
+def test_a_symlink_loop_is_recorded_once_with_a_reason(env):
+    inbox, pipe, store = env
+    loop = inbox / "loop.jpg"
+    loop.symlink_to(loop)
+    res = pipe.process(loop)
+    assert (res.status, res.recorded) == ("rejected", True) and "symlink loop" in res.reason
+    assert pipe.process(loop).already_recorded and store.count_images() == 1

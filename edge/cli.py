@@ -205,22 +205,20 @@ def config_show(ctx: click.Context) -> None:
 @config_group.command("check")
 @click.pass_context
 def config_check(ctx: click.Context) -> None:
-    """Validate the config, and that the model and its card load; exit 2 on a config error, 3 on the model."""
-    root = ctx.find_root()
-    try:
-        cfg = load_config(root.obj.get("config"))
-    except ConfigError as e:
-        click.echo(f"config error: {e}", err=True)
-        sys.exit(2)
-    from .model import ModelLoadError, classifier_from_config
+    """Run the daemon's start-up checks without starting it: config (exit 2), model and card (exit 3),
+    database and inbox (exit 4, creating them as `run` would)."""
+    from .config import redact_url
+    from .daemon import StartupError, load, open_store
 
     try:
-        clf = classifier_from_config(cfg)
-    except ModelLoadError as e:
-        click.echo(f"model error: {e}", err=True)
-        sys.exit(3)
+        loaded = load(ctx.find_root().obj.get("config"))
+        open_store(loaded.cfg).close()
+    except StartupError as e:
+        click.echo(str(e), err=True)
+        sys.exit(e.code)
+    cfg, clf = loaded.cfg, loaded.classifier
     click.echo(f"config OK ({cfg.source or 'built-in defaults'}); model {clf.name} on {clf.backend}; "
-               f"inbox {cfg.daemon.inbox}; database {cfg.database.url}")
+               f"inbox {cfg.daemon.inbox}; database {redact_url(cfg.database.url)}")
 
 
 @main.command()

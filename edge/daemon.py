@@ -103,12 +103,21 @@ def load(config_path: Optional[str]) -> Loaded:
 
 
 def open_store(cfg: Config) -> Store:
+    """The database and the inbox, ready for the daemon; :class:`StartupError` (exit 4) with one line."""
     db = cfg.database
     try:
-        return Store.open(db.url, device_id=cfg.daemon.device_id, busy_timeout_ms=db.busy_timeout_ms,
-                          synchronous=db.synchronous)
+        store = Store.open(db.url, device_id=cfg.daemon.device_id, busy_timeout_ms=db.busy_timeout_ms,
+                           synchronous=db.synchronous)
     except StoreError as e:
         raise StartupError(f"database error: {e}", EXIT_STORE) from None
+    try:
+        cfg.daemon.inbox.mkdir(parents=True, exist_ok=True)
+        if not os.access(cfg.daemon.inbox, os.R_OK | os.X_OK):
+            raise PermissionError(13, "not readable")
+    except OSError as e:
+        store.close()
+        raise StartupError(f"inbox error: cannot use {cfg.daemon.inbox}: {e.strerror or e}", EXIT_STORE) from None
+    return store
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -199,7 +208,6 @@ class Daemon:
         try:
             pipe = self._pipeline(cfg, clf, store, run_id)
             inbox = cfg.daemon.inbox
-            inbox.mkdir(parents=True, exist_ok=True)
             log.info("edge-screen %s: model %s (%s, sha256 %s…) on %s, %d threads; inbox %s; database %s; device %s",
                      __version__, clf.name, clf.path.name, clf.sha256[:12], clf.backend, clf.num_threads, inbox,
                      redact_url(cfg.database.url), cfg.daemon.device_id)

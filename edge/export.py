@@ -287,7 +287,7 @@ def _run(sources: Sequence[Source], target: Union[str, Path, Engine], anonymize_
     else:
         try:
             tengine, own_t = make_engine(normalize_url(target)), True
-        except OSError as e:
+        except (OSError, SchemaError) as e:
             raise _error(e, str(target)) from None
     where, key = _where(tengine), target_key(tengine)
     tpath = Path(tengine.url.database) if tengine.url.get_backend_name() == "sqlite" and tengine.url.database else None

@@ -14,6 +14,7 @@ from typing import Callable, Dict
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Column, DateTime, Float, ForeignKey, Index,
                         Integer, MetaData, String, Table, Text, UniqueConstraint, create_engine, event, inspect)
 from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.types import TypeDecorator
 
 APPLICATION = "edge-screen"
@@ -25,6 +26,10 @@ STAGES = ("queue", "decode", "quality", "preprocess", "inference", "store", "tot
 
 class SchemaError(RuntimeError):
     """The database cannot be used by this code; ``str(err)`` is one line."""
+
+
+class DriverMissing(SchemaError):
+    """The URL names a database whose Python driver is not installed."""
 
 
 class NotEdgeScreenDatabase(SchemaError):
@@ -237,7 +242,11 @@ def make_engine(url: str | Path, busy_timeout_ms: int = 5000, synchronous: str =
     url = normalize_url(url)
     u = make_url(url)
     if u.get_backend_name() != "sqlite":
-        return create_engine(url, pool_pre_ping=True)
+        try:
+            return create_engine(url, pool_pre_ping=True)
+        except (ImportError, NoSuchModuleError) as e:
+            hint = " (pip install 'edge-screen[postgres]')" if u.get_backend_name() == "postgresql" else ""
+            raise DriverMissing(f"no database driver for {u.drivername} URLs{hint}: {e}".splitlines()[0]) from None
     db = u.database or ""
     if create_dirs and db and db != ":memory:" and not u.query.get("uri"):
         Path(db).parent.mkdir(parents=True, exist_ok=True)

@@ -49,7 +49,12 @@ class Store:
         if u.get_backend_name() == "sqlite" and not create and u.database not in (None, "", ":memory:") \
                 and not Path(u.database).exists():
             raise StoreError(f"database not found: {u.database}")
-        engine = make_engine(u.render_as_string(hide_password=False), busy_timeout_ms, synchronous)
+        try:
+            engine = make_engine(u.render_as_string(hide_password=False), busy_timeout_ms, synchronous)
+        except SchemaError as e:
+            raise StoreError(str(e)) from None
+        except OSError as e:  # the SQLite file's folder cannot be created (read-only medium, a file in the way)
+            raise StoreError(f"cannot create the database folder for {u.database}: {e.strerror or e}") from None
         try:
             open_schema(engine, create=create)
         except SchemaError as e:

@@ -79,3 +79,30 @@ def test_classify_of_a_missing_file_is_a_usage_error_and_records_nothing(tmp_pat
         import sqlite3
 
         assert sqlite3.connect(db).execute("select count(*) from images").fetchone()[0] == 0
+
+
+@pytest.mark.parametrize("section, text", [
+    ("database", 'url = "mysql+pymysql://u:secret@127.0.0.1/x"'),   # a driver that is not installed
+    ("database", 'url = "postgresql+pg8000://u:secret@127.0.0.1/x"'),
+    ("daemon", 'inbox = "{tmp}/a-file/inbox"'),                      # a file where a folder must go
+])
+def test_config_check_runs_the_same_checks_as_run(tmp_path, model_path, section, text):
+    (tmp_path / "a-file").write_text("not a folder")
+    cfg = write_config(tmp_path, model_path)
+    body = cfg.read_text()
+    line = text.format(tmp=tmp_path)
+    key = line.split(" = ")[0]
+    lines = [ln for ln in body.splitlines() if not ln.startswith(key + " ")]
+    at = lines.index(f"[{section}]") + 1 if f"[{section}]" in lines else None
+    if at is None:
+        lines += [f"[{section}]", line]
+    else:
+        lines.insert(at, line)
+    cfg.write_text("\n".join(lines) + "\n")
+    for cmd in (["config", "check"], ["run"]):
+        p = cli("--config", str(cfg), *cmd, check=False)
+        assert p.returncode == 4, (cmd, p.returncode, p.stderr)
+        assert "Traceback" not in p.stderr and "secret" not in p.stderr, p.stderr
+        assert ("driver" in p.stderr) if section == "database" else ("inbox error" in p.stderr), p.stderr
+    if "pg8000" in text:
+        assert "pip install 'edge-screen[postgres]'" in p.stderr

@@ -290,6 +290,10 @@ def test_cli_export_and_merge(make_store, tmp_path):
     assert r.exit_code == EXIT_CONFLICTS and "conflict: images" in r.output
     r = cli("export", "--config", str(cfg), "--to", str(tmp_path / "dev-a.sqlite"))
     assert r.exit_code == 1 and "Error: " in r.output and "both a source and the target" in r.output
+    # A PostgreSQL target without its driver: one line naming the extra to install, nothing written.
+    r = cli("export", "--config", str(cfg), "--to", "postgresql+pg8000://clinic:pw@127.0.0.1:1/edge")
+    assert r.exit_code == 1 and "pip install 'edge-screen[postgres]'" in r.output and "pw@" not in r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
 
 
 # ----------------------------------------------------------------------------------------- PostgreSQL

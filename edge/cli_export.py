@@ -11,7 +11,7 @@ import click
 
 from .config import Config, ConfigError, load_config
 
-EXIT_CONFLICTS = 3  # finished, but some rows differ between source and target: a person must look
+EXIT_CONFLICTS = 5  # finished, but some rows differ between source and target: a person must look (README)
 MAX_CONFLICTS_SHOWN = 20
 
 

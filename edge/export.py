@@ -13,6 +13,7 @@ import errno
 import hashlib
 import hmac
 import os
+import re
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -66,20 +67,37 @@ class ExportSummary:
         return n / self.seconds if self.seconds > 0 else 0.0
 
 
-def anonymizer(key: bytes) -> Callable[[dict], dict]:
-    """Replace path and filename (which carry patient names and ids) by an HMAC-SHA256 of them. Keyed, so
-    nobody without the key can test a guessed name; deterministic, so re-exports and merges still match."""
+def anonymizer(key: bytes) -> Callable[..., dict]:
+    """``apply(row, table="images")``: what identifies a patient, a device or a host replaced by an
+    HMAC-SHA256 of it. Paths and file names carry patient names and ids (in reasons too: "same content as
+    /inbox/Jane-Doe-MRN….jpg"); device ids and host names locate a clinic. Keyed, so nobody without the
+    key can test a guess; deterministic, so re-exports and merges still match row for row."""
     def h(s: str) -> str:
         return hmac.new(key, s.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
-    def apply(row: dict) -> dict:
+    def apply(row: dict, table: str = "images") -> dict:
         row = dict(row)
+        if row.get("device_id"):
+            row["device_id"] = "anon-" + h("device:" + row["device_id"])[:16]
+        if table == "runs" and row.get("hostname"):
+            row["hostname"] = "anon-" + h("host:" + row["hostname"])[:16]
+        if table != "images":
+            return row
         path, name = row["path"], row["filename"]
         row["path"], row["filename"] = f"anon:{h(path)}", h(name) + _safe_ext(name)
-        if row.get("reason"):  # reasons may quote the path ("symlink points outside the inbox: ...")
-            row["reason"] = row["reason"].replace(path, row["path"]).replace(name, row["filename"])
+        reason = row.get("reason")
+        if reason:
+            m = _REASON_PATH.match(reason)
+            if m:  # the path another row or a link points at: anonymized the same way as a path column
+                reason = f"{m.group(1)}anon:{h(m.group(2))}{m.group(3)}"
+            row["reason"] = reason.replace(path, row["path"]).replace(name, row["filename"])
         return row
     return apply
+
+
+# Reasons that quote a whole path (which may hold spaces): "same content as PATH",
+# "symlink points outside the inbox (to PATH)".
+_REASON_PATH = re.compile(r"^(same content as |symlink points outside the inbox \(to )(.+?)(\)?)$")
 
 
 def _safe_ext(name: str) -> str:
@@ -149,7 +167,7 @@ class _Transfer:
         self.done = self.total = 0
 
     def small_table(self, table, rows: Iterable[dict], source: str) -> int:
-        rows = list(rows)
+        rows = [self.anon(r, table.name) for r in rows] if self.anon else list(rows)
         have = {r.id: dict(r._mapping) for r in self.t.execute(
             select(table).where(table.c.id.in_([r["id"] for r in rows])))} if rows else {}
         new, sent = [], 0

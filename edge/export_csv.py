@@ -39,8 +39,8 @@ def export_csv(source: Source, out_dir: Union[str, Path], anonymize_key: Optiona
                     for i, r in enumerate(conn.execution_options(yield_per=BATCH).execute(
                             select(table).order_by(*order)), 1):
                         d = dict(r._mapping)
+                        d = anon(d, table.name) if anon else d
                         if table is images:
-                            d = anon(d) if anon else d
                             summary.rows_sent += 1
                             if progress and i % BATCH == 0:
                                 progress(i, total)

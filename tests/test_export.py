@@ -181,7 +181,29 @@ def test_anonymize_leaves_no_path_or_filename(make_store, tmp_path):
         assert r.path.startswith("anon:") and r.filename.endswith(".jpg")
     # Keyed and deterministic: another export with the same key matches, a different key does not.
     assert export_to(store, tmp_path / "anon.sqlite", anonymize_key=KEY, incremental=False).conflicts == []
-    assert len(export_to(store, tmp_path / "anon.sqlite", anonymize_key=b"other", incremental=False).conflicts) == 31
+    other = export_to(store, tmp_path / "anon.sqlite", anonymize_key=b"other", incremental=False).conflicts
+    assert len([c for c in other if c.table == "images"]) == 31
+
+
+def test_anonymize_covers_reasons_device_ids_and_host_names(make_store, tmp_path):
+    import socket
+
+    store = make_store(3)
+    first = next(store.iter_images())
+    rec = fake_record(50, "dev-a")
+    store.record(rec.__class__(path="/inbox/Jane Doe MRN 4711 copy.jpg", sha256=first.sha256, status="duplicate",
+                               reason=f"same content as {first.path}", duplicate_of=first.id))
+    store.record(rec.__class__(path="/inbox/link.jpg", sha256="ab" * 32, status="rejected",
+                               reason="symlink points outside the inbox (to /home/Jane Doe/MRN 4711.jpg)"))
+    export_to(store, tmp_path / "anon.sqlite", anonymize_key=KEY)
+    export_csv(store, tmp_path / "csv", anonymize_key=KEY)
+    texts = [dump(tmp_path / "anon.sqlite")] + [p.read_text() for p in (tmp_path / "csv").iterdir()]
+    for text in texts:
+        for secret in ("patient", "Jane", "4711", "dev-a", socket.gethostname()):
+            assert secret not in text, secret
+    reasons = [r.reason for r in Store.open(tmp_path / "anon.sqlite").iter_images() if r.reason]
+    assert any(x.startswith("same content as anon:") for x in reasons), reasons
+    assert any(x.startswith("symlink points outside the inbox (to anon:") and x.endswith(")") for x in reasons)
 
 
 def test_foreign_and_newer_targets_give_clear_errors(make_store, tmp_path):

@@ -12,6 +12,13 @@ import os
 from pathlib import Path
 
 
+def path_text(path) -> str:
+    """A path as the database stores it. Linux file names are bytes; one that is not valid UTF-8 (a
+    camera's Latin-1 name) is kept with its odd bytes as backslash escapes, so it can still be written,
+    looked up and shown, and the same file always gives the same text."""
+    return os.fsencode(path).decode("utf-8", "backslashreplace")
+
+
 def of_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
 

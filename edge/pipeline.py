@@ -122,7 +122,7 @@ class Pipeline:
     # ------------------------------------------------------------------------------------ stage 1
     def prepare(self, job: Job) -> Prepared:
         started = time.monotonic()
-        res = ImageResult(path=str(job.path), status=REJECTED)
+        res = ImageResult(path=identity.path_text(job.path), status=REJECTED)
         res.timings["queue"] = round((started - job.discovered) * 1000, 3)
         prep = Prepared(job=job, result=res, started=started)
         try:
@@ -227,7 +227,7 @@ class Pipeline:
         t = time.monotonic()
         try:
             if self.store is not None and res.sha256:
-                recorded, first = self.store.lookup(str(prep.job.path), res.sha256)
+                recorded, first = self.store.lookup(res.path, res.sha256)
                 if recorded:
                     # A file the backlog scan and the watcher both queued, or one recorded before a crash:
                     # report the recorded answer, record nothing.
@@ -235,7 +235,7 @@ class Pipeline:
                     if first is not None and res.status == CLASSIFIED:
                         for k in ("status", "label", "probabilities", "malignant_score", "verdict", "needs_review"):
                             setattr(res, k, getattr(first, k))
-                    self._move(res)
+                    self._move(res, prep.job.path)
                     return False
                 if first is not None and res.status == CLASSIFIED:
                     res.status, res.duplicate_of = DUPLICATE, str(first.id)
@@ -292,7 +292,7 @@ class Pipeline:
                 self._lap(prep.result, "store", prep.inferred, add=True)
         for prep in group:
             prep.result.timings["total"] = round((time.monotonic() - prep.started) * 1000, 3)
-            self._move(prep.result)
+            self._move(prep.result, prep.job.path)
 
     def to_record(self, res: ImageResult) -> ImageRecord:
         tm = res.timings
@@ -306,11 +306,10 @@ class Pipeline:
             model_id=self.model_id if res.status in (CLASSIFIED, DUPLICATE) else None,
             model_name=self.clf.name, model_sha256=self.clf.sha256, run_id=self.run_id)
 
-    def _move(self, res: ImageResult) -> None:
+    def _move(self, res: ImageResult, src: Path) -> None:
         if not (self.move_after and self.inbox is not None and res.sha256 and
                 (res.recorded or res.already_recorded)):
             return
-        src = Path(res.path)
         if not src.exists() and not src.is_symlink():
             return
         ok = res.status in (CLASSIFIED, DUPLICATE)
@@ -322,7 +321,7 @@ class Pipeline:
             while dest.exists():
                 dest, n = dest_dir / f"{src.stem}.{n}{src.suffix}", n + 1
             shutil.move(str(src), str(dest))
-            res.moved_to = str(dest)
+            res.moved_to = identity.path_text(dest)
         except OSError as e:
             log.warning("could not move %s to %s: %s", src, dest_dir, e)
 

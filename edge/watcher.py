@@ -20,6 +20,8 @@ from watchdog.events import FileClosedEvent, FileCreatedEvent, FileModifiedEvent
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
+from .identity import path_text
+
 log = logging.getLogger("edge.watcher")
 
 # Camera tools, rsync, browsers and our own capture loop write under these names and rename at the end.
@@ -42,7 +44,7 @@ def unchanged_since_recorded(recorded: dict) -> Callable[[Path], bool]:
     """A backlog ``skip`` from :meth:`edge.store.Store.recorded_files`: True for a file whose size was
     recorded for its path and that has not been modified since the last recording (1 s of clock slack)."""
     def skip(p: Path) -> bool:
-        entry = recorded.get(str(p))
+        entry = recorded.get(path_text(p))
         if entry is None:
             return False
         try:

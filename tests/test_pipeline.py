@@ -242,3 +242,16 @@ def test_a_symlink_loop_is_recorded_once_with_a_reason(env):
     res = pipe.process(loop)
     assert (res.status, res.recorded) == ("rejected", True) and "symlink loop" in res.reason
     assert pipe.process(loop).already_recorded and store.count_images() == 1
+
+
+def test_a_file_name_that_is_not_utf8_is_recorded_once(env):
+    import os
+
+    inbox, pipe, store = env
+    raw = os.path.join(os.fsencode(inbox), b"caf\xe9-field.jpg")  # Latin-1, as some cameras write
+    with open(raw, "wb") as f:
+        f.write(synthetic.smear_jpeg(8))
+    path = Path(os.fsdecode(raw))
+    res = pipe.process(path)
+    assert res.recorded and res.path.endswith("caf\\xe9-field.jpg"), res.path
+    assert pipe.process(path).already_recorded and store.count_images() == 1

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import importlib
 import json
+import os
 import sys
 from datetime import datetime, timezone
 from pathlib import Path
@@ -107,6 +108,21 @@ def classify(ctx: click.Context, paths: List[Path], as_json: bool, no_db: bool) 
     Console().print(t)
 
 
+def _alive(run) -> bool:
+    """Is the run's daemon process still there? Only answerable on the host that started it."""
+    import socket
+
+    if run.hostname != socket.gethostname() or not run.pid:
+        return True
+    try:
+        os.kill(run.pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, owned by another user
+        return True
+    return True
+
+
 def _json(r) -> dict:
     return {"path": r.path, "status": r.status, "reason": r.reason, "label": r.label,
             "probabilities": r.probabilities, "score": r.malignant_score, "verdict": r.verdict,
@@ -153,7 +169,7 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
                            "recorded_at": err.recorded_at.isoformat()} if err else None),
            "last_run": ({"started_at": run.started_at.isoformat(), "stopped_at":
                          run.stopped_at.isoformat() if run.stopped_at else None, "exit_reason": run.exit_reason,
-                         "pid": run.pid} if run else None),
+                         "pid": run.pid, "alive": run.stopped_at is None and _alive(run)} if run else None),
            "timings_ms": {s: {"n": v.n, "median": v.median_ms, "p95": v.p95_ms} for s, v in stats.items()}}
     if as_json:
         click.echo(json.dumps(out, indent=2))
@@ -162,6 +178,8 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
                f"({out['kernels']} kernels), {cfg.model.num_threads} threads")
     if run:
         state = "running" if run.stopped_at is None else f"stopped ({run.exit_reason})"
+        if run.stopped_at is None and not _alive(run):
+            state = "not running (it ended without a clean stop: killed, crashed or power lost)"
         click.echo(f"daemon     {state}, started {run.started_at:%Y-%m-%d %H:%M:%S} UTC, pid {run.pid}")
     click.echo(f"today      {today.total} images: " + ", ".join(f"{k} {v}" for k, v in sorted(today.by_status.items()))
                + ("; " + ", ".join(f"{k} {v}" for k, v in sorted(today.by_verdict.items())) if today.by_verdict else "")

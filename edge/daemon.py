@@ -120,6 +120,30 @@ def open_store(cfg: Config) -> Store:
     return store
 
 
+def lock_inbox(inbox: Path):
+    """One daemon per inbox: an exclusive lock on ``inbox/.edge-screen.lock`` held while it runs (the
+    kernel drops it when the process dies, kill -9 included). Returns the open lock file."""
+    import fcntl
+
+    f = open(inbox / LOCK_NAME, "a+")
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        other = f.read().strip() or "?"
+        f.close()
+        raise StartupError(f"inbox error: another edge-screen daemon (pid {other}) is already working on "
+                           f"{inbox}", EXIT_STORE) from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+LOCK_NAME = ".edge-screen.lock"
+
+
 def setup_logging(level: str = "INFO") -> None:
     # journald stamps every line itself; a terminal wants the time.
     fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
@@ -197,6 +221,11 @@ class Daemon:
             loaded = load(self.config_path)
             setup_logging(loaded.cfg.daemon.log_level)
             store = open_store(loaded.cfg)
+            try:
+                self._inbox_lock = lock_inbox(loaded.cfg.daemon.inbox)
+            except StartupError:
+                store.close()
+                raise
         except StartupError as e:
             log.error("%s", e)
             self.notify.send(f"STATUS=failed: {e}")
@@ -267,9 +296,12 @@ class Daemon:
                             redact_url(cfg.database.url))
             setup_logging(new.cfg.daemon.log_level)
             new_pipe = self._pipeline(new.cfg, new.classifier, store, run_id)
+            if new.cfg.daemon.inbox != cfg.daemon.inbox:
+                new.cfg.daemon.inbox.mkdir(parents=True, exist_ok=True)
+                old_lock, self._inbox_lock = self._inbox_lock, lock_inbox(new.cfg.daemon.inbox)
+                old_lock.close()
             if new.cfg.daemon.inbox != cfg.daemon.inbox or new.cfg.daemon.observer != cfg.daemon.observer:
                 watcher.stop()
-                new.cfg.daemon.inbox.mkdir(parents=True, exist_ok=True)
                 watcher = InboxWatcher(new.cfg.daemon.inbox, self.enqueue, watch_options(new.cfg))
                 watcher.start()
                 self._scan_backlog(new.cfg, store, new.cfg.daemon.inbox)

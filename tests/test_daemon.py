@@ -244,3 +244,26 @@ def test_an_inbox_reached_through_a_symlink_records_each_image_once(tmp_path, mo
         assert d.terminate() == 0, d.output()
     assert sorted(Path(r["path"]).name for r in got) == ["backlog.jpg", "live.jpg"], [r["path"] for r in got]
     assert all(Path(r["path"]).parent == real.resolve() for r in got), [r["path"] for r in got]
+
+
+def test_a_second_daemon_on_the_same_inbox_refuses_to_start_and_status_sees_a_killed_one(tmp_path, model_path):
+    cfg = write_config(tmp_path, model_path)
+    db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
+    first = DaemonProc(cfg).wait_ready()
+    try:
+        second = DaemonProc(cfg)
+        code = second.proc.wait(timeout=60)
+        assert code == 4 and "another edge-screen daemon" in second.output(), second.output()
+        assert "Traceback" not in second.output()
+        (inbox / "one.jpg").write_bytes(synthetic.smear_jpeg(3))
+        poll(lambda: len(rows(db)) == 1, what="the first daemon still working")
+        st = json.loads(cli("--config", str(cfg), "status", "--json").stdout)
+        assert st["last_run"]["alive"] is True and st["last_run"]["pid"] == first.proc.pid
+    finally:
+        first.proc.kill()
+        first.proc.wait()
+    st = json.loads(cli("--config", str(cfg), "status", "--json").stdout)
+    assert st["last_run"]["stopped_at"] is None and st["last_run"]["alive"] is False
+    assert "not running" in cli("--config", str(cfg), "status").stdout
+    again = DaemonProc(cfg).wait_ready()  # the kernel dropped the killed daemon's lock
+    assert again.terminate() == 0, again.output()

@@ -147,7 +147,8 @@ def test_move_after_commit_and_bad_files_do_not_stop_the_others(tmp_path, model_
     finally:
         assert d.terminate() == 0, d.output()
     assert len(rows(db)) == 4  # temporary and hidden names are never picked up
-    assert sorted(p.name for p in inbox.iterdir()) == [".hidden.jpg", "upload.tmp"]
+    # The daemon's own lock stays (hidden, empty of images); nothing else but what it must not touch.
+    assert sorted(p.name for p in inbox.iterdir()) == [".edge-screen.lock", ".hidden.jpg", "upload.tmp"]
 
 
 def test_polling_observer_waits_for_a_stable_size(tmp_path, model_path):

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import Optional, Tuple
+from typing import TYPE_CHECKING, Optional, Tuple
 
 import click
-from rich.console import Console
-
 from .config import ConfigError, load_config
-from .model import LABELS, Classifier, ModelLoadError, classifier_from_config
-from .decode import DecodeError
-from .schema import STATUSES, VERDICTS
+from .vocabulary import LABELS, STATUSES, VERDICTS
+
+if TYPE_CHECKING:  # the model pulls in numpy and OpenCV: only the commands that need it import it
+    from .model import Classifier
 
 
 def _fail(msg: str) -> None:
@@ -27,9 +26,10 @@ def _load_config(config: Optional[str]):
     return load_config(config)
 
 
-def _classifier(config: Optional[str], model: Optional[str]) -> Classifier:
-    cfg = _load_config(config)
-    return classifier_from_config(cfg, model)
+def _classifier(config: Optional[str], model: Optional[str]) -> "Classifier":
+    from .model import classifier_from_config
+
+    return classifier_from_config(_load_config(config), model)
 
 
 def _labels(given: Tuple[str, ...]) -> Tuple[str, ...]:
@@ -86,7 +86,9 @@ def report(since, until, today, all_time, verdict, labels: Tuple[str, ...], need
         if out is None:
             _fail("--format html needs --out FILE")
 
-        def factory() -> Classifier:
+        def factory() -> "Classifier":
+            from .model import classifier_from_config
+
             return classifier_from_config(cfg, model)
 
         write_html(data, out, maps=maps, classifier_factory=factory, gallery_limit=gallery_limit,
@@ -94,6 +96,8 @@ def report(since, until, today, all_time, verdict, labels: Tuple[str, ...], need
         click.echo(f"wrote {out} ({data.total:,} images, {len(data.flagged):,} flagged)", err=True)
         return
     if fmt == "table":
+        from rich.console import Console
+
         if out:
             with out.open("w", encoding="utf-8") as f:
                 render_table(data, Console(file=f, width=160, color_system=None))
@@ -120,7 +124,9 @@ def report(since, until, today, all_time, verdict, labels: Tuple[str, ...], need
 @click.option("--config", type=click.Path(dir_okay=False), help="config file (default: $EDGE_SCREEN_CONFIG)")
 def explain(image: Path, out: Path, grid: int, target: str, method: str, model, config) -> None:
     """Occlusion-sensitivity map of IMAGE: which region drove the model's call."""
+    from .decode import DecodeError
     from .explain import explain_image, save_png
+    from .model import ModelLoadError
 
     try:
         clf = _classifier(config, model)

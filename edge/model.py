@@ -12,8 +12,7 @@ import numpy as np
 from .backends import BackendUnavailable, load_backend
 from .preprocess import PreprocessParams, UnknownPreprocessing
 
-LABELS = ("Benign", "Early Pre-B", "Pre-B", "Pro-B")
-BENIGN = "Benign"
+from .vocabulary import BENIGN, LABELS  # noqa: F401 - part of this module's API
 CARD_SCHEMA = 1
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "edge-screen-mnv2-int8.tflite"

@@ -38,7 +38,7 @@ log = logging.getLogger("edge.pipeline")
 
 CLASSIFIED, UNREADABLE, REJECTED, DUPLICATE = "classified", "unreadable", "rejected", "duplicate"
 # Reading and hashing the file count as decode: together they are "bytes on disk -> pixels".
-STAGES = ("queue", "decode", "quality", "preprocess", "inference", "store", "total")
+from .vocabulary import STAGES  # noqa: E402 - re-exported for the daemon and bench
 
 
 @dataclass

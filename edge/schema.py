@@ -19,9 +19,7 @@ from sqlalchemy.types import TypeDecorator
 
 APPLICATION = "edge-screen"
 SCHEMA_VERSION = 2
-STATUSES = ("classified", "unreadable", "rejected", "duplicate")
-VERDICTS = ("benign", "malignant")
-STAGES = ("queue", "decode", "quality", "preprocess", "inference", "store", "total")
+from .vocabulary import STAGES, STATUSES, VERDICTS  # noqa: E402,F401 - part of this module's API
 
 
 class SchemaError(RuntimeError):

@@ -4,16 +4,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-
-class BackendUnavailable(RuntimeError):
-    pass
-
-
-# "xnnpack": XNNPACK's int8 kernels (litert's default, several times faster on x86 and aarch64).
-# "builtin": TFLite's own int8 kernels, which tflite_runtime runs: XNNPACK requantizes through float, the
-# builtin kernels in fixed point, and the one-step differences add up over 53 layers, so only "builtin"
-# gives the same bytes on both runtimes (docs/backend-parity.md).
-KERNELS = ("xnnpack", "builtin")
+from . import KERNELS, BackendUnavailable
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,8 @@
+"""The words records are made of: labels, statuses, verdicts, stages. A module of its own so the command
+line can build its options (and answer --help) without importing numpy, OpenCV or SQLAlchemy."""
+
+LABELS = ("Benign", "Early Pre-B", "Pre-B", "Pro-B")
+BENIGN = "Benign"
+STATUSES = ("classified", "unreadable", "rejected", "duplicate")
+VERDICTS = ("benign", "malignant")
+STAGES = ("queue", "decode", "quality", "preprocess", "inference", "store", "total")

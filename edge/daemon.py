@@ -24,7 +24,7 @@ from typing import Optional, Set
 from .config import Config, ConfigError, load_config, redact_url
 from .model import Classifier, ModelLoadError, classifier_from_config
 from .pipeline import CLASSIFIED, DUPLICATE, STOP, ImageResult, Job, Pipeline
-from .store import Store, StoreError
+from .store import DatabaseGone, Store, StoreError
 from .watcher import InboxWatcher, backlog, unchanged_since_recorded, watch_options
 
 log = logging.getLogger("edge.daemon")
@@ -258,6 +258,12 @@ class Daemon:
             self.notify.send("STOPPING=1", f"STATUS={exit_reason}")
             log.info("%s after %d images; exiting", exit_reason, self.processed)
             return EXIT_OK
+        except DatabaseGone as e:
+            # Exit so that systemd restarts us on a database that exists; the images not recorded are still
+            # in the inbox (nothing is moved before its commit) and the backlog scan takes them.
+            exit_reason = f"database error: {e}"
+            log.error("%s; stopping", exit_reason)
+            return EXIT_STORE
         except Exception as e:
             exit_reason = f"error: {type(e).__name__}: {e}".splitlines()[0]
             log.exception("daemon failed")

@@ -30,7 +30,7 @@ from . import identity, quality
 from .config import Config
 from .exif import exif_datetime
 from .model import Classifier, classifier_from_config
-from .store import ImageRecord
+from .store import DatabaseGone, ImageRecord
 from .decode import DecodeError, decode_bytes, unsupported_format
 from .preprocess import crop_resize, preprocess
 
@@ -274,6 +274,8 @@ class Pipeline:
                 prep.result.timings["total"] = round((now - prep.started) * 1000, 3)
             try:
                 ids = self.store.record_many([self.to_record(p.result) for p in group])
+            except DatabaseGone:
+                raise  # nothing can be recorded any more: stop, move nothing (see edge/daemon.py)
             except Exception as e:  # noqa: BLE001
                 if len(group) > 1:
                     # One bad row must not cost the others their record: retry them one at a time.

@@ -32,6 +32,11 @@ class StoreError(RuntimeError):
     """The store cannot be opened or written; ``str(err)`` is one line."""
 
 
+class DatabaseGone(StoreError):
+    """The SQLite file this store opened was deleted or replaced: SQLite would go on writing into the
+    unlinked file, so every result from then on would be in no database."""
+
+
 class Store:
     """One device's view of a result database. Thread-safe: each call uses its own pooled connection."""
 
@@ -39,6 +44,21 @@ class Store:
         self.engine = engine
         self._w = writer(engine)
         self.device_id = device_id
+        db = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
+        self._file = Path(db) if db and db != ":memory:" and Path(db).is_file() else None
+        self._identity = self._file_identity() if self._file else None
+
+    def _file_identity(self) -> Optional[tuple]:
+        try:
+            st = self._file.stat()
+        except OSError:
+            return None
+        return st.st_dev, st.st_ino
+
+    def check_file(self) -> None:
+        """Raise :class:`DatabaseGone` when the SQLite file is no longer the one that was opened."""
+        if self._file is not None and self._file_identity() != self._identity:
+            raise DatabaseGone(f"database file {self._file} was deleted or replaced while open")
 
     @classmethod
     def open(cls, url: str | Path, device_id: Optional[str] = None, busy_timeout_ms: int = 5000,
@@ -96,6 +116,7 @@ class Store:
         that is already recorded, or repeated in ``recs``, gets the existing id and no new row.
         """
         t0 = time.perf_counter()
+        self.check_file()
         rows = [self._row(rec) for rec in recs]
         ids: List[str] = []
         try:

@@ -268,3 +268,33 @@ def test_a_second_daemon_on_the_same_inbox_refuses_to_start_and_status_sees_a_ki
     assert "not running" in cli("--config", str(cfg), "status").stdout
     again = DaemonProc(cfg).wait_ready()  # the kernel dropped the killed daemon's lock
     assert again.terminate() == 0, again.output()
+
+
+def test_a_database_deleted_under_the_daemon_stops_it_and_loses_no_image(tmp_path, model_path):
+    cfg = write_config(tmp_path, model_path, after="move", done_dir=str(tmp_path / "done"),
+                       rejected_dir=str(tmp_path / "rejected"))
+    db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
+    inbox.mkdir()
+    (inbox / "first.jpg").write_bytes(synthetic.smear_jpeg(1))
+    d = DaemonProc(cfg).wait_ready()
+    try:
+        poll(lambda: (tmp_path / "done" / "first.jpg").exists(), what="first.jpg recorded and moved")
+        for p in tmp_path.glob("db.sqlite*"):
+            p.unlink()
+        for i in range(3):
+            (tmp_path / f"s{i}.jpg").write_bytes(synthetic.smear_jpeg(10 + i))
+            os.replace(tmp_path / f"s{i}.jpg", inbox / f"after-{i}.jpg")
+        code = d.proc.wait(timeout=60)
+    finally:
+        d.terminate()
+    assert code == 4 and "was deleted or replaced" in d.output(), d.output()
+    assert "Traceback" not in d.output()
+    # Nothing recorded into the deleted file was moved out of the inbox: a restart screens it all.
+    left = sorted(p.name for p in inbox.glob("after-*.jpg"))
+    assert left == ["after-0.jpg", "after-1.jpg", "after-2.jpg"]
+    d = DaemonProc(cfg).wait_ready()
+    try:
+        got = poll(lambda: (r := rows(db)) and len(r) >= 3 and r, what="the new database filled")
+    finally:
+        assert d.terminate() == 0, d.output()
+    assert sorted(Path(r["path"]).name for r in got) == left

@@ -142,6 +142,15 @@ def lock_inbox(inbox: Path):
 
 
 LOCK_NAME = ".edge-screen.lock"
+INBOX_CHECK_S = 1.0  # how often an idle daemon checks that its inbox is still the folder it watches
+
+
+def _identity(folder: Path) -> Optional[tuple]:
+    try:
+        st = folder.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
 
 
 def setup_logging(level: str = "INFO") -> None:
@@ -180,6 +189,9 @@ class Daemon:
         self._lock = threading.Lock()
         self._stop_reason: Optional[str] = None
         self._reload = False
+        self._inbox_gone = False
+        self._watched: Optional[tuple] = None  # (inbox, its (st_dev, st_ino) when the watch started)
+        self._checked = 0.0
         self.processed = 0
         self.counts = {"classified": 0, "unreadable": 0, "rejected": 0, "duplicate": 0}
 
@@ -199,11 +211,16 @@ class Daemon:
 
     def _next_job(self, block: bool):
         self.notify.watchdog()
-        if self._stop_reason or self._reload:
+        if self._stop_reason or self._reload or self._inbox_gone:
             return STOP
         try:
             job = self.jobs.get(timeout=0.25) if block else self.jobs.get_nowait()
         except queue.Empty:
+            if time.monotonic() - self._checked >= INBOX_CHECK_S:
+                self._checked = time.monotonic()
+                # An inotify watch dies with its folder: a deleted (and re-created) inbox would be
+                # silently unwatched from then on.
+                self._inbox_gone = self._watched is not None and _identity(self._watched[0]) != self._watched[1]
             return None
         with self._lock:
             self._queued.discard(job.path)
@@ -240,18 +257,20 @@ class Daemon:
             log.info("edge-screen %s: model %s (%s, sha256 %s…) on %s, %d threads; inbox %s; database %s; device %s",
                      __version__, clf.name, clf.path.name, clf.sha256[:12], clf.backend, clf.num_threads, inbox,
                      redact_url(cfg.database.url), cfg.daemon.device_id)
-            # Watch first, then scan: a file arriving in between is seen twice (harmless, the pipeline
-            # skips what is recorded) rather than not at all.
-            watcher = InboxWatcher(inbox, self.enqueue, watch_options(cfg))
-            watcher.start()
-            if cfg.daemon.backlog_scan:
-                self._scan_backlog(cfg, store, inbox)
+            watcher = self._watch(cfg, store, scan=cfg.daemon.backlog_scan)
             self.notify.send("READY=1", f"STATUS=watching {inbox}, {self.jobs.qsize()} queued")
             while True:
                 for res in pipe.stream(self._next_job):
                     self._report(res)
                 if self._stop_reason:
                     break
+                if self._inbox_gone:
+                    log.warning("inbox %s was deleted or replaced: watching it again", cfg.daemon.inbox)
+                    watcher.stop()
+                    cfg.daemon.inbox.mkdir(parents=True, exist_ok=True)
+                    self._inbox_lock.close()
+                    self._inbox_lock = lock_inbox(cfg.daemon.inbox)
+                    watcher, self._inbox_gone = self._watch(cfg, store, scan=True), False
                 if self._reload:
                     cfg, clf, pipe, watcher = self._do_reload(cfg, clf, pipe, watcher, store, run_id)
             exit_reason = self._stop_reason or "stopped"
@@ -281,6 +300,17 @@ class Daemon:
         pipe.run_id = run_id
         return pipe
 
+    def _watch(self, cfg: Config, store: Store, scan: bool) -> InboxWatcher:
+        """Watch first, then scan: a file arriving in between is seen twice (harmless, the pipeline skips
+        what is recorded) rather than not at all."""
+        inbox = cfg.daemon.inbox
+        watcher = InboxWatcher(inbox, self.enqueue, watch_options(cfg))
+        watcher.start()
+        self._watched = (inbox, _identity(inbox))
+        if scan:
+            self._scan_backlog(cfg, store, inbox)
+        return watcher
+
     def _scan_backlog(self, cfg: Config, store: Store, inbox: Path) -> None:
         skip = unchanged_since_recorded(store.recorded_files())
         # With after=move, a recorded file still in the inbox was committed but not moved before a crash:
@@ -308,9 +338,7 @@ class Daemon:
                 old_lock.close()
             if new.cfg.daemon.inbox != cfg.daemon.inbox or new.cfg.daemon.observer != cfg.daemon.observer:
                 watcher.stop()
-                watcher = InboxWatcher(new.cfg.daemon.inbox, self.enqueue, watch_options(new.cfg))
-                watcher.start()
-                self._scan_backlog(new.cfg, store, new.cfg.daemon.inbox)
+                watcher = self._watch(new.cfg, store, scan=True)
             log.info("reloaded: model %s (sha256 %s…), inbox %s", new.classifier.name, new.classifier.sha256[:12],
                      new.cfg.daemon.inbox)
             cfg, clf, pipe = new.cfg, new.classifier, new_pipe

@@ -298,3 +298,21 @@ def test_a_database_deleted_under_the_daemon_stops_it_and_loses_no_image(tmp_pat
     finally:
         assert d.terminate() == 0, d.output()
     assert sorted(Path(r["path"]).name for r in got) == left
+
+
+def test_an_inbox_deleted_and_re_created_is_watched_again(tmp_path, model_path):
+    cfg = write_config(tmp_path, model_path)
+    db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
+    inbox.mkdir()
+    d = DaemonProc(cfg).wait_ready()
+    try:
+        (inbox / "before.jpg").write_bytes(synthetic.smear_jpeg(1))
+        poll(lambda: len(rows(db)) == 1, what="before.jpg recorded")
+        shutil.rmtree(inbox)
+        inbox.mkdir()
+        (tmp_path / "s.jpg").write_bytes(synthetic.smear_jpeg(2))
+        os.replace(tmp_path / "s.jpg", inbox / "after.jpg")
+        poll(lambda: len(rows(db)) == 2, what="after.jpg recorded in the re-created inbox")
+    finally:
+        assert d.terminate() == 0, d.output()
+    assert "watching it again" in d.output()

@@ -106,3 +106,12 @@ def test_config_check_runs_the_same_checks_as_run(tmp_path, model_path, section,
         assert ("driver" in p.stderr) if section == "database" else ("inbox error" in p.stderr), p.stderr
     if "pg8000" in text:
         assert "pip install 'edge-screen[postgres]'" in p.stderr
+
+
+def test_commands_do_not_print_the_runtime_s_native_notices(tmp_path, model_path):
+    cfg = write_config(tmp_path, model_path)
+    img = tmp_path / "one.jpg"
+    img.write_bytes(synthetic.smear_jpeg(1))
+    p = cli("--config", str(cfg), "classify", "--no-db", "--json", str(img))
+    assert "XNNPACK" not in p.stderr and "INFO:" not in p.stderr, p.stderr
+    assert json.loads(p.stdout)["status"] in ("classified", "unreadable")

@@ -1,10 +1,50 @@
 from __future__ import annotations
 
+import os
+import sys
+from contextlib import contextmanager
 from dataclasses import dataclass
 
 import numpy as np
 
 from . import KERNELS, BackendUnavailable
+
+
+# The runtimes' C++ code prints this to file descriptor 2 when it builds an interpreter: every command and
+# every daemon start would show it, and it says nothing a technician can act on.
+NATIVE_NOTICES = (b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
+
+
+@contextmanager
+def without_native_notices():
+    """Route fd 2 through a pipe while the native code runs, then pass on every line but the notices, so
+    nothing else written meanwhile (another thread's log line) is lost."""
+    try:
+        saved = os.dup(2)
+        r, w = os.pipe()
+    except OSError:  # no fd 2 at all: nothing to filter
+        yield
+        return
+    sys.stderr.flush()
+    os.dup2(w, 2)
+    os.close(w)
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(saved, 2)
+        os.close(saved)
+        chunks = []
+        while True:
+            chunk = os.read(r, 65536)
+            if not chunk:
+                break
+            chunks.append(chunk)
+        os.close(r)
+        kept = [ln for ln in b"".join(chunks).splitlines(keepends=True)
+                if not any(ln.startswith(n) for n in NATIVE_NOTICES)]
+        if kept:
+            os.write(2, b"".join(kept))
 
 
 @dataclass(frozen=True)
@@ -24,8 +64,9 @@ class Interpreter:
         if kernels not in KERNELS:
             raise BackendUnavailable(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
         self.kernels = kernels
-        self._interp = self._make(model_path, num_threads)
-        self._interp.allocate_tensors()
+        with without_native_notices():
+            self._interp = self._make(model_path, num_threads)
+            self._interp.allocate_tensors()
         inp = self._interp.get_input_details()
         out = self._interp.get_output_details()
         if len(inp) != 1 or not out:

@@ -12,7 +12,7 @@ import time
 
 import numpy as np
 from pathlib import Path
-from typing import Dict, List
+from typing import Callable, Dict, List, Optional
 
 from .config import Config
 from .model import Classifier
@@ -46,7 +46,10 @@ def _pipeline(cfg: Config, clf: Classifier, db: Path) -> tuple[Pipeline, Store]:
     return Pipeline(cfg, clf, store=store), store
 
 
-def run_bench(cfg: Config, clf: Classifier, paths: List[Path], n: int = 200) -> Dict:
+def run_bench(cfg: Config, clf: Classifier, paths: List[Path], n: int = 200,
+              progress: Optional[Callable[[str, int, int], None]] = None) -> Dict:
+    """``progress(stage, i, n)`` is called as each stage advances (the whole run takes minutes on a Pi)."""
+    tick = progress or (lambda *_: None)
     files = [p for p in expand_paths(paths)] if paths else []
     blobs = [p.read_bytes() for p in files[:n]] if files else [synthetic.smear_jpeg(s) for s in range(32)]
     source = f"{len(blobs)} image(s) from {', '.join(map(str, paths))}" if files else "32 synthetic 224x224 smears"
@@ -56,10 +59,11 @@ def run_bench(cfg: Config, clf: Classifier, paths: List[Path], n: int = 200) -> 
     for _ in range(5):
         clf.invoke_raw(x)
     bare = []
-    for _ in range(n):
+    for i in range(n):
         t = time.perf_counter()
         clf.invoke_raw(x)
         bare.append((time.perf_counter() - t) * 1000)
+        tick("bare invoke", i + 1, n)
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         tmp = Path(tmp)
         seq_files = _write_unique(tmp / "seq", blobs, n, "seq")
@@ -67,8 +71,9 @@ def run_bench(cfg: Config, clf: Classifier, paths: List[Path], n: int = 200) -> 
         for p in seq_files[:3]:  # warm caches (OpenCV, allocator) outside the measurement
             pipe.process(p)
         per_stage: Dict[str, List[float]] = {s: [] for s in STAGES}
-        for p in seq_files[3:]:
+        for i, p in enumerate(seq_files[3:]):
             res = pipe.process(p)
+            tick("pipeline, one at a time", i + 1, len(seq_files) - 3)
             for s in STAGES:
                 if s in res.timings and s != "queue":
                     per_stage[s].append(res.timings[s])
@@ -76,7 +81,10 @@ def run_bench(cfg: Config, clf: Classifier, paths: List[Path], n: int = 200) -> 
         batch_files = _write_unique(tmp / "batch", blobs, n, "batch")
         pipe, store = _pipeline(cfg, clf, tmp / "batch.sqlite")
         t = time.perf_counter()
-        statuses = [r.status for r in pipe.run_paths(batch_files)]
+        statuses = []
+        for r in pipe.run_paths(batch_files):
+            statuses.append(r.status)
+            tick("pipeline, overlapped batch", len(statuses), len(batch_files))
         batch_s = time.perf_counter() - t
         store.close()
         big = _size_cost(cfg, clf, tmp)

@@ -199,10 +199,22 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
 @click.pass_context
 def bench(ctx: click.Context, paths: List[Path], n: int, as_json: bool) -> None:
     """Bare interpreter invoke vs the full per-image pipeline, per stage (synthetic images if no PATH)."""
+    from rich.console import Console
+    from rich.progress import Progress
+
     from .bench import format_report, run_bench
 
     cfg = _cfg(ctx)
-    report = run_bench(cfg, _classifier(cfg), list(paths), n)
+    clf = _classifier(cfg)
+    with Progress(console=Console(stderr=True), transient=True) as prog:
+        tasks = {}
+
+        def progress(stage: str, i: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = prog.add_task(stage, total=total)
+            prog.update(tasks[stage], completed=i)
+
+        report = run_bench(cfg, clf, list(paths), n, progress=progress)
     click.echo(json.dumps(report, indent=2) if as_json else format_report(report))
 
 

@@ -115,3 +115,16 @@ def test_commands_do_not_print_the_runtime_s_native_notices(tmp_path, model_path
     p = cli("--config", str(cfg), "classify", "--no-db", "--json", str(img))
     assert "XNNPACK" not in p.stderr and "INFO:" not in p.stderr, p.stderr
     assert json.loads(p.stdout)["status"] in ("classified", "unreadable")
+
+
+def test_bench_reports_every_stage_and_shows_progress(tmp_path, model_path):
+    from edge.bench import run_bench
+    from edge.config import config_from_dict
+    from edge.model import Classifier
+
+    cfg = config_from_dict({"model": {"path": str(model_path), "num_threads": 1}}, base_dir=tmp_path)
+    seen = {}
+    report = run_bench(cfg, Classifier(model_path, num_threads=1), [], n=6,
+                       progress=lambda stage, i, n: seen.__setitem__(stage, (i, n)))
+    assert seen == {"bare invoke": (6, 6), "pipeline, one at a time": (3, 3), "pipeline, overlapped batch": (6, 6)}
+    assert report["pipeline_ms"]["total"]["median"] > 0 and report["batch"]["images_per_s"] > 0

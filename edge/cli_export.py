@@ -79,8 +79,9 @@ def export(ctx: click.Context, target: Optional[str], fmt: str, out: Optional[Pa
     """Send this device's results to a clinic-wide database, or to CSV files.
 
     Idempotent and incremental: only rows not yet sent to TARGET go, and a row already there is skipped.
-    All in one transaction: a failure leaves TARGET unchanged. Exit status 3 when rows conflict (same id,
-    different content); they are listed and left as they are in TARGET.
+    All in one transaction: a failure leaves TARGET unchanged. Exit status 5 when rows conflict (same id,
+    different content); they are listed and left as they are in TARGET. Without --to, the config's
+    export.target (what edge-screen-export.timer uses).
     """
     from .export import ExportError, export_to
     from .export_csv import export_csv
@@ -88,6 +89,7 @@ def export(ctx: click.Context, target: Optional[str], fmt: str, out: Optional[Pa
     cfg = _config(ctx, config_path)
     key = _key(cfg, anonymize)
     src = source or cfg.database.url
+    target = target or cfg.export.target
     try:
         if fmt == "csv":
             if not out:
@@ -96,7 +98,8 @@ def export(ctx: click.Context, target: Optional[str], fmt: str, out: Optional[Pa
                 summary = export_csv(src, out, anonymize_key=key, progress=progress)
         else:
             if not target:
-                raise click.UsageError("export needs --to TARGET (a SQLite file or a postgresql:// URL)")
+                raise click.UsageError("export needs --to TARGET or export.target in the config "
+                                       "(a SQLite file or a postgresql:// URL)")
             with _progress("exporting") as progress:
                 summary = export_to(src, target, anonymize_key=key, progress=progress, incremental=not full)
     except ExportError as e:

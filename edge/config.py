@@ -98,6 +98,7 @@ class CameraConfig:
 
 @dataclass(frozen=True)
 class ExportConfig:
+    target: Optional[str] = _f(None, "clinic database for `edge-screen export` without --to (SQLite file or URL)")
     anonymize_key_file: Optional[Path] = _f(None, "file holding the HMAC key for --anonymize")
     anonymize_key_env: str = _f("EDGE_SCREEN_ANONYMIZE_KEY", "environment variable holding the key (wins)")
 

@@ -38,8 +38,8 @@ def test_defaults_resolve_against_working_directory(tmp_path, monkeypatch):
 
 def test_shipped_file_is_valid_and_its_commented_values_are_the_defaults(tmp_path):
     # Uncommenting every documented default must give exactly the built-in defaults: the file and the
-    # code cannot drift apart silently. Two keys show an example rather than the (unset) default.
-    examples = {("model", "path"), ("export", "anonymize_key_file")}
+    # code cannot drift apart silently. Three keys show an example rather than the (unset) default.
+    examples = {("model", "path"), ("export", "anonymize_key_file"), ("export", "target")}
     section, lines = None, []
     for line in SHIPPED.read_text().splitlines():
         m = re.match(r"^\[(\w+)\]", line)

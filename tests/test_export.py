@@ -293,7 +293,11 @@ def test_cli_export_and_merge(make_store, tmp_path):
     make_store(7, device_id="dev-b")
     cfg = tmp_path / "c.toml"
     cfg.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/dev-a.sqlite"\n[daemon]\ndevice_id = "dev-a"\n')
-    r = cli("export", "--config", str(cfg), "--to", str(tmp_path / "clinic.sqlite"))
+    r = cli("export", "--config", str(cfg))
+    assert r.exit_code == 2 and "export.target" in r.output
+    with_target = tmp_path / "with-target.toml"
+    with_target.write_text(cfg.read_text() + f'[export]\ntarget = "{tmp_path}/clinic.sqlite"\n')
+    r = cli("export", "--config", str(with_target))  # what edge-screen-export.timer runs
     assert r.exit_code == 0, r.output
     assert "12 rows sent" in r.output
     r = cli("merge", str(tmp_path / "dev-a.sqlite"), str(tmp_path / "dev-b.sqlite"), "--into",

@@ -98,14 +98,32 @@ def classify(ctx: click.Context, paths: List[Path], as_json: bool, no_db: bool) 
         for r in results:
             click.echo(json.dumps(_json(r), sort_keys=True))
         return
+    out = Console()
+    out.print(_results_table(results, out.width))
+
+
+def _results_table(results, width: int):
+    """One row per image. Below 100 columns (a Pi console is 80) the answer is one folded column, so no
+    file name is cut to 'WBC-Beni…'."""
     from rich.table import Table
 
-    t = Table("file", "status", "label", "score", "verdict", "review", "ms", "reason")
+    if width >= 100:
+        t = Table("file", "status", "label", "score", "verdict", "review", "ms", "reason")
+        for r in results:
+            t.add_row(Path(r.path).name, r.status, r.label or "", f"{r.malignant_score:.3f}"
+                      if r.malignant_score is not None else "", r.verdict or "", "yes" if r.needs_review else "",
+                      f"{r.timings.get('total', 0):.1f}", r.reason)
+        return t
+    t = Table(box=None, pad_edge=False)
+    t.add_column("file", overflow="fold", ratio=2)
+    t.add_column("result", overflow="fold", ratio=3)
     for r in results:
-        t.add_row(Path(r.path).name, r.status, r.label or "", f"{r.malignant_score:.3f}"
-                  if r.malignant_score is not None else "", r.verdict or "", "yes" if r.needs_review else "",
-                  f"{r.timings.get('total', 0):.1f}", r.reason)
-    Console().print(t)
+        if r.label and r.malignant_score is not None:
+            answer = f"{r.label}, score {r.malignant_score:.3f}, {r.verdict}" + (", REVIEW" if r.needs_review else "")
+        else:
+            answer = f"{r.status}: {r.reason}"
+        t.add_row(Path(r.path).name, answer)
+    return t
 
 
 def _alive(run) -> bool:

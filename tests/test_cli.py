@@ -128,3 +128,16 @@ def test_bench_reports_every_stage_and_shows_progress(tmp_path, model_path):
                        progress=lambda stage, i, n: seen.__setitem__(stage, (i, n)))
     assert seen == {"bare invoke": (6, 6), "pipeline, one at a time": (3, 3), "pipeline, overlapped batch": (6, 6)}
     assert report["pipeline_ms"]["total"]["median"] > 0 and report["batch"]["images_per_s"] > 0
+
+
+def test_classify_table_fits_an_80_column_console_without_cutting_names(tmp_path, model_path):
+    cfg = write_config(tmp_path, model_path)
+    names = ["WBC-Malignant-Early-0001-long-name.jpg", "WBC-Benign-0002.jpg"]
+    for i, name in enumerate(names):
+        (tmp_path / name).write_bytes(synthetic.smear_jpeg(i))
+    p = cli("--config", str(cfg), "classify", "--no-db", *[str(tmp_path / n) for n in names],
+            env={"COLUMNS": "80"})
+    lines = p.stdout.splitlines()
+    assert all(len(line) <= 80 for line in lines), lines
+    for name in names:
+        assert name in p.stdout, p.stdout

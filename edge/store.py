@@ -240,7 +240,10 @@ class Store:
         recorded: same size and not modified since. A path overwritten while the daemon was down holds an
         image that was never screened."""
         out: Dict[str, Tuple[Set[int], float]] = {}
-        q = select(images.c.path, images.c.bytes, images.c.recorded_at).where(self._mine(device_id))
+        # A file that could not be read (permissions, I/O error) was never screened: once that is fixed it
+        # must be taken again, so those rows do not count as "recorded" here.
+        transient = (images.c.status == "rejected") & images.c.reason.like("cannot read file:%")
+        q = select(images.c.path, images.c.bytes, images.c.recorded_at).where(self._mine(device_id), ~transient)
         with self.engine.connect() as conn:
             for path, size, at in conn.execute(q):
                 if at is not None and at.tzinfo is None:

@@ -1,3 +1,4 @@
+import hashlib
 import sqlite3
 import subprocess
 import sys
@@ -268,3 +269,27 @@ def test_foreign_databases_are_refused(tmp_path):
     with pytest.raises(StoreError, match="database not found"):
         Store.open(tmp_path / "missing.sqlite", create=False)
     assert not (tmp_path / "missing.sqlite").exists()
+
+
+def test_a_file_that_could_not_be_read_is_taken_again_at_the_next_scan(tmp_path):
+    """Recorded as rejected "cannot read file: Permission denied"; after a chmod the backlog scan must
+    offer it again (its new, readable content is then a new row)."""
+    import os
+    from datetime import timezone
+
+    from edge.watcher import backlog, unchanged_since_recorded
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    f, ok = inbox / "locked.jpg", inbox / "fine.jpg"
+    f.write_bytes(b"x" * 100)
+    ok.write_bytes(b"y" * 100)
+    old = datetime(2026, 1, 1, tzinfo=timezone.utc).timestamp()
+    os.utime(f, (old, old))
+    os.utime(ok, (old, old))
+    store = Store.open(tmp_path / "db.sqlite", device_id="d")
+    for p, status, reason in ((f, "rejected", "cannot read file: Permission denied"), (ok, "unreadable", "out of focus")):
+        store.record(fake_record(1, "d").__class__(path=str(p), sha256=hashlib.sha256(p.name.encode()).hexdigest(),
+                                                   status=status, reason=reason, bytes=100))
+    assert backlog(inbox, skip=unchanged_since_recorded(store.recorded_files())) == [f]
+    store.close()

@@ -11,8 +11,12 @@ import numpy as np
 
 from .backends import BackendUnavailable, load_backend
 from .preprocess import PreprocessParams, UnknownPreprocessing
+from .vocabulary import BENIGN, LABELS
 
-from .vocabulary import BENIGN, LABELS  # noqa: F401 - part of this module's API
+__all__ = ["BENIGN", "LABELS", "CARD_SCHEMA", "Classifier", "FieldPrediction", "ModelCard", "ModelLoadError",
+           "OodReference", "Prediction", "card_path_for", "classifier_from_config", "combine_cells",
+           "load_card", "ood_path_for", "sha256_file", "DEFAULT_MODEL", "MODELS_DIR"]
+
 CARD_SCHEMA = 1
 MODELS_DIR = Path(__file__).resolve().parent / "models"
 DEFAULT_MODEL = MODELS_DIR / "edge-screen-mnv2-int8.tflite"
@@ -331,11 +335,6 @@ def _normalize(p: np.ndarray, n: int) -> np.ndarray:
     s = float(p.sum())
     # int8 outputs are quantized in steps of 1/256, so the row rarely sums to exactly 1.
     return p / s if s > 0 else np.full(n, 1.0 / n, dtype=np.float32)
-
-
-def load_classifier(model_path: Optional[str | Path] = None, backend: str = "auto",
-                    num_threads: int = 2) -> Classifier:
-    return Classifier(model_path, backend=backend, num_threads=num_threads)
 
 
 def classifier_from_config(cfg, model_path: Optional[str | Path] = None) -> Classifier:

@@ -37,8 +37,6 @@ from .preprocess import crop_resize, preprocess
 log = logging.getLogger("edge.pipeline")
 
 CLASSIFIED, UNREADABLE, REJECTED, DUPLICATE = "classified", "unreadable", "rejected", "duplicate"
-# Reading and hashing the file count as decode: together they are "bytes on disk -> pixels".
-from .vocabulary import STAGES  # noqa: E402 - re-exported for the daemon and bench
 
 
 @dataclass

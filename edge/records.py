@@ -9,7 +9,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Dict, List, Optional
 
-from .schema import STAGES
+from .vocabulary import STAGES
 
 JSON_FIELDS = ("probabilities", "quality", "segmentation")
 

@@ -17,9 +17,10 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import NoSuchModuleError
 from sqlalchemy.types import TypeDecorator
 
+from .vocabulary import STAGES
+
 APPLICATION = "edge-screen"
 SCHEMA_VERSION = 2
-from .vocabulary import STAGES, STATUSES, VERDICTS  # noqa: E402,F401 - part of this module's API
 
 
 class SchemaError(RuntimeError):

@@ -22,7 +22,8 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DatabaseError, IntegrityError
 
 from .records import Counts, ImageRecord, RunInfo, TimingStats, timing_stats
-from .schema import (STAGES, STATUSES, VERDICTS, SchemaError, images, make_engine, models, normalize_url,
+from .vocabulary import STAGES, STATUSES, VERDICTS
+from .schema import (SchemaError, images, make_engine, models, normalize_url,
                      open_schema, runs, utcnow, writer)
 
 TIMING_COLUMNS = tuple(f"t_{s}_ms" for s in STAGES)

@@ -309,4 +309,22 @@ def _register_plugins() -> None:
             main.add_command(cmd)
 
 
+def _set_config(ctx: click.Context, _param, value: Optional[str]) -> None:
+    if value:
+        ctx.find_root().ensure_object(dict)["config"] = value
+
+
+def _accept_config_everywhere(group: click.Group) -> None:
+    """`edge-screen config check --config FILE` works like `edge-screen --config FILE config check`: every
+    command takes --config after its name too (the default config's header shows it that way)."""
+    for cmd in group.commands.values():
+        if isinstance(cmd, click.Group):
+            _accept_config_everywhere(cmd)
+        elif not any("--config" in getattr(p, "opts", ()) for p in cmd.params):
+            cmd.params.append(click.Option(["--config", "-c"], type=click.Path(dir_okay=False), expose_value=False,
+                                           is_eager=True, callback=_set_config,
+                                           help="TOML config file (as before the command name)."))
+
+
 _register_plugins()
+_accept_config_everywhere(main)

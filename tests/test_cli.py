@@ -141,3 +141,13 @@ def test_classify_table_fits_an_80_column_console_without_cutting_names(tmp_path
     assert all(len(line) <= 80 for line in lines), lines
     for name in names:
         assert name in p.stdout, p.stdout
+
+
+@pytest.mark.parametrize("cmd", [["config", "check"], ["config", "show"], ["status", "--json"]])
+def test_config_is_accepted_after_the_command_name_too(tmp_path, model_path, cmd):
+    cfg = write_config(tmp_path, model_path)
+    cli("--config", str(cfg), "config", "check")  # creates the database and inbox, as `run` would
+    before = cli("--config", str(cfg), *cmd, check=False)
+    after = cli(*cmd, "--config", str(cfg), check=False)
+    assert after.returncode == before.returncode == 0, after.stderr
+    assert str(tmp_path) in after.stdout and after.stdout.splitlines()[1:] == before.stdout.splitlines()[1:]

@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Optional, Set
+from typing import List, Optional, Set, Tuple
 
 from .config import Config, ConfigError, load_config, redact_url
 from .model import Classifier, ModelLoadError, classifier_from_config
@@ -142,7 +142,8 @@ def lock_inbox(inbox: Path):
 
 
 LOCK_NAME = ".edge-screen.lock"
-INBOX_CHECK_S = 1.0  # how often an idle daemon checks that its inbox is still the folder it watches
+INBOX_CHECK_S = 1.0
+RETRY_S = 5.0  # a result that could not be committed is tried again after this long  # how often an idle daemon checks that its inbox is still the folder it watches
 
 
 def _identity(folder: Path) -> Optional[tuple]:
@@ -190,6 +191,7 @@ class Daemon:
         self._stop_reason: Optional[str] = None
         self._reload = False
         self._inbox_gone = False
+        self._retry: List[Tuple[float, Path]] = []  # (when, file) whose result could not be committed
         self._watched: Optional[tuple] = None  # (inbox, its (st_dev, st_ino) when the watch started)
         self._checked = 0.0
         self.processed = 0
@@ -213,6 +215,12 @@ class Daemon:
         self.notify.watchdog()
         if self._stop_reason or self._reload or self._inbox_gone:
             return STOP
+        if self._retry:
+            now = time.monotonic()
+            due = [p for t, p in self._retry if t <= now]
+            self._retry = [(t, p) for t, p in self._retry if t > now]
+            for p in due:
+                self.enqueue(p)
         try:
             job = self.jobs.get(timeout=0.25) if block else self.jobs.get_nowait()
         except queue.Empty:
@@ -354,7 +362,13 @@ class Daemon:
         self.processed += 1
         self.counts[res.status] = self.counts.get(res.status, 0) + 1
         level = logging.INFO if res.recorded else logging.ERROR
-        log.log(level, "%s", describe(res) + ("" if res.recorded else " (NOT RECORDED)"))
+        retry = not res.recorded and Path(res.path).exists()
+        if retry:
+            # The file is still in the inbox; the commit failed (disk full, read-only remount, a locked
+            # database): try again while running, not only after a restart.
+            self._retry.append((time.monotonic() + RETRY_S, Path(res.path)))
+        log.log(level, "%s", describe(res) + ("" if res.recorded else
+                                              f" (NOT RECORDED{f'; retrying in {RETRY_S:g} s' if retry else ''})"))
         c = self.counts
         self.notify.send(f"STATUS={self.processed} images: {c['classified']} classified, "
                          f"{c['unreadable']} unreadable, {c['rejected']} rejected, {c['duplicate']} duplicate; "

@@ -316,3 +316,29 @@ def test_an_inbox_deleted_and_re_created_is_watched_again(tmp_path, model_path):
     finally:
         assert d.terminate() == 0, d.output()
     assert "watching it again" in d.output()
+
+
+def test_a_commit_that_fails_is_retried_while_the_daemon_runs(tmp_path, model_path):
+    """The database refuses writes for a while (a trigger stands in for a full disk or a read-only
+    remount); once it accepts them again the image is recorded without a restart."""
+    import sqlite3
+
+    cfg = write_config(tmp_path, model_path)
+    db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
+    inbox.mkdir()
+    d = DaemonProc(cfg).wait_ready()
+    try:
+        with sqlite3.connect(db) as c:
+            c.execute("CREATE TABLE full_disk (x)")
+            c.execute("INSERT INTO full_disk VALUES (1)")
+            c.execute("CREATE TRIGGER refuse BEFORE INSERT ON images WHEN (SELECT count(*) FROM full_disk) > 0 "
+                      "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+        (tmp_path / "s.jpg").write_bytes(synthetic.smear_jpeg(5))
+        os.replace(tmp_path / "s.jpg", inbox / "during.jpg")
+        poll(lambda: "NOT RECORDED; retrying" in d.output(), what="the failed commit reported")
+        with sqlite3.connect(db) as c:
+            c.execute("DELETE FROM full_disk")
+        got = poll(lambda: rows(db), what="the image recorded after the database recovered")
+    finally:
+        assert d.terminate() == 0, d.output()
+    assert [Path(r["path"]).name for r in got] == ["during.jpg"]

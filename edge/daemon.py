@@ -19,7 +19,7 @@ import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, Tuple
 
 from .config import Config, ConfigError, load_config, redact_url
 from .model import Classifier, ModelLoadError, classifier_from_config
@@ -143,7 +143,7 @@ def lock_inbox(inbox: Path):
 
 LOCK_NAME = ".edge-screen.lock"
 INBOX_CHECK_S = 1.0
-RETRY_S = 5.0  # a result that could not be committed is tried again after this long  # how often an idle daemon checks that its inbox is still the folder it watches
+RETRY_S, RETRY_MAX_S = 5.0, 300.0  # a result that could not be committed is tried again after 5, 10, 20 ... s  # how often an idle daemon checks that its inbox is still the folder it watches
 
 
 def _identity(folder: Path) -> Optional[tuple]:
@@ -192,6 +192,7 @@ class Daemon:
         self._reload = False
         self._inbox_gone = False
         self._retry: List[Tuple[float, Path]] = []  # (when, file) whose result could not be committed
+        self._attempts: Dict[str, int] = {}
         self._watched: Optional[tuple] = None  # (inbox, its (st_dev, st_ino) when the watch started)
         self._checked = 0.0
         self.processed = 0
@@ -363,12 +364,17 @@ class Daemon:
         self.counts[res.status] = self.counts.get(res.status, 0) + 1
         level = logging.INFO if res.recorded else logging.ERROR
         retry = not res.recorded and Path(res.path).exists()
+        delay = 0.0
         if retry:
             # The file is still in the inbox; the commit failed (disk full, read-only remount, a locked
-            # database): try again while running, not only after a restart.
-            self._retry.append((time.monotonic() + RETRY_S, Path(res.path)))
+            # database): try again while running, not only after a restart, backing off to 5 minutes.
+            n = self._attempts[res.path] = self._attempts.get(res.path, 0) + 1
+            delay = min(RETRY_S * 2 ** (n - 1), RETRY_MAX_S)
+            self._retry.append((time.monotonic() + delay, Path(res.path)))
+        else:
+            self._attempts.pop(res.path, None)
         log.log(level, "%s", describe(res) + ("" if res.recorded else
-                                              f" (NOT RECORDED{f'; retrying in {RETRY_S:g} s' if retry else ''})"))
+                                              f" (NOT RECORDED{f'; retrying in {delay:g} s' if retry else ''})"))
         c = self.counts
         self.notify.send(f"STATUS={self.processed} images: {c['classified']} classified, "
                          f"{c['unreadable']} unreadable, {c['rejected']} rejected, {c['duplicate']} duplicate; "

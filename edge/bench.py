@@ -16,7 +16,8 @@ from typing import Callable, Dict, List, Optional
 
 from .config import Config
 from .model import Classifier
-from .pipeline import Pipeline, expand_paths
+from .classify import expand_paths
+from .pipeline import Pipeline
 from .vocabulary import STAGES
 from .decode import decode_bytes
 from .preprocess import preprocess

@@ -75,7 +75,7 @@ def run(ctx: click.Context) -> None:
 @click.pass_context
 def classify(ctx: click.Context, paths: List[Path], as_json: bool, no_db: bool) -> None:
     """Classify image files or folders now, through the daemon's pipeline."""
-    from .pipeline import classify_paths, expand_paths
+    from .classify import classify_paths, expand_paths
     from rich.console import Console
     from rich.progress import Progress
 

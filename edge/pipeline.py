@@ -29,7 +29,7 @@ import numpy as np
 from . import identity, quality
 from .config import Config
 from .exif import exif_datetime
-from .model import Classifier, classifier_from_config
+from .model import Classifier
 from .store import DatabaseGone, ImageRecord
 from .decode import DecodeError, decode_bytes, unsupported_format
 from .preprocess import crop_resize, preprocess
@@ -383,31 +383,3 @@ STOP = object()
 # for its commit (a kill -9 inside that window only means those files are processed again at restart).
 GROUP_MAX = 32
 GROUP_WAIT_S = 0.05
-
-
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
-
-
-def expand_paths(paths: Iterable[Union[str, Path]]) -> List[Path]:
-    """Files as given, and the image files inside folders (recursively, sorted)."""
-    out: List[Path] = []
-    for p in map(Path, paths):
-        if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-                              and f.suffix.lower() in IMAGE_SUFFIXES))
-        else:
-            out.append(p)
-    return out
-
-
-def classify_paths(paths: Iterable[Union[str, Path]], cfg: Config, classifier: Optional[Classifier] = None,
-                   store=None, progress: Optional[Callable[[ImageResult], None]] = None) -> List[ImageResult]:
-    """The daemon's pipeline for files or folders given now. ``store=None`` records nothing."""
-    clf = classifier or classifier_from_config(cfg)
-    pipe = Pipeline(cfg, clf, store=store)
-    results = []
-    for res in pipe.run_paths(expand_paths(paths)):
-        results.append(res)
-        if progress is not None:
-            progress(res)
-    return results

@@ -24,8 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 
-from .store import make_engine, normalize_url
-from .schema import SchemaError, check_version, images, schema_version
+from .schema import SchemaError, check_version, images, make_engine, normalize_url, schema_version
 from .vocabulary import STAGES, STATUSES, VERDICTS
 
 PERCENTILES = (0.5, 0.95)

@@ -14,7 +14,8 @@ from daemon_support import model_path  # noqa: F401
 from edge import synthetic
 from edge.config import config_from_dict
 from edge.model import Classifier
-from edge.pipeline import Pipeline, classify_paths, exif_datetime
+from edge.classify import classify_paths
+from edge.pipeline import Pipeline, exif_datetime
 from edge.store import Store
 
 

@@ -156,7 +156,7 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
     """Model in use, today's images by status and verdict, backlog, last error, stage timings."""
     from .model import ModelLoadError, load_card
     from .model import card_path_for
-    from .watcher import backlog, unchanged_since_recorded
+    from .watcher import unscreened
 
     cfg = _cfg(ctx)
     store = _store(cfg, create=False)
@@ -164,7 +164,7 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
         now = datetime.now(timezone.utc)
         midnight = now.astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
         today = store.counts(since=midnight.astimezone(timezone.utc))
-        pending = backlog(cfg.daemon.inbox, skip=unchanged_since_recorded(store.recorded_files()))
+        pending = unscreened(cfg.daemon.inbox, store)
         err = store.last_error()
         stats = store.timing_stats(last_n)
         run = store.last_run()

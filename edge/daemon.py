@@ -25,7 +25,7 @@ from .config import Config, ConfigError, load_config, redact_url
 from .model import Classifier, ModelLoadError, classifier_from_config
 from .pipeline import CLASSIFIED, DUPLICATE, STOP, ImageResult, Job, Pipeline
 from .store import DatabaseGone, Store, StoreError
-from .watcher import InboxWatcher, backlog, unchanged_since_recorded, watch_options
+from .watcher import InboxWatcher, backlog, unscreened, watch_options
 
 log = logging.getLogger("edge.daemon")
 
@@ -321,11 +321,9 @@ class Daemon:
         return watcher
 
     def _scan_backlog(self, cfg: Config, store: Store, inbox: Path) -> None:
-        skip = unchanged_since_recorded(store.recorded_files())
         # With after=move, a recorded file still in the inbox was committed but not moved before a crash:
         # queue it so the pipeline finishes the move (it records nothing new).
-        keep_recorded = cfg.daemon.after == "move"
-        files = backlog(inbox, skip=lambda p: not keep_recorded and skip(p))
+        files = backlog(inbox) if cfg.daemon.after == "move" else unscreened(inbox, store)
         for p in files:
             self.enqueue(p)
         log.info("backlog: %d file(s) in %s not yet recorded", len(files), inbox)

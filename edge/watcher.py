@@ -57,6 +57,15 @@ def unchanged_since_recorded(recorded: dict) -> Callable[[Path], bool]:
     return skip
 
 
+def unscreened(inbox: Path, store) -> List[Path]:
+    """The inbox's candidate files, oldest first, without those recorded and unchanged since."""
+    files = backlog(inbox)
+    if not files:
+        return []
+    skip = unchanged_since_recorded(store.recorded_files(path_text(p) for p in files))
+    return [p for p in files if not skip(p)]
+
+
 def backlog(inbox: Path, skip: Callable[[Path], bool] = lambda p: False) -> List[Path]:
     """Candidate files already in the inbox, oldest first, without those ``skip`` says are recorded."""
     entries: List[Tuple[float, str, Path]] = []

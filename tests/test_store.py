@@ -293,3 +293,12 @@ def test_a_file_that_could_not_be_read_is_taken_again_at_the_next_scan(tmp_path)
                                                    status=status, reason=reason, bytes=100))
     assert backlog(inbox, skip=unchanged_since_recorded(store.recorded_files())) == [f]
     store.close()
+
+
+def test_recorded_files_can_be_asked_for_just_the_inbox_s_files(make_store):
+    store = make_store(1200)  # more paths than one IN (...) chunk
+    every = store.recorded_files()
+    some = [p for p in sorted(every)[::3]] + ["/inbox/never-recorded.jpg"]
+    got = store.recorded_files(some)
+    assert set(got) == set(some[:-1]) and all(got[p] == every[p] for p in got)
+    assert store.recorded_files([]) == {}

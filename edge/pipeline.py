@@ -199,7 +199,8 @@ class Pipeline:
             res.status, res.reason = UNREADABLE, q.reason
             return
         if pre.cells:
-            res.segmentation["cells"] = [c.to_dict() for c in pre.cells]
+            # "cells" (their number) comes with the model's answer; this is where each one is.
+            res.segmentation["cell_positions"] = [c.to_dict() for c in pre.cells]
         if not pre.model_inputs:
             # Cell mode with no plausible leukocyte: a smear without the cell to judge gets no class.
             res.status, res.reason = UNREADABLE, "no white cell found"

@@ -45,8 +45,7 @@ class StainTransform:
     @classmethod
     def fit(cls, lab: np.ndarray, background: np.ndarray, reference: Sequence[float],
             max_gain: float) -> "StainTransform":
-        sample = background if np.count_nonzero(background) >= 64 else np.ones_like(background)
-        mean, std = (np.float32(v.ravel()) for v in cv2.meanStdDev(lab, mask=sample.astype(np.uint8)))
+        mean, std = _lab_stats(lab, background)
         ref_mean, ref_std = np.asarray(reference[:3], np.float32), np.asarray(reference[3:], np.float32)
         gain = np.clip(ref_std / np.maximum(std, 1e-3), 1.0 / max_gain, max_gain).astype(np.float32)
         return cls(gain=gain, offset=(ref_mean - mean * gain).astype(np.float32))
@@ -73,10 +72,15 @@ def stain_normalize(rgb: np.ndarray, background: np.ndarray, reference: Sequence
 
 
 def background_stats(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
-    """(L, A, B means, L, A, B spreads) of a field's background: what :func:`stain_normalize` maps."""
-    lab = cv2.cvtColor(rgb.astype(np.float32) / 255.0, cv2.COLOR_RGB2LAB)
-    px = lab[background]
-    return np.concatenate([px.mean(axis=0), px.std(axis=0)])
+    """(L, A, B means, L, A, B spreads) of a field's background: what :class:`StainTransform` maps."""
+    return np.concatenate(_lab_stats(float_lab(rgb), background))
+
+
+def _lab_stats(lab: np.ndarray, background: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and spread of the background (the whole field when it has almost none)."""
+    sample = background if np.count_nonzero(background) >= 64 else np.ones_like(background)
+    mean, std = cv2.meanStdDev(lab, mask=sample.astype(np.uint8))
+    return np.float32(mean.ravel()), np.float32(std.ravel())
 
 
 def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params) -> List[Cell]:

@@ -72,10 +72,10 @@ def _train_whole_field(split: Split, params: PreprocessParams, cfg: TrainConfig,
     return res, probs, val_arr.y, representative_set(train_arr, params)
 
 
-def _train_cell(split: Split, params: PreprocessParams, cfg: TrainConfig, prog, copies: int):
+def _train_cell(split: Split, params: PreprocessParams, cfg: TrainConfig, prog):
     """Crops of every training field plus ``copies`` capture-augmented versions; field-level validation."""
-    tr = build_cellset(split.train, params, copies=copies, max_cells=cfg.train_cells_per_field, seed=cfg.seed,
-                       progress=prog("cells: train fields"))
+    tr = build_cellset(split.train, params, copies=cfg.augment_copies, max_cells=cfg.train_cells_per_field,
+                       seed=cfg.seed, progress=prog("cells: train fields"))
     va = build_cellset(split.val, params, progress=prog("cells: validation fields"))
     log.info("cells: %d training crops from %d fields (%d without a cell), %d validation crops",
              len(tr.y), len(split.train), len(tr.no_cell), len(va.y))
@@ -122,7 +122,7 @@ def build(split: Split, out_dir: str | Path, modes: Sequence[str] = ("cell",), s
         params = base_params.with_mode(mode)
         log.info("training input mode %r on %d fields (%d validation)", mode, len(split.train), len(split.val))
         if mode == "cell":
-            res, probs, y, rep = _train_cell(split, params, cfg, prog, cfg.augment_copies)
+            res, probs, y, rep = _train_cell(split, params, cfg, prog)
         else:
             res, probs, y, rep = _train_whole_field(split, params, cfg, prog, cache)
         res.model.save(work / f"{mode}.keras")

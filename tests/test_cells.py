@@ -45,23 +45,24 @@ def test_every_cell_crop_shows_only_cell_pixels_on_the_fill_colour():
 
 def test_context_outside_the_cell_mask_does_not_reach_the_model_input():
     """Repaint everything but the white cells with another slide's glass and red cells: the same cells are
-    found at the same places and their crops show the same pixels (colours differ only through the stain
-    normalisation, whose statistics come from the new background)."""
+    found at the same places, and what the model is shown in a cell's window is that cell, never the
+    other slide (colours differ only through the stain normalisation, fitted on the new background)."""
     fields = _fields()
     for a, b in zip(fields, fields[1:] + fields[:1]):
         pa = preprocess(a, CELL)
         other = _paint_out(b)
         composite = other.copy()
         composite[pa.mask] = pa.resized[pa.mask]
-        pc = preprocess(composite, dataclasses.replace(CELL, stain_max_gain=1.0))
-        pn = preprocess(pa.resized, dataclasses.replace(CELL, stain_max_gain=1.0))
-        fill = np.array(CELL.background)
-        for cell, crop in list(zip(pn.cells, pn.model_inputs))[:1]:  # the largest: clear of the threshold
-            match = [k for k, c in enumerate(pc.cells) if abs(c.y - cell.y) <= 4 and abs(c.x - cell.x) <= 4]
-            assert match, f"cell at {(cell.y, cell.x)} not found on the other slide"
-            shown_a = np.any(crop != fill, axis=2)
-            shown_b = np.any(pc.model_inputs[match[0]] != fill, axis=2)
-            assert abs(shown_a.mean() - shown_b.mean()) < 0.1
+        pc = preprocess(composite, CELL)
+        cell = pa.cells[0]  # the largest: clear of the threshold
+        assert any(abs(c.y - cell.y) <= 4 and abs(c.x - cell.x) <= 4 for c in pc.cells), \
+            f"cell at {(cell.y, cell.x)} not found on the other slide"
+        half = CELL.cell_window // 2
+        window = np.zeros(pa.mask.shape, bool)
+        window[max(cell.y - half, 0):cell.y + half, max(cell.x - half, 0):cell.x + half] = True
+        own = cv2.dilate(pa.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
+        shown = pc.mask & window
+        assert shown.any() and (shown & ~own).sum() <= 0.02 * shown.sum()
 
 
 def test_a_field_with_its_white_cells_painted_out_has_no_cell():
@@ -77,7 +78,10 @@ def test_blank_glass_and_red_cells_only_have_no_cell():
 
 
 def test_stain_normalisation_undoes_a_change_of_stain():
-    """Another lab's stain, modelled as an affine change of the LAB channels, lands where ours did."""
+    """Another lab's stain, modelled as an affine change of the LAB channels, lands where ours did.
+    (Gain unbounded here: a synthetic smear's near-uniform glass would hit the safety bound on the gain,
+    which is there for real fields and is not what this test is about.)"""
+    params = dataclasses.replace(CELL, stain_max_gain=10.0)
     for rgb in _fields()[:6]:
         pre = preprocess(rgb, CELL)
         valid = np.ones(pre.mask.shape, bool)
@@ -88,13 +92,15 @@ def test_stain_normalisation_undoes_a_change_of_stain():
         lab[..., 2] = lab[..., 2] * 0.9 - 3
         lab[..., 0] = lab[..., 0] * 0.95
         shifted = np.clip(cv2.cvtColor(lab, cv2.COLOR_LAB2RGB) * 255 + 0.5, 0, 255).astype(np.uint8)
-        a = stain_normalize(pre.resized, bg, CELL.stain_reference, CELL.stain_max_gain)
-        b = stain_normalize(shifted, bg, CELL.stain_reference, CELL.stain_max_gain)
+        a = stain_normalize(pre.resized, bg, params.stain_reference, params.stain_max_gain)
+        b = stain_normalize(shifted, bg, params.stain_reference, params.stain_max_gain)
         before = np.abs(pre.resized.astype(int) - shifted.astype(int))[pre.mask].mean()
         after = np.abs(a.astype(int) - b.astype(int))[pre.mask].mean()
         assert after < before / 3, (before, after)
-        stats = background_stats(a, bg)
-        assert np.allclose(stats[:3], CELL.stain_reference[:3], atol=1.5)
+        # Both backgrounds land on the reference (up to the uint8 rounding and clipping of the output).
+        stats_a, stats_b = background_stats(a, bg), background_stats(b, bg)
+        assert np.allclose(stats_a[:3], stats_b[:3], atol=1.0), (stats_a, stats_b)
+        assert np.allclose(stats_a[:3], CELL.stain_reference[:3], atol=2.5), stats_a
 
 
 def test_cell_crops_are_the_same_for_trainer_and_device():

@@ -97,6 +97,21 @@ class CameraConfig:
 
 
 @dataclass(frozen=True)
+class SamplesConfig:
+    min_readable: int = _f(10, "a sample is ready for review with at least this many readable fields...", min=1)
+    idle_s: float = _f(120.0, "...and no new field for this many seconds (or after `edge-screen sample close`)",
+                       gt=0)
+
+
+@dataclass(frozen=True)
+class WebConfig:
+    host: str = _f("127.0.0.1", "address `edge-screen serve` binds (loopback: reach it through an SSH tunnel "
+                                "or a reverse proxy)")
+    port: int = _f(8080, "port `edge-screen serve` listens on", min=1, max=65535)
+    session_minutes: int = _f(480, "a login lasts this long (one shift), then the session expires", min=1)
+
+
+@dataclass(frozen=True)
 class ExportConfig:
     target: Optional[str] = _f(None, "clinic database for `edge-screen export` without --to (SQLite file or URL)")
     anonymize_key_file: Optional[Path] = _f(None, "file holding the HMAC key for --anonymize")
@@ -127,6 +142,8 @@ class Config:
     quality: QualityConfig = field(default_factory=QualityConfig)
     camera: CameraConfig = field(default_factory=CameraConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
+    samples: SamplesConfig = field(default_factory=SamplesConfig)
+    web: WebConfig = field(default_factory=WebConfig)
     source: Optional[Path] = field(default=None, compare=False)  # the file it came from, for messages
 
     @property
@@ -163,7 +180,8 @@ class Config:
 
 
 SECTIONS = {"daemon": DaemonConfig, "database": DatabaseConfig, "model": ModelConfig,
-            "quality": QualityConfig, "camera": CameraConfig, "export": ExportConfig}
+            "quality": QualityConfig, "camera": CameraConfig, "export": ExportConfig,
+            "samples": SamplesConfig, "web": WebConfig}
 
 
 def redact_url(url: str) -> str:
@@ -324,5 +342,6 @@ def load_config(path: str | Path | None = None, base_dir: str | Path | None = No
 
 
 __all__ = ["CameraConfig", "Config", "ConfigError", "DaemonConfig", "DatabaseConfig", "ExportConfig",
-           "ModelConfig", "QualityConfig", "SECTIONS", "config_from_dict", "default_device_id", "load_config",
+           "ModelConfig", "QualityConfig", "SamplesConfig", "SECTIONS", "WebConfig", "config_from_dict",
+           "default_device_id", "load_config",
            "redact_url", "resolve_db_url"]

@@ -48,6 +48,8 @@ class ImageRecord:
     model_name: Optional[str] = None
     model_sha256: Optional[str] = None
     run_id: Optional[str] = None
+    sample_id: Optional[str] = None  # the patient sample (inbox subfolder) the field belongs to
+    moved_to: Optional[str] = None  # set after `daemon.after = "move"` moved the file (Store.set_moved_to)
     filename: Optional[str] = None  # default: the last component of path
     id: Optional[str] = None  # default: a new uuid4
     device_id: Optional[str] = None  # default: the store's device id

@@ -20,7 +20,7 @@ from sqlalchemy.types import TypeDecorator
 from .vocabulary import STAGES
 
 APPLICATION = "edge-screen"
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 
 
 class SchemaError(RuntimeError):
@@ -123,6 +123,9 @@ images = Table(
     *(Column(f"t_{s}_ms", Float) for s in STAGES),
     Column("model_name", String(255)),
     Column("model_sha256", SHA),
+    # v3: where `daemon.after = "move"` put the file, and the sample (patient smear) the field belongs to.
+    Column("moved_to", Text),
+    Column("sample_id", String(64)),
     CheckConstraint("status IN ('classified', 'unreadable', 'rejected', 'duplicate')", name="ck_images_status"),
     CheckConstraint("verdict IS NULL OR verdict IN ('benign', 'malignant')", name="ck_images_verdict"),
     # Exactly-once: the same inbox file with the same content can be recorded only once per device, so
@@ -133,6 +136,83 @@ Index("ix_images_device_recorded", images.c.device_id, images.c.recorded_at)
 Index("ix_images_sha256", images.c.sha256)
 Index("ix_images_path", images.c.path)
 Index("ix_images_status", images.c.status)
+Index("ix_images_sample", images.c.device_id, images.c.sample_id)
+
+# v3: one patient smear = one inbox subfolder. Its aggregate is recomputed from its fields on every change
+# (the fields are the truth); status moves collecting -> ready -> signed and never back.
+samples = Table(
+    "samples", metadata,
+    Column("id", UUID, primary_key=True),
+    Column("device_id", DEVICE, nullable=False),
+    Column("sample_id", String(64), nullable=False),  # the subfolder name, validated (edge.samples)
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),  # last change of any kind (export picks it up)
+    Column("last_field_at", UTCDateTime),  # when its newest field was recorded (the ready rule's clock)
+    Column("fields", Integer, nullable=False, default=0),
+    Column("readable", Integer, nullable=False, default=0),
+    Column("status", String(16), nullable=False, default="collecting"),
+    Column("verdict", String(16)),
+    Column("score", Float),
+    Column("needs_review", Boolean, nullable=False, default=False),
+    Column("review_reasons", Text),  # JSON list of one-line reasons
+    Column("rule", Text),  # JSON: the card's sample rule that produced verdict/score
+    Column("model_id", UUID, ForeignKey("models.id")),
+    Column("model_sha256", SHA),
+    Column("ready_at", UTCDateTime),
+    Column("closed_by", String(32)),  # "rule" or "manual"
+    Column("signed_at", UTCDateTime),
+    Column("signed_by", String(64)),
+    Column("final_verdict", String(16)),
+    Column("final_label", String(64)),
+    CheckConstraint("status IN ('collecting', 'ready', 'signed')", name="ck_samples_status"),
+    CheckConstraint("verdict IS NULL OR verdict IN ('benign', 'malignant')", name="ck_samples_verdict"),
+    UniqueConstraint("device_id", "sample_id", name="uq_samples_device_sample"),
+)
+
+# v3: append-only. A review never changes what the model said (that stays in images/samples); it records
+# what a person said about one field or one whole sample, and a sign-off is a sample review with
+# kind = 'signoff'.
+reviews = Table(
+    "reviews", metadata,
+    Column("id", UUID, primary_key=True),
+    Column("device_id", DEVICE, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("reviewer", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # field | sample | signoff
+    Column("sample_id", String(64), nullable=False),
+    Column("image_id", UUID, ForeignKey("images.id")),  # NULL for sample reviews and sign-offs
+    Column("model_label", String(64)),
+    Column("model_score", Float),
+    Column("model_sha256", SHA),
+    Column("reviewer_label", String(64)),
+    Column("reviewer_verdict", String(16)),
+    Column("comment", Text),
+    CheckConstraint("kind IN ('field', 'sample', 'signoff')", name="ck_reviews_kind"),
+    CheckConstraint("reviewer_verdict IS NULL OR reviewer_verdict IN ('benign', 'malignant')",
+                    name="ck_reviews_verdict"),
+)
+Index("ix_reviews_sample", reviews.c.device_id, reviews.c.sample_id)
+Index("ix_reviews_image", reviews.c.image_id)
+
+# v3: the review app's accounts and sessions. Device-local: never exported.
+users = Table(
+    "users", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("password_hash", Text, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    CheckConstraint("role IN ('viewer', 'reviewer', 'admin')", name="ck_users_role"),
+)
+
+web_sessions = Table(
+    "web_sessions", metadata,
+    Column("token_sha256", SHA, primary_key=True),  # the cookie holds the token; a stolen DB holds no cookie
+    Column("user_name", String(64), ForeignKey("users.name"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
 
 export_watermarks = Table(
     "export_watermarks", metadata,
@@ -147,7 +227,8 @@ export_watermarks = Table(
     Column("rows", BigInteger, nullable=False),
 )
 
-DATA_TABLES = ("runs", "models", "images", "export_watermarks")
+DATA_TABLES = ("runs", "models", "images", "export_watermarks", "samples", "reviews")
+LOCAL_TABLES = ("users", "web_sessions")  # device-local, never exported
 
 
 # ------------------------------------------------------------------------------------------ migrations
@@ -164,7 +245,28 @@ def _v2_export_watermarks(conn: Connection) -> None:
     metadata.create_all(conn, tables=[export_watermarks])
 
 
-MIGRATIONS: Dict[int, Callable[[Connection], None]] = {1: _v1_initial, 2: _v2_export_watermarks}
+_V3_IMAGE_COLUMNS = (("moved_to", "TEXT"), ("sample_id", "VARCHAR(64)"))
+
+
+def _v3_samples_reviews(conn: Connection) -> None:
+    # _v1_initial builds `images` from today's Table, so a database created fresh already has the v3
+    # columns; one from a device in the field (v1/v2) gets them added here.
+    have = {c["name"] for c in inspect(conn).get_columns("images")}
+    for name, ddl in _V3_IMAGE_COLUMNS:
+        if name not in have:
+            conn.exec_driver_sql(f"ALTER TABLE images ADD COLUMN {name} {ddl}")
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_images_sample ON images (device_id, sample_id)")
+    metadata.create_all(conn, tables=[samples, reviews, users, web_sessions])
+    if conn.dialect.name == "sqlite":
+        # Append-only in the database itself, not just in our code: a review is an audit record.
+        for op in ("UPDATE", "DELETE"):
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER IF NOT EXISTS reviews_no_{op.lower()} BEFORE {op} ON reviews "
+                "BEGIN SELECT RAISE(ABORT, 'reviews are append-only'); END")
+
+
+MIGRATIONS: Dict[int, Callable[[Connection], None]] = {1: _v1_initial, 2: _v2_export_watermarks,
+                                                       3: _v3_samples_reviews}
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
 

@@ -21,6 +21,7 @@ from sqlalchemy import and_, func, or_, select, true
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DatabaseError, IntegrityError
 
+from .samples import update_samples
 from .records import Counts, ImageRecord, RunInfo, TimingStats, timing_stats
 from .vocabulary import STAGES, STATUSES, VERDICTS
 from .schema import (SchemaError, images, make_engine, models, normalize_url,
@@ -108,7 +109,7 @@ class Store:
         path, sha256) again returns the id of the existing row and changes nothing."""
         return self.record_many([rec])[0]
 
-    def record_many(self, recs: Sequence[ImageRecord]) -> List[str]:
+    def record_many(self, recs: Sequence[ImageRecord], sample_rule=None) -> List[str]:
         """Insert several image results in ONE transaction and return their ids, in order.
 
         A burst commits many images per fsync this way (synchronous=FULL costs one fsync per commit, about
@@ -138,6 +139,12 @@ class Store:
                             row["t_total_ms"] = round(row["t_total_ms"] + store_ms, 3)
                 if new:
                     conn.execute(images.insert(), new)
+                    # The samples these fields belong to, in the same transaction: never a field without
+                    # its sample's aggregate, nor an aggregate counting a field that was not recorded.
+                    touched = [r for r in new if r.get("sample_id")]
+                    if touched:
+                        update_samples(conn, self._device(), (r["sample_id"] for r in touched), sample_rule,
+                                       touched[-1]["model_id"], touched[-1]["model_sha256"])
         except IntegrityError:
             # PostgreSQL has no BEGIN IMMEDIATE: a concurrent writer may have inserted the same file between
             # our check and our insert. The constraint caught it; one record gets the winner's id.
@@ -149,6 +156,11 @@ class Store:
                 raise
             return [existing]
         return ids
+
+    def set_moved_to(self, record_id: str, path: str) -> None:
+        """Where `daemon.after = "move"` put the file (recorded after the move: the move follows the commit)."""
+        with self._w.begin() as conn:
+            conn.execute(images.update().where(images.c.id == record_id).values(moved_to=path))
 
     def _row(self, rec: ImageRecord) -> Dict[str, Any]:
         if rec.status not in STATUSES:

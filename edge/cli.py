@@ -298,7 +298,7 @@ def capture(ctx: click.Context, count: int, interval: Optional[float], fake: Opt
 
 
 def _register_plugins() -> None:
-    for mod_name in ("edge.cli_export", "edge.cli_report"):
+    for mod_name in ("edge.cli_export", "edge.cli_report", "edge.cli_samples", "edge.cli_web", "edge.cli_model"):
         try:
             mod = importlib.import_module(mod_name)
         except ImportError as e:

@@ -11,41 +11,21 @@ from typing import List, Optional
 
 import click
 
-from .config import Config, ConfigError, load_config
-
-
-class _Failure(click.ClickException):
-    """One line on stderr and the same exit codes as the daemon: 2 config, 3 model, 4 database."""
-
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.exit_code = code
+from . import startup
+from .cli_common import started
+from .config import Config
 
 
 def _cfg(ctx: click.Context) -> Config:
-    try:
-        return load_config(ctx.find_root().obj.get("config"))
-    except ConfigError as e:
-        raise _Failure(f"config error: {e}", 2) from None
+    return started(startup.config, ctx.find_root().obj.get("config"))
 
 
 def _classifier(cfg: Config):
-    from .model import ModelLoadError, classifier_from_config
-
-    try:
-        return classifier_from_config(cfg)
-    except ModelLoadError as e:
-        raise _Failure(f"model error: {e}", 3) from None
+    return started(startup.classifier, cfg)
 
 
 def _store(cfg: Config, create: bool = True):
-    from .store import Store, StoreError
-
-    try:
-        return Store.open(cfg.database.url, device_id=cfg.daemon.device_id, create=create,
-                          busy_timeout_ms=cfg.database.busy_timeout_ms, synchronous=cfg.database.synchronous)
-    except StoreError as e:
-        raise _Failure(f"database error: {e}", 4) from None
+    return started(startup.store, cfg, create=create)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -256,7 +236,7 @@ def config_check(ctx: click.Context) -> None:
     """Run the daemon's start-up checks without starting it: config (exit 2), model and card (exit 3),
     database and inbox (exit 4, creating them as `run` would)."""
     from .config import redact_url
-    from .daemon import StartupError, load, open_store
+    from .startup import StartupError, load, open_store
 
     try:
         loaded = load(ctx.find_root().obj.get("config"))

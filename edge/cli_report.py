@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Optional, Tuple
 
 import click
-from .config import ConfigError, load_config
+from .cli_common import load_cfg, started
+from .config import ConfigError
 from .vocabulary import LABELS, STATUSES, VERDICTS
 
 if TYPE_CHECKING:  # the model pulls in numpy and OpenCV: only the commands that need it import it
@@ -19,17 +20,13 @@ def _fail(msg: str) -> None:
 
 
 def _load_config(config: Optional[str]):
-    """This command's --config, else the one given to the `edge-screen` group, else the environment."""
-    if config is None:
-        root = click.get_current_context().find_root()
-        config = (root.obj or {}).get("config") if isinstance(root.obj, dict) else None
-    return load_config(config)
+    return load_cfg(config)
 
 
 def _classifier(config: Optional[str], model: Optional[str]) -> "Classifier":
-    from .model import classifier_from_config
+    from . import startup
 
-    return classifier_from_config(_load_config(config), model)
+    return started(startup.classifier, _load_config(config), model)
 
 
 def _labels(given: Tuple[str, ...]) -> Tuple[str, ...]:

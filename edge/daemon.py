@@ -17,20 +17,17 @@ import socket
 import sys
 import threading
 import time
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
-from .config import Config, ConfigError, load_config, redact_url
-from .model import Classifier, ModelLoadError, classifier_from_config
+from .config import Config, redact_url
+from .model import Classifier
 from .pipeline import CLASSIFIED, DUPLICATE, STOP, ImageResult, Job, Pipeline
-from .store import DatabaseGone, Store, StoreError
+from .startup import EXIT_OK, EXIT_STORE, StartupError, load, lock_inbox, open_store
+from .store import DatabaseGone, Store
 from .watcher import InboxWatcher, backlog, unscreened, watch_options
 
 log = logging.getLogger("edge.daemon")
-
-EXIT_OK, EXIT_CONFIG, EXIT_MODEL, EXIT_STORE = 0, 2, 3, 4
-
 
 def _version() -> str:
     try:
@@ -41,12 +38,6 @@ def _version() -> str:
 
 
 __version__ = _version()
-
-
-class StartupError(RuntimeError):
-    def __init__(self, message: str, code: int):
-        super().__init__(message)
-        self.code = code
 
 
 class Notifier:
@@ -82,66 +73,6 @@ class Notifier:
             self.send("WATCHDOG=1")
 
 
-@dataclass
-class Loaded:
-    cfg: Config
-    classifier: Classifier
-
-
-def load(config_path: Optional[str]) -> Loaded:
-    """Config and model, checked; raises :class:`StartupError` with the exit code to use."""
-    try:
-        cfg = load_config(config_path)
-    except ConfigError as e:
-        raise StartupError(f"config error: {e}", EXIT_CONFIG) from None
-    try:
-        clf = classifier_from_config(cfg)
-        clf.warm_up()
-    except ModelLoadError as e:
-        raise StartupError(f"model error: {e}", EXIT_MODEL) from None
-    return Loaded(cfg, clf)
-
-
-def open_store(cfg: Config) -> Store:
-    """The database and the inbox, ready for the daemon; :class:`StartupError` (exit 4) with one line."""
-    db = cfg.database
-    try:
-        store = Store.open(db.url, device_id=cfg.daemon.device_id, busy_timeout_ms=db.busy_timeout_ms,
-                           synchronous=db.synchronous)
-    except StoreError as e:
-        raise StartupError(f"database error: {e}", EXIT_STORE) from None
-    try:
-        cfg.daemon.inbox.mkdir(parents=True, exist_ok=True)
-        if not os.access(cfg.daemon.inbox, os.R_OK | os.X_OK):
-            raise PermissionError(13, "not readable")
-    except OSError as e:
-        store.close()
-        raise StartupError(f"inbox error: cannot use {cfg.daemon.inbox}: {e.strerror or e}", EXIT_STORE) from None
-    return store
-
-
-def lock_inbox(inbox: Path):
-    """One daemon per inbox: an exclusive lock on ``inbox/.edge-screen.lock`` held while it runs (the
-    kernel drops it when the process dies, kill -9 included). Returns the open lock file."""
-    import fcntl
-
-    f = open(inbox / LOCK_NAME, "a+")
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.seek(0)
-        other = f.read().strip() or "?"
-        f.close()
-        raise StartupError(f"inbox error: another edge-screen daemon (pid {other}) is already working on "
-                           f"{inbox}", EXIT_STORE) from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    return f
-
-
-LOCK_NAME = ".edge-screen.lock"
 INBOX_CHECK_S = 1.0
 RETRY_S, RETRY_MAX_S = 5.0, 300.0  # a result that could not be committed is tried again after 5, 10, 20 ... s  # how often an idle daemon checks that its inbox is still the folder it watches
 

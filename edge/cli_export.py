@@ -9,18 +9,14 @@ from typing import Iterator, List, Optional
 
 import click
 
-from .config import Config, ConfigError, load_config
-
-EXIT_CONFLICTS = 5  # finished, but some rows differ between source and target: a person must look (README)
+from .cli_common import load_cfg
+from .config import Config, ConfigError
+from .startup import EXIT_CONFLICTS  # finished, but some rows differ between source and target: a person must look
 MAX_CONFLICTS_SHOWN = 20
 
 
 def _config(ctx: click.Context, path: Optional[str]) -> Config:
-    obj = ctx.obj if isinstance(ctx.obj, dict) else {}
-    try:
-        return load_config(path or obj.get("config"))
-    except ConfigError as e:
-        raise click.ClickException(f"config error: {e}") from None
+    return load_cfg(path)
 
 
 def _key(cfg: Config, anonymize: bool) -> Optional[bytes]:

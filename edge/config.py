@@ -51,6 +51,8 @@ class DaemonConfig:
     observer: str = _f("inotify", "inotify (local disks) or polling (network shares)", choices=("inotify", "polling"))
     poll_interval_s: float = _f(1.0, "seconds between scans with the polling observer", gt=0)
     stable_checks: int = _f(2, "polling: consecutive scans with unchanged size before a file is read", min=1)
+    incomplete_wait_s: float = _f(30.0, "polling: a file that reads as truncated is watched again, not recorded, "
+                                        "until unchanged for this long", min=0)
     backlog_scan: bool = _f(True, "on start, classify inbox files not yet recorded, oldest first")
     after: str = _f("keep", "after the commit: keep files in place or move them", choices=("keep", "move"))
     done_dir: Path = _f(Path("done"), "where after=move puts classified and duplicate files")

@@ -24,6 +24,7 @@ from .config import Config, redact_url
 from .model import Classifier
 from .pipeline import CLASSIFIED, DUPLICATE, STOP, ImageResult, Job, Pipeline
 from .startup import EXIT_OK, EXIT_STORE, StartupError, load, lock_inbox, open_store
+from .samples import Samples
 from .store import DatabaseGone, Store
 from .watcher import InboxWatcher, backlog, unscreened, watch_options
 
@@ -73,8 +74,9 @@ class Notifier:
             self.send("WATCHDOG=1")
 
 
-INBOX_CHECK_S = 1.0
-RETRY_S, RETRY_MAX_S = 5.0, 300.0  # a result that could not be committed is tried again after 5, 10, 20 ... s  # how often an idle daemon checks that its inbox is still the folder it watches
+INBOX_CHECK_S = 1.0  # how often an idle daemon checks that its inbox is still the folder it watches
+SAMPLES_CHECK_S = 2.0  # how often an idle daemon looks for samples that became ready
+RETRY_S, RETRY_MAX_S = 5.0, 300.0  # a result that could not be committed is tried again after 5, 10, 20 ... s
 
 
 def _identity(folder: Path) -> Optional[tuple]:
@@ -126,6 +128,10 @@ class Daemon:
         self._attempts: Dict[str, int] = {}
         self._watched: Optional[tuple] = None  # (inbox, its (st_dev, st_ino) when the watch started)
         self._checked = 0.0
+        self._watcher: Optional[InboxWatcher] = None
+        self._samples: Optional[Samples] = None
+        self._samples_cfg = None
+        self._samples_checked = 0.0
         self.processed = 0
         self.counts = {"classified": 0, "unreadable": 0, "rejected": 0, "duplicate": 0}
 
@@ -161,10 +167,27 @@ class Daemon:
                 # An inotify watch dies with its folder: a deleted (and re-created) inbox would be
                 # silently unwatched from then on.
                 self._inbox_gone = self._watched is not None and _identity(self._watched[0]) != self._watched[1]
+            self._promote_samples()
             return None
         with self._lock:
             self._queued.discard(job.path)
         return job
+
+    def _promote_samples(self) -> None:
+        """Idle work: samples that have their fields and no new one for a while become ready for review."""
+        if self._samples is None or time.monotonic() - self._samples_checked < SAMPLES_CHECK_S:
+            return
+        self._samples_checked = time.monotonic()
+        c = self._samples_cfg
+        try:
+            ready = self._samples.promote_idle(c.min_readable, c.idle_s)
+        except DatabaseGone:
+            raise
+        except Exception as e:  # noqa: BLE001 - a busy database now is retried at the next idle moment
+            log.warning("could not update samples: %s", str(e).splitlines()[0])
+            return
+        for sid in ready:
+            log.info("sample %s is ready for review", printable(sid))
 
     # ------------------------------------------------------------------------------------ main
     def run(self) -> int:
@@ -193,6 +216,7 @@ class Daemon:
         watcher = None
         try:
             pipe = self._pipeline(cfg, clf, store, run_id)
+            self._samples, self._samples_cfg = Samples(store), cfg.samples
             inbox = cfg.daemon.inbox
             log.info("edge-screen %s: model %s (%s, sha256 %s…) on %s, %d threads; inbox %s; database %s; device %s",
                      __version__, clf.name, clf.path.name, clf.sha256[:12], clf.backend, clf.num_threads, inbox,
@@ -236,7 +260,9 @@ class Daemon:
                 store.close()
 
     def _pipeline(self, cfg: Config, clf: Classifier, store: Store, run_id: str) -> Pipeline:
-        pipe = Pipeline(cfg, clf, store=store, inbox=cfg.daemon.inbox, move_after=cfg.daemon.after == "move")
+        polling = cfg.daemon.observer == "polling"
+        pipe = Pipeline(cfg, clf, store=store, inbox=cfg.daemon.inbox, move_after=cfg.daemon.after == "move",
+                        defer_incomplete_s=cfg.daemon.incomplete_wait_s if polling else 0.0)
         pipe.run_id = run_id
         return pipe
 
@@ -246,6 +272,7 @@ class Daemon:
         inbox = cfg.daemon.inbox
         watcher = InboxWatcher(inbox, self.enqueue, watch_options(cfg))
         watcher.start()
+        self._watcher = watcher
         self._watched = (inbox, _identity(inbox))
         if scan:
             self._scan_backlog(cfg, store, inbox)
@@ -280,12 +307,18 @@ class Daemon:
             log.info("reloaded: model %s (sha256 %s…), inbox %s", new.classifier.name, new.classifier.sha256[:12],
                      new.cfg.daemon.inbox)
             cfg, clf, pipe = new.cfg, new.classifier, new_pipe
+            self._samples_cfg = cfg.samples
         except StartupError as e:
             log.error("reload failed, keeping the running config and model: %s", e)
         self.notify.send("READY=1", f"STATUS=watching {cfg.daemon.inbox}")
         return cfg, clf, pipe, watcher
 
     def _report(self, res: ImageResult) -> None:
+        if res.deferred:
+            log.debug("%s: still being written (%s); watching it again", printable(res.path), res.reason)
+            if self._watcher is not None:
+                self._watcher.recheck(Path(res.path))
+            return
         if res.already_recorded:
             log.debug("%s: already recorded", res.path)
             return

@@ -33,6 +33,7 @@ from .model import Classifier
 from .store import DatabaseGone, ImageRecord
 from .decode import DecodeError, decode_bytes, unsupported_format
 from .preprocess import crop_resize, preprocess
+from .samples import SampleError, SampleRule, sample_of
 
 log = logging.getLogger("edge.pipeline")
 
@@ -70,6 +71,8 @@ class ImageResult:
     recorded: bool = False  # False for --no-db, for a file already recorded, or a failed commit
     moved_to: Optional[str] = None
     already_recorded: bool = False  # recorded by an earlier run: nothing new was written
+    sample_id: Optional[str] = None  # the patient sample (inbox subfolder, or the day's) it belongs to
+    deferred: bool = False  # polling: read while still being written; not recorded, watched again
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -104,7 +107,7 @@ class Pipeline:
     """Processes images with one classifier into one store (or none, for ``classify --no-db``)."""
 
     def __init__(self, cfg: Config, classifier: Classifier, store=None, inbox: Optional[Path] = None,
-                 move_after: bool = False):
+                 move_after: bool = False, defer_incomplete_s: float = 0.0):
         self.cfg = cfg
         self.clf = classifier
         self.store = store
@@ -112,6 +115,10 @@ class Pipeline:
         self.move_after = move_after
         self.params = classifier.preprocessing
         self.gate = quality.stricter(cfg.quality, classifier.card.extra.get("quality_gate", {}))
+        self.sample_rule = SampleRule.from_card(classifier.card.extra, classifier.card.threshold)
+        # Polling only (inotify reports the writer's close): a file that reads as truncated and was written
+        # to less than this long ago is probably still arriving, so it is watched again, not recorded.
+        self.defer_incomplete_s = defer_incomplete_s
         self.model_id: Optional[str] = None
         if store is not None:
             self.model_id = store.ensure_model(classifier.name, classifier.sha256, classifier.card.to_dict())
@@ -133,6 +140,13 @@ class Pipeline:
 
     def _prepare(self, path: Path, prep: Prepared) -> None:
         res, t = prep.result, time.monotonic()
+        if self.inbox is not None and _within(path, self.inbox):
+            try:
+                res.sample_id = sample_of(path, self.inbox, datetime.now(timezone.utc))
+            except SampleError as e:
+                res.reason = str(e)
+                res.sha256 = identity.of_bytes(b"sample:" + os.fsencode(str(path)))
+                return
         if self.inbox is not None and path.is_symlink():
             try:
                 target = path.resolve(strict=True)
@@ -180,6 +194,9 @@ class Pipeline:
         except DecodeError as e:
             res.reason = str(e)
             self._lap(res, "decode", t)
+            if self.defer_incomplete_s and "truncated" in res.reason and \
+                    time.time() - st.st_mtime < self.defer_incomplete_s:
+                res.deferred = True
             return
         del data
         res.width, res.height, res.format = img.width, img.height, img.format
@@ -272,7 +289,7 @@ class Pipeline:
             for prep in group:  # "total before storing"; the store adds its own time
                 prep.result.timings["total"] = round((now - prep.started) * 1000, 3)
             try:
-                ids = self.store.record_many([self.to_record(p.result) for p in group])
+                ids = self.store.record_many([self.to_record(p.result) for p in group], self.sample_rule)
             except DatabaseGone:
                 raise  # nothing can be recorded any more: stop, move nothing (see edge/daemon.py)
             except Exception as e:  # noqa: BLE001
@@ -305,7 +322,7 @@ class Pipeline:
             t_queue_ms=tm.get("queue"), t_decode_ms=tm.get("decode"), t_quality_ms=tm.get("quality"),
             t_preprocess_ms=tm.get("preprocess"), t_inference_ms=tm.get("inference"), t_total_ms=tm.get("total"),
             model_id=self.model_id if res.status in (CLASSIFIED, DUPLICATE) else None,
-            model_name=self.clf.name, model_sha256=self.clf.sha256, run_id=self.run_id)
+            model_name=self.clf.name, model_sha256=self.clf.sha256, run_id=self.run_id, sample_id=res.sample_id)
 
     def _move(self, res: ImageResult, src: Path) -> None:
         if not (self.move_after and self.inbox is not None and res.sha256 and
@@ -315,6 +332,8 @@ class Pipeline:
             return
         ok = res.status in (CLASSIFIED, DUPLICATE)
         dest_dir = self.cfg.daemon.done_dir if ok else self.cfg.daemon.rejected_dir
+        if src.parent != self.inbox and _within(src, self.inbox):
+            dest_dir = dest_dir / src.parent.name  # keep the sample's fields together
         try:
             dest_dir.mkdir(parents=True, exist_ok=True)
             dest = dest_dir / src.name
@@ -325,6 +344,12 @@ class Pipeline:
             res.moved_to = identity.path_text(dest)
         except OSError as e:
             log.warning("could not move %s to %s: %s", src, dest_dir, e)
+            return
+        if self.store is not None and res.record_id:
+            try:
+                self.store.set_moved_to(res.record_id, res.moved_to)
+            except Exception as e:  # noqa: BLE001 - the file is safe in done/; only the pointer is missing
+                log.warning("moved %s to %s but could not record where: %s", src, dest, str(e).splitlines()[0])
 
     # ------------------------------------------------------------------------------------ driving
     def process(self, path: Union[str, Path]) -> ImageResult:
@@ -360,7 +385,9 @@ class Pipeline:
             # Same content as an uncommitted image: its duplicate and exactly-once checks must see that
             # image's row, so commit the group first.
             yield from self._flush(group)
-        if not self._infer(prep):
+        if prep.result.deferred:
+            yield prep.result
+        elif not self._infer(prep):
             yield prep.result
         else:
             group.append(prep)

@@ -16,7 +16,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
-from watchdog.events import FileClosedEvent, FileCreatedEvent, FileModifiedEvent, FileMovedEvent, FileSystemEventHandler
+from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileModifiedEvent,
+                             FileMovedEvent, FileSystemEventHandler)
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
@@ -67,27 +68,39 @@ def unscreened(inbox: Path, store) -> List[Path]:
 
 
 def backlog(inbox: Path, skip: Callable[[Path], bool] = lambda p: False) -> List[Path]:
-    """Candidate files already in the inbox, oldest first, without those ``skip`` says are recorded."""
+    """Candidate files already in the inbox and its sample folders (one level), oldest first, without those
+    ``skip`` says are recorded."""
     entries: List[Tuple[float, str, Path]] = []
-    try:
-        it = os.scandir(inbox)
-    except FileNotFoundError:
-        return []
-    with it:
-        for e in it:
-            p = Path(e.path)
-            if not is_candidate(p):
-                continue
-            try:
-                # lstat: a symlink is listed even when it dangles, so the pipeline records why it is bad.
-                st = e.stat(follow_symlinks=False)
-            except OSError:
-                continue
-            if e.is_dir(follow_symlinks=False):
-                continue
-            entries.append((st.st_mtime, e.name, p))
+    folders = [inbox]
+    for folder in folders:
+        try:
+            it = os.scandir(folder)
+        except (FileNotFoundError, NotADirectoryError, PermissionError):
+            continue
+        with it:
+            for e in it:
+                p = Path(e.path)
+                if not is_candidate(p):
+                    continue
+                try:
+                    # lstat: a symlink is listed even when it dangles, so the pipeline records why it is bad.
+                    st = e.stat(follow_symlinks=False)
+                except OSError:
+                    continue
+                if e.is_dir(follow_symlinks=False):
+                    if folder == inbox:
+                        folders.append(p)  # a sample; deeper folders are not samples and not screened
+                    continue
+                entries.append((st.st_mtime, str(p), p))
     entries.sort()
     return [p for _, _, p in entries if not skip(p)]
+
+
+def in_inbox(inbox: Path, p: Path) -> bool:
+    """A file directly in the inbox or in one of its sample folders (not hidden, not temporary)."""
+    if not is_candidate(p):
+        return False
+    return p.parent == inbox or (p.parent.parent == inbox and is_candidate(p.parent))
 
 
 class _Handler(FileSystemEventHandler):
@@ -102,10 +115,12 @@ class _Handler(FileSystemEventHandler):
         if not raw:
             return None
         p = Path(os.fsdecode(raw))
-        return p if p.parent == self.inbox and is_candidate(p) else None
+        return p if in_inbox(self.inbox, p) else None
 
     def on_any_event(self, event) -> None:
         if event.is_directory:
+            if isinstance(event, (DirCreatedEvent, DirMovedEvent)):
+                self._new_folder(event)
             return
         if isinstance(event, FileMovedEvent):
             p = self._in_inbox(event.dest_path)  # "" when the file was moved out of the inbox
@@ -128,6 +143,27 @@ class _Handler(FileSystemEventHandler):
             self.emit(p)
 
 
+    def _new_folder(self, event) -> None:
+        """A sample folder created or moved into the inbox: its files may have been written before the
+        recursive watch reached it (a moved-in folder arrives complete), so list them once."""
+        raw = event.dest_path if isinstance(event, DirMovedEvent) else event.src_path
+        folder = Path(os.fsdecode(raw)) if raw else None
+        if folder is None or folder.parent != self.inbox or not is_candidate(folder):
+            return
+        try:
+            names = sorted(os.listdir(folder))
+        except OSError:
+            return
+        for name in names:
+            p = folder / name
+            if in_inbox(self.inbox, p) and p.is_file():
+                if self.changes:
+                    with self.lock:
+                        self.pending.setdefault(p, ((-1, -1.0), 0))
+                else:
+                    self.emit(p)
+
+
 class InboxWatcher:
     """Calls ``on_file(path)`` (from a background thread) once per completed file in ``inbox``."""
 
@@ -139,13 +175,14 @@ class InboxWatcher:
         self._handler = _Handler(self.inbox, on_file, watch_for_changes=polling)
         if polling:
             self._observer = PollingObserver(timeout=options.poll_interval_s)
-            self._observer.schedule(self._handler, str(self.inbox), recursive=False)
+            self._observer.schedule(self._handler, str(self.inbox), recursive=True)
         else:
             # Full events: a file moved in from outside the inbox arrives as a move with an empty source
             # instead of a "created" event we could not tell apart from a file just opened for writing.
             self._observer = InotifyObserver(generate_full_events=True)
-            self._observer.schedule(self._handler, str(self.inbox), recursive=False,
-                                    event_filter=[FileClosedEvent, FileMovedEvent])
+            # Recursive: a patient sample is a subfolder (edge.samples).
+            self._observer.schedule(self._handler, str(self.inbox), recursive=True,
+                                    event_filter=[FileClosedEvent, FileMovedEvent, DirCreatedEvent, DirMovedEvent])
         self._stop = threading.Event()
         self._stable_thread: Optional[threading.Thread] = None
 
@@ -183,6 +220,11 @@ class InboxWatcher:
                         h.pending[p] = (sig, count)
             for p in ready:
                 self.on_file(p)
+
+    def recheck(self, p: Path) -> None:
+        """Polling: watch ``p`` again until its size settles (a slow writer paused long enough to look done)."""
+        with self._handler.lock:
+            self._handler.pending[p] = ((-1, -1.0), 0)
 
     def __enter__(self) -> "InboxWatcher":
         self.start()

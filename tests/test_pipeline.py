@@ -119,7 +119,7 @@ def test_a_burst_is_committed_in_groups_with_duplicates_and_repeats_resolved(env
     monkeypatch.setattr("edge.pipeline.GROUP_MAX", 4)
     groups = []
     record_many = store.record_many
-    monkeypatch.setattr(store, "record_many", lambda recs: groups.append(len(recs)) or record_many(recs))
+    monkeypatch.setattr(store, "record_many", lambda recs, *a: groups.append(len(recs)) or record_many(recs, *a))
     data = synthetic.smear_jpeg(7)
     names = [f"{i}.jpg" for i in range(9)]
     for i, name in enumerate(names):

@@ -97,14 +97,24 @@ def split(data_dir, block_size):
 @click.option("--limit-per-class", default=0, help="Use only the first N images of each class (smoke runs).")
 @click.option("--seed", default=1234, show_default=True)
 @click.option("--version", "model_version", default="2.0.0", show_default=True)
+@click.option("--corrections", "corrections_dbs", multiple=True, type=click.Path(exists=True, dir_okay=False),
+              help="A device's SQLite database (repeatable): its reviewers' field corrections join the "
+                   "training side.")
 def train(data_dir, out_dir, modes, ship, augment_copies, block_size, head_epochs, fine_epochs, fine_tune_from, lr_fine, color_jitter,
-          batch_size, weights, limit_per_class, seed, model_version):
+          batch_size, weights, limit_per_class, seed, model_version, corrections_dbs):
     """Train on DATA_DIR, convert to int8 TFLite and write the model card and report."""
     from .build import build
     from .report import write_report
     from .train import TrainConfig
 
     sp = _load(data_dir, block_size, limit_per_class)
+    corrections = None
+    if corrections_dbs:
+        from .corrections import load_corrections
+
+        sp, corrections = load_corrections(sp, corrections_dbs)
+        console.print(f"corrections: {corrections['used']} used of {corrections['images_reviewed']} reviewed "
+                      f"images; dropped {corrections['dropped']}")
     console.print(_split_table(sp))
     cfg = TrainConfig(head_epochs=head_epochs, fine_epochs=fine_epochs, fine_tune_from=fine_tune_from,
                       lr_fine=lr_fine, color_jitter=color_jitter, batch_size=batch_size, weights=weights, seed=seed,
@@ -112,6 +122,13 @@ def train(data_dir, out_dir, modes, ship, augment_copies, block_size, head_epoch
     with _progress() as prog:
         res = build(sp, out_dir, modes=[m.strip() for m in modes.split(",") if m.strip()], ship=ship, cfg=cfg,
                     version=model_version, progress=_Bars(prog))
+    if corrections is not None:
+        from edge.model import card_path_for, load_card
+
+        card = load_card(card_path_for(res.tflite))
+        card.extra["training"]["corrections"] = corrections
+        card.save(card_path_for(res.tflite))
+        res.card = card
     report = write_report(res.tflite, Path(out_dir) / "work")
     v = res.card.extra["validation"]["metrics"]
     console.print(f"[bold]{res.tflite}[/] ({res.tflite.stat().st_size / 1e6:.2f} MB), mode {res.chosen_mode}, "
@@ -134,6 +151,54 @@ def finalize(model, data_dir, block_size):
     with _progress() as prog:
         run_finalize(Path(model), sp, work, progress=_Bars(prog))
     console.print(f"card and report updated: {write_report(Path(model), work)}")
+
+
+@main.command("sample-rule")
+@click.argument("model", type=click.Path(exists=True, dir_okay=False))
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False), default=str(SHARED_DATASET))
+@click.option("--block-size", type=int, help="Consecutive file numbers per block [default: the card's split].")
+@click.option("--predictions", type=click.Path(exists=True, dir_okay=False),
+              help="Field scores from `evaluate --subset validation --predictions` instead of evaluating again.")
+@click.option("--threads", default=2, show_default=True)
+def sample_rule(model, data_dir, block_size, predictions, threads):
+    """Choose MODEL's sample verdict rule on DATA_DIR's validation blocks (one block = one sample) and write
+    it into the model card (.json and .md). The .tflite is not touched."""
+    from edge.model import Classifier, ModelLoadError
+
+    from .evaluate import evaluate as run_eval
+    from .metrics import malignant_scores
+    from .samplerule import blocks_for, choose_rule, scores_from_csv, update_card
+
+    try:
+        clf = Classifier(model, num_threads=threads)
+    except ModelLoadError as e:
+        raise click.ClickException(str(e))
+    block_size = block_size or int(clf.card.extra.get("split", {}).get("block_size", 25))
+    sp = _load(data_dir, block_size, 0)
+    if predictions:
+        try:
+            scores = scores_from_csv(predictions, sp.val)
+        except ValueError as e:
+            raise click.ClickException(str(e))
+    else:
+        with _progress() as prog:
+            bars = _Bars(prog)
+            ev = run_eval(clf, sp.val, ("plain",), progress=lambda i, n: bars("evaluate validation", i, n))
+        scores = [None if r else round(float(s), 6)
+                  for s, r in zip(malignant_scores(ev.probs["plain"], clf.labels), ev.refused["plain"])]
+    rule, info = choose_rule(blocks_for(sp, scores), clf.card.threshold)
+    entry = update_card(Path(model), rule, info)
+    t = Table(title=f"sample rule: {rule.statistic}{f' q={rule.q}' if rule.statistic == 'quantile' else ''} "
+                    f">= {rule.threshold}")
+    for c in ("block", "files", "fields", "readable", "statistic", "verdict", "right"):
+        t.add_column(c)
+    for b in info["per_block"]:
+        t.add_row(b["block"], b["files"], str(b["fields"]), str(b["readable"]), f"{b['statistic']:.4f}",
+                  b["verdict"], "yes" if b["right"] else "[red]NO[/]")
+    console.print(t)
+    click.echo(json.dumps({k: v for k, v in entry.items() if k != "validation"}
+                          | {"validation": {k: info[k] for k in ("sensitivity", "specificity", "margin",
+                                                                   "subsamples")}}, indent=2))
 
 
 @main.command()

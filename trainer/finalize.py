@@ -1,7 +1,7 @@
 """After conversion: the device-side pieces of a model card, measured through the device's own code.
 
-:func:`finalize` fits the out-of-distribution reference (cell models), chooses the threshold and the review
-band on the validation blocks, runs the clinical reviewer's tests (trainer/robustness.py) and sets the
+:func:`finalize` fits the out-of-distribution reference (cell models), chooses the threshold, the review
+band and the sample rule (trainer/samplerule.py) on the validation blocks, runs the clinical reviewer's tests (trainer/robustness.py) and sets the
 quality gate from their failure curves. It needs no TensorFlow, so it can be re-run on a shipped model
 (`edge-screen-train finalize MODEL`) when the rules change.
 """
@@ -20,6 +20,7 @@ from .cellset import build_cellset
 from .data import Split
 from .evaluate import evaluate, save_evaluation
 from .metrics import binary_rates, choose_threshold, malignant_scores
+from .samplerule import blocks_for, choose_rule, rule_card
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,9 @@ def finalize(tflite: Path, split: Split, work: Path, float_probs: Optional[np.nd
     threshold, _ = choose_threshold(scores, malignant, 0.995)
     band, band_info = choose_band(scores, malignant, threshold)
     sens, spec = binary_rates(scores, malignant, threshold)
+    # Rounded as the device stores them, so the sample rule is chosen on the numbers it will aggregate.
+    field_scores = [None if r else round(float(s), 6) for s, r in zip(malignant_scores(int8_probs), refused)]
+    sample_rule, sample_info = choose_rule(blocks_for(split, field_scores), threshold)
     card.threshold, card.review_band = threshold, band
     card.save(card_path_for(tflite))
     clf.card = card  # same file, new threshold: no need to load the interpreter again
@@ -66,6 +70,7 @@ def finalize(tflite: Path, split: Split, work: Path, float_probs: Optional[np.nd
                           "(int8 model, fields), capped at 0.5",
         "review_band_rule": band_info,
         "validation_at_threshold": {"malignant_sensitivity": round(sens, 4), "specificity": round(spec, 4)},
+        "sample_rule": rule_card(sample_rule, sample_info),
         "validation": ev.to_dict(),
         "cell_tests": tests,
         "quality_gate": {k: tests["quality_gate"][k]["threshold"]

@@ -6,6 +6,8 @@ from pathlib import Path
 
 from edge.model import load_card, card_path_for
 
+from .samplerule import markdown_lines
+
 
 def _pct(x) -> str:
     return "n/a" if x is None else f"{100 * x:.2f} %"
@@ -91,6 +93,7 @@ def write_report(tflite: Path, work_dir: Path) -> Path:
     for name, r in e["validation"]["robustness"].items():
         lines.append(f"| {name} | {_pct(r['accuracy'])} | {r['accuracy_drop_points']} | "
                      f"{_pct(r['malignant_sensitivity'])} | {_pct(r['specificity'])} |")
+    lines += [""] + markdown_lines(e.get("sample_rule")) if e.get("sample_rule") else []
     lines += cell_test_lines(e.get("cell_tests"))
     if e.get("backend_parity"):
         lines += ["", "## Backends (validation fields, scripts/backend_parity.py)", "",

@@ -164,6 +164,35 @@ def test_polling_observer_waits_for_a_stable_size(tmp_path, model_path):
     assert rec["status"] == "classified"
 
 
+def test_polling_a_writer_that_pauses_longer_than_the_scans_gets_one_classified_row(tmp_path, model_path):
+    """Issue 8, 9: a slow share writer pauses between chunks long enough for the size to look settled; the
+    truncated read must not become a `rejected` row (it is watched again until the file is complete)."""
+    cfg = write_config(tmp_path, model_path, observer="polling", poll_interval_s=0.05, stable_checks=2)
+    db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
+    data = synthetic.smear_jpeg(8, (1024, 768))
+    d = DaemonProc(cfg).wait_ready()
+    try:
+        slow = inbox / "slow.jpg"
+        chunks = [data[i:i + len(data) // 3 + 1] for i in range(0, len(data), len(data) // 3 + 1)]
+        with open(slow, "wb") as f:
+            for k, chunk in enumerate(chunks):
+                f.write(chunk)
+                f.flush()
+                os.fsync(f.fileno())
+                # The writer "pauses" until a file written after this chunk has been recorded: slow.jpg's
+                # size settled before the tick's did, so the daemon has read the incomplete slow.jpg by then.
+                tick = inbox / f"tick-{k}.jpg"
+                tick.write_bytes(synthetic.smear_jpeg(300 + k))
+                poll(lambda: rows(db, f"path = '{tick}'"), what=f"tick {k} recorded")
+                if k < len(chunks) - 1:
+                    assert not rows(db, f"path = '{slow}'"), rows(db, f"path = '{slow}'")
+        rec = poll(lambda: rows(db, f"path = '{slow}'"), what="slow.jpg recorded once complete")
+    finally:
+        assert d.terminate() == 0, d.output()
+    assert [r["status"] for r in rows(db, f"path = '{slow}'")] == ["classified"], rec
+    assert rec[0]["sha256"] == hashlib.sha256(data).hexdigest()
+
+
 def test_sighup_reloads_and_keeps_classifying(tmp_path, model_path):
     cfg = write_config(tmp_path, model_path)
     db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"

@@ -71,7 +71,9 @@ class DatabaseConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: Optional[Path] = _f(None, "TFLite model (its card is the .json beside it); unset = bundled model")
+    path: Optional[Path] = _f(None, "TFLite model (its card is the .json beside it); unset = the installed "
+                                    "current model, else the bundled one")
+    install_dir: Path = _f(Path("models"), "where `edge-screen model install` keeps models and current.json")
     backend: str = _f("auto", "TFLite runtime", choices=("auto",) + tuple(BACKENDS))
     num_threads: int = _f(2, "interpreter threads", min=1, max=64)
     kernels: str = _f("xnnpack", "int8 kernels: xnnpack (fast) or builtin (the same answers as tflite_runtime)",
@@ -151,7 +153,12 @@ class Config:
     @property
     def model_path(self) -> Path:
         from .model import DEFAULT_MODEL  # lazy: model pulls numpy, config should stay cheap to import
-        return self.model.path if self.model.path is not None else DEFAULT_MODEL
+        from .modelstore import current_model
+
+        if self.model.path is not None:
+            return self.model.path
+        # Read on every call, so a SIGHUP after `edge-screen model install` loads the new current model.
+        return current_model(self.model.install_dir) or DEFAULT_MODEL
 
     def to_dict(self) -> Dict[str, Dict[str, Any]]:
         """Plain TOML-able values; unset optional keys are left out (TOML has no null)."""

@@ -136,6 +136,8 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
     """Model in use, today's images by status and verdict, backlog, last error, stage timings."""
     from .model import ModelLoadError, load_card
     from .model import card_path_for
+    from .retention import disk_state, watched_paths
+    from .samples import Samples
     from .watcher import unscreened
 
     cfg = _cfg(ctx)
@@ -148,8 +150,10 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
         err = store.last_error()
         stats = store.timing_stats(last_n)
         run = store.last_run()
+        sample_counts = Samples(store).counts()
     finally:
         store.close()
+    disk = disk_state(watched_paths(cfg), cfg.retention.min_free_mb)
     try:
         model = load_card(card_path_for(cfg.model_path)).name
     except ModelLoadError as e:
@@ -163,6 +167,9 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
            "today": {"total": today.total, "by_status": today.by_status, "by_verdict": today.by_verdict,
                      "needs_review": today.needs_review},
            "backlog": len(pending), "inbox": str(cfg.daemon.inbox),
+           "disk": {"free_mb": round(disk.free_mb, 1), "where": disk.where, "min_free_mb": disk.min_free_mb,
+                    "intake_paused": disk.paused},
+           "samples": sample_counts,
            "last_error": ({"path": err.path, "status": err.status, "reason": err.reason,
                            "recorded_at": err.recorded_at.isoformat()} if err else None),
            "last_run": ({"started_at": run.started_at.isoformat(), "stopped_at":
@@ -183,6 +190,10 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
                + ("; " + ", ".join(f"{k} {v}" for k, v in sorted(today.by_verdict.items())) if today.by_verdict else "")
                + f"; needs review {today.needs_review}")
     click.echo(f"backlog    {len(pending)} file(s) in {cfg.daemon.inbox} not yet recorded")
+    click.echo(f"disk       {disk.describe()}")
+    if sample_counts:
+        click.echo("samples    " + ", ".join(f"{k} {sample_counts[k]}" for k in ("collecting", "ready", "signed")
+                                            if k in sample_counts))
     click.echo(f"last error {err.path}: {err.reason}" if err else "last error none")
     click.echo(f"timings    median / p95 ms over the last {last_n} classified images:")
     for s, v in stats.items():

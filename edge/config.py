@@ -101,6 +101,14 @@ class CameraConfig:
 
 
 @dataclass(frozen=True)
+class RetentionConfig:
+    keep_days: float = _f(30.0, "delete screened image files older than this, once exported (0 = keep)", min=0)
+    max_mb: float = _f(0.0, "...and the oldest exported ones while screened files take more (0 = no limit)", min=0)
+    min_free_mb: float = _f(200.0, "below this free space intake pauses until it is back (0 = never pause)",
+                            min=0)
+
+
+@dataclass(frozen=True)
 class SamplesConfig:
     min_readable: int = _f(10, "a sample is ready for review with at least this many readable fields...", min=1)
     idle_s: float = _f(120.0, "...and no new field for this many seconds (or after `edge-screen sample close`)",
@@ -147,6 +155,7 @@ class Config:
     camera: CameraConfig = field(default_factory=CameraConfig)
     export: ExportConfig = field(default_factory=ExportConfig)
     samples: SamplesConfig = field(default_factory=SamplesConfig)
+    retention: RetentionConfig = field(default_factory=RetentionConfig)
     web: WebConfig = field(default_factory=WebConfig)
     source: Optional[Path] = field(default=None, compare=False)  # the file it came from, for messages
 
@@ -190,7 +199,7 @@ class Config:
 
 SECTIONS = {"daemon": DaemonConfig, "database": DatabaseConfig, "model": ModelConfig,
             "quality": QualityConfig, "camera": CameraConfig, "export": ExportConfig,
-            "samples": SamplesConfig, "web": WebConfig}
+            "samples": SamplesConfig, "retention": RetentionConfig, "web": WebConfig}
 
 
 def redact_url(url: str) -> str:
@@ -351,6 +360,6 @@ def load_config(path: str | Path | None = None, base_dir: str | Path | None = No
 
 
 __all__ = ["CameraConfig", "Config", "ConfigError", "DaemonConfig", "DatabaseConfig", "ExportConfig",
-           "ModelConfig", "QualityConfig", "SamplesConfig", "SECTIONS", "WebConfig", "config_from_dict",
+           "ModelConfig", "QualityConfig", "RetentionConfig", "SamplesConfig", "SECTIONS", "WebConfig", "config_from_dict",
            "default_device_id", "load_config",
            "redact_url", "resolve_db_url"]

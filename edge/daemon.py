@@ -24,6 +24,7 @@ from .config import Config, redact_url
 from .model import Classifier
 from .pipeline import CLASSIFIED, DUPLICATE, STOP, ImageResult, Job, Pipeline
 from .startup import EXIT_OK, EXIT_STORE, StartupError, load, lock_inbox, open_store
+from .retention import disk_state, purge, watched_paths
 from .samples import Samples
 from .store import DatabaseGone, Store
 from .watcher import InboxWatcher, backlog, unscreened, watch_options
@@ -75,6 +76,8 @@ class Notifier:
 
 
 INBOX_CHECK_S = 1.0  # how often an idle daemon checks that its inbox is still the folder it watches
+DISK_CHECK_S = 5.0  # how often free space is looked at (statvfs: microseconds)
+RETENTION_S = 600.0  # how often retention runs while there is disk to spare
 SAMPLES_CHECK_S = 2.0  # how often an idle daemon looks for samples that became ready
 RETRY_S, RETRY_MAX_S = 5.0, 300.0  # a result that could not be committed is tried again after 5, 10, 20 ... s
 
@@ -132,6 +135,11 @@ class Daemon:
         self._samples: Optional[Samples] = None
         self._samples_cfg = None
         self._samples_checked = 0.0
+        self._retention = None  # RetentionConfig of the running config
+        self._disk_paths: List[Path] = []
+        self._paused = False
+        self._disk_checked = -DISK_CHECK_S
+        self._purged = 0.0
         self.processed = 0
         self.counts = {"classified": 0, "unreadable": 0, "rejected": 0, "duplicate": 0}
 
@@ -153,6 +161,10 @@ class Daemon:
         self.notify.watchdog()
         if self._stop_reason or self._reload or self._inbox_gone:
             return STOP
+        if self._low_disk():
+            # New images wait in the inbox (queued or not): screening them now could fail to record them.
+            time.sleep(0.25 if block else 0.0)
+            return None
         if self._retry:
             now = time.monotonic()
             due = [p for t, p in self._retry if t <= now]
@@ -172,6 +184,38 @@ class Daemon:
         with self._lock:
             self._queued.discard(job.path)
         return job
+
+    def _low_disk(self) -> bool:
+        """Checks free space every few seconds; pauses intake below the watermark (see edge/retention.py)."""
+        now = time.monotonic()
+        if self._retention is None or now - self._disk_checked < DISK_CHECK_S:
+            return self._paused
+        self._disk_checked = now
+        state = disk_state(self._disk_paths, self._retention.min_free_mb, was_paused=self._paused)
+        if state.paused != self._paused:
+            self._paused = state.paused
+            (log.warning if state.paused else log.info)("%s", state.describe() if state.paused else
+                                                        f"disk space back ({state.describe()}): resuming intake")
+            self.notify.send(f"STATUS={state.describe()}" if state.paused else
+                             f"STATUS=watching, {self.jobs.qsize()} queued")
+        if state.paused or now - self._purged >= RETENTION_S:
+            self._purge()
+        return self._paused
+
+    def _purge(self) -> None:
+        self._purged = time.monotonic()
+        r = self._retention
+        try:
+            out = purge(self._samples.store, r.keep_days, r.max_mb)
+        except DatabaseGone:
+            raise
+        except Exception as e:  # noqa: BLE001 - retention is housekeeping: never stop screening for it
+            log.warning("retention failed: %s", str(e).splitlines()[0])
+            return
+        if out.deleted or out.kept_unexported or out.errors:
+            log.info("retention: deleted %d exported file(s), %.1f MB freed; %d kept until exported%s",
+                     out.deleted, out.freed_bytes / 1e6, out.kept_unexported,
+                     f"; {len(out.errors)} could not be deleted ({out.errors[0]})" if out.errors else "")
 
     def _promote_samples(self) -> None:
         """Idle work: samples that have their fields and no new one for a while become ready for review."""
@@ -217,6 +261,7 @@ class Daemon:
         try:
             pipe = self._pipeline(cfg, clf, store, run_id)
             self._samples, self._samples_cfg = Samples(store), cfg.samples
+            self._retention, self._disk_paths = cfg.retention, watched_paths(cfg)
             inbox = cfg.daemon.inbox
             log.info("edge-screen %s: model %s (%s, sha256 %s…) on %s, %d threads; inbox %s; database %s; device %s",
                      __version__, clf.name, clf.path.name, clf.sha256[:12], clf.backend, clf.num_threads, inbox,
@@ -308,6 +353,8 @@ class Daemon:
                      new.cfg.daemon.inbox)
             cfg, clf, pipe = new.cfg, new.classifier, new_pipe
             self._samples_cfg = cfg.samples
+            self._retention, self._disk_paths = cfg.retention, watched_paths(cfg)
+            self._disk_checked = -DISK_CHECK_S  # a new watermark applies at once
         except StartupError as e:
             log.error("reload failed, keeping the running config and model: %s", e)
         self.notify.send("READY=1", f"STATUS=watching {cfg.daemon.inbox}")

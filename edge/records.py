@@ -50,6 +50,7 @@ class ImageRecord:
     run_id: Optional[str] = None
     sample_id: Optional[str] = None  # the patient sample (inbox subfolder) the field belongs to
     moved_to: Optional[str] = None  # set after `daemon.after = "move"` moved the file (Store.set_moved_to)
+    purged_at: Optional[datetime] = None  # when retention deleted the file (edge.retention)
     filename: Optional[str] = None  # default: the last component of path
     id: Optional[str] = None  # default: a new uuid4
     device_id: Optional[str] = None  # default: the store's device id

@@ -126,6 +126,7 @@ images = Table(
     # v3: where `daemon.after = "move"` put the file, and the sample (patient smear) the field belongs to.
     Column("moved_to", Text),
     Column("sample_id", String(64)),
+    Column("purged_at", UTCDateTime),  # when retention deleted the file (exported rows only; the row stays)
     CheckConstraint("status IN ('classified', 'unreadable', 'rejected', 'duplicate')", name="ck_images_status"),
     CheckConstraint("verdict IS NULL OR verdict IN ('benign', 'malignant')", name="ck_images_verdict"),
     # Exactly-once: the same inbox file with the same content can be recorded only once per device, so
@@ -245,15 +246,16 @@ def _v2_export_watermarks(conn: Connection) -> None:
     metadata.create_all(conn, tables=[export_watermarks])
 
 
-_V3_IMAGE_COLUMNS = (("moved_to", "TEXT"), ("sample_id", "VARCHAR(64)"))
+_V3_IMAGE_COLUMNS = ("moved_to", "sample_id", "purged_at")
 
 
 def _v3_samples_reviews(conn: Connection) -> None:
     # _v1_initial builds `images` from today's Table, so a database created fresh already has the v3
     # columns; one from a device in the field (v1/v2) gets them added here.
     have = {c["name"] for c in inspect(conn).get_columns("images")}
-    for name, ddl in _V3_IMAGE_COLUMNS:
+    for name in _V3_IMAGE_COLUMNS:
         if name not in have:
+            ddl = images.c[name].type.compile(dialect=conn.dialect)  # the very type a fresh database gets
             conn.exec_driver_sql(f"ALTER TABLE images ADD COLUMN {name} {ddl}")
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_images_sample ON images (device_id, sample_id)")
     metadata.create_all(conn, tables=[samples, reviews, users, web_sessions])

@@ -218,11 +218,11 @@ def make_v1(path):
         schema.MIGRATIONS[1](c)
         # MIGRATIONS[1] builds today's images table; a real v1 device has no v3 columns.
         c.exec_driver_sql("DROP INDEX ix_images_sample")
-        for col in ("moved_to", "sample_id"):
+        for col in ("moved_to", "sample_id", "purged_at"):
             c.exec_driver_sql(f"ALTER TABLE images DROP COLUMN {col}")
         c.execute(schema_info.insert().values(application="edge-screen", version=1, updated_at=T0))
         row = fake_record(1, "old-device").to_row()
-        del row["moved_to"], row["sample_id"]
+        del row["moved_to"], row["sample_id"], row["purged_at"]
         row["filename"] = "patient-000001_smear.jpg"
         c.execute(images.insert().values(**row))
     eng.dispose()

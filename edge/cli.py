@@ -154,14 +154,16 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
     finally:
         store.close()
     disk = disk_state(watched_paths(cfg), cfg.retention.min_free_mb)
+    model_path = "?"
     try:
-        model = load_card(card_path_for(cfg.model_path)).name
+        model_path = cfg.model_path  # may read the installed models' current.json
+        model = load_card(card_path_for(model_path)).name
     except ModelLoadError as e:
         model = f"unusable ({e})"
     from .backends import resolve
 
     backend = resolve(cfg.model.backend)
-    out = {"device_id": cfg.daemon.device_id, "model": model, "model_path": str(cfg.model_path),
+    out = {"device_id": cfg.daemon.device_id, "model": model, "model_path": str(model_path),
            "backend": backend, "kernels": cfg.model.kernels if backend == "litert" else "builtin",
            "threads": cfg.model.num_threads,
            "today": {"total": today.total, "by_status": today.by_status, "by_verdict": today.by_verdict,
@@ -179,7 +181,7 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
     if as_json:
         click.echo(json.dumps(out, indent=2))
         return
-    click.echo(f"device     {out['device_id']}\nmodel      {model} ({cfg.model_path}), backend {backend} "
+    click.echo(f"device     {out['device_id']}\nmodel      {model} ({model_path}), backend {backend} "
                f"({out['kernels']} kernels), {cfg.model.num_threads} threads")
     if run:
         state = "running" if run.stopped_at is None else f"stopped ({run.exit_reason})"

@@ -24,7 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 
-from .schema import SchemaError, check_version, images, make_engine, normalize_url, schema_version
+from .schema import SchemaError, images, open_existing
 from .vocabulary import STAGES, STATUSES, VERDICTS
 
 PERCENTILES = (0.5, 0.95)
@@ -148,6 +148,7 @@ class FlaggedImage:
     needs_review: bool
     model_name: Optional[str]
     model_sha256: Optional[str]
+    moved_to: Optional[str] = None  # where after = "move" put the file
 
 
 @dataclass
@@ -197,6 +198,7 @@ class ReportData:
     timings: List[StageTiming]
     models: List[ModelUsage]
     total_histogram: List[HistBin] = field(default_factory=list)
+    samples: list = field(default_factory=list)  # edge.report_samples.SampleBlock, schema 3 on
 
     @property
     def total(self) -> int:
@@ -249,32 +251,12 @@ class ReportData:
 
 # ---------------------------------------------------------------------------------------------- query
 
-def open_database(db: str | Path | sa.Engine, busy_timeout_ms: int = 5000) -> sa.Engine:
-    """An engine on an edge-screen database; a clear error for a missing, foreign or too-new one.
-
-    Reading never creates or upgrades anything: a report may run on a copy on a read-only USB stick.
-    """
-    if isinstance(db, sa.Engine):
-        engine = db
-    else:
-        url = sa.engine.make_url(normalize_url(db))
-        if url.get_backend_name() == "sqlite" and url.database not in (None, "", ":memory:") \
-                and not Path(url.database).is_file():
-            raise ReportError(f"no database at {url.database}")
-        engine = make_engine(url.render_as_string(hide_password=False), busy_timeout_ms, create_dirs=False)
+def open_database(db: str | Path | sa.Engine, busy_timeout_ms: int = 5000) -> Tuple[sa.Engine, int]:
+    """Engine and schema version of an existing edge-screen database (read only: never created or upgraded)."""
     try:
-        with engine.connect() as conn:
-            version = schema_version(conn)
-            if version is None:
-                raise ReportError(f"{_safe_url(engine)} is empty, not an edge-screen database")
-            check_version(conn, version)
-    except (SchemaError, ReportError, sa.exc.SQLAlchemyError) as e:
-        if engine is not db:
-            engine.dispose()
-        if isinstance(e, sa.exc.SQLAlchemyError):
-            raise ReportError(f"cannot read {_safe_url(engine)}: {str(e).splitlines()[0]}") from None
+        return open_existing(db, busy_timeout_ms)
+    except SchemaError as e:
         raise ReportError(str(e)) from None
-    return engine
 
 
 def _safe_url(engine: sa.Engine) -> str:
@@ -340,15 +322,20 @@ def _utc_day(engine: sa.Engine, col):
 
 def build_report(db: str | sa.Engine, window: Window, filters: Filters = Filters(),
                  now: Optional[datetime] = None) -> ReportData:
-    engine = open_database(db)
+    engine, version = open_database(db)
     try:
-        return _query(engine, window, filters, now)
+        data = _query(engine, window, filters, now, version)
+        if version >= 3:  # samples came with schema 3; an older device's copy has none
+            from .report_samples import sample_blocks
+
+            data.samples = sample_blocks(engine, _where(window, filters))
+        return data
     finally:
         if not isinstance(db, sa.Engine):  # ours: release the file now, not at garbage collection
             engine.dispose()
 
 
-def _query(engine: sa.Engine, window: Window, filters: Filters, now: Optional[datetime]) -> ReportData:
+def _query(engine: sa.Engine, window: Window, filters: Filters, now: Optional[datetime], version: int) -> ReportData:
     c, where = images.c, _where(window, filters)
     day = _utc_day(engine, c.recorded_at).label("day")
     with engine.connect() as conn:
@@ -362,10 +349,11 @@ def _query(engine: sa.Engine, window: Window, filters: Filters, now: Optional[da
                                 path=str(r.path), label=r.label,
                                 malignant_score=None if r.malignant_score is None else float(r.malignant_score),
                                 verdict=r.verdict, needs_review=bool(r.needs_review), model_name=r.model_name,
-                                model_sha256=r.model_sha256)
+                                model_sha256=r.model_sha256, moved_to=r.moved_to)
                    for r in conn.execute(
                        sa.select(c.id, c.device_id, c.recorded_at, c.path, c.label, c.malignant_score, c.verdict,
-                                 c.needs_review, c.model_name, c.model_sha256)
+                                 c.needs_review, c.model_name, c.model_sha256,
+                                 c.moved_to if version >= 3 else sa.null().label("moved_to"))
                        .where(*where, c.status == "classified",
                               sa.or_(c.verdict == "malignant", c.needs_review == sa.true()))
                        .order_by(urgent, c.malignant_score.desc(), c.recorded_at, c.id))]

@@ -9,6 +9,7 @@ import csv
 import io
 import json
 from dataclasses import fields
+from pathlib import Path
 from typing import Iterator, Optional, TextIO
 
 from rich import box
@@ -16,11 +17,12 @@ from rich.console import Console
 from rich.table import Table
 
 from .report import ReportData, _fmt
+from .vocabulary import LABELS
 
 JSON_SCHEMA = "edge-screen-report/1"
 CSV_COLUMNS = ("section", "day", "device_id", "status", "label", "verdict", "needs_review", "count",
                "image_id", "time", "path", "malignant_score", "model_name", "model_sha256", "reason",
-               "stage", "n", "median_ms", "p95_ms", "max_ms", "first_seen", "last_seen")
+               "stage", "n", "median_ms", "p95_ms", "max_ms", "first_seen", "last_seen", "moved_to")
 # Rows shown on a terminal before pointing at the complete CSV/HTML; a shift can flag thousands.
 TERMINAL_ROWS = 50
 
@@ -77,6 +79,7 @@ def to_json(data: ReportData) -> dict:
         "timings": [asdict(t) for t in data.timings],
         "total_time_histogram": [asdict(b) for b in data.total_histogram],
         "models": [asdict(m) for m in data.models],
+        "samples": [b.to_json() for b in data.samples],
     }
 
 
@@ -94,12 +97,19 @@ def _score(v: Optional[float]) -> str:
     return "-" if v is None else f"{v:.3f}"
 
 
-def _per_table(title: str, key_name: str, per: dict, labels: list) -> Table:
-    t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left")
+# A Pi console is 80 columns: short headings there (the legend is printed under the table).
+SHORT = {"images": "img", "classified": "cls", "malignant": "mal", "needs_review": "rev", "unreadable": "unr", "rejected": "rej",
+         "duplicate": "dup", "Benign": "Ben", "Early Pre-B": "EPreB", "Pre-B": "PreB", "Pro-B": "ProB"}
+NARROW = 110  # below this many columns the compact layout is used
+
+
+def _per_table(title: str, key_name: str, per: dict, labels: list, narrow: bool = False) -> Table:
+    t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=not narrow,
+              padding=(0, 1) if narrow else (0, 1))
     cols = ["images", *labels, "malignant", "needs_review", "unreadable", "rejected", "duplicate"]
-    t.add_column(key_name)
+    t.add_column(key_name, no_wrap=True)
     for c in cols:
-        t.add_column(c.replace("_", " "), justify="right")
+        t.add_column(SHORT.get(c, c) if narrow else c.replace("_", " "), justify="right", no_wrap=True)
     for k, d in per.items():
         t.add_row(k, *(str(d.get(c, 0)) for c in cols))
     return t
@@ -109,39 +119,57 @@ def render_table(data: ReportData, console: Console, rows: int = TERMINAL_ROWS) 
     """The report as rich tables, most urgent first: flagged images before the statistics."""
     st, verdicts = data.by_status(), data.by_verdict()
     console.print(f"[bold]edge-screen report[/] — {data.window.description} — {data.database}")
+    narrow = console.width < NARROW
     summary = Table(box=box.SIMPLE_HEAD, show_header=True)
-    for c in ("images", "classified", "malignant", "needs review", "unreadable", "rejected", "duplicate"):
-        summary.add_column(c, justify="right")
+    for c in ("images", "classified", "malignant", "needs_review", "unreadable", "rejected", "duplicate"):
+        summary.add_column(SHORT[c] if narrow else c.replace("_", " "), justify="right", no_wrap=True)
     summary.add_row(str(data.total), str(st.get("classified", 0)), f"[bold red]{verdicts.get('malignant', 0)}[/]",
                     f"[bold yellow]{data.needs_review}[/]", str(st.get("unreadable", 0)),
                     str(st.get("rejected", 0)), str(st.get("duplicate", 0)))
     console.print(summary)
 
     fl = Table(title=f"Malignant or needs review ({len(data.flagged)})", box=box.SIMPLE_HEAD, title_justify="left")
-    for c in ("time", "device", "label", "score", "verdict", "review", "model", "path"):
-        fl.add_column(c, justify="right" if c == "score" else "left", overflow="fold")
-    for f in data.flagged[:rows]:
-        style = "red" if f.verdict == "malignant" else "yellow"
-        fl.add_row(f.time, f.device_id, f.label or "-", _score(f.malignant_score), f"[{style}]{f.verdict}[/]",
-                   "yes" if f.needs_review else "", f.model_name or "-", f.path)
+    if narrow:  # one line per image: the file name, not the path; device and model only when they vary
+        many_devices = len({f.device_id for f in data.flagged}) > 1
+        for c in ("time", *(("device",) if many_devices else ()), "label", "score", "verdict", "file"):
+            fl.add_column(c, justify="right" if c == "score" else "left",
+                          overflow="fold" if c == "file" else "ellipsis", no_wrap=c != "file")
+        for f in data.flagged[:rows]:
+            style = "red" if f.verdict == "malignant" else "yellow"
+            fl.add_row(f.time[5:16], *((f.device_id,) if many_devices else ()), f.label or "-",
+                       _score(f.malignant_score),
+                       f"[{style}]{'mal' if f.verdict == 'malignant' else 'ben'}{' REV' if f.needs_review else ''}[/]",
+                       Path(f.path).name)
+    else:
+        for c in ("time", "device", "label", "score", "verdict", "review", "model", "path"):
+            fl.add_column(c, justify="right" if c == "score" else "left", overflow="fold")
+        for f in data.flagged[:rows]:
+            style = "red" if f.verdict == "malignant" else "yellow"
+            fl.add_row(f.time, f.device_id, f.label or "-", _score(f.malignant_score), f"[{style}]{f.verdict}[/]",
+                       "yes" if f.needs_review else "", f.model_name or "-", f.path)
     console.print(fl)
     if len(data.flagged) > rows:
         console.print(f"  … {len(data.flagged) - rows} more; use --format csv or --format html for all")
 
     if data.problems:
         pr = Table(title=f"Unreadable or rejected ({len(data.problems)})", box=box.SIMPLE_HEAD, title_justify="left")
-        for c in ("time", "device", "status", "reason", "path"):
-            pr.add_column(c, overflow="fold")
+        cols = ("time", "status", "reason", "file") if narrow else ("time", "device", "status", "reason", "path")
+        for c in cols:
+            pr.add_column(c, overflow="fold", no_wrap=c in ("time", "status"))
         for p in data.problems[:rows]:
-            pr.add_row(p.time, p.device_id, p.status, p.reason or "-", p.path)
+            pr.add_row(*((p.time[5:16], p.status, p.reason or "-", Path(p.path).name) if narrow else
+                         (p.time, p.device_id, p.status, p.reason or "-", p.path)))
         console.print(pr)
         if len(data.problems) > rows:
             console.print(f"  … {len(data.problems) - rows} more; use --format csv or --format html for all")
 
     labels = data.labels()
-    console.print(_per_table("Per day (UTC)", "day", data.per("day"), labels))
+    console.print(_per_table("Per day (UTC)", "day", data.per("day"), labels, narrow))
     if len(data.devices()) > 1:
-        console.print(_per_table("Per device", "device", data.per("device_id"), labels))
+        console.print(_per_table("Per device", "device", data.per("device_id"), labels, narrow))
+    if narrow:
+        shown = [k for k in SHORT if k not in LABELS or k in labels]
+        console.print("  " + ", ".join(f"{SHORT[k]} = {k.replace('_', ' ')}" for k in shown), style="dim")
 
     tt = Table(title="Timing per stage (ms)", box=box.SIMPLE_HEAD, title_justify="left")
     for c in ("stage", "n", "median", "p95", "max"):
@@ -154,5 +182,6 @@ def render_table(data: ReportData, console: Console, rows: int = TERMINAL_ROWS) 
     for c in ("model", "sha256", "images", "first", "last"):
         mt.add_column(c, justify="right" if c == "images" else "left")
     for m in data.models:
-        mt.add_row(m.model_name or "-", (m.model_sha256 or "-")[:12], str(m.count), m.first_seen, m.last_seen)
+        mt.add_row(m.model_name or "-", (m.model_sha256 or "-")[:12], str(m.count),
+                   m.first_seen[:16] if narrow else m.first_seen, m.last_seen[:16] if narrow else m.last_seen)
     console.print(mt)

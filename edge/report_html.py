@@ -40,6 +40,8 @@ td.n{text-align:right} .path{font-family:monospace;font-size:.85em;word-break:br
 .item img{width:200px;height:200px;object-fit:contain;background:#f4f4f4;margin-right:6px}
 .missing{width:200px;height:200px;display:inline-flex;align-items:center;justify-content:center;
 background:#fbeaea;color:#a33;font-size:.85em;text-align:center;vertical-align:top;margin-right:6px}
+.small{width:120px!important;height:120px!important}
+.sample{border-top:1px solid #ddd;margin-top:10px}
 .malignant{color:#c0392b;font-weight:bold} .review{color:#b9770e;font-weight:bold} .note{color:#666;font-size:.85em}
 svg text{font-size:11px;fill:#333}
 """
@@ -69,9 +71,9 @@ def _thumbnail(rgb: np.ndarray, px: int) -> np.ndarray:
 
 def gallery_item(img: FlaggedImage, classifier: Optional[Classifier], grid: int = 7, thumb_px: int = 200) -> GalleryItem:
     """Thumbnail and (with a classifier) explanation map for one flagged image; never raises for a bad file."""
-    p = Path(img.path)
+    p = Path(img.moved_to or img.path)
     if not p.is_file():
-        return GalleryItem(img, None, None, f"file missing: {img.path}", None)
+        return GalleryItem(img, None, None, f"file missing: {p}", None)
     try:
         rgb = decode_file(p).rgb
     except DecodeError as e:
@@ -238,6 +240,38 @@ def _gallery_html(items: Sequence[GalleryItem], total: int) -> str:
     return "\n".join(out)
 
 
+def _thumb_html(path: str, thumb_px: int = 120) -> str:
+    try:
+        return f'<img class="thumb small" alt="thumbnail" src="{_data_uri(_thumbnail(decode_file(Path(path)).rgb, thumb_px))}">'
+    except (OSError, DecodeError):
+        return '<span class="missing small">file missing</span>'
+
+
+def _samples_html(blocks, budget: int) -> str:
+    """One block per sample, riskiest first; its fields as a gallery, flagged first, then by score."""
+    out = []
+    for b in blocks:
+        verdict = b.final_verdict or b.verdict or "-"
+        head = (f'<h3 id="sample-{escape(b.sample_id)}">{escape(b.sample_id)} · {escape(b.status)} · '
+                f'<span class="{"malignant" if verdict == "malignant" else ""}">{escape(verdict)}</span>'
+                f' · score {"-" if b.score is None else f"{b.score:.3f}"} · {b.readable} readable of {b.fields}'
+                + (f' · signed by {escape(b.signed_by)}' if b.signed_by else "") + "</h3>")
+        reasons = (f'<p class="review">needs review: {escape("; ".join(b.reasons))}</p>' if b.needs_review else "")
+        cells = []
+        for f in b.items:
+            if budget > 0:
+                thumb, budget = _thumb_html(f.moved_to or f.path), budget - 1
+            else:
+                thumb = '<span class="missing small">not shown (gallery limit)</span>'
+            what = (f"{escape(f.label or '-')} · {'-' if f.malignant_score is None else f'{f.malignant_score:.3f}'}"
+                    if f.status == "classified" else f"{escape(f.status)}: {escape(f.reason or '')}")
+            tag = ' <span class="review">review</span>' if f.needs_review else ""
+            cells.append(f'<div class="item">{thumb}<div>{what}{tag}</div>'
+                         f'<div class="path">{escape(Path(f.path).name)}</div></div>')
+        out.append(f'<div class="sample">{head}{reasons}<div class="gallery">{"".join(cells)}</div></div>')
+    return "\n".join(out)
+
+
 def render_html(data: ReportData, maps: bool = False, classifier: Optional[Classifier] = None,
                 classifier_factory: Optional[Callable[[], Classifier]] = None, grid: int = 7,
                 gallery_limit: int = GALLERY_LIMIT, thumb_px: int = 200, progress: bool = True,
@@ -275,6 +309,9 @@ def render_html(data: ReportData, maps: bool = False, classifier: Optional[Class
         '<p class="note">A screening aid: every malignant or needs-review image must be checked by a person.</p>',
         '<div class="cards">' + "".join(f'<div class="card {c}"><b>{v:,}</b>{escape(k)}</div>' for k, v, c in cards)
         + "</div>",
+        *([f"<h2>Samples ({len(data.samples):,})</h2>",
+           '<p class="note">One patient smear each; the verdict follows the model card\'s sample rule.</p>',
+           _samples_html(data.samples, gallery_limit)] if data.samples else []),
         f"<h2>Malignant or needs review ({len(data.flagged):,})</h2>",
         _table(["time", "device", "label", "score", "verdict", "review", "model", "path"],
                ([f.time, f.device_id, f.label or "-", "-" if f.malignant_score is None else f"{f.malignant_score:.3f}",

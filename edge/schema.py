@@ -9,12 +9,12 @@ from __future__ import annotations
 import sqlite3
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict
+from typing import Callable, Dict, Tuple
 
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Column, DateTime, Float, ForeignKey, Index,
                         Integer, MetaData, String, Table, Text, UniqueConstraint, create_engine, event, inspect)
 from sqlalchemy.engine import Connection, Engine, make_url
-from sqlalchemy.exc import NoSuchModuleError
+from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 from sqlalchemy.types import TypeDecorator
 
 from .vocabulary import STAGES
@@ -389,3 +389,31 @@ def open_schema(engine: Engine, create: bool = True) -> None:
     if upgrade:
         with writer(engine).begin() as conn:  # re-checked under the write lock: another process may have won
             ensure_schema(conn, create=create)
+
+
+def open_existing(url: str | Path | Engine, busy_timeout_ms: int = 5000) -> Tuple[Engine, int]:
+    """An engine on an existing edge-screen database and its schema version, for readers (report, export
+    sources): never creates or upgrades anything, so it works on a copy on a read-only stick. A missing,
+    empty, foreign or too-new database raises :class:`SchemaError` with one line."""
+    if isinstance(url, Engine):
+        engine = url
+    else:
+        u = make_url(normalize_url(url))
+        if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:") \
+                and not Path(u.database).is_file():
+            raise SchemaError(f"no database at {u.database}")
+        engine = make_engine(u.render_as_string(hide_password=False), busy_timeout_ms, create_dirs=False)
+    try:
+        with engine.connect() as conn:
+            version = schema_version(conn)
+            if version is None:
+                raise NotEdgeScreenDatabase(f"{_where(conn)} is empty, not an edge-screen database")
+            check_version(conn, version)
+    except (SchemaError, SQLAlchemyError) as e:
+        if engine is not url:
+            engine.dispose()
+        if isinstance(e, SQLAlchemyError):
+            where = engine.url.render_as_string(hide_password=True)
+            raise SchemaError(f"cannot read {where}: {str(e).splitlines()[0]}") from None
+        raise
+    return engine, version

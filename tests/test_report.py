@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import re
 import math
 import os
 import sqlite3
@@ -279,3 +280,14 @@ def test_postgresql_report_equals_the_sqlite_one(db, pg_url, tmp_path):
         with admin.connect() as c:
             c.execute(sa.text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
         admin.dispose()
+
+
+def test_report_table_fits_an_80_column_pi_console(db):
+    """Issue 8, 23: each flagged image on one line of at most 80 columns (it wrapped over 7 before)."""
+    r = CliRunner().invoke(report, ["--db", str(db[0]), "--all"], env={"COLUMNS": "80"})
+    assert r.exit_code == 0, r.output
+    lines = r.output.splitlines()
+    assert max(len(line) for line in lines) <= 80, max(lines, key=len)
+    flagged = [line for line in lines if re.match(r"\s*\d\d-\d\dT\d\d:\d\d .* (mal|ben REV)", line)]
+    assert len(flagged) >= 5 and all(".jpg" in line or ".png" in line for line in flagged), flagged[:3]
+    assert "mal = malignant" in r.output  # the short headings are explained

@@ -138,6 +138,15 @@ def test_daemon_groups_subfolders_into_samples_moves_them_together_and_stores_wh
     assert bad.returncode == 1 and "invalid sample id" in bad.stderr and "Traceback" not in bad.stderr
     table = cli("--config", str(cfg), "samples", env={"COLUMNS": "80"}).stdout
     assert "PAT-7" in table and max(len(line) for line in table.splitlines()) <= 80
+    # The report: one block per sample with its fields' thumbnails read from where after=move put them.
+    html = tmp_path / "r.html"
+    cli("--config", str(cfg), "report", "--all", "--format", "html", "--out", str(html))
+    page = html.read_text()
+    block = page[page.index('id="sample-PAT-7"'):]
+    block = block[:block.index('<div class="sample">')] if '<div class="sample">' in block else block
+    assert block.count('alt="thumbnail"') == 2 and "file missing" not in block
+    rep = json.loads(cli("--config", str(cfg), "report", "--all", "--format", "json").stdout)
+    assert {s["sample_id"] for s in rep["samples"]} >= {"PAT-7", "NEW-1"}
 
 
 def _status(db, sample_id):

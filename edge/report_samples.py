@@ -1,0 +1,83 @@
+"""The report's samples: every sample with a field in the report's window, with all its fields (a sample
+is judged whole), flagged fields first, then by malignant score. Read only, like the rest of the report."""
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from typing import List, Optional
+
+import sqlalchemy as sa
+
+from .schema import images, samples
+
+
+@dataclass
+class SampleField:
+    image_id: str
+    path: str
+    moved_to: Optional[str]
+    status: str
+    reason: Optional[str]
+    label: Optional[str]
+    malignant_score: Optional[float]
+    verdict: Optional[str]
+    needs_review: bool
+
+    @property
+    def flagged(self) -> bool:
+        return self.needs_review or self.verdict == "malignant" or self.status != "classified"
+
+
+@dataclass
+class SampleBlock:
+    device_id: str
+    sample_id: str
+    status: str
+    fields: int
+    readable: int
+    verdict: Optional[str]
+    score: Optional[float]
+    needs_review: bool
+    reasons: List[str]
+    signed_by: Optional[str]
+    final_verdict: Optional[str]
+    items: List[SampleField] = field(default_factory=list)
+
+    def to_json(self) -> dict:
+        return {"device_id": self.device_id, "sample_id": self.sample_id, "status": self.status,
+                "fields": self.fields, "readable": self.readable, "verdict": self.verdict, "score": self.score,
+                "needs_review": self.needs_review, "review_reasons": self.reasons, "signed_by": self.signed_by,
+                "final_verdict": self.final_verdict}
+
+
+def _order(f: SampleField):
+    return (not f.flagged, -(f.malignant_score if f.malignant_score is not None else -1.0), f.path)
+
+
+def sample_blocks(engine: sa.Engine, where: list) -> List[SampleBlock]:
+    """``where``: the report's image filter (window, devices, ...), which picks the samples shown."""
+    c, s = images.c, samples.c
+    with engine.connect() as conn:
+        keys = conn.execute(sa.select(c.device_id, c.sample_id).where(*where, c.sample_id.is_not(None))
+                            .distinct()).all()
+        blocks = []
+        for device_id, sample_id in keys:
+            row = conn.execute(sa.select(samples).where(s.device_id == device_id, s.sample_id == sample_id)).first()
+            if row is None:  # fields recorded, aggregate not (an older writer): show the fields anyway
+                continue
+            b = SampleBlock(device_id=device_id, sample_id=sample_id, status=row.status, fields=row.fields,
+                            readable=row.readable, verdict=row.verdict, score=row.score,
+                            needs_review=bool(row.needs_review),
+                            reasons=json.loads(row.review_reasons) if row.review_reasons else [],
+                            signed_by=row.signed_by, final_verdict=row.final_verdict)
+            b.items = sorted((SampleField(image_id=str(r.id), path=r.path, moved_to=r.moved_to, status=r.status,
+                                          reason=r.reason, label=r.label, malignant_score=r.malignant_score,
+                                          verdict=r.verdict, needs_review=bool(r.needs_review))
+                              for r in conn.execute(sa.select(c.id, c.path, c.moved_to, c.status, c.reason, c.label,
+                                                              c.malignant_score, c.verdict, c.needs_review)
+                                                    .where(c.device_id == device_id, c.sample_id == sample_id,
+                                                           c.status != "duplicate"))), key=_order)
+            blocks.append(b)
+    # Riskiest first, as a reviewer would take them: needs review, then malignant, then by score.
+    return sorted(blocks, key=lambda b: (b.status == "signed", not b.needs_review, b.verdict != "malignant",
+                                         -(b.score or 0.0), b.sample_id))

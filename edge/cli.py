@@ -268,14 +268,26 @@ def config_check(ctx: click.Context) -> None:
 @click.option("--fake", "fake", type=click.Path(file_okay=False, path_type=Path), default=None,
               help="Use the fake camera cycling through this folder's JPEGs (for tests/demos).")
 @click.option("--synthetic", is_flag=True, help="Use the fake camera with synthetic smears.")
+@click.option("--sample", "sample_id", default=None,
+              help="Patient sample id: the stills go to inbox/SAMPLE/ (default: the inbox root, one sample a day).")
 @click.pass_context
-def capture(ctx: click.Context, count: int, interval: Optional[float], fake: Optional[Path], synthetic: bool) -> None:
+def capture(ctx: click.Context, count: int, interval: Optional[float], fake: Optional[Path], synthetic: bool,
+            sample_id: Optional[str]) -> None:
     """Take camera stills into the inbox atomically (picamera2 on a Raspberry Pi)."""
     import signal
 
     from .camera import CameraUnavailable, FakeSource, PiCamera2Source, capture_loop
+    from .samples import SampleError, validate_sample_id
 
     cfg = _cfg(ctx)
+    target = cfg.daemon.inbox
+    if sample_id is not None:
+        try:
+            target = target / validate_sample_id(sample_id)
+        except SampleError as e:
+            raise click.BadParameter(str(e), param_hint="--sample") from None
+        # Made before the first still, so the daemon's recursive watch is on it by the time stills land.
+        target.mkdir(parents=True, exist_ok=True)
     try:
         src = FakeSource(fake) if (fake or synthetic) else PiCamera2Source(cfg.camera.resolution)
     except CameraUnavailable as e:
@@ -284,7 +296,7 @@ def capture(ctx: click.Context, count: int, interval: Optional[float], fake: Opt
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     with src:
-        files = capture_loop(src, cfg.daemon.inbox, cfg.camera.interval_s if interval is None else interval,
+        files = capture_loop(src, target, cfg.camera.interval_s if interval is None else interval,
                              None if count == 0 else count, should_stop=lambda: bool(stop))
     for f in files:
         click.echo(str(f))

@@ -19,11 +19,18 @@ def test_fake_camera_images_are_classified_by_the_daemon(tmp_path, model_path):
     try:
         files = capture_loop(FakeSource(seed=40), tmp_path / "inbox", interval=0, count=3)
         out = cli("--config", str(cfg), "capture", "--synthetic", "-n", "2").stdout.split()
-        got = poll(lambda: (r := rows(db)) and len(r) >= 5 and r, what="5 captured images recorded")
+        # --sample: a new patient folder, made while the daemon runs, its stills one sample
+        sample = cli("--config", str(cfg), "capture", "--synthetic", "-n", "2", "--sample", "PAT-42").stdout.split()
+        got = poll(lambda: (r := rows(db)) and len(r) >= 7 and r, what="7 captured images recorded")
     finally:
         assert d.terminate() == 0, d.output()
-    assert {r["path"] for r in got} == {str(f) for f in files} | set(out)
-    assert all(r["status"] == "classified" and r["label"] for r in got)
+    assert {r["path"] for r in got} == {str(f) for f in files} | set(out) | set(sample)
+    # The synthetic camera repeats its stills: the sample's two are duplicates of the first capture's.
+    assert all(r["status"] in ("classified", "duplicate") and r["label"] for r in got), [r["status"] for r in got]
+    assert {r["sample_id"] for r in got if r["path"] in sample} == {"PAT-42"}
+    assert all(str(tmp_path / "inbox" / "PAT-42") in p for p in sample)
+    bad = cli("--config", str(cfg), "capture", "--synthetic", "--sample", "../escape", check=False)
+    assert bad.returncode == 2 and "invalid sample id" in bad.stderr and not (tmp_path / "escape").exists()
 
 
 def test_capture_without_picamera2_prints_one_clear_line_and_fails(tmp_path, model_path):

@@ -4,7 +4,6 @@ from __future__ import annotations
 import dataclasses
 import json
 import math
-import statistics
 from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any, Dict, List, Optional
@@ -106,9 +105,14 @@ class TimingStats:
     max_ms: Optional[float]
 
 
+def nearest_rank(p: float, n: int) -> int:
+    """1-based rank of the ``p`` quantile of ``n`` sorted values, nearest-rank: always a value that was
+    actually observed. `status` (here) and `report` (in SQL) both use it, so their medians agree."""
+    return max(1, math.ceil(p * n))
+
+
 def timing_stats(values: List[float]) -> TimingStats:
     if not values:
         return TimingStats(0, None, None, None)
     v = sorted(values)
-    p95 = v[max(0, math.ceil(0.95 * len(v)) - 1)]  # nearest-rank: a value that was actually observed
-    return TimingStats(len(v), statistics.median(v), p95, v[-1])
+    return TimingStats(len(v), v[nearest_rank(0.5, len(v)) - 1], v[nearest_rank(0.95, len(v)) - 1], v[-1])

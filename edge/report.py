@@ -24,6 +24,7 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 
+from .records import nearest_rank
 from .schema import SchemaError, images, open_existing
 from .vocabulary import STAGES, STATUSES, VERDICTS
 
@@ -287,7 +288,7 @@ def _percentiles(conn, col, where: list, n: int) -> List[Optional[float]]:
     PostgreSQL alike), without fetching the column."""
     if n == 0:
         return [None] * len(PERCENTILES)
-    ranks = [max(1, math.ceil(p * n)) for p in PERCENTILES]
+    ranks = [nearest_rank(p, n) for p in PERCENTILES]
     sub = (sa.select(col.label("v"), sa.func.row_number().over(order_by=col).label("rn"))
            .where(*where, col.is_not(None)).subquery())
     got = dict(conn.execute(sa.select(sub.c.rn, sub.c.v).where(sub.c.rn.in_(sorted(set(ranks))))).all())

@@ -137,8 +137,22 @@ def test_status_queries(make_store):
 
 def test_timing_stats_nearest_rank():
     s = timing_stats([float(x) for x in range(1, 101)])
-    assert (s.n, s.median_ms, s.p95_ms, s.max_ms) == (100, 50.5, 95.0, 100.0)
+    # Nearest-rank for the median too (it was an interpolated 50.5 here while `report` said 50.0).
+    assert (s.n, s.median_ms, s.p95_ms, s.max_ms) == (100, 50.0, 95.0, 100.0)
     assert timing_stats([]).median_ms is None
+
+
+def test_status_and_report_agree_on_medians(tmp_path):
+    from edge.report import Filters, build_report, make_window
+
+    store = Store.open(tmp_path / "db.sqlite", device_id="dev")
+    store.record_many([ImageRecord(path=f"/i/{k}.jpg", sha256=str(k).ljust(64, "0"), status="classified",
+                                   t_inference_ms=float(k), t_total_ms=float(k) * 2) for k in range(1, 11)])
+    status = store.timing_stats(100)
+    rep = {t.stage: t for t in build_report(tmp_path / "db.sqlite", make_window(None, None, all_time=True),
+                                            Filters()).timings}
+    for stage in ("inference", "total"):
+        assert (status[stage].median_ms, status[stage].p95_ms) == (rep[stage].median_ms, rep[stage].p95_ms)
 
 
 def test_iter_images_window_and_pagination(make_store):

@@ -45,7 +45,9 @@ def _progress(label: str) -> Iterator:
 
 def _report(summary, what: str) -> None:
     click.echo(f"{what} {summary.target}: {summary.rows_sent} rows sent, {summary.rows_skipped} already there, "
-               f"{summary.runs_sent} runs and {summary.models_sent} models sent, {len(summary.conflicts)} conflicts, "
+               f"{summary.runs_sent} runs and {summary.models_sent} models sent, "
+               f"{summary.samples_sent} samples sent and {summary.samples_updated} updated, "
+               f"{summary.reviews_sent} reviews sent, {len(summary.conflicts)} conflicts, "
                f"{summary.seconds:.2f} s ({summary.rows_per_s:,.0f} rows/s)")
     if summary.watermark_saved is False:
         click.echo("note: the source is read-only, so the next export cannot be incremental (it stays correct)",
@@ -61,18 +63,21 @@ def _report(summary, what: str) -> None:
 @click.command("export", context_settings={"help_option_names": ["-h", "--help"]})
 @click.option("--to", "target", metavar="TARGET",
               help="Clinic database: a SQLite file (created if absent) or postgresql://user@host/db.")
-@click.option("--format", "fmt", type=click.Choice(["db", "csv"]), default="db", show_default=True,
-              help="db: upsert into TARGET; csv: images.csv, runs.csv, models.csv in --out.")
-@click.option("--out", type=click.Path(file_okay=False, path_type=Path), help="Folder for --format csv.")
+@click.option("--format", "fmt", type=click.Choice(["db", "csv", "fhir"]), default="db", show_default=True,
+              help="db: upsert into TARGET; csv: one file per table in --out; fhir: one FHIR R4 Bundle per "
+                   "sample in --out (needs edge-screen[fhir]).")
+# Not click.Path(file_okay=False): its refusal is a usage screen; the library says it in one line.
+@click.option("--out", type=click.Path(path_type=Path), help="Folder for --format csv and fhir.")
 @click.option("--anonymize", is_flag=True,
-              help="Replace file paths and names by a keyed hash (key from config [export]).")
+              help="Replace file paths, names, sample ids and reviewer names by a keyed hash and drop review "
+                   "comments (key from config [export]).")
 @click.option("--full", is_flag=True, help="Ignore the last-export watermark and send every row (still idempotent).")
 @click.option("--db", "source", metavar="URL", help="Source database (default: database.url from the config).")
 @click.option("--config", "config_path", type=click.Path(dir_okay=False), help="TOML config file.")
 @click.pass_context
 def export(ctx: click.Context, target: Optional[str], fmt: str, out: Optional[Path], anonymize: bool,
            full: bool, source: Optional[str], config_path: Optional[str]) -> None:
-    """Send this device's results to a clinic-wide database, or to CSV files.
+    """Send this device's results to a clinic-wide database, or to CSV files or FHIR R4 bundles.
 
     Idempotent and incremental: only rows not yet sent to TARGET go, and a row already there is skipped.
     All in one transaction: a failure leaves TARGET unchanged. Exit status 5 when rows conflict (same id,
@@ -86,10 +91,19 @@ def export(ctx: click.Context, target: Optional[str], fmt: str, out: Optional[Pa
     key = _key(cfg, anonymize)
     src = source or cfg.database.url
     target = target or cfg.export.target
+    if fmt in ("csv", "fhir") and not out:
+        raise click.UsageError(f"--format {fmt} needs --out FOLDER")
     try:
+        if fmt == "fhir":
+            from .fhir import export_fhir, bundle_model
+
+            bundle_model()  # the missing extra is said before a progress bar or a folder appears
+            with _progress("exporting FHIR") as progress:
+                fs = export_fhir(src, out, anonymize_key=key, progress=progress)
+            click.echo(f"wrote {fs.bundles} FHIR bundles ({fs.observations} observations) to {fs.out}, "
+                       f"{fs.seconds:.2f} s")
+            return
         if fmt == "csv":
-            if not out:
-                raise click.UsageError("--format csv needs --out FOLDER")
             with _progress("exporting CSV") as progress:
                 summary = export_csv(src, out, anonymize_key=key, progress=progress)
         else:
@@ -113,7 +127,7 @@ def export(ctx: click.Context, target: Optional[str], fmt: str, out: Optional[Pa
 def merge(ctx: click.Context, sources: List[str], into: str, anonymize: bool, config_path: Optional[str]) -> None:
     """Merge device databases (SQLite files or URLs) into one, keeping device ids.
 
-    Sources are only read. Idempotent: merging the same files again adds nothing. Exit status 3 when rows
+    Sources are only read. Idempotent: merging the same files again adds nothing. Exit status 5 when rows
     conflict (same id, different content); they are listed, and the copy already in TARGET is kept.
     """
     from .export import ExportError, merge as merge_dbs

@@ -259,7 +259,9 @@ def test_csv_export(make_store, tmp_path):
     assert lines[0].split(",")[:3] == ["id", "device_id", "run_id"] and len(lines) == 26
     assert "patient" not in (tmp_path / "csv" / "images.csv").read_text()
     assert len((tmp_path / "csv" / "runs.csv").read_text().splitlines()) == 2
-    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == ["images.csv", "models.csv", "runs.csv"]
+    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == \
+        ["images.csv", "models.csv", "reviews.csv", "runs.csv", "samples.csv"]  # no samples yet: headers only
+    assert (tmp_path / "csv" / "samples.csv").read_text().startswith("id,device_id,sample_id,")
 
 
 def test_csv_export_quotes_what_a_spreadsheet_would_run_as_a_formula(make_store, tmp_path):
@@ -376,7 +378,8 @@ def test_pg_anonymize_foreign_and_read_only_targets(make_store, pg_db):
     eng = create_engine(pg_db)
     with eng.connect() as c:
         paths = [r[0] + r[1] for r in c.execute(select(images.c.path, images.c.filename))]
-        c.execute(text("DROP TABLE export_watermarks, images, models, runs, schema_info"))
+        c.execute(text("DROP TABLE export_watermarks, reviews, samples, images, models, runs, schema_info, "
+                       "web_sessions, users"))
         c.execute(text("CREATE TABLE patients (x int)"))
         c.commit()
     eng.dispose()

@@ -1,0 +1,156 @@
+"""`export --format fhir`: one valid FHIR R4 Bundle per sample, preliminary until signed."""
+import json
+import sys
+
+import pytest
+
+from edge.export import ExportError
+from edge.fhir import FIELD_CODE, SHA256_SYSTEM, VERDICT_CODE, export_fhir
+from edge.reviews import add_user, review_field, sign_off
+from edge.samples import Samples
+from edge.schema import images
+
+from conftest import ImageRecord
+from test_export import cli
+from test_export_samples import KEY, add_fields, device, make_v2
+
+fhir_bundle = pytest.importorskip("fhir.resources.R4B.bundle")
+Bundle = fhir_bundle.Bundle
+
+
+@pytest.fixture
+def clinic(tmp_path):
+    """A device with a collecting sample (one unreadable field) and a signed one with a field review."""
+    store, run_id, model_id = device(tmp_path)
+    add_fields(store, "S-COLLECT", [0, 1, 6], run_id, model_id)  # 6: unreadable (out of focus)
+    ids = add_fields(store, "S-SIGNED", [14, 15, 16, 17], run_id, model_id)
+    # Through the review library, as the review app does it (a user, a field review, a sign-off).
+    add_user(store, "dr-smith", "a long enough password", "reviewer")
+    review_field(store, "dr-smith", ids[2], "Pro-B", comment="Jane Doe's smear")
+    Samples(store).close("S-SIGNED")
+    sign_off(store, "dr-smith", "S-SIGNED", "malignant", final_label="Pro-B")
+    yield store, ids
+    store.close()
+
+
+def resources(bundle, kind):
+    return [e.resource for e in bundle.entry if e.resource.get_resource_type() == kind]
+
+
+def test_one_valid_bundle_per_sample(clinic, tmp_path):
+    store, ids = clinic
+    seen = []
+    s = export_fhir(store, tmp_path / "fhir", progress=lambda done, total: seen.append((done, total)))
+    assert (s.bundles, sorted(s.files)) == (2, ["S-COLLECT.json", "S-SIGNED.json"])
+    assert seen[-1] == (2, 2)
+    sha = "ab" * 32
+    for name, status, n_fields in (("S-COLLECT", "preliminary", 3), ("S-SIGNED", "final", 4)):
+        path = tmp_path / "fhir" / f"{name}.json"
+        b = Bundle.model_validate_json(path.read_text())
+        assert b.type == "collection"
+        sample = Samples(store).get(name)
+        full_urls = {e.fullUrl for e in b.entry}
+        assert f"urn:uuid:{sample.id}" in full_urls
+        [report] = resources(b, "DiagnosticReport")
+        assert report.status == status
+        assert report.identifier[0].value == f"dev-a/{name}"
+        assert {r.reference for r in report.result} <= full_urls  # every reference resolves in the bundle
+        obs = resources(b, "Observation")
+        fields = [o for o in obs if o.code.text == FIELD_CODE]
+        verdicts = [o for o in obs if o.code.text == VERDICT_CODE]
+        assert len(fields) == n_fields == sample.fields and len(verdicts) == 1
+        assert len(report.result) == n_fields + 1
+        assert {o.status for o in obs} == {status}
+        [dev] = resources(b, "Device")
+        assert [(i.system, i.value) for i in dev.identifier] == [(SHA256_SYSTEM, sha)]
+        assert dev.version[0].value == "2.0.0" and dev.deviceName[0].name == "edge-screen-mnv2-int8"
+        for o in fields:
+            assert f"urn:uuid:{o.id}" in full_urls
+            if o.valueCodeableConcept is not None:  # classified: the class, its probabilities, the model
+                assert o.device.reference == f"urn:uuid:{dev.id}"
+                comps = {c.code.text: c.valueQuantity.value for c in o.component}
+                assert "malignant score" in comps and len(comps) == 5
+            else:
+                assert o.dataAbsentReason.text.startswith("unreadable: out of focus") and o.device is None
+        verdict = verdicts[0]
+        assert verdict.valueCodeableConcept.text == (sample.final_verdict or sample.verdict)
+        assert (sample.verdict or "no verdict") in report.conclusion
+    signed = Bundle.model_validate_json((tmp_path / "fhir" / "S-SIGNED.json").read_text())
+    [report] = resources(signed, "DiagnosticReport")
+    assert report.performer[0].display == "dr-smith" and "signed by dr-smith" in report.conclusion
+    reviewed = next(o for o in resources(signed, "Observation") if o.id == ids[2])
+    assert "reviewer's label: Pro-B" in reviewed.note[0].text
+    collecting = Bundle.model_validate_json((tmp_path / "fhir" / "S-COLLECT.json").read_text())
+    assert not resources(collecting, "DiagnosticReport")[0].performer
+    flagged = [o for o in resources(collecting, "Observation") if o.interpretation]
+    assert flagged and all(o.interpretation[0].coding[0].code == "needs-review" for o in flagged)
+    # The same database exported again gives the same files (stable ids, no export time inside).
+    before = {p.name: p.read_text() for p in (tmp_path / "fhir").iterdir()}
+    export_fhir(store, tmp_path / "fhir")
+    assert {p.name: p.read_text() for p in (tmp_path / "fhir").iterdir()} == before
+
+
+def test_anonymized_bundles(clinic, tmp_path):
+    store, _ = clinic
+    s = export_fhir(store, tmp_path / "fhir", anonymize_key=KEY)
+    assert s.bundles == 2 and all(f.startswith("anon-") for f in s.files)
+    for p in (tmp_path / "fhir").iterdir():
+        text = p.read_text()
+        for secret in ("S-SIGNED", "S-COLLECT", "dr-smith", "Jane", "dev-a", "/inbox"):
+            assert secret not in text, secret
+        b = Bundle.model_validate_json(text)
+        [report] = resources(b, "DiagnosticReport")
+        assert report.identifier[0].value.split("/")[1] + ".json" == p.name
+
+
+def test_duplicates_are_not_fields_and_old_databases_have_no_samples(clinic, tmp_path):
+    store, ids = clinic
+    with store.engine.connect() as c:
+        first = c.execute(images.select().where(images.c.id == ids[0])).one()
+    store.record_many([ImageRecord(path="/inbox/S-SIGNED/copy.jpg", sha256=first.sha256, status="duplicate",
+                                     duplicate_of=first.id, sample_id="S-SIGNED")])
+    export_fhir(store, tmp_path / "fhir")
+    b = Bundle.model_validate_json((tmp_path / "fhir" / "S-SIGNED.json").read_text())
+    assert len([o for o in resources(b, "Observation") if o.code.text == FIELD_CODE]) == 4
+    make_v2(tmp_path / "old.sqlite")
+    assert export_fhir(tmp_path / "old.sqlite", tmp_path / "old-fhir").bundles == 0
+
+
+def test_bad_out_and_missing_package_give_one_line(clinic, tmp_path, monkeypatch):
+    store, _ = clinic
+    a_file = tmp_path / "not-a-folder"
+    a_file.write_text("x")
+    with pytest.raises(ExportError, match="is a file, not a folder"):
+        export_fhir(store, a_file)
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(f'[database]\nurl = "sqlite:///{tmp_path}/dev-a.sqlite"\n[daemon]\ndevice_id = "dev-a"\n')
+    r = cli("export", "--config", str(cfg), "--format", "fhir", "--out", str(a_file))
+    assert r.exit_code == 1 and "is a file, not a folder" in r.output
+    assert len(r.output.strip().splitlines()) == 1, r.output
+    r = cli("export", "--config", str(cfg), "--format", "fhir")
+    assert r.exit_code == 2 and "--out" in r.output
+    r = cli("export", "--config", str(cfg), "--format", "fhir", "--out", str(tmp_path / "ok"))
+    assert r.exit_code == 0 and "wrote 2 FHIR bundles (9 observations)" in r.output
+    # Without the extra installed: one line naming it, and no folder made.
+    for mod in [m for m in sys.modules if m == "fhir" or m.startswith("fhir.")]:
+        monkeypatch.delitem(sys.modules, mod)
+    monkeypatch.setitem(sys.modules, "fhir", None)
+    r = cli("export", "--config", str(cfg), "--format", "fhir", "--out", str(tmp_path / "none"))
+    assert r.exit_code == 1 and "pip install 'edge-screen[fhir]'" in r.output
+    assert len(r.output.strip().splitlines()) == 1 and not (tmp_path / "none").exists()
+    assert json.loads((tmp_path / "ok" / "S-COLLECT.json").read_text())["resourceType"] == "Bundle"
+
+
+def test_the_same_sample_id_from_two_devices_gets_two_files(tmp_path):
+    from edge.export import merge
+
+    for dev in ("dev-a", "dev-b"):
+        store, run_id, model_id = device(tmp_path, dev)
+        add_fields(store, "S-1", [0, 1], run_id, model_id)
+        store.close()
+    merge([tmp_path / "dev-a.sqlite", tmp_path / "dev-b.sqlite"], tmp_path / "clinic.sqlite")
+    s = export_fhir(tmp_path / "clinic.sqlite", tmp_path / "fhir")
+    assert sorted(s.files) == ["dev-a__S-1.json", "dev-b__S-1.json"]
+    for name in s.files:
+        b = Bundle.model_validate_json((tmp_path / "fhir" / name).read_text())
+        assert resources(b, "DiagnosticReport")[0].identifier[0].value == name.replace("__", "/")[:-5]

@@ -29,6 +29,7 @@ bp = Blueprint("auth", __name__)
 COOKIE = "edge_screen_session"
 EXPIRED = "your session expired, log in again"
 PUBLIC = {"auth.login", "static"}
+KEEP_EXPIRED = timedelta(days=1)
 # Image endpoints answer 401 rather than a redirect: an <img> cannot follow a login page.
 MEDIA = {"pages.thumbnail", "pages.explanation"}
 
@@ -45,11 +46,13 @@ def _digest(token: str) -> str:
 
 
 def start_session(store, user: User, minutes: int) -> Tuple[str, WebSession]:
-    """A new session for ``user``; returns (cookie token, session). Expired sessions are cleared here."""
+    """A new session for ``user``; returns (cookie token, session). Sessions expired for over a day are
+    cleared here; younger ones stay so that their next request can still say "expired" (every request of
+    the page, thumbnails included, must see the same answer)."""
     token, now = secrets.token_urlsafe(32), utcnow()
     sess = WebSession(user=user, csrf=secrets.token_urlsafe(32), expires_at=now + timedelta(minutes=minutes))
     with store._w.begin() as conn:
-        conn.execute(delete(web_sessions).where(web_sessions.c.expires_at < now))
+        conn.execute(delete(web_sessions).where(web_sessions.c.expires_at < now - KEEP_EXPIRED))
         conn.execute(web_sessions.insert().values(token_sha256=_digest(token), user_name=user.name, csrf=sess.csrf,
                                                   created_at=now, expires_at=sess.expires_at))
     return token, sess
@@ -65,7 +68,6 @@ def find_session(store, token: str) -> Tuple[Optional[WebSession], bool]:
     if row is None or row.disabled:
         return None, False
     if row.expires_at <= utcnow():
-        end_session(store, token)
         return None, True
     return WebSession(User(row.name, row.role, row.created_at, False), row.csrf, row.expires_at), False
 

@@ -1,0 +1,88 @@
+#!/usr/bin/env python3
+"""The acceptance check of issue 9 the way the maintainers re-run it: every validation block (25
+consecutive file numbers of one class ~ one slide) is copied into its own inbox subfolder, the device's
+pipeline (the daemon's code: sample assignment, per-field transaction, the card's sample rule) screens
+them, and each sample's verdict is compared with the block's class.
+
+    .venv/bin/python scripts/validate_samples.py ../shared/datasets/all-taleqani [--model FILE] [--json OUT]
+
+Needs no TensorFlow. Prints one line per sample and the sample-level sensitivity and specificity.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import shutil
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from edge.config import config_from_dict  # noqa: E402
+from edge.model import classifier_from_config  # noqa: E402
+from edge.pipeline import Pipeline  # noqa: E402
+from edge.samples import Samples  # noqa: E402
+from edge.store import Store  # noqa: E402
+from edge.vocabulary import BENIGN  # noqa: E402
+from trainer.data import load_split  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("data_dir", type=Path)
+    ap.add_argument("--model", type=Path, default=None)
+    ap.add_argument("--block-size", type=int, default=25)
+    ap.add_argument("--json", type=Path, default=None, help="write the per-sample results here")
+    a = ap.parse_args()
+    split = load_split(a.data_dir, a.block_size)
+    with tempfile.TemporaryDirectory(prefix="es-samples-") as tmp:
+        tmp = Path(tmp)
+        inbox = tmp / "inbox"
+        truth = {}
+        files = []
+        for s in split.val:
+            sid = f"{s.label.replace(' ', '')}-{s.number // a.block_size:03d}"
+            truth[sid] = s.label
+            dest = inbox / sid / s.path.name
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(s.path, dest)
+            files.append(dest)
+        raw = {"daemon": {"inbox": str(inbox), "device_id": "validation"},
+               "database": {"url": f"sqlite:///{tmp / 'db.sqlite'}"}}
+        if a.model:
+            raw["model"] = {"path": str(a.model)}
+        cfg = config_from_dict(raw)
+        clf = classifier_from_config(cfg)
+        store = Store.open(cfg.database.url, device_id="validation")
+        pipe = Pipeline(cfg, clf, store=store, inbox=inbox)
+        for _ in pipe.run_paths(sorted(files)):
+            pass
+        results = Samples(store).list()
+        store.close()
+    tp = fn = tn = fp = review = 0
+    rows = []
+    for s in sorted(results, key=lambda x: x.sample_id):
+        malignant = truth[s.sample_id] != BENIGN
+        right = (s.verdict == "malignant") == malignant
+        tp, fn = tp + (malignant and right), fn + (malignant and not right)
+        tn, fp = tn + (not malignant and right), fp + (not malignant and not right)
+        review += s.needs_review
+        rows.append({"sample": s.sample_id, "truth": truth[s.sample_id], "fields": s.fields, "readable": s.readable,
+                     "verdict": s.verdict, "score": s.score, "needs_review": s.needs_review, "right": right})
+        print(f"{s.sample_id:16s} {truth[s.sample_id]:12s} {s.readable:2d}/{s.fields:2d} readable  "
+              f"{s.verdict or '-':9s} {s.score if s.score is not None else float('nan'):.3f}"
+              f"{'  REVIEW' if s.needs_review else ''}{'' if right else '  WRONG'}")
+    sens = tp / (tp + fn) if tp + fn else float("nan")
+    spec = tn / (tn + fp) if tn + fp else float("nan")
+    print(f"\n{len(rows)} samples ({tp + fn} malignant, {tn + fp} benign): sensitivity {sens:.1%} ({tp}/{tp + fn}), "
+          f"specificity {spec:.1%} ({tn}/{tn + fp}), {review} to review; model {clf.name} ({clf.sha256[:12]})")
+    if a.json:
+        a.json.write_text(json.dumps({"samples": rows, "sensitivity": sens, "specificity": spec,
+                                      "review": review}, indent=2))
+    return 0 if fn == 0 and fp == 0 else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -221,6 +221,11 @@ def test_viewer_sees_everything_but_cannot_change_anything(app, browser):
     assert page.locator("#readonly").count() == 1
     token, before = csrf(page), snapshot(db)  # the logout form's token is the session's
     fid = field_ids(db, "S-OTHER")[0]
+    # Viewers may look, explanation maps included: made by a child `edge-screen explain`, a real PNG.
+    thumb = ctx.request.get(f"{server.url}/field/{fid}/thumb.jpg")
+    assert thumb.status == 200 and thumb.body()[:3] == b"\xff\xd8\xff"
+    emap = ctx.request.get(f"{server.url}/field/{fid}/explain.png", timeout=120_000)
+    assert emap.status == 200 and emap.body()[:8] == b"\x89PNG\r\n\x1a\n", emap.text()[:200]
     r = ctx.request.post(f"{server.url}/sample/S-OTHER/field/{fid}/review",
                          form={"label": "Benign", "csrf_token": token}, max_redirects=0)
     assert r.status == 403 and "viewer" in r.text()

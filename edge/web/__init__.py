@@ -11,7 +11,6 @@ import logging
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable
 
 from flask import Flask, g, render_template, request
 from werkzeug.exceptions import HTTPException
@@ -19,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 from ..config import Config
 from ..samples import Samples
 from . import auth, routes
-from .media import LRU, Media
+from .media import LRU, Media, explain_in_child, explain_in_process
 
 log = logging.getLogger("edge.web")
 HERE = Path(__file__).resolve().parent
@@ -38,12 +37,13 @@ class WebContext:
 
 
 def create_app(cfg: Config, store, classifier=None, thumb_cache: int = 256, map_cache: int = 16) -> Flask:
-    """The app on an open store; ``classifier`` (else the configured model, loaded on the first map)."""
+    """The app on an open store. Explanation maps come from ``classifier`` when one is given, else from the
+    configured model in a child process (the server never holds a model)."""
     app = Flask(__name__, template_folder=str(HERE / "templates"), static_folder=str(HERE / "static"))
     app.config.update(MAX_CONTENT_LENGTH=64 * 1024, TEMPLATES_AUTO_RELOAD=False)
-    factory: Callable[[], object] = (lambda: classifier) if classifier is not None else _configured(cfg)
+    explain = explain_in_process(lambda: classifier) if classifier is not None else explain_in_child(cfg.source)
     app.extensions["edge"] = WebContext(cfg=cfg, store=store, samples=Samples(store),
-                                        media=Media(factory, LRU(thumb_cache), LRU(map_cache)))
+                                        media=Media(explain, LRU(thumb_cache), LRU(map_cache)))
     app.register_blueprint(auth.bp)
     app.register_blueprint(routes.bp)
     app.before_request(_start_clock)
@@ -53,14 +53,6 @@ def create_app(cfg: Config, store, classifier=None, thumb_cache: int = 256, map_
     app.jinja_env.globals.update(device_id=store._device())
     app.jinja_env.filters["when"] = lambda t: t.strftime("%Y-%m-%d %H:%M UTC") if t else ""
     return app
-
-
-def _configured(cfg: Config) -> Callable[[], object]:
-    def load():
-        from ..model import classifier_from_config
-
-        return classifier_from_config(cfg)
-    return load
 
 
 def _start_clock() -> None:

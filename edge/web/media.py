@@ -1,8 +1,12 @@
 """Thumbnails and explanation maps for the review pages, made on request and kept in small LRU caches.
 
 Neither is stored: a thumbnail is cheap to make again (one reduced-scale decode), and the cache key holds the
-file's size and mtime, so a file replaced under the same name is never shown stale. numpy, OpenCV and the
-model load on the first image, not at start, so `serve` starts fast and stays small until someone looks.
+file's size and mtime, so a file replaced under the same name is never shown stale.
+
+Memory is the constraint (`serve` must stay within 80 MB beside the daemon on a 1 GB Pi): a JPEG thumbnail
+needs only libjpeg-turbo's scaled decode and numpy (OpenCV, +17 MB, only for the rare PNG/TIFF/BMP field),
+and an explanation map is made by a child process (`edge-screen explain`), so the model and its interpreter
+(+35 MB) are never loaded into the long-running server.
 """
 from __future__ import annotations
 
@@ -65,13 +69,12 @@ def _key(rec, path: Path) -> tuple:
 
 @dataclass
 class Media:
-    classifier_factory: Callable[[], object]
+    explain: Callable[[Path], bytes]  # PNG of the field's explanation map; raises MediaError
     thumbs: LRU
     maps: LRU
 
     def __post_init__(self) -> None:
-        self._clf = None
-        self._clf_lock = threading.Lock()  # one interpreter, not thread-safe: one map at a time
+        self._map_lock = threading.Lock()  # one map at a time: each costs a model's worth of memory
 
     def thumbnail(self, rec) -> bytes:
         path = image_file(rec)
@@ -86,6 +89,12 @@ class Media:
 
     @staticmethod
     def _make_thumbnail(path: Path) -> bytes:
+        data = path.read_bytes()
+        if data[:3] == b"\xff\xd8\xff":
+            try:
+                return _jpeg_thumbnail(data)
+            except ValueError as e:  # simplejpeg's error for data libjpeg cannot read
+                raise MediaError(f"file unreadable: {e}", 422) from None
         import cv2
 
         from ..decode import DecodeError, decode_file
@@ -110,28 +119,67 @@ class Media:
             raise MediaError(f"file missing: {rec.moved_to or rec.path}", 404)
         key = _key(rec, path)
         data = self.maps.get(key)
-        if data is not None:
-            return data
+        if data is None:
+            with self._map_lock:
+                data = self.maps.get(key) or self.explain(path)
+            self.maps.put(key, data)
+        return data
+
+
+def _jpeg_thumbnail(data: bytes) -> bytes:
+    import numpy as np
+    import simplejpeg
+
+    # libjpeg scales by 1/2..1/8 while decoding: a 12 MP still costs a 1.5 MP decode, not a 12 MP one.
+    rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", min_height=THUMB_PX, min_width=THUMB_PX)
+    h, w = rgb.shape[:2]
+    step = max(1, max(h, w) // THUMB_PX)
+    if step > 1:  # box filter: average step x step blocks (what INTER_AREA does for whole factors)
+        h2, w2 = h // step * step, w // step * step
+        rgb = rgb[:h2, :w2].reshape(h2 // step, step, w2 // step, step, 3).mean(axis=(1, 3)).astype(np.uint8)
+    return simplejpeg.encode_jpeg(np.ascontiguousarray(rgb), quality=82, colorspace="RGB")
+
+
+def explain_in_process(classifier_factory: Callable[[], object]) -> Callable[[Path], bytes]:
+    """Maps from a classifier in this process (tests and library use; `serve` uses a child process)."""
+    clf = []
+
+    def run(path: Path) -> bytes:
         from ..decode import DecodeError
         from ..explain import explain_image
         from ..model import ModelLoadError
 
-        with self._clf_lock:
+        try:
+            if not clf:
+                clf.append(classifier_factory())
+            return explain_image(path, clf[0]).png_bytes()
+        except ModelLoadError as err:
+            raise MediaError(f"no model for explanation maps: {err}", 503) from None
+        except DecodeError as err:
+            raise MediaError(f"file unreadable: {err}", 422) from None
+    return run
+
+
+def explain_in_child(config_path: Optional[Path], timeout_s: float = 120.0) -> Callable[[Path], bytes]:
+    """Maps from `edge-screen explain` in a child process with the same config: the model's memory is
+    returned to the system as soon as the map is made."""
+    import subprocess
+    import sys
+    import tempfile
+
+    def run(path: Path) -> bytes:
+        with tempfile.TemporaryDirectory(prefix="edge-screen-map-") as tmp:
+            out = Path(tmp) / "map.png"
+            cmd = [sys.executable, "-m", "edge", "explain", str(path), "--out", str(out)]
+            if config_path is not None:
+                cmd += ["--config", str(config_path)]
             try:
-                if self._clf is None:
-                    self._clf = self.classifier_factory()
-                e = explain_image(path, self._clf)
-            except ModelLoadError as err:
-                raise MediaError(f"no model for explanation maps: {err}", 503) from None
-            except DecodeError as err:
-                raise MediaError(f"file unreadable: {err}", 422) from None
-            except Exception as err:  # noqa: BLE001 - a map that cannot be made must not take the page down
-                log.exception("explanation of %s failed", rec.id)
-                raise MediaError(f"no explanation map: {str(err).splitlines()[0] if str(err) else type(err).__name__}",
-                                 500) from None
-        if rec.model_sha256 and rec.model_sha256 != getattr(self._clf, "sha256", rec.model_sha256):
-            log.info("explanation of %s by model %s; the call was made by %s", rec.id, self._clf.sha256[:12],
-                     rec.model_sha256[:12])
-        data = e.png_bytes()
-        self.maps.put(key, data)
-        return data
+                p = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout_s)
+            except subprocess.TimeoutExpired:
+                raise MediaError(f"no explanation map: took longer than {timeout_s:.0f} s", 504) from None
+            if p.returncode != 0 or not out.is_file():
+                why = (p.stderr.strip().splitlines() or ["failed"])[-1].removeprefix("Error: ")
+                log.warning("explanation of %s failed: %s", path, why)
+                raise MediaError(f"no explanation map: {why}", 503 if "model" in why else 422)
+            return out.read_bytes()
+    return run

@@ -10,7 +10,8 @@ from typing import Callable, Iterable, List, Optional, Union
 
 from .config import Config
 from .model import Classifier, classifier_from_config
-from .pipeline import ImageResult, Pipeline
+from .pipeline import Pipeline
+from .results import ImageResult
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 

@@ -22,7 +22,8 @@ from typing import Dict, List, Optional, Set, Tuple
 
 from .config import Config, redact_url
 from .model import Classifier
-from .pipeline import CLASSIFIED, DUPLICATE, STOP, ImageResult, Job, Pipeline
+from .pipeline import STOP, Pipeline
+from .results import CLASSIFIED, DUPLICATE, ImageResult, Job
 from .startup import EXIT_OK, EXIT_STORE, StartupError, load, lock_inbox, open_store
 from .retention import disk_state, purge, watched_paths
 from .samples import Samples

@@ -23,8 +23,8 @@ from sqlalchemy.exc import SQLAlchemyError
 from .export_anon import anonymizer
 from .export_copy import (BATCH, IMAGE_FILLED_LATER, RUN_FILLED_LATER, Conflict, ExportError, ExportSummary,
                           Progress, Transfer)
-from .schema import (SchemaError, check_version, ensure_schema, export_watermarks, images, make_engine,
-                     normalize_url, schema_version, utcnow, writer)
+from .engine import make_engine, normalize_url, writer
+from .schema import SchemaError, check_version, ensure_schema, export_watermarks, images, schema_version, utcnow
 from .store import Store
 
 Source = Union[Store, str, Path, Engine]

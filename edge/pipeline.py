@@ -12,19 +12,15 @@ image, so one bad file never stops the others.
 """
 from __future__ import annotations
 
-import dataclasses
 import logging
 import os
 import shutil
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Union
-
-import numpy as np
+from typing import Callable, Iterable, Iterator, List, Optional, Union
 
 from . import identity, quality
 from .config import Config
@@ -33,60 +29,10 @@ from .model import Classifier
 from .store import DatabaseGone, ImageRecord
 from .decode import DecodeError, decode_bytes, unsupported_format
 from .preprocess import crop_resize, preprocess
+from .results import CLASSIFIED, DUPLICATE, REJECTED, UNREADABLE, ImageResult, Job, Prepared
 from .samples import SampleError, SampleRule, sample_of
 
 log = logging.getLogger("edge.pipeline")
-
-CLASSIFIED, UNREADABLE, REJECTED, DUPLICATE = "classified", "unreadable", "rejected", "duplicate"
-
-
-@dataclass
-class Job:
-    path: Path
-    discovered: float = field(default_factory=time.monotonic)  # when the watcher saw the file closed
-
-
-@dataclass
-class ImageResult:
-    path: str
-    status: str
-    reason: str = ""
-    sha256: str = ""
-    size_bytes: int = 0
-    capture_time: Optional[datetime] = None
-    capture_source: str = ""  # "exif" or "mtime"
-    width: Optional[int] = None
-    height: Optional[int] = None
-    format: Optional[str] = None
-    label: Optional[str] = None
-    probabilities: Optional[Dict[str, float]] = None
-    malignant_score: Optional[float] = None
-    verdict: Optional[str] = None
-    needs_review: Optional[bool] = None
-    quality: Optional[dict] = None
-    segmentation: Optional[dict] = None
-    timings: Dict[str, float] = field(default_factory=dict)  # ms per STAGES entry
-    duplicate_of: Optional[str] = None  # id of the first record with the same content
-    record_id: Optional[str] = None
-    recorded: bool = False  # False for --no-db, for a file already recorded, or a failed commit
-    moved_to: Optional[str] = None
-    already_recorded: bool = False  # recorded by an earlier run: nothing new was written
-    sample_id: Optional[str] = None  # the patient sample (inbox subfolder, or the day's) it belongs to
-    deferred: bool = False  # polling: read while still being written; not recorded, watched again
-
-    def to_dict(self) -> dict:
-        d = dataclasses.asdict(self)
-        d["capture_time"] = self.capture_time.isoformat() if self.capture_time else None
-        return d
-
-
-@dataclass
-class Prepared:
-    job: Job
-    result: ImageResult
-    model_inputs: Optional[List[np.ndarray]] = None  # None: no inference (rejected/unreadable)
-    started: float = 0.0
-    inferred: float = 0.0  # when stage 2 was done with it; its store time counts from here
 
 
 def _cannot_read(res: "ImageResult", e: OSError) -> None:

@@ -25,7 +25,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 import sqlalchemy as sa
 
 from .records import nearest_rank
-from .schema import SchemaError, images, open_existing
+from .engine import open_existing
+from .schema import SchemaError, images
 from .vocabulary import STAGES, STATUSES, VERDICTS
 
 PERCENTILES = (0.5, 0.95)

@@ -53,7 +53,7 @@ def watched_paths(cfg) -> List[Path]:
     """The filesystems intake depends on: the inbox's and the SQLite database's."""
     from sqlalchemy.engine import make_url
 
-    from .schema import normalize_url
+    from .engine import normalize_url
 
     paths = [Path(cfg.daemon.inbox)]
     u = make_url(normalize_url(cfg.database.url))

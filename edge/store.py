@@ -24,8 +24,8 @@ from sqlalchemy.exc import DatabaseError, IntegrityError
 from .samples import update_samples
 from .records import Counts, ImageRecord, RunInfo, TimingStats, timing_stats
 from .vocabulary import STAGES, STATUSES, VERDICTS
-from .schema import (SchemaError, images, make_engine, models, normalize_url,
-                     open_schema, runs, utcnow, writer)
+from .engine import make_engine, normalize_url, open_schema, writer
+from .schema import SchemaError, images, models, runs, utcnow
 
 TIMING_COLUMNS = tuple(f"t_{s}_ms" for s in STAGES)
 

@@ -14,7 +14,8 @@ from sqlalchemy import create_engine, event, func, select, text
 from edge.cli_export import COMMANDS, EXIT_CONFLICTS
 from edge.export import ExportError, export_to, merge
 from edge.export_csv import export_csv
-from edge.schema import images, make_engine, models, runs
+from edge.engine import make_engine
+from edge.schema import images, models, runs
 from edge.store import Store
 
 from conftest import T0, add_records, fake_record

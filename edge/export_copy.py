@@ -13,7 +13,7 @@ and tables they lack are read as NULL / no rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence
+from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from sqlalchemy import Table, and_, func, literal_column, or_, select
 from sqlalchemy.engine import Connection
@@ -130,6 +130,12 @@ class Transfer:
     def _conflict(self, table: str, r: dict, source: str, columns: List[str]) -> None:
         self.s.conflicts.append(Conflict(table, r["id"], r["device_id"], source, columns))
 
+    def _split_known(self, table: Table, rows: List[dict]) -> Tuple[List[dict], List[Tuple[dict, dict]]]:
+        """(rows the target lacks, [(row, the target's copy)] for the others), by id, in one query."""
+        have = {r.id: dict(r._mapping) for r in self.t.execute(
+            select(table).where(table.c.id.in_([r["id"] for r in rows])))} if rows else {}
+        return [r for r in rows if r["id"] not in have], [(r, have[r["id"]]) for r in rows if r["id"] in have]
+
     def _unresolved(self, col, ids: Iterable[Optional[str]]) -> set:
         """The ids among ``ids`` that the target lacks: a row pointing at them would break a foreign key
         (its parent was a conflict, kept out of the target)."""
@@ -142,15 +148,9 @@ class Transfer:
     # ------------------------------------------------------------------------------ runs, models, reviews
     def small_table(self, table: Table, rows: Iterable[dict], source: str) -> int:
         """Insert-only copy of a batch of rows; returns how many were inserted or completed."""
-        rows = self._anon(list(rows), table.name)
-        have = {r.id: dict(r._mapping) for r in self.t.execute(
-            select(table).where(table.c.id.in_([r["id"] for r in rows])))} if rows else {}
-        new, sent = [], 0
-        for r in rows:
-            old = have.get(r["id"])
-            if old is None:
-                new.append(r)
-                continue
+        new, known = self._split_known(table, self._anon(list(rows), table.name))
+        sent = 0
+        for r, old in known:
             diff = _diff(r, old)
             if table is runs and diff and set(diff) <= set(RUN_FILLED_LATER) and old["stopped_at"] is None:
                 self.t.execute(runs.update().where(runs.c.id == r["id"]).values(**{k: r[k] for k in diff}))
@@ -257,15 +257,8 @@ class Transfer:
 
     # ------------------------------------------------------------------------------------------ samples
     def samples_batch(self, rows: List[dict], source: str) -> None:
-        rows = self._anon(rows, "samples")
-        have = {r.id: dict(r._mapping) for r in self.t.execute(
-            select(samples).where(samples.c.id.in_([r["id"] for r in rows])))}
-        new = []
-        for r in rows:
-            old = have.get(r["id"])
-            if old is None:
-                new.append(r)
-                continue
+        new, known = self._split_known(samples, self._anon(rows, "samples"))
+        for r, old in known:
             diff = _diff(r, old)
             if not diff:
                 self.s.samples_skipped += 1

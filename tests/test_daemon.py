@@ -73,6 +73,17 @@ def test_kill_9_mid_stream_then_restart_records_every_image_exactly_once(tmp_pat
     assert reasons[0].startswith("unclean") and reasons[-1] == "stopped by SIGTERM"
 
 
+def _chunks(data: bytes, n: int) -> list:
+    step = len(data) // n + 1
+    return [data[i:i + step] for i in range(0, len(data), step)]
+
+
+def _write_synced(f, chunk: bytes) -> None:
+    f.write(chunk)
+    f.flush()
+    os.fsync(f.fileno())
+
+
 def test_a_slowly_written_file_is_never_read_early(tmp_path, model_path):
     cfg = write_config(tmp_path, model_path)
     db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
@@ -81,12 +92,10 @@ def test_a_slowly_written_file_is_never_read_early(tmp_path, model_path):
     d = DaemonProc(cfg).wait_ready()
     try:
         slow = inbox / "slow.jpg"
-        chunks = [data[i:i + len(data) // 5 + 1] for i in range(0, len(data), len(data) // 5 + 1)]
+        chunks = _chunks(data, 5)
         with open(slow, "wb") as f:
             for k, chunk in enumerate(chunks):
-                f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
+                _write_synced(f, chunk)
                 poll(lambda: slow.stat().st_size >= sum(map(len, chunks[:k + 1])), what="the chunk on disk")
                 # A tick image proves the daemon handled events while slow.jpg was open and incomplete.
                 tick = inbox / f"tick-{k}.jpg"
@@ -173,12 +182,10 @@ def test_polling_a_writer_that_pauses_longer_than_the_scans_gets_one_classified_
     d = DaemonProc(cfg).wait_ready()
     try:
         slow = inbox / "slow.jpg"
-        chunks = [data[i:i + len(data) // 3 + 1] for i in range(0, len(data), len(data) // 3 + 1)]
+        chunks = _chunks(data, 3)
         with open(slow, "wb") as f:
             for k, chunk in enumerate(chunks):
-                f.write(chunk)
-                f.flush()
-                os.fsync(f.fileno())
+                _write_synced(f, chunk)
                 # The writer "pauses" until a file written after this chunk has been recorded: slow.jpg's
                 # size settled before the tick's did, so the daemon has read the incomplete slow.jpg by then.
                 tick = inbox / f"tick-{k}.jpg"

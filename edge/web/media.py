@@ -76,16 +76,20 @@ class Media:
     def __post_init__(self) -> None:
         self._map_lock = threading.Lock()  # one map at a time: each costs a model's worth of memory
 
-    def thumbnail(self, rec) -> bytes:
+    @staticmethod
+    def _cached(rec, cache: LRU, make: Callable[[Path], bytes]) -> bytes:
         path = image_file(rec)
         if path is None:
             raise MediaError(f"file missing: {rec.moved_to or rec.path}", 404)
         key = _key(rec, path)
-        data = self.thumbs.get(key)
+        data = cache.get(key)
         if data is None:
-            data = self._make_thumbnail(path)
-            self.thumbs.put(key, data)
+            data = make(path)
+            cache.put(key, data)
         return data
+
+    def thumbnail(self, rec) -> bytes:
+        return self._cached(rec, self.thumbs, self._make_thumbnail)
 
     @staticmethod
     def _make_thumbnail(path: Path) -> bytes:
@@ -114,16 +118,10 @@ class Media:
 
     def explanation(self, rec) -> bytes:
         """The occlusion map (:mod:`edge.explain`) of the field, beside the image as the model saw it."""
-        path = image_file(rec)
-        if path is None:
-            raise MediaError(f"file missing: {rec.moved_to or rec.path}", 404)
-        key = _key(rec, path)
-        data = self.maps.get(key)
-        if data is None:
+        def make(path: Path) -> bytes:
             with self._map_lock:
-                data = self.maps.get(key) or self.explain(path)
-            self.maps.put(key, data)
-        return data
+                return self.explain(path)
+        return self._cached(rec, self.maps, make)
 
 
 def _jpeg_thumbnail(data: bytes) -> bytes:

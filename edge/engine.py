@@ -10,8 +10,7 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
-from .schema import (DriverMissing, NotEdgeScreenDatabase, SchemaError, _where, check_version, ensure_schema,
-                     needs_upgrade, schema_version)
+from .schema import DriverMissing, SchemaError, ensure_schema, existing_version, needs_upgrade
 
 
 def normalize_url(url: str | Path) -> str:
@@ -90,10 +89,7 @@ def open_existing(url: str | Path | Engine, busy_timeout_ms: int = 5000) -> Tupl
         engine = make_engine(u.render_as_string(hide_password=False), busy_timeout_ms, create_dirs=False)
     try:
         with engine.connect() as conn:
-            version = schema_version(conn)
-            if version is None:
-                raise NotEdgeScreenDatabase(f"{_where(conn)} is empty, not an edge-screen database")
-            check_version(conn, version)
+            version = existing_version(conn)
     except (SchemaError, SQLAlchemyError) as e:
         if engine is not url:
             engine.dispose()

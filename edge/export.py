@@ -24,7 +24,7 @@ from .export_anon import anonymizer
 from .export_copy import (BATCH, IMAGE_FILLED_LATER, RUN_FILLED_LATER, Conflict, ExportError, ExportSummary,
                           Progress, Transfer)
 from .engine import make_engine, normalize_url, writer
-from .schema import SchemaError, check_version, ensure_schema, export_watermarks, images, schema_version, utcnow
+from .schema import SchemaError, ensure_schema, existing_version, export_watermarks, images, utcnow
 from .store import Store
 
 Source = Union[Store, str, Path, Engine]
@@ -73,10 +73,10 @@ def _source_engine(src: Source) -> Tuple[Engine, bool]:
 
 
 def _check_source(conn: Connection) -> None:
-    version = schema_version(conn)
-    if version is None:
-        raise ExportError(f"source {_where(conn.engine)} is an empty database, not an edge-screen database")
-    check_version(conn, version)
+    try:
+        existing_version(conn)
+    except SchemaError as e:
+        raise ExportError(f"source {e}") from None
 
 
 def _load_watermarks(sconn: Connection, tconn: Connection, key: str) -> Dict[str, dict]:

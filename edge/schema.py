@@ -294,6 +294,16 @@ def check_version(conn: Connection, version: int | None) -> None:
                            "edge-screen knows: upgrade edge-screen to use it")
 
 
+def existing_version(conn: Connection) -> int:
+    """The version of an existing edge-screen database this code can read; raises for an empty, foreign
+    or too-new one (readers: report, export sources)."""
+    version = schema_version(conn)
+    if version is None:
+        raise NotEdgeScreenDatabase(f"{_where(conn)} is empty, not an edge-screen database")
+    check_version(conn, version)
+    return version
+
+
 def needs_upgrade(conn: Connection) -> bool:
     version = schema_version(conn)
     check_version(conn, version)

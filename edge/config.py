@@ -110,7 +110,7 @@ class RetentionConfig:
 
 @dataclass(frozen=True)
 class SamplesConfig:
-    min_readable: int = _f(10, "a sample is ready for review with at least this many readable fields...", min=1)
+    min_readable: int = _f(5, "a sample is ready for review with at least this many readable fields...", min=1)
     idle_s: float = _f(120.0, "...and no new field for this many seconds (or after `edge-screen sample close`)",
                        gt=0)
 

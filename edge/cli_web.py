@@ -11,8 +11,7 @@ from typing import Optional
 import click
 
 from .cli_common import Failure, load_cfg, started
-
-ROLE_CHOICES = ("viewer", "reviewer", "admin")
+from .vocabulary import ROLES
 
 
 def _open_store(cfg):
@@ -28,9 +27,10 @@ def _open_store(cfg):
               help="port (default: web.port of the config, 8080; 0 picks a free one)")
 def serve(host: Optional[str], port: Optional[int]) -> None:
     """The review web app: the queue of ready samples, each sample's fields, field reviews and sign-off."""
+    from .startup import setup_logging
+
     cfg = load_cfg()
-    logging.basicConfig(level=cfg.daemon.log_level, format="%(asctime)s %(levelname)s %(name)s: %(message)s",
-                        stream=sys.stderr)
+    setup_logging(cfg.daemon.log_level)  # the daemon's format: journald stamps the time itself
     log = logging.getLogger("edge.web")
     from waitress import create_server
 
@@ -72,7 +72,7 @@ def user() -> None:
 
 @user.command("add")
 @click.argument("name")
-@click.option("--role", type=click.Choice(ROLE_CHOICES), default="reviewer", show_default=True)
+@click.option("--role", type=click.Choice(ROLES), default="reviewer", show_default=True)
 def user_add(name: str, role: str) -> None:
     """Add an account; the password is read from stdin (one line, never echoed or printed)."""
     from .reviews import ReviewError, add_user

@@ -14,7 +14,6 @@ import os
 import queue
 import signal
 import socket
-import sys
 import threading
 import time
 from pathlib import Path
@@ -24,7 +23,7 @@ from .config import Config, redact_url
 from .model import Classifier
 from .pipeline import STOP, Pipeline
 from .results import CLASSIFIED, DUPLICATE, ImageResult, Job
-from .startup import EXIT_OK, EXIT_STORE, StartupError, load, lock_inbox, open_store
+from .startup import EXIT_OK, EXIT_STORE, StartupError, load, lock_inbox, open_store, setup_logging
 from .retention import disk_state, purge, watched_paths
 from .samples import Samples
 from .store import DatabaseGone, Store
@@ -89,13 +88,6 @@ def _identity(folder: Path) -> Optional[tuple]:
     except OSError:
         return None
     return st.st_dev, st.st_ino
-
-
-def setup_logging(level: str = "INFO") -> None:
-    # journald stamps every line itself; a terminal wants the time.
-    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
-        "%(asctime)s %(levelname)s %(name)s: %(message)s"
-    logging.basicConfig(level=getattr(logging, level, logging.INFO), format=fmt, stream=sys.stderr, force=True)
 
 
 def printable(text: str) -> str:

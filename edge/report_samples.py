@@ -8,6 +8,7 @@ from typing import List, Optional
 
 import sqlalchemy as sa
 
+from .samples import risk_key
 from .schema import images, samples
 
 
@@ -78,6 +79,4 @@ def sample_blocks(engine: sa.Engine, where: list) -> List[SampleBlock]:
                                                     .where(c.device_id == device_id, c.sample_id == sample_id,
                                                            c.status != "duplicate"))), key=_order)
             blocks.append(b)
-    # Riskiest first, as a reviewer would take them: needs review, then malignant, then by score.
-    return sorted(blocks, key=lambda b: (b.status == "signed", not b.needs_review, b.verdict != "malignant",
-                                         -(b.score or 0.0), b.sample_id))
+    return sorted(blocks, key=lambda b: (b.status == "signed", *risk_key(b)))  # signed ones last

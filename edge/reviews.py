@@ -22,9 +22,8 @@ from sqlalchemy.exc import IntegrityError
 
 from .samples import SampleError, validate_sample_id
 from .schema import images, models, reviews, samples, users, utcnow
-from .vocabulary import LABELS, VERDICTS
+from .vocabulary import LABELS, ROLES, VERDICTS
 
-ROLES = ("viewer", "reviewer", "admin")
 WRITERS = ("reviewer", "admin")  # roles that may review and sign off
 MIN_PASSWORD = 8
 MAX_PASSWORD_BYTES = 72  # bcrypt reads no further; a longer password would be silently truncated
@@ -174,18 +173,14 @@ def _reviewer(conn, name: str) -> User:
 def card_labels(store, model_id: Optional[str]) -> Tuple[str, ...]:
     """The labels of the model card that made a call (a reviewer chooses among what the model could say);
     the vocabulary's labels when the model row or its card is missing."""
-    return _card_labels(store.engine, model_id)
+    with store.engine.connect() as conn:
+        return _card_labels(conn, model_id)
 
 
-def _card_labels(engine_or_conn, model_id: Optional[str]) -> Tuple[str, ...]:
+def _card_labels(conn, model_id: Optional[str]) -> Tuple[str, ...]:
     if not model_id:
         return LABELS
-    q = select(models.c.card).where(models.c.id == model_id)
-    if hasattr(engine_or_conn, "connect"):
-        with engine_or_conn.connect() as conn:
-            card = conn.execute(q).scalar()
-    else:
-        card = engine_or_conn.execute(q).scalar()
+    card = conn.execute(select(models.c.card).where(models.c.id == model_id)).scalar()
     try:
         labels = json.loads(card).get("labels") if card else None
     except (ValueError, AttributeError):
@@ -280,9 +275,11 @@ def history(store, sample_id: str) -> List[Review]:
         return [Review.from_row(r) for r in conn.execute(q)]
 
 
-def latest_field_reviews(store, sample_id: str) -> Dict[str, Review]:
-    """image id -> the newest field review of it (what the sample page shows beside the model's call)."""
-    return {r.image_id: r for r in history(store, sample_id) if r.kind == "field" and r.image_id}
+def latest_field_reviews(store, sample_id: str, hist: Optional[Sequence[Review]] = None) -> Dict[str, Review]:
+    """image id -> the newest field review of it (what the sample page shows beside the model's call);
+    ``hist``: the sample's :func:`history` when the caller has it already."""
+    return {r.image_id: r for r in (history(store, sample_id) if hist is None else hist)
+            if r.kind == "field" and r.image_id}
 
 
 __all__ = ["MIN_PASSWORD", "ROLES", "Review", "ReviewConflict", "ReviewError", "User", "add_user", "card_labels", "get_user",

@@ -147,6 +147,7 @@ class Sample:
     needs_review: bool
     review_reasons: List[str]
     model_sha256: Optional[str]
+    model_id: Optional[str] = None
     ready_at: Optional[datetime] = None
     closed_by: Optional[str] = None
     signed_at: Optional[datetime] = None
@@ -198,18 +199,28 @@ def update_samples(conn, device_id: str, sample_ids: Iterable[str], rule: Option
         _recompute(conn, device_id, sid, rule, model_id, model_sha256, now)
 
 
+def risk_key(s) -> tuple:
+    """Riskiest first, as a reviewer takes them: needs review, then a malignant verdict, then the higher
+    score (any object with needs_review, verdict, score and sample_id: a Sample or a report's block)."""
+    return (not s.needs_review, s.verdict != "malignant", -(s.score if s.score is not None else -1.0), s.sample_id)
+
+
 class Samples:
     """Queries and state changes on a store's samples (the library under `samples`, `sample close`, `serve`)."""
 
     def __init__(self, store):
         self.store = store
 
-    def list(self, status: Optional[str] = None, device_id: Optional[str] = None) -> List[Sample]:
-        q = select(samples).order_by(samples.c.created_at, samples.c.sample_id)
+    def list(self, status: Optional[str] = None, device_id: Optional[str] = None, order: Sequence = (),
+             limit: Optional[int] = None) -> List[Sample]:
+        """Samples, oldest first unless ``order`` (SQL order-by terms) says otherwise."""
+        q = select(samples).order_by(*(order or (samples.c.created_at, samples.c.sample_id)))
         if status:
             q = q.where(samples.c.status == status)
         if device_id:
             q = q.where(samples.c.device_id == device_id)
+        if limit:
+            q = q.limit(limit)
         with self.store.engine.connect() as conn:
             return [Sample.from_row(r) for r in conn.execute(q)]
 
@@ -263,4 +274,4 @@ class Samples:
 
 
 __all__ = ["SAMPLE_STATUSES", "Sample", "SampleError", "SampleRule", "SampleVerdict", "Samples", "day_sample",
-           "judge", "sample_of", "update_samples", "validate_sample_id"]
+           "judge", "risk_key", "sample_of", "update_samples", "validate_sample_id"]

@@ -4,7 +4,9 @@ gets the same message and the same exit code everywhere (the table is in the REA
 """
 from __future__ import annotations
 
+import logging
 import os
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Optional
@@ -105,3 +107,10 @@ def lock_inbox(inbox: Path):
     f.write(f"{os.getpid()}\n")
     f.flush()
     return f
+
+
+def setup_logging(level: str = "INFO") -> None:
+    # journald stamps every line itself; a terminal wants the time.
+    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
+        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    logging.basicConfig(level=getattr(logging, level, logging.INFO), format=fmt, stream=sys.stderr, force=True)

@@ -6,3 +6,4 @@ BENIGN = "Benign"
 STATUSES = ("classified", "unreadable", "rejected", "duplicate")
 VERDICTS = ("benign", "malignant")
 STAGES = ("queue", "decode", "quality", "preprocess", "inference", "store", "total")
+ROLES = ("viewer", "reviewer", "admin")  # accounts of the review web app

@@ -14,8 +14,9 @@ from flask import Blueprint, Response, abort, current_app, g, redirect, render_t
 from sqlalchemy import select
 
 from ..records import ImageRecord
-from ..reviews import Review, ReviewConflict, ReviewError, card_labels, history, review_field, sign_off
-from ..samples import Sample, SampleError, validate_sample_id
+from ..reviews import (Review, ReviewConflict, ReviewError, card_labels, history, latest_field_reviews, review_field,
+                       sign_off)
+from ..samples import Sample, SampleError, risk_key, validate_sample_id
 from ..schema import images, samples
 from ..vocabulary import VERDICTS
 from .media import MediaError, image_file
@@ -43,17 +44,8 @@ def _device() -> str:
     return _ctx().store._device()
 
 
-def risk_order(s: Sample) -> tuple:
-    """Riskiest first: needs review, then a malignant verdict, then the higher score."""
-    return (not s.needs_review, s.verdict != "malignant", -(s.score if s.score is not None else -1.0), s.sample_id)
-
-
 def _samples(status: str, order, limit: Optional[int] = None) -> List[Sample]:
-    q = select(samples).where(samples.c.device_id == _device(), samples.c.status == status).order_by(*order)
-    if limit:
-        q = q.limit(limit)
-    with _ctx().store.engine.connect() as conn:
-        return [Sample.from_row(r) for r in conn.execute(q)]
+    return _ctx().samples.list(status, device_id=_device(), order=order, limit=limit)
 
 
 def _sample_or_404(sample_id: str) -> Sample:
@@ -89,7 +81,7 @@ def _refused(e: ReviewError, sample_id: str):
 # ---------------------------------------------------------------------------------------------- pages
 @bp.get("/")
 def queue():
-    ready = sorted(_samples("ready", [samples.c.ready_at]), key=risk_order)
+    ready = sorted(_samples("ready", [samples.c.ready_at]), key=risk_key)
     collecting = _samples("collecting", [samples.c.updated_at.desc()], SIDE_LIST)
     signed = _samples("signed", [samples.c.signed_at.desc()], SIDE_LIST)
     return render_template("queue.html", ready=ready, collecting=collecting, signed=signed)
@@ -100,21 +92,16 @@ def sample(sample_id: str):
     ctx = _ctx()
     s = _sample_or_404(sample_id)
     hist = history(ctx.store, s.sample_id)
-    latest: Dict[str, Review] = {r.image_id: r for r in hist if r.kind == "field" and r.image_id}
+    latest = latest_field_reviews(ctx.store, s.sample_id, hist)
     labels: Dict[Optional[str], Tuple[str, ...]] = {}
     fields = []
     for rec in ctx.samples.fields(s):
         if rec.model_id not in labels:
             labels[rec.model_id] = card_labels(ctx.store, rec.model_id)
         fields.append(FieldView(rec, labels[rec.model_id], image_file(rec) is not None, latest.get(rec.id)))
-    sample_labels = card_labels(ctx.store, _sample_model_id(s))
+    sample_labels = card_labels(ctx.store, s.model_id)
     return render_template("sample.html", s=s, fields=fields, history=hist, sample_labels=sample_labels,
                            verdicts=VERDICTS, notice=NOTICES.get(request.args.get("done", "")))
-
-
-def _sample_model_id(s: Sample) -> Optional[str]:
-    with _ctx().store.engine.connect() as conn:
-        return conn.execute(select(samples.c.model_id).where(samples.c.id == s.id)).scalar()
 
 
 # ---------------------------------------------------------------------------------------------- forms

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
 
 from . import synthetic
+from .atomic import write_atomic
 
 log = logging.getLogger("edge.camera")
 
@@ -94,28 +95,6 @@ def open_source(kind: str = "picamera2", resolution: Tuple[int, int] = (4056, 30
     if kind == "picamera2":
         return PiCamera2Source(resolution)
     raise CameraUnavailable(f"unknown camera source {kind!r} (picamera2 or fake)")
-
-
-def write_atomic(inbox: Path, name: str, data: bytes) -> Path:
-    """Write ``data`` as ``inbox/name`` so that no reader ever sees a partial file."""
-    inbox.mkdir(parents=True, exist_ok=True)
-    final = inbox / name
-    tmp = inbox / f".{name}.tmp"
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC, 0o640)
-    try:
-        view = memoryview(data)
-        while view:
-            view = view[os.write(fd, view):]
-        os.fsync(fd)  # the bytes are on disk before the name that announces them
-    finally:
-        os.close(fd)
-    os.replace(tmp, final)
-    dfd = os.open(inbox, os.O_RDONLY | os.O_DIRECTORY)
-    try:
-        os.fsync(dfd)  # and so is the rename
-    finally:
-        os.close(dfd)
-    return final
 
 
 def capture_loop(source: ImageSource, inbox: Path, interval: float = 0.0, count: Optional[int] = 1,

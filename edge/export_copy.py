@@ -18,6 +18,7 @@ from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence,
 from sqlalchemy import Table, and_, func, literal_column, or_, select
 from sqlalchemy.engine import Connection
 
+from .samples import SAMPLE_STATUSES
 from .schema import images, models, reviews, runs, samples
 
 Progress = Callable[[int, int], None]
@@ -30,7 +31,7 @@ IMAGE_FILLED_LATER = ("moved_to", "purged_at")
 # since: the move follows the commit by milliseconds, so only the newest rows at export time can be
 # missing it. Older ones (an export interrupted for days between commit and move) need --full.
 RECHECK = BATCH
-SAMPLE_RANK = {"collecting": 0, "ready": 1, "signed": 2}
+SAMPLE_RANK = {s: i for i, s in enumerate(SAMPLE_STATUSES)}  # the order a sample moves in
 SAMPLE_IDENTITY = ("device_id", "sample_id", "created_at")
 
 

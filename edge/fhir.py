@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
 import re
 import time
 import uuid
@@ -35,6 +34,7 @@ from typing import Callable, Dict, List, Optional, Tuple, Union
 from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
+from .atomic import write_atomic
 from .export import ExportError, Progress, Source, _check_source, _error, _source_engine, _where, anonymizer
 from .export_copy import full_row, present_select, source_tables
 from .export_csv import prepare_out_dir
@@ -289,15 +289,6 @@ def file_name(sample_id: str, device_id: Optional[str] = None) -> str:
     return safe + ".json"
 
 
-def _write(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "w", encoding="utf-8") as f:
-        f.write(text)
-        f.flush()
-        os.fsync(f.fileno())
-    os.replace(tmp, path)  # a reader (an interface engine polling the folder) never sees half a bundle
-
-
 def export_fhir(source: Source, out_dir: Union[str, Path], anonymize_key: Optional[bytes] = None,
                 progress: Optional[Progress] = None) -> FhirSummary:
     """Write ``<sample id>.json`` per sample into ``out_dir`` (``<device>__<sample id>.json`` when a
@@ -323,7 +314,8 @@ def export_fhir(source: Source, out_dir: Union[str, Path], anonymize_key: Option
                 doc = Bundle.model_validate(build_bundle(data))
                 name = file_name(data.sample["sample_id"],
                                  data.sample["device_id"] if seen[s["sample_id"]] > 1 else None)
-                _write(out / name, doc.model_dump_json(indent=1))
+                # Atomic: an interface engine polling the folder never reads half a bundle.
+                write_atomic(out, name, doc.model_dump_json(indent=1).encode("utf-8"))
                 summary.bundles += 1
                 summary.observations += len(data.fields) + 1
                 summary.files.append(name)

@@ -9,7 +9,6 @@ No TensorFlow here.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,7 +16,7 @@ from typing import Dict, List, Sequence, Tuple
 
 from sqlalchemy import create_engine, select
 
-from edge.model import BENIGN
+from edge.model import BENIGN, sha256_file
 from edge.schema import images, reviews
 
 from .data import IMAGE_SUFFIXES, Sample, Split, canonical_label
@@ -43,14 +42,6 @@ def _label(reviewer_label, reviewer_verdict) -> str | None:
     # A plain "benign" is a full label; a plain "malignant" names no subtype, and a 4-class model cannot
     # learn from it.
     return BENIGN if reviewer_verdict == "benign" else None
-
-
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def read_corrections(db_paths: Sequence[str | Path]) -> Tuple[List[Correction], Dict[str, int]]:
@@ -89,7 +80,7 @@ def read_corrections(db_paths: Sequence[str | Path]) -> Tuple[List[Correction], 
                 counts["no_label"] += 1
             elif not path.is_file() or path.suffix.lower() not in IMAGE_SUFFIXES:
                 counts["missing_file"] += 1
-            elif _sha256(path) != r.sha256:
+            elif sha256_file(path) != r.sha256:
                 counts["file_changed"] += 1  # not the image the reviewer looked at
             else:
                 out.append(Correction(db=str(db), image_id=image_id, path=path, sha256=r.sha256, label=label,

@@ -8,7 +8,7 @@ from typing import Dict, List, Optional
 
 import sqlalchemy as sa
 
-from .samples import risk_key
+from .samples import field_key, risk_key
 from .schema import images, samples
 
 
@@ -23,10 +23,6 @@ class SampleField:
     malignant_score: Optional[float]
     verdict: Optional[str]
     needs_review: bool
-
-    @property
-    def flagged(self) -> bool:
-        return self.needs_review or self.verdict == "malignant" or self.status != "classified"
 
 
 @dataclass
@@ -49,10 +45,6 @@ class SampleBlock:
                 "fields": self.fields, "readable": self.readable, "verdict": self.verdict, "score": self.score,
                 "needs_review": self.needs_review, "review_reasons": self.reasons, "signed_by": self.signed_by,
                 "final_verdict": self.final_verdict}
-
-
-def _order(f: SampleField):
-    return (not f.flagged, -(f.malignant_score if f.malignant_score is not None else -1.0), f.path)
 
 
 def sample_blocks(engine: sa.Engine, where: list) -> List[SampleBlock]:
@@ -81,6 +73,6 @@ def sample_blocks(engine: sa.Engine, where: list) -> List[SampleBlock]:
                           needs_review=bool(row.needs_review),
                           reasons=json.loads(row.review_reasons) if row.review_reasons else [],
                           signed_by=row.signed_by, final_verdict=row.final_verdict,
-                          items=sorted(items.get((row.device_id, row.sample_id), []), key=_order))
+                          items=sorted(items.get((row.device_id, row.sample_id), []), key=field_key))
               for row in rows]
     return sorted(blocks, key=lambda b: (b.status == "signed", *risk_key(b)))  # signed ones last

@@ -205,6 +205,13 @@ def risk_key(s) -> tuple:
     return (not s.needs_review, s.verdict != "malignant", -(s.score if s.score is not None else -1.0), s.sample_id)
 
 
+def field_key(f) -> tuple:
+    """A sample's fields as a reviewer reads them: flagged first (needs review, malignant, or not
+    classified), then by malignant score, highest first (an image record or a report's field)."""
+    flagged = f.needs_review or f.verdict == "malignant" or f.status != "classified"
+    return (not flagged, -(f.malignant_score if f.malignant_score is not None else -1.0), f.path)
+
+
 class Samples:
     """Queries and state changes on a store's samples (the library under `samples`, `sample close`, `serve`)."""
 
@@ -237,7 +244,7 @@ class Samples:
         q = select(images).where(images.c.device_id == sample.device_id, images.c.sample_id == sample.sample_id)
         with self.store.engine.connect() as conn:
             recs = [ImageRecord.from_row(r) for r in conn.execute(q)]
-        return sorted(recs, key=lambda r: (not r.needs_review, -(r.malignant_score or -1.0), r.path))
+        return sorted(recs, key=field_key)
 
     def close(self, sample_id: str, by: str = "manual") -> Sample:
         """Mark a collecting sample ready now (a technician says no more fields are coming)."""
@@ -274,4 +281,4 @@ class Samples:
 
 
 __all__ = ["SAMPLE_STATUSES", "Sample", "SampleError", "SampleRule", "SampleVerdict", "Samples", "day_sample",
-           "judge", "risk_key", "sample_of", "update_samples", "validate_sample_id"]
+           "field_key", "judge", "risk_key", "sample_of", "update_samples", "validate_sample_id"]

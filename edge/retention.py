@@ -91,7 +91,7 @@ def purge(store, keep_days: float, max_mb: float, now: Optional[datetime] = None
     if store.engine.url.get_backend_name() != "sqlite" or (keep_days <= 0 and max_mb <= 0):
         return out
     now = now or utcnow()
-    device = store._device()
+    device = store.device()
     where = and_(images.c.device_id == device, images.c.purged_at.is_(None),
                  images.c.status != "duplicate")  # a duplicate's file is its own, but its row points at another
     with store.engine.connect() as conn:
@@ -125,7 +125,7 @@ def purge(store, keep_days: float, max_mb: float, now: Optional[datetime] = None
         out.deleted, out.freed_bytes = out.deleted + 1, out.freed_bytes + size
         done.append(r.id)
     if done:
-        with store._w.begin() as conn:
+        with store.write() as conn:
             for i in range(0, len(done), 500):
                 conn.execute(images.update().where(images.c.id.in_(done[i:i + 500])).values(purged_at=now))
     return out

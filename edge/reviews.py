@@ -109,7 +109,7 @@ def add_user(store, name: str, password: str, role: str) -> User:
     user = User(name=name, role=role, created_at=utcnow())
     hashed = _hash(password)  # slow on purpose (~0.25 s on a Pi 4): outside the write lock
     try:
-        with store._w.begin() as conn:
+        with store.write() as conn:
             if conn.execute(select(users.c.name).where(users.c.name == name)).first() is not None:
                 raise ReviewError(f"user {name!r} already exists")
             conn.execute(users.insert().values(name=name, password_hash=hashed, role=role,
@@ -205,9 +205,9 @@ def _comment(text: Optional[str]) -> Optional[str]:
 def review_field(store, reviewer: str, image_id: str, reviewer_label: str,
                  comment: Optional[str] = None) -> Review:
     """Confirm (same label) or correct (another label) the model's call on one field of a sample."""
-    device = store._device()
+    device = store.device()
     comment = _comment(comment)
-    with store._w.begin() as conn:
+    with store.write() as conn:
         _reviewer(conn, reviewer)
         img = conn.execute(select(images).where(images.c.id == str(image_id), images.c.device_id == device)).first()
         if img is None or not img.sample_id:
@@ -233,7 +233,7 @@ def sign_off(store, reviewer: str, sample_id: str, final_verdict: str, final_lab
              comment: Optional[str] = None) -> Review:
     """The reviewer's final word on a ``ready`` sample: one review row (kind ``signoff``) and the sample
     marked ``signed``, in one write transaction."""
-    device = store._device()
+    device = store.device()
     try:
         validate_sample_id(sample_id)
     except SampleError as e:
@@ -242,7 +242,7 @@ def sign_off(store, reviewer: str, sample_id: str, final_verdict: str, final_lab
         raise ReviewError(f"final verdict {final_verdict!r} is not one of {', '.join(VERDICTS)}")
     comment = _comment(comment)
     final_label = final_label or None
-    with store._w.begin() as conn:  # BEGIN IMMEDIATE: the status read below cannot go stale before the write
+    with store.write() as conn:  # BEGIN IMMEDIATE: the status read below cannot go stale before the write
         _reviewer(conn, reviewer)
         s = conn.execute(select(samples).where(samples.c.device_id == device,
                                                samples.c.sample_id == sample_id)).first()
@@ -269,7 +269,7 @@ def sign_off(store, reviewer: str, sample_id: str, final_verdict: str, final_lab
 
 def history(store, sample_id: str) -> List[Review]:
     """Every review of a sample on this device, oldest first."""
-    q = (select(reviews).where(reviews.c.device_id == store._device(), reviews.c.sample_id == sample_id)
+    q = (select(reviews).where(reviews.c.device_id == store.device(), reviews.c.sample_id == sample_id)
          .order_by(reviews.c.created_at, reviews.c.id))
     with store.engine.connect() as conn:
         return [Review.from_row(r) for r in conn.execute(q)]

@@ -233,7 +233,7 @@ class Samples:
 
     def get(self, sample_id: str, device_id: Optional[str] = None) -> Optional[Sample]:
         q = select(samples).where(samples.c.sample_id == sample_id,
-                                  samples.c.device_id == (device_id or self.store._device()))
+                                  samples.c.device_id == (device_id or self.store.device()))
         with self.store.engine.connect() as conn:
             row = conn.execute(q).first()
         return Sample.from_row(row) if row else None
@@ -249,14 +249,14 @@ class Samples:
     def close(self, sample_id: str, by: str = "manual") -> Sample:
         """Mark a collecting sample ready now (a technician says no more fields are coming)."""
         validate_sample_id(sample_id)
-        with self.store._w.begin() as conn:
-            row = conn.execute(select(samples.c.status).where(samples.c.device_id == self.store._device(),
+        with self.store.write() as conn:
+            row = conn.execute(select(samples.c.status).where(samples.c.device_id == self.store.device(),
                                                              samples.c.sample_id == sample_id)).first()
             if row is None:
-                raise SampleError(f"no sample {sample_id!r} on device {self.store._device()}")
+                raise SampleError(f"no sample {sample_id!r} on device {self.store.device()}")
             if row.status == "collecting":
                 now = utcnow()
-                conn.execute(samples.update().where(samples.c.device_id == self.store._device(),
+                conn.execute(samples.update().where(samples.c.device_id == self.store.device(),
                                                     samples.c.sample_id == sample_id)
                              .values(status="ready", ready_at=now, closed_by=by, updated_at=now))
         return self.get(sample_id)
@@ -265,9 +265,9 @@ class Samples:
         """Collecting samples with >= min_readable readable fields and no field for idle_s become ready."""
         now = now or utcnow()
         cutoff = now - timedelta(seconds=idle_s)
-        cond = and_(samples.c.device_id == self.store._device(), samples.c.status == "collecting",
+        cond = and_(samples.c.device_id == self.store.device(), samples.c.status == "collecting",
                     samples.c.readable >= min_readable, samples.c.last_field_at <= cutoff)
-        with self.store._w.begin() as conn:
+        with self.store.write() as conn:
             ids = [r.sample_id for r in conn.execute(select(samples.c.sample_id).where(cond))]
             if ids:
                 conn.execute(samples.update().where(cond).values(status="ready", ready_at=now, closed_by="rule",

@@ -103,6 +103,15 @@ class Store:
             raise StoreError("no device_id: open the store with the device id to write")
         return d
 
+    def device(self) -> str:
+        """This store's device id (an error without one): what library modules scope their rows by."""
+        return self._device()
+
+    def write(self):
+        """A write transaction for library modules (samples, reviews, retention, sessions): on SQLite it
+        takes the write lock at BEGIN, so a read-then-write inside it cannot fail half way with SQLITE_BUSY."""
+        return self._w.begin()
+
     # -------------------------------------------------------------------------------------------- writes
     def record(self, rec: ImageRecord) -> str:
         """Insert one image result in one transaction and return its id. Recording the same file (device,

@@ -91,7 +91,7 @@ def test_field_review_refusals_change_nothing(env):
 def test_labels_come_from_the_card_of_the_model_that_made_the_call(env):
     store, db = env
     f = fields(db, "S1")[0]
-    with store._w.begin() as conn:  # a model whose card knows other words than the vocabulary
+    with store.write() as conn:  # a model whose card knows other words than the vocabulary
         conn.execute(models.update().where(models.c.id == f["model_id"])
                      .values(card=json.dumps({"labels": ["Benign", "Blast"]})))
     assert reviews.card_labels(store, f["model_id"]) == ("Benign", "Blast")

@@ -50,7 +50,7 @@ def create_app(cfg: Config, store, classifier=None, thumb_cache: int = 256, map_
     app.before_request(auth.check_request)
     app.after_request(_headers)
     app.register_error_handler(HTTPException, _error)
-    app.jinja_env.globals.update(device_id=store._device())
+    app.jinja_env.globals.update(device_id=store.device())
     app.jinja_env.filters["when"] = lambda t: t.strftime("%Y-%m-%d %H:%M UTC") if t else ""
     return app
 

@@ -51,7 +51,7 @@ def start_session(store, user: User, minutes: int) -> Tuple[str, WebSession]:
     the page, thumbnails included, must see the same answer)."""
     token, now = secrets.token_urlsafe(32), utcnow()
     sess = WebSession(user=user, csrf=secrets.token_urlsafe(32), expires_at=now + timedelta(minutes=minutes))
-    with store._w.begin() as conn:
+    with store.write() as conn:
         conn.execute(delete(web_sessions).where(web_sessions.c.expires_at < now - KEEP_EXPIRED))
         conn.execute(web_sessions.insert().values(token_sha256=_digest(token), user_name=user.name, csrf=sess.csrf,
                                                   created_at=now, expires_at=sess.expires_at))
@@ -73,7 +73,7 @@ def find_session(store, token: str) -> Tuple[Optional[WebSession], bool]:
 
 
 def end_session(store, token: str) -> None:
-    with store._w.begin() as conn:
+    with store.write() as conn:
         conn.execute(delete(web_sessions).where(web_sessions.c.token_sha256 == _digest(token)))
 
 

@@ -41,7 +41,7 @@ def _ctx():
 
 
 def _device() -> str:
-    return _ctx().store._device()
+    return _ctx().store.device()
 
 
 def _samples(status: str, order, limit: Optional[int] = None) -> List[Sample]:

@@ -15,10 +15,6 @@ from .startup import EXIT_CONFLICTS  # finished, but some rows differ between so
 MAX_CONFLICTS_SHOWN = 20
 
 
-def _config(ctx: click.Context, path: Optional[str]) -> Config:
-    return load_cfg(path)
-
-
 def _key(cfg: Config, anonymize: bool) -> Optional[bytes]:
     if not anonymize:
         return None
@@ -87,7 +83,7 @@ def export(ctx: click.Context, target: Optional[str], fmt: str, out: Optional[Pa
     from .export import ExportError, export_to
     from .export_csv import export_csv
 
-    cfg = _config(ctx, config_path)
+    cfg = load_cfg(config_path)
     key = _key(cfg, anonymize)
     src = source or cfg.database.url
     target = target or cfg.export.target
@@ -132,7 +128,7 @@ def merge(ctx: click.Context, sources: List[str], into: str, anonymize: bool, co
     """
     from .export import ExportError, merge as merge_dbs
 
-    cfg = _config(ctx, config_path)
+    cfg = load_cfg(config_path)
     key = _key(cfg, anonymize)
     try:
         with _progress("merging") as progress:

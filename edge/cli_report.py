@@ -19,14 +19,10 @@ def _fail(msg: str) -> None:
     raise click.ClickException(msg)
 
 
-def _load_config(config: Optional[str]):
-    return load_cfg(config)
-
-
 def _classifier(config: Optional[str], model: Optional[str]) -> "Classifier":
     from . import startup
 
-    return started(startup.classifier, _load_config(config), model)
+    return started(startup.classifier, load_cfg(config), model)
 
 
 def _labels(given: Tuple[str, ...]) -> Tuple[str, ...]:
@@ -70,7 +66,7 @@ def report(since, until, today, all_time, verdict, labels: Tuple[str, ...], need
             _fail("--today cannot be combined with --since/--until/--all")
         if maps and fmt != "html":
             _fail("--maps applies to --format html only")
-        cfg = _load_config(config)
+        cfg = load_cfg(config)
         window = make_window(since, until, all_time=all_time)
         filters = Filters(verdict=verdict, labels=labels, needs_review=True if needs_review else None, statuses=statuses,
                           devices=devices)

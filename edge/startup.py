@@ -40,7 +40,7 @@ def classifier(cfg: Config, model: Optional[str] = None):
     from .model import ModelLoadError, classifier_from_config  # numpy and OpenCV: only when a model is needed
 
     try:
-        return classifier_from_config(cfg, model) if model else classifier_from_config(cfg)
+        return classifier_from_config(cfg, model)
     except ModelLoadError as e:
         raise StartupError(f"model error: {e}", EXIT_MODEL) from None
 

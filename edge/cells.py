@@ -41,6 +41,7 @@ class StainTransform:
     """
     gain: np.ndarray
     offset: np.ndarray
+    source: np.ndarray  # the fitted pixels' LAB means then spreads (what the domain monitor compares)
 
     @classmethod
     def fit(cls, lab: np.ndarray, background: np.ndarray, reference: Sequence[float],
@@ -48,7 +49,8 @@ class StainTransform:
         mean, std = _lab_stats(lab, background)
         ref_mean, ref_std = np.asarray(reference[:3], np.float32), np.asarray(reference[3:], np.float32)
         gain = np.clip(ref_std / np.maximum(std, 1e-3), 1.0 / max_gain, max_gain).astype(np.float32)
-        return cls(gain=gain, offset=(ref_mean - mean * gain).astype(np.float32))
+        return cls(gain=gain, offset=(ref_mean - mean * gain).astype(np.float32),
+                   source=np.concatenate([mean, std]))
 
     def apply(self, lab: np.ndarray) -> np.ndarray:
         """Float LAB pixels (any H x W) -> normalised uint8 RGB. Pixel by pixel, so a window of the field
@@ -83,7 +85,7 @@ def _lab_stats(lab: np.ndarray, background: np.ndarray) -> Tuple[np.ndarray, np.
     return np.float32(mean.ravel()), np.float32(std.ravel())
 
 
-def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params) -> List[Cell]:
+def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params, skip_cut: bool = False) -> List[Cell]:
     """Plausible leukocytes: greedy maxima of the mask's distance transform, one per ``cell_spacing`` px.
 
     ``lab`` is the field in OpenCV's uint8 LAB. A maximum is a cell when the stained region around it is
@@ -91,7 +93,9 @@ def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params) -> 
     looks like a stained nucleus on glass: more magenta than the background by ``cell_min_stain`` in A (a
     red-cells-only field's most magenta cluster is not), bluer in B and darker in L (brown, orange or pale
     regions of photographs are not), on a background light enough to be glass. Touching cells give one
-    maximum each, so a cluster of blasts is several cells, not one blob.
+    maximum each, so a cluster of blasts is several cells, not one blob. With ``skip_cut`` a cell whose
+    disc reaches the image border is passed over: it may be cut, and half a neutrophil can look like
+    anything.
     """
     if not mask.any():
         return []
@@ -120,7 +124,8 @@ def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params) -> 
         if r < params.cell_min_radius:
             break
         comp = labels[y, x]
-        if (excess["A"][comp] >= params.cell_min_stain and excess["B"][comp] <= params.cell_max_b_excess
+        cut = skip_cut and min(y, x, h - 1 - y, w - 1 - x) <= r + 1.0
+        if not cut and (excess["A"][comp] >= params.cell_min_stain and excess["B"][comp] <= params.cell_max_b_excess
                 and excess["L"][comp] <= params.cell_max_l_excess):
             cells.append(Cell(y=int(y), x=int(x), radius=r, stain=float(excess["A"][comp])))
         # Suppress the whole neighbourhood, kept or not, so the next maximum is another cell.

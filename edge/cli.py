@@ -137,6 +137,7 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
     from .model import ModelLoadError, load_card
     from .model import card_path_for
     from .retention import disk_state, watched_paths
+    from .domain import recent as recent_optics
     from .samples import Samples
     from .watcher import unscreened
 
@@ -151,6 +152,7 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
         stats = store.timing_stats(last_n)
         run = store.last_run()
         sample_counts = Samples(store).counts()
+        optics = recent_optics(store)
     finally:
         store.close()
     disk = disk_state(watched_paths(cfg), cfg.retention.min_free_mb)
@@ -171,7 +173,7 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
            "backlog": len(pending), "inbox": str(cfg.daemon.inbox),
            "disk": {"free_mb": round(disk.free_mb, 1), "where": disk.where, "min_free_mb": disk.min_free_mb,
                     "intake_paused": disk.paused},
-           "samples": sample_counts,
+           "samples": sample_counts, "optics": optics.to_dict(),
            "last_error": ({"path": err.path, "status": err.status, "reason": err.reason,
                            "recorded_at": err.recorded_at.isoformat()} if err else None),
            "last_run": ({"started_at": run.started_at.isoformat(), "stopped_at":
@@ -196,6 +198,7 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
     if sample_counts:
         click.echo("samples    " + ", ".join(f"{k} {sample_counts[k]}" for k in ("collecting", "ready", "signed")
                                             if k in sample_counts))
+    click.echo(f"optics     {optics.describe()}")
     click.echo(f"last error {err.path}: {err.reason}" if err else "last error none")
     click.echo(f"timings    median / p95 ms over the last {last_n} classified images:")
     for s, v in stats.items():

@@ -116,6 +116,14 @@ class SamplesConfig:
 
 
 @dataclass(frozen=True)
+class OpticsConfig:
+    px_per_um: float = _f(0.0, "this microscope's camera pixels per micrometre (0 = measure every field from "
+                               "its red cells); used when a field cannot be measured", min=0)
+    scale_source: str = _f("auto", "auto: measure each field, fall back to px_per_um; config: always px_per_um",
+                           choices=("auto", "config"))
+
+
+@dataclass(frozen=True)
 class WebConfig:
     host: str = _f("127.0.0.1", "address `edge-screen serve` binds (loopback: reach it through an SSH tunnel "
                                 "or a reverse proxy)")
@@ -157,6 +165,7 @@ class Config:
     samples: SamplesConfig = field(default_factory=SamplesConfig)
     retention: RetentionConfig = field(default_factory=RetentionConfig)
     web: WebConfig = field(default_factory=WebConfig)
+    optics: OpticsConfig = field(default_factory=OpticsConfig)
     source: Optional[Path] = field(default=None, compare=False)  # the file it came from, for messages
 
     @property
@@ -199,7 +208,7 @@ class Config:
 
 SECTIONS = {"daemon": DaemonConfig, "database": DatabaseConfig, "model": ModelConfig,
             "quality": QualityConfig, "camera": CameraConfig, "export": ExportConfig,
-            "samples": SamplesConfig, "retention": RetentionConfig, "web": WebConfig}
+            "samples": SamplesConfig, "retention": RetentionConfig, "web": WebConfig, "optics": OpticsConfig}
 
 
 def redact_url(url: str) -> str:
@@ -333,6 +342,10 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: str | Path | None = None,
     if q.min_brightness >= q.max_brightness:
         raise ConfigError(f"quality.min_brightness: must be below quality.max_brightness "
                           f"({q.min_brightness} >= {q.max_brightness})")
+    o = secs["optics"]
+    if o.scale_source == "config" and not o.px_per_um:
+        raise ConfigError("optics.scale_source: \"config\" needs optics.px_per_um (this microscope's pixels per "
+                          "micrometre)")
     db = secs["database"]
     if not db.url or "://" not in db.url:
         raise ConfigError(f"database.url: expected a SQLAlchemy URL like {DEFAULT_DB_URL}, got {_show(db.url)}")

@@ -28,7 +28,9 @@ from .exif import exif_datetime
 from .model import Classifier
 from .store import DatabaseGone, ImageRecord
 from .decode import DecodeError, decode_bytes, unsupported_format
-from .preprocess import crop_resize, preprocess
+from .domain import ValidatedRange
+from .optics import SUPPORTED_MAGNIFICATION
+from .preprocess import OpticsSettings, decode_target, preprocess, working_field
 from .results import CLASSIFIED, DUPLICATE, REJECTED, UNREADABLE, ImageResult, Job, Prepared
 from .samples import SampleError, SampleRule, sample_of
 
@@ -62,6 +64,8 @@ class Pipeline:
         self.params = classifier.preprocessing
         self.gate = quality.stricter(cfg.quality, classifier.card.extra.get("quality_gate", {}))
         self.sample_rule = SampleRule.from_card(classifier.card.extra, classifier.card.threshold)
+        self.optics = OpticsSettings(px_per_um=cfg.optics.px_per_um or None, scale_source=cfg.optics.scale_source)
+        self.validated = ValidatedRange.from_card(classifier.card.extra)
         # Polling only (inotify reports the writer's close): a file that reads as truncated and was written
         # to less than this long ago is probably still arriving, so it is watched again, not recorded.
         self.defer_incomplete_s = defer_incomplete_s
@@ -136,7 +140,7 @@ class Pipeline:
             res.reason = f"unsupported format {other} (expected JPEG, PNG, TIFF or BMP)"
             return
         try:
-            img = decode_bytes(data, target=self.params.size)
+            img = decode_bytes(data, target=decode_target(self.params))
         except DecodeError as e:
             res.reason = str(e)
             self._lap(res, "decode", t)
@@ -146,17 +150,34 @@ class Pipeline:
             return
         del data
         res.width, res.height, res.format = img.width, img.height, img.format
-        rgb = crop_resize(img.rgb, self.params)  # once, for the quality gate and preprocessing alike
         t = self._lap(res, "decode", t)
-        q = quality.check_exposure_focus(quality.measure(rgb, self.params), self.gate)
+        # Once, for the quality gate and preprocessing alike: v1/v2 the centre square at 224 px; v3 the
+        # whole field at the training scale with the glass at the reference (edge/optics.py).
+        rgb, optics = working_field(img.rgb, self.params, self.optics, img.rgb.shape[1] / max(img.width, 1))
+        t = self._lap(res, "preprocess", t)
+        if optics is not None:
+            prep.optics = optics
+            res.px_per_um, res.magnification = round(optics.px_per_um or 0, 3) or None, round(optics.magnification, 3)
+            if not optics.supported:
+                lo, hi = SUPPORTED_MAGNIFICATION
+                how = f"measured from {optics.rbc_count} red cells" if optics.scale_source == "measured" else \
+                    f"{optics.scale_source} scale"
+                res.status, res.reason = UNREADABLE, (f"magnification {optics.magnification:.1f}x the training "
+                                                      f"scale ({how}) is outside the supported {lo:g}-{hi:g}x")
+                res.quality = {"optics": optics.to_dict()}
+                return
+        q = quality.check_exposure_focus(quality.measure(rgb, self.params, optics), self.gate)
         t = self._lap(res, "quality", t)
         if not q.passed:
             res.status, res.reason, res.quality = UNREADABLE, q.reason, q.to_dict()
             return
         pre = preprocess(rgb, self.params)
-        t = self._lap(res, "preprocess", t)
+        t = self._lap(res, "preprocess", t, add=True)
         q = quality.check_content(q, pre.stats, self.gate)
         res.quality, res.segmentation = q.to_dict(), pre.stats.to_dict()
+        if optics is not None:
+            res.quality["optics"] = optics.to_dict()
+            prep.cell_lab = pre.cell_lab
         self._lap(res, "quality", t, add=True)
         if not q.passed:
             res.status, res.reason = UNREADABLE, q.reason
@@ -221,6 +242,11 @@ class Pipeline:
                 res.label, res.probabilities = pred.label, pred.probabilities
                 res.malignant_score, res.verdict, res.needs_review = (pred.malignant_score, pred.verdict,
                                                                       pred.needs_review)
+                if self.validated is not None:
+                    outside = self.validated.check(prep.optics, prep.cell_lab, field.distances)
+                    if outside:
+                        # Outside what the model was validated on: a person decides, whatever the score.
+                        res.domain, res.needs_review = "; ".join(outside), True
         except Exception as e:  # noqa: BLE001
             log.exception("unexpected error on %s", prep.job.path)
             res.status, res.reason = REJECTED, f"processing error: {type(e).__name__}: {e}".splitlines()[0]
@@ -268,7 +294,8 @@ class Pipeline:
             t_queue_ms=tm.get("queue"), t_decode_ms=tm.get("decode"), t_quality_ms=tm.get("quality"),
             t_preprocess_ms=tm.get("preprocess"), t_inference_ms=tm.get("inference"), t_total_ms=tm.get("total"),
             model_id=self.model_id if res.status in (CLASSIFIED, DUPLICATE) else None,
-            model_name=self.clf.name, model_sha256=self.clf.sha256, run_id=self.run_id, sample_id=res.sample_id)
+            model_name=self.clf.name, model_sha256=self.clf.sha256, run_id=self.run_id, sample_id=res.sample_id,
+            px_per_um=res.px_per_um, magnification=res.magnification, domain=res.domain)
 
     def _move(self, res: ImageResult, src: Path) -> None:
         if not (self.move_after and self.inbox is not None and res.sha256 and

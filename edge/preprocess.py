@@ -16,10 +16,11 @@ import numpy as np
 
 from .cells import Cell, StainTransform, cell_crops, find_cells, float_lab
 from .decode import decode_file
+from .optics import Optics, normalise
 
-PREPROCESS_VERSION = "lab-kmeans-2"
-# Version 1 cards (whole-field modes only) read unchanged: the new parameters default to what v1 did.
-KNOWN_VERSIONS = ("lab-kmeans-1", PREPROCESS_VERSION)
+PREPROCESS_VERSION = "lab-kmeans-3"
+# Version 1 and 2 cards read unchanged: the new parameters default to what those versions did.
+KNOWN_VERSIONS = ("lab-kmeans-1", "lab-kmeans-2", PREPROCESS_VERSION)
 INPUT_MODES = ("raw", "segmented", "balanced", "cell")
 
 
@@ -70,6 +71,18 @@ class PreprocessParams:
     # training fields; `stain_max_gain` bounds the spread correction.
     stain_reference: Tuple[float, ...] = (89.5, -1.1, -7.2, 9.7, 4.0, 9.5)
     stain_max_gain: float = 2.0
+    # Version 3 (edge/optics.py): "optical" brings every field to the training scale by its red cells and
+    # the glass to `glass_reference`, keeps the whole field (any shape; `crop` must be "none"), scores no
+    # cell cut by the border, and fits the stain transform on the stained cells themselves ("cells"):
+    # fitted on the background, another lab's white cells land far outside ours.
+    field_scale: str = "fixed"  # "fixed": crop and resize to size x size (v1, v2) | "optical"
+    rbc_diameter_px: float = 15.0  # a red cell's median diameter in training fields (working pixels)
+    # Measured magnifications within this band of 1 are left as they are: the training fields themselves
+    # spread this much, and resampling by a measurement's noise would only blur them.
+    scale_tolerance: Tuple[float, float] = (0.8, 1.25)
+    glass_reference: Tuple[float, float, float] = (235.0, 235.0, 235.0)
+    glass_max_gain: float = 2.5
+    stain_fit: str = "background"  # "background" (v2) | "cells"
 
     def __post_init__(self):
         if self.version not in KNOWN_VERSIONS:
@@ -84,6 +97,10 @@ class PreprocessParams:
             raise UnknownPreprocessing("stain_reference must hold 3 means and 3 spreads")
         if self.crop not in ("center-square", "none"):
             raise UnknownPreprocessing(f"crop {self.crop!r} is not 'center-square' or 'none'")
+        if self.field_scale not in ("fixed", "optical") or self.stain_fit not in ("background", "cells"):
+            raise UnknownPreprocessing(f"field_scale {self.field_scale!r} / stain_fit {self.stain_fit!r} unknown")
+        if self.field_scale == "optical" and (self.version != PREPROCESS_VERSION or self.crop != "none"):
+            raise UnknownPreprocessing("field_scale 'optical' needs preprocessing 'lab-kmeans-3' and crop 'none'")
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -95,7 +112,7 @@ class PreprocessParams:
         if unknown:
             raise UnknownPreprocessing(f"unknown preprocessing parameter(s): {', '.join(unknown)}")
         kw = dict(d)
-        for k in ("scale_bar_box", "background", "stain_reference"):
+        for k in ("scale_bar_box", "background", "stain_reference", "scale_tolerance", "glass_reference"):
             if k in kw:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
@@ -131,11 +148,43 @@ class Preprocessed:
     # "cell" mode (largest first; empty when no plausible white cell was found).
     model_inputs: List[np.ndarray] = field(default_factory=list)
     cells: List[Cell] = field(default_factory=list)
+    optics: Optional[Optics] = None  # "optical" field scale: what was measured and undone
+    cell_lab: Optional[Tuple[float, ...]] = None  # stained pixels' LAB means and spreads before normalisation
 
 
 # ------------------------------------------------------------------------------------------ preprocess
 
+@dataclass(frozen=True)
+class OpticsSettings:
+    """The microscope's side of optical normalisation (config ``[optics]``)."""
+    px_per_um: Optional[float] = None  # of the camera's image; None: measure every field
+    scale_source: str = "auto"  # "auto": measure, fall back to px_per_um | "config": always px_per_um
+
+
+def decode_target(params: PreprocessParams) -> int:
+    """Short side the decoder must keep: optical scaling needs the red cells at the camera's resolution
+    (a large JPEG decoded at 1/8 would leave another microscope's red cells a few pixels across)."""
+    return params.size * 2 if params.field_scale == "optical" else params.size
+
+
+def working_field(rgb: np.ndarray, params: PreprocessParams, optics: OpticsSettings = OpticsSettings(),
+                  decode_factor: float = 1.0) -> Tuple[np.ndarray, Optional[Optics]]:
+    """The decoded image -> the field every later stage works on, and the optics record ("optical" only).
+
+    "fixed": the centre square resized to ``size`` (v1, v2). "optical": the scale-bar box painted over,
+    then :func:`edge.optics.normalise` (training scale, reference glass), the whole field kept.
+    """
+    if params.field_scale != "optical":
+        return crop_resize(rgb, params), None
+    painted = remove_scale_bar(rgb, params)
+    out, rec = normalise(painted, params.rbc_diameter_px, params.glass_reference, params.glass_max_gain,
+                         optics.px_per_um, optics.scale_source, decode_factor, params.scale_tolerance)
+    return np.ascontiguousarray(out), rec
+
+
 def crop_resize(rgb: np.ndarray, params: PreprocessParams) -> np.ndarray:
+    if params.field_scale == "optical":
+        return rgb  # :func:`working_field` has already brought it to the working scale
     h, w = rgb.shape[:2]
     if params.crop == "center-square" and h != w:
         s = min(h, w)
@@ -147,10 +196,11 @@ def crop_resize(rgb: np.ndarray, params: PreprocessParams) -> np.ndarray:
     return np.ascontiguousarray(rgb)
 
 
-def scale_bar_slice(params: PreprocessParams) -> Tuple[slice, slice]:
+def scale_bar_slice(params: PreprocessParams, shape: Optional[Tuple[int, ...]] = None) -> Tuple[slice, slice]:
+    """The label box of a field of ``shape`` (default: the fixed ``size`` square)."""
     fx, fy = params.scale_bar_box
-    s = params.size
-    return slice(s - int(round(fy * s)), s), slice(s - int(round(fx * s)), s)
+    h, w = (shape[0], shape[1]) if shape is not None else (params.size, params.size)
+    return slice(h - int(round(fy * h)), h), slice(w - int(round(fx * w)), w)
 
 
 def remove_scale_bar(rgb: np.ndarray, params: PreprocessParams) -> np.ndarray:
@@ -159,7 +209,7 @@ def remove_scale_bar(rgb: np.ndarray, params: PreprocessParams) -> np.ndarray:
     The fill must not depend on anything inside or next to the box: the white patch behind one label
     style reaches above the text, and a fill sampled there would itself say which style it was.
     """
-    ys, xs = scale_bar_slice(params)
+    ys, xs = scale_bar_slice(params, rgb.shape)
     out = rgb.copy()
     outside = np.ones(out.shape[:2], bool)
     outside[ys, xs] = False
@@ -210,7 +260,7 @@ def segment(rgb: np.ndarray, params: PreprocessParams, lab: Optional[np.ndarray]
             # the subtype, so the mask grows a little beyond the stained region.
             m = cv2.dilate(m, _ellipse(2 * params.mask_dilate + 1))
         mask = m.astype(bool)
-    ys, xs = scale_bar_slice(params)
+    ys, xs = scale_bar_slice(params, mask.shape)
     mask[ys, xs] = False
     n_comp = 0
     if mask.any():
@@ -237,18 +287,21 @@ def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
     lab = cv2.cvtColor(resized, cv2.COLOR_RGB2LAB)
     mask, stats = segment(resized, params, lab)
     cells: List[Cell] = []
+    cell_lab = None
     if params.input_mode == "raw":
         inputs = [resized]
     elif params.input_mode == "balanced":
         inputs = [white_balance(resized, params)]
     elif params.input_mode == "cell":
         valid = np.ones(mask.shape, bool)
-        valid[scale_bar_slice(params)] = False
-        cells = find_cells(lab, mask, valid, params)
+        valid[scale_bar_slice(params, mask.shape)] = False
+        cells = find_cells(lab, mask, valid, params, skip_cut=params.field_scale == "optical")
         inputs = []
         if cells:
             flab = float_lab(resized)
-            stain = StainTransform.fit(flab, valid & ~mask, params.stain_reference, params.stain_max_gain)
+            fit_on = mask & valid if params.stain_fit == "cells" else valid & ~mask
+            stain = StainTransform.fit(flab, fit_on, params.stain_reference, params.stain_max_gain)
+            cell_lab = tuple(round(float(v), 2) for v in stain.source)
             inputs = cell_crops(flab, mask, cells, params.cell_window, params.cell_input, params.background, stain)
     else:
         seg = np.empty_like(resized)
@@ -256,8 +309,18 @@ def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
         seg[mask] = resized[mask]
         inputs = [seg]
     return Preprocessed(model_input=inputs[0] if inputs else None, resized=resized, mask=mask, stats=stats,
-                        model_inputs=inputs, cells=cells)
+                        model_inputs=inputs, cells=cells, cell_lab=cell_lab)
+
+
+def preprocess_image(rgb: np.ndarray, params: PreprocessParams, optics: OpticsSettings = OpticsSettings(),
+                     decode_factor: float = 1.0) -> Preprocessed:
+    """A decoded image of any size -> :func:`working_field` then :func:`preprocess` (what the device runs)."""
+    fld, rec = working_field(rgb, params, optics, decode_factor)
+    pre = preprocess(fld, params)
+    pre.optics = rec
+    return pre
 
 
 def preprocess_file(path: str | Path, params: PreprocessParams) -> Preprocessed:
-    return preprocess(decode_file(path, target=params.size).rgb, params)
+    img = decode_file(path, target=decode_target(params))
+    return preprocess_image(img.rgb, params, decode_factor=img.rgb.shape[1] / max(img.width, 1))

@@ -18,6 +18,7 @@ from typing import Optional, Protocol
 import cv2
 import numpy as np
 
+from .optics import Optics
 from .preprocess import PreprocessParams, SegmentationStats, crop_resize, scale_bar_slice
 
 # Pixels this close to 0 or 255 carry no information (the sensor or the JPEG encoder clipped them).
@@ -45,6 +46,10 @@ class QualityReport:
     stain_contrast: Optional[float] = None  # A-channel spread of the KMeans centres (LAB units)
     passed: bool = True
     reason: str = ""  # empty when passed, else one line naming the failing metric and its limit
+    # Optical normalisation (v3 cards): the glass has been brought to the reference white, so brightness
+    # is the glass's level *before* that gain (too dark = too little light to rescue) and overexposure is
+    # judged by clipping alone: a brighter lamp is normalised, not refused.
+    optical: bool = False
 
     def to_dict(self) -> dict:
         return dataclasses.asdict(self)
@@ -55,29 +60,38 @@ def working_gray(rgb: np.ndarray, params: PreprocessParams) -> tuple[np.ndarray,
     small = crop_resize(rgb, params)
     gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)
     valid = np.ones(gray.shape, dtype=bool)
-    ys, xs = scale_bar_slice(params)
+    ys, xs = scale_bar_slice(params, gray.shape)
     valid[ys, xs] = False
     return gray, valid
 
 
-def measure(rgb: np.ndarray, params: PreprocessParams) -> QualityReport:
-    """Focus and exposure metrics; the content metric is added by :func:`check_content`."""
+def measure(rgb: np.ndarray, params: PreprocessParams, optics: Optional[Optics] = None) -> QualityReport:
+    """Focus and exposure metrics; the content metric is added by :func:`check_content`. With ``optics``
+    (a v3 field already normalised) brightness is the glass level before normalisation."""
     gray, valid = working_gray(rgb, params)
     lap = cv2.Laplacian(gray, cv2.CV_32F, ksize=1)
     # The Laplacian of a pixel next to the label box sees the box's edge; erode the mask by one.
     inner = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     g = gray[valid]
-    return QualityReport(focus=round(float(lap[inner].var()), 3), brightness=round(float(g.mean()), 3),
-                         clipped_fraction=round(float(((g <= DARK_LEVEL) | (g >= BRIGHT_LEVEL)).mean()), 5))
+    brightness = float(np.mean(optics.glass_rgb)) if optics is not None else float(g.mean())
+    clipped = float(((g <= DARK_LEVEL) | (g >= BRIGHT_LEVEL)).mean())
+    if optics is not None:
+        # Clipping is a property of the camera's picture: count it before the glass gain, which may push
+        # a bright but intact glass to 255 (or pull a clipped one below it).
+        clipped = optics.clipped_fraction
+    return QualityReport(focus=round(float(lap[inner].var()), 3), brightness=round(brightness, 3),
+                         clipped_fraction=round(clipped, 5), optical=optics is not None)
 
 
 def check_exposure_focus(report: QualityReport, t: Thresholds) -> QualityReport:
     """Sets ``passed``/``reason`` from focus and exposure; the first failing check wins."""
     # Exposure before focus: a black frame also has no edges, but "too dark" is the useful message.
     checks = (
-        (report.brightness < t.min_brightness,
+        (report.optical and report.brightness < t.min_brightness,
+         f"too dark to correct: glass brightness {report.brightness:.1f} < {t.min_brightness:g}"),
+        (not report.optical and report.brightness < t.min_brightness,
          f"too dark: mean brightness {report.brightness:.1f} < {t.min_brightness:g}"),
-        (report.brightness > t.max_brightness,
+        (not report.optical and report.brightness > t.max_brightness,
          f"overexposed: mean brightness {report.brightness:.1f} > {t.max_brightness:g}"),
         (report.clipped_fraction > t.max_clipped_fraction,
          f"badly exposed: {report.clipped_fraction:.1%} of pixels clipped black or white "

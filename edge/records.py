@@ -50,6 +50,9 @@ class ImageRecord:
     sample_id: Optional[str] = None  # the patient sample (inbox subfolder) the field belongs to
     moved_to: Optional[str] = None  # set after `daemon.after = "move"` moved the file (Store.set_moved_to)
     purged_at: Optional[datetime] = None  # when retention deleted the file (edge.retention)
+    px_per_um: Optional[float] = None  # the scale used for the field (measured from its red cells, or config)
+    magnification: Optional[float] = None  # relative to the model's training scale
+    domain: Optional[str] = None  # why the field is outside the card's validated range; None inside it
     filename: Optional[str] = None  # default: the last component of path
     id: Optional[str] = None  # default: a new uuid4
     device_id: Optional[str] = None  # default: the store's device id

@@ -7,7 +7,7 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import numpy as np
 
@@ -47,6 +47,9 @@ class ImageResult:
     already_recorded: bool = False  # recorded by an earlier run: nothing new was written
     sample_id: Optional[str] = None  # the patient sample (inbox subfolder, or the day's) it belongs to
     deferred: bool = False  # polling: read while still being written; not recorded, watched again
+    px_per_um: Optional[float] = None  # optics (edge/optics.py): the scale used, and relative to training
+    magnification: Optional[float] = None
+    domain: Optional[str] = None  # why the field is outside the card's validated range (edge/domain.py)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -61,6 +64,8 @@ class Prepared:
     model_inputs: Optional[List[np.ndarray]] = None  # None: no inference (rejected/unreadable)
     started: float = 0.0
     inferred: float = 0.0  # when stage 2 was done with it; its store time counts from here
+    optics: Optional[Any] = None  # edge.optics.Optics of the field, for the domain monitor in stage 2
+    cell_lab: Optional[Tuple[float, ...]] = None  # stained pixels' LAB statistics before normalisation
 
 
 __all__ = ["CLASSIFIED", "DUPLICATE", "REJECTED", "UNREADABLE", "ImageResult", "Job", "Prepared"]

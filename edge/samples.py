@@ -107,10 +107,17 @@ class SampleVerdict:
     reasons: List[str] = field(default_factory=list)
 
 
-def judge(statuses: Sequence[str], scores: Sequence[Optional[float]], rule: Optional[SampleRule]) -> SampleVerdict:
-    """The sample verdict from its fields (status and malignant score of each, duplicates left out)."""
+def judge(statuses: Sequence[str], scores: Sequence[Optional[float]], rule: Optional[SampleRule],
+          domains: Sequence[Optional[str]] = ()) -> SampleVerdict:
+    """The sample verdict from its fields (status, malignant score and domain-monitor reason of each,
+    duplicates left out)."""
     readable = [s for st, s in zip(statuses, scores) if st == "classified" and s is not None]
     out = SampleVerdict(fields=len(statuses), readable=len(readable))
+    outside = [d for st, d in zip(statuses, domains) if st == "classified" and d]
+    if outside:
+        # The model was not validated on slides like these: its verdict is a hint, a person decides.
+        out.reasons.append(f"outside the validated range on {len(outside)} of {len(readable)} readable "
+                           f"fields: {outside[0].split('; ')[0]}")
     if rule is None:
         out.reasons.append("the model card has no sample rule")
         return out
@@ -174,9 +181,10 @@ class Sample:
 
 def _recompute(conn, device_id: str, sample_id: str, rule: Optional[SampleRule], model_id: Optional[str],
                model_sha256: Optional[str], now: datetime) -> None:
-    rows = conn.execute(select(images.c.status, images.c.malignant_score, images.c.recorded_at).where(
+    rows = conn.execute(select(images.c.status, images.c.malignant_score, images.c.recorded_at,
+                               images.c.domain).where(
         images.c.device_id == device_id, images.c.sample_id == sample_id, images.c.status != "duplicate")).all()
-    v = judge([r.status for r in rows], [r.malignant_score for r in rows], rule)
+    v = judge([r.status for r in rows], [r.malignant_score for r in rows], rule, [r.domain for r in rows])
     last = max((r.recorded_at for r in rows), default=None)
     values = dict(fields=v.fields, readable=v.readable, verdict=v.verdict, score=v.score,
                   needs_review=v.needs_review, review_reasons=json.dumps(v.reasons),

@@ -7,7 +7,7 @@ sorted keys, so equal content is equal text on every backend (merge compares row
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Callable, Dict
+from typing import Callable, Dict, Sequence
 
 from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Column, DateTime, Float, ForeignKey, Index,
                         Integer, MetaData, String, Table, Text, UniqueConstraint, inspect)
@@ -17,7 +17,7 @@ from sqlalchemy.types import TypeDecorator
 from .vocabulary import STAGES
 
 APPLICATION = "edge-screen"
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 
 
 class SchemaError(RuntimeError):
@@ -124,6 +124,11 @@ images = Table(
     Column("moved_to", Text),
     Column("sample_id", String(64)),
     Column("purged_at", UTCDateTime),  # when retention deleted the file (exported rows only; the row stays)
+    # v4: the field's optics as measured (edge/optics.py) and, when it lies outside the model card's
+    # validated range, why in plain words (edge/domain.py); NULL inside it.
+    Column("px_per_um", Float),
+    Column("magnification", Float),
+    Column("domain", Text),
     CheckConstraint("status IN ('classified', 'unreadable', 'rejected', 'duplicate')", name="ck_images_status"),
     CheckConstraint("verdict IS NULL OR verdict IN ('benign', 'malignant')", name="ck_images_verdict"),
     # Exactly-once: the same inbox file with the same content can be recorded only once per device, so
@@ -249,11 +254,7 @@ _V3_IMAGE_COLUMNS = ("moved_to", "sample_id", "purged_at")
 def _v3_samples_reviews(conn: Connection) -> None:
     # _v1_initial builds `images` from today's Table, so a database created fresh already has the v3
     # columns; one from a device in the field (v1/v2) gets them added here.
-    have = {c["name"] for c in inspect(conn).get_columns("images")}
-    for name in _V3_IMAGE_COLUMNS:
-        if name not in have:
-            ddl = images.c[name].type.compile(dialect=conn.dialect)  # the very type a fresh database gets
-            conn.exec_driver_sql(f"ALTER TABLE images ADD COLUMN {name} {ddl}")
+    _add_image_columns(conn, _V3_IMAGE_COLUMNS)
     conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_images_sample ON images (device_id, sample_id)")
     metadata.create_all(conn, tables=[samples, reviews, users, web_sessions])
     if conn.dialect.name == "sqlite":
@@ -264,8 +265,23 @@ def _v3_samples_reviews(conn: Connection) -> None:
                 "BEGIN SELECT RAISE(ABORT, 'reviews are append-only'); END")
 
 
+_V4_IMAGE_COLUMNS = ("px_per_um", "magnification", "domain")
+
+
+def _v4_optics(conn: Connection) -> None:
+    _add_image_columns(conn, _V4_IMAGE_COLUMNS)
+
+
+def _add_image_columns(conn: Connection, names: Sequence[str]) -> None:
+    have = {c["name"] for c in inspect(conn).get_columns("images")}
+    for name in names:
+        if name not in have:
+            ddl = images.c[name].type.compile(dialect=conn.dialect)  # the very type a fresh database gets
+            conn.exec_driver_sql(f"ALTER TABLE images ADD COLUMN {name} {ddl}")
+
+
 MIGRATIONS: Dict[int, Callable[[Connection], None]] = {1: _v1_initial, 2: _v2_export_watermarks,
-                                                       3: _v3_samples_reviews}
+                                                       3: _v3_samples_reviews, 4: _v4_optics}
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
 

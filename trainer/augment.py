@@ -31,9 +31,18 @@ class CaptureAugment:
     # colour statistics, so neither the slide around a cell nor its overall stain can tell the class.
     p_other_slide: float = 0.5
     p_reinhard: float = 0.3
+    # Another lab's optics and stain (version 3 preprocessing undoes scale and glass, so these teach the
+    # model what is left after normalisation): the field resampled (log-uniform), HED stain jitter.
+    p_rescale: float = 0.4
+    rescale: tuple = (0.7, 3.0)
+    p_hed: float = 0.6
+    hed_sigma: float = 0.08
+    hed_bias: float = 0.04
 
     def __call__(self, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         x = rgb
+        if rng.random() < self.p_hed:
+            x = hed_jitter(x, rng, self.hed_sigma, self.hed_bias)
         if rng.random() < self.p_stain:
             x = stain_change(x, rng, self.stain_shift, self.stain_gain)
         if rng.random() < self.p_blur:
@@ -59,6 +68,32 @@ def stain_change(rgb: np.ndarray, rng: np.random.Generator, shift: float, gain: 
     lab[..., 1:] = ab * (1 + (g - 1) * dark) + for_bg * (1 - dark) + for_cells * dark
     out = cv2.cvtColor(lab, cv2.COLOR_LAB2RGB)
     return np.clip(out * 255.0 + 0.5, 0, 255).astype(np.uint8)
+
+
+# Ruifrok & Johnston's haematoxylin, eosin and DAB optical densities (rows), as in scikit-image's rgb2hed:
+# a Romanowsky stain's azure/methylene blue and eosin act like the first two.
+_HED = np.array([[0.65, 0.70, 0.29], [0.07, 0.99, 0.11], [0.27, 0.57, 0.78]], np.float32)
+_HED /= np.linalg.norm(_HED, axis=1, keepdims=True)
+_HED_INV = np.linalg.inv(_HED).astype(np.float32)
+
+
+def hed_jitter(rgb: np.ndarray, rng: np.random.Generator, sigma: float, bias: float) -> np.ndarray:
+    """Stain amounts perturbed in optical-density space (Tellez et al. 2018): each stain's concentration
+    scaled by 1 +- sigma and shifted by +- bias, so the blue and the pink parts of a stain change
+    independently, as between two laboratories' staining batches."""
+    od = -np.log(np.maximum(rgb.astype(np.float32), 1.0) / 255.0)
+    conc = od.reshape(-1, 3) @ _HED_INV
+    conc = conc * rng.uniform(1 - sigma, 1 + sigma, 3).astype(np.float32) + rng.uniform(-bias, bias, 3).astype(np.float32)
+    out = np.exp(-(conc @ _HED)).reshape(rgb.shape) * 255.0
+    return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def rescale(rgb: np.ndarray, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:
+    """Another microscope's magnification: the field resampled by a log-uniform factor."""
+    f = float(np.exp(rng.uniform(np.log(lo), np.log(hi))))
+    interp = cv2.INTER_AREA if f < 1 else cv2.INTER_LINEAR
+    h, w = rgb.shape[:2]
+    return cv2.resize(rgb, (max(8, int(round(w * f))), max(8, int(round(h * f)))), interpolation=interp)
 
 
 def paint_out(resized: np.ndarray, cells: np.ndarray, grow: int = 3) -> np.ndarray:

@@ -75,7 +75,7 @@ def _train_whole_field(split: Split, params: PreprocessParams, cfg: TrainConfig,
 def _train_cell(split: Split, params: PreprocessParams, cfg: TrainConfig, prog):
     """Crops of every training field plus ``copies`` capture-augmented versions; field-level validation."""
     tr = build_cellset(split.train, params, copies=cfg.augment_copies, max_cells=cfg.train_cells_per_field,
-                       seed=cfg.seed, progress=prog("cells: train fields"))
+                       seed=cfg.seed, progress=prog("cells: train fields"), other_copies=cfg.other_copies)
     va = build_cellset(split.val, params, progress=prog("cells: validation fields"))
     log.info("cells: %d training crops from %d fields (%d without a cell), %d validation crops",
              len(tr.y), len(split.train), len(tr.no_cell), len(va.y))
@@ -114,8 +114,7 @@ def build(split: Split, out_dir: str | Path, modes: Sequence[str] = ("cell",), s
     prog = (lambda stage: (lambda i, n: progress(stage, i, n))) if progress else (lambda stage: None)
     if ship not in modes:
         raise ValueError(f"the shipped mode {ship!r} must be one of the trained modes {list(modes)}")
-    base_params = dataclasses.replace(base_params, version=PREPROCESS_VERSION,
-                                      stain_reference=stain_reference(split.train, base_params))
+    base_params = dataclasses.replace(base_params, **stain_reference(split.train, base_params))
 
     ablation, results, cache = {}, {}, {}
     for mode in modes:

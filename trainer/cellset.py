@@ -13,9 +13,11 @@ import numpy as np
 
 from edge.cells import background_stats
 from edge.decode import decode_file
-from edge.preprocess import PreprocessParams, crop_resize, preprocess, remove_scale_bar, scale_bar_slice, segment
+from edge.optics import glass_colour, measure_rbc_diameter
+from edge.preprocess import (PreprocessParams, crop_resize, decode_target, preprocess_image, remove_scale_bar,
+                             scale_bar_slice, segment, working_field)
 
-from .augment import CaptureAugment, lab_stats, onto_other_slide, reinhard_to
+from .augment import CaptureAugment, lab_stats, onto_other_slide, reinhard_to, rescale
 from .data import Sample
 
 
@@ -35,24 +37,48 @@ class CellSet:
         return CellSet(self.x[idx], self.y[idx], self.field[idx], self.copy[idx], self.no_cell)
 
 
-def stain_reference(samples: Sequence[Sample], params: PreprocessParams, n: int = 400) -> tuple:
-    """Mean background LAB statistics over evenly spaced training fields: the normalisation target."""
-    pick = np.linspace(0, len(samples) - 1, min(n, len(samples))).astype(int)
+def _decoded(sample: Sample, params: PreprocessParams) -> np.ndarray:
+    return decode_file(sample.path, target=decode_target(params)).rgb
+
+
+def stain_reference(samples: Sequence[Sample], params: PreprocessParams, n: int = 400) -> dict:
+    """The normalisation targets from evenly spaced primary-source training fields.
+
+    Version 2 ("fixed" scale): the background's mean LAB statistics. Version 3 ("optical"): the red
+    cells' median diameter (the training scale), the mean glass colour, then the stained cells' own LAB
+    statistics measured on fields already brought to that scale and glass.
+    """
+    primary = [s for s in samples if s.source == "taleqani"] or list(samples)
+    pick = np.linspace(0, len(primary) - 1, min(n, len(primary))).astype(int)
+    raw = [remove_scale_bar(_decoded(primary[i], params), params) for i in pick]
+    out: dict = {}
+    if params.field_scale == "optical":
+        diam = [d for d, _ in (measure_rbc_diameter(r) for r in raw) if d is not None]
+        glass = [glass_colour(r) for r in raw]
+        out["rbc_diameter_px"] = round(float(np.median(diam)), 2)
+        out["glass_reference"] = tuple(round(float(v), 1) for v in np.mean(glass, axis=0))
+        params = dataclasses.replace(params, **out)
     stats = []
-    for i in pick:
-        resized = remove_scale_bar(crop_resize(decode_file(samples[i].path, target=params.size).rgb, params), params)
-        mask, _ = segment(resized, params)
+    for r in raw:
+        fld = working_field(r, params)[0]
+        mask, _ = segment(fld, params)
         valid = np.ones(mask.shape, bool)
-        valid[scale_bar_slice(params)] = False
-        stats.append(background_stats(resized, valid & ~mask))
-    return tuple(round(float(v), 3) for v in np.mean(stats, axis=0))
+        valid[scale_bar_slice(params, mask.shape)] = False
+        region = (mask & valid) if params.stain_fit == "cells" else (valid & ~mask)
+        if params.stain_fit == "cells" and np.count_nonzero(region) < 64:
+            continue
+        stats.append(background_stats(fld, region))
+    out["stain_reference"] = tuple(round(float(v), 3) for v in np.mean(stats, axis=0))
+    return out
 
 
 def build_cellset(samples: Sequence[Sample], params: PreprocessParams, copies: int = 0,
                   max_cells: Optional[int] = None, augment: CaptureAugment = CaptureAugment(), seed: int = 0,
-                  progress: Optional[Callable[[int, int], None]] = None) -> CellSet:
-    """Crops of every field, plus ``copies`` augmented versions of each field: some with the cells moved
-    onto another field's slide or the field's colours onto another field's, all with capture changes.
+                  progress: Optional[Callable[[int, int], None]] = None, other_copies: Optional[int] = None) -> CellSet:
+    """Crops of every field, plus ``copies`` augmented versions of each field (``other_copies`` for the
+    other laboratories' images): some with the cells moved onto another field's slide, some resampled to
+    another magnification, the colours onto another field's (of any source), all with stain and capture
+    changes. Every copy then goes through the device's own :func:`edge.preprocess.preprocess_image`.
 
     ``max_cells`` caps the crops taken per field (the largest cells first) so that crowded fields do not
     outweigh sparse ones in training.
@@ -61,34 +87,40 @@ def build_cellset(samples: Sequence[Sample], params: PreprocessParams, copies: i
         raise ValueError("build_cellset needs input_mode 'cell'")
     p = dataclasses.replace(params, max_cells=max_cells) if max_cells else params
     rng = np.random.default_rng(seed)
+    raws = [_decoded(s, p) for s in samples]
+    n_copies = [copies if (s.source == "taleqani" or other_copies is None) else other_copies for s in samples]
     fields, masks = [], []
-    for s in samples:  # working-size fields and cell masks, for pasting cells onto other slides
-        f = remove_scale_bar(crop_resize(decode_file(s.path, target=p.size).rgb, p), p)
+    for r, k in zip(raws, n_copies):  # working fields and cell masks, for pasting cells onto other slides
+        f = remove_scale_bar(r, p) if p.field_scale == "optical" else remove_scale_bar(crop_resize(r, p), p)
         fields.append(f)
-        masks.append(segment(f, p)[0] if copies else None)
+        masks.append(segment(f, p)[0] if k else None)
     stats = [lab_stats(f) for f in fields[::7]] if copies else []
     xs, ys, fs, cs, none = [], [], [], [], []
-    total = len(samples) * (1 + copies)
+    total, done = sum(1 + k for k in n_copies), 0
     for i, s in enumerate(samples):
-        for k in range(1 + copies):
+        for k in range(1 + n_copies[i]):
             img = fields[i]
             if k:
                 if len(fields) > 1 and rng.random() < augment.p_other_slide:
                     j = int(rng.integers(len(fields) - 1))
                     j += j >= i
-                    img = onto_other_slide(img, masks[i], fields[j], masks[j])
+                    if fields[j].shape == img.shape and masks[j] is not None:
+                        img = onto_other_slide(img, masks[i], fields[j], masks[j])
                 if rng.random() < augment.p_reinhard:
                     img = reinhard_to(img, stats[int(rng.integers(len(stats)))])
                 img = augment(img, rng)
-            crops = preprocess(img, p).model_inputs
+                if p.field_scale == "optical" and rng.random() < augment.p_rescale:
+                    img = rescale(img, rng, *augment.rescale)
+            crops = preprocess_image(img, p).model_inputs
             if not crops and k == 0:
                 none.append(i)
             xs.extend(crops)
             ys.extend([s.y] * len(crops))
             fs.extend([i] * len(crops))
             cs.extend([k] * len(crops))
+            done += 1
             if progress:
-                progress(i * (1 + copies) + k + 1, total)
+                progress(done, total)
     size = p.input_size
     x = np.stack(xs) if xs else np.zeros((0, size, size, 3), np.uint8)
     return CellSet(x=x, y=np.array(ys, np.int64), field=np.array(fs, np.int64), copy=np.array(cs, np.int64),

@@ -100,8 +100,16 @@ def split(data_dir, block_size):
 @click.option("--corrections", "corrections_dbs", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="A device's SQLite database (repeatable): its reviewers' field corrections join the "
                    "training side.")
+@click.option("--sources", default="pbc,bccd", show_default=True,
+              help="Other laboratories' labelled sets from ../shared to add (pbc, bccd; empty for none): "
+                   "their training part joins training, their held-out part is scored per source.")
+@click.option("--optics/--fixed-scale", default=True, show_default=True,
+              help="Preprocessing v3: fields brought to the training scale and glass by their red cells "
+                   "(--fixed-scale: v2's centre square at 224 px).")
+@click.option("--other-copies", default=1, show_default=True,
+              help="Augmented copies of each other-laboratory image.")
 def train(data_dir, out_dir, modes, ship, augment_copies, block_size, head_epochs, fine_epochs, fine_tune_from, lr_fine, color_jitter,
-          batch_size, weights, limit_per_class, seed, model_version, corrections_dbs):
+          batch_size, weights, limit_per_class, seed, model_version, corrections_dbs, sources, optics, other_copies):
     """Train on DATA_DIR, convert to int8 TFLite and write the model card and report."""
     from .build import build
     from .report import write_report
@@ -115,13 +123,22 @@ def train(data_dir, out_dir, modes, ship, augment_copies, block_size, head_epoch
         sp, corrections = load_corrections(sp, corrections_dbs)
         console.print(f"corrections: {corrections['used']} used of {corrections['images_reviewed']} reviewed "
                       f"images; dropped {corrections['dropped']}")
+    names = [n.strip() for n in sources.split(",") if n.strip()]
+    if names:
+        from .sources import add_sources
+
+        sp = add_sources(sp, names)
     console.print(_split_table(sp))
     cfg = TrainConfig(head_epochs=head_epochs, fine_epochs=fine_epochs, fine_tune_from=fine_tune_from,
                       lr_fine=lr_fine, color_jitter=color_jitter, batch_size=batch_size, weights=weights, seed=seed,
-                      augment_copies=augment_copies)
+                      augment_copies=augment_copies, other_copies=other_copies)
+    from edge.preprocess import PreprocessParams
+
+    base = (PreprocessParams(field_scale="optical", crop="none", stain_fit="cells") if optics
+            else PreprocessParams(version="lab-kmeans-2"))
     with _progress() as prog:
         res = build(sp, out_dir, modes=[m.strip() for m in modes.split(",") if m.strip()], ship=ship, cfg=cfg,
-                    version=model_version, progress=_Bars(prog))
+                    base_params=base, version=model_version, progress=_Bars(prog))
     if corrections is not None:
         from edge.model import card_path_for, load_card
 

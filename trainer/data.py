@@ -44,6 +44,7 @@ class Sample:
     label: str
     number: int  # the file number; neighbours come from the same slide
     sha256: str
+    source: str = "taleqani"  # the laboratory (trainer/sources.py): per-source figures and leave-one-out
 
     @property
     def y(self) -> int:
@@ -58,6 +59,10 @@ class Split:
     duplicates_dropped: int
     data_hash: str  # over sorted (label, sha256): identifies the exact image set
     val_blocks: Dict[str, List[int]] = field(default_factory=dict)
+    # Other laboratories' held-out images (trainer/sources.py), scored per source; ``val`` stays the
+    # primary source's blocks, on which threshold, review band and sample rule are chosen.
+    extra_val: List[Sample] = field(default_factory=list)
+    sources: Dict[str, dict] = field(default_factory=dict)
 
     def describe(self) -> dict:
         return {
@@ -69,6 +74,7 @@ class Split:
             "validation_blocks": self.val_blocks,
             "duplicates_dropped": self.duplicates_dropped,
             "data_sha256": self.data_hash,
+            "sources": self.sources,
         }
 
 

@@ -15,7 +15,7 @@ import numpy as np
 
 from edge.model import Classifier
 from edge.decode import decode_file
-from edge.preprocess import preprocess
+from edge.preprocess import decode_target, preprocess_image
 
 from .data import Sample
 from .metrics import summarize
@@ -78,7 +78,7 @@ class Evaluation:
 
 def classify_field(classifier: Classifier, rgb: np.ndarray):
     """The device's answer for one decoded field: (probabilities or None, refusal reason, FieldPrediction)."""
-    fp = classifier.predict_field(preprocess(rgb, classifier.preprocessing).model_inputs)
+    fp = classifier.predict_field(preprocess_image(rgb, classifier.preprocessing).model_inputs)
     if fp.prediction is None:
         return None, fp.refusal, fp
     probs = np.array([fp.prediction.probabilities[lab] for lab in classifier.labels], np.float32)
@@ -95,7 +95,7 @@ def evaluate(classifier: Classifier, samples: Sequence[Sample], variants: Sequen
     total = len(samples) * len(variants)
     done = 0
     for i, s in enumerate(samples):
-        rgb = decode_file(s.path, target=params.size).rgb
+        rgb = decode_file(s.path, target=decode_target(params)).rgb
         for v in variants:
             fn = VARIANTS[v]
             p, why, _ = classify_field(classifier, fn(rgb, i) if fn else rgb)

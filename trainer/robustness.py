@@ -27,7 +27,7 @@ from edge import quality
 from edge.config import QualityConfig
 from edge.decode import DecodeError, decode_bytes, decode_file
 from edge.model import BENIGN, Classifier
-from edge.preprocess import crop_resize, preprocess, remove_scale_bar, segment
+from edge.preprocess import crop_resize, decode_target, preprocess, remove_scale_bar, segment, working_field
 
 from . import augment
 from .augment import jpeg_roundtrip, lab_stats, reinhard_to
@@ -93,7 +93,7 @@ def expose(f: np.ndarray, gain: float) -> np.ndarray:
 
 def field(rgb: np.ndarray, clf: Classifier) -> np.ndarray:
     params = clf.preprocessing
-    return remove_scale_bar(crop_resize(rgb, params), params)
+    return remove_scale_bar(working_field(rgb, params)[0], params)
 
 
 def cell_mask(resized: np.ndarray, clf: Classifier, grow: int = 3) -> np.ndarray:
@@ -134,7 +134,7 @@ def run(clf: Classifier, samples: Sequence[Sample], progress: Optional[Callable[
     rng = np.random.default_rng(seed)
     fields = []
     for i, s in enumerate(samples):
-        fields.append(field(decode_file(s.path, target=clf.preprocessing.size).rgb, clf))
+        fields.append(field(decode_file(s.path, target=decode_target(clf.preprocessing)).rgb, clf))
         prog("load fields", i + 1, len(samples))
     labels = [s.label for s in samples]
     y_mal = np.array([lab != BENIGN for lab in labels])

@@ -38,6 +38,7 @@ class TrainConfig:
     # taken from one field, so crowded fields do not outweigh sparse ones.
     augment_copies: int = 2
     train_cells_per_field: int = 3
+    other_copies: int = 1  # augmented copies of each other-laboratory image (they are many and alike)
 
 
 @dataclass

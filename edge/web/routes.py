@@ -13,6 +13,7 @@ from typing import Dict, List, Optional, Tuple
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
 from sqlalchemy import select
 
+from ..domain import recent as recent_optics
 from ..records import ImageRecord
 from ..reviews import (Review, ReviewConflict, ReviewError, card_labels, history, latest_field_reviews, review_field,
                        sign_off)
@@ -84,7 +85,8 @@ def queue():
     ready = sorted(_samples("ready", [samples.c.ready_at]), key=risk_key)
     collecting = _samples("collecting", [samples.c.updated_at.desc()], SIDE_LIST)
     signed = _samples("signed", [samples.c.signed_at.desc()], SIDE_LIST)
-    return render_template("queue.html", ready=ready, collecting=collecting, signed=signed)
+    return render_template("queue.html", ready=ready, collecting=collecting, signed=signed,
+                           optics=recent_optics(_ctx().store))
 
 
 @bp.get("/sample/<sample_id>")

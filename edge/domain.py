@@ -1,0 +1,150 @@
+"""The domain monitor: is this field inside what the model was validated on?
+
+A model validated on one laboratory's slides answers with the same confidence on anything, so every
+field's measurements are compared with the model card's ``validated_range`` (set by the trainer from
+the validation fields of every source it was validated on):
+
+- magnification (the field's scale relative to the training scale, from its red cells),
+- the glass colour before balancing (lamp, camera white balance, slide),
+- the stained cells' colour before stain normalisation (LAB means: the stain),
+- the cells' embedding distance to the training cells (the model's own features).
+
+Outside any of them the field is recorded with ``needs_review`` and a plain reason ("magnification 4.8x
+the training scale, validated 0.7-1.6x"), its sample needs review, and ``status`` and the review app say
+that the microscope is outside the validated range. Inside, nothing is added. A card without a
+``validated_range`` (models before 3.0) is not checked.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Dict, List, Optional, Sequence, Tuple
+
+from .optics import Optics
+
+# Names of the cell-colour statistics (LAB means of the stained pixels, float LAB).
+_CELL_AXES = (("cell_l", "lightness"), ("cell_a", "red-violet (A)"), ("cell_b", "blue-yellow (B)"))
+_GLASS_AXES = (("glass_r", "red"), ("glass_g", "green"), ("glass_b", "blue"))
+
+
+@dataclass(frozen=True)
+class ValidatedRange:
+    ranges: Dict[str, Tuple[float, float]]  # statistic -> (low, high), from the card
+    sources: Tuple[str, ...] = ()
+
+    @classmethod
+    def from_card(cls, extra: dict) -> Optional["ValidatedRange"]:
+        vr = extra.get("validated_range")
+        if not vr:
+            return None
+        return cls(ranges={k: (float(v[0]), float(v[1])) for k, v in vr["ranges"].items()},
+                   sources=tuple(vr.get("sources", ())))
+
+    def check(self, optics: Optional[Optics], cell_lab: Optional[Sequence[float]],
+              distances: Sequence[float]) -> List[str]:
+        """Plain reasons the field lies outside the validated range; empty inside it."""
+        out: List[str] = []
+        r = self.ranges
+        if optics is not None and "magnification" in r:
+            lo, hi = r["magnification"]
+            m = optics.magnification
+            if not lo <= m <= hi:
+                how = "measured from its red cells" if optics.scale_source == "measured" else \
+                    f"{optics.scale_source}, not measured"
+                out.append(f"magnification {m:.1f}x the training scale ({how}), validated {lo:.1f}-{hi:.1f}x")
+        if optics is not None:
+            off = [(name, v, r[k]) for (k, name), v in zip(_GLASS_AXES, optics.glass_rgb)
+                   if k in r and not r[k][0] <= v <= r[k][1]]
+            if off:
+                name, v, (lo, hi) = off[0]
+                out.append(f"glass colour unlike the validated slides ({name} {v:.0f}, validated {lo:.0f}-{hi:.0f}): "
+                           f"another lamp, camera or slide")
+        if cell_lab is not None:
+            off = [(name, v, r[k]) for (k, name), v in zip(_CELL_AXES, cell_lab[:3])
+                   if k in r and not r[k][0] <= v <= r[k][1]]
+            if off:
+                name, v, (lo, hi) = off[0]
+                out.append(f"stain unlike the validated slides (cell {name} {v:.1f}, validated {lo:.1f}-{hi:.1f})")
+        if distances and "embedding_distance" in r:
+            d = sorted(distances)[len(distances) // 2]
+            hi = r["embedding_distance"][1]
+            if d > hi:
+                out.append(f"cells unlike the validated cells (embedding distance {d:.1f} > {hi:.1f})")
+        return out
+
+
+def statistics(optics: Optional[Optics], cell_lab: Optional[Sequence[float]],
+               distances: Sequence[float]) -> Dict[str, float]:
+    """The monitored statistics of one field (what the trainer collects to set the range)."""
+    out: Dict[str, float] = {}
+    if optics is not None:
+        out["magnification"] = optics.magnification
+        out.update({k: float(v) for (k, _), v in zip(_GLASS_AXES, optics.glass_rgb)})
+    if cell_lab is not None:
+        out.update({k: float(v) for (k, _), v in zip(_CELL_AXES, cell_lab[:3])})
+    if distances:
+        out["embedding_distance"] = float(sorted(distances)[len(distances) // 2])
+    return out
+
+
+def fit_range(rows: Sequence[Dict[str, float]], lo_q: float = 0.005, hi_q: float = 0.995,
+              margin: float = 0.05) -> Dict[str, List[float]]:
+    """Each statistic's validated interval: the validation fields' 0.5-99.5 % quantiles, widened by
+    ``margin`` of their span (so the validation fields themselves are not flagged by rounding)."""
+    import numpy as np
+
+    keys = sorted({k for r in rows for k in r})
+    out = {}
+    for k in keys:
+        v = np.array([r[k] for r in rows if k in r], np.float64)
+        if v.size < 10:
+            continue
+        lo, hi = np.quantile(v, lo_q), np.quantile(v, hi_q)
+        pad = (hi - lo) * margin
+        out[k] = [round(float(lo - pad), 3), round(float(hi + pad), 3)]
+    return out
+
+
+@dataclass
+class DomainSummary:
+    """The microscope's recent fields against the validated range (``status``, the review app)."""
+    fields: int  # recent classified fields with optics measured
+    outside: int  # of those, outside the validated range
+    reason: Optional[str]  # the most common first reason among them
+    magnification: Optional[float]  # median magnification of the recent fields
+
+    def describe(self) -> str:
+        if not self.fields:
+            return "no field measured yet"
+        mag = f"magnification {self.magnification:.1f}x the training scale" if self.magnification else ""
+        if not self.outside:
+            return f"{mag}; inside the validated range ({self.fields} recent fields)".lstrip("; ")
+        return (f"OUTSIDE the validated range on {self.outside} of {self.fields} recent fields "
+                f"({self.reason}): this microscope's slides are not what the model was validated on; "
+                f"its samples go to review")
+
+    def to_dict(self) -> dict:
+        return {"fields": self.fields, "outside": self.outside, "reason": self.reason,
+                "magnification": self.magnification}
+
+
+def recent(store, n: int = 50) -> DomainSummary:
+    """The last ``n`` classified fields of this device."""
+    from collections import Counter
+
+    from sqlalchemy import select
+
+    from .schema import images
+
+    q = (select(images.c.magnification, images.c.domain)
+         .where(images.c.status == "classified", images.c.device_id == store.device(),
+                images.c.magnification.is_not(None))
+         .order_by(images.c.recorded_at.desc()).limit(n))
+    with store.engine.connect() as conn:
+        rows = conn.execute(q).all()
+    if not rows:
+        return DomainSummary(0, 0, None, None)
+    mags = sorted(float(r.magnification) for r in rows)
+    reasons = Counter(r.domain.split("; ")[0] for r in rows if r.domain)
+    return DomainSummary(fields=len(rows), outside=sum(reasons.values()),
+                         reason=reasons.most_common(1)[0][0] if reasons else None,
+                         magnification=round(mags[len(mags) // 2], 2))

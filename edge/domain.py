@@ -72,13 +72,14 @@ class ValidatedRange:
         return out
 
 
-def statistics(optics: Optional[Optics], cell_lab: Optional[Sequence[float]],
-               distances: Sequence[float]) -> Dict[str, float]:
+def statistics(magnification: Optional[float], glass_rgb: Optional[Sequence[float]],
+               cell_lab: Optional[Sequence[float]], distances: Sequence[float]) -> Dict[str, float]:
     """The monitored statistics of one field (what the trainer collects to set the range)."""
     out: Dict[str, float] = {}
-    if optics is not None:
-        out["magnification"] = optics.magnification
-        out.update({k: float(v) for (k, _), v in zip(_GLASS_AXES, optics.glass_rgb)})
+    if magnification is not None:
+        out["magnification"] = float(magnification)
+    if glass_rgb is not None:
+        out.update({k: float(v) for (k, _), v in zip(_GLASS_AXES, glass_rgb)})
     if cell_lab is not None:
         out.update({k: float(v) for (k, _), v in zip(_CELL_AXES, cell_lab[:3])})
     if distances:

@@ -40,6 +40,7 @@ MIN_RBC_COUNT = 3
 # second pass resamples to.
 _COARSE_SIDE = 192
 _PASS2_DIAMETER = 30.0
+_PASS2_WINDOW = 320
 
 
 @dataclass
@@ -111,6 +112,12 @@ def measure_rbc_diameter(rgb: np.ndarray) -> Tuple[Optional[float], int]:
     if first.size < MIN_RBC_COUNT:
         return None, int(first.size)
     scale = _PASS2_DIAMETER / float(np.median(first))
+    # The second pass needs a few dozen red cells, not the whole field: a centred window of at most
+    # _PASS2_WINDOW pixels after resampling keeps its cost the same for any camera.
+    win = int(np.ceil(_PASS2_WINDOW / scale))
+    if h > win or w > win:
+        y0, x0 = max(0, (h - win) // 2), max(0, (w - win) // 2)
+        rgb = rgb[y0:y0 + win, x0:x0 + win]
     r = _PASS2_DIAMETER / 2.0
     second = _circle_diameters(rgb, scale, 0.5 * r, 1.6 * r, 0.8)
     if second.size < MIN_RBC_COUNT:

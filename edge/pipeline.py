@@ -178,6 +178,7 @@ class Pipeline:
         if optics is not None:
             res.quality["optics"] = optics.to_dict()
             prep.cell_lab = pre.cell_lab
+            res.segmentation["cell_lab"] = list(pre.cell_lab) if pre.cell_lab else None
         self._lap(res, "quality", t, add=True)
         if not q.passed:
             res.status, res.reason = UNREADABLE, q.reason

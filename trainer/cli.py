@@ -157,13 +157,23 @@ def train(data_dir, out_dir, modes, ship, augment_copies, block_size, head_epoch
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
 @click.argument("data_dir", type=click.Path(exists=True, file_okay=False), default=str(SHARED_DATASET))
 @click.option("--block-size", default=25, show_default=True)
-def finalize(model, data_dir, block_size):
+@click.option("--sources", default="", help="The other laboratories' sets the model was trained with "
+              "[default: the card's]: their held-out parts get per-source figures.")
+def finalize(model, data_dir, block_size, sources):
     """Re-measure MODEL's card on DATA_DIR's validation blocks (no TensorFlow): OOD reference, threshold,
-    review band, the cell tests and the quality gate from their failure curves, then the report."""
+    review band, the cell tests and the quality gate from their failure curves, the domain monitor's
+    validated range and per-source figures, then the report."""
+    from edge.model import card_path_for, load_card
+
     from .finalize import finalize as run_finalize
     from .report import write_report
+    from .sources import add_sources
 
     sp = _load(data_dir, block_size, 0)
+    names = [n.strip() for n in sources.split(",") if n.strip()] or sorted(
+        k for k in load_card(card_path_for(model)).extra.get("split", {}).get("sources", {}) if k != "taleqani")
+    if names:
+        sp = add_sources(sp, names)
     work = Path(model).parent / "work"
     with _progress() as prog:
         run_finalize(Path(model), sp, work, progress=_Bars(prog))
@@ -220,7 +230,13 @@ def sample_rule(model, data_dir, block_size, predictions, threads):
 
 @main.command()
 @click.argument("model", type=click.Path(exists=True, dir_okay=False))
-@click.argument("data_dir", type=click.Path(exists=True, file_okay=False))
+@click.argument("data_dir", type=click.Path(exists=True, file_okay=False), required=False)
+@click.option("--external", "externals", multiple=True, type=click.Path(exists=True, file_okay=False),
+              help="Another laboratory's labelled folder (repeatable): benign/ and blast/ (or subtype) "
+                   "folders, or the PBC layout (every folder a normal cell type). Screened through the "
+                   "daemon's pipeline; per-source figures instead of DATA_DIR's evaluation.")
+@click.option("--sample-size", default=10, show_default=True,
+              help="--external: consecutive fields of one class per simulated sample.")
 @click.option("--subset", type=click.Choice(["all", "validation"]), default="all", show_default=True,
               help="validation: only the blocks the trainer held out (same --block-size).")
 @click.option("--block-size", default=25, show_default=True)
@@ -234,9 +250,10 @@ def sample_rule(model, data_dir, block_size, predictions, threads):
 @click.option("--kernels", type=click.Choice(["xnnpack", "builtin"]), default="xnnpack", show_default=True,
               help="litert's int8 kernels; builtin gives tflite_runtime's answers exactly.")
 @click.option("--threads", default=2, show_default=True)
-def evaluate(model, data_dir, subset, block_size, predictions, out_dir, variants, robust_out, backend, kernels,
-             threads):
-    """Evaluate a .tflite MODEL on labelled class folders in DATA_DIR (no TensorFlow needed)."""
+def evaluate(model, data_dir, externals, sample_size, subset, block_size, predictions, out_dir, variants, robust_out,
+             backend, kernels, threads):
+    """Evaluate a .tflite MODEL on labelled class folders in DATA_DIR, or on other laboratories' folders
+    (--external) through the daemon's pipeline (no TensorFlow needed)."""
     from edge.model import Classifier, ModelLoadError
 
     from .evaluate import evaluate as run_eval
@@ -246,6 +263,10 @@ def evaluate(model, data_dir, subset, block_size, predictions, out_dir, variants
         clf = Classifier(model, backend=backend, num_threads=threads, kernels=kernels)
     except ModelLoadError as e:
         raise click.ClickException(str(e))
+    if externals:
+        return _evaluate_external(clf, externals, sample_size, out_dir)
+    if data_dir is None:
+        raise click.UsageError("give DATA_DIR or --external FOLDER")
     sp = _load(data_dir, block_size, 0)
     samples = sp.val if subset == "validation" else sp.train + sp.val
     with _progress() as prog:
@@ -278,6 +299,38 @@ def evaluate(model, data_dir, subset, block_size, predictions, out_dir, variants
         summary["cell_tests"] = robust
     summary["confusion_matrix"] = m["confusion_matrix"]
     click.echo(json.dumps(summary, indent=2))
+
+
+def _evaluate_external(clf, folders, sample_size: int, out_dir) -> None:
+    from edge.samples import SampleRule
+
+    from .external import per_source, screen
+    from .sources import labelled_folder
+
+    samples = []
+    for f in folders:
+        try:
+            samples.extend(labelled_folder(f, Path(f).name))
+        except ValueError as e:
+            raise click.ClickException(str(e))
+    with _progress() as prog:
+        bars = _Bars(prog)
+        screened = screen(clf, samples, progress=lambda i, n: bars("screen", i, n))
+    figs = per_source(screened, SampleRule.from_card(clf.card.extra, clf.card.threshold), sample_size)
+    t = Table(title=f"{clf.path.name} on {len(samples)} images of {len(folders)} source(s), through the pipeline")
+    for c in ("source", "class", "fields", "refused", "flagged", "malignant", "conf. malignant", "conf. benign",
+              "outside range"):
+        t.add_column(c, justify="left" if c in ("source", "class") else "right")
+    pct = (lambda v: "" if v is None else f"{100 * v:.1f} %")
+    for src, d in figs.items():
+        for cls, x in (d.get("by_class") or {"all": d}).items():
+            t.add_row(src, cls, str(x["fields"]), pct(x["refused"]), pct(x["flagged"]), pct(x["malignant"]),
+                      pct(x["confidently_malignant"]), pct(x["confidently_benign"]), pct(x["outside_validated_range"]))
+    console.print(t)
+    if out_dir:
+        Path(out_dir).mkdir(parents=True, exist_ok=True)
+        (Path(out_dir) / "external.json").write_text(json.dumps(figs, indent=2) + "\n")
+    click.echo(json.dumps(figs, indent=2))
 
 
 if __name__ == "__main__":

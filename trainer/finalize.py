@@ -78,6 +78,63 @@ def finalize(tflite: Path, split: Split, work: Path, float_probs: Optional[np.nd
         "size_bytes": tflite.stat().st_size,
     })
     card.save(card_path_for(tflite))
+    if card.preprocessing.field_scale == "optical":
+        domain_and_sources(tflite, split, tests, progress)
+
+
+def domain_and_sources(tflite: Path, split: Split, tests: dict,
+                       progress: Optional[Callable[[str, int, int], None]] = None) -> None:
+    """The domain monitor's validated range and every source's figures, through the daemon's pipeline.
+
+    Sensitivity is validated on the primary source's blocks only (the other sources hold no blasts), so
+    the validated range is theirs: the monitor's statistics on those fields, with magnification widened to
+    the simulated optics (``tests["optics"]``) that kept sensitivity and agreement, and the glass to the
+    exposures that did. Other laboratories' fields then go to review until a clinic validates locally.
+    """
+    from edge.samples import SampleRule
+
+    from .external import cell_distances, ood_auroc, per_source, screen, validated_range
+
+    prog = (lambda stage: (lambda i, n: progress(stage, i, n))) if progress else (lambda stage: None)
+    card = load_card(card_path_for(tflite))
+    card.extra.pop("validated_range", None)
+    card.save(card_path_for(tflite))
+    clf = Classifier(tflite, num_threads=2)
+    primary = screen(clf, split.val, prog("monitor statistics: validation blocks"))
+    vr = validated_range(primary, ["taleqani"])
+    widen_for_tests(vr["ranges"], tests)
+    card.extra["validated_range"] = vr
+    card.save(card_path_for(tflite))
+    clf = Classifier(tflite, num_threads=2)
+    every = screen(clf, list(split.val) + list(split.extra_val), prog("per-source figures"))
+    rule = SampleRule.from_card(card.extra, card.threshold)
+    card.extra["per_source"] = per_source(every, rule)
+    inside = cell_distances([x for x in every if x.sample.source == "taleqani"])
+    card.extra["ood_auroc"] = {
+        src: ood_auroc(inside, cell_distances([x for x in every if x.sample.source == src]))
+        for src in sorted({x.sample.source for x in every} - {"taleqani"})}
+    card.extra["ood_auroc"]["note"] = ("AUROC of the cells' embedding distance, primary validation cells vs "
+                                       "each other source's held-out cells; sources used in training are "
+                                       "meant to be close (they were learnt as benign)")
+    card.save(card_path_for(tflite))
+
+
+def widen_for_tests(ranges: dict, tests: dict, min_sensitivity: float = 0.99, min_agreement: float = 0.95) -> None:
+    """Magnification and glass ranges widened to what the simulated-optics and exposure tests validated."""
+    opt = tests.get("optics", {})
+    ok = [float(k.split("_")[1]) for k, d in opt.items() if k.startswith("rescale_")
+          and (d.get("sensitivity_among_classified") or 0) >= min_sensitivity
+          and (d.get("label_agreement_with_x1") or 0) >= min_agreement]
+    if "magnification" in ranges and ok:
+        lo, hi = ranges["magnification"]
+        ranges["magnification"] = [round(min(lo, lo * min(ok)), 3), round(max(hi, hi * max(ok)), 3)]
+    curve = tests.get("curves", {}).get("exposure_gain", {})
+    gains = [float(k) for k, d in curve.items() if (d.get("sensitivity_among_classified") or 0) >= min_sensitivity
+             and d.get("confident_misses", 99) <= 1]
+    for k in ("glass_r", "glass_g", "glass_b"):
+        if k in ranges and gains:
+            lo, hi = ranges[k]
+            ranges[k] = [round(lo * min(1.0, min(gains)), 1), round(min(255.0, max(hi, hi * max(gains))), 1)]
 
 
 def fit_ood(clf: Classifier, train_x: np.ndarray, val_x: np.ndarray, path: Path, k: int = 32,

@@ -35,7 +35,12 @@ from .data import Sample
 from .gate import Trial, curve_with_gate, knee
 
 BLUR = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
-EXPOSURE = (0.6, 0.8, 1.0, 1.2, 1.4)
+EXPOSURE = (0.6, 0.7, 0.8, 1.0, 1.2, 1.4)
+# Another microscope's optics, simulated on the validation fields: the field resampled (magnification) and
+# the lamp/camera's colour (per-channel gains R, G, B).
+RESCALE = (0.75, 2.0, 3.0, 4.0)
+TINTS = {"warm": (1.12, 1.0, 0.88), "cool": (0.88, 1.0, 1.12), "green": (0.92, 1.08, 0.92),
+         "magenta": (1.08, 0.9, 1.08)}
 JPEG = (95, 70, 50, 30, 15)
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "imagenet-mobilenetv2"
 
@@ -62,9 +67,18 @@ class Judge:
         self.clf = classifier
         self.gate = gate or quality.stricter(QualityConfig(), classifier.card.extra.get("quality_gate", {}))
 
+    def measure(self, rgb: np.ndarray):
+        """(working field, optics record, quality report) as the pipeline computes them."""
+        params = self.clf.preprocessing
+        fld, optics = working_field(rgb, params)
+        return fld, optics, quality.measure(fld, params, optics)
+
     def __call__(self, rgb: np.ndarray) -> Outcome:
         params = self.clf.preprocessing
-        q = quality.check_exposure_focus(quality.measure(rgb, params), self.gate)
+        rgb, optics, q = self.measure(rgb)
+        if optics is not None and not optics.supported:
+            return Outcome(refused=True, reason=f"magnification {optics.magnification:.1f}x unsupported")
+        q = quality.check_exposure_focus(q, self.gate)
         if not q.passed:
             return Outcome(refused=True, reason=q.reason)
         pre = preprocess(rgb, params)
@@ -192,7 +206,7 @@ def run(clf: Classifier, samples: Sequence[Sample], progress: Optional[Callable[
                 img = fn(f, v)
                 outs.append(judge(img))
                 if name in trials:  # the same field with the gate open: where does the model fail?
-                    q = quality.measure(img, clf.preprocessing)
+                    q = judge.measure(img)[2]
                     o = open_judge(img)
                     trials[name].append(Trial(level=v, metric=q.focus if name == "blur_sigma" else q.brightness,
                                               malignant=bool(y_mal[i]), refused=o.refused, verdict=o.verdict,
@@ -211,8 +225,35 @@ def run(clf: Classifier, samples: Sequence[Sample], progress: Optional[Callable[
                                                 gate["max_brightness"]["threshold"], "max")}
     out["quality_gate"] = gate
     out["curves"] = curves
+    out["optics"] = optics_tests(judge, fields, base, y_mal, labels, prog)
     out["ood"] = ood(judge, fields, clf, rng, prog)
     return out
+
+
+def optics_tests(judge: "Judge", fields, base: List[Outcome], y_mal: np.ndarray, labels: List[str], prog) -> dict:
+    """Another microscope simulated on the validation fields: resampled (RESCALE) and tinted (TINTS).
+    Agreement is with the same field's answer at x1 (label and verdict), among fields answered both times."""
+    out: Dict[str, dict] = {}
+    cases = [(f"rescale_{f:g}", lambda x, f=f: _resample(x, f)) for f in RESCALE]
+    cases += [(f"tint_{name}", lambda x, g=g: np.clip(x.astype(np.float32) * np.float32(g), 0, 255).astype(np.uint8))
+              for name, g in TINTS.items()]
+    for name, fn in cases:
+        outs = []
+        for i, f in enumerate(fields):
+            outs.append(judge(fn(f)))
+            prog(name, i + 1, len(fields))
+        both = [i for i, o in enumerate(outs) if not o.refused and not base[i].refused]
+        d = _summary(outs, y_mal, labels)
+        d["label_agreement_with_x1"] = _rate([outs[i].label == base[i].label for i in both])
+        d["verdict_agreement_with_x1"] = _rate([outs[i].verdict == base[i].verdict for i in both])
+        out[name] = d
+    return out
+
+
+def _resample(rgb: np.ndarray, f: float) -> np.ndarray:
+    h, w = rgb.shape[:2]
+    return cv2.resize(rgb, (int(round(w * f)), int(round(h * f))),
+                      interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
 
 
 def ood_fields(fields: Sequence[np.ndarray], clf: Classifier, rng: np.random.Generator, n: int = 40) -> dict:

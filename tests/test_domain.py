@@ -1,0 +1,59 @@
+"""The domain monitor (edge/domain.py): a field outside the card's validated range is sent to a person
+with a plain reason, its sample needs review, and status says the microscope is outside the range."""
+from __future__ import annotations
+
+from edge.domain import ValidatedRange, fit_range, statistics
+from edge.optics import Optics
+from edge.samples import SampleRule, judge
+
+RANGE = ValidatedRange.from_card({"validated_range": {"ranges": {
+    "magnification": [0.7, 1.5], "glass_r": [200, 255], "glass_g": [200, 255], "glass_b": [200, 255],
+    "cell_l": [55, 80], "cell_a": [10, 30], "cell_b": [-45, -20], "embedding_distance": [0, 2.0]},
+    "sources": ["taleqani"]}})
+
+
+def _optics(mag=1.0, glass=(245.0, 250.0, 248.0), source="measured"):
+    return Optics(rbc_diameter_px=21.0 * mag, rbc_count=20, magnification=mag, scale_source=source,
+                  glass_rgb=glass, gains=(1.0, 1.0, 1.0), px_per_um=2.7 * mag)
+
+
+def test_inside_the_range_adds_nothing():
+    assert RANGE.check(_optics(), (70.0, 20.0, -33.0), [1.0, 1.2]) == []
+
+
+def test_each_statistic_outside_gives_its_own_plain_reason():
+    (mag,) = RANGE.check(_optics(mag=4.8), (70.0, 20.0, -33.0), [1.0])
+    assert mag.startswith("magnification 4.8x the training scale") and "validated 0.7-1.5x" in mag
+    (glass,) = RANGE.check(_optics(glass=(180.0, 250.0, 248.0)), (70.0, 20.0, -33.0), [1.0])
+    assert "glass colour" in glass and "red 180" in glass
+    (stain,) = RANGE.check(_optics(), (70.0, 45.0, -33.0), [1.0])
+    assert stain.startswith("stain unlike the validated slides") and "45.0" in stain
+    (cells,) = RANGE.check(_optics(), (70.0, 20.0, -33.0), [3.0, 3.5, 1.0])
+    assert "embedding distance 3.0 > 2.0" in cells
+    assert len(RANGE.check(_optics(mag=3.0, glass=(150.0, 150.0, 150.0)), (90.0, 45.0, 0.0), [9.0])) == 4
+
+
+def test_cards_without_a_range_are_not_checked():
+    assert ValidatedRange.from_card({}) is None
+
+
+def test_fit_range_holds_the_validation_fields_and_widens_a_little():
+    rows = [statistics(1.0 + i / 100, (240.0, 250.0, 245.0 + i / 10), (70.0, 20.0, -33.0), [1.0 + i / 50])
+            for i in range(50)]
+    r = fit_range(rows)
+    vr = ValidatedRange(ranges={k: tuple(v) for k, v in r.items()})
+    for i in (0, 25, 49):
+        assert vr.check(_optics(mag=1.0 + i / 100, glass=(240.0, 250.0, 245.0 + i / 10)),
+                        (70.0, 20.0, -33.0), [1.0 + i / 50]) == []
+    assert vr.check(_optics(mag=1.8), None, []) != []
+
+
+def test_a_sample_with_fields_outside_the_range_needs_review_even_when_clearly_benign():
+    rule = SampleRule(statistic="quantile", q=0.5, threshold=0.5, review_band=(0.2, 0.8), min_readable=3,
+                      disagreement=0.3, field_threshold=0.5)
+    statuses, scores = ["classified"] * 5, [0.01] * 5
+    inside = judge(statuses, scores, rule, [None] * 5)
+    assert inside.verdict == "benign" and not inside.needs_review
+    outside = judge(statuses, scores, rule, [None, "magnification 4.8x the training scale", None, None, None])
+    assert outside.verdict == "benign" and outside.needs_review
+    assert outside.reasons[0].startswith("outside the validated range on 1 of 5 readable fields: magnification")

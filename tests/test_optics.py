@@ -1,0 +1,116 @@
+"""Optical normalisation (edge/optics.py): scale from the red cells, glass to the reference, and the
+preprocessing v3 that uses them. Real fields from ../shared where present, synthetic smears otherwise."""
+from __future__ import annotations
+
+import cv2
+import numpy as np
+import pytest
+
+from edge import optics
+from edge.decode import decode_file
+from edge.preprocess import OpticsSettings, PreprocessParams, UnknownPreprocessing, preprocess_image, working_field
+from edge.synthetic import smear
+
+from tests.shared_data import HAVE_DATASET, NO_DATASET, SHARED, real_images
+
+V3 = PreprocessParams(field_scale="optical", crop="none", stain_fit="cells", input_mode="cell",
+                      rbc_diameter_px=21.0)
+
+
+def _resample(rgb, f):
+    h, w = rgb.shape[:2]
+    return cv2.resize(rgb, (int(round(w * f)), int(round(h * f))),
+                      interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
+
+
+def test_synthetic_red_cells_measure_their_drawn_size():
+    # synthetic.smear draws red cells of radius 8-12 px at 224 (diameter ~20), their pallor inside.
+    d, n = optics.measure_rbc_diameter(smear(3, 448))
+    assert n >= optics.MIN_RBC_COUNT
+    assert 32 <= d <= 48  # 448 px: twice the 224 size
+
+
+@pytest.mark.parametrize("factor", [0.75, 2.0, 3.0])
+def test_measured_scale_follows_a_rescaled_field(factor):
+    fields = [decode_file(p, target=448).rgb for p in real_images(2)] if HAVE_DATASET else \
+        [smear(s, 224) for s in range(4)]
+    ratios = []
+    for f in fields:
+        base = optics.measure_rbc_diameter(f)[0]
+        moved = optics.measure_rbc_diameter(_resample(f, factor))[0]
+        assert base is not None and moved is not None
+        ratios.append(moved / base / factor)
+    assert 0.8 <= float(np.median(ratios)) <= 1.2, ratios
+
+
+def test_a_field_at_another_magnification_comes_back_to_the_training_scale():
+    f = smear(7, 224)
+    d0 = optics.measure_rbc_diameter(f)[0]
+    p = PreprocessParams(field_scale="optical", crop="none", input_mode="cell", rbc_diameter_px=d0)
+    out, rec = working_field(_resample(f, 3.0), p)
+    assert rec is not None and rec.scale_source == "measured"
+    assert 2.4 <= rec.magnification <= 3.6
+    assert abs(out.shape[0] - 224) <= 0.2 * 224  # resampled back near the original size
+    same, rec1 = working_field(f, p)
+    assert same.shape == f.shape and 0.8 <= rec1.magnification <= 1.25
+
+
+def test_glass_is_balanced_to_the_reference_whatever_the_tint():
+    f = smear(2, 224)
+    tinted = np.clip(f.astype(np.float32) * np.float32([0.8, 0.95, 1.1]), 0, 255).astype(np.uint8)
+    ref = (240.0, 240.0, 240.0)
+    out, glass, gains = optics.balance_glass(tinted, ref, 2.5)
+    after = optics.glass_colour(out)
+    assert np.all(np.abs(after - np.array(ref)) <= 4), after
+    assert gains[0] > gains[2]  # the red channel was the dimmed one
+
+
+def test_unmeasurable_field_uses_the_configured_scale_and_says_so():
+    blank = np.full((300, 400, 3), 235, np.uint8)
+    cv2.circle(blank, (200, 150), 30, (120, 60, 160), -1)  # one stained blob, no red cells
+    _, rec = working_field(blank, V3, OpticsSettings(px_per_um=8.0))
+    assert rec.rbc_diameter_px is None and rec.scale_source == "config"
+    assert rec.magnification == pytest.approx(8.0 * optics.RBC_DIAMETER_UM / V3.rbc_diameter_px, rel=1e-3)
+    _, rec = working_field(blank, V3)
+    assert rec.scale_source == "assumed" and rec.magnification == pytest.approx(1.0)
+
+
+def test_config_scale_source_overrides_the_measurement():
+    f = smear(4, 224)
+    _, rec = working_field(f, V3, OpticsSettings(px_per_um=4.0, scale_source="config"))
+    assert rec.scale_source == "config" and rec.rbc_diameter_px is not None  # measured, but not used
+
+
+def test_optical_scale_needs_version_3_without_crop():
+    with pytest.raises(UnknownPreprocessing):
+        PreprocessParams(field_scale="optical", crop="center-square")
+    with pytest.raises(UnknownPreprocessing):
+        PreprocessParams(version="lab-kmeans-2", field_scale="optical", crop="none")
+
+
+def test_whole_field_is_searched_and_cut_cells_are_not_scored():
+    # A 4:3 field whose white cells sit in the outer quarters (the centre square would drop them), and one
+    # cut by the left border.
+    f = smear(11, (448, 224), n_wbc=0)
+    for x, y in ((40, 112), (400, 112)):
+        cv2.circle(f, (x, y), 20, (200, 170, 225), -1)
+        cv2.circle(f, (x, y), 14, (105, 45, 150), -1)
+    cv2.circle(f, (0, 60), 20, (200, 170, 225), -1)
+    cv2.circle(f, (0, 60), 14, (105, 45, 150), -1)
+    p = PreprocessParams(field_scale="optical", crop="none", input_mode="cell",
+                         rbc_diameter_px=optics.measure_rbc_diameter(f)[0] or 20.0)
+    pre = preprocess_image(f, p)
+    xs = sorted(c.x for c in pre.cells)
+    h, w = pre.resized.shape[:2]
+    assert any(x < w * 0.25 for x in xs) and any(x > w * 0.75 for x in xs), xs
+    assert all(min(c.x, c.y, w - 1 - c.x, h - 1 - c.y) > c.radius + 1 for c in pre.cells)
+
+
+@pytest.mark.skipif(not (SHARED / "datasets" / "pbc-normal").is_dir(), reason=NO_DATASET)
+def test_other_labs_red_cells_measure_at_their_stated_magnification():
+    """PBC (CellaVision) red cells are ~70 px, BCCD's ~90 px, Taleqani's ~18-22 (shared/README)."""
+    pbc = sorted((SHARED / "datasets" / "pbc-normal" / "neutrophil").glob("*.jpg"))[:10]
+    bccd = sorted((SHARED / "datasets" / "bccd-fields").glob("*.jpg"))[:10]
+    d_pbc = np.median([optics.measure_rbc_diameter(decode_file(p, target=448).rgb)[0] for p in pbc])
+    d_bccd = np.median([optics.measure_rbc_diameter(decode_file(p, target=448).rgb)[0] for p in bccd])
+    assert 55 <= d_pbc <= 90 and 70 <= d_bccd <= 115, (d_pbc, d_bccd)

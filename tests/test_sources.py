@@ -1,0 +1,53 @@
+"""Several labelled sources (trainer/sources.py) and the per-source figures' building blocks."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge import synthetic
+from trainer.external import ood_auroc
+from trainer.sources import bccd, folder_label, labelled_folder, pbc
+
+from tests.shared_data import NO_DATASET, SHARED
+
+HAVE_PBC = (SHARED / "datasets" / "pbc-normal").is_dir()
+
+
+@pytest.mark.skipif(not HAVE_PBC, reason=NO_DATASET)
+def test_pbc_split_by_class_and_file_keeps_every_type_on_both_sides_and_no_file_twice():
+    train, held = pbc()
+    assert not {s.path for s in train} & {s.path for s in held}
+    assert {s.label for s in train + held} == {"Benign"} and {s.source for s in train} == {"pbc"}
+    types = {s.path.parent.name for s in held}
+    assert len(types) == 8 and {s.path.parent.name for s in train} == types
+    assert abs(len(held) / (len(train) + len(held)) - 0.2) < 0.01
+
+
+@pytest.mark.skipif(not (SHARED / "datasets" / "bccd-fields").is_dir(), reason=NO_DATASET)
+def test_bccd_split_by_blocks_of_file_numbers():
+    train, held = bccd()
+    blocks = lambda xs: {s.number // 10 for s in xs}  # noqa: E731
+    assert not blocks(train) & blocks(held) and held and train
+    assert {s.label for s in train + held} == {"Benign"}
+
+
+def test_external_folder_layouts(tmp_path):
+    for folder, n in (("benign", 2), ("Blast", 3), ("neutrophil", 1), ("notes", 1)):
+        (tmp_path / folder).mkdir()
+        for i in range(n):
+            (tmp_path / folder / f"{i}.jpg").write_bytes(synthetic.smear_jpeg(hash(folder) % 1000 + i))
+    got = labelled_folder(tmp_path, "lab-x")
+    assert sorted(s.label for s in got) == ["Benign"] * 3 + ["blast"] * 3
+    assert {s.source for s in got} == {"lab-x"}
+    assert folder_label("AML") == "blast" and folder_label("Pro") == "Pro-B" and folder_label("misc") is None
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ValueError):
+        labelled_folder(tmp_path / "empty", "x")
+
+
+def test_ood_auroc():
+    rng = np.random.default_rng(0)
+    a = rng.normal(0, 1, 200)
+    assert ood_auroc(a, a + 100) == 1.0 and ood_auroc(a + 100, a) == 0.0
+    assert abs(ood_auroc(a, rng.normal(0, 1, 300)) - 0.5) < 0.08
+    assert ood_auroc([1.0, 1.0], [1.0]) == 0.5 and ood_auroc([], [1.0]) is None

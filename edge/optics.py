@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional, Tuple
+from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
@@ -48,7 +48,7 @@ class Optics:
     rbc_diameter_px: Optional[float]  # measured median red-cell diameter in the decoded image; None: not measured
     rbc_count: int  # red cells measured
     magnification: float  # field scale relative to the training scale (1.0 = as trained)
-    scale_source: str  # "measured" | "config" | "assumed"
+    scale_source: str  # "measured" | "sample" | "config" | "assumed"
     glass_rgb: Tuple[float, float, float]  # median glass colour before balancing
     gains: Tuple[float, float, float]  # per-channel gain applied to reach the reference glass
     px_per_um: Optional[float]  # of the decoded image, from the scale used
@@ -126,14 +126,19 @@ def measure_rbc_diameter(rgb: np.ndarray) -> Tuple[Optional[float], int]:
 
 
 def glass_colour(rgb: np.ndarray) -> np.ndarray:
-    """Median RGB of the glass (brighter than every cell), float."""
-    _, glass = _cells_and_glass(rgb)
-    px = rgb[glass] if np.count_nonzero(glass) >= 64 else rgb.reshape(-1, 3)
-    # The brightest half of the glass: the Otsu split leaves cell rims in the darker part.
-    g = px.astype(np.float32)
-    lum = g.mean(axis=1)
-    top = g[lum >= np.median(lum)]
-    return np.median(top, axis=0)
+    """Median RGB of the glass (brighter than every cell), float: the brighter half of the pixels Otsu
+    calls glass (the darker half holds cell rims), on every other pixel of every other row."""
+    sub = rgb[::2, ::2] if min(rgb.shape[:2]) >= 64 else rgb
+    _, glass = _cells_and_glass(sub)
+    px = sub[glass] if np.count_nonzero(glass) >= 64 else sub.reshape(-1, 3)
+    lum = px.astype(np.uint16).sum(axis=1)
+    top = px[lum >= np.median(lum)]
+    return np.array([_hist_median(top[:, c]) for c in range(3)], np.float32)
+
+
+def _hist_median(v: np.ndarray) -> float:
+    cum = np.cumsum(np.bincount(v, minlength=256))
+    return float(np.searchsorted(cum, (cum[-1] + 1) // 2))
 
 
 def balance_glass(rgb: np.ndarray, reference: Tuple[float, float, float], max_gain: float
@@ -161,21 +166,28 @@ def resample(rgb: np.ndarray, factor: float) -> np.ndarray:
 
 def normalise(rgb: np.ndarray, rbc_diameter_px: float, glass_reference: Tuple[float, float, float],
               max_gain: float = 2.5, px_per_um: Optional[float] = None, scale_source: str = "auto",
-              decode_factor: float = 1.0, tolerance: Tuple[float, float] = (0.8, 1.25)
-              ) -> Tuple[np.ndarray, Optics]:
+              decode_factor: float = 1.0, tolerance: Tuple[float, float] = (0.8, 1.25),
+              known_magnification: Optional[float] = None) -> Tuple[np.ndarray, Optics]:
     """Field at the training scale with the glass at the reference colour, and what was done to it.
 
     ``rbc_diameter_px`` is the training scale (a red cell's diameter in training pixels). ``px_per_um``
     is the microscope's configured scale of the *original* image; ``decode_factor`` the decoder's
     reduction (1/2 when a large JPEG was decoded at half size). ``scale_source``: "auto" measures and
     falls back to the configured scale, then to 1.0 ("assumed"); "config" always uses the configured one.
+    ``known_magnification`` (from :class:`ScaleMemory`: this sample's earlier fields agreed) skips the
+    measurement ("sample").
     """
-    measured, count = measure_rbc_diameter(rgb)
+    if known_magnification is not None:
+        measured, count = None, 0
+    else:
+        measured, count = measure_rbc_diameter(rgb)
     gray = cv2.cvtColor(rgb[::2, ::2], cv2.COLOR_RGB2GRAY)
     clipped = float(((gray <= 8) | (gray >= 254)).mean())
     cfg_diam = px_per_um * RBC_DIAMETER_UM * decode_factor if px_per_um else None
     if scale_source == "config" and cfg_diam:
         diam, source = cfg_diam, "config"
+    elif known_magnification is not None:
+        diam, source = known_magnification * rbc_diameter_px, "sample"
     elif measured is not None:
         diam, source = measured, "measured"
     elif cfg_diam:
@@ -193,3 +205,31 @@ def normalise(rgb: np.ndarray, rbc_diameter_px: float, glass_reference: Tuple[fl
                             scale_source=source, glass_rgb=tuple(float(v) for v in glass),
                             gains=tuple(float(g) for g in gains), px_per_um=float(optics_px_per_um),
                             clipped_fraction=clipped)
+
+
+class ScaleMemory:
+    """A microscope's magnification does not change within one patient sample: once the first
+    ``need`` measured fields of a sample (same image size) agree within ``spread``, their median is used
+    for the sample's later fields instead of measuring again (the measurement is most of the optical
+    normalisation's cost). Fields that disagree keep being measured. Only the last ``keep`` samples are
+    remembered."""
+
+    def __init__(self, need: int = 3, spread: float = 1.2, keep: int = 64):
+        self.need, self.spread, self.keep = need, spread, keep
+        self._seen: Dict[tuple, List[float]] = {}
+
+    def known(self, key: Optional[tuple]) -> Optional[float]:
+        got = self._seen.get(key) if key is not None else None
+        if not got or len(got) < self.need:
+            return None
+        first = sorted(got[:self.need])
+        if first[-1] / max(first[0], 1e-6) > self.spread:
+            return None
+        return first[len(first) // 2]
+
+    def add(self, key: Optional[tuple], optics: "Optics") -> None:
+        if key is None or optics.scale_source != "measured":
+            return
+        self._seen.setdefault(key, []).append(optics.magnification)
+        if len(self._seen) > self.keep:
+            self._seen.pop(next(iter(self._seen)))

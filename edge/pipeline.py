@@ -29,7 +29,7 @@ from .model import Classifier
 from .store import DatabaseGone, ImageRecord
 from .decode import DecodeError, decode_bytes, unsupported_format
 from .domain import ValidatedRange
-from .optics import SUPPORTED_MAGNIFICATION
+from .optics import SUPPORTED_MAGNIFICATION, ScaleMemory
 from .preprocess import OpticsSettings, decode_target, preprocess, working_field
 from .results import CLASSIFIED, DUPLICATE, REJECTED, UNREADABLE, ImageResult, Job, Prepared
 from .samples import SampleError, SampleRule, sample_of
@@ -66,6 +66,8 @@ class Pipeline:
         self.sample_rule = SampleRule.from_card(classifier.card.extra, classifier.card.threshold)
         self.optics = OpticsSettings(px_per_um=cfg.optics.px_per_um or None, scale_source=cfg.optics.scale_source)
         self.validated = ValidatedRange.from_card(classifier.card.extra)
+        # prepare() runs in one worker thread at a time (see stream()), so this needs no lock.
+        self.scales = ScaleMemory()
         # Polling only (inotify reports the writer's close): a file that reads as truncated and was written
         # to less than this long ago is probably still arriving, so it is watched again, not recorded.
         self.defer_incomplete_s = defer_incomplete_s
@@ -153,9 +155,12 @@ class Pipeline:
         t = self._lap(res, "decode", t)
         # Once, for the quality gate and preprocessing alike: v1/v2 the centre square at 224 px; v3 the
         # whole field at the training scale with the glass at the reference (edge/optics.py).
-        rgb, optics = working_field(img.rgb, self.params, self.optics, img.rgb.shape[1] / max(img.width, 1))
+        key = (res.sample_id, img.width, img.height) if res.sample_id else None
+        rgb, optics = working_field(img.rgb, self.params, self.optics, img.rgb.shape[1] / max(img.width, 1),
+                                    self.scales.known(key))
         t = self._lap(res, "preprocess", t)
         if optics is not None:
+            self.scales.add(key, optics)
             prep.optics = optics
             res.px_per_um, res.magnification = round(optics.px_per_um or 0, 3) or None, round(optics.magnification, 3)
             if not optics.supported:

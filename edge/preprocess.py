@@ -168,7 +168,8 @@ def decode_target(params: PreprocessParams) -> int:
 
 
 def working_field(rgb: np.ndarray, params: PreprocessParams, optics: OpticsSettings = OpticsSettings(),
-                  decode_factor: float = 1.0) -> Tuple[np.ndarray, Optional[Optics]]:
+                  decode_factor: float = 1.0, known_magnification: Optional[float] = None
+                  ) -> Tuple[np.ndarray, Optional[Optics]]:
     """The decoded image -> the field every later stage works on, and the optics record ("optical" only).
 
     "fixed": the centre square resized to ``size`` (v1, v2). "optical": the scale-bar box painted over,
@@ -178,7 +179,8 @@ def working_field(rgb: np.ndarray, params: PreprocessParams, optics: OpticsSetti
         return crop_resize(rgb, params), None
     painted = remove_scale_bar(rgb, params)
     out, rec = normalise(painted, params.rbc_diameter_px, params.glass_reference, params.glass_max_gain,
-                         optics.px_per_um, optics.scale_source, decode_factor, params.scale_tolerance)
+                         optics.px_per_um, optics.scale_source, decode_factor, params.scale_tolerance,
+                         known_magnification)
     return np.ascontiguousarray(out), rec
 
 

@@ -114,3 +114,28 @@ def test_other_labs_red_cells_measure_at_their_stated_magnification():
     d_pbc = np.median([optics.measure_rbc_diameter(decode_file(p, target=448).rgb)[0] for p in pbc])
     d_bccd = np.median([optics.measure_rbc_diameter(decode_file(p, target=448).rgb)[0] for p in bccd])
     assert 55 <= d_pbc <= 90 and 70 <= d_bccd <= 115, (d_pbc, d_bccd)
+
+
+def test_a_sample_s_scale_is_measured_until_its_fields_agree_then_reused():
+    mem = optics.ScaleMemory(need=3, spread=1.2)
+    key = ("PAT-1", 640, 480)
+
+    def rec(mag, source="measured"):
+        return optics.Optics(rbc_diameter_px=21.0 * mag, rbc_count=9, magnification=mag, scale_source=source,
+                             glass_rgb=(240.0, 240.0, 240.0), gains=(1.0, 1.0, 1.0), px_per_um=2.7 * mag)
+
+    for m in (4.0, 4.2):
+        mem.add(key, rec(m))
+        assert mem.known(key) is None
+    mem.add(key, rec(3.9, source="config"))  # not a measurement: does not count
+    assert mem.known(key) is None
+    mem.add(key, rec(4.1))
+    assert mem.known(key) == pytest.approx(4.1)
+    assert mem.known(("PAT-2", 640, 480)) is None and mem.known(None) is None
+    other = ("PAT-3", 640, 480)
+    for m in (1.0, 2.0, 1.1):  # a sample whose fields disagree keeps being measured
+        mem.add(other, rec(m))
+    assert mem.known(other) is None
+    f = smear(5, 224)
+    _, r = working_field(f, V3, known_magnification=1.0)
+    assert r.scale_source == "sample" and r.rbc_diameter_px is None

@@ -23,7 +23,12 @@ from .optics import Optics
 
 # Names of the cell-colour statistics (LAB means of the stained pixels, float LAB).
 _CELL_AXES = (("cell_l", "lightness"), ("cell_a", "red-violet (A)"), ("cell_b", "blue-yellow (B)"))
-_GLASS_AXES = (("glass_r", "red"), ("glass_g", "green"), ("glass_b", "blue"))
+
+
+def _glass(glass_rgb: Sequence[float]) -> Dict[str, float]:
+    """Glass level (lamp and exposure) and chromaticity (camera white balance, slide tint): R/G and B/G."""
+    r, g, b = (float(v) for v in glass_rgb)
+    return {"glass_level": (r + g + b) / 3.0, "glass_rg": r / max(g, 1.0), "glass_bg": b / max(g, 1.0)}
 
 
 @dataclass(frozen=True)
@@ -44,7 +49,11 @@ class ValidatedRange:
         """Plain reasons the field lies outside the validated range; empty inside it."""
         out: List[str] = []
         r = self.ranges
-        if optics is not None and "magnification" in r:
+        if optics is not None and optics.scale_source in ("cell", "assumed"):
+            out.append("magnification not measured: no red cells to measure it by ("
+                       + ("guessed from the white cell's size" if optics.scale_source == "cell" else
+                          "set [optics] px_per_um for this microscope") + ")")
+        elif optics is not None and "magnification" in r:
             lo, hi = r["magnification"]
             m = optics.magnification
             if not lo <= m <= hi:
@@ -52,11 +61,12 @@ class ValidatedRange:
                     f"{optics.scale_source}, not measured"
                 out.append(f"magnification {m:.1f}x the training scale ({how}), validated {lo:.1f}-{hi:.1f}x")
         if optics is not None:
-            off = [(name, v, r[k]) for (k, name), v in zip(_GLASS_AXES, optics.glass_rgb)
-                   if k in r and not r[k][0] <= v <= r[k][1]]
+            glass = _glass(optics.glass_rgb)
+            names = {"glass_level": "brightness", "glass_rg": "red/green", "glass_bg": "blue/green"}
+            off = [(names[k], v, r[k]) for k, v in glass.items() if k in r and not r[k][0] <= v <= r[k][1]]
             if off:
                 name, v, (lo, hi) = off[0]
-                out.append(f"glass colour unlike the validated slides ({name} {v:.0f}, validated {lo:.0f}-{hi:.0f}): "
+                out.append(f"glass unlike the validated slides ({name} {v:.2f}, validated {lo:.2f}-{hi:.2f}): "
                            f"another lamp, camera or slide")
         if cell_lab is not None:
             off = [(name, v, r[k]) for (k, name), v in zip(_CELL_AXES, cell_lab[:3])
@@ -79,7 +89,7 @@ def statistics(magnification: Optional[float], glass_rgb: Optional[Sequence[floa
     if magnification is not None:
         out["magnification"] = float(magnification)
     if glass_rgb is not None:
-        out.update({k: float(v) for (k, _), v in zip(_GLASS_AXES, glass_rgb)})
+        out.update(_glass(glass_rgb))
     if cell_lab is not None:
         out.update({k: float(v) for (k, _), v in zip(_CELL_AXES, cell_lab[:3])})
     if distances:

@@ -34,6 +34,9 @@ RBC_DIAMETER_UM = 7.8
 # cell is too few pixels to upsample into anything the model has seen; above 8 the field holds too few red
 # cells to be a smear field at all. What the model was *validated* on is narrower and lives in the card.
 SUPPORTED_MAGNIFICATION = (0.6, 8.0)
+# A cell cut out onto black has no red cells beside it; its scale is guessed by taking it to be this many
+# red-cell diameters across (a lymphocyte ~1.0-1.5, a blast ~1.5-2.5): "cell", always sent to review.
+CELL_IN_RBC_DIAMETERS = 1.6
 # Fewer measured red cells than this and the median is not a measurement.
 MIN_RBC_COUNT = 3
 # Hough passes (see measure_rbc_diameter): the coarse pass's short side, and the red-cell diameter the
@@ -48,7 +51,7 @@ class Optics:
     rbc_diameter_px: Optional[float]  # measured median red-cell diameter in the decoded image; None: not measured
     rbc_count: int  # red cells measured
     magnification: float  # field scale relative to the training scale (1.0 = as trained)
-    scale_source: str  # "measured" | "sample" | "config" | "assumed"
+    scale_source: str  # "measured" | "sample" | "config" | "cell" | "assumed"
     glass_rgb: Tuple[float, float, float]  # median glass colour before balancing
     gains: Tuple[float, float, float]  # per-channel gain applied to reach the reference glass
     px_per_um: Optional[float]  # of the decoded image, from the scale used
@@ -177,15 +180,26 @@ def normalise(rgb: np.ndarray, rbc_diameter_px: float, glass_reference: Tuple[fl
     ``known_magnification`` (from :class:`ScaleMemory`: this sample's earlier fields agreed) skips the
     measurement ("sample").
     """
-    if known_magnification is not None:
+    cut_out = black_surround(rgb)
+    cell_diam = None
+    if cut_out is not None:
+        # A cell already cut out onto black (some analysers and datasets): no glass, no red cells. The black
+        # becomes the reference glass, and the scale can only be guessed from the white cell's own size.
+        rgb = rgb.copy()
+        rgb[cut_out] = np.asarray(glass_reference, np.float32).round().astype(np.uint8)
+        cell_diam = _largest_blob_diameter(~cut_out)
+    if known_magnification is not None or cut_out is not None:
         measured, count = None, 0
     else:
         measured, count = measure_rbc_diameter(rgb)
     gray = cv2.cvtColor(rgb[::2, ::2], cv2.COLOR_RGB2GRAY)
-    clipped = float(((gray <= 8) | (gray >= 254)).mean())
+    keep = ~cut_out[::2, ::2] if cut_out is not None else np.ones(gray.shape, bool)
+    clipped = float(((gray[keep] <= 8) | (gray[keep] >= 254)).mean()) if keep.any() else 1.0
     cfg_diam = px_per_um * RBC_DIAMETER_UM * decode_factor if px_per_um else None
     if scale_source == "config" and cfg_diam:
         diam, source = cfg_diam, "config"
+    elif cell_diam is not None and not cfg_diam:
+        diam, source = cell_diam / CELL_IN_RBC_DIAMETERS, "cell"
     elif known_magnification is not None:
         diam, source = known_magnification * rbc_diameter_px, "sample"
     elif measured is not None:
@@ -205,6 +219,24 @@ def normalise(rgb: np.ndarray, rbc_diameter_px: float, glass_reference: Tuple[fl
                             scale_source=source, glass_rgb=tuple(float(v) for v in glass),
                             gains=tuple(float(g) for g in gains), px_per_um=float(optics_px_per_um),
                             clipped_fraction=clipped)
+
+
+def black_surround(rgb: np.ndarray) -> Optional[np.ndarray]:
+    """Mask of a black surround (a cell cut out onto black), or None for an ordinary field: at least a fifth
+    of the picture and most of its border near-black."""
+    dark = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) <= 12
+    if dark.mean() < 0.2:
+        return None
+    border = np.concatenate([dark[0], dark[-1], dark[:, 0], dark[:, -1]])
+    return dark if border.mean() >= 0.5 else None
+
+
+def _largest_blob_diameter(mask: np.ndarray) -> Optional[float]:
+    n, _, st, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+    if n <= 1:
+        return None
+    area = float(st[1:, cv2.CC_STAT_AREA].max())
+    return float(np.sqrt(4.0 * area / np.pi))
 
 
 class ScaleMemory:

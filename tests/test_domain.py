@@ -7,7 +7,7 @@ from edge.optics import Optics
 from edge.samples import SampleRule, judge
 
 RANGE = ValidatedRange.from_card({"validated_range": {"ranges": {
-    "magnification": [0.7, 1.5], "glass_r": [200, 255], "glass_g": [200, 255], "glass_b": [200, 255],
+    "magnification": [0.7, 1.5], "glass_level": [200, 255], "glass_rg": [0.9, 1.1], "glass_bg": [0.9, 1.1],
     "cell_l": [55, 80], "cell_a": [10, 30], "cell_b": [-45, -20], "embedding_distance": [0, 2.0]},
     "sources": ["taleqani"]}})
 
@@ -25,7 +25,7 @@ def test_each_statistic_outside_gives_its_own_plain_reason():
     (mag,) = RANGE.check(_optics(mag=4.8), (70.0, 20.0, -33.0), [1.0])
     assert mag.startswith("magnification 4.8x the training scale") and "validated 0.7-1.5x" in mag
     (glass,) = RANGE.check(_optics(glass=(180.0, 250.0, 248.0)), (70.0, 20.0, -33.0), [1.0])
-    assert "glass colour" in glass and "red 180" in glass
+    assert "glass unlike" in glass and "red/green 0.72" in glass
     (stain,) = RANGE.check(_optics(), (70.0, 45.0, -33.0), [1.0])
     assert stain.startswith("stain unlike the validated slides") and "45.0" in stain
     (cells,) = RANGE.check(_optics(), (70.0, 20.0, -33.0), [3.0, 3.5, 1.0])
@@ -57,3 +57,11 @@ def test_a_sample_with_fields_outside_the_range_needs_review_even_when_clearly_b
     outside = judge(statuses, scores, rule, [None, "magnification 4.8x the training scale", None, None, None])
     assert outside.verdict == "benign" and outside.needs_review
     assert outside.reasons[0].startswith("outside the validated range on 1 of 5 readable fields: magnification")
+
+
+def test_a_scale_that_was_not_measured_is_always_a_reason():
+    (r,) = RANGE.check(_optics(source="cell"), (70.0, 20.0, -33.0), [1.0])
+    assert "no red cells" in r and "white cell" in r
+    (r,) = RANGE.check(_optics(source="assumed"), (70.0, 20.0, -33.0), [1.0])
+    assert "px_per_um" in r
+    assert RANGE.check(_optics(source="config"), (70.0, 20.0, -33.0), [1.0]) == []

@@ -139,3 +139,17 @@ def test_a_sample_s_scale_is_measured_until_its_fields_agree_then_reused():
     f = smear(5, 224)
     _, r = working_field(f, V3, known_magnification=1.0)
     assert r.scale_source == "sample" and r.rbc_diameter_px is None
+
+
+def test_a_cell_cut_out_onto_black_is_put_on_glass_and_its_scale_guessed_from_the_cell():
+    img = np.zeros((300, 300, 3), np.uint8)
+    cv2.circle(img, (150, 150), 70, (200, 170, 225), -1)
+    cv2.circle(img, (150, 150), 50, (105, 45, 150), -1)
+    assert optics.black_surround(img) is not None and optics.black_surround(smear(1, 224)) is None
+    out, rec = working_field(img, V3)
+    assert rec.scale_source == "cell" and rec.clipped_fraction < 0.05
+    # the 140-px cell is taken as 1.6 red cells: the field shrinks so that it spans ~1.6 x 21 px
+    assert rec.magnification == pytest.approx(140 / (optics.CELL_IN_RBC_DIAMETERS * 21.0), rel=0.1)
+    assert out[0, 0].tolist() == [round(v) for v in V3.glass_reference]
+    pre = preprocess_image(img, V3)
+    assert len(pre.cells) == 1

@@ -49,6 +49,45 @@ def cell_test_lines(t) -> list:
     return out
 
 
+def source_lines(e: dict) -> list:
+    """Other laboratories: per-source figures, the optics tests, the validated range and the OOD AUROC."""
+    out = []
+    opt = (e.get("cell_tests") or {}).get("optics")
+    if opt:
+        out += ["", "## Another microscope, simulated on the validation fields (through the device's code)", "",
+                "| change | refused | sensitivity among classified | label / verdict agreement with x1 | "
+                "confident misses |", "|---|---|---|---|---|"]
+        for name, d in opt.items():
+            out.append(f"| {name} | {_pct(d['refused'])} | {_pct(d['sensitivity_among_classified'])} | "
+                       f"{_pct(d['label_agreement_with_x1'])} / {_pct(d['verdict_agreement_with_x1'])} | "
+                       f"{d['confident_misses']} |")
+    ps = e.get("per_source")
+    if ps:
+        out += ["", "## Per source, through the daemon's pipeline (held-out parts)", "",
+                "| source | fields | refused | malignant | confidently malignant | flagged (malignant or review) | "
+                "outside the validated range | 10-field samples: malignant / benign / to review |",
+                "|---|---|---|---|---|---|---|---|"]
+        for src, d in ps.items():
+            smp = d.get("samples") or {}
+            out.append(f"| {src} | {d['fields']} | {_pct(d['refused'])} | {_pct(d['malignant'])} | "
+                       f"{_pct(d['confidently_malignant'])} | {_pct(d['flagged'])} | "
+                       f"{_pct(d['outside_validated_range'])} | {smp.get('malignant', '-')} / {smp.get('benign', '-')} "
+                       f"/ {smp.get('needs_review', '-')} |")
+    vr = e.get("validated_range")
+    if vr:
+        out += ["", f"## Validated range (the domain monitor, edge/domain.py): {vr['rule']}; sources "
+                f"{', '.join(vr['sources'])}, {vr['fields']} fields", "", "| statistic | low | high |", "|---|---|---|"]
+        out += [f"| {k} | {lo} | {hi} |" for k, (lo, hi) in vr["ranges"].items()]
+    auroc = e.get("ood_auroc")
+    if auroc:
+        out += ["", "Embedding-distance AUROC, primary validation cells vs each other source's held-out cells: "
+                + ", ".join(f"{k} {v}" for k, v in auroc.items() if k != "note") + f" ({auroc.get('note', '')})."]
+    loso = e.get("leave_one_source_out")
+    if loso:
+        out += ["", "## Leave one source out", "", loso.get("summary", "")]
+    return out
+
+
 def write_report(tflite: Path, work_dir: Path) -> Path:
     card = load_card(card_path_for(tflite))
     e = card.extra
@@ -95,6 +134,7 @@ def write_report(tflite: Path, work_dir: Path) -> Path:
                      f"{_pct(r['malignant_sensitivity'])} | {_pct(r['specificity'])} |")
     lines += [""] + markdown_lines(e.get("sample_rule")) if e.get("sample_rule") else []
     lines += cell_test_lines(e.get("cell_tests"))
+    lines += source_lines(e)
     if e.get("backend_parity"):
         lines += ["", "## Backends (validation fields, scripts/backend_parity.py)", "",
                   "| comparison | verdict agreement | label agreement | refusal agreement | max score difference |",
@@ -118,8 +158,10 @@ def write_report(tflite: Path, work_dir: Path) -> Path:
               "model sees anything.",
               "- In this dataset each class comes from its own slides; the tests above measure how far the "
               "answer rests on the cell, but only another laboratory's slides can show how it transfers.",
-              "- Trained on one hospital's Wright-Giemsa stained smears at 100x; other stains, magnifications "
-              "or cameras need re-validation before use.", ""]
+              "- Sensitivity is validated on one hospital's Wright-Giemsa stained smears only (the other sources "
+              "hold no blasts); the domain monitor sends fields outside that range to review, and a clinic must "
+              "validate on its own slides (`edge-screen-train evaluate MODEL --external FOLDER`) before relying "
+              "on it.", ""]
     out = Path(f"{stem}.md")
     out.write_text("\n".join(lines))
     return out

@@ -55,7 +55,7 @@ class Optics:
     glass_rgb: Tuple[float, float, float]  # median glass colour before balancing
     gains: Tuple[float, float, float]  # per-channel gain applied to reach the reference glass
     px_per_um: Optional[float]  # of the decoded image, from the scale used
-    clipped_fraction: float = 0.0  # share of the camera's pixels at <= 8 or >= 254 grey, before any gain
+    clipped_fraction: float = 0.0  # share of the cell pixels at <= 8 or >= 254 grey, before any gain
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -192,9 +192,14 @@ def normalise(rgb: np.ndarray, rbc_diameter_px: float, glass_reference: Tuple[fl
         measured, count = None, 0
     else:
         measured, count = measure_rbc_diameter(rgb)
-    gray = cv2.cvtColor(rgb[::2, ::2], cv2.COLOR_RGB2GRAY)
-    keep = ~cut_out[::2, ::2] if cut_out is not None else np.ones(gray.shape, bool)
-    clipped = float(((gray[keep] <= 8) | (gray[keep] >= 254)).mean()) if keep.any() else 1.0
+    # Clipping that matters is clipping of the cells: bright glass at 255 (a lamp turned up) loses nothing
+    # the model looks at, so the share is taken over the pixels darker than the glass.
+    small = rgb[::2, ::2]
+    cells, _ = _cells_and_glass(small)
+    if cut_out is not None:
+        cells &= ~cut_out[::2, ::2]
+    gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)[cells]
+    clipped = float(((gray <= 8) | (gray >= 254)).mean()) if gray.size else 1.0
     cfg_diam = px_per_um * RBC_DIAMETER_UM * decode_factor if px_per_um else None
     if scale_source == "config" and cfg_diam:
         diam, source = cfg_diam, "config"

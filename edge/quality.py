@@ -94,8 +94,8 @@ def check_exposure_focus(report: QualityReport, t: Thresholds) -> QualityReport:
         (not report.optical and report.brightness > t.max_brightness,
          f"overexposed: mean brightness {report.brightness:.1f} > {t.max_brightness:g}"),
         (report.clipped_fraction > t.max_clipped_fraction,
-         f"badly exposed: {report.clipped_fraction:.1%} of pixels clipped black or white "
-         f"> {t.max_clipped_fraction:.1%}"),
+         f"badly exposed: {report.clipped_fraction:.1%} of {'cell ' if report.optical else ''}pixels clipped "
+         f"black or white > {t.max_clipped_fraction:.1%}"),
         (report.focus < t.min_focus,
          f"out of focus: Laplacian variance {report.focus:.1f} < {t.min_focus:g}"),
     )

@@ -20,7 +20,7 @@ from .classify import expand_paths
 from .pipeline import Pipeline
 from .vocabulary import STAGES
 from .decode import decode_bytes
-from .preprocess import preprocess
+from .preprocess import decode_target, preprocess_image
 from .store import Store
 from . import synthetic
 
@@ -42,10 +42,10 @@ def _write_unique(folder: Path, blobs: List[bytes], n: int, prefix: str) -> List
     return out
 
 
-def _pipeline(cfg: Config, clf: Classifier, db: Path) -> tuple[Pipeline, Store]:
+def _pipeline(cfg: Config, clf: Classifier, db: Path, inbox: Optional[Path] = None) -> tuple[Pipeline, Store]:
     store = Store.open(f"sqlite:///{db}", device_id="bench", synchronous=cfg.database.synchronous,
                        busy_timeout_ms=cfg.database.busy_timeout_ms)
-    return Pipeline(cfg, clf, store=store), store
+    return Pipeline(cfg, clf, store=store, inbox=inbox), store
 
 
 def run_bench(cfg: Config, clf: Classifier, paths: List[Path], n: int = 200,
@@ -55,7 +55,8 @@ def run_bench(cfg: Config, clf: Classifier, paths: List[Path], n: int = 200,
     files = [p for p in expand_paths(paths)] if paths else []
     blobs = [p.read_bytes() for p in files[:n]] if files else [synthetic.smear_jpeg(s) for s in range(32)]
     source = f"{len(blobs)} image(s) from {', '.join(map(str, paths))}" if files else "32 synthetic 224x224 smears"
-    x = preprocess(decode_bytes(blobs[0], target=clf.preprocessing.size).rgb, clf.preprocessing).model_input
+    x = preprocess_image(decode_bytes(blobs[0], target=decode_target(clf.preprocessing)).rgb,
+                         clf.preprocessing).model_input
     if x is None:  # a cell model on a field without a cell: time the bare invoke on a blank crop
         x = np.full((clf.preprocessing.input_size,) * 2 + (3,), 200, np.uint8)
     for _ in range(5):
@@ -68,8 +69,10 @@ def run_bench(cfg: Config, clf: Classifier, paths: List[Path], n: int = 200,
         tick("bare invoke", i + 1, n)
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
         tmp = Path(tmp)
-        seq_files = _write_unique(tmp / "seq", blobs, n, "seq")
-        pipe, store = _pipeline(cfg, clf, tmp / "seq.sqlite")
+        # One patient sample's fields, as a microscope sends them: its optical scale is measured on the
+        # first fields and reused once they agree (edge/optics.py, ScaleMemory).
+        seq_files = _write_unique(tmp / "seq" / "bench-sample", blobs, n, "seq")
+        pipe, store = _pipeline(cfg, clf, tmp / "seq.sqlite", inbox=tmp / "seq")
         for p in seq_files[:3]:  # warm caches (OpenCV, allocator) outside the measurement
             pipe.process(p)
         per_stage: Dict[str, List[float]] = {s: [] for s in STAGES}
@@ -111,7 +114,7 @@ def run_bench(cfg: Config, clf: Classifier, paths: List[Path], n: int = 200,
 def _size_cost(cfg: Config, clf: Classifier, tmp: Path, n: int = 12) -> Dict:
     """Median per-image total for a 12-megapixel camera JPEG vs a 224x224 one (reduced decode at work)."""
     out = {}
-    for name, size in (("224x224", 224), ("4056x3040", (4056, 3040))):
+    for name, size in (("224x224", 224), ("640x480", (640, 480)), ("4056x3040", (4056, 3040))):
         blobs = [synthetic.smear_jpeg(s, size) for s in range(2)]
         files = _write_unique(tmp / name, blobs, n + 2, name)
         pipe, store = _pipeline(cfg, clf, tmp / f"{name}.sqlite")
@@ -119,6 +122,7 @@ def _size_cost(cfg: Config, clf: Classifier, tmp: Path, n: int = 12) -> Dict:
         store.close()
         out[name] = {"median_total_ms": round(statistics.median(totals), 3), "bytes": len(blobs[0])}
     out["ratio"] = round(out["4056x3040"]["median_total_ms"] / out["224x224"]["median_total_ms"], 3)
+    out["ratio_640x480"] = round(out["640x480"]["median_total_ms"] / out["224x224"]["median_total_ms"], 3)
     return out
 
 
@@ -142,6 +146,8 @@ def format_report(r: Dict) -> str:
               f"batch (overlapped)        {b['images_per_s']:.1f} images/s = {b['fraction_of_ceiling']:.2f} of the "
               f"inference ceiling {b['inference_ceiling_per_s']:.1f}/s (bare invoke, same {r['threads']} "
               f"interpreter thread{'s' if r['threads'] != 1 else ''})",
+              f"640x480 vs 224x224 JPEG   {sc['640x480']['median_total_ms']:.1f} ms vs "
+              f"{sc['224x224']['median_total_ms']:.1f} ms = {sc['ratio_640x480']:.2f}x",
               f"12 MP vs 224x224 JPEG     {sc['4056x3040']['median_total_ms']:.1f} ms vs "
               f"{sc['224x224']['median_total_ms']:.1f} ms = {sc['ratio']:.2f}x"]
     return "\n".join(lines)

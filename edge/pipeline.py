@@ -175,6 +175,8 @@ class Pipeline:
         t = self._lap(res, "quality", t)
         if not q.passed:
             res.status, res.reason, res.quality = UNREADABLE, q.reason, q.to_dict()
+            if optics is not None:
+                res.quality["optics"] = optics.to_dict()
             return
         pre = preprocess(rgb, self.params)
         t = self._lap(res, "preprocess", t, add=True)

@@ -198,7 +198,10 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
     if sample_counts:
         click.echo("samples    " + ", ".join(f"{k} {sample_counts[k]}" for k in ("collecting", "ready", "signed")
                                             if k in sample_counts))
-    click.echo(f"optics     {optics.describe()}")
+    first, *rest = optics.describe().splitlines()
+    click.echo(f"optics     {first}")
+    for line in rest:
+        click.echo(f"           {line}")
     click.echo(f"last error {err.path}: {err.reason}" if err else "last error none")
     click.echo(f"timings    median / p95 ms over the last {last_n} classified images:")
     for s, v in stats.items():

@@ -124,14 +124,14 @@ class DomainSummary:
     magnification: Optional[float]  # median magnification of the recent fields
 
     def describe(self) -> str:
+        """One line, or two (the reason) when outside the range."""
         if not self.fields:
             return "no field measured yet"
-        mag = f"magnification {self.magnification:.1f}x the training scale" if self.magnification else ""
+        mag = f"magnification {self.magnification:.1f}x the training scale; " if self.magnification else ""
         if not self.outside:
-            return f"{mag}; inside the validated range ({self.fields} recent fields)".lstrip("; ")
-        return (f"OUTSIDE the validated range on {self.outside} of {self.fields} recent fields "
-                f"({self.reason}): this microscope's slides are not what the model was validated on; "
-                f"its samples go to review")
+            return f"{mag}inside the validated range ({self.fields} recent fields)"
+        return (f"OUTSIDE the validated range on {self.outside} of {self.fields} recent fields: samples go "
+                f"to review\n{self.reason}")
 
     def to_dict(self) -> dict:
         return {"fields": self.fields, "outside": self.outside, "reason": self.reason,

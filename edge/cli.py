@@ -200,8 +200,8 @@ def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
                                             if k in sample_counts))
     first, *rest = optics.describe().splitlines()
     click.echo(f"optics     {first}")
-    for line in rest:
-        click.echo(f"           {line}")
+    for line in rest:  # the reason, cut to fit 80 columns (the review app shows it whole)
+        click.echo(f"           {line if len(line) <= 69 else line[:68] + '…'}")
     click.echo(f"last error {err.path}: {err.reason}" if err else "last error none")
     click.echo(f"timings    median / p95 ms over the last {last_n} classified images:")
     for s, v in stats.items():

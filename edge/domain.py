@@ -130,7 +130,7 @@ class DomainSummary:
         mag = f"magnification {self.magnification:.1f}x the training scale; " if self.magnification else ""
         if not self.outside:
             return f"{mag}inside the validated range ({self.fields} recent fields)"
-        return (f"OUTSIDE the validated range on {self.outside} of {self.fields} recent fields: samples go "
+        return (f"OUTSIDE the validated range ({self.outside} of {self.fields} recent fields); samples go "
                 f"to review\n{self.reason}")
 
     def to_dict(self) -> dict:

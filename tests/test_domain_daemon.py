@@ -1,0 +1,69 @@
+"""The domain monitor end to end: a real daemon on a microscope outside the card's validated range records
+each field with its reason, its sample needs review, and `status` says so."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import cv2
+import pytest
+
+from daemon_support import DaemonProc, cli, model_path, poll, rows, write_config  # noqa: F401
+from edge import synthetic
+from edge.model import card_path_for, load_card, ood_path_for
+
+
+@pytest.fixture
+def narrow_model(tmp_path, model_path):  # noqa: F811
+    """The shipped model with a card whose validated range is magnification 0.8-1.3x only."""
+    card = load_card(card_path_for(model_path))
+    if card.preprocessing.field_scale != "optical":
+        pytest.skip("the shipped model predates optical normalisation")
+    d = tmp_path / "model"
+    d.mkdir()
+    dst = d / model_path.name
+    shutil.copy(model_path, dst)
+    shutil.copy(ood_path_for(model_path), ood_path_for(dst))
+    card.extra["validated_range"] = {"ranges": {"magnification": [0.8, 1.3]}, "sources": ["test"]}
+    card.save(card_path_for(dst))
+    return dst
+
+
+def _jpeg(rgb) -> bytes:
+    return cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])[1].tobytes()
+
+
+def test_fields_outside_the_validated_magnification_go_to_review_with_the_reason(tmp_path, narrow_model):
+    cfg = write_config(tmp_path, narrow_model)
+    inbox = tmp_path / "inbox"
+    d = DaemonProc(cfg).wait_ready()
+    try:
+        (inbox / "PAT-NEAR").mkdir(parents=True)
+        (inbox / "PAT-FAR").mkdir()
+        for i in range(3):
+            field = synthetic.smear(100 + i, 224, n_wbc=2)
+            (inbox / "PAT-NEAR" / f"{i}.jpg").write_bytes(_jpeg(field))
+            far = cv2.resize(field, (672, 672), interpolation=cv2.INTER_CUBIC)  # a 3x objective
+            (inbox / "PAT-FAR" / f"{i}.jpg").write_bytes(_jpeg(far))
+        db = tmp_path / "db.sqlite"
+        poll(lambda: len(rows(db)) == 6, what="6 fields recorded")
+    finally:
+        assert d.terminate() == 0
+    recs = rows(db)
+    far = [r for r in recs if r["sample_id"] == "PAT-FAR"]
+    near = [r for r in recs if r["sample_id"] == "PAT-NEAR"]
+    assert all(2.2 <= r["magnification"] <= 3.8 for r in far), [r["magnification"] for r in far]
+    assert all(0.7 <= r["magnification"] <= 1.4 for r in near), [r["magnification"] for r in near]
+    for r in far:
+        if r["status"] == "classified":
+            assert r["needs_review"] and r["domain"].startswith("magnification ") and "validated 0.8-1.3x" in r["domain"]
+    assert any(r["status"] == "classified" for r in far)
+    assert all(r["domain"] is None for r in near if 0.8 <= r["magnification"] <= 1.3)
+    samples = {s["sample_id"]: s for s in json.loads(cli("--config", str(cfg), "samples", "--format", "json").stdout)}
+    assert samples["PAT-FAR"]["needs_review"]
+    assert any(x.startswith("outside the validated range") for x in samples["PAT-FAR"]["review_reasons"])
+    st = cli("--config", str(cfg), "status").stdout
+    assert "OUTSIDE the validated range" in st and "magnification" in st
+    assert all(len(line) <= 80 for line in st.splitlines() if line.startswith(("optics", "           ")))
+    js = json.loads(cli("--config", str(cfg), "status", "--json").stdout)
+    assert js["optics"]["outside"] >= 1 and js["optics"]["fields"] >= js["optics"]["outside"]

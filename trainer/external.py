@@ -88,6 +88,13 @@ def figures(screened: Sequence[Screened], rule: Optional[SampleRule], sample_siz
            "confidently_benign": _rate(sum(1 for r in classified if r.verdict == "benign" and not r.needs_review), n),
            "outside_validated_range": _rate(sum(1 for r in classified if r.domain), n),
            "labels": dict(sorted(_count(r.label for r in classified).items()))}
+    # Against the truth, among the fields that got an answer (a refusal is counted above, not here).
+    answered = [x for x in screened if x.result.status == CLASSIFIED]
+    blasts = [x for x in answered if x.blast]
+    normal = [x for x in answered if not x.blast]
+    out["sensitivity"] = _rate(sum(x.result.verdict == "malignant" for x in blasts), len(blasts))
+    out["specificity"] = _rate(sum(x.result.verdict == "benign" for x in normal), len(normal))
+    out["accuracy"] = _rate(sum(x.result.label == x.sample.label for x in answered), len(answered))
     # Samples of `sample_size` consecutive fields, as a clinic would send them.
     verdicts = []
     for i in range(0, n - sample_size + 1, sample_size):

@@ -33,21 +33,22 @@ def trained(tiny_dataset, tmp_path_factory):
     res = CliRunner().invoke(main, ["train", str(tiny_dataset), "--out", str(out), "--head-epochs", "1",
                                     "--fine-epochs", "1", "--block-size", "2", "--batch-size", "8",
                                     "--modes", "cell,raw", "--ship", "cell", "--augment-copies", "1",
-                                    "--weights", weights], catch_exceptions=False)
+                                    "--weights", weights, "--sources", ""], catch_exceptions=False)
     assert res.exit_code == 0, res.output
     return out
 
 
 def test_train_convert_load_predict(trained):
     from edge.model import Classifier, ModelCard, card_path_for, load_card
-    from edge.preprocess import preprocess
+    from edge.preprocess import preprocess_image
 
     tfl = trained / "edge-screen-mnv2-int8.tflite"
     clf = Classifier(tfl, num_threads=1)
-    assert clf.card.input_mode == "cell" and clf.preprocessing.version == "lab-kmeans-2"
+    assert clf.card.input_mode == "cell" and clf.preprocessing.version == "lab-kmeans-3"
+    assert clf.preprocessing.field_scale == "optical" and clf.preprocessing.crop == "none"
     assert np.dtype(clf._interp.input.dtype) == np.uint8
     assert clf.ood is not None, "a cell model ships its out-of-distribution reference"
-    field = clf.predict_field(preprocess(synthetic.smear(5), clf.preprocessing).model_inputs)
+    field = clf.predict_field(preprocess_image(synthetic.smear(5), clf.preprocessing).model_inputs)
     pred = field.prediction
     assert pred is not None or field.refusal
     if pred is not None:
@@ -56,7 +57,7 @@ def test_train_convert_load_predict(trained):
     card = load_card(card_path_for(tfl))
     assert ModelCard.from_dict(card.to_dict()) == card
     for key in ("split", "ablation", "float_int8_top1_agreement", "validation", "versions", "ood", "cell_tests",
-                "quality_gate", "review_band_rule"):
+                "quality_gate", "review_band_rule", "validated_range", "per_source"):
         assert key in card.extra, key
     assert set(card.extra["ablation"]["modes"]) == {"cell", "raw"}
     # The stain reference was measured on the training fields, not left at the default.

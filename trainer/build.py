@@ -99,7 +99,7 @@ def field_probs(crop_probs: np.ndarray, field: np.ndarray, n_fields: int, rule: 
 def build(split: Split, out_dir: str | Path, modes: Sequence[str] = ("cell",), ship: str = "cell",
           cfg: TrainConfig = TrainConfig(), base_params: PreprocessParams = PreprocessParams(),
           name: str = MODEL_NAME, version: str = "2.0.0", work_dir: Optional[Path] = None,
-          progress: Optional[Callable[[str, int, int], None]] = None) -> BuildResult:
+          progress: Optional[Callable[[str, int, int], None]] = None, tests: bool = True) -> BuildResult:
     """Train every mode in ``modes`` (the ablation) and convert ``ship``.
 
     The shipped mode is a decision, not the validation winner: in this dataset the slide identifies the
@@ -119,6 +119,9 @@ def build(split: Split, out_dir: str | Path, modes: Sequence[str] = ("cell",), s
     ablation, results, cache = {}, {}, {}
     for mode in modes:
         params = base_params.with_mode(mode)
+        if mode != "cell" and params.field_scale == "optical":
+            # Whole-field modes need one input size: the ablation runs them on v2's fixed centre square.
+            params = dataclasses.replace(params, field_scale="fixed", crop="center-square", stain_fit="background")
         log.info("training input mode %r on %d fields (%d validation)", mode, len(split.train), len(split.val))
         if mode == "cell":
             res, probs, y, rep = _train_cell(split, params, cfg, prog)
@@ -162,7 +165,7 @@ def build(split: Split, out_dir: str | Path, modes: Sequence[str] = ("cell",), s
     if ship == "cell":
         card.extra["cell_rule"] = "geometric-mean"
     card.save(card_path_for(tflite))
-    finalize(tflite, split, work, float_probs=float_probs, progress=progress)
+    finalize(tflite, split, work, float_probs=float_probs, progress=progress, tests=tests)
     card = load_card(card_path_for(tflite))
     card.extra["training"]["seconds_total_build"] = round(time.perf_counter() - t0, 1)
     card.save(card_path_for(tflite))

@@ -108,8 +108,11 @@ def split(data_dir, block_size):
                    "(--fixed-scale: v2's centre square at 224 px).")
 @click.option("--other-copies", default=1, show_default=True,
               help="Augmented copies of each other-laboratory image.")
+@click.option("--skip-tests", is_flag=True,
+              help="Experiments only (leave-one-source-out): no cell tests, quality gate or validated range.")
 def train(data_dir, out_dir, modes, ship, augment_copies, block_size, head_epochs, fine_epochs, fine_tune_from, lr_fine, color_jitter,
-          batch_size, weights, limit_per_class, seed, model_version, corrections_dbs, sources, optics, other_copies):
+          batch_size, weights, limit_per_class, seed, model_version, corrections_dbs, sources, optics, other_copies,
+          skip_tests):
     """Train on DATA_DIR, convert to int8 TFLite and write the model card and report."""
     from .build import build
     from .report import write_report
@@ -125,8 +128,11 @@ def train(data_dir, out_dir, modes, ship, augment_copies, block_size, head_epoch
                       f"images; dropped {corrections['dropped']}")
     names = [n.strip() for n in sources.split(",") if n.strip()]
     if names:
-        from .sources import add_sources
+        from .sources import add_sources, missing_sources
 
+        for name, where in missing_sources(names).items():
+            console.print(f"[yellow]source {name} not found at {where}: training without it[/]")
+            names.remove(name)
         sp = add_sources(sp, names)
     console.print(_split_table(sp))
     cfg = TrainConfig(head_epochs=head_epochs, fine_epochs=fine_epochs, fine_tune_from=fine_tune_from,
@@ -138,7 +144,7 @@ def train(data_dir, out_dir, modes, ship, augment_copies, block_size, head_epoch
             else PreprocessParams(version="lab-kmeans-2"))
     with _progress() as prog:
         res = build(sp, out_dir, modes=[m.strip() for m in modes.split(",") if m.strip()], ship=ship, cfg=cfg,
-                    base_params=base, version=model_version, progress=_Bars(prog))
+                    base_params=base, version=model_version, progress=_Bars(prog), tests=not skip_tests)
     if corrections is not None:
         from edge.model import card_path_for, load_card
 

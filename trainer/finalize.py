@@ -26,7 +26,9 @@ log = logging.getLogger(__name__)
 
 
 def finalize(tflite: Path, split: Split, work: Path, float_probs: Optional[np.ndarray] = None,
-             progress: Optional[Callable[[str, int, int], None]] = None) -> None:
+             progress: Optional[Callable[[str, int, int], None]] = None, tests: bool = True) -> None:
+    """``tests=False`` (experiments such as a leave-one-source-out run): threshold, band and sample rule
+    only; no cell tests, quality gate, validated range or per-source figures. Not for a shipped model."""
     prog = (lambda stage: (lambda i, n: progress(stage, i, n))) if progress else (lambda stage: None)
     work.mkdir(parents=True, exist_ok=True)
     card = load_card(card_path_for(tflite))
@@ -60,6 +62,13 @@ def finalize(tflite: Path, split: Split, work: Path, float_probs: Optional[np.nd
     clf.card = card  # same file, new threshold: no need to load the interpreter again
     ev.rescore(clf)
     save_evaluation(ev, clf, work)
+    if not tests:
+        card.extra.update({"split": split.describe(), "validation": ev.to_dict(),
+                           "sample_rule": rule_card(sample_rule, sample_info), "size_bytes": tflite.stat().st_size,
+                           "experiment": "finalized without the cell tests, quality gate and validated range: "
+                                         "not for shipping"})
+        card.save(card_path_for(tflite))
+        return
     from .robustness import run as run_robustness
 
     tests = run_robustness(clf, split.val, progress=progress)

@@ -95,6 +95,14 @@ def bccd(root: Path = SHARED / "bccd-fields", block: int = 10, step: int = 5) ->
     return train, held
 
 
+FOLDERS = {"pbc": SHARED / "pbc-normal", "bccd": SHARED / "bccd-fields"}
+
+
+def missing_sources(names: Sequence[str]) -> Dict[str, Path]:
+    """The named sources whose folder is not there (a fresh clone without ../shared)."""
+    return {n: FOLDERS[n] for n in names if n in FOLDERS and not FOLDERS[n].is_dir()}
+
+
 def add_sources(split: Split, names: Sequence[str]) -> Split:
     """``split`` with the named other-lab sources' training part added to ``train`` and their held-out
     part in ``extra_val``."""

@@ -51,3 +51,21 @@ def test_ood_auroc():
     assert ood_auroc(a, a + 100) == 1.0 and ood_auroc(a + 100, a) == 0.0
     assert abs(ood_auroc(a, rng.normal(0, 1, 300)) - 0.5) < 0.08
     assert ood_auroc([1.0, 1.0], [1.0]) == 0.5 and ood_auroc([], [1.0]) is None
+
+
+def test_validated_range_is_widened_only_by_the_tests_that_held():
+    from trainer.finalize import widen_for_tests
+
+    ranges = {"magnification": [0.8, 1.3], "glass_level": [200.0, 250.0], "glass_rg": [0.95, 1.0],
+              "glass_bg": [0.97, 1.02]}
+    ok = {"sensitivity_among_classified": 1.0, "label_agreement_with_x1": 0.97, "verdict_agreement_with_x1": 0.99,
+          "confident_misses": 0}
+    bad = {"sensitivity_among_classified": 0.9, "label_agreement_with_x1": 0.97, "verdict_agreement_with_x1": 0.99,
+           "confident_misses": 3}
+    tests = {"optics": {"rescale_0.75": ok, "rescale_2": ok, "rescale_4": bad, "tint_warm": ok, "tint_green": bad},
+             "curves": {"exposure_gain": {"0.6": bad, "0.7": ok, "1.0": ok, "1.4": ok}}}
+    widen_for_tests(ranges, tests)
+    assert ranges["magnification"] == [0.6, 2.6]  # x0.75 and x2 held, x4 did not
+    assert ranges["glass_level"] == [140.0, 255.0]  # x0.7 held, x0.6 did not; never above 255
+    assert ranges["glass_rg"][1] == pytest.approx(1.12, abs=1e-3)  # the warm tint (R x1.12) held
+    assert ranges["glass_bg"][0] == pytest.approx(0.97 * 0.88, abs=1e-3)  # ... and its B x0.88

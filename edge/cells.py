@@ -45,12 +45,17 @@ class StainTransform:
 
     @classmethod
     def fit(cls, lab: np.ndarray, background: np.ndarray, reference: Sequence[float],
-            max_gain: float) -> "StainTransform":
+            max_gain: float, keep_lightness: bool = False) -> "StainTransform":
+        """``keep_lightness``: map only the colour (A, B) and leave L alone. Fitted on the cells themselves,
+        a full transfer would also erase how dark a nucleus is (its chromatin), which tells a hematogone
+        from a blast; lightness is the glass balance's job (edge/optics.py)."""
         mean, std = _lab_stats(lab, background)
         ref_mean, ref_std = np.asarray(reference[:3], np.float32), np.asarray(reference[3:], np.float32)
         gain = np.clip(ref_std / np.maximum(std, 1e-3), 1.0 / max_gain, max_gain).astype(np.float32)
-        return cls(gain=gain, offset=(ref_mean - mean * gain).astype(np.float32),
-                   source=np.concatenate([mean, std]))
+        offset = (ref_mean - mean * gain).astype(np.float32)
+        if keep_lightness:
+            gain[0], offset[0] = 1.0, 0.0
+        return cls(gain=gain, offset=offset, source=np.concatenate([mean, std]))
 
     def apply(self, lab: np.ndarray) -> np.ndarray:
         """Float LAB pixels (any H x W) -> normalised uint8 RGB. Pixel by pixel, so a window of the field

@@ -82,7 +82,7 @@ class PreprocessParams:
     scale_tolerance: Tuple[float, float] = (0.8, 1.25)
     glass_reference: Tuple[float, float, float] = (235.0, 235.0, 235.0)
     glass_max_gain: float = 2.5
-    stain_fit: str = "background"  # "background" (v2) | "cells"
+    stain_fit: str = "background"  # "background" (v2) | "cells" | "cells-chroma" (cells, L left alone)
 
     def __post_init__(self):
         if self.version not in KNOWN_VERSIONS:
@@ -97,7 +97,8 @@ class PreprocessParams:
             raise UnknownPreprocessing("stain_reference must hold 3 means and 3 spreads")
         if self.crop not in ("center-square", "none"):
             raise UnknownPreprocessing(f"crop {self.crop!r} is not 'center-square' or 'none'")
-        if self.field_scale not in ("fixed", "optical") or self.stain_fit not in ("background", "cells"):
+        if self.field_scale not in ("fixed", "optical") or self.stain_fit not in ("background", "cells",
+                                                                                  "cells-chroma"):
             raise UnknownPreprocessing(f"field_scale {self.field_scale!r} / stain_fit {self.stain_fit!r} unknown")
         if self.field_scale == "optical" and (self.version != PREPROCESS_VERSION or self.crop != "none"):
             raise UnknownPreprocessing("field_scale 'optical' needs preprocessing 'lab-kmeans-3' and crop 'none'")
@@ -301,8 +302,10 @@ def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
         inputs = []
         if cells:
             flab = float_lab(resized)
-            fit_on = mask & valid if params.stain_fit == "cells" else valid & ~mask
-            stain = StainTransform.fit(flab, fit_on, params.stain_reference, params.stain_max_gain)
+            on_cells = params.stain_fit.startswith("cells")
+            fit_on = mask & valid if on_cells else valid & ~mask
+            stain = StainTransform.fit(flab, fit_on, params.stain_reference, params.stain_max_gain,
+                                       keep_lightness=params.stain_fit == "cells-chroma")
             cell_lab = tuple(round(float(v), 2) for v in stain.source)
             inputs = cell_crops(flab, mask, cells, params.cell_window, params.cell_input, params.background, stain)
     else:

@@ -69,3 +69,14 @@ def test_validated_range_is_widened_only_by_the_tests_that_held():
     assert ranges["glass_level"] == [140.0, 255.0]  # x0.7 held, x0.6 did not; never above 255
     assert ranges["glass_rg"][1] == pytest.approx(1.12, abs=1e-3)  # the warm tint (R x1.12) held
     assert ranges["glass_bg"][0] == pytest.approx(0.97 * 0.88, abs=1e-3)  # ... and its B x0.88
+
+
+def test_other_sources_weigh_half_the_primary_benign_class_whatever_their_number():
+    from trainer.train import source_weights
+
+    y = np.array([0] * 10 + [1] * 30 + [0] * 500)
+    primary = np.array([True] * 40 + [False] * 500)
+    w = source_weights(y, primary)
+    assert w[:10].sum() == pytest.approx(w[10:40].sum())  # the primary classes balanced
+    assert w[40:].sum() == pytest.approx(0.5 * w[:10].sum())
+    assert np.all(w[40:] == w[40])

@@ -20,7 +20,7 @@ from .data import Split
 from .finalize import finalize
 from .metrics import summarize
 from .cellset import build_cellset, stain_reference
-from .train import Arrays, TrainConfig, load_arrays, predict_float, train_model, with_embedding
+from .train import Arrays, TrainConfig, load_arrays, predict_float, source_weights, train_model, with_embedding
 
 log = logging.getLogger(__name__)
 MODEL_NAME = "edge-screen-mnv2-int8"
@@ -80,7 +80,10 @@ def _train_cell(split: Split, params: PreprocessParams, cfg: TrainConfig, prog):
     log.info("cells: %d training crops from %d fields (%d without a cell), %d validation crops",
              len(tr.y), len(split.train), len(tr.no_cell), len(va.y))
     dummy = np.zeros((len(tr.y), 1, 1), bool)
-    res = train_model(Arrays(tr.x, dummy, tr.y), Arrays(va.x, np.zeros((len(va.y), 1, 1), bool), va.y), params, cfg)
+    primary = np.array([split.train[f].source == "taleqani" for f in tr.field], bool)
+    weights = source_weights(tr.y, primary) if not primary.all() else None
+    res = train_model(Arrays(tr.x, dummy, tr.y, weights), Arrays(va.x, np.zeros((len(va.y), 1, 1), bool), va.y),
+                      params, cfg)
     crop_probs = predict_float(res.model, va.x)
     probs = field_probs(crop_probs, va.field, len(split.val))
     y = np.array([s.y for s in split.val])

@@ -64,8 +64,9 @@ def stain_reference(samples: Sequence[Sample], params: PreprocessParams, n: int 
         mask, _ = segment(fld, params)
         valid = np.ones(mask.shape, bool)
         valid[scale_bar_slice(params, mask.shape)] = False
-        region = (mask & valid) if params.stain_fit == "cells" else (valid & ~mask)
-        if params.stain_fit == "cells" and np.count_nonzero(region) < 64:
+        on_cells = params.stain_fit.startswith("cells")
+        region = (mask & valid) if on_cells else (valid & ~mask)
+        if on_cells and np.count_nonzero(region) < 64:
             continue
         stats.append(background_stats(fld, region))
     out["stain_reference"] = tuple(round(float(v), 3) for v in np.mean(stats, axis=0))

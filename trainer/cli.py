@@ -108,11 +108,14 @@ def split(data_dir, block_size):
                    "(--fixed-scale: v2's centre square at 224 px).")
 @click.option("--other-copies", default=1, show_default=True,
               help="Augmented copies of each other-laboratory image.")
+@click.option("--stain-fit", type=click.Choice(["cells-chroma", "cells", "background"]), default="cells-chroma",
+              show_default=True, help="v3 stain normalisation: on the stained cells' colour only, on their colour "
+                                      "and lightness, or (v2) on the background.")
 @click.option("--skip-tests", is_flag=True,
               help="Experiments only (leave-one-source-out): no cell tests, quality gate or validated range.")
 def train(data_dir, out_dir, modes, ship, augment_copies, block_size, head_epochs, fine_epochs, fine_tune_from, lr_fine, color_jitter,
           batch_size, weights, limit_per_class, seed, model_version, corrections_dbs, sources, optics, other_copies,
-          skip_tests):
+          skip_tests, stain_fit):
     """Train on DATA_DIR, convert to int8 TFLite and write the model card and report."""
     from .build import build
     from .report import write_report
@@ -140,7 +143,7 @@ def train(data_dir, out_dir, modes, ship, augment_copies, block_size, head_epoch
                       augment_copies=augment_copies, other_copies=other_copies)
     from edge.preprocess import PreprocessParams
 
-    base = (PreprocessParams(field_scale="optical", crop="none", stain_fit="cells") if optics
+    base = (PreprocessParams(field_scale="optical", crop="none", stain_fit=stain_fit) if optics
             else PreprocessParams(version="lab-kmeans-2"))
     with _progress() as prog:
         res = build(sp, out_dir, modes=[m.strip() for m in modes.split(",") if m.strip()], ship=ship, cfg=cfg,

@@ -6,7 +6,7 @@ import os
 import random
 import time
 from dataclasses import dataclass, field
-from typing import Dict, List, Sequence
+from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -51,6 +51,14 @@ class Arrays:
     resized: np.ndarray  # N x S x S x 3 uint8
     mask: np.ndarray  # N x S x S bool
     y: np.ndarray  # N int
+    # Per-sample weights (several sources, see source_weights); None: class weights from y.
+    w: Optional[np.ndarray] = None
+
+    def weights(self) -> np.ndarray:
+        if self.w is not None:
+            return self.w.astype(np.float32)
+        cw = class_weights(self.y)
+        return np.array([cw[int(c)] for c in self.y], np.float32)
 
     def model_inputs(self, params: PreprocessParams) -> np.ndarray:
         if params.input_mode == "raw":
@@ -91,6 +99,25 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
+def source_weights(y: np.ndarray, primary: np.ndarray, other_share: float = 0.5,
+                   n: int = len(LABELS)) -> np.ndarray:
+    """Per-sample weights when other laboratories' benign cells join the primary source.
+
+    The primary source's classes are balanced as before (class weights over its own samples), and all other
+    sources' samples together weigh ``other_share`` of the primary benign class. Without this the benign
+    class is mostly another lab's neutrophils and lymphocytes, easy to tell from blasts, and the model
+    stops learning the hard case, hematogones (benign B-cell precursors) against blasts.
+    """
+    w = np.zeros(len(y), np.float32)
+    cw = class_weights(y[primary], n)
+    w[primary] = [cw[int(c)] for c in y[primary]]
+    others = ~primary
+    if others.any():
+        benign_total = float(w[primary & (y == LABELS.index("Benign"))].sum()) or float(w[primary].sum()) / n
+        w[others] = other_share * benign_total / int(others.sum())
+    return w
+
+
 def class_weights(y: np.ndarray, n: int = len(LABELS)) -> Dict[int, float]:
     counts = np.bincount(y, minlength=n).astype(float)
     counts[counts == 0] = 1.0
@@ -103,11 +130,13 @@ def _dataset(arr: Arrays, params: PreprocessParams, batch: int, train: bool, see
 
     bg = tf.constant(params.background, tf.float32)
     segmented = params.input_mode == "segmented"
-    ds = tf.data.Dataset.from_tensor_slices((arr.resized, arr.mask, arr.y))
+    # Validation loss stays unweighted (what early stopping compared before per-sample weights existed).
+    w = arr.weights() if train else np.ones(len(arr.y), np.float32)
+    ds = tf.data.Dataset.from_tensor_slices((arr.resized, arr.mask, arr.y, w))
     if train:
         ds = ds.shuffle(len(arr.y), seed=seed, reshuffle_each_iteration=True)
 
-    def stain_and_mask(img, mask, y):
+    def stain_and_mask(img, mask, y, w):
         x = tf.cast(img, tf.float32)
         if train:
             # Stand-in for stain and illumination differences between slides and microscopes.
@@ -123,7 +152,7 @@ def _dataset(arr: Arrays, params: PreprocessParams, batch: int, train: bool, see
             x = tf.image.random_flip_left_right(x)
             x = tf.image.random_flip_up_down(x)
             x = tf.image.rot90(x, tf.random.uniform([], 0, 4, tf.int32))
-        return x, tf.one_hot(y, len(LABELS))
+        return x, tf.one_hot(y, len(LABELS)), w
 
     ds = ds.map(stain_and_mask, num_parallel_calls=tf.data.AUTOTUNE).batch(batch)
     if train:
@@ -131,7 +160,7 @@ def _dataset(arr: Arrays, params: PreprocessParams, batch: int, train: bool, see
 
         geo = keras.Sequential([keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed),
                                 keras.layers.RandomTranslation(0.05, 0.05, fill_mode="reflect", seed=seed)])
-        ds = ds.map(lambda x, y: (geo(x, training=True), y), num_parallel_calls=tf.data.AUTOTUNE)
+        ds = ds.map(lambda x, y, w: (geo(x, training=True), y, w), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
@@ -158,7 +187,7 @@ def fit_head(model, train: Arrays, val: Arrays, params: PreprocessParams, cfg: T
     head.compile(optimizer=keras.optimizers.Adam(cfg.lr_head), loss="sparse_categorical_crossentropy",
                  metrics=["accuracy"])
     h = head.fit(f_tr, train.y, validation_data=(f_va, val.y), epochs=cfg.head_epochs, batch_size=64,
-                 class_weight=class_weights(train.y), verbose=0,
+                 sample_weight=train.weights(), verbose=0,
                  callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=15,
                                                           restore_best_weights=True)])
     dense.set_weights(head.layers[-1].get_weights())
@@ -203,8 +232,7 @@ def train_model(train: Arrays, val: Arrays, params: PreprocessParams, cfg: Train
         log.info("fine-tuning %d backbone layers from val loss %.4f", n, before["loss"])
         stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
                                              restore_best_weights=True)
-        h = model.fit(tr, validation_data=va, epochs=cfg.fine_epochs, class_weight=class_weights(train.y),
-                      callbacks=[stop], verbose=cfg.verbose)
+        h = model.fit(tr, validation_data=va, epochs=cfg.fine_epochs, callbacks=[stop], verbose=cfg.verbose)
         for k, v in h.history.items():
             history.setdefault(k, []).extend(float(x) for x in v)
         epochs += len(h.history["loss"])

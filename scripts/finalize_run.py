@@ -1,0 +1,59 @@
+#!/usr/bin/env python3
+"""Finish a training run whose finalize did not complete (interrupted, or run under older code): the
+float model's validation probabilities from ``work/cell.keras`` (for the float/int8 agreement), then
+``trainer.finalize.finalize`` and the report, exactly as ``edge-screen-train train`` ends.
+
+    .venv/bin/python scripts/finalize_run.py runs/v3/edge-screen-mnv2-int8.tflite --sources pbc,bccd
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+
+import numpy as np
+
+from edge.model import card_path_for, load_card
+from trainer.build import field_probs
+from trainer.cellset import build_cellset
+from trainer.data import SHARED_DATASET, load_split
+from trainer.finalize import finalize
+from trainer.report import write_report
+from trainer.sources import add_sources
+from trainer.train import predict_float
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("tflite", type=Path)
+    ap.add_argument("--data", type=Path, default=SHARED_DATASET)
+    ap.add_argument("--sources", default="pbc,bccd")
+    ap.add_argument("--skip-tests", action="store_true")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    t0 = time.perf_counter()
+    split = load_split(args.data)
+    names = [n for n in args.sources.split(",") if n]
+    if names:
+        split = add_sources(split, names)
+    work = args.tflite.parent / "work"
+    card = load_card(card_path_for(args.tflite))
+    import keras
+
+    model = keras.models.load_model(work / "cell.keras")
+    va = build_cellset(split.val, card.preprocessing)
+    probs = field_probs(predict_float(model, va.x), va.field, len(split.val))
+    logging.info("float probabilities for %d validation fields", int((~np.isnan(probs[:, 0])).sum()))
+    finalize(args.tflite, split, work, float_probs=probs, tests=not args.skip_tests,
+             progress=lambda stage, i, n: logging.info("%s %d/%d", stage, i, n) if i == n else None)
+    card = load_card(card_path_for(args.tflite))
+    if card.extra["training"].get("seconds_total_build") is None:
+        card.extra["training"]["seconds_total_build"] = round(time.perf_counter() - t0, 1)
+        card.extra["training"]["finalize_note"] = "finalized by scripts/finalize_run.py; build time not recorded"
+        card.save(card_path_for(args.tflite))
+    print(write_report(args.tflite, work))
+
+
+if __name__ == "__main__":
+    main()

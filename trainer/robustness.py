@@ -121,6 +121,8 @@ def paint_out(resized: np.ndarray, clf: Classifier) -> np.ndarray:
 
 def cell_swap(a: np.ndarray, b: np.ndarray, clf: Classifier) -> np.ndarray:
     params = clf.preprocessing
+    if b.shape != a.shape:  # v3 working fields differ in size: the other slide's background is stretched to fit
+        b = cv2.resize(b, (a.shape[1], a.shape[0]), interpolation=cv2.INTER_LINEAR)
     return augment.onto_other_slide(a, segment(a, params)[0], b, segment(b, params)[0])
 
 

@@ -245,13 +245,13 @@ def _largest_blob_diameter(mask: np.ndarray) -> Optional[float]:
 
 
 class ScaleMemory:
-    """A microscope's magnification does not change within one patient sample: once the first
-    ``need`` measured fields of a sample (same image size) agree within ``spread``, their median is used
-    for the sample's later fields instead of measuring again (the measurement is most of the optical
-    normalisation's cost). Fields that disagree keep being measured. Only the last ``keep`` samples are
-    remembered."""
+    """A microscope's magnification does not change within one patient sample: once the last ``need``
+    measured fields of a sample (same image size) agree within ``spread``, their median is used for the
+    sample's later fields instead of measuring again (the measurement is most of the optical
+    normalisation's cost). While they disagree, fields keep being measured. Only the last ``keep``
+    samples are remembered."""
 
-    def __init__(self, need: int = 3, spread: float = 1.2, keep: int = 64):
+    def __init__(self, need: int = 3, spread: float = 1.35, keep: int = 64):
         self.need, self.spread, self.keep = need, spread, keep
         self._seen: Dict[tuple, List[float]] = {}
 
@@ -259,10 +259,12 @@ class ScaleMemory:
         got = self._seen.get(key) if key is not None else None
         if not got or len(got) < self.need:
             return None
-        first = sorted(got[:self.need])
-        if first[-1] / max(first[0], 1e-6) > self.spread:
+        # The last few measurements: one field's estimate moves by up to ~1.35x (5th-95th percentile,
+        # scripts/measure_scale.py), so agreement within that is one magnification.
+        last = sorted(got[-self.need:])
+        if last[-1] / max(last[0], 1e-6) > self.spread:
             return None
-        return first[len(first) // 2]
+        return last[len(last) // 2]
 
     def add(self, key: Optional[tuple], optics: "Optics") -> None:
         if key is None or optics.scale_source != "measured":

@@ -117,7 +117,7 @@ def test_other_labs_red_cells_measure_at_their_stated_magnification():
 
 
 def test_a_sample_s_scale_is_measured_until_its_fields_agree_then_reused():
-    mem = optics.ScaleMemory(need=3, spread=1.2)
+    mem = optics.ScaleMemory(need=3, spread=1.2)  # tighter than the default, to test with round numbers
     key = ("PAT-1", 640, 480)
 
     def rec(mag, source="measured"):
@@ -133,9 +133,13 @@ def test_a_sample_s_scale_is_measured_until_its_fields_agree_then_reused():
     assert mem.known(key) == pytest.approx(4.1)
     assert mem.known(("PAT-2", 640, 480)) is None and mem.known(None) is None
     other = ("PAT-3", 640, 480)
-    for m in (1.0, 2.0, 1.1):  # a sample whose fields disagree keeps being measured
+    for m in (1.0, 2.0, 1.1):  # a sample whose fields disagree keeps being measured...
         mem.add(other, rec(m))
     assert mem.known(other) is None
+    mem.add(other, rec(1.05))  # ...until its last three agree
+    assert mem.known(other) is None
+    mem.add(other, rec(1.08))
+    assert mem.known(other) == pytest.approx(1.08)
     f = smear(5, 224)
     _, r = working_field(f, V3, known_magnification=1.0)
     assert r.scale_source == "sample" and r.rbc_diameter_px is None

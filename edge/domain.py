@@ -130,8 +130,8 @@ class DomainSummary:
         mag = f"magnification {self.magnification:.1f}x the training scale; " if self.magnification else ""
         if not self.outside:
             return f"{mag}inside the validated range ({self.fields} recent fields)"
-        return (f"OUTSIDE the validated range ({self.outside} of {self.fields} recent fields); samples go "
-                f"to review\n{self.reason}")
+        return (f"OUTSIDE the validated range ({self.outside} of {self.fields} recent fields): to review"
+                f"\n{self.reason}")
 
     def to_dict(self) -> dict:
         return {"fields": self.fields, "outside": self.outside, "reason": self.reason,

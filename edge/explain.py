@@ -27,7 +27,7 @@ import numpy as np
 
 from .model import Classifier, Prediction
 from .decode import DecodeError, decode_file
-from .preprocess import Preprocessed, PreprocessParams, preprocess
+from .preprocess import Preprocessed, PreprocessParams, decode_target, preprocess_image
 
 TARGETS = ("predicted", "malignant")
 METHODS = ("auto", "occlude", "keep")
@@ -182,7 +182,7 @@ def explain_rgb(rgb: np.ndarray, classifier: Classifier, grid: int = 7, target: 
         raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
     t0 = time.perf_counter()
     params = classifier.preprocessing
-    pre = preprocess(rgb, params)
+    pre = preprocess_image(rgb, params)  # v3: the field at the training scale and glass first
     shown, x = pre.resized, pre.model_input
     if params.input_mode == "cell":
         if not pre.model_inputs:
@@ -207,7 +207,7 @@ def explain_image(path: str | Path, classifier: Classifier, grid: int = 7, targe
                   method: str = "auto") -> Explanation:
     """Decode, preprocess and explain one image file. Raises ``DecodeError`` for unreadable files."""
     path = Path(path)
-    rgb = decode_file(path, target=classifier.preprocessing.size).rgb
+    rgb = decode_file(path, target=decode_target(classifier.preprocessing)).rgb
     return explain_rgb(rgb, classifier, grid=grid, target=target, path=path, method=method)
 
 

@@ -295,10 +295,10 @@ class Classifier:
         OpenCV and XNNPACK set up thread pools and packed weights lazily; without this the first image
         after start or reload paid ~0.4 s for it.
         """
-        from .preprocess import preprocess
+        from .preprocess import preprocess_image
         from .synthetic import smear
 
-        pre = preprocess(smear(0, self.preprocessing.size), self.preprocessing)
+        pre = preprocess_image(smear(0, self.preprocessing.size), self.preprocessing)
         x = pre.model_input
         if x is None:
             x = np.full((self.preprocessing.input_size,) * 2 + (3,), 200, np.uint8)

@@ -50,12 +50,15 @@ _PASS2_WINDOW = 320
 class Optics:
     rbc_diameter_px: Optional[float]  # measured median red-cell diameter in the decoded image; None: not measured
     rbc_count: int  # red cells measured
-    magnification: float  # field scale relative to the training scale (1.0 = as trained)
+    magnification: float  # the camera image's scale relative to the training scale (1.0 = as trained)
     scale_source: str  # "measured" | "sample" | "config" | "cell" | "assumed"
     glass_rgb: Tuple[float, float, float]  # median glass colour before balancing
     gains: Tuple[float, float, float]  # per-channel gain applied to reach the reference glass
     px_per_um: Optional[float]  # of the decoded image, from the scale used
     clipped_fraction: float = 0.0  # share of the cell pixels at <= 8 or >= 254 grey, before any gain
+    # The decoded image's scale relative to training (a large JPEG decoded at 1/2 is half the camera's):
+    # what the field is resampled by, and what must lie in SUPPORTED_MAGNIFICATION.
+    resample_magnification: float = 1.0
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)
@@ -65,12 +68,13 @@ class Optics:
             if d[k] is not None:
                 d[k] = round(d[k], 2)
         d["magnification"] = round(self.magnification, 3)
+        d["resample_magnification"] = round(self.resample_magnification, 3)
         return d
 
     @property
     def supported(self) -> bool:
         lo, hi = SUPPORTED_MAGNIFICATION
-        return lo <= self.magnification <= hi
+        return lo <= self.resample_magnification <= hi
 
 
 def _cells_and_glass(rgb: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
@@ -206,24 +210,25 @@ def normalise(rgb: np.ndarray, rbc_diameter_px: float, glass_reference: Tuple[fl
     elif cell_diam is not None and not cfg_diam:
         diam, source = cell_diam / CELL_IN_RBC_DIAMETERS, "cell"
     elif known_magnification is not None:
-        diam, source = known_magnification * rbc_diameter_px, "sample"
+        diam, source = known_magnification * decode_factor * rbc_diameter_px, "sample"
     elif measured is not None:
         diam, source = measured, "measured"
     elif cfg_diam:
         diam, source = cfg_diam, "config"
     else:
         diam, source = rbc_diameter_px, "assumed"
-    mag = diam / rbc_diameter_px
+    decoded_mag = diam / rbc_diameter_px
+    mag = decoded_mag / decode_factor
     optics_px_per_um = diam / RBC_DIAMETER_UM / decode_factor
     lo, hi = SUPPORTED_MAGNIFICATION
     # Within the tolerance the field is left at its own scale (the training fields spread that much).
-    factor = 1.0 if tolerance[0] <= mag <= tolerance[1] else 1.0 / mag
-    scaled = resample(rgb, factor) if lo <= mag <= hi else rgb
+    factor = 1.0 if tolerance[0] <= decoded_mag <= tolerance[1] else 1.0 / decoded_mag
+    scaled = resample(rgb, factor) if lo <= decoded_mag <= hi else rgb
     balanced, glass, gains = balance_glass(scaled, glass_reference, max_gain)
     return balanced, Optics(rbc_diameter_px=measured, rbc_count=count, magnification=float(mag),
                             scale_source=source, glass_rgb=tuple(float(v) for v in glass),
                             gains=tuple(float(g) for g in gains), px_per_um=float(optics_px_per_um),
-                            clipped_fraction=clipped)
+                            clipped_fraction=clipped, resample_magnification=float(decoded_mag))
 
 
 def black_surround(rgb: np.ndarray) -> Optional[np.ndarray]:

@@ -167,8 +167,9 @@ class Pipeline:
                 lo, hi = SUPPORTED_MAGNIFICATION
                 how = f"measured from {optics.rbc_count} red cells" if optics.scale_source == "measured" else \
                     f"{optics.scale_source} scale"
-                res.status, res.reason = UNREADABLE, (f"magnification {optics.magnification:.1f}x the training "
-                                                      f"scale ({how}) is outside the supported {lo:g}-{hi:g}x")
+                res.status, res.reason = UNREADABLE, (f"magnification {optics.resample_magnification:.1f}x the "
+                                                      f"training scale ({how}) is outside the supported "
+                                                      f"{lo:g}-{hi:g}x")
                 res.quality = {"optics": optics.to_dict()}
                 return
         q = quality.check_exposure_focus(quality.measure(rgb, self.params, optics), self.gate)

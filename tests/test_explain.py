@@ -31,7 +31,8 @@ def classifier(cell_classifier, tmp_path_factory):
     copy = tmp_path_factory.mktemp("whole-field") / clf.path.name
     shutil.copy(clf.path, copy)
     card = dataclasses.replace(clf.card, input_mode="raw", preprocessing=dataclasses.replace(
-        clf.preprocessing, input_mode="raw", size=clf.preprocessing.input_size))
+        clf.preprocessing, input_mode="raw", size=clf.preprocessing.input_size, field_scale="fixed",
+        crop="center-square", stain_fit="background"))
     card.extra = {k: v for k, v in card.extra.items() if k != "ood"}
     card.save(card_path_for(copy))
     return Classifier(copy)

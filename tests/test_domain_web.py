@@ -1,0 +1,49 @@
+"""The review queue says when this microscope is outside the validated range (Flask's test client on a real
+store; the Playwright tests cover the pages in a browser)."""
+from __future__ import annotations
+
+import dataclasses
+
+from edge.config import Config
+from edge.reviews import add_user
+from edge.store import Store
+from edge.web import create_app
+from edge.web.auth import COOKIE, start_session
+
+from conftest import fake_record
+
+
+def _client(tmp_path, domain):
+    store = Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}", device_id="scope-1")
+    recs = []
+    for i in range(4):
+        r = dataclasses.replace(fake_record(i * 4, device_id="scope-1"), magnification=3.4,
+                                domain=domain, sample_id="PAT-1")
+        recs.append(r)
+    store.record_many(recs)
+    user = add_user(store, "tech", "a long enough passphrase", "reviewer")
+    token, _ = start_session(store, user, 60)
+    app = create_app(Config(), store)
+    client = app.test_client()
+    client.set_cookie(COOKIE, token)
+    return client, store
+
+
+def test_queue_warns_when_recent_fields_are_outside_the_range(tmp_path):
+    client, store = _client(tmp_path, "magnification 3.4x the training scale (measured from its red cells), "
+                                      "validated 0.5-2.0x")
+    try:
+        page = client.get("/").get_data(as_text=True)
+    finally:
+        store.close()
+    assert 'id="optics-warning"' in page and "outside the range the model was validated on" in page
+    assert "magnification 3.4x the training scale" in page
+
+
+def test_no_warning_inside_the_range(tmp_path):
+    client, store = _client(tmp_path, None)
+    try:
+        page = client.get("/").get_data(as_text=True)
+    finally:
+        store.close()
+    assert "Ready for review" in page and 'id="optics-warning"' not in page

@@ -80,3 +80,29 @@ def test_other_sources_weigh_half_the_primary_benign_class_whatever_their_number
     assert w[:10].sum() == pytest.approx(w[10:40].sum())  # the primary classes balanced
     assert w[40:].sum() == pytest.approx(0.5 * w[:10].sum())
     assert np.all(w[40:] == w[40])
+
+
+def test_evaluate_external_screens_another_labs_folder_through_the_pipeline(tmp_path):
+    import json
+
+    from click.testing import CliRunner
+
+    from edge.model import DEFAULT_MODEL
+    from trainer.cli import main
+
+    for folder, seeds in (("benign", range(3)), ("blast", range(10, 13))):
+        (tmp_path / "lab" / folder).mkdir(parents=True)
+        for s in seeds:
+            (tmp_path / "lab" / folder / f"{s}.jpg").write_bytes(synthetic.smear_jpeg(s))
+    (tmp_path / "lab" / "blast" / "broken.jpg").write_bytes(b"not a jpeg")
+    res = CliRunner().invoke(main, ["evaluate", str(DEFAULT_MODEL), "--external", str(tmp_path / "lab"),
+                                    "--sample-size", "3", "--out", str(tmp_path / "out")])
+    assert res.exit_code == 0, res.output
+    figs = json.loads((tmp_path / "out" / "external.json").read_text())
+    lab = figs["lab"]
+    assert lab["fields"] == 7 and set(lab["by_class"]) == {"Benign", "blast"}
+    blast = lab["by_class"]["blast"]
+    assert blast["fields"] == 4 and blast["refused"] >= 0.25  # the broken file is a refusal, not an answer
+    assert lab["by_class"]["Benign"]["samples"]["n"] == 1
+    for d in (lab, blast):
+        assert 0 <= (d["flagged"] or 0) <= 1 and "confidently_benign" in d

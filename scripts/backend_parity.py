@@ -23,12 +23,12 @@ sys.path.insert(0, str(ROOT))
 def worker(backend: str, model: str | None, paths: list, kernels: str = "xnnpack") -> None:
     from edge.decode import DecodeError, decode_file
     from edge.model import Classifier
-    from edge.preprocess import preprocess
+    from edge.preprocess import decode_target, preprocess_image
 
     clf = Classifier(model, backend=backend, num_threads=1, kernels=kernels)
     for p in paths:
         try:
-            pre = preprocess(decode_file(p, target=clf.preprocessing.size).rgb, clf.preprocessing)
+            pre = preprocess_image(decode_file(p, target=decode_target(clf.preprocessing)).rgb, clf.preprocessing)
         except DecodeError as e:
             print(json.dumps({"path": p, "refusal": str(e)}), flush=True)
             continue

@@ -39,6 +39,11 @@ class DecodedImage:
     height: int
     reduced_by: int = 1
 
+    @property
+    def scale(self) -> float:
+        """Decoded pixels per file pixel (libjpeg's scaled decode is m/8, not always 1/reduced_by)."""
+        return self.rgb.shape[1] / max(self.width, 1)
+
 
 def sniff_format(data: bytes) -> str | None:
     if data[:3] == b"\xff\xd8\xff":

@@ -25,6 +25,9 @@ from .optics import Optics
 _CELL_AXES = (("cell_l", "lightness"), ("cell_a", "red-violet (A)"), ("cell_b", "blue-yellow (B)"))
 
 
+_GLASS_NAMES = {"glass_level": "brightness", "glass_rg": "red/green", "glass_bg": "blue/green"}
+
+
 def _glass(glass_rgb: Sequence[float]) -> Dict[str, float]:
     """Glass level (lamp and exposure) and chromaticity (camera white balance, slide tint): R/G and B/G."""
     r, g, b = (float(v) for v in glass_rgb)
@@ -49,37 +52,36 @@ class ValidatedRange:
         """Plain reasons the field lies outside the validated range; empty inside it."""
         out: List[str] = []
         r = self.ranges
+        stats = statistics(optics.magnification if optics else None, optics.glass_rgb if optics else None,
+                           cell_lab, distances)
         if optics is not None and optics.scale_source in ("cell", "assumed"):
             out.append("magnification not measured: no red cells to measure it by ("
                        + ("guessed from the white cell's size" if optics.scale_source == "cell" else
                           "set [optics] px_per_um for this microscope") + ")")
-        elif optics is not None and "magnification" in r:
+        elif optics is not None and self._outside("magnification", stats):
             lo, hi = r["magnification"]
-            m = optics.magnification
-            if not lo <= m <= hi:
-                how = "measured from its red cells" if optics.scale_source == "measured" else \
-                    f"{optics.scale_source}, not measured"
-                out.append(f"magnification {m:.1f}x the training scale ({how}), validated {lo:.1f}-{hi:.1f}x")
-        if optics is not None:
-            glass = _glass(optics.glass_rgb)
-            names = {"glass_level": "brightness", "glass_rg": "red/green", "glass_bg": "blue/green"}
-            off = [(names[k], v, r[k]) for k, v in glass.items() if k in r and not r[k][0] <= v <= r[k][1]]
-            if off:
-                name, v, (lo, hi) = off[0]
-                out.append(f"glass unlike the validated slides ({name} {v:.2f}, validated {lo:.2f}-{hi:.2f}): "
-                           f"another lamp, camera or slide")
-        if cell_lab is not None:
-            off = [(name, v, r[k]) for (k, name), v in zip(_CELL_AXES, cell_lab[:3])
-                   if k in r and not r[k][0] <= v <= r[k][1]]
-            if off:
-                name, v, (lo, hi) = off[0]
-                out.append(f"stain unlike the validated slides (cell {name} {v:.1f}, validated {lo:.1f}-{hi:.1f})")
-        if distances and "embedding_distance" in r:
-            d = sorted(distances)[len(distances) // 2]
-            hi = r["embedding_distance"][1]
-            if d > hi:
-                out.append(f"cells unlike the validated cells (embedding distance {d:.1f} > {hi:.1f})")
+            how = "measured from its red cells" if optics.scale_source == "measured" else \
+                f"{optics.scale_source}, not measured"
+            out.append(f"magnification {optics.magnification:.1f}x the training scale ({how}), "
+                       f"validated {lo:.1f}-{hi:.1f}x")
+        off = [k for k in _GLASS_NAMES if self._outside(k, stats)]
+        if off:
+            k = off[0]
+            out.append(f"glass unlike the validated slides ({_GLASS_NAMES[k]} {stats[k]:.2f}, validated "
+                       f"{r[k][0]:.2f}-{r[k][1]:.2f}): another lamp, camera or slide")
+        off = [k for k, _ in _CELL_AXES if self._outside(k, stats)]
+        if off:
+            k = off[0]
+            out.append(f"stain unlike the validated slides (cell {dict(_CELL_AXES)[k]} {stats[k]:.1f}, validated "
+                       f"{r[k][0]:.1f}-{r[k][1]:.1f})")
+        if "embedding_distance" in stats and "embedding_distance" in r \
+                and stats["embedding_distance"] > r["embedding_distance"][1]:
+            out.append(f"cells unlike the validated cells (embedding distance {stats['embedding_distance']:.1f} "
+                       f"> {r['embedding_distance'][1]:.1f})")
         return out
+
+    def _outside(self, key: str, stats: Dict[str, float]) -> bool:
+        return key in stats and key in self.ranges and not self.ranges[key][0] <= stats[key] <= self.ranges[key][1]
 
 
 def statistics(magnification: Optional[float], glass_rgb: Optional[Sequence[float]],

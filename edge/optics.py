@@ -54,7 +54,7 @@ class Optics:
     scale_source: str  # "measured" | "sample" | "config" | "cell" | "assumed"
     glass_rgb: Tuple[float, float, float]  # median glass colour before balancing
     gains: Tuple[float, float, float]  # per-channel gain applied to reach the reference glass
-    px_per_um: Optional[float]  # of the decoded image, from the scale used
+    px_per_um: float  # of the camera's image, from the scale used
     clipped_fraction: float = 0.0  # share of the cell pixels at <= 8 or >= 254 grey, before any gain
     # The decoded image's scale relative to training (a large JPEG decoded at 1/2 is half the camera's):
     # what the field is resampled by, and what must lie in SUPPORTED_MAGNIFICATION.
@@ -64,9 +64,9 @@ class Optics:
         d = dataclasses.asdict(self)
         d["glass_rgb"] = [round(v, 1) for v in self.glass_rgb]
         d["gains"] = [round(v, 3) for v in self.gains]
-        for k in ("rbc_diameter_px", "px_per_um"):
-            if d[k] is not None:
-                d[k] = round(d[k], 2)
+        if d["rbc_diameter_px"] is not None:
+            d["rbc_diameter_px"] = round(d["rbc_diameter_px"], 2)
+        d["px_per_um"] = round(self.px_per_um, 2)
         d["magnification"] = round(self.magnification, 3)
         d["resample_magnification"] = round(self.resample_magnification, 3)
         return d

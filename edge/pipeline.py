@@ -43,6 +43,13 @@ def _cannot_read(res: "ImageResult", e: OSError) -> None:
     res.sha256 = identity.of_bytes(b"unreadable:" + res.reason.encode())
 
 
+def _with_optics(quality_dict: dict, optics) -> dict:
+    """The quality record with the field's optics in it (v3 cards), whichever stage stopped the field."""
+    if optics is not None:
+        quality_dict["optics"] = optics.to_dict()
+    return quality_dict
+
+
 def _within(path: Path, folder: Path) -> bool:
     try:
         path.relative_to(folder)
@@ -156,13 +163,12 @@ class Pipeline:
         # Once, for the quality gate and preprocessing alike: v1/v2 the centre square at 224 px; v3 the
         # whole field at the training scale with the glass at the reference (edge/optics.py).
         key = (res.sample_id, img.width, img.height) if res.sample_id else None
-        rgb, optics = working_field(img.rgb, self.params, self.optics, img.rgb.shape[1] / max(img.width, 1),
-                                    self.scales.known(key))
+        rgb, optics = working_field(img.rgb, self.params, self.optics, img.scale, self.scales.known(key))
         t = self._lap(res, "preprocess", t)
         if optics is not None:
             self.scales.add(key, optics)
             prep.optics = optics
-            res.px_per_um, res.magnification = round(optics.px_per_um or 0, 3) or None, round(optics.magnification, 3)
+            res.px_per_um, res.magnification = round(optics.px_per_um, 3), round(optics.magnification, 3)
             if not optics.supported:
                 lo, hi = SUPPORTED_MAGNIFICATION
                 how = f"measured from {optics.rbc_count} red cells" if optics.scale_source == "measured" else \
@@ -170,21 +176,18 @@ class Pipeline:
                 res.status, res.reason = UNREADABLE, (f"magnification {optics.resample_magnification:.1f}x the "
                                                       f"training scale ({how}) is outside the supported "
                                                       f"{lo:g}-{hi:g}x")
-                res.quality = {"optics": optics.to_dict()}
+                res.quality = _with_optics({}, optics)
                 return
         q = quality.check_exposure_focus(quality.measure(rgb, self.params, optics), self.gate)
         t = self._lap(res, "quality", t)
         if not q.passed:
-            res.status, res.reason, res.quality = UNREADABLE, q.reason, q.to_dict()
-            if optics is not None:
-                res.quality["optics"] = optics.to_dict()
+            res.status, res.reason, res.quality = UNREADABLE, q.reason, _with_optics(q.to_dict(), optics)
             return
         pre = preprocess(rgb, self.params)
         t = self._lap(res, "preprocess", t, add=True)
         q = quality.check_content(q, pre.stats, self.gate)
-        res.quality, res.segmentation = q.to_dict(), pre.stats.to_dict()
+        res.quality, res.segmentation = _with_optics(q.to_dict(), optics), pre.stats.to_dict()
         if optics is not None:
-            res.quality["optics"] = optics.to_dict()
             prep.cell_lab = pre.cell_lab
             res.segmentation["cell_lab"] = list(pre.cell_lab) if pre.cell_lab else None
         self._lap(res, "quality", t, add=True)

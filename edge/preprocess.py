@@ -328,4 +328,4 @@ def preprocess_image(rgb: np.ndarray, params: PreprocessParams, optics: OpticsSe
 
 def preprocess_file(path: str | Path, params: PreprocessParams) -> Preprocessed:
     img = decode_file(path, target=decode_target(params))
-    return preprocess_image(img.rgb, params, decode_factor=img.rgb.shape[1] / max(img.width, 1))
+    return preprocess_image(img.rgb, params, decode_factor=img.scale)

@@ -73,12 +73,12 @@ def measure(rgb: np.ndarray, params: PreprocessParams, optics: Optional[Optics] 
     # The Laplacian of a pixel next to the label box sees the box's edge; erode the mask by one.
     inner = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     g = gray[valid]
-    brightness = float(np.mean(optics.glass_rgb)) if optics is not None else float(g.mean())
-    clipped = float(((g <= DARK_LEVEL) | (g >= BRIGHT_LEVEL)).mean())
     if optics is not None:
-        # Clipping is a property of the camera's picture: count it before the glass gain, which may push
-        # a bright but intact glass to 255 (or pull a clipped one below it).
-        clipped = optics.clipped_fraction
+        # Both are properties of the camera's picture, before the glass gain (which may push a bright but
+        # intact glass to 255, or pull a clipped one below it): edge/optics.py measured them.
+        brightness, clipped = float(np.mean(optics.glass_rgb)), optics.clipped_fraction
+    else:
+        brightness, clipped = float(g.mean()), float(((g <= DARK_LEVEL) | (g >= BRIGHT_LEVEL)).mean())
     return QualityReport(focus=round(float(lap[inner].var()), 3), brightness=round(brightness, 3),
                          clipped_fraction=round(clipped, 5), optical=optics is not None)
 

@@ -7,9 +7,12 @@ import time
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, Dict, List, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
+
+if TYPE_CHECKING:
+    from .optics import Optics
 
 CLASSIFIED, UNREADABLE, REJECTED, DUPLICATE = "classified", "unreadable", "rejected", "duplicate"
 
@@ -64,7 +67,7 @@ class Prepared:
     model_inputs: Optional[List[np.ndarray]] = None  # None: no inference (rejected/unreadable)
     started: float = 0.0
     inferred: float = 0.0  # when stage 2 was done with it; its store time counts from here
-    optics: Optional[Any] = None  # edge.optics.Optics of the field, for the domain monitor in stage 2
+    optics: Optional["Optics"] = None  # the field's optics record, for the domain monitor in stage 2
     cell_lab: Optional[Tuple[float, ...]] = None  # stained pixels' LAB statistics before normalisation
 
 

@@ -20,3 +20,8 @@ def real_images(per_class: int = 3) -> list:
         step = max(1, len(files) // per_class)
         out.extend(files[::step][:per_class])
     return out
+# The other laboratories' normal sets (shared/README.md).
+PBC = SHARED / "datasets" / "pbc-normal"
+BCCD = SHARED / "datasets" / "bccd-fields"
+NO_PBC = f"../shared PBC normal cells not present at {PBC} (CI always has them)"
+NO_BCCD = f"../shared BCCD fields not present at {BCCD} (CI always has them)"

@@ -11,7 +11,7 @@ from edge.decode import decode_file
 from edge.preprocess import OpticsSettings, PreprocessParams, UnknownPreprocessing, preprocess_image, working_field
 from edge.synthetic import smear
 
-from tests.shared_data import HAVE_DATASET, NO_DATASET, SHARED, real_images
+from tests.shared_data import BCCD, HAVE_DATASET, NO_BCCD, NO_PBC, PBC, real_images
 
 V3 = PreprocessParams(field_scale="optical", crop="none", stain_fit="cells", input_mode="cell",
                       rbc_diameter_px=21.0)
@@ -106,11 +106,11 @@ def test_whole_field_is_searched_and_cut_cells_are_not_scored():
     assert all(min(c.x, c.y, w - 1 - c.x, h - 1 - c.y) > c.radius + 1 for c in pre.cells)
 
 
-@pytest.mark.skipif(not (SHARED / "datasets" / "pbc-normal").is_dir(), reason=NO_DATASET)
+@pytest.mark.skipif(not (PBC.is_dir() and BCCD.is_dir()), reason=f"{NO_PBC}; {NO_BCCD}")
 def test_other_labs_red_cells_measure_at_their_stated_magnification():
     """PBC (CellaVision) red cells are ~70 px, BCCD's ~90 px, Taleqani's ~18-22 (shared/README)."""
-    pbc = sorted((SHARED / "datasets" / "pbc-normal" / "neutrophil").glob("*.jpg"))[:10]
-    bccd = sorted((SHARED / "datasets" / "bccd-fields").glob("*.jpg"))[:10]
+    pbc = sorted((PBC / "neutrophil").glob("*.jpg"))[:10]
+    bccd = sorted(BCCD.glob("*.jpg"))[:10]
     d_pbc = np.median([optics.measure_rbc_diameter(decode_file(p, target=448).rgb)[0] for p in pbc])
     d_bccd = np.median([optics.measure_rbc_diameter(decode_file(p, target=448).rgb)[0] for p in bccd])
     assert 55 <= d_pbc <= 90 and 70 <= d_bccd <= 115, (d_pbc, d_bccd)

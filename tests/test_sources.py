@@ -8,12 +8,10 @@ from edge import synthetic
 from trainer.external import ood_auroc
 from trainer.sources import bccd, folder_label, labelled_folder, pbc
 
-from tests.shared_data import NO_DATASET, SHARED
-
-HAVE_PBC = (SHARED / "datasets" / "pbc-normal").is_dir()
+from tests.shared_data import BCCD, NO_BCCD, NO_PBC, PBC
 
 
-@pytest.mark.skipif(not HAVE_PBC, reason=NO_DATASET)
+@pytest.mark.skipif(not PBC.is_dir(), reason=NO_PBC)
 def test_pbc_split_by_class_and_file_keeps_every_type_on_both_sides_and_no_file_twice():
     train, held = pbc()
     assert not {s.path for s in train} & {s.path for s in held}
@@ -23,7 +21,7 @@ def test_pbc_split_by_class_and_file_keeps_every_type_on_both_sides_and_no_file_
     assert abs(len(held) / (len(train) + len(held)) - 0.2) < 0.01
 
 
-@pytest.mark.skipif(not (SHARED / "datasets" / "bccd-fields").is_dir(), reason=NO_DATASET)
+@pytest.mark.skipif(not BCCD.is_dir(), reason=NO_BCCD)
 def test_bccd_split_by_blocks_of_file_numbers():
     train, held = bccd()
     blocks = lambda xs: {s.number // 10 for s in xs}  # noqa: E731

@@ -14,7 +14,7 @@ from typing import Callable, Dict, Optional, Sequence
 import numpy as np
 
 from edge.model import LABELS, ModelCard, card_path_for, combine_cells, load_card, sha256_file
-from edge.preprocess import PREPROCESS_VERSION, PreprocessParams
+from edge.preprocess import PreprocessParams
 
 from .data import Split
 from .finalize import finalize

@@ -11,7 +11,7 @@ import re
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 from edge.model import LABELS
 
@@ -78,19 +78,22 @@ class Split:
         }
 
 
-def _number(path: Path) -> int:
+def file_number(path: Path) -> int:
+    """The last number in a file's name: neighbouring numbers come from the same slide."""
     m = re.findall(r"\d+", path.stem)
     return int(m[-1]) if m else 0
 
 
-def discover(root: str | Path) -> Tuple[List[Sample], int]:
-    """All images under class folders of ``root``; exact duplicates (same bytes) are dropped."""
+def discover(root: str | Path, label_of: Callable[[str], Optional[str]] = canonical_label,
+             source: str = "taleqani") -> Tuple[List[Sample], int]:
+    """All images under class folders of ``root`` (folder name -> label by ``label_of``; folders it
+    does not know are skipped); exact duplicates (same bytes) are dropped."""
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"dataset folder not found: {root}")
     samples, seen, dropped = [], set(), 0
     for folder in sorted(p for p in root.iterdir() if p.is_dir()):
-        label = canonical_label(folder.name)
+        label = label_of(folder.name)
         if label is None:
             continue
         for f in sorted(folder.rglob("*")):
@@ -101,9 +104,10 @@ def discover(root: str | Path) -> Tuple[List[Sample], int]:
                 dropped += 1
                 continue
             seen.add(digest)
-            samples.append(Sample(path=f, label=label, number=_number(f), sha256=digest))
+            samples.append(Sample(path=f, label=label, number=file_number(f), sha256=digest, source=source))
     if not samples:
-        raise ValueError(f"no class folders with images under {root} (expected e.g. Benign/ Early/ Pre/ Pro/)")
+        raise ValueError(f"no class folders with images under {root} (expected e.g. Benign/ Early/ Pre/ Pro/, "
+                         f"or for another lab benign/ blast/)")
     return samples, dropped
 
 

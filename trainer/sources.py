@@ -19,7 +19,7 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple
 
-from .data import IMAGE_SUFFIXES, Sample, Split, canonical_label
+from .data import IMAGE_SUFFIXES, Sample, Split, canonical_label, discover, file_number
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 # Folder names that mean "a normal cell or field" in another lab's layout (PBC's eight types and plain words).
@@ -27,11 +27,6 @@ NORMAL_FOLDERS = {"basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", 
                   "platelet", "benign", "normal", "negative"}
 # Folder names that mean "a leukemic blast" (any lineage: lymphoid or myeloid).
 BLAST_FOLDERS = {"blast", "blasts", "malignant", "all", "aml", "apl", "lymphoblast", "myeloblast", "positive"}
-
-
-def _number(path: Path) -> int:
-    m = re.findall(r"\d+", path.stem)
-    return int(m[-1]) if m else 0
 
 
 def _images(folder: Path) -> List[Path]:
@@ -50,25 +45,9 @@ def folder_label(name: str) -> str | None:
 
 
 def labelled_folder(root: str | Path, source: str) -> List[Sample]:
-    """Every image under class folders of ``root`` with its label; exact duplicates dropped."""
-    root = Path(root)
-    if not root.is_dir():
-        raise FileNotFoundError(f"folder not found: {root}")
-    out, seen = [], set()
-    subs = sorted(p for p in root.iterdir() if p.is_dir())
-    for folder in subs:
-        label = folder_label(folder.name)
-        if label is None:
-            continue
-        for f in _images(folder):
-            digest = hashlib.sha256(f.read_bytes()).hexdigest()
-            if digest not in seen:
-                seen.add(digest)
-                out.append(Sample(path=f, label=label, number=_number(f), sha256=digest, source=source))
-    if not out:
-        raise ValueError(f"no class folders with images under {root} (expected e.g. benign/ blast/, or "
-                         f"the PBC layout neutrophil/ lymphocyte/ …)")
-    return out
+    """Every image under class folders of ``root`` with its label (:func:`folder_label`); exact
+    duplicates dropped."""
+    return discover(root, folder_label, source)[0]
 
 
 def pbc(root: Path = SHARED / "pbc-normal", step: int = 5) -> Tuple[List[Sample], List[Sample]]:
@@ -89,7 +68,7 @@ def bccd(root: Path = SHARED / "bccd-fields", block: int = 10, step: int = 5) ->
     for f in _images(root):
         if f.parent != root:
             continue
-        s = Sample(path=f, label="Benign", number=_number(f), sha256=hashlib.sha256(f.read_bytes()).hexdigest(),
+        s = Sample(path=f, label="Benign", number=file_number(f), sha256=hashlib.sha256(f.read_bytes()).hexdigest(),
                    source="bccd")
         ((held if (s.number // block) % step == step // 2 else train)).append(s)
     return train, held

@@ -26,7 +26,9 @@ EVIL = "http://evil.example"
 def app(tmp_path_factory, model_path):
     folder = tmp_path_factory.mktemp("web")
     config = ws.write_config(folder, model=model_path)
-    db = ws.build_db(folder, [ws.SampleSpec("S-READY", 5, [0.92, 0.15, 0.55, 0.97, 0.08]),
+    # Median 0.75: malignant and inside the review band under the 2.0.0 card's sample rule (0.499) and
+    # the 3.0.0 one (0.568).
+    db = ws.build_db(folder, [ws.SampleSpec("S-READY", 5, [0.92, 0.15, 0.75, 0.97, 0.08]),
                               ws.SampleSpec("S-OTHER", 4, [0.1, 0.05]),
                               ws.SampleSpec("S-COLLECT", 2, [0.1], close=False)])
     ws.build_db(folder, [ws.SampleSpec("S-FOREIGN", 2, [0.9])], device="other-device")

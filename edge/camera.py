@@ -88,15 +88,6 @@ class FakeSource(ImageSource):
         return synthetic.smear_jpeg(next(self._seeds), self.size)
 
 
-def open_source(kind: str = "picamera2", resolution: Tuple[int, int] = (4056, 3040),
-                folder: Optional[Path] = None) -> ImageSource:
-    if kind == "fake":
-        return FakeSource(folder)
-    if kind == "picamera2":
-        return PiCamera2Source(resolution)
-    raise CameraUnavailable(f"unknown camera source {kind!r} (picamera2 or fake)")
-
-
 def capture_loop(source: ImageSource, inbox: Path, interval: float = 0.0, count: Optional[int] = 1,
                  should_stop: Callable[[], bool] = lambda: False,
                  on_file: Callable[[Path], None] = lambda p: None) -> List[Path]:

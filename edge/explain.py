@@ -51,10 +51,6 @@ class Explanation:
     path: Optional[Path] = None
     method: str = "occlude"  # "occlude": score drop when the patch is hidden; "keep": see keep_map
 
-    @property
-    def target_label(self) -> str:
-        return self.prediction.label if self.target == "predicted" else "malignant score"
-
     def describe(self) -> str:
         """One line for a reviewer: what the coloured regions mean."""
         what = f"P({self.prediction.label})" if self.target == "predicted" else "the malignant score"

@@ -8,14 +8,12 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import List, Optional, Tuple
 
 import cv2
 import numpy as np
 
 from .cells import Cell, StainTransform, cell_crops, find_cells, float_lab
-from .decode import decode_file
 from .optics import Optics, normalise
 
 PREPROCESS_VERSION = "lab-kmeans-3"
@@ -325,7 +323,3 @@ def preprocess_image(rgb: np.ndarray, params: PreprocessParams, optics: OpticsSe
     pre.optics = rec
     return pre
 
-
-def preprocess_file(path: str | Path, params: PreprocessParams) -> Preprocessed:
-    img = decode_file(path, target=decode_target(params))
-    return preprocess_image(img.rgb, params, decode_factor=img.scale)

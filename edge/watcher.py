@@ -11,7 +11,6 @@ from __future__ import annotations
 import logging
 import os
 import threading
-import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
@@ -239,15 +238,4 @@ def watch_options(cfg) -> WatchOptions:
     return WatchOptions(observer=d.observer, poll_interval_s=d.poll_interval_s, stable_checks=d.stable_checks)
 
 
-def wait_for(predicate: Callable[[], bool], timeout: float, interval: float = 0.02) -> bool:
-    """Poll ``predicate`` until it is true or ``timeout`` seconds pass (for callers that must not sleep
-    blindly)."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return bool(predicate())
-
-
-__all__ = ["InboxWatcher", "WatchOptions", "backlog", "is_candidate", "watch_options", "wait_for", "Iterable"]
+__all__ = ["InboxWatcher", "WatchOptions", "backlog", "is_candidate", "watch_options", "Iterable"]

@@ -88,3 +88,28 @@ def pg_url() -> str:
         pytest.skip("EDGE_SCREEN_TEST_PG is not set: no PostgreSQL server to test against "
                     "(run `eval $(scripts/ci-postgres.sh)` to start one on 127.0.0.1)")
     return url
+
+
+# Markers (registered in setup.cfg, --strict-markers): given here from what a test uses, so that a new
+# test is marked by the same rule as its neighbours and `pytest -m "not browser and not trainer"` is a
+# quick run. "slow" marks the end-to-end trainer runs (minutes on 2 cores).
+_BROWSER_FIXTURES = {"browser", "page", "html_report"}
+_DAEMON_MODULES = {"test_daemon", "test_domain_daemon", "test_camera", "test_refusal", "test_retention"}
+_TRAINER_MODULES = {"test_cells", "test_corrections", "test_evaluate", "test_gate", "test_samplerule",
+                    "test_sources", "test_split", "test_trainer_e2e", "test_weights"}
+
+
+def pytest_collection_modifyitems(config, items):
+    for item in items:
+        module = item.module.__name__.rsplit(".", 1)[-1] if item.module else ""
+        names = set(getattr(item, "fixturenames", ()))
+        if names & _BROWSER_FIXTURES or module.startswith("test_web") or "chromium" in item.name:
+            item.add_marker(pytest.mark.browser)
+        if names & {"pg_url", "pg_db"}:
+            item.add_marker(pytest.mark.postgres)
+        if module in _DAEMON_MODULES or "daemon" in item.name:
+            item.add_marker(pytest.mark.daemon)
+        if module in _TRAINER_MODULES:
+            item.add_marker(pytest.mark.trainer)
+        if module == "test_trainer_e2e":
+            item.add_marker(pytest.mark.slow)

@@ -4,19 +4,46 @@ from __future__ import annotations
 import json
 from datetime import datetime, timezone
 
+import click
 import pytest
+from click.testing import CliRunner
 
 from daemon_support import cli, model_path, write_config  # noqa: F401
+from edge import cli as edge_cli
 from edge import synthetic
-
-COMMANDS = [[], ["run"], ["classify"], ["status"], ["bench"], ["config"], ["config", "show"], ["config", "check"],
-            ["capture"]]
+from trainer import cli as trainer_cli
 
 
-@pytest.mark.parametrize("cmd", COMMANDS, ids=lambda c: " ".join(c) or "main")
-def test_every_command_has_help(cmd):
-    p = cli(*cmd, "--help")
-    assert "Usage:" in p.stdout
+
+def _commands(group: click.Command, path: tuple = ()) -> list:
+    """Every command and subcommand under ``group``, as argument paths."""
+    out = [path]
+    if isinstance(group, click.Group):
+        for name, sub in sorted(group.commands.items()):
+            out += _commands(sub, path + (name,))
+    return out
+
+
+ALL_COMMANDS = [("edge-screen", p) for p in _commands(edge_cli.main)] + \
+               [("edge-screen-train", p) for p in _commands(trainer_cli.main)]
+
+
+@pytest.mark.parametrize("prog, path", ALL_COMMANDS, ids=lambda c: " ".join(c) if isinstance(c, tuple) else c)
+def test_every_command_has_help(prog, path):
+    """Walks the click tree, so a new command is covered without touching this test."""
+    group = edge_cli.main if prog == "edge-screen" else trainer_cli.main
+    r = CliRunner().invoke(group, [*path, "--help"], prog_name=prog)
+    assert r.exit_code == 0, r.output
+    assert r.output.startswith("Usage: " + " ".join((prog, *path)))
+    cmd = group
+    for name in path:
+        cmd = cmd.commands[name]
+    assert (cmd.help or cmd.short_help or "").strip(), f"{prog} {' '.join(path)} has no help text"
+
+
+def test_help_from_the_installed_entry_point():
+    p = cli("--help")
+    assert "Usage:" in p.stdout and "run" in p.stdout
 
 
 @pytest.mark.parametrize("toml, key", [("[quality]\nmin_focus = \"abc\"\n", "quality.min_focus"),

@@ -18,7 +18,7 @@ class CaptureAugment:
     p_blur: float = 0.5
     max_blur_sigma: float = 2.0
     p_exposure: float = 0.7
-    exposure: tuple = (0.75, 1.3)  # multiplicative gain: a lamp or shutter change scales every pixel
+    exposure: tuple = (0.7, 1.45)  # multiplicative gain: a lamp or shutter change scales every pixel
     p_jpeg: float = 0.5
     jpeg_quality: tuple = (35, 95)
     p_noise: float = 0.3

@@ -110,11 +110,6 @@ def field(rgb: np.ndarray, clf: Classifier) -> np.ndarray:
     return remove_scale_bar(working_field(rgb, params)[0], params)
 
 
-def cell_mask(resized: np.ndarray, clf: Classifier, grow: int = 3) -> np.ndarray:
-    mask, _ = segment(resized, clf.preprocessing)
-    return cv2.dilate(mask.astype(np.uint8), np.ones((2 * grow + 1,) * 2, np.uint8)).astype(bool)
-
-
 def paint_out(resized: np.ndarray, clf: Classifier) -> np.ndarray:
     return augment.paint_out(resized, segment(resized, clf.preprocessing)[0])
 

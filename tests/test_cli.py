@@ -177,4 +177,7 @@ def test_config_is_accepted_after_the_command_name_too(tmp_path, model_path, cmd
     before = cli("--config", str(cfg), *cmd, check=False)
     after = cli(*cmd, "--config", str(cfg), check=False)
     assert after.returncode == before.returncode == 0, after.stderr
-    assert str(tmp_path) in after.stdout and after.stdout.splitlines()[1:] == before.stdout.splitlines()[1:]
+    assert str(tmp_path) in after.stdout
+    # free disk space is the one figure other processes on the machine change between the two calls
+    same = [ln for ln in before.stdout.splitlines()[1:] if '"free_mb"' not in ln]
+    assert [ln for ln in after.stdout.splitlines()[1:] if '"free_mb"' not in ln] == same

@@ -67,8 +67,8 @@ def run_bench(cfg: Config, clf: Classifier, paths: List[Path], n: int = 200,
         clf.invoke_raw(x)
         bare.append((time.perf_counter() - t) * 1000)
         tick("bare invoke", i + 1, n)
-    with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp:
-        tmp = Path(tmp)
+    with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp_name:
+        tmp = Path(tmp_name)
         # One patient sample's fields, as a microscope sends them: its optical scale is measured on the
         # first fields and reused once they agree (edge/optics.py, ScaleMemory).
         seq_files = _write_unique(tmp / "seq" / "bench-sample", blobs, n, "seq")
@@ -113,7 +113,7 @@ def run_bench(cfg: Config, clf: Classifier, paths: List[Path], n: int = 200,
 
 def _size_cost(cfg: Config, clf: Classifier, tmp: Path, n: int = 12) -> Dict:
     """Median per-image total for a 12-megapixel camera JPEG vs a 224x224 one (reduced decode at work)."""
-    out = {}
+    out: Dict[str, dict] = {}
     for name, size in (("224x224", 224), ("640x480", (640, 480)), ("4056x3040", (4056, 3040))):
         blobs = [synthetic.smear_jpeg(s, size) for s in range(2)]
         files = _write_unique(tmp / name, blobs, n + 2, name)
@@ -121,9 +121,9 @@ def _size_cost(cfg: Config, clf: Classifier, tmp: Path, n: int = 12) -> Dict:
         totals = [pipe.process(p).timings["total"] for p in files][2:]
         store.close()
         out[name] = {"median_total_ms": round(statistics.median(totals), 3), "bytes": len(blobs[0])}
-    out["ratio"] = round(out["4056x3040"]["median_total_ms"] / out["224x224"]["median_total_ms"], 3)
-    out["ratio_640x480"] = round(out["640x480"]["median_total_ms"] / out["224x224"]["median_total_ms"], 3)
-    return out
+    ratios = {"ratio": round(out["4056x3040"]["median_total_ms"] / out["224x224"]["median_total_ms"], 3),
+              "ratio_640x480": round(out["640x480"]["median_total_ms"] / out["224x224"]["median_total_ms"], 3)}
+    return {**out, **ratios}
 
 
 def _device() -> str:

@@ -39,7 +39,7 @@ def target_key(engine: Engine) -> str:
 
 def _where(engine: Engine) -> str:
     u = engine.url
-    return u.database if u.get_backend_name() == "sqlite" else u.render_as_string(hide_password=True)
+    return (u.database or ":memory:") if u.get_backend_name() == "sqlite" else u.render_as_string(hide_password=True)
 
 
 def _error(e: BaseException, where: str) -> ExportError:
@@ -86,9 +86,9 @@ def _load_watermarks(sconn: Connection, tconn: Connection, key: str) -> Dict[str
     if "export_watermarks" not in sconn.dialect.get_table_names(sconn):
         return {}
     sqlite = sconn.engine.url.get_backend_name() == "sqlite"
-    out = {}
-    for wm in sconn.execute(select(export_watermarks).where(export_watermarks.c.target == key)):
-        wm = dict(wm._mapping)
+    out: Dict[str, dict] = {}
+    for row in sconn.execute(select(export_watermarks).where(export_watermarks.c.target == key)):
+        wm = dict(row._mapping)
         if wm["last_id"] is None or tconn.execute(select(images.c.id).where(images.c.id == wm["last_id"])).first() is None:
             continue
         if sqlite and wm["last_seq"] is not None:

@@ -13,7 +13,7 @@ and tables they lack are read as NULL / no rows.
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequence, Tuple
 
 from sqlalchemy import Table, and_, func, literal_column, or_, select
 from sqlalchemy.engine import Connection
@@ -181,12 +181,13 @@ class Transfer:
     def images_batch(self, rows: List[dict], source: str, count: bool = True) -> None:
         rows = self._anon(rows, "images")
         ids, shas = [r["id"] for r in rows], list({r["sha256"] for r in rows})
-        by_id, by_key = {}, {}
-        for old in self.t.execute(select(images).where(or_(images.c.id.in_(ids), images.c.sha256.in_(shas)))):
-            old = dict(old._mapping)
-            by_id[old["id"]] = old
-            by_key[(old["device_id"], old["path"], old["sha256"])] = old["id"]
-        new = []
+        by_id: Dict[str, dict] = {}
+        by_key: Dict[tuple, object] = {}  # (device, path, sha256) -> the row's id or the new row
+        for row in self.t.execute(select(images).where(or_(images.c.id.in_(ids), images.c.sha256.in_(shas)))):
+            found = dict(row._mapping)
+            by_id[found["id"]] = found
+            by_key[(found["device_id"], found["path"], found["sha256"])] = found["id"]
+        new: List[dict] = []
         for r in rows:
             old = by_id.get(r["id"])
             if old is not None:
@@ -218,7 +219,7 @@ class Transfer:
 
     def _images(self, sconn: Connection, name: str, watermarks: Optional[Dict[str, dict]]) -> Dict[str, dict]:
         sqlite = sconn.engine.url.get_backend_name() == "sqlite"
-        seq = literal_column("rowid") if sqlite else None
+        seq: Any = literal_column("rowid") if sqlite else None
         below = []  # per device: the rows a still-valid watermark says were sent already
         for dev, wm in (watermarks or {}).items():
             if sqlite and wm.get("last_seq") is not None:
@@ -233,7 +234,7 @@ class Transfer:
         q = present_select(sconn, images, [seq.label("_seq")] if sqlite else [])
         q = q.where(~or_(*below)) if below else q
         q = q.order_by(seq) if sqlite else q.order_by(images.c.recorded_at, images.c.id)
-        self.total += sconn.execute(select(func.count()).select_from(q.subquery())).scalar()
+        self.total += sconn.execute(select(func.count()).select_from(q.subquery())).scalar() or 0
         marks: Dict[str, dict] = {}
         batch: List[dict] = []
         for r in sconn.execution_options(yield_per=BATCH).execute(q):
@@ -272,12 +273,12 @@ class Transfer:
             else:  # signed is final; behind or diverged is for a person to sort out
                 self._conflict("samples", r, source, diff)
         if new:  # (device_id, sample_id) is unique: the same sample under another id cannot be a second row
-            keys = {(r["device_id"], r["sample_id"]): r for r in new}
+            keys: Dict[tuple, Optional[dict]] = {(r["device_id"], r["sample_id"]): r for r in new}
             for o in self.t.execute(select(samples.c.device_id, samples.c.sample_id).where(
                     samples.c.sample_id.in_({k[1] for k in keys}))):
-                r = keys.pop((o.device_id, o.sample_id), None)
-                if r is not None:
-                    self._conflict("samples", r, source, ["id"])
+                clash = keys.pop((o.device_id, o.sample_id), None)
+                if clash is not None:
+                    self._conflict("samples", clash, source, ["id"])
                     new.remove(r)
             missing = self._unresolved(models.c.id, (r["model_id"] for r in new))
             for r in [r for r in new if r["model_id"] in missing]:
@@ -315,7 +316,7 @@ class Transfer:
         present = source_tables(sconn)
         for t in (samples, reviews):
             if t.name in present:
-                self.total += sconn.execute(select(func.count()).select_from(t)).scalar()
+                self.total += sconn.execute(select(func.count()).select_from(t)).scalar() or 0
         marks = self._images(sconn, name, watermarks)
         for batch in self._batched(sconn, samples, (samples.c.id,)):
             self.samples_batch(batch, name)

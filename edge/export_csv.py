@@ -48,7 +48,7 @@ def export_csv(source: Source, out_dir: Union[str, Path], anonymize_key: Optiona
         with eng.connect() as conn:
             _check_source(conn)
             present = source_tables(conn)
-            total = conn.execute(select(func.count()).select_from(images)).scalar()
+            total = conn.execute(select(func.count()).select_from(images)).scalar() or 0
             for table in TABLES:
                 tmp = out / f".{table.name}.csv.tmp"
                 with open(tmp, "w", newline="", encoding="utf-8") as f:

@@ -136,7 +136,7 @@ def stricter(t: Thresholds, gate: dict) -> Thresholds:
     for key, pick in (("min_focus", max), ("min_brightness", max), ("max_brightness", min)):
         if gate.get(key) is not None:
             changes[key] = pick(getattr(t, key), float(gate[key]))
-    return dataclasses.replace(t, **changes) if changes else t
+    return dataclasses.replace(t, **changes) if changes else t  # type: ignore[type-var]  # a dataclass in practice
 
 
 def assess(rgb: np.ndarray, params: PreprocessParams, t: Thresholds,

@@ -74,7 +74,8 @@ class ImageRecord:
             if d.get(k) is not None:
                 d[k] = json.loads(d[k])
         d["needs_review"] = bool(d["needs_review"])
-        return cls(**{f.name: d.get(f.name) for f in dataclasses.fields(cls)})
+        kwargs: Dict[str, Any] = {f.name: d.get(f.name) for f in dataclasses.fields(cls)}
+        return cls(**kwargs)
 
     def timings(self) -> Dict[str, Optional[float]]:
         return {s: getattr(self, f"t_{s}_ms") for s in STAGES}

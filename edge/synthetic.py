@@ -21,7 +21,7 @@ def smear(seed: int = 0, size: int | tuple[int, int] = 224, n_rbc: int | None = 
     rng = np.random.default_rng(seed)
     scale = min(w, h) / 224.0
     bg = np.array([247, 240, 246], dtype=np.float32) + rng.uniform(-6, 4, 3)
-    img = np.empty((h, w, 3), dtype=np.float32)
+    img: np.ndarray = np.empty((h, w, 3), dtype=np.float32)
     img[:] = bg
     # The same density of red cells at any frame size (their radius grows with `scale`).
     n_rbc = int(rng.integers(25, 45) * (w * h) / (224 * 224) / scale ** 2) if n_rbc is None else n_rbc
@@ -45,7 +45,7 @@ def smear(seed: int = 0, size: int | tuple[int, int] = 224, n_rbc: int | None = 
         cv2.ellipse(img, c, axes, float(rng.uniform(0, 180)), 0, 360, nucleus.tolist(), -1,
                     lineType=cv2.LINE_AA)
     img = cv2.GaussianBlur(img, (0, 0), 0.7 * max(scale, 1.0))
-    img += rng.normal(0, 2.5, img.shape).astype(np.float32)
+    img = img + rng.normal(0, 2.5, img.shape).astype(np.float32)
     return np.clip(img, 0, 255).astype(np.uint8)
 
 

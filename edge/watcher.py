@@ -17,6 +17,7 @@ from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
 from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileModifiedEvent,
                              FileMovedEvent, FileSystemEventHandler)
+from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
@@ -172,6 +173,7 @@ class InboxWatcher:
         self.options = options
         polling = options.observer == "polling"
         self._handler = _Handler(self.inbox, on_file, watch_for_changes=polling)
+        self._observer: BaseObserver
         if polling:
             self._observer = PollingObserver(timeout=options.poll_interval_s)
             self._observer.schedule(self._handler, str(self.inbox), recursive=True)

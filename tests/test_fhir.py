@@ -6,6 +6,7 @@ import pytest
 
 from edge.export import ExportError
 from edge.fhir import FIELD_CODE, SHA256_SYSTEM, VERDICT_CODE, export_fhir
+from edge.fhir_codes import V3_INTERPRETATION as V3
 from edge.reviews import add_user, review_field, sign_off
 from edge.samples import Samples
 from edge.schema import images
@@ -82,8 +83,10 @@ def test_one_valid_bundle_per_sample(clinic, tmp_path):
     assert "reviewer's label: Pro-B" in reviewed.note[0].text
     collecting = Bundle.model_validate_json((tmp_path / "fhir" / "S-COLLECT.json").read_text())
     assert not resources(collecting, "DiagnosticReport")[0].performer
-    flagged = [o for o in resources(collecting, "Observation") if o.interpretation]
-    assert flagged and all(o.interpretation[0].coding[0].code == "needs-review" for o in flagged)
+    flagged = [o for o in resources(collecting, "Observation") if o.interpretation
+               and o.interpretation[0].coding[0].code == "IND"]
+    assert flagged and all([(c.system, c.code) for c in o.interpretation[0].coding] ==
+                           [(V3, "IND"), ("urn:edge-screen", "needs-review")] for o in flagged)
     # The same database exported again gives the same files (stable ids, no export time inside).
     before = {p.name: p.read_text() for p in (tmp_path / "fhir").iterdir()}
     export_fhir(store, tmp_path / "fhir")

@@ -197,3 +197,22 @@ def test_daemon_reads_sample_json_beside_the_fields(tmp_path, model_path):
     assert _sample(db, "PAT-1")["fields"] == 1 and _sample(db, "PAT-3")["fields"] == 0
     assert "PAT-2: sample.json not used, the identifiers stay as they were: not valid JSON" in d.output()
     assert "MRN-2" not in d.output() and "ACC-1" not in d.output()  # the log names no patient
+
+
+def test_ids_travel_to_the_clinic_database_and_a_later_change_follows(tmp_path):
+    from edge.export import export_to
+
+    store = _store(tmp_path, "S-1")
+    set_meta(store, "S-1", {"patient_id": "MRN-1"}, "cli")
+    export_to(store, tmp_path / "clinic.sqlite")
+    set_meta(store, "S-1", {"specimen_id": "ACC-1"}, "sample.json")
+    s = export_to(store, tmp_path / "clinic.sqlite")
+    assert s.samples_updated == 1 and not s.conflicts
+    clinic = Store.open(tmp_path / "clinic.sqlite", device_id="dev")
+    m = get_meta(clinic, "S-1")
+    assert (m.patient_id, m.specimen_id, m.source) == ("MRN-1", "ACC-1", "sample.json")
+    clinic.close()
+    export_to(store, tmp_path / "anon.sqlite", anonymize_key=b"k")
+    with sqlite3.connect(tmp_path / "anon.sqlite") as c:
+        pid, spec = c.execute("SELECT patient_id, specimen_id FROM samples").fetchone()
+    assert pid.startswith("anon-") and spec.startswith("anon-") and "MRN" not in pid

@@ -140,9 +140,14 @@ def read_meta_file(path: Path) -> Dict[str, Optional[str]]:
     return parse_meta(data)
 
 
+def is_meta_name(name: str) -> bool:
+    # Any case: "Sample.JSON" from a Windows share must not be screened as a field and refused as one.
+    return name.lower() == META_FILE
+
+
 def is_meta_file(path: Path, inbox: Optional[Path]) -> bool:
     """A ``sample.json`` directly in a sample folder of ``inbox`` (one at the inbox root is an ordinary file)."""
-    return inbox is not None and path.name == META_FILE and path.parent.parent == inbox
+    return inbox is not None and is_meta_name(path.name) and path.parent.parent == inbox
 
 
 def meta_files(inbox: Path) -> List[Path]:
@@ -152,7 +157,13 @@ def meta_files(inbox: Path) -> List[Path]:
                          and not p.name.startswith("."))
     except OSError:
         return []
-    return [f / META_FILE for f in folders if os.path.lexists(f / META_FILE)]
+    out = []
+    for f in folders:
+        try:
+            out += sorted(f / n for n in os.listdir(f) if is_meta_name(n))
+        except OSError:
+            continue
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- storage
@@ -243,6 +254,8 @@ def apply_meta_file(store, path: Path, inbox: Path) -> Optional[SampleMeta]:
         log.warning("%s: not used: %s", path, e)  # the folder's fields are refused with the same reason
         return None
     try:
+        if path.parent.is_symlink():  # O_NOFOLLOW guards the file, not the folder it is reached through
+            raise MetaError("the sample folder is a symlink")
         changes = read_meta_file(path)
     except MetaError as e:
         reason = f"{META_FILE}: {e}"
@@ -280,5 +293,5 @@ def get_meta(store, sample_id: str) -> Optional[SampleMeta]:
 
 
 __all__ = ["KEYS", "META_FILE", "MetaConflict", "MetaError", "SOURCE_CLI", "SOURCE_FILE", "SampleMeta",
-           "apply_meta_file", "get_meta", "is_meta_file", "meta_files", "meta_for", "parse_meta",
+           "apply_meta_file", "get_meta", "is_meta_file", "is_meta_name", "meta_files", "meta_for", "parse_meta",
            "read_meta_file", "record_error", "set_meta", "validate_identifier"]

@@ -216,3 +216,31 @@ def test_ids_travel_to_the_clinic_database_and_a_later_change_follows(tmp_path):
     with sqlite3.connect(tmp_path / "anon.sqlite") as c:
         pid, spec = c.execute("SELECT patient_id, specimen_id FROM samples").fetchone()
     assert pid.startswith("anon-") and spec.startswith("anon-") and "MRN" not in pid
+
+
+def test_only_a_sample_folder_s_sample_json_is_metadata(tmp_path):
+    from edge.samplemeta import is_meta_file, meta_files
+    from edge.watcher import backlog
+
+    inbox = tmp_path / "inbox"
+    for folder in ("S-1", "S-2", ".hidden"):
+        (inbox / folder).mkdir(parents=True)
+    (inbox / "S-1" / "Sample.JSON").write_text("{}")  # from a Windows share
+    (inbox / ".hidden" / "sample.json").write_text("{}")
+    (inbox / "sample.json").write_text("{}")  # at the root: an ordinary file (screened, refused as no image)
+    (inbox / "S-2" / "a.jpg").write_bytes(b"x")
+    assert is_meta_file(inbox / "S-1" / "Sample.JSON", inbox) and not is_meta_file(inbox / "sample.json", inbox)
+    assert not is_meta_file(inbox / "S-1" / "deeper" / "sample.json", inbox)
+    assert meta_files(inbox) == [inbox / "S-1" / "Sample.JSON"]
+    # Not in the backlog (`status` counts it, the daemon screens it): the daemon reads it as metadata.
+    assert sorted(backlog(inbox)) == [inbox / "S-2" / "a.jpg", inbox / "sample.json"]
+    # A sample folder that is a symlink to elsewhere: its sample.json is not read.
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "sample.json").write_text('{"patient": "MRN-9"}')
+    (inbox / "S-3").symlink_to(elsewhere)
+    assert meta_files(inbox) == [inbox / "S-1" / "Sample.JSON"]
+    store = _store(tmp_path, "S-3")
+    assert apply_meta_file(store, inbox / "S-3" / "sample.json", inbox) is None
+    m = get_meta(store, "S-3")
+    assert m.patient_id is None and m.error == "sample.json: the sample folder is a symlink"

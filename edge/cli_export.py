@@ -91,11 +91,12 @@ def export(ctx: click.Context, target: Optional[str], fmt: str, out: Optional[Pa
         raise click.UsageError(f"--format {fmt} needs --out FOLDER")
     try:
         if fmt == "fhir":
-            from .fhir import export_fhir, bundle_model
+            from .fhir import FhirSystems, export_fhir, bundle_model
 
             bundle_model()  # the missing extra is said before a progress bar or a folder appears
+            systems = FhirSystems(patient=cfg.export.patient_system, specimen=cfg.export.specimen_system)
             with _progress("exporting FHIR") as progress:
-                fs = export_fhir(src, out, anonymize_key=key, progress=progress)
+                fs = export_fhir(src, out, anonymize_key=key, progress=progress, systems=systems)
             click.echo(f"wrote {fs.bundles} FHIR bundles ({fs.observations} observations) to {fs.out}, "
                        f"{fs.seconds:.2f} s")
             return

@@ -32,6 +32,7 @@ from .backends import BACKENDS, KERNELS
 ENV_CONFIG = "EDGE_SCREEN_CONFIG"
 DEFAULT_DB_URL = "sqlite:///./data/edge-screen.sqlite"
 DEVICE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
+URI_RE = re.compile(r"^[A-Za-z][A-Za-z0-9+.-]*:[^\s]+$")  # FHIR uri: a scheme, no whitespace
 
 
 class ConfigError(ValueError):
@@ -136,6 +137,10 @@ class ExportConfig:
     target: Optional[str] = _f(None, "clinic database for `edge-screen export` without --to (SQLite file or URL)")
     anonymize_key_file: Optional[Path] = _f(None, "file holding the HMAC key for --anonymize")
     anonymize_key_env: str = _f("EDGE_SCREEN_ANONYMIZE_KEY", "environment variable holding the key (wins)")
+    patient_system: str = _f("urn:edge-screen:patient", "FHIR Identifier.system of the patient ids given per "
+                                                       "sample (your laboratory's MRN system URI)")
+    specimen_system: str = _f("urn:edge-screen:specimen", "FHIR Identifier.system of the specimen (accession) ids "
+                                                         "given per sample")
 
     def anonymize_key(self, environ: Mapping[str, str] = os.environ) -> Optional[bytes]:
         """The key from the environment variable, else from the file; None when neither is set."""
@@ -346,6 +351,10 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: str | Path | None = None,
     if o.scale_source == "config" and not o.px_per_um:
         raise ConfigError("optics.scale_source: \"config\" needs optics.px_per_um (this microscope's pixels per "
                           "micrometre)")
+    for key in ("patient_system", "specimen_system"):
+        if not URI_RE.match(getattr(secs["export"], key)):
+            raise ConfigError(f"export.{key}: expected an absolute URI such as \"urn:oid:1.2.3\" or "
+                              f"\"https://lab.example/mrn\", got {_show(getattr(secs['export'], key))}")
     db = secs["database"]
     if not db.url or "://" not in db.url:
         raise ConfigError(f"database.url: expected a SQLAlchemy URL like {DEFAULT_DB_URL}, got {_show(db.url)}")

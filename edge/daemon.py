@@ -25,6 +25,7 @@ from .pipeline import STOP, Pipeline
 from .results import CLASSIFIED, DUPLICATE, ImageResult, Job
 from .startup import EXIT_OK, EXIT_STORE, StartupError, load, lock_inbox, open_store, setup_logging
 from .retention import disk_state, purge, watched_paths
+from .samplemeta import apply_meta_file, is_meta_file, meta_files
 from .samples import Samples
 from .store import DatabaseGone, Store
 from .watcher import InboxWatcher, backlog, unscreened, watch_options
@@ -176,7 +177,20 @@ class Daemon:
             return None
         with self._lock:
             self._queued.discard(job.path)
+        if self._samples is not None and is_meta_file(job.path, self._watched[0] if self._watched else None):
+            self._apply_meta(job.path)  # a sample's identifiers, not a field: never goes down the pipeline
+            return None
         return job
+
+    def _apply_meta(self, path: Path) -> None:
+        try:
+            apply_meta_file(self._samples.store, path, self._watched[0])
+        except DatabaseGone:
+            raise
+        except Exception as e:  # noqa: BLE001 - a busy or full database: the file is still there, try again
+            log.warning("%s: could not record it (%s); retrying in %g s", printable(str(path)),
+                        str(e).splitlines()[0], RETRY_S)
+            self._retry.append((time.monotonic() + RETRY_S, path))
 
     def _low_disk(self) -> bool:
         """Checks free space every few seconds; pauses intake below the watermark (see edge/retention.py)."""
@@ -320,7 +334,7 @@ class Daemon:
         # With after=move, a recorded file still in the inbox was committed but not moved before a crash:
         # queue it so the pipeline finishes the move (it records nothing new).
         files = backlog(inbox) if cfg.daemon.after == "move" else unscreened(inbox, store)
-        for p in files:
+        for p in files + meta_files(inbox):  # sample.json files are not in the backlog: not fields
             self.enqueue(p)
         log.info("backlog: %d file(s) in %s not yet recorded", len(files), inbox)
 

@@ -35,6 +35,7 @@ def anonymizer(key: bytes) -> Callable[..., dict]:
       where a reason quotes them ("same content as /inbox/Jane-Doe-MRN….jpg");
     - images, samples, reviews: sample ids (an inbox folder name is often a patient identifier);
     - samples.signed_by and reviews.reviewer: person names;
+    - samples.patient_id and specimen_id: the laboratory's identifiers of the patient and the specimen;
     - reviews.comment: dropped, free text may name the patient and cannot be scrubbed reliably.
     """
     def h(s: str) -> str:
@@ -58,6 +59,9 @@ def anonymizer(key: bytes) -> Callable[..., dict]:
             row["sample_id"] = sample(sid)
         if table == "samples" and row.get("signed_by"):
             row["signed_by"] = person(row["signed_by"])
+        for col in ("patient_id", "specimen_id") if table == "samples" else ():
+            if row.get(col):  # keyed like sample ids: the same patient's samples still group together
+                row[col] = "anon-" + h(f"{col}:" + row[col])[:24]
         if table == "reviews":
             if row.get("reviewer"):
                 row["reviewer"] = person(row["reviewer"])

@@ -2,17 +2,28 @@
 
 Bundle layout (type ``collection``)::
 
-    DiagnosticReport   the sample: preliminary until signed, final after; conclusion = verdict and score;
-                       performer = the signer; result -> the observations below
-    Observation        the sample verdict (value = verdict, components = score and field counts)
+    DiagnosticReport   the sample: preliminary until signed, final after; code LOINC 5909-7; conclusion =
+                       verdict and score, conclusionCode = the same coded; performer = the signer; subject
+                       -> Patient, specimen -> Specimen when known; result -> the observations below
+    Observation        the sample verdict, LOINC 5909-7 (value = verdict, components = score and field
+                       counts; interpretation = HL7 v3 A/N, or IND while it needs review)
     Observation  xN    one per field (value = predicted class; components = malignant score and per-class
-                       probabilities; note = a reviewer's label; interpretation = needs review)
+                       probabilities; note = a reviewer's label; interpretation = IND when it needs review)
+    Patient, Specimen  only when the sample has a patient or specimen id (edge/samplemeta.py): identifier
+                       only (system from [export] patient_system / specimen_system); Specimen type SNOMED
+                       CT 119297000 "Blood specimen", its accessionIdentifier the laboratory's id
     Device       xM    the model(s) that read the fields: name, card version, sha256 as identifier
 
 ``collection``, not ``document``: a document is an attested, immutable composition (a Composition first,
 an author, a subject), and most samples leave the device before anyone signed them; the report's own
-status (preliminary/final) says how far it got. There is no Patient: the device never knows one, the
-sample id is the link the clinic's systems hold (DiagnosticReport.identifier = device_id/sample_id).
+status (preliminary/final) says how far it got. The device never knows a patient by itself: without a
+patient id given for the sample there is no subject, and the sample id is the link the clinic's systems
+hold (DiagnosticReport.identifier = device_id/sample_id).
+
+Codes: a standard code where one means what we report (LOINC 5909-7 "Blood smear finding [Identifier] in
+Blood by Light microscopy" for the report and the sample verdict; HL7 v3 ObservationInterpretation for
+normal/abnormal/needs review), our own ``urn:edge-screen`` codes beside or instead of it for what no
+terminology has (a model's per-field class and probabilities). Codes never hold spaces ("early-pre-b").
 
 fullUrls are ``urn:uuid:<row id>`` (samples.id, images.id, models.id), so the same sample exported twice
 gives the same references, and a bundle re-sent after a sign-off replaces the preliminary one in a server
@@ -38,6 +49,7 @@ from .atomic import write_atomic
 from .export import ExportError, Progress, Source, _check_source, _error, _source_engine, _where, anonymizer
 from .export_copy import full_row, present_select, source_tables
 from .export_csv import prepare_out_dir
+from .fhir_codes import ANON_SYSTEMS, DEFAULT_SYSTEMS, FhirSystems, interpretation, slug, smear_finding, who
 from .schema import SchemaError, images, models, reviews, samples
 
 SYSTEM = "urn:edge-screen"  # our own code systems and identifiers: no registered terminology has them
@@ -107,9 +119,17 @@ def _ratio(text: str, value: float, code: str) -> dict:
     return {"code": _concept(text, code), "valueQuantity": {"value": value, "unit": "1", "system": UCUM, "code": "1"}}
 
 
-def _needs_review(reasons: List[str]) -> List[dict]:
-    text = "needs review" + (": " + "; ".join(reasons) if reasons else "")
-    return [{"coding": [{"system": SYSTEM, "code": "needs-review", "display": "needs review"}], "text": text}]
+def _label(label: str) -> dict:
+    return _concept(label, slug(label), LABEL_SYSTEM)
+
+
+def _needs_review(reasons: List[str]) -> dict:
+    return interpretation("IND", "needs review" + (": " + "; ".join(reasons) if reasons else ""), "needs-review")
+
+
+def _verdict_interpretation(verdict: Optional[str]) -> Optional[dict]:
+    return {"malignant": interpretation("A", "malignant: blasts suspected"),
+            "benign": interpretation("N", "benign: no blasts suspected")}.get(verdict or "")
 
 
 def _note(r: dict) -> dict:
@@ -141,20 +161,21 @@ def _model_of(row: dict, data: SampleData) -> Optional[str]:
     return next((k for k, m in data.models.items() if m["sha256"] == row.get("model_sha256")), None)
 
 
-def _field(img: dict, status: str, notes: List[dict], model: Optional[str]) -> dict:
+def _field(img: dict, status: str, notes: List[dict], model: Optional[str], refs: dict) -> dict:
     o: dict = {"resourceType": "Observation", "id": img["id"], "status": status,
                "category": [{"coding": [{"system": OBS_CATEGORY, "code": "laboratory"}]}],
-               "code": _concept(FIELD_CODE, "field-classification"),
+               "code": _concept(FIELD_CODE, "field-classification"), **refs,
                "identifier": [{"system": f"{SYSTEM}:image-sha256", "value": img["sha256"]}],
                "effectiveDateTime": _ts(img["capture_time"] or img["recorded_at"]),
                "issued": _ts(img["recorded_at"])}
     if img["status"] == "classified" and img["label"]:
-        o["valueCodeableConcept"] = _concept(img["label"], img["label"], LABEL_SYSTEM)
+        o["valueCodeableConcept"] = _label(img["label"])
         comps = []
         if img["malignant_score"] is not None:
             comps.append(_ratio("malignant score", img["malignant_score"], "malignant-score"))
         probs = json.loads(img["probabilities"]) if img["probabilities"] else {}
-        comps += [_ratio(f"probability of {lab}", float(p), f"probability-{lab}") for lab, p in sorted(probs.items())]
+        comps += [_ratio(f"probability of {lab}", float(p), f"probability-{slug(lab)}")
+                  for lab, p in sorted(probs.items())]
         if comps:
             o["component"] = comps
     else:
@@ -163,17 +184,19 @@ def _field(img: dict, status: str, notes: List[dict], model: Optional[str]) -> d
     if model:
         o["device"] = _ref(model)
     if img["needs_review"]:
-        o["interpretation"] = _needs_review([])
+        o["interpretation"] = [_needs_review([])]
     if notes:
         o["note"] = notes
     return o
 
 
-def build_bundle(data: SampleData) -> dict:
-    """The bundle for one sample as plain JSON-able dicts (validated by :func:`write_bundles`)."""
+def build_bundle(data: SampleData, systems: FhirSystems = DEFAULT_SYSTEMS) -> dict:
+    """The bundle for one sample as plain JSON-able dicts (validated by :func:`export_fhir`)."""
     s = data.sample
     signed = s["status"] == "signed"
     status = "final" if signed else "preliminary"
+    subject = who(s, systems)
+    refs = {k: v for k, v in (("subject", subject.subject), ("specimen", subject.specimen)) if v}
     by_image: Dict[str, List[dict]] = {}
     for r in data.reviews:
         if r["image_id"]:
@@ -185,7 +208,7 @@ def build_bundle(data: SampleData) -> dict:
         m = _model_of(img, data)
         if m:
             used[m] = data.models[m]
-        fields.append(_field(img, status, by_image.get(img["id"], []), m))
+        fields.append(_field(img, status, by_image.get(img["id"], []), m, refs))
     sm = _model_of(s, data)
     if sm:
         used[sm] = data.models[sm]
@@ -194,7 +217,7 @@ def build_bundle(data: SampleData) -> dict:
     vid = str(uuid.uuid5(NAMESPACE, f"verdict:{s['id']}"))
     v: dict = {"resourceType": "Observation", "id": vid, "status": status,
                "category": [{"coding": [{"system": OBS_CATEGORY, "code": "laboratory"}]}],
-               "code": _concept(VERDICT_CODE, "sample-verdict"),
+               "code": smear_finding(VERDICT_CODE, "sample-verdict"), **refs,
                "effectiveDateTime": _ts(s["last_field_at"] or s["created_at"]), "issued": _ts(s["updated_at"]),
                "component": [{"code": _concept("fields", "fields"), "valueInteger": int(s["fields"] or 0)},
                              {"code": _concept("readable fields", "readable-fields"),
@@ -210,8 +233,10 @@ def build_bundle(data: SampleData) -> dict:
     rule = json.loads(s["rule"]) if s.get("rule") else None
     if rule:
         v["method"] = {"text": f"sample rule: {rule.get('statistic')} of field scores >= {rule.get('threshold')}"}
-    if s["needs_review"] and not signed:
-        v["interpretation"] = _needs_review(_reasons(s))
+    review = bool(s["needs_review"]) and not signed
+    judged = _needs_review(_reasons(s)) if review else _verdict_interpretation(verdict)
+    if judged:
+        v["interpretation"] = [judged]
     if sm:
         v["device"] = _ref(sm)
     if sample_notes:
@@ -221,14 +246,26 @@ def build_bundle(data: SampleData) -> dict:
                     "identifier": [{"system": SAMPLE_SYSTEM, "value": f"{s['device_id']}/{s['sample_id']}"}],
                     "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074",
                                               "code": "HM", "display": "Hematology"}]}],
-                    "code": _concept("blood smear screening for B-ALL blasts (screening aid, not a diagnosis)"),
+                    "code": smear_finding("blood smear screening for B-ALL blasts (screening aid, not a diagnosis)",
+                                          "blast-screening"),
                     "effectiveDateTime": _ts(s["last_field_at"] or s["created_at"]),
                     "issued": _ts(s["signed_at"] if signed and s["signed_at"] else s["updated_at"]),
                     "result": [_ref(vid)] + [_ref(f["id"]) for f in fields],
                     "conclusion": _conclusion(s, signed)}
+    codes = [_concept(verdict, verdict, VERDICT_SYSTEM)] if verdict else []
+    if signed and s.get("final_label"):
+        codes.append(_label(s["final_label"]))
+    if review:
+        codes.append(_needs_review(_reasons(s)))
+    if codes:
+        report["conclusionCode"] = codes
+    if subject.subject:
+        report["subject"] = subject.subject
+    if subject.specimen:
+        report["specimen"] = [subject.specimen]
     if signed and s["signed_by"]:
         report["performer"] = [{"type": "Practitioner", "display": s["signed_by"]}]
-    entries = [report, v] + fields + [_device(m) for m in used.values()]
+    entries = [report, v] + fields + subject.resources + [_device(m) for m in used.values()]
     return {"resourceType": "Bundle", "id": str(uuid.uuid5(NAMESPACE, f"bundle:{s['id']}")),
             "identifier": {"system": SAMPLE_SYSTEM, "value": f"{s['device_id']}/{s['sample_id']}"},
             "type": "collection", "timestamp": _ts(s["updated_at"]),
@@ -290,15 +327,17 @@ def file_name(sample_id: str, device_id: Optional[str] = None) -> str:
 
 
 def export_fhir(source: Source, out_dir: Union[str, Path], anonymize_key: Optional[bytes] = None,
-                progress: Optional[Progress] = None) -> FhirSummary:
+                progress: Optional[Progress] = None, systems: FhirSystems = DEFAULT_SYSTEMS) -> FhirSummary:
     """Write ``<sample id>.json`` per sample into ``out_dir`` (``<device>__<sample id>.json`` when a
-    merged database holds the same sample id from several devices)."""
+    merged database holds the same sample id from several devices). ``systems``: the identifier systems
+    of the samples' patient and specimen ids (an anonymised export uses its own: its ids are hashes)."""
     t0 = time.perf_counter()
     Bundle = bundle_model()
     eng, own = _source_engine(source)
     out = Path(out_dir)
     summary = FhirSummary(out=str(out.resolve()), sources=[_where(eng)])
     anon = anonymizer(anonymize_key) if anonymize_key else None
+    systems = ANON_SYSTEMS if anon else systems
     current = None
     try:
         prepare_out_dir(out)
@@ -311,7 +350,7 @@ def export_fhir(source: Source, out_dir: Union[str, Path], anonymize_key: Option
             for i, s in enumerate(rows, 1):
                 current = s["sample_id"]
                 data = load(s)
-                doc = Bundle.model_validate(build_bundle(data))
+                doc = Bundle.model_validate(build_bundle(data, systems))
                 name = file_name(data.sample["sample_id"],
                                  data.sample["device_id"] if seen[s["sample_id"]] > 1 else None)
                 # Atomic: an interface engine polling the folder never reads half a bundle.
@@ -335,4 +374,4 @@ def export_fhir(source: Source, out_dir: Union[str, Path], anonymize_key: Option
     return summary
 
 
-__all__ = ["FhirMissing", "FhirSummary", "SampleData", "build_bundle", "export_fhir", "file_name"]
+__all__ = ["FhirMissing", "FhirSummary", "FhirSystems", "SampleData", "build_bundle", "export_fhir", "file_name"]

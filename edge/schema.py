@@ -17,7 +17,7 @@ from sqlalchemy.types import TypeDecorator
 from .vocabulary import STAGES
 
 APPLICATION = "edge-screen"
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 
 
 class SchemaError(RuntimeError):
@@ -167,6 +167,12 @@ samples = Table(
     Column("signed_by", String(64)),
     Column("final_verdict", String(16)),
     Column("final_label", String(64)),
+    # v5: who the smear is from, as the laboratory knows it (edge/samplemeta.py): optional, validated
+    # identifiers from the sample folder's sample.json or `edge-screen sample meta`; FHIR subject/specimen.
+    Column("patient_id", String(64)),
+    Column("specimen_id", String(64)),
+    Column("meta_source", String(64)),  # where they came from: "sample.json" or "cli"
+    Column("meta_error", Text),  # why the sample folder's sample.json was not used (one line); NULL when it was
     CheckConstraint("status IN ('collecting', 'ready', 'signed')", name="ck_samples_status"),
     CheckConstraint("verdict IS NULL OR verdict IN ('benign', 'malignant')", name="ck_samples_verdict"),
     UniqueConstraint("device_id", "sample_id", name="uq_samples_device_sample"),
@@ -272,6 +278,18 @@ def _v4_optics(conn: Connection) -> None:
     _add_image_columns(conn, _V4_IMAGE_COLUMNS)
 
 
+_V5_SAMPLE_COLUMNS = ("patient_id", "specimen_id", "meta_source", "meta_error")
+
+
+def _v5_sample_meta(conn: Connection) -> None:
+    # _v3_samples_reviews builds `samples` from today's Table, so a fresh database already has these.
+    have = {c["name"] for c in inspect(conn).get_columns("samples")}
+    for name in _V5_SAMPLE_COLUMNS:
+        if name not in have:
+            ddl = samples.c[name].type.compile(dialect=conn.dialect)
+            conn.exec_driver_sql(f"ALTER TABLE samples ADD COLUMN {name} {ddl}")
+
+
 def _add_image_columns(conn: Connection, names: Sequence[str]) -> None:
     have = {c["name"] for c in inspect(conn).get_columns("images")}
     for name in names:
@@ -281,7 +299,8 @@ def _add_image_columns(conn: Connection, names: Sequence[str]) -> None:
 
 
 MIGRATIONS: Dict[int, Callable[[Connection], None]] = {1: _v1_initial, 2: _v2_export_watermarks,
-                                                       3: _v3_samples_reviews, 4: _v4_optics}
+                                                       3: _v3_samples_reviews, 4: _v4_optics,
+                                                       5: _v5_sample_meta}
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
 

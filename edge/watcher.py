@@ -22,6 +22,7 @@ from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
 from .identity import path_text
+from .samplemeta import is_meta_name
 
 log = logging.getLogger("edge.watcher")
 
@@ -91,6 +92,8 @@ def backlog(inbox: Path, skip: Callable[[Path], bool] = lambda p: False) -> List
                     if folder == inbox:
                         folders.append(p)  # a sample; deeper folders are not samples and not screened
                     continue
+                if folder != inbox and is_meta_name(e.name):
+                    continue  # a sample's identifiers (edge/samplemeta.py), not a field to screen
                 entries.append((st.st_mtime, str(p), p))
     entries.sort()
     return [p for _, _, p in entries if not skip(p)]

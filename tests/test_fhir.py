@@ -5,8 +5,10 @@ import sys
 import pytest
 
 from edge.export import ExportError
-from edge.fhir import FIELD_CODE, SHA256_SYSTEM, VERDICT_CODE, export_fhir
+from edge.fhir import FIELD_CODE, SHA256_SYSTEM, VERDICT_CODE, FhirSystems, export_fhir
+from edge.fhir_codes import V3_INTERPRETATION as V3
 from edge.reviews import add_user, review_field, sign_off
+from edge.samplemeta import set_meta
 from edge.samples import Samples
 from edge.schema import images
 
@@ -82,8 +84,10 @@ def test_one_valid_bundle_per_sample(clinic, tmp_path):
     assert "reviewer's label: Pro-B" in reviewed.note[0].text
     collecting = Bundle.model_validate_json((tmp_path / "fhir" / "S-COLLECT.json").read_text())
     assert not resources(collecting, "DiagnosticReport")[0].performer
-    flagged = [o for o in resources(collecting, "Observation") if o.interpretation]
-    assert flagged and all(o.interpretation[0].coding[0].code == "needs-review" for o in flagged)
+    flagged = [o for o in resources(collecting, "Observation") if o.interpretation
+               and o.interpretation[0].coding[0].code == "IND"]
+    assert flagged and all([(c.system, c.code) for c in o.interpretation[0].coding] ==
+                           [(V3, "IND"), ("urn:edge-screen", "needs-review")] for o in flagged)
     # The same database exported again gives the same files (stable ids, no export time inside).
     before = {p.name: p.read_text() for p in (tmp_path / "fhir").iterdir()}
     export_fhir(store, tmp_path / "fhir")
@@ -154,3 +158,131 @@ def test_the_same_sample_id_from_two_devices_gets_two_files(tmp_path):
     for name in s.files:
         b = Bundle.model_validate_json((tmp_path / "fhir" / name).read_text())
         assert resources(b, "DiagnosticReport")[0].identifier[0].value == name.replace("__", "/")[:-5]
+
+
+# ------------------------------------------------------------------------- patient, specimen and codes
+def _codes(node, path=""):
+    """Every (path, code) of every Coding and Quantity in a bundle's JSON."""
+    if isinstance(node, dict):
+        if "code" in node and isinstance(node["code"], str):
+            yield path, node["code"]
+        for k, v in node.items():
+            yield from _codes(v, f"{path}.{k}")
+    elif isinstance(node, list):
+        for i, v in enumerate(node):
+            yield from _codes(v, f"{path}[{i}]")
+
+
+@pytest.fixture
+def lab(tmp_path):
+    """Three samples: two from one patient (one signed), one with nothing known about who it is from."""
+    store, run_id, model_id = device(tmp_path)
+    add_fields(store, "S-A", [0, 1, 2], run_id, model_id)
+    ids = add_fields(store, "S-B", [14, 15, 16, 17], run_id, model_id)
+    add_fields(store, "S-NONE", [3, 4], run_id, model_id)
+    set_meta(store, "S-A", {"patient_id": "MRN-004711", "specimen_id": "ACC-2026-000123"}, "cli")
+    set_meta(store, "S-B", {"patient_id": "MRN-004711"}, "sample.json")
+    add_user(store, "dr-smith", "a long enough password", "reviewer")
+    Samples(store).close("S-B")
+    sign_off(store, "dr-smith", "S-B", "malignant", final_label="Early Pre-B")
+    yield store, ids
+    store.close()
+
+
+def test_patient_and_specimen_become_subject_and_specimen(lab, tmp_path):
+    store, _ = lab
+    systems = FhirSystems(patient="urn:oid:1.2.276.0.76.4.8", specimen="https://lab.example/accession")
+    export_fhir(store, tmp_path / "fhir", systems=systems)
+    a = Bundle.model_validate_json((tmp_path / "fhir" / "S-A.json").read_text())
+    full_urls = {e.fullUrl for e in a.entry}
+    [patient] = resources(a, "Patient")
+    [specimen] = resources(a, "Specimen")
+    assert [(i.system, i.value) for i in patient.identifier] == [(systems.patient, "MRN-004711")]
+    assert (specimen.accessionIdentifier.system, specimen.accessionIdentifier.value) == \
+        (systems.specimen, "ACC-2026-000123")
+    assert [(c.system, c.code) for c in specimen.type.coding] == [("http://snomed.info/sct", "119297000")]
+    assert specimen.subject.reference == f"urn:uuid:{patient.id}"
+    [report] = resources(a, "DiagnosticReport")
+    assert report.subject.reference == f"urn:uuid:{patient.id}" and report.subject.identifier.value == "MRN-004711"
+    assert [r.reference for r in report.specimen] == [f"urn:uuid:{specimen.id}"]
+    obs = resources(a, "Observation")
+    assert len(obs) == 4  # the verdict and three fields: every one says whose and which specimen
+    assert all(o.subject.reference == f"urn:uuid:{patient.id}" and o.specimen.reference == f"urn:uuid:{specimen.id}"
+               for o in obs)
+    assert {f"urn:uuid:{patient.id}", f"urn:uuid:{specimen.id}"} <= full_urls  # references resolve in the bundle
+    # The same patient in another sample's bundle is the same Patient (a server files one patient);
+    # a sample with a patient and no specimen has no Specimen and no specimen references.
+    b = Bundle.model_validate_json((tmp_path / "fhir" / "S-B.json").read_text())
+    assert [p.id for p in resources(b, "Patient")] == [patient.id] and not resources(b, "Specimen")
+    [report_b] = resources(b, "DiagnosticReport")
+    assert report_b.subject.reference == f"urn:uuid:{patient.id}" and not report_b.specimen
+    assert all(o.specimen is None for o in resources(b, "Observation"))
+    # Nothing known: no subject, as before.
+    n = Bundle.model_validate_json((tmp_path / "fhir" / "S-NONE.json").read_text())
+    assert not resources(n, "Patient") and not resources(n, "Specimen")
+    assert resources(n, "DiagnosticReport")[0].subject is None
+    assert all(o.subject is None for o in resources(n, "Observation"))
+
+
+def test_standard_codes_conclusion_codes_and_no_spaces_in_codes(lab, tmp_path):
+    store, _ = lab
+    export_fhir(store, tmp_path / "fhir")
+    for name in ("S-A", "S-B", "S-NONE"):
+        text = (tmp_path / "fhir" / f"{name}.json").read_text()
+        b = Bundle.model_validate_json(text)
+        codes = list(_codes(json.loads(text)))
+        spaced = [(p, c) for p, c in codes if any(ch.isspace() for ch in c)]
+        assert not spaced, spaced
+        [report] = resources(b, "DiagnosticReport")
+        [verdict] = [o for o in resources(b, "Observation") if o.code.text == VERDICT_CODE]
+        for concept in (report.code, verdict.code):  # LOINC "Blood smear finding ... by Light microscopy"
+            assert ("http://loinc.org", "5909-7") in [(c.system, c.code) for c in concept.coding]
+        sample = Samples(store).get(name)
+        final = sample.final_verdict or sample.verdict
+        concl = [(c.system, c.code) for cc in report.conclusionCode for c in cc.coding]
+        assert ("urn:edge-screen:verdict", final) in concl
+        review = sample.needs_review and sample.status != "signed"
+        assert ((V3, "IND") in concl) == review
+        # the verdict's HL7 interpretation: IND while it needs review, else A (malignant) / N (benign)
+        want = "IND" if review else {"malignant": "A", "benign": "N"}[final]
+        assert verdict.interpretation[0].coding[0].system == V3 and verdict.interpretation[0].coding[0].code == want
+    signed = json.loads((tmp_path / "fhir" / "S-B.json").read_text())
+    report = next(e["resource"] for e in signed["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
+    assert {"system": "urn:edge-screen:label", "code": "early-pre-b", "display": "Early Pre-B"} in \
+        [c for cc in report["conclusionCode"] for c in cc["coding"]]
+    comps = {c["code"]["coding"][0]["code"] for e in signed["entry"] for c in e["resource"].get("component", [])}
+    assert {"probability-early-pre-b", "probability-pre-b", "malignant-score", "readable-fields"} <= comps
+
+
+def test_anonymized_bundles_hide_patient_and_specimen(lab, tmp_path):
+    store, _ = lab
+    export_fhir(store, tmp_path / "fhir", anonymize_key=KEY,
+                systems=FhirSystems(patient="urn:oid:1.2.3", specimen="urn:oid:1.2.4"))
+    texts = [p.read_text() for p in (tmp_path / "fhir").iterdir()]
+    patients = set()
+    for text in texts:
+        for secret in ("MRN-004711", "ACC-2026-000123", "urn:oid:1.2.3"):
+            assert secret not in text, secret
+        b = Bundle.model_validate_json(text)
+        for p in resources(b, "Patient"):
+            assert p.identifier[0].system == "urn:edge-screen:anon-patient"
+            assert p.identifier[0].value.startswith("anon-")
+            patients.add(p.id)
+    assert len(patients) == 1  # the two samples of one patient still share one (pseudonymous) Patient
+
+
+def test_export_takes_identifier_systems_from_the_config(lab, tmp_path):
+    store, _ = lab
+    base = (f'[database]\nurl = "sqlite:///{tmp_path}/dev-a.sqlite"\n[daemon]\ndevice_id = "dev-a"\n'
+            '[export]\npatient_system = "https://hospital.example/mrn"\n')
+    cfg = tmp_path / "c.toml"
+    cfg.write_text(base)
+    r = cli("export", "--config", str(cfg), "--format", "fhir", "--out", str(tmp_path / "out"))
+    assert r.exit_code == 0, r.output
+    b = Bundle.model_validate_json((tmp_path / "out" / "S-A.json").read_text())
+    assert resources(b, "Patient")[0].identifier[0].system == "https://hospital.example/mrn"
+    assert resources(b, "Specimen")[0].accessionIdentifier.system == "urn:edge-screen:specimen"  # the default
+    cfg.write_text(base.replace("https://hospital.example/mrn", "hospital mrn"))
+    r = cli("export", "--config", str(cfg), "--format", "fhir", "--out", str(tmp_path / "bad"))
+    assert r.exit_code == 2 and "export.patient_system: expected an absolute URI" in r.output
+    assert not (tmp_path / "bad").exists()

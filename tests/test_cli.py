@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from daemon_support import cli, model_path, write_config  # noqa: F401
-from edge import cli as edge_cli
-from edge import synthetic
+from edge.cli import app as edge_cli
+from edge.imaging import synthetic
 from trainer import cli as trainer_cli
 
 
@@ -145,9 +145,9 @@ def test_commands_do_not_print_the_runtime_s_native_notices(tmp_path, model_path
 
 
 def test_bench_reports_every_stage_and_shows_progress(tmp_path, model_path):
-    from edge.bench import run_bench
+    from edge.pipeline.bench import run_bench
     from edge.config import config_from_dict
-    from edge.model import Classifier
+    from edge.inference.classifier import Classifier
 
     cfg = config_from_dict({"model": {"path": str(model_path), "num_threads": 1}}, base_dir=tmp_path)
     seen = {}

@@ -4,13 +4,13 @@ import sys
 
 import pytest
 
-from edge.export import ExportError
-from edge.fhir import FIELD_CODE, SHA256_SYSTEM, VERDICT_CODE, FhirSystems, export_fhir
-from edge.fhir_codes import V3_INTERPRETATION as V3
-from edge.reviews import add_user, review_field, sign_off
-from edge.samplemeta import set_meta
-from edge.samples import Samples
-from edge.schema import images
+from edge.export.merge import ExportError
+from edge.export.fhir import FIELD_CODE, SHA256_SYSTEM, VERDICT_CODE, FhirSystems, export_fhir
+from edge.export.fhir_codes import V3_INTERPRETATION as V3
+from edge.store.reviews import add_user, review_field, sign_off
+from edge.store.samplemeta import set_meta
+from edge.store.samples import Samples
+from edge.store.schema import images
 
 from conftest import ImageRecord
 from test_export import cli
@@ -146,7 +146,7 @@ def test_bad_out_and_missing_package_give_one_line(clinic, tmp_path, monkeypatch
 
 
 def test_the_same_sample_id_from_two_devices_gets_two_files(tmp_path):
-    from edge.export import merge
+    from edge.export.merge import merge
 
     for dev in ("dev-a", "dev-b"):
         store, run_id, model_id = device(tmp_path, dev)

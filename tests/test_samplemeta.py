@@ -10,14 +10,14 @@ import sqlite3
 import pytest
 
 from daemon_support import DaemonProc, cli, model_path, poll, rows, write_config  # noqa: F401
-from edge import synthetic
-from edge.export_anon import anonymizer
-from edge.records import ImageRecord
-from edge.reviews import add_user, sign_off
-from edge.samplemeta import (MetaConflict, MetaError, apply_meta_file, get_meta, parse_meta, read_meta_file,
+from edge.imaging import synthetic
+from edge.export.anon import anonymizer
+from edge.store.records import ImageRecord
+from edge.store.reviews import add_user, sign_off
+from edge.store.samplemeta import (MetaConflict, MetaError, apply_meta_file, get_meta, parse_meta, read_meta_file,
                              set_meta, validate_identifier)
-from edge.samples import SampleError, SampleRule, Samples
-from edge.store import Store
+from edge.store.samples import SampleError, SampleRule, Samples
+from edge.store.database import Store
 
 RULE = SampleRule(statistic="mean", threshold=0.5, review_band=(0.4, 0.6), min_readable=1, disagreement=1.0)
 
@@ -201,7 +201,7 @@ def test_daemon_reads_sample_json_beside_the_fields(tmp_path, model_path):
 
 
 def test_ids_travel_to_the_clinic_database_and_a_later_change_follows(tmp_path):
-    from edge.export import export_to
+    from edge.export.merge import export_to
 
     store = _store(tmp_path, "S-1")
     set_meta(store, "S-1", {"patient_id": "MRN-1"}, "cli")
@@ -220,8 +220,8 @@ def test_ids_travel_to_the_clinic_database_and_a_later_change_follows(tmp_path):
 
 
 def test_only_a_sample_folder_s_sample_json_is_metadata(tmp_path):
-    from edge.samplemeta import is_meta_file, meta_files
-    from edge.watcher import backlog
+    from edge.store.samplemeta import is_meta_file, meta_files
+    from edge.daemon.watcher import backlog
 
     inbox = tmp_path / "inbox"
     for folder in ("S-1", "S-2", ".hidden"):

@@ -1,0 +1,148 @@
+"""``edge-screen samples``, ``edge-screen sample close`` and ``sample meta``: option parsing and printing over
+:mod:`edge.store.samples` and :mod:`edge.store.samplemeta`."""
+from __future__ import annotations
+
+import json
+import shutil
+from typing import Optional
+
+import click
+
+from edge.daemon import startup
+from edge.cli.common import Failure, load_cfg, started
+
+
+def _samples(config: Optional[str], create: bool = False):
+    from edge.daemon import startup
+    from edge.store.samples import Samples
+
+    cfg = load_cfg(config)
+    return Samples(started(startup.store, cfg, create=create))
+
+
+def _who(s, metas) -> str:
+    """The sample cell: its id, and the patient/specimen ids when the laboratory gave them."""
+    m = metas.get((s.device_id, s.sample_id))
+    ids = [f"{k} {v}" for k, v in (("patient", m and m.patient_id), ("specimen", m and m.specimen_id)) if v]
+    return s.sample_id + ("\n" + ", ".join(ids) if ids else "")
+
+
+def _meta_note(s, metas) -> str:
+    m = metas.get((s.device_id, s.sample_id))
+    return f"; {m.error}" if m and m.error else ""
+
+
+def _table(items, width: int, metas=None):
+    from rich.table import Table
+
+    # Sized for an 80-column Pi console: the sample id folds, the numbers never do.
+    t = Table(box=None, pad_edge=False, width=min(width, 120))
+    t.add_column("sample", overflow="fold", ratio=3)
+    for name in ("status", "fields", "readable", "verdict", "score"):
+        t.add_column(name, no_wrap=True, justify="right" if name in ("fields", "readable", "score") else "left")
+    t.add_column("review", overflow="fold", ratio=2)
+    metas = metas or {}
+    for s in items:
+        t.add_row(_who(s, metas), s.status, str(s.fields), str(s.readable), s.final_verdict or s.verdict or "-",
+                  "-" if s.score is None else f"{s.score:.3f}",
+                  ("signed " + (s.signed_by or "")) if s.status == "signed" else
+                  ("; ".join(s.review_reasons) if s.needs_review else "no") + _meta_note(s, metas))
+    return t
+
+
+@click.command("samples")
+@click.option("--status", type=click.Choice(("collecting", "ready", "signed")), help="only samples in this state")
+@click.option("--format", "fmt", type=click.Choice(("table", "json")), default="table", show_default=True)
+@click.option("--config", type=click.Path(dir_okay=False), help="config file (default: $EDGE_SCREEN_CONFIG)")
+def samples(status: Optional[str], fmt: str, config: Optional[str]) -> None:
+    """Patient samples (one inbox subfolder each): fields, readable fields, status, verdict, score."""
+    from edge.store.samplemeta import meta_for
+
+    lib = _samples(config)
+    try:
+        items = lib.list(status=status)
+        metas = meta_for(lib.store, [(s.device_id, s.sample_id) for s in items])
+    finally:
+        lib.store.close()
+    if fmt == "json":
+        click.echo(json.dumps([{**s.to_json(), **_meta_json(s, metas)} for s in items], indent=2))
+        return
+    if not items:
+        click.echo("no samples" + (f" with status {status}" if status else ""))
+        return
+    from rich.console import Console
+
+    width = shutil.get_terminal_size((80, 24)).columns
+    Console(width=width).print(_table(items, width, metas))
+
+
+def _meta_json(s, metas) -> dict:
+    from edge.store.samplemeta import SampleMeta
+
+    return metas.get((s.device_id, s.sample_id), SampleMeta(s.sample_id, s.device_id)).to_json()
+
+
+@click.group("sample")
+def sample_group() -> None:
+    """Act on one patient sample."""
+
+
+@sample_group.command("close")
+@click.argument("sample_id")
+@click.option("--config", type=click.Path(dir_okay=False), help="config file (default: $EDGE_SCREEN_CONFIG)")
+def sample_close(sample_id: str, config: Optional[str]) -> None:
+    """Mark SAMPLE_ID ready for review now: no more fields are coming."""
+    from edge.store.samples import SampleError
+
+    lib = _samples(config)
+    try:
+        s = lib.close(sample_id)
+    except SampleError as e:
+        raise Failure(str(e)) from None
+    finally:
+        lib.store.close()
+    click.echo(f"sample {s.sample_id}: {s.status} ({s.readable} readable of {s.fields} fields, verdict "
+               f"{s.verdict or '-'}{', needs review' if s.needs_review else ''})")
+
+
+@sample_group.command("meta")
+@click.argument("sample_id")
+@click.option("--patient", metavar="ID", help="the laboratory's patient id (MRN); '' removes it")
+@click.option("--specimen", metavar="ID", help="the laboratory's specimen (accession) id; '' removes it")
+@click.option("--config", type=click.Path(dir_okay=False), help="config file (default: $EDGE_SCREEN_CONFIG)")
+def sample_meta(sample_id: str, patient: Optional[str], specimen: Optional[str], config: Optional[str]) -> None:
+    """Show or set SAMPLE_ID's patient and specimen ids (FHIR subject and specimen).
+
+    Ids are 1-64 of A-Z a-z 0-9 . _ - : / starting with a letter or digit. A signed sample's ids cannot
+    change. The same can come from a sample.json in the sample's inbox folder:
+    {"patient": "MRN-004711", "specimen": "ACC-2026-000123"}.
+    """
+    from edge.store.samplemeta import SOURCE_CLI, MetaConflict, MetaError, get_meta, set_meta, validate_identifier
+    from edge.store.samples import SampleError
+
+    changes = {}
+    try:
+        for key, value in (("patient", patient), ("specimen", specimen)):
+            if value is not None:
+                changes[f"{key}_id"] = validate_identifier(key, value) if value else None
+    except MetaError as e:
+        raise Failure(f"--{e}", startup.EXIT_CONFIG) from None
+    lib = _samples(config)
+    try:
+        if changes:
+            meta, changed = set_meta(lib.store, sample_id, changes, SOURCE_CLI)
+        else:
+            meta, changed = get_meta(lib.store, sample_id), False
+            if meta is None:
+                raise SampleError(f"no sample {sample_id!r} on device {lib.store.device()}")
+    except MetaConflict as e:
+        raise Failure(str(e)) from None
+    except SampleError as e:  # an unknown or invalid sample id: exit 1, as `sample close`
+        raise Failure(str(e)) from None
+    finally:
+        lib.store.close()
+    click.echo(f"sample {meta.sample_id}: {meta.describe()}" + ("" if changed or not changes else " (unchanged)")
+               + (f"; {meta.error}" if meta.error else ""))
+
+
+COMMANDS = [samples, sample_group]

@@ -13,11 +13,12 @@ import os
 import socket
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
-from sqlalchemy import and_, func, or_, select, true
+from sqlalchemy import and_, false, func, or_, select, true
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DatabaseError, IntegrityError
 
@@ -68,8 +69,7 @@ class Store:
         """Open (creating or upgrading the schema) a store. ``create=False``: a missing SQLite file is an
         error instead of a new empty database (for readers such as `status` and `report`)."""
         u = make_url(normalize_url(url))
-        if u.get_backend_name() == "sqlite" and not create and u.database not in (None, "", ":memory:") \
-                and not Path(u.database).exists():
+        if not create and missing_sqlite_file(url):
             raise StoreError(f"database not found: {u.database}")
         try:
             engine = make_engine(u.render_as_string(hide_password=False), busy_timeout_ms, synchronous)
@@ -85,6 +85,12 @@ class Store:
         except DatabaseError as e:
             engine.dispose()
             where = u.database if u.get_backend_name() == "sqlite" else u.render_as_string(hide_password=True)
+            folder = Path(u.database).parent if u.get_backend_name() == "sqlite" and u.database else None
+            if folder is not None and folder.is_dir() and not os.access(folder, os.W_OK):
+                # SQLite in WAL mode creates its -wal and -shm files beside the database, so a read-only
+                # folder (or filesystem) cannot even be opened.
+                raise StoreError(f"cannot open {where}: its folder {folder} is read-only or not writable "
+                                 f"({e.orig})") from None
             raise StoreError(f"cannot open {where}: {e.orig}") from None
         return cls(engine, device_id)
 
@@ -107,10 +113,34 @@ class Store:
         """This store's device id (an error without one): what library modules scope their rows by."""
         return self._device()
 
-    def write(self):
+    @contextmanager
+    def write(self) -> Iterator[Any]:
         """A write transaction for library modules (samples, reviews, retention, sessions): on SQLite it
-        takes the write lock at BEGIN, so a read-then-write inside it cannot fail half way with SQLITE_BUSY."""
-        return self._w.begin()
+        takes the write lock at BEGIN, so a read-then-write inside it cannot fail half way with SQLITE_BUSY.
+
+        The file is checked before and after: a commit into a deleted (unlinked) or replaced SQLite file
+        is in no database, so it raises :class:`DatabaseGone` instead of returning as if saved (the review
+        app answered 303 to 20 sign-offs that went nowhere)."""
+        self.check_file()
+        with self._w.begin() as conn:
+            yield conn
+        self.check_file()
+
+    def check_writable(self) -> None:
+        """Raise :class:`StoreError` (one line) when nothing can be written: a read-only file, folder or
+        filesystem (an SD card remounted read-only). A no-op UPDATE is enough: SQLite refuses any write
+        statement on a read-only database, even one that changes no row, and nothing is changed."""
+        self.check_file()
+        try:
+            with self._w.begin() as conn:
+                conn.execute(runs.update().where(false()).values(version=runs.c.version))
+        except DatabaseError as e:
+            raise StoreError(f"cannot write to {self.where()}: {readonly_reason(e)}") from None
+
+    def where(self) -> str:
+        """The database for messages: the SQLite file, or the URL without its password."""
+        u = self.engine.url
+        return u.database if u.get_backend_name() == "sqlite" else u.render_as_string(hide_password=True)
 
     # -------------------------------------------------------------------------------------------- writes
     def record(self, rec: ImageRecord) -> str:
@@ -352,6 +382,27 @@ class Store:
             return conn.execute(select(func.count()).select_from(images).where(self._mine(device_id))).scalar()
 
 
+def missing_sqlite_file(url: str | Path) -> Optional[str]:
+    """The path of a SQLite database URL whose file does not exist (None: it exists, or not SQLite)."""
+    u = make_url(normalize_url(url))
+    if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:") and not Path(u.database).exists():
+        return u.database
+    return None
+
+
+def is_readonly(e: BaseException) -> bool:
+    """Did a write fail because the database (file, folder or filesystem) is read-only?"""
+    orig = getattr(e, "orig", None) or e
+    low = str(orig).lower()
+    return "readonly" in low or "read-only" in low or getattr(orig, "sqlstate", None) == "25006"
+
+
+def readonly_reason(e: BaseException) -> str:
+    orig = getattr(e, "orig", None) or e
+    msg = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return f"the database is read-only ({msg})" if is_readonly(e) else msg
+
+
 def _window(since: Optional[datetime], until: Optional[datetime]) -> list:
     w = []
     if since is not None:
@@ -371,4 +422,5 @@ def _alive(pid: int) -> bool:
     return True
 
 
-__all__ = ["Counts", "ImageRecord", "RunInfo", "Store", "StoreError", "TimingStats", "timing_stats"]
+__all__ = ["Counts", "DatabaseGone", "ImageRecord", "RunInfo", "Store", "StoreError", "TimingStats", "is_readonly",
+           "readonly_reason", "timing_stats"]

@@ -24,7 +24,7 @@ from .model import Classifier
 from .pipeline import STOP, Pipeline
 from .results import CLASSIFIED, DUPLICATE, ImageResult, Job
 from .startup import EXIT_OK, EXIT_STORE, StartupError, load, lock_inbox, open_store, setup_logging
-from .retention import disk_state, purge, watched_paths
+from .retention import clinic_targets, disk_state, purge, watched_paths
 from .samples import Samples
 from .store import DatabaseGone, Store
 from .watcher import InboxWatcher, backlog, unscreened, watch_options
@@ -129,6 +129,8 @@ class Daemon:
         self._samples_cfg = None
         self._samples_checked = 0.0
         self._retention = None  # RetentionConfig of the running config
+        self._clinic_targets: List[str] = []  # where a row must be before retention deletes its file
+        self._retention_warned = -RETENTION_S
         self._disk_paths: List[Path] = []
         self._paused = False
         self._disk_checked = -DISK_CHECK_S
@@ -199,15 +201,25 @@ class Daemon:
         self._purged = time.monotonic()
         r = self._retention
         try:
-            out = purge(self._samples.store, r.keep_days, r.max_mb)
+            out = purge(self._samples.store, r.keep_days, r.max_mb, self._clinic_targets)
         except DatabaseGone:
             raise
         except Exception as e:  # noqa: BLE001 - retention is housekeeping: never stop screening for it
             log.warning("retention failed: %s", str(e).splitlines()[0])
             return
-        if out.deleted or out.kept_unexported or out.errors:
-            log.info("retention: deleted %d exported file(s), %.1f MB freed; %d kept until exported%s",
-                     out.deleted, out.freed_bytes / 1e6, out.kept_unexported,
+        # While intake is paused retention runs every few seconds: its warnings once per RETENTION_S.
+        warn = time.monotonic() - self._retention_warned >= RETENTION_S
+        if warn and (out.unreachable or (out.kept_unexported and not self._clinic_targets)):
+            self._retention_warned = time.monotonic()
+        for where in out.unreachable if warn else ():
+            log.warning("retention: cannot read the clinic database %s; its rows count as not received", where)
+        if out.kept_unexported and not self._clinic_targets:
+            if warn:
+                log.warning("retention: no clinic database configured ([retention] clinic_targets or [export] "
+                            "target), so no file is deleted: %d file(s) due", out.kept_unexported)
+        elif out.deleted or out.kept_unexported or out.errors:
+            log.info("retention: deleted %d file(s) the clinic holds, %.1f MB freed; %d kept until the clinic "
+                     "has their rows%s", out.deleted, out.freed_bytes / 1e6, out.kept_unexported,
                      f"; {len(out.errors)} could not be deleted ({out.errors[0]})" if out.errors else "")
 
     def _promote_samples(self) -> None:
@@ -255,6 +267,7 @@ class Daemon:
             pipe = self._pipeline(cfg, clf, store, run_id)
             self._samples, self._samples_cfg = Samples(store), cfg.samples
             self._retention, self._disk_paths = cfg.retention, watched_paths(cfg)
+            self._clinic_targets = clinic_targets(cfg)
             inbox = cfg.daemon.inbox
             log.info("edge-screen %s: model %s (%s, sha256 %s…) on %s, %d threads; inbox %s; database %s; device %s",
                      __version__, clf.name, clf.path.name, clf.sha256[:12], clf.backend, clf.num_threads, inbox,
@@ -347,6 +360,7 @@ class Daemon:
             cfg, clf, pipe = new.cfg, new.classifier, new_pipe
             self._samples_cfg = cfg.samples
             self._retention, self._disk_paths = cfg.retention, watched_paths(cfg)
+            self._clinic_targets = clinic_targets(cfg)
             self._disk_checked = -DISK_CHECK_S  # a new watermark applies at once
         except StartupError as e:
             log.error("reload failed, keeping the running config and model: %s", e)

@@ -1,11 +1,13 @@
 """Disk on a small SD card: retention of screened image files, and a low-disk state that pauses intake.
 
-Retention deletes image FILES, never rows, and only files whose rows have reached the clinic: a row is
-exported when an export watermark of its device (any target) covers its SQLite rowid (edge.export keeps
-those watermarks in the source). A file past ``retention.keep_days``, or the oldest ones while the screened
-files take more than ``retention.max_mb``, is deleted and its row gets ``purged_at``; unexported files are
-kept whatever their age (the clinic has no other copy). Files still in the inbox (``after = "keep"``) count
-too: they are the same screened images.
+Retention deletes image FILES, never rows, and only files whose rows the clinic holds: every configured
+clinic target (``retention.clinic_targets``, else ``export.target``) is asked for the rows, by id, before
+their files go. An export watermark is not enough: any export sets one, and an export to a scratch file once
+let retention delete 20 files whose rows the clinic database never got. A target that cannot be read holds
+nothing; no target configured: nothing is deleted. A file past ``retention.keep_days``, or the oldest ones
+while the screened files take more than ``retention.max_mb``, is deleted and its row gets ``purged_at``;
+files the clinic lacks are kept whatever their age (it has no other copy). Files still in the inbox
+(``after = "keep"``) count too: they are the same screened images.
 
 Low disk: when the filesystem of the database or of the inbox has less than ``retention.min_free_mb``
 free, the daemon stops taking new images (they wait, safe, in the inbox), says so in its log, its sd_notify
@@ -20,11 +22,13 @@ import shutil
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import List, Optional
+from typing import List, Optional, Sequence, Set
 
-from sqlalchemy import and_, func, literal_column, select
+from sqlalchemy import and_, select
+from sqlalchemy.exc import SQLAlchemyError
 
-from .schema import export_watermarks, images, utcnow
+from .config import redact_url
+from .schema import images, utcnow
 
 log = logging.getLogger("edge.retention")
 RESUME_MARGIN = 1.25  # resume only at 125 % of the watermark
@@ -74,19 +78,49 @@ def disk_state(paths: List[Path], min_free_mb: float, was_paused: bool = False) 
 class Purge:
     deleted: int = 0
     freed_bytes: int = 0
-    kept_unexported: int = 0  # files retention would have deleted but the clinic has not got their rows
+    kept_unexported: int = 0  # files retention would have deleted but a clinic target lacks their rows
+    unreachable: List[str] = field(default_factory=list)  # clinic targets that could not be read: "where: why"
     errors: List[str] = field(default_factory=list)
 
 
-def _exported(device_id: str):
-    """SQL condition: the image row is covered by an export watermark of its device (SQLite rowid)."""
-    last = select(func.max(export_watermarks.c.last_seq)).where(
-        export_watermarks.c.device_id == device_id).scalar_subquery()
-    return literal_column("images.rowid") <= func.coalesce(last, -1)
+def clinic_targets(cfg) -> List[str]:
+    """The clinic databases that must hold a row before its file may be deleted."""
+    if cfg.retention.clinic_targets:
+        return list(cfg.retention.clinic_targets)
+    return [cfg.export.target] if cfg.export.target else []
 
 
-def purge(store, keep_days: float, max_mb: float, now: Optional[datetime] = None) -> Purge:
-    """Delete screened files by age and by total size, oldest first, exported rows only."""
+def held_by(target: str, ids: Sequence[str]) -> Set[str]:
+    """Which of ``ids`` the image table of ``target`` holds; read only (never created or upgraded).
+    Raises :class:`RetentionTargetError` with one line when the target cannot be read."""
+    from .engine import open_existing
+    from .schema import SchemaError
+
+    try:
+        engine, _ = open_existing(target)
+    except SchemaError as e:
+        raise RetentionTargetError(str(e)) from None
+    held: Set[str] = set()
+    try:
+        with engine.connect() as conn:
+            for i in range(0, len(ids), 500):
+                chunk = list(ids[i:i + 500])
+                held.update(conn.execute(select(images.c.id).where(images.c.id.in_(chunk))).scalars())
+    except SQLAlchemyError as e:
+        raise RetentionTargetError(str(getattr(e, "orig", e)).splitlines()[0]) from None
+    finally:
+        engine.dispose()
+    return held
+
+
+class RetentionTargetError(RuntimeError):
+    """A clinic target could not be read; ``str(err)`` is one line."""
+
+
+def purge(store, keep_days: float, max_mb: float, targets: Sequence[str] = (),
+          now: Optional[datetime] = None) -> Purge:
+    """Delete screened files by age and by total size, oldest first, only those whose rows every clinic
+    target in ``targets`` holds (none given: nothing is deleted)."""
     out = Purge()
     if store.engine.url.get_backend_name() != "sqlite" or (keep_days <= 0 and max_mb <= 0):
         return out
@@ -95,8 +129,8 @@ def purge(store, keep_days: float, max_mb: float, now: Optional[datetime] = None
     where = and_(images.c.device_id == device, images.c.purged_at.is_(None),
                  images.c.status != "duplicate")  # a duplicate's file is its own, but its row points at another
     with store.engine.connect() as conn:
-        q = select(images.c.id, images.c.path, images.c.moved_to, images.c.recorded_at,
-                   _exported(device).label("exported")).where(where).order_by(images.c.recorded_at)
+        q = select(images.c.id, images.c.path, images.c.moved_to, images.c.recorded_at).where(where) \
+            .order_by(images.c.recorded_at)
         files = []
         for r in conn.execute(q):
             p = Path(r.moved_to or r.path)
@@ -107,13 +141,16 @@ def purge(store, keep_days: float, max_mb: float, now: Optional[datetime] = None
             files.append((r, p, st.st_size))
     total = sum(size for _, _, size in files)
     cutoff = now - timedelta(days=keep_days) if keep_days > 0 else None
+    # What age or size could delete, before asking the clinic: over the size limit, any file may be.
+    over = max_mb > 0 and total > max_mb * 1e6
+    due = files if over else [f for f in files if cutoff is not None and f[0].recorded_at <= cutoff]
+    held = _held_everywhere([r.id for r, _, _ in due], targets, out) if due else set()
     done: List[str] = []
-    for r, p, size in files:
+    for r, p, size in due:
         too_old = cutoff is not None and r.recorded_at <= cutoff
-        too_big = max_mb > 0 and total > max_mb * 1e6
-        if not (too_old or too_big):
+        if not (too_old or (max_mb > 0 and total > max_mb * 1e6)):
             continue
-        if not r.exported:
+        if r.id not in held:
             out.kept_unexported += 1
             continue
         try:
@@ -131,4 +168,20 @@ def purge(store, keep_days: float, max_mb: float, now: Optional[datetime] = None
     return out
 
 
-__all__ = ["DiskState", "Purge", "disk_state", "free_mb", "purge", "watched_paths"]
+def _held_everywhere(ids: List[str], targets: Sequence[str], out: Purge) -> Set[str]:
+    """The ids every target holds; a target that cannot be read holds none (and is named in ``out``)."""
+    if not targets:
+        return set()
+    held: Optional[Set[str]] = None
+    for t in targets:
+        try:
+            mine = held_by(t, ids)
+        except RetentionTargetError as e:
+            out.unreachable.append(f"{redact_url(t)}: {e}")
+            mine = set()
+        held = mine if held is None else held & mine
+    return held or set()
+
+
+__all__ = ["DiskState", "Purge", "RetentionTargetError", "clinic_targets", "disk_state", "free_mb", "held_by",
+           "purge", "watched_paths"]

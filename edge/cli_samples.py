@@ -19,23 +19,6 @@ def _samples(config: Optional[str], create: bool = False):
     return Samples(started(startup.store, cfg, create=create))
 
 
-def _table(items, width: int):
-    from rich.table import Table
-
-    # Sized for an 80-column Pi console: the sample id folds, the numbers never do.
-    t = Table(box=None, pad_edge=False, width=min(width, 120))
-    t.add_column("sample", overflow="fold", ratio=3)
-    for name in ("status", "fields", "readable", "verdict", "score"):
-        t.add_column(name, no_wrap=True, justify="right" if name in ("fields", "readable", "score") else "left")
-    t.add_column("review", overflow="fold", ratio=2)
-    for s in items:
-        t.add_row(s.sample_id, s.status, str(s.fields), str(s.readable), s.final_verdict or s.verdict or "-",
-                  "-" if s.score is None else f"{s.score:.3f}",
-                  ("signed " + (s.signed_by or "")) if s.status == "signed" else
-                  ("; ".join(s.review_reasons) if s.needs_review else "no"))
-    return t
-
-
 @click.command("samples")
 @click.option("--status", type=click.Choice(("collecting", "ready", "signed")), help="only samples in this state")
 @click.option("--format", "fmt", type=click.Choice(("table", "json")), default="table", show_default=True)
@@ -53,10 +36,10 @@ def samples(status: Optional[str], fmt: str, config: Optional[str]) -> None:
     if not items:
         click.echo("no samples" + (f" with status {status}" if status else ""))
         return
-    from rich.console import Console
+    from .samples_text import sample_lines
 
-    width = shutil.get_terminal_size((80, 24)).columns
-    Console(width=width).print(_table(items, width))
+    for line in sample_lines(items, min(shutil.get_terminal_size((80, 24)).columns, 120)):
+        click.echo(line)
 
 
 @click.group("sample")

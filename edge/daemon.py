@@ -332,7 +332,7 @@ class Daemon:
     def _scan_backlog(self, cfg: Config, store: Store, inbox: Path) -> None:
         # With after=move, a recorded file still in the inbox was committed but not moved before a crash:
         # queue it so the pipeline finishes the move (it records nothing new).
-        files = backlog(inbox) if cfg.daemon.after == "move" else unscreened(inbox, store)
+        files = backlog(inbox) if cfg.daemon.after == "move" else unscreened(inbox, store, cfg.daemon.max_file_bytes)
         for p in files:
             self.enqueue(p)
         log.info("backlog: %d file(s) in %s not yet recorded", len(files), inbox)

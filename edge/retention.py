@@ -40,17 +40,23 @@ class DiskState:
     free_mb: float
     where: str  # the fullest of the watched filesystems
     min_free_mb: float
+    missing: List[str] = field(default_factory=list)  # watched folders that do not exist (yet)
 
     def describe(self) -> str:
-        state = "intake PAUSED: low disk" if self.paused else "ok"
+        state = "intake PAUSED: low disk" if self.paused else "ok" if not self.missing else \
+            f"{', '.join(self.missing)} does not exist"
         return f"{state}: {self.free_mb:,.0f} MB free on {self.where} (minimum {self.min_free_mb:,.0f} MB)"
 
 
-def free_mb(path: Path) -> float:
+def _existing(path: Path) -> Path:
     p = Path(path)
     while not p.exists() and p != p.parent:  # a folder not made yet is on its parent's filesystem
         p = p.parent
-    return shutil.disk_usage(p).free / 1e6
+    return p
+
+
+def free_mb(path: Path) -> float:
+    return shutil.disk_usage(_existing(path)).free / 1e6
 
 
 def watched_paths(cfg) -> List[Path]:
@@ -68,10 +74,10 @@ def watched_paths(cfg) -> List[Path]:
 
 def disk_state(paths: List[Path], min_free_mb: float, was_paused: bool = False) -> DiskState:
     """Paused below ``min_free_mb``; once paused, stays so until free space reaches the margin above it."""
-    worst = min(((free_mb(p), str(p)) for p in paths), default=(float("inf"), "-"))
+    worst = min(((free_mb(p), str(_existing(p))) for p in paths), default=(float("inf"), "-"))
     limit = min_free_mb * (RESUME_MARGIN if was_paused else 1.0)
     return DiskState(paused=min_free_mb > 0 and worst[0] < limit, free_mb=worst[0], where=worst[1],
-                     min_free_mb=min_free_mb)
+                     min_free_mb=min_free_mb, missing=[str(p) for p in paths if not Path(p).exists()])
 
 
 @dataclass

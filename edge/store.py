@@ -327,9 +327,11 @@ class Store:
             out.needs_review = conn.execute(select(func.count()).where(*w, images.c.needs_review.is_(True))).scalar()
         return out
 
-    def last_error(self, device_id: Optional[str] = None) -> Optional[ImageRecord]:
-        """The most recent unreadable or rejected image (its reason is the error)."""
-        q = (select(images).where(images.c.status.in_(("unreadable", "rejected")), self._mine(device_id))
+    def last_error(self, device_id: Optional[str] = None,
+                   statuses: Sequence[str] = ("unreadable", "rejected")) -> Optional[ImageRecord]:
+        """The most recent image with one of ``statuses`` (its reason is the error). `status` asks for
+        "rejected" only: an unreadable field is a quality refusal, not an error."""
+        q = (select(images).where(images.c.status.in_(tuple(statuses)), self._mine(device_id))
              .order_by(images.c.recorded_at.desc(), images.c.id.desc()).limit(1))
         with self.engine.connect() as conn:
             row = conn.execute(q).first()

@@ -69,7 +69,7 @@ def store(cfg: Config, create: bool = True, writable: bool = False):
 def review_store(cfg: Config):
     """The database for `edge-screen serve`: it must exist (serve never creates one: an empty database
     beside a daemon that writes another is how sign-offs got lost) and be writable (sign-offs)."""
-    from .store import missing_sqlite_file
+    from .engine import missing_sqlite_file
 
     missing = missing_sqlite_file(cfg.database.url)
     if missing is not None:

@@ -25,7 +25,7 @@ from sqlalchemy.exc import DatabaseError, IntegrityError
 from .samples import update_samples
 from .records import Counts, ImageRecord, RunInfo, TimingStats, timing_stats
 from .vocabulary import STAGES, STATUSES, VERDICTS
-from .engine import make_engine, normalize_url, open_schema, writer
+from .engine import make_engine, missing_sqlite_file, normalize_url, open_schema, readonly_reason, writer
 from .schema import SchemaError, images, models, runs, utcnow
 
 TIMING_COLUMNS = tuple(f"t_{s}_ms" for s in STAGES)
@@ -384,27 +384,6 @@ class Store:
             return conn.execute(select(func.count()).select_from(images).where(self._mine(device_id))).scalar()
 
 
-def missing_sqlite_file(url: str | Path) -> Optional[str]:
-    """The path of a SQLite database URL whose file does not exist (None: it exists, or not SQLite)."""
-    u = make_url(normalize_url(url))
-    if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:") and not Path(u.database).exists():
-        return u.database
-    return None
-
-
-def is_readonly(e: BaseException) -> bool:
-    """Did a write fail because the database (file, folder or filesystem) is read-only?"""
-    orig = getattr(e, "orig", None) or e
-    low = str(orig).lower()
-    return "readonly" in low or "read-only" in low or getattr(orig, "sqlstate", None) == "25006"
-
-
-def readonly_reason(e: BaseException) -> str:
-    orig = getattr(e, "orig", None) or e
-    msg = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
-    return f"the database is read-only ({msg})" if is_readonly(e) else msg
-
-
 def _window(since: Optional[datetime], until: Optional[datetime]) -> list:
     w = []
     if since is not None:
@@ -424,5 +403,4 @@ def _alive(pid: int) -> bool:
     return True
 
 
-__all__ = ["Counts", "DatabaseGone", "ImageRecord", "RunInfo", "Store", "StoreError", "TimingStats", "is_readonly",
-           "readonly_reason", "timing_stats"]
+__all__ = ["Counts", "DatabaseGone", "ImageRecord", "RunInfo", "Store", "StoreError", "TimingStats", "timing_stats"]

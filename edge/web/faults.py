@@ -20,7 +20,8 @@ from flask import Flask, render_template, request
 from sqlalchemy.exc import DatabaseError
 
 from ..startup import EXIT_STORE
-from ..store import DatabaseGone, is_readonly
+from ..engine import is_readonly
+from ..store import DatabaseGone
 
 log = logging.getLogger("edge.web")
 CHECK_S = 1.0  # how often an idle server checks its database file (a request checks it at once)

@@ -292,3 +292,26 @@ def test_config_check_reports_an_inbox_that_cannot_be_created(tmp_path, model_pa
     assert p.returncode == 4
     assert f"cannot create {parent / 'inbox'}" in one_line_error(p) and "Read-only file system" in p.stderr
     assert "config OK" not in p.stdout
+
+
+def test_a_commit_into_a_deleted_database_file_is_not_reported_as_saved(tmp_path):
+    """The race the request check cannot see: the file goes between the check and the commit. SQLite
+    commits into the unlinked file without an error; Store.write raises after it instead of returning."""
+    from sqlalchemy import text
+
+    from edge.store import DatabaseGone
+
+    db = tmp_path / "dev.sqlite"
+    store = Store.open(db, device_id="dev")
+    try:
+        with pytest.raises(DatabaseGone, match="deleted or replaced"):
+            with store.write() as conn:
+                conn.execute(text("CREATE TABLE t (x)"))
+                for suffix in ("", "-wal", "-shm"):
+                    Path(f"{db}{suffix}").unlink(missing_ok=True)
+        with pytest.raises(DatabaseGone):
+            with store.write():
+                pass  # refused before it begins, too
+    finally:
+        store.close()
+    assert not db.exists()

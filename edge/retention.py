@@ -32,6 +32,7 @@ from .schema import images, utcnow
 
 log = logging.getLogger("edge.retention")
 RESUME_MARGIN = 1.25  # resume only at 125 % of the watermark
+CONNECT_TIMEOUT_S = 5  # a clinic server that does not answer holds nothing (see _with_timeout)
 
 
 @dataclass
@@ -103,7 +104,7 @@ def held_by(target: str, ids: Sequence[str]) -> Set[str]:
     from .schema import SchemaError
 
     try:
-        engine, _ = open_existing(target)
+        engine, _ = open_existing(_with_timeout(target))
     except SchemaError as e:
         raise RetentionTargetError(str(e)) from None
     held: Set[str] = set()
@@ -117,6 +118,19 @@ def held_by(target: str, ids: Sequence[str]) -> Set[str]:
     finally:
         engine.dispose()
     return held
+
+
+def _with_timeout(target: str) -> str:
+    """A server URL with a short connect timeout: retention runs in the daemon's loop, and an unreachable
+    clinic server must cost seconds (it then holds nothing), not a TCP timeout past the systemd watchdog."""
+    from sqlalchemy.engine import make_url
+
+    from .engine import normalize_url
+
+    u = make_url(normalize_url(target))
+    if u.get_backend_name() == "postgresql" and "connect_timeout" not in u.query:
+        u = u.update_query_dict({"connect_timeout": str(CONNECT_TIMEOUT_S)})
+    return u.render_as_string(hide_password=False)
 
 
 class RetentionTargetError(RuntimeError):

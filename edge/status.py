@@ -43,7 +43,8 @@ class Status:
         if self.run is None:
             return None
         if self.run.stopped_at is not None:
-            return f"stopped ({self.run.exit_reason})"
+            reason = self.run.exit_reason or "stopped"
+            return reason if reason.startswith("stopped") else f"stopped ({reason})"
         return "running" if alive(self.run) else \
             "not running (it ended without a clean stop: killed, crashed or power lost)"
 

@@ -35,9 +35,8 @@ def serve(host: Optional[str], port: Optional[int]) -> None:
     log = logging.getLogger("edge.web")
     from waitress import create_server
 
-    from .web import create_app
-
     from . import startup
+    from .web import create_app
 
     store = started(startup.review_store, cfg)  # exists and is writable, or exit 4 with one line
     host = host if host is not None else cfg.web.host

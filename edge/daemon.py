@@ -23,7 +23,8 @@ from .config import Config, redact_url
 from .model import Classifier
 from .pipeline import STOP, Pipeline
 from .results import CLASSIFIED, DUPLICATE, ImageResult, Job
-from .startup import EXIT_OK, EXIT_STORE, StartupError, load, lock_inbox, open_store, setup_logging
+from .startup import (EXIT_OK, EXIT_STORE, StartupError, check_inbox, load, lock_inbox, open_store,
+                      setup_logging)
 from .retention import clinic_targets, disk_state, purge, watched_paths
 from .samples import Samples
 from .store import DatabaseGone, Store
@@ -282,7 +283,7 @@ class Daemon:
                 if self._inbox_gone:
                     log.warning("inbox %s was deleted or replaced: watching it again", cfg.daemon.inbox)
                     watcher.stop()
-                    cfg.daemon.inbox.mkdir(parents=True, exist_ok=True)
+                    check_inbox(cfg.daemon.inbox)  # re-created, or a StartupError: exit 4 in one line
                     self._inbox_lock.close()
                     self._inbox_lock = lock_inbox(cfg.daemon.inbox)
                     watcher, self._inbox_gone = self._watch(cfg, store, scan=True), False
@@ -292,6 +293,10 @@ class Daemon:
             self.notify.send("STOPPING=1", f"STATUS={exit_reason}")
             log.info("%s after %d images; exiting", exit_reason, self.processed)
             return EXIT_OK
+        except StartupError as e:  # the inbox re-created read-only, or its lock file cannot be made
+            exit_reason = str(e)
+            log.error("%s; stopping", e)
+            return e.code
         except DatabaseGone as e:
             # Exit so that systemd restarts us on a database that exists; the images not recorded are still
             # in the inbox (nothing is moved before its commit) and the backlog scan takes them.
@@ -349,7 +354,7 @@ class Daemon:
             setup_logging(new.cfg.daemon.log_level)
             new_pipe = self._pipeline(new.cfg, new.classifier, store, run_id)
             if new.cfg.daemon.inbox != cfg.daemon.inbox:
-                new.cfg.daemon.inbox.mkdir(parents=True, exist_ok=True)
+                check_inbox(new.cfg.daemon.inbox)  # a StartupError: the reload is refused, the old inbox kept
                 old_lock, self._inbox_lock = self._inbox_lock, lock_inbox(new.cfg.daemon.inbox)
                 old_lock.close()
             if new.cfg.daemon.inbox != cfg.daemon.inbox or new.cfg.daemon.observer != cfg.daemon.observer:

@@ -127,22 +127,30 @@ class ModelStore:
     def list(self, bundled: bool = False) -> List[InstalledModel]:
         """The installed models; ``bundled=True`` adds the package's own model last (current when nothing
         installed is, previous when the first install replaced it)."""
-        if not self.root.is_dir():
-            return [_installed(DEFAULT_MODEL, bundled=True)] if bundled else []
+        if not self.root.is_dir() or not (self.root / CURRENT).exists():
+            if not bundled:
+                return [] if not self.root.is_dir() else self._listed(None, None)
+            b = _installed(DEFAULT_MODEL, bundled=True)
+            b.current = True  # nothing installed: the bundled model is the one in use
+            return ([] if not self.root.is_dir() else self._listed(None, None)) + [b]
         p = self.pointer()
         cur = self.root / p["current"] if p.get("current") else None
         prev = self.root / p["previous"] if p.get("previous") else None
+        out = self._listed(cur, prev)
+        if bundled:
+            b = _installed(DEFAULT_MODEL, bundled=True)
+            b.current = cur is None
+            b.previous = bool(p) and cur is not None and prev is None
+            out.append(b)
+        return out
+
+    def _listed(self, cur: Optional[Path], prev: Optional[Path]) -> List[InstalledModel]:
         out = []
         for d in sorted(x for x in self.root.iterdir() if x.is_dir() and not x.name.startswith(".")):
             for tfl in sorted(d.glob("*.tflite")):
                 m = _installed(tfl)
                 m.current, m.previous = tfl == cur, tfl == prev
                 out.append(m)
-        if bundled:
-            b = _installed(DEFAULT_MODEL, bundled=True)
-            b.current = cur is None
-            b.previous = bool(p) and cur is not None and prev is None
-            out.append(b)
         return out
 
     # ----------------------------------------------------------------------------------------- writes

@@ -81,7 +81,8 @@ class Status:
         if state:
             rows.append(("daemon", f"{state}, started {self.run.started_at:%Y-%m-%d %H:%M:%S} UTC, "
                                    f"pid {self.run.pid}"))
-        today = f"{t.total} images: " + ", ".join(f"{k} {v}" for k, v in sorted(t.by_status.items()))
+        today = f"{t.total} images" + (": " if t.by_status else "") + \
+            ", ".join(f"{k} {v}" for k, v in sorted(t.by_status.items()))
         if t.by_verdict:
             today += "; " + ", ".join(f"{k} {v}" for k, v in sorted(t.by_verdict.items()))
         rows.append(("today", today + f"; needs review {t.needs_review}"))

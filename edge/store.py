@@ -70,7 +70,8 @@ class Store:
         error instead of a new empty database (for readers such as `status` and `report`)."""
         u = make_url(normalize_url(url))
         if not create and missing_sqlite_file(url):
-            raise StoreError(f"database not found: {u.database}")
+            raise StoreError(f"database not found: {u.database} (the daemon creates it when it starts, as does "
+                             f"`edge-screen config check`)")
         try:
             engine = make_engine(u.render_as_string(hide_password=False), busy_timeout_ms, synchronous)
         except SchemaError as e:

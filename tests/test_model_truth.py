@@ -75,3 +75,10 @@ def test_a_model_retrained_with_corrections_says_so_in_its_version_card_and_list
     assert f"recipe of {base['name']} {base['version']}" in text
     listed = json.loads(cli("model", "list", "--format", "json", "--config", str(cfg)).stdout)["models"]
     assert listed[0]["lineage"] == card_lineage and listed[1]["bundled"] and listed[1]["lineage"] is None
+
+
+def test_with_nothing_installed_the_bundled_model_is_listed_as_current(tmp_path):
+    cfg = _config(tmp_path)
+    text = cli("model", "list", "--config", str(cfg)).stdout
+    assert text.startswith("* edge-screen-mnv2-int8") and "(bundled)" in text.splitlines()[0]
+    assert "no models installed" in text

@@ -9,7 +9,6 @@ import csv
 import io
 import json
 from dataclasses import fields
-from pathlib import Path
 from typing import Iterator, Optional, TextIO
 
 from rich import box

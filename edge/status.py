@@ -14,9 +14,14 @@ import textwrap
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, Dict, List, Optional
 
 from .config import Config
+
+if TYPE_CHECKING:  # SQLAlchemy and friends: imported by collect() when status runs
+    from .domain import DomainSummary
+    from .records import Counts, ImageRecord, RunInfo, TimingStats
+    from .retention import DiskState
 
 LABEL_WIDTH = 11  # "last error " and its value column
 
@@ -29,14 +34,14 @@ class Status:
     model_path: str
     backend: str
     kernels: str
-    today: object  # records.Counts
+    today: "Counts"
     backlog: Optional[int]  # None: the inbox does not exist
-    disk: object  # retention.DiskState
-    samples: dict
-    optics: object  # domain.DomainSummary
-    last_error: object  # records.ImageRecord or None
-    run: object  # records.RunInfo or None
-    timings: dict  # stage -> records.TimingStats
+    disk: "DiskState"
+    samples: Dict[str, int]
+    optics: "DomainSummary"
+    last_error: Optional["ImageRecord"]
+    run: Optional["RunInfo"]
+    timings: Dict[str, "TimingStats"]
     last_n: int
 
     def daemon_state(self) -> Optional[str]:

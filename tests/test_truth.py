@@ -13,7 +13,6 @@ import re
 import sqlite3
 from pathlib import Path
 
-import pytest
 
 import web_support as ws
 from conftest import fake_record

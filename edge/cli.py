@@ -196,7 +196,8 @@ def config_check(ctx: click.Context) -> None:
 @main.command()
 @click.option("--count", "-n", type=int, default=1, show_default=True, help="Stills to take (0 = until stopped).")
 @click.option("--interval", type=float, default=None, help="Seconds between stills (default: camera.interval_s).")
-@click.option("--fake", "fake", type=click.Path(file_okay=False, path_type=Path), default=None,
+# exists=True: a mistyped folder is a usage error (exit 2, one line), not a traceback.
+@click.option("--fake", "fake", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Use the fake camera cycling through this folder's JPEGs (for tests/demos).")
 @click.option("--synthetic", is_flag=True, help="Use the fake camera with synthetic smears.")
 @click.option("--sample", "sample_id", default=None,

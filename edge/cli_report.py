@@ -108,7 +108,7 @@ def report(since, until, today, all_time, verdict, labels: Tuple[str, ...], need
 
 
 @click.command("explain")
-@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("image", type=click.Path(dir_okay=False, exists=True, path_type=Path))  # a typo: exit 2, as classify
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write")
 @click.option("--grid", default=7, show_default=True, type=click.IntRange(1, 32), help="patches per side")
 @click.option("--target", type=click.Choice(["predicted", "malignant"]), default="predicted", show_default=True,

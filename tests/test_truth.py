@@ -141,3 +141,10 @@ def test_samples_reasons_fit_and_json_carries_the_sign_off(tmp_path):
     ready = by_id["S-READY"]
     assert ready["ready_at"] and ready["signed_at"] is None and ready["final_label"] is None
     assert {"ready_at", "signed_at", "signed_by", "final_verdict", "final_label"} <= set(ready)
+
+
+def test_a_mistyped_path_is_a_usage_error_not_a_traceback(tmp_path):
+    for args in (["explain", str(tmp_path / "typo.jpg"), "--out", str(tmp_path / "m.png")],
+                 ["capture", "--fake", str(tmp_path / "no-such-folder"), "-n", "1"]):
+        p = cli(*args, check=False)
+        assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)

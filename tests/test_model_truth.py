@@ -82,3 +82,14 @@ def test_with_nothing_installed_the_bundled_model_is_listed_as_current(tmp_path)
     text = cli("model", "list", "--config", str(cfg)).stdout
     assert text.startswith("* edge-screen-mnv2-int8") and "(bundled)" in text.splitlines()[0]
     assert "no models installed" in text
+
+
+def test_the_evaluation_report_names_the_lineage():
+    from trainer.report import lineage_lines
+
+    base = load_card(card_path_for(DEFAULT_MODEL)).to_dict()
+    info = {"used": 3, "sha256": "cd" * 32, "databases": ["pi-1.sqlite"]}
+    (line,) = lineage_lines(lineage(info, base))
+    assert "retrained with 3 reviewer field correction(s) from pi-1.sqlite" in line
+    assert f"base {base['name']} {base['version']}" in line and "cdcdcdcdcdcd" in line
+    assert lineage_lines(None) == []

@@ -23,7 +23,7 @@ from urllib.parse import urlencode, urlsplit
 import pytest
 
 import web_support as ws
-from edge.store import Store
+from edge.store.database import Store
 from daemon_support import ROOT, _env, model_path, poll, write_config  # noqa: F401 - model_path: fixture
 
 # 8 benign fields each: enough readable fields for the shipped card's sample rule (min 8), no review needed, so a
@@ -300,7 +300,7 @@ def test_a_commit_into_a_deleted_database_file_is_not_reported_as_saved(tmp_path
     commits into the unlinked file without an error; Store.write raises after it instead of returning."""
     from sqlalchemy import text
 
-    from edge.store import DatabaseGone
+    from edge.store.database import DatabaseGone
 
     db = tmp_path / "dev.sqlite"
     store = Store.open(db, device_id="dev")

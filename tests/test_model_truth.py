@@ -12,7 +12,7 @@ from pathlib import Path
 
 from daemon_support import cli
 from edge.config import load_config
-from edge.model import DEFAULT_MODEL, card_path_for, load_card, ood_path_for
+from edge.inference.classifier import DEFAULT_MODEL, card_path_for, load_card, ood_path_for
 from trainer.corrections import corrected_version, lineage
 
 

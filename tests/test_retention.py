@@ -8,12 +8,12 @@ from datetime import timedelta
 from pathlib import Path
 
 from daemon_support import DaemonProc, cli, model_path, poll, rows, write_config  # noqa: F401
-from edge import synthetic
-from edge.export import export_to
-from edge.records import ImageRecord
-from edge.retention import disk_state, purge
-from edge.schema import utcnow
-from edge.store import Store
+from edge.imaging import synthetic
+from edge.export.merge import export_to
+from edge.store.records import ImageRecord
+from edge.daemon.retention import disk_state, purge
+from edge.store.schema import utcnow
+from edge.store.database import Store
 
 
 def _files(tmp_path, store, names, days_old):
@@ -95,7 +95,7 @@ def test_no_clinic_target_configured_deletes_nothing(tmp_path):
 
 def test_clinic_targets_come_from_retention_else_export(tmp_path):
     from edge.config import config_from_dict
-    from edge.retention import clinic_targets
+    from edge.daemon.retention import clinic_targets
 
     assert clinic_targets(config_from_dict({}, tmp_path)) == []
     assert clinic_targets(config_from_dict({"export": {"target": "/c.sqlite"}}, tmp_path)) == ["/c.sqlite"]

@@ -17,8 +17,8 @@ from pathlib import Path
 import web_support as ws
 from conftest import fake_record
 from daemon_support import DaemonProc, cli, model_path, poll, rows, write_config  # noqa: F401 - model_path: fixture
-from edge import synthetic
-from edge.store import Store
+from edge.imaging import synthetic
+from edge.store.database import Store
 
 NARROW = {"COLUMNS": "80"}
 
@@ -121,7 +121,7 @@ def test_samples_reasons_fit_and_json_carries_the_sign_off(tmp_path):
     db = ws.build_db(tmp_path, [ws.SampleSpec("S-READY", 5, [0.92, 0.15, 0.75, 0.97, 0.08]),
                                 ws.SampleSpec("PATIENT-2026-000123-LEFT-HAND-SMEAR-B", 4, [0.1, 0.05]),
                                 ws.SampleSpec("S-SIGNED", 3, [0.9])])
-    with sqlite3.connect(db) as con:  # as the review app's sign-off leaves it (edge.reviews.sign_off)
+    with sqlite3.connect(db) as con:  # as the review app's sign-off leaves it (edge.store.reviews.sign_off)
         con.execute("UPDATE samples SET status = 'signed', signed_at = '2026-12-01 10:00:00.000000', "
                     "signed_by = 'alice', final_verdict = 'malignant', final_label = 'Pre-B' "
                     "WHERE sample_id = 'S-SIGNED'")

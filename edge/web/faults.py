@@ -2,7 +2,7 @@
 
 SQLite goes on reading and writing a database file that was deleted while it is open: the commit of a
 sign-off "succeeds" into an unlinked file and the reviewer is told it was saved. So every request first
-checks that the file is still the one that was opened (a stat), and :meth:`edge.store.Store.write` checks
+checks that the file is still the one that was opened (a stat), and :meth:`edge.store.database.Store.write` checks
 again after its commit; once the file is gone the app answers 503 with a plain page, logs one line and
 stops the server with exit code 4, as the daemon does, so that systemd starts it again on the database
 that exists (never on an empty one: `serve` does not create databases). A read-only database (an SD card
@@ -19,9 +19,9 @@ from typing import Callable, Optional
 from flask import Flask, render_template, request
 from sqlalchemy.exc import DatabaseError
 
-from ..startup import EXIT_STORE
-from ..engine import is_readonly
-from ..store import DatabaseGone
+from edge.daemon.startup import EXIT_STORE
+from edge.store.engine import is_readonly
+from edge.store.database import DatabaseGone
 
 log = logging.getLogger("edge.web")
 CHECK_S = 1.0  # how often an idle server checks its database file (a request checks it at once)

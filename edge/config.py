@@ -107,6 +107,8 @@ class RetentionConfig:
     max_mb: float = _f(0.0, "...and the oldest exported ones while screened files take more (0 = no limit)", min=0)
     min_free_mb: float = _f(200.0, "below this free space intake pauses until it is back (0 = never pause)",
                             min=0)
+    clinic_targets: Tuple[str, ...] = _f((), "clinic databases that must all hold a row before its file may be "
+                                             "deleted (empty = [export] target; neither = nothing is deleted)")
 
 
 @dataclass(frozen=True)
@@ -273,6 +275,10 @@ def _convert(key: str, tp: Any, meta: Mapping[str, Any], v: Any, base: Path) -> 
             raise ConfigError(f"{key}: expected a path string, got {_show(v)}")
         p = Path(v).expanduser()
         v = p if p.is_absolute() else (base / p)
+    elif origin is tuple and len(args) == 2 and args[1] is Ellipsis:  # Tuple[str, ...]: a list of strings
+        if not isinstance(v, (list, tuple)) or not all(isinstance(x, str) and x for x in v):
+            raise ConfigError(f"{key}: expected a list of non-empty strings, got {_show(v)}")
+        v = tuple(v)
     elif origin is tuple:
         if not isinstance(v, (list, tuple)) or len(v) != len(args) or not all(
                 isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):

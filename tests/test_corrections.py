@@ -117,3 +117,16 @@ def test_the_same_image_from_two_devices_is_used_once(world):
 def test_a_missing_database_is_an_error(tmp_path):
     with pytest.raises(FileNotFoundError):
         read_corrections([tmp_path / "nope.sqlite"])
+
+
+def test_the_corrections_used_are_identified_by_a_hash_in_the_version(world):
+    """Issue 14: a model retrained with --corrections installed as the bundled model's own 2.0.0."""
+    from trainer.corrections import corrected_version
+
+    split, db, rows = world
+    _, info = load_corrections(split, [db])
+    again = load_corrections(split, [db])[1]
+    assert len(info["sha256"]) == 64 and info["sha256"] == again["sha256"]  # the same corrections, the same id
+    assert corrected_version("3.0.0", info) == f"3.0.0+corrections.2.{info['sha256'][:8]}"
+    _, fewer = add_corrections(split, read_corrections([db])[0][:1])
+    assert fewer["sha256"] != info["sha256"]

@@ -9,6 +9,7 @@ from edge.export.fhir import FIELD_CODE, SHA256_SYSTEM, VERDICT_CODE, FhirSystem
 from edge.export.fhir_codes import V3_INTERPRETATION as V3
 from edge.store.reviews import add_user, review_field, sign_off
 from edge.store.samplemeta import set_meta
+from edge.export.fhir import FIELD_CODE, SHA256_SYSTEM, VERDICT_CODE, export_fhir
 from edge.store.samples import Samples
 from edge.store.schema import images
 

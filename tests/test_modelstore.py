@@ -71,8 +71,9 @@ def test_rollback_restores_previous_and_swaps(tmp_path, two_models):
     with pytest.raises(ModelStoreError):
         store.rollback()  # nothing installed
     ia = store.install(a)
-    with pytest.raises(ModelStoreError, match="no previous"):
-        store.rollback()
+    back = store.rollback()  # issue 14: the bundled model was in use before the first install
+    assert back.bundled and back.path == DEFAULT_MODEL and store.current() is None
+    assert store.rollback().path == ia.path and store.current() == ia.path  # and forward again
     ib = store.install(b)
     assert store.current() == ib.path
     listed = {m.version: m for m in store.list()}

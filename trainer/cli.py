@@ -96,7 +96,9 @@ def split(data_dir, block_size):
               help="shared: ../shared ImageNet int8 checkpoint; imagenet: Keras download (needs internet).")
 @click.option("--limit-per-class", default=0, help="Use only the first N images of each class (smoke runs).")
 @click.option("--seed", default=1234, show_default=True)
-@click.option("--version", "model_version", default="2.0.0", show_default=True)
+@click.option("--version", "model_version", default=None,
+              help="The card's version [default: 2.0.0; with --corrections the bundled model's version plus "
+                   "+corrections.N.HASH, so a retrained model never passes for the bundled one].")
 @click.option("--corrections", "corrections_dbs", multiple=True, type=click.Path(exists=True, dir_okay=False),
               help="A device's SQLite database (repeatable): its reviewers' field corrections join the "
                    "training side.")
@@ -129,6 +131,7 @@ def train(data_dir, out_dir, modes, ship, augment_copies, block_size, head_epoch
         sp, corrections = load_corrections(sp, corrections_dbs)
         console.print(f"corrections: {corrections['used']} used of {corrections['images_reviewed']} reviewed "
                       f"images; dropped {corrections['dropped']}")
+    model_version, base_card = _version(model_version, corrections)
     names = [n.strip() for n in sources.split(",") if n.strip()]
     if names:
         from .sources import add_sources, missing_sources
@@ -151,8 +154,11 @@ def train(data_dir, out_dir, modes, ship, augment_copies, block_size, head_epoch
     if corrections is not None:
         from edge.inference.classifier import card_path_for, load_card
 
+        from .corrections import lineage
+
         card = load_card(card_path_for(res.tflite))
         card.extra["training"]["corrections"] = corrections
+        card.extra["lineage"] = lineage(corrections, base_card)
         card.save(card_path_for(res.tflite))
         res.card = card
     report = write_report(res.tflite, Path(out_dir) / "work")
@@ -160,6 +166,23 @@ def train(data_dir, out_dir, modes, ship, augment_copies, block_size, head_epoch
     console.print(f"[bold]{res.tflite}[/] ({res.tflite.stat().st_size / 1e6:.2f} MB), mode {res.chosen_mode}, "
                   f"val accuracy {v['accuracy']:.4f}, threshold {res.card.threshold}, "
                   f"{res.seconds / 60:.1f} min; report {report}")
+
+
+def _version(given, corrections):
+    """(version, the bundled model's card as a dict or None): see trainer.corrections.corrected_version."""
+    if corrections is None:
+        return given or "2.0.0", None
+    from edge.inference.classifier import DEFAULT_MODEL, ModelLoadError, card_path_for, load_card
+
+    from .corrections import corrected_version
+
+    try:
+        base = load_card(card_path_for(DEFAULT_MODEL)).to_dict()
+    except ModelLoadError:
+        base = None
+    version = corrected_version(given or (base or {}).get("version") or "2.0.0", corrections)
+    console.print(f"version {version} (retrained with corrections)")
+    return version, base
 
 
 @main.command()

@@ -9,10 +9,11 @@ No TensorFlow here.
 from __future__ import annotations
 
 import dataclasses
+import hashlib
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple
 
 from sqlalchemy import create_engine, select
 
@@ -107,7 +108,8 @@ def add_corrections(split: Split, corrections: Sequence[Correction],
             seen.add(c.sha256)
             # number -1: corrections are placed after the split, so no block arithmetic ever sees them
             used.append(Sample(path=c.path, label=c.label, number=-1, sha256=c.sha256))
-    info = {"databases": sorted({c.db for c in corrections}),
+    digest = hashlib.sha256("\n".join(sorted(f"{u.sha256}:{u.label}" for u in used)).encode()).hexdigest()
+    info = {"databases": sorted({c.db for c in corrections}), "sha256": digest,
             "reviews_read": (read_counts or {}).get("reviews", len(corrections)),
             "images_reviewed": (read_counts or {}).get("images", len(corrections)),
             "used": len(used), "used_by_label": dict(Counter(s.label for s in used)),
@@ -125,4 +127,30 @@ def load_corrections(split: Split, db_paths: Sequence[str | Path]) -> Tuple[Spli
     return new, info
 
 
-__all__ = ["Correction", "REASONS", "add_corrections", "load_corrections", "read_corrections"]
+def corrected_version(version: str, info: dict) -> str:
+    """The version of a model retrained with corrections says so: ``3.0.0`` becomes
+    ``3.0.0+corrections.12.ab12cd34`` (SemVer build metadata: how many corrections, and which, by the hash
+    of their images and labels). Without it a retrained model installed under the bundled model's own name
+    and version, and `model list` could not tell them apart. A version that already carries build
+    metadata (``+...``) is the user's own and is kept."""
+    if "+" in version:
+        return version
+    return f"{version}+corrections.{info.get('used', 0)}.{str(info.get('sha256', ''))[:8] or 'none'}"
+
+
+def lineage(info: dict, base: Optional[dict]) -> dict:
+    """The card's ``lineage``: what this model was made from, for the card, `model list` and a person.
+    ``base``: the card (as a dict) of the model whose recipe and version it builds on (the bundled one)."""
+    dbs = [Path(d).name for d in info.get("databases", [])]
+    out = {"kind": "retrained with reviewers' field corrections",
+           "summary": f"retrained with {info.get('used', 0)} reviewer field correction(s) from {', '.join(dbs) or '-'}",
+           "corrections": {"used": info.get("used", 0), "sha256": info.get("sha256"), "databases": dbs},
+           "weights": "trained again from the initial weights with the corrections on the training side, "
+                      "not fine-tuned from the base model's weights"}
+    if base:
+        out["base"] = {k: base.get(k) for k in ("name", "version", "sha256")}
+    return out
+
+
+__all__ = ["Correction", "REASONS", "add_corrections", "corrected_version", "lineage", "load_corrections",
+           "read_corrections"]

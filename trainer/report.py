@@ -107,6 +107,7 @@ def write_report(tflite: Path, work_dir: Path) -> Path:
         "on the 2-core build machine",
         f"- Split: {e['split']['method']}; train {sum(e['split']['train'].values())}, "
         f"validation {sum(e['split']['validation'].values())} images; data sha256 `{e['split']['data_sha256'][:16]}…`",
+        *lineage_lines(e.get("lineage")),
         "",
         "## Validation (int8 model, held-out slide blocks)",
         "",
@@ -165,3 +166,17 @@ def write_report(tflite: Path, work_dir: Path) -> Path:
     out = Path(f"{stem}.md")
     out.write_text("\n".join(lines))
     return out
+
+
+def lineage_lines(lineage) -> list:
+    """The card's lineage (a model retrained with corrections) as a bullet, so the report says what it is."""
+    if not lineage:
+        return []
+    base = lineage.get("base") or {}
+    line = f"- Lineage: {lineage.get('summary') or lineage.get('kind')}"
+    if base.get("name"):
+        line += f"; base {base['name']} {base.get('version', '?')} (sha256 `{str(base.get('sha256', ''))[:12]}…`)"
+    c = lineage.get("corrections") or {}
+    if c.get("sha256"):
+        line += f"; corrections sha256 `{c['sha256'][:12]}…`"
+    return [line]

@@ -3,9 +3,7 @@ from __future__ import annotations
 
 import importlib
 import json
-import os
 import sys
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import List, Optional
 
@@ -106,21 +104,6 @@ def _results_table(results, width: int):
     return t
 
 
-def _alive(run) -> bool:
-    """Is the run's daemon process still there? Only answerable on the host that started it."""
-    import socket
-
-    if run.hostname != socket.gethostname() or not run.pid:
-        return True
-    try:
-        os.kill(run.pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, owned by another user
-        return True
-    return True
-
-
 def _json(r) -> dict:
     return {"path": r.path, "status": r.status, "reason": r.reason, "label": r.label,
             "probabilities": r.probabilities, "score": r.malignant_score, "verdict": r.verdict,
@@ -134,79 +117,21 @@ def _json(r) -> dict:
 @click.pass_context
 def status(ctx: click.Context, last_n: int, as_json: bool) -> None:
     """Model in use, today's images by status and verdict, backlog, last error, stage timings."""
-    from edge.inference.classifier import ModelLoadError, load_card
-    from edge.inference.classifier import card_path_for
-    from edge.daemon.retention import disk_state, watched_paths
-    from edge.pipeline.domain import recent as recent_optics
-    from edge.store.samples import Samples
-    from edge.daemon.watcher import unscreened
+    import shutil
+
+    from edge.daemon.status import collect
 
     cfg = _cfg(ctx)
     store = _store(cfg, create=False)
     try:
-        now = datetime.now(timezone.utc)
-        midnight = now.astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
-        today = store.counts(since=midnight.astimezone(timezone.utc))
-        pending = unscreened(cfg.daemon.inbox, store)
-        err = store.last_error()
-        stats = store.timing_stats(last_n)
-        run = store.last_run()
-        sample_counts = Samples(store).counts()
-        optics = recent_optics(store)
+        st = collect(cfg, store, last_n)
     finally:
         store.close()
-    disk = disk_state(watched_paths(cfg), cfg.retention.min_free_mb)
-    model_path = "?"
-    try:
-        model_path = cfg.model_path  # may read the installed models' current.json
-        model = load_card(card_path_for(model_path)).name
-    except ModelLoadError as e:
-        model = f"unusable ({e})"
-    from edge.inference.backends import resolve
-
-    backend = resolve(cfg.model.backend)
-    out = {"device_id": cfg.daemon.device_id, "model": model, "model_path": str(model_path),
-           "backend": backend, "kernels": cfg.model.kernels if backend == "litert" else "builtin",
-           "threads": cfg.model.num_threads,
-           "today": {"total": today.total, "by_status": today.by_status, "by_verdict": today.by_verdict,
-                     "needs_review": today.needs_review},
-           "backlog": len(pending), "inbox": str(cfg.daemon.inbox),
-           "disk": {"free_mb": round(disk.free_mb, 1), "where": disk.where, "min_free_mb": disk.min_free_mb,
-                    "intake_paused": disk.paused},
-           "samples": sample_counts, "optics": optics.to_dict(),
-           "last_error": ({"path": err.path, "status": err.status, "reason": err.reason,
-                           "recorded_at": err.recorded_at.isoformat()} if err else None),
-           "last_run": ({"started_at": run.started_at.isoformat(), "stopped_at":
-                         run.stopped_at.isoformat() if run.stopped_at else None, "exit_reason": run.exit_reason,
-                         "pid": run.pid, "alive": run.stopped_at is None and _alive(run)} if run else None),
-           "timings_ms": {s: {"n": v.n, "median": v.median_ms, "p95": v.p95_ms} for s, v in stats.items()}}
     if as_json:
-        click.echo(json.dumps(out, indent=2))
+        click.echo(json.dumps(st.to_json(), indent=2))
         return
-    click.echo(f"device     {out['device_id']}\nmodel      {model} ({model_path}), backend {backend} "
-               f"({out['kernels']} kernels), {cfg.model.num_threads} threads")
-    if run:
-        state = "running" if run.stopped_at is None else f"stopped ({run.exit_reason})"
-        if run.stopped_at is None and not _alive(run):
-            state = "not running (it ended without a clean stop: killed, crashed or power lost)"
-        click.echo(f"daemon     {state}, started {run.started_at:%Y-%m-%d %H:%M:%S} UTC, pid {run.pid}")
-    click.echo(f"today      {today.total} images: " + ", ".join(f"{k} {v}" for k, v in sorted(today.by_status.items()))
-               + ("; " + ", ".join(f"{k} {v}" for k, v in sorted(today.by_verdict.items())) if today.by_verdict else "")
-               + f"; needs review {today.needs_review}")
-    click.echo(f"backlog    {len(pending)} file(s) in {cfg.daemon.inbox} not yet recorded")
-    click.echo(f"disk       {disk.describe()}")
-    if sample_counts:
-        click.echo("samples    " + ", ".join(f"{k} {sample_counts[k]}" for k in ("collecting", "ready", "signed")
-                                            if k in sample_counts))
-    first, *rest = optics.describe().splitlines()
-    click.echo(f"optics     {first}")
-    for line in rest:  # the reason, cut to fit 80 columns (the review app shows it whole)
-        click.echo(f"           {line if len(line) <= 69 else line[:68] + '…'}")
-    click.echo(f"last error {err.path}: {err.reason}" if err else "last error none")
-    click.echo(f"timings    median / p95 ms over the last {last_n} classified images:")
-    for s, v in stats.items():
-        if v.n:
-            click.echo(f"  {s:11s} {v.median_ms:8.2f} / {v.p95_ms:8.2f}")
+    for line in st.lines(width=min(shutil.get_terminal_size((80, 24)).columns, 100)):
+        click.echo(line)
 
 
 @main.command()
@@ -271,7 +196,8 @@ def config_check(ctx: click.Context) -> None:
 @main.command()
 @click.option("--count", "-n", type=int, default=1, show_default=True, help="Stills to take (0 = until stopped).")
 @click.option("--interval", type=float, default=None, help="Seconds between stills (default: camera.interval_s).")
-@click.option("--fake", "fake", type=click.Path(file_okay=False, path_type=Path), default=None,
+# exists=True: a mistyped folder is a usage error (exit 2, one line), not a traceback.
+@click.option("--fake", "fake", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
               help="Use the fake camera cycling through this folder's JPEGs (for tests/demos).")
 @click.option("--synthetic", is_flag=True, help="Use the fake camera with synthetic smears.")
 @click.option("--sample", "sample_id", default=None,

@@ -57,7 +57,8 @@ def rollback(config: Optional[str]) -> None:
         m = store.rollback(backend=cfg.model.backend)
     except ModelLoadError as e:
         raise Failure(f"model error: {e}", EXIT_MODEL) from None
-    click.echo(f"rolled back to {m.name} {m.version} (sha256 {m.sha256[:12]}…): {m.path}\n"
+    what = "the bundled model " if m.bundled else ""
+    click.echo(f"rolled back to {what}{m.name} {m.version} (sha256 {m.sha256[:12]}…): {m.path}\n"
                f"{RELOAD_HINT}{_pinned_note(cfg)}")
 
 
@@ -65,24 +66,27 @@ def rollback(config: Optional[str]) -> None:
 @click.option("--format", "fmt", type=click.Choice(("table", "json")), default="table", show_default=True)
 @click.option("--config", "config", type=click.Path(dir_okay=False), help="Config file (as edge-screen --config).")
 def list_models(fmt: str, config: Optional[str]) -> None:
-    """Installed models with their sha256 and version; * marks the current one, - the previous one."""
+    """Installed models and the bundled one, with version, sha256 and lineage; * marks the current one, - the
+    previous one (what `model rollback` goes back to)."""
     from edge.inference.classifier import ModelLoadError
 
     cfg, store = _store(config)
     try:
-        models = store.list()
+        models = store.list(bundled=True)
     except ModelLoadError as e:
         raise Failure(f"model error: {e}", EXIT_MODEL) from None
     if fmt == "json":
         click.echo(json.dumps({"install_dir": str(store.root), "in_use": str(cfg.model_path),
                                "models": [m.to_json() for m in models]}, indent=2))
         return
-    if not models:
-        click.echo(f"no models installed in {store.root}; in use: {cfg.model_path}")
-        return
     for m in models:
         mark = "*" if m.current else "-" if m.previous else " "
-        click.echo(f"{mark} {m.name} {m.version}  sha256 {m.sha256[:16]}  {m.path}")
+        click.echo(f"{mark} {m.name} {m.version}{' (bundled)' if m.bundled else ''}  sha256 {m.sha256[:16]}")
+        click.echo(f"    {m.path}")
+        if m.describe_lineage():
+            click.echo(f"    {m.describe_lineage()}")
+    if len(models) == 1:
+        click.echo(f"no models installed in {store.root}")
     click.echo(f"in use: {cfg.model_path}")
 
 

@@ -9,14 +9,17 @@ from typing import TYPE_CHECKING, Optional, Tuple
 import click
 from edge.cli.common import load_cfg, started
 from edge.config import ConfigError
+from edge.cli.common import Failure, load_cfg, started
+from edge.daemon.startup import EXIT_CONFIG, EXIT_FAILURE, EXIT_MODEL
 from edge.vocabulary import LABELS, STATUSES, VERDICTS
 
 if TYPE_CHECKING:  # the model pulls in numpy and OpenCV: only the commands that need it import it
     from edge.inference.classifier import Classifier
 
 
-def _fail(msg: str) -> None:
-    raise click.ClickException(msg)
+def _fail(msg: str, code: int = EXIT_CONFIG) -> None:
+    """One line and the README's exit code: 2 (the default) for a bad option or combination of options."""
+    raise Failure(msg, code)
 
 
 def _classifier(config: Optional[str], model: Optional[str]) -> "Classifier":
@@ -66,18 +69,19 @@ def report(since, until, today, all_time, verdict, labels: Tuple[str, ...], need
             _fail("--today cannot be combined with --since/--until/--all")
         if maps and fmt != "html":
             _fail("--maps applies to --format html only")
+        if fmt == "html" and out is None:
+            _fail("--format html needs --out FILE")
         cfg = load_cfg(config)
         window = make_window(since, until, all_time=all_time)
         filters = Filters(verdict=verdict, labels=labels, needs_review=True if needs_review else None, statuses=statuses,
                           devices=devices)
         data = build_report(db or cfg.database.url, window, filters)
-    except (ReportError, ConfigError) as e:
+    except ReportError as e:
+        _fail(str(e), e.code)
+    except ConfigError as e:
         _fail(str(e))
     if fmt == "html":
         from edge.report.html import write_html
-
-        if out is None:
-            _fail("--format html needs --out FILE")
 
         def factory() -> "Classifier":
             from edge.inference.classifier import classifier_from_config
@@ -105,7 +109,7 @@ def report(since, until, today, all_time, verdict, labels: Tuple[str, ...], need
 
 
 @click.command("explain")
-@click.argument("image", type=click.Path(dir_okay=False, path_type=Path))
+@click.argument("image", type=click.Path(dir_okay=False, exists=True, path_type=Path))  # a typo: exit 2, as classify
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write")
 @click.option("--grid", default=7, show_default=True, type=click.IntRange(1, 32), help="patches per side")
 @click.option("--target", type=click.Choice(["predicted", "malignant"]), default="predicted", show_default=True,
@@ -124,10 +128,12 @@ def explain(image: Path, out: Path, grid: int, target: str, method: str, model, 
     try:
         clf = _classifier(config, model)
         e = explain_image(image, clf, grid=grid, target=target, method=method)
-    except (ConfigError, ModelLoadError) as err:
+    except ConfigError as err:
         _fail(str(err))
+    except ModelLoadError as err:
+        _fail(f"model error: {err}", EXIT_MODEL)
     except DecodeError as err:
-        _fail(f"{image}: {err}")
+        _fail(f"{image}: {err}", EXIT_FAILURE)
     save_png(e, out)
     p = e.prediction
     click.echo(f"{image}: {p.label} (malignant score {p.malignant_score:.3f}, {p.verdict}"

@@ -20,34 +20,13 @@ def _samples(config: Optional[str], create: bool = False):
     return Samples(started(startup.store, cfg, create=create))
 
 
-def _who(s, metas) -> str:
-    """The sample cell: its id, and the patient/specimen ids when the laboratory gave them."""
-    m = metas.get((s.device_id, s.sample_id))
-    ids = [f"{k} {v}" for k, v in (("patient", m and m.patient_id), ("specimen", m and m.specimen_id)) if v]
-    return s.sample_id + ("\n" + ", ".join(ids) if ids else "")
-
-
-def _meta_note(s, metas) -> str:
-    m = metas.get((s.device_id, s.sample_id))
-    return f"; {m.error}" if m and m.error else ""
-
-
-def _table(items, width: int, metas=None):
-    from rich.table import Table
-
-    # Sized for an 80-column Pi console: the sample id folds, the numbers never do.
-    t = Table(box=None, pad_edge=False, width=min(width, 120))
-    t.add_column("sample", overflow="fold", ratio=3)
-    for name in ("status", "fields", "readable", "verdict", "score"):
-        t.add_column(name, no_wrap=True, justify="right" if name in ("fields", "readable", "score") else "left")
-    t.add_column("review", overflow="fold", ratio=2)
-    metas = metas or {}
-    for s in items:
-        t.add_row(_who(s, metas), s.status, str(s.fields), str(s.readable), s.final_verdict or s.verdict or "-",
-                  "-" if s.score is None else f"{s.score:.3f}",
-                  ("signed " + (s.signed_by or "")) if s.status == "signed" else
-                  ("; ".join(s.review_reasons) if s.needs_review else "no") + _meta_note(s, metas))
-    return t
+def _meta_notes(metas) -> dict:
+    """Per (device, sample): the laboratory's patient/specimen ids and a bad sample.json's reason."""
+    out = {}
+    for key, m in metas.items():
+        ids = [f"{k} {v}" for k, v in (("patient", m.patient_id), ("specimen", m.specimen_id)) if v]
+        out[key] = "; ".join(x for x in (", ".join(ids), m.error) if x)
+    return out
 
 
 @click.command("samples")
@@ -70,10 +49,10 @@ def samples(status: Optional[str], fmt: str, config: Optional[str]) -> None:
     if not items:
         click.echo("no samples" + (f" with status {status}" if status else ""))
         return
-    from rich.console import Console
+    from edge.report.samples_text import sample_lines
 
-    width = shutil.get_terminal_size((80, 24)).columns
-    Console(width=width).print(_table(items, width, metas))
+    for line in sample_lines(items, min(shutil.get_terminal_size((80, 24)).columns, 120), _meta_notes(metas)):
+        click.echo(line)
 
 
 def _meta_json(s, metas) -> dict:

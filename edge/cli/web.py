@@ -4,6 +4,7 @@ does not pay for them."""
 from __future__ import annotations
 
 import logging
+import os
 import signal
 import sys
 from typing import Optional
@@ -34,13 +35,15 @@ def serve(host: Optional[str], port: Optional[int]) -> None:
     log = logging.getLogger("edge.web")
     from waitress import create_server
 
+    from edge.daemon import startup
     from edge.web import create_app
 
-    store = _open_store(cfg)
+    store = started(startup.review_store, cfg)  # exists and is writable, or exit 4 with one line
     host = host if host is not None else cfg.web.host
     port = port if port is not None else cfg.web.port
+    app = create_app(cfg, store)
     try:
-        server = create_server(create_app(cfg, store), host=host, port=port, threads=4, ident="edge-screen")
+        server = create_server(app, host=host, port=port, threads=4, ident="edge-screen")
     except OSError as e:
         store.close()
         raise Failure(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
@@ -49,14 +52,21 @@ def serve(host: Optional[str], port: Optional[int]) -> None:
     if not _has_users(store):
         log.warning("no user accounts yet: add one with `edge-screen user add NAME --role reviewer`")
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))  # systemd stop: leave through the finally below
+    # A deleted or replaced database stops the server as a SIGTERM would, then exits 4 (below).
+    watch = app.extensions["edge_database_watch"]
+    watch.on_fatal = lambda: os.kill(os.getpid(), signal.SIGTERM)
+    watch.start()
     try:
         server.run()
     except KeyboardInterrupt:
         pass
     finally:
+        watch.stop()
         server.close()
         store.close()
         log.info("review app stopped")
+    if watch.fatal:
+        raise Failure(watch.fatal, watch.code)
 
 
 def _has_users(store) -> bool:

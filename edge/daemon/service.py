@@ -23,8 +23,9 @@ from edge.config import Config, redact_url
 from edge.inference.classifier import Classifier
 from edge.pipeline.stages import STOP, Pipeline
 from edge.pipeline.results import CLASSIFIED, DUPLICATE, ImageResult, Job
-from edge.daemon.startup import EXIT_OK, EXIT_STORE, StartupError, load, lock_inbox, open_store, setup_logging
-from edge.daemon.retention import disk_state, purge, watched_paths
+from edge.daemon.startup import (EXIT_OK, EXIT_STORE, StartupError, check_inbox, load, lock_inbox, open_store,
+                                 setup_logging)
+from edge.daemon.retention import clinic_targets, disk_state, purge, watched_paths
 from edge.store.samplemeta import apply_meta_file, is_meta_file, meta_files
 from edge.store.samples import Samples
 from edge.store.database import DatabaseGone, Store
@@ -130,6 +131,8 @@ class Daemon:
         self._samples_cfg = None
         self._samples_checked = 0.0
         self._retention = None  # RetentionConfig of the running config
+        self._clinic_targets: List[str] = []  # where a row must be before retention deletes its file
+        self._retention_warned = -RETENTION_S
         self._disk_paths: List[Path] = []
         self._paused = False
         self._disk_checked = -DISK_CHECK_S
@@ -213,15 +216,25 @@ class Daemon:
         self._purged = time.monotonic()
         r = self._retention
         try:
-            out = purge(self._samples.store, r.keep_days, r.max_mb)
+            out = purge(self._samples.store, r.keep_days, r.max_mb, self._clinic_targets)
         except DatabaseGone:
             raise
         except Exception as e:  # noqa: BLE001 - retention is housekeeping: never stop screening for it
             log.warning("retention failed: %s", str(e).splitlines()[0])
             return
-        if out.deleted or out.kept_unexported or out.errors:
-            log.info("retention: deleted %d exported file(s), %.1f MB freed; %d kept until exported%s",
-                     out.deleted, out.freed_bytes / 1e6, out.kept_unexported,
+        # While intake is paused retention runs every few seconds: its warnings once per RETENTION_S.
+        warn = time.monotonic() - self._retention_warned >= RETENTION_S
+        if warn and (out.unreachable or (out.kept_unexported and not self._clinic_targets)):
+            self._retention_warned = time.monotonic()
+        for where in out.unreachable if warn else ():
+            log.warning("retention: cannot read the clinic database %s; its rows count as not received", where)
+        if out.kept_unexported and not self._clinic_targets:
+            if warn:
+                log.warning("retention: no clinic database configured ([retention] clinic_targets or [export] "
+                            "target), so no file is deleted: %d file(s) due", out.kept_unexported)
+        elif out.deleted or out.kept_unexported or out.errors:
+            log.info("retention: deleted %d file(s) the clinic holds, %.1f MB freed; %d kept until the clinic "
+                     "has their rows%s", out.deleted, out.freed_bytes / 1e6, out.kept_unexported,
                      f"; {len(out.errors)} could not be deleted ({out.errors[0]})" if out.errors else "")
 
     def _promote_samples(self) -> None:
@@ -269,6 +282,7 @@ class Daemon:
             pipe = self._pipeline(cfg, clf, store, run_id)
             self._samples, self._samples_cfg = Samples(store), cfg.samples
             self._retention, self._disk_paths = cfg.retention, watched_paths(cfg)
+            self._clinic_targets = clinic_targets(cfg)
             inbox = cfg.daemon.inbox
             log.info("edge-screen %s: model %s (%s, sha256 %s…) on %s, %d threads; inbox %s; database %s; device %s",
                      __version__, clf.name, clf.path.name, clf.sha256[:12], clf.backend, clf.num_threads, inbox,
@@ -283,7 +297,7 @@ class Daemon:
                 if self._inbox_gone:
                     log.warning("inbox %s was deleted or replaced: watching it again", cfg.daemon.inbox)
                     watcher.stop()
-                    cfg.daemon.inbox.mkdir(parents=True, exist_ok=True)
+                    check_inbox(cfg.daemon.inbox)  # re-created, or a StartupError: exit 4 in one line
                     self._inbox_lock.close()
                     self._inbox_lock = lock_inbox(cfg.daemon.inbox)
                     watcher, self._inbox_gone = self._watch(cfg, store, scan=True), False
@@ -293,6 +307,10 @@ class Daemon:
             self.notify.send("STOPPING=1", f"STATUS={exit_reason}")
             log.info("%s after %d images; exiting", exit_reason, self.processed)
             return EXIT_OK
+        except StartupError as e:  # the inbox re-created read-only, or its lock file cannot be made
+            exit_reason = str(e)
+            log.error("%s; stopping", e)
+            return e.code
         except DatabaseGone as e:
             # Exit so that systemd restarts us on a database that exists; the images not recorded are still
             # in the inbox (nothing is moved before its commit) and the backlog scan takes them.
@@ -333,7 +351,7 @@ class Daemon:
     def _scan_backlog(self, cfg: Config, store: Store, inbox: Path) -> None:
         # With after=move, a recorded file still in the inbox was committed but not moved before a crash:
         # queue it so the pipeline finishes the move (it records nothing new).
-        files = backlog(inbox) if cfg.daemon.after == "move" else unscreened(inbox, store)
+        files = backlog(inbox) if cfg.daemon.after == "move" else unscreened(inbox, store, cfg.daemon.max_file_bytes)
         for p in files + meta_files(inbox):  # sample.json files are not in the backlog: not fields
             self.enqueue(p)
         log.info("backlog: %d file(s) in %s not yet recorded", len(files), inbox)
@@ -350,7 +368,7 @@ class Daemon:
             setup_logging(new.cfg.daemon.log_level)
             new_pipe = self._pipeline(new.cfg, new.classifier, store, run_id)
             if new.cfg.daemon.inbox != cfg.daemon.inbox:
-                new.cfg.daemon.inbox.mkdir(parents=True, exist_ok=True)
+                check_inbox(new.cfg.daemon.inbox)  # a StartupError: the reload is refused, the old inbox kept
                 old_lock, self._inbox_lock = self._inbox_lock, lock_inbox(new.cfg.daemon.inbox)
                 old_lock.close()
             if new.cfg.daemon.inbox != cfg.daemon.inbox or new.cfg.daemon.observer != cfg.daemon.observer:
@@ -361,6 +379,7 @@ class Daemon:
             cfg, clf, pipe = new.cfg, new.classifier, new_pipe
             self._samples_cfg = cfg.samples
             self._retention, self._disk_paths = cfg.retention, watched_paths(cfg)
+            self._clinic_targets = clinic_targets(cfg)
             self._disk_checked = -DISK_CHECK_S  # a new watermark applies at once
         except StartupError as e:
             log.error("reload failed, keeping the running config and model: %s", e)

@@ -45,17 +45,37 @@ def classifier(cfg: Config, model: Optional[str] = None):
         raise StartupError(f"model error: {e}", EXIT_MODEL) from None
 
 
-def store(cfg: Config, create: bool = True):
+def store(cfg: Config, create: bool = True, writable: bool = False):
     """The configured database; ``create=False`` for readers: a missing SQLite file is an error, not a new
-    empty database."""
+    empty database. ``writable=True``: a database that cannot be written (read-only file, folder or
+    filesystem) is refused now, in one line, rather than at the first result or sign-off."""
     from edge.store.database import Store, StoreError
 
     db = cfg.database
     try:
-        return Store.open(db.url, device_id=cfg.daemon.device_id, busy_timeout_ms=db.busy_timeout_ms,
-                          synchronous=db.synchronous, create=create)
+        opened = Store.open(db.url, device_id=cfg.daemon.device_id, busy_timeout_ms=db.busy_timeout_ms,
+                            synchronous=db.synchronous, create=create)
     except StoreError as e:
         raise StartupError(f"database error: {e}", EXIT_STORE) from None
+    if writable:
+        try:
+            opened.check_writable()
+        except StoreError as e:
+            opened.close()
+            raise StartupError(f"database error: {e}", EXIT_STORE) from None
+    return opened
+
+
+def review_store(cfg: Config):
+    """The database for `edge-screen serve`: it must exist (serve never creates one: an empty database
+    beside a daemon that writes another is how sign-offs got lost) and be writable (sign-offs)."""
+    from edge.store.engine import missing_sqlite_file
+
+    missing = missing_sqlite_file(cfg.database.url)
+    if missing is not None:
+        raise StartupError(f"database error: no database at {missing}; the review app never creates one: start "
+                           f"the daemon (`edge-screen run`) or check database.url in the config", EXIT_STORE)
+    return store(cfg, create=False, writable=True)
 
 
 @dataclass
@@ -77,15 +97,36 @@ def load(config_path: Optional[str]) -> Loaded:
 
 def open_store(cfg: Config) -> "Store":
     """The database and the inbox, ready for the daemon; :class:`StartupError` (exit 4) with one line."""
-    db = store(cfg)
+    db = store(cfg, writable=True)
     try:
-        cfg.daemon.inbox.mkdir(parents=True, exist_ok=True)
-        if not os.access(cfg.daemon.inbox, os.R_OK | os.X_OK):
-            raise PermissionError(13, "not readable")
-    except OSError as e:
+        check_inbox(cfg.daemon.inbox)
+    except StartupError:
         db.close()
-        raise StartupError(f"inbox error: cannot use {cfg.daemon.inbox}: {e.strerror or e}", EXIT_STORE) from None
+        raise
     return db
+
+
+def check_inbox(inbox: Path) -> None:
+    """The inbox exists (created if not, as the daemon does) and can be read and written: the daemon keeps
+    its lock file there and, with ``after = "move"``, moves files out of it."""
+    try:
+        inbox.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise StartupError(f"inbox error: cannot create {inbox}: {e.strerror or e}", EXIT_STORE) from None
+    # os.access answers for the filesystem too: a read-only mount is "not writable" even for root.
+    if not os.access(inbox, os.R_OK | os.X_OK):
+        raise StartupError(f"inbox error: cannot read {inbox}: permission denied", EXIT_STORE)
+    if not os.access(inbox, os.W_OK):
+        why = "read-only file system" if _read_only_fs(inbox) else "permission denied"
+        raise StartupError(f"inbox error: cannot write to {inbox} ({why}): the daemon keeps its lock file there "
+                           f"and moves screened files out of it", EXIT_STORE)
+
+
+def _read_only_fs(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def lock_inbox(inbox: Path):
@@ -93,7 +134,11 @@ def lock_inbox(inbox: Path):
     kernel drops it when the process dies, kill -9 included). Returns the open lock file."""
     import fcntl
 
-    f = open(inbox / LOCK_NAME, "a+")
+    try:
+        f = open(inbox / LOCK_NAME, "a+")
+    except OSError as e:
+        raise StartupError(f"inbox error: cannot create the lock file {inbox / LOCK_NAME}: {e.strerror or e}",
+                           EXIT_STORE) from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:

@@ -23,6 +23,7 @@ from watchdog.observers.polling import PollingObserver
 
 from edge.pipeline.identity import path_text
 from edge.store.samplemeta import is_meta_name
+from edge.pipeline.identity import path_text, possible
 
 log = logging.getLogger("edge.daemon.watcher")
 
@@ -59,13 +60,27 @@ def unchanged_since_recorded(recorded: dict) -> Callable[[Path], bool]:
     return skip
 
 
-def unscreened(inbox: Path, store) -> List[Path]:
-    """The inbox's candidate files, oldest first, without those recorded and unchanged since."""
+def unscreened(inbox: Path, store, max_file_bytes: Optional[int] = None) -> List[Path]:
+    """The inbox's candidate files, oldest first, without those recorded and unchanged since.
+
+    With ``max_file_bytes`` (the daemon's limit) a file whose path is recorded but whose size or time
+    changed is looked at closer: if the pipeline would give it an identity already recorded for its path
+    (the same bytes touched, a symlink or a file refused before it was read) it is not backlog either, so
+    the count is what the daemon will really screen."""
     files = backlog(inbox)
     if not files:
         return []
-    skip = unchanged_since_recorded(store.recorded_files(path_text(p) for p in files))
-    return [p for p in files if not skip(p)]
+    recorded = store.recorded_files(path_text(p) for p in files)
+    skip = unchanged_since_recorded(recorded)
+    out = []
+    for p in files:
+        if skip(p):
+            continue
+        if max_file_bytes is not None and path_text(p) in recorded and any(
+                store.is_recorded(path_text(p), sha) for sha in possible(p, max_file_bytes)):
+            continue
+        out.append(p)
+    return out
 
 
 def backlog(inbox: Path, skip: Callable[[Path], bool] = lambda p: False) -> List[Path]:

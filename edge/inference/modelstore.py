@@ -3,11 +3,13 @@
 Layout under ``model.install_dir``::
 
     current.json                       {"current": "<dir>/<file>.tflite", "previous": ..., "updated_at": ...}
+                                       (null: the model bundled with the package)
     <name>-<version>-<sha12>/          the .tflite, its card (.json) and, if shipped, .ood.npz and .md
 
 ``current.json`` is the only thing the daemon reads, and it is replaced in one ``os.replace``: a power cut
 during an install leaves either the old model current or the new one, never half of each. Paths inside it
-are relative to the folder so a copied or restored folder still works. A model is installed only after the
+are relative to the folder so a copied or restored folder still works. The bundled model is the one in use
+before the first install, so it is that install's "previous" (null) and `rollback` goes back to it. A model is installed only after the
 device's own loader accepted it (card present, sha256, labels, input shape, interpreter), so a SIGHUP can
 never switch the daemon to a file it would refuse.
 """
@@ -22,7 +24,8 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import List, Optional
 
-from edge.inference.classifier import (LABELS, ModelLoadError, card_path_for, load_card, ood_path_for, sha256_file)
+from edge.inference.classifier import (DEFAULT_MODEL, LABELS, ModelLoadError, card_path_for, load_card, ood_path_for,
+                    sha256_file)
 
 CURRENT = "current.json"
 RELOAD_HINT = "the daemon picks it up on `systemctl reload edge-screen` (SIGHUP)"
@@ -41,10 +44,36 @@ class InstalledModel:
     sha256: str
     current: bool = False
     previous: bool = False
+    bundled: bool = False  # the model shipped inside the package (never copied into the install folder)
+    lineage: Optional[dict] = None  # the card's "lineage": what it was made from (retrained models)
 
     def to_json(self) -> dict:
         return {"path": str(self.path), "name": self.name, "version": self.version, "sha256": self.sha256,
-                "current": self.current, "previous": self.previous}
+                "current": self.current, "previous": self.previous, "bundled": self.bundled,
+                "lineage": self.lineage}
+
+    def describe_lineage(self) -> str:
+        """One line: how this model came to be, from its card ("" for a model without a lineage record)."""
+        return describe_lineage(self.lineage)
+
+
+def describe_lineage(lineage: Optional[dict]) -> str:
+    if not lineage:
+        return ""
+    parts = [str(lineage.get("summary") or lineage.get("kind") or "")]
+    base = lineage.get("base") or {}
+    if base.get("name"):
+        parts.append(f"recipe of {base['name']} {base.get('version', '?')}")
+    return "; ".join(p for p in parts if p)
+
+
+def _installed(tfl: Path, bundled: bool = False) -> InstalledModel:
+    try:
+        card = load_card(card_path_for(tfl))
+        return InstalledModel(path=tfl, name=card.name, version=card.version, sha256=card.sha256, bundled=bundled,
+                              lineage=card.extra.get("lineage"))
+    except ModelLoadError:
+        return InstalledModel(path=tfl, name=tfl.stem, version="?", sha256="?", bundled=bundled)
 
 
 def _read_pointer(root: Path) -> dict:
@@ -55,15 +84,18 @@ def _read_pointer(root: Path) -> dict:
         return {}
     except (OSError, ValueError) as e:
         raise ModelStoreError(f"{f} cannot be read: {e}") from None
-    if not isinstance(d, dict) or not isinstance(d.get("current"), str):
+    # "current": null is the bundled model, after a rollback past the first install.
+    if not isinstance(d, dict) or not (isinstance(d.get("current"), str) or
+                                       (d.get("current") is None and isinstance(d.get("previous"), str))):
         raise ModelStoreError(f"{f} names no current model")
     return d
 
 
 def current_model(install_dir: Path) -> Optional[Path]:
-    """The current installed model's .tflite, or None when nothing is installed (the daemon's fallback)."""
+    """The current installed model's .tflite, or None when the bundled one is current (nothing installed,
+    or rolled back to it): the daemon's fallback."""
     d = _read_pointer(Path(install_dir))
-    return Path(install_dir) / d["current"] if d else None
+    return Path(install_dir) / d["current"] if d.get("current") else None
 
 
 def verify(tflite: Path, backend: str = "auto", num_threads: int = 1) -> "object":
@@ -92,27 +124,38 @@ class ModelStore:
     def current(self) -> Optional[Path]:
         return current_model(self.root)
 
-    def list(self) -> List[InstalledModel]:
-        if not self.root.is_dir():
-            return []
+    def list(self, bundled: bool = False) -> List[InstalledModel]:
+        """The installed models; ``bundled=True`` adds the package's own model last (current when nothing
+        installed is, previous when the first install replaced it)."""
+        if not self.root.is_dir() or not (self.root / CURRENT).exists():
+            if not bundled:
+                return [] if not self.root.is_dir() else self._listed(None, None)
+            b = _installed(DEFAULT_MODEL, bundled=True)
+            b.current = True  # nothing installed: the bundled model is the one in use
+            return ([] if not self.root.is_dir() else self._listed(None, None)) + [b]
         p = self.pointer()
         cur = self.root / p["current"] if p.get("current") else None
         prev = self.root / p["previous"] if p.get("previous") else None
+        out = self._listed(cur, prev)
+        if bundled:
+            b = _installed(DEFAULT_MODEL, bundled=True)
+            b.current = cur is None
+            b.previous = bool(p) and cur is not None and prev is None
+            out.append(b)
+        return out
+
+    def _listed(self, cur: Optional[Path], prev: Optional[Path]) -> List[InstalledModel]:
         out = []
         for d in sorted(x for x in self.root.iterdir() if x.is_dir() and not x.name.startswith(".")):
             for tfl in sorted(d.glob("*.tflite")):
-                try:
-                    card = load_card(card_path_for(tfl))
-                    name, version, sha = card.name, card.version, card.sha256
-                except ModelLoadError:
-                    name, version, sha = tfl.stem, "?", "?"
-                out.append(InstalledModel(path=tfl, name=name, version=version, sha256=sha,
-                                          current=tfl == cur, previous=tfl == prev))
+                m = _installed(tfl)
+                m.current, m.previous = tfl == cur, tfl == prev
+                out.append(m)
         return out
 
     # ----------------------------------------------------------------------------------------- writes
-    def _write_pointer(self, current: Path, previous: Optional[Path]) -> None:
-        d = {"current": str(current.relative_to(self.root)),
+    def _write_pointer(self, current: Optional[Path], previous: Optional[Path]) -> None:
+        d = {"current": str(current.relative_to(self.root)) if current else None,
              "previous": str(previous.relative_to(self.root)) if previous else None,
              "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
         fd, tmp = tempfile.mkstemp(prefix=".current-", suffix=".json", dir=self.root)
@@ -142,12 +185,13 @@ class ModelStore:
         if not dest.is_file() or sha256_file(dest) != card.sha256:
             self._copy_in(src, dest_dir)
         verify(dest, backend=backend)  # the copy, not the source, is what the daemon will load
-        old = self.current()
-        self._write_pointer(dest, old if old is not None and old != dest else self._previous_or_none(dest))
-        return InstalledModel(path=dest, name=card.name, version=card.version, sha256=card.sha256, current=True)
+        old = self.current()  # None: the bundled model was in use, and becomes the previous one
+        self._write_pointer(dest, old if old != dest else self._previous_or_none(dest))
+        return InstalledModel(path=dest, name=card.name, version=card.version, sha256=card.sha256, current=True,
+                              lineage=card.extra.get("lineage"))
 
     def _previous_or_none(self, dest: Path) -> Optional[Path]:
-        # Re-installing the current model keeps the previous one it already had.
+        # Re-installing the current model keeps the previous one it already had (None: the bundled one).
         p = self.pointer()
         prev = self.root / p["previous"] if p.get("previous") else None
         return prev if prev != dest else None
@@ -167,17 +211,18 @@ class ModelStore:
         _fsync_dir(self.root)
 
     def rollback(self, backend: str = "auto") -> InstalledModel:
-        """Make the previous model current again (and the current one previous)."""
+        """Make the previous model current again (and the current one previous). After the first install
+        the previous model is the bundled one: rolling back goes back to it, and rolling back again
+        forward to the installed one."""
         p = self.pointer()
         if not p:
-            raise ModelStoreError(f"no model installed in {self.root}")
-        if not p.get("previous"):
-            raise ModelStoreError("no previous model to roll back to")
-        cur, prev = self.root / p["current"], self.root / p["previous"]
-        clf = verify(prev, backend=backend)
+            raise ModelStoreError(f"no model installed in {self.root}: the bundled model is in use")
+        cur = self.root / p["current"] if p.get("current") else None
+        prev = self.root / p["previous"] if p.get("previous") else None
+        clf = verify(prev if prev is not None else DEFAULT_MODEL, backend=backend)
         self._write_pointer(prev, cur)
-        return InstalledModel(path=prev, name=clf.card.name, version=clf.card.version, sha256=clf.card.sha256,
-                              current=True)
+        return InstalledModel(path=clf.path, name=clf.card.name, version=clf.card.version, sha256=clf.card.sha256,
+                              current=True, bundled=prev is None, lineage=clf.card.extra.get("lineage"))
 
 
 def _fsync_dir(path: Path) -> None:
@@ -193,4 +238,5 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["CURRENT", "InstalledModel", "ModelStore", "ModelStoreError", "RELOAD_HINT", "current_model", "verify"]
+__all__ = ["CURRENT", "InstalledModel", "ModelStore", "ModelStoreError", "RELOAD_HINT", "current_model",
+           "describe_lineage", "verify"]

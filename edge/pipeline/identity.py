@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import os
 from pathlib import Path
+from typing import Set
 
 
 def path_text(path) -> str:
@@ -34,3 +35,27 @@ def of_oversize_file(path: Path, st: os.stat_result, edge: int = 1 << 16) -> str
     except OSError:
         pass
     return h.hexdigest()
+
+
+def possible(path: Path, max_file_bytes: int) -> Set[str]:
+    """Every identity the pipeline could give the file at ``path`` as it is now: its bytes (or, over
+    ``max_file_bytes``, the oversize identity), its link text for a symlink, its path for a file in a folder
+    that is not a sample or for a special file. What the backlog asks the store about, for a file whose
+    path is recorded but whose size or time no longer match: recorded under any of these, the pipeline
+    would skip it, so it is not backlog (a file refused before it was read, such as a symlink out of the
+    inbox, was otherwise counted as waiting for ever)."""
+    text = os.fsencode(str(path))
+    out = {of_bytes(b"sample:" + text), of_bytes(b"special:" + text)}
+    try:
+        out.add(of_bytes(b"symlink:" + os.fsencode(os.readlink(path))))
+    except OSError:
+        pass  # not a symlink
+    try:
+        st = path.stat()
+        if st.st_size > max_file_bytes:
+            out.add(of_oversize_file(path, st))
+        elif path.is_file():
+            out.add(of_bytes(path.read_bytes()))
+    except OSError:
+        pass  # dangling, unreadable: the identities above are all it can have
+    return out

@@ -9,7 +9,6 @@ import csv
 import io
 import json
 from dataclasses import fields
-from pathlib import Path
 from typing import Iterator, Optional, TextIO
 
 from rich import box
@@ -128,38 +127,38 @@ def render_table(data: ReportData, console: Console, rows: int = TERMINAL_ROWS) 
                     str(st.get("rejected", 0)), str(st.get("duplicate", 0)))
     console.print(summary)
 
-    fl = Table(title=f"Malignant or needs review ({len(data.flagged)})", box=box.SIMPLE_HEAD, title_justify="left")
-    if narrow:  # one line per image: the file name, not the path; device and model only when they vary
-        many_devices = len({f.device_id for f in data.flagged}) > 1
-        for c in ("time", *(("device",) if many_devices else ()), "label", "score", "verdict", "file"):
-            fl.add_column(c, justify="right" if c == "score" else "left",
-                          overflow="fold" if c == "file" else "ellipsis", no_wrap=c != "file")
-        for f in data.flagged[:rows]:
-            style = "red" if f.verdict == "malignant" else "yellow"
-            fl.add_row(f.time[5:16], *((f.device_id,) if many_devices else ()), f.label or "-",
-                       _score(f.malignant_score),
-                       f"[{style}]{'mal' if f.verdict == 'malignant' else 'ben'}{' REV' if f.needs_review else ''}[/]",
-                       Path(f.path).name)
+    if narrow:  # lines, not a table: a file name is never folded (edge.report.narrow)
+        from edge.report.narrow import flagged_lines, print_lines
+
+        console.print(f"Malignant or needs review ({len(data.flagged)})", style="italic")
+        print_lines(console, flagged_lines(data.flagged[:rows], console.width))
     else:
+        fl = Table(title=f"Malignant or needs review ({len(data.flagged)})", box=box.SIMPLE_HEAD,
+                   title_justify="left")
         for c in ("time", "device", "label", "score", "verdict", "review", "model", "path"):
             fl.add_column(c, justify="right" if c == "score" else "left", overflow="fold")
         for f in data.flagged[:rows]:
             style = "red" if f.verdict == "malignant" else "yellow"
             fl.add_row(f.time, f.device_id, f.label or "-", _score(f.malignant_score), f"[{style}]{f.verdict}[/]",
                        "yes" if f.needs_review else "", f.model_name or "-", f.path)
-    console.print(fl)
+        console.print(fl)
     if len(data.flagged) > rows:
         console.print(f"  … {len(data.flagged) - rows} more; use --format csv or --format html for all")
 
+    if data.problems and narrow:
+        from edge.report.narrow import print_lines, problem_lines
+
+        console.print(f"\nUnreadable or rejected ({len(data.problems)})", style="italic")
+        print_lines(console, problem_lines(data.problems[:rows], console.width))
     if data.problems:
-        pr = Table(title=f"Unreadable or rejected ({len(data.problems)})", box=box.SIMPLE_HEAD, title_justify="left")
-        cols = ("time", "status", "reason", "file") if narrow else ("time", "device", "status", "reason", "path")
-        for c in cols:
-            pr.add_column(c, overflow="fold", no_wrap=c in ("time", "status"))
-        for p in data.problems[:rows]:
-            pr.add_row(*((p.time[5:16], p.status, p.reason or "-", Path(p.path).name) if narrow else
-                         (p.time, p.device_id, p.status, p.reason or "-", p.path)))
-        console.print(pr)
+        if not narrow:
+            pr = Table(title=f"Unreadable or rejected ({len(data.problems)})", box=box.SIMPLE_HEAD,
+                       title_justify="left")
+            for c in ("time", "device", "status", "reason", "path"):
+                pr.add_column(c, overflow="fold", no_wrap=c in ("time", "status"))
+            for p in data.problems[:rows]:
+                pr.add_row(p.time, p.device_id, p.status, p.reason or "-", p.path)
+            console.print(pr)
         if len(data.problems) > rows:
             console.print(f"  … {len(data.problems) - rows} more; use --format csv or --format html for all")
 

@@ -27,6 +27,7 @@ import sqlalchemy as sa
 from edge.store.records import nearest_rank
 from edge.store.engine import open_existing
 from edge.store.schema import SchemaError, images
+from edge.daemon.startup import EXIT_CONFIG, EXIT_STORE
 from edge.vocabulary import STAGES, STATUSES, VERDICTS
 
 PERCENTILES = (0.5, 0.95)
@@ -36,7 +37,12 @@ _UNITS = {"m": "minutes", "min": "minutes", "h": "hours", "d": "days", "w": "wee
 
 
 class ReportError(ValueError):
-    """Bad options or a database that cannot be reported on; ``str(err)`` is a one-line reason."""
+    """Bad options or a database that cannot be reported on; ``str(err)`` is a one-line reason and ``code``
+    the README's exit code: 2 for a bad option (the default), 4 for a database that cannot be read."""
+
+    def __init__(self, message: str, code: int = EXIT_CONFIG):
+        super().__init__(message)
+        self.code = code
 
 
 # ------------------------------------------------------------------------------------ window, filters
@@ -258,7 +264,7 @@ def open_database(db: str | Path | sa.Engine, busy_timeout_ms: int = 5000) -> Tu
     try:
         return open_existing(db, busy_timeout_ms)
     except SchemaError as e:
-        raise ReportError(str(e)) from None
+        raise ReportError(str(e), code=EXIT_STORE) from None
 
 
 def _safe_url(engine: sa.Engine) -> str:

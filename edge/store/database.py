@@ -13,11 +13,12 @@ import os
 import socket
 import time
 import uuid
+from contextlib import contextmanager
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Dict, Iterable, Iterator, List, Optional, Sequence, Set, Tuple
 
-from sqlalchemy import and_, func, or_, select, true
+from sqlalchemy import and_, false, func, or_, select, true
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DatabaseError, IntegrityError
 
@@ -25,6 +26,7 @@ from edge.store.samples import update_samples
 from edge.store.records import Counts, ImageRecord, RunInfo, TimingStats, timing_stats
 from edge.vocabulary import STAGES, STATUSES, VERDICTS
 from edge.store.engine import make_engine, normalize_url, open_schema, writer
+from edge.store.engine import make_engine, missing_sqlite_file, normalize_url, open_schema, readonly_reason, writer
 from edge.store.schema import SchemaError, images, models, runs, utcnow
 
 TIMING_COLUMNS = tuple(f"t_{s}_ms" for s in STAGES)
@@ -68,9 +70,9 @@ class Store:
         """Open (creating or upgrading the schema) a store. ``create=False``: a missing SQLite file is an
         error instead of a new empty database (for readers such as `status` and `report`)."""
         u = make_url(normalize_url(url))
-        if u.get_backend_name() == "sqlite" and not create and u.database not in (None, "", ":memory:") \
-                and not Path(u.database).exists():
-            raise StoreError(f"database not found: {u.database}")
+        if not create and missing_sqlite_file(url):
+            raise StoreError(f"database not found: {u.database} (the daemon creates it when it starts, as does "
+                             f"`edge-screen config check`)")
         try:
             engine = make_engine(u.render_as_string(hide_password=False), busy_timeout_ms, synchronous)
         except SchemaError as e:
@@ -85,6 +87,12 @@ class Store:
         except DatabaseError as e:
             engine.dispose()
             where = u.database if u.get_backend_name() == "sqlite" else u.render_as_string(hide_password=True)
+            folder = Path(u.database).parent if u.get_backend_name() == "sqlite" and u.database else None
+            if folder is not None and folder.is_dir() and not os.access(folder, os.W_OK):
+                # SQLite in WAL mode creates its -wal and -shm files beside the database, so a read-only
+                # folder (or filesystem) cannot even be opened.
+                raise StoreError(f"cannot open {where}: its folder {folder} is read-only or not writable "
+                                 f"({e.orig})") from None
             raise StoreError(f"cannot open {where}: {e.orig}") from None
         return cls(engine, device_id)
 
@@ -107,10 +115,34 @@ class Store:
         """This store's device id (an error without one): what library modules scope their rows by."""
         return self._device()
 
-    def write(self):
+    @contextmanager
+    def write(self) -> Iterator[Any]:
         """A write transaction for library modules (samples, reviews, retention, sessions): on SQLite it
-        takes the write lock at BEGIN, so a read-then-write inside it cannot fail half way with SQLITE_BUSY."""
-        return self._w.begin()
+        takes the write lock at BEGIN, so a read-then-write inside it cannot fail half way with SQLITE_BUSY.
+
+        The file is checked before and after: a commit into a deleted (unlinked) or replaced SQLite file
+        is in no database, so it raises :class:`DatabaseGone` instead of returning as if saved (the review
+        app answered 303 to 20 sign-offs that went nowhere)."""
+        self.check_file()
+        with self._w.begin() as conn:
+            yield conn
+        self.check_file()
+
+    def check_writable(self) -> None:
+        """Raise :class:`StoreError` (one line) when nothing can be written: a read-only file, folder or
+        filesystem (an SD card remounted read-only). A no-op UPDATE is enough: SQLite refuses any write
+        statement on a read-only database, even one that changes no row, and nothing is changed."""
+        self.check_file()
+        try:
+            with self._w.begin() as conn:
+                conn.execute(runs.update().where(false()).values(version=runs.c.version))
+        except DatabaseError as e:
+            raise StoreError(f"cannot write to {self.where()}: {readonly_reason(e)}") from None
+
+    def where(self) -> str:
+        """The database for messages: the SQLite file, or the URL without its password."""
+        u = self.engine.url
+        return u.database if u.get_backend_name() == "sqlite" else u.render_as_string(hide_password=True)
 
     # -------------------------------------------------------------------------------------------- writes
     def record(self, rec: ImageRecord) -> str:
@@ -297,9 +329,11 @@ class Store:
             out.needs_review = conn.execute(select(func.count()).where(*w, images.c.needs_review.is_(True))).scalar()
         return out
 
-    def last_error(self, device_id: Optional[str] = None) -> Optional[ImageRecord]:
-        """The most recent unreadable or rejected image (its reason is the error)."""
-        q = (select(images).where(images.c.status.in_(("unreadable", "rejected")), self._mine(device_id))
+    def last_error(self, device_id: Optional[str] = None,
+                   statuses: Sequence[str] = ("unreadable", "rejected")) -> Optional[ImageRecord]:
+        """The most recent image with one of ``statuses`` (its reason is the error). `status` asks for
+        "rejected" only: an unreadable field is a quality refusal, not an error."""
+        q = (select(images).where(images.c.status.in_(tuple(statuses)), self._mine(device_id))
              .order_by(images.c.recorded_at.desc(), images.c.id.desc()).limit(1))
         with self.engine.connect() as conn:
             row = conn.execute(q).first()
@@ -371,4 +405,4 @@ def _alive(pid: int) -> bool:
     return True
 
 
-__all__ = ["Counts", "ImageRecord", "RunInfo", "Store", "StoreError", "TimingStats", "timing_stats"]
+__all__ = ["Counts", "DatabaseGone", "ImageRecord", "RunInfo", "Store", "StoreError", "TimingStats", "timing_stats"]

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
-from typing import Tuple
+from typing import Optional, Tuple
 
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
@@ -98,3 +98,24 @@ def open_existing(url: str | Path | Engine, busy_timeout_ms: int = 5000) -> Tupl
             raise SchemaError(f"cannot read {where}: {str(e).splitlines()[0]}") from None
         raise
     return engine, version
+
+
+def missing_sqlite_file(url: str | Path) -> Optional[str]:
+    """The path of a SQLite database URL whose file does not exist (None: it exists, or not SQLite)."""
+    u = make_url(normalize_url(url))
+    if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:") and not Path(u.database).exists():
+        return u.database
+    return None
+
+
+def is_readonly(e: BaseException) -> bool:
+    """Did a write fail because the database (file, folder or filesystem) is read-only?"""
+    orig = getattr(e, "orig", None) or e
+    low = str(orig).lower()
+    return "readonly" in low or "read-only" in low or getattr(orig, "sqlstate", None) == "25006"
+
+
+def readonly_reason(e: BaseException) -> str:
+    orig = getattr(e, "orig", None) or e
+    msg = (str(orig).strip().splitlines() or [type(orig).__name__])[0]
+    return f"the database is read-only ({msg})" if is_readonly(e) else msg

@@ -175,8 +175,14 @@ class Sample:
                 "readable": self.readable, "status": self.status, "verdict": self.verdict, "score": self.score,
                 "needs_review": self.needs_review, "review_reasons": self.review_reasons,
                 "created_at": self.created_at.isoformat(), "updated_at": self.updated_at.isoformat(),
-                "signed_by": self.signed_by, "final_verdict": self.final_verdict,
+                "last_field_at": _iso(self.last_field_at), "ready_at": _iso(self.ready_at),
+                "closed_by": self.closed_by, "signed_at": _iso(self.signed_at), "signed_by": self.signed_by,
+                "final_verdict": self.final_verdict, "final_label": self.final_label,
                 "model_sha256": self.model_sha256}
+
+
+def _iso(t: Optional[datetime]) -> Optional[str]:
+    return t.isoformat() if t is not None else None
 
 
 def _recompute(conn, device_id: str, sample_id: str, rule: Optional[SampleRule], model_id: Optional[str],

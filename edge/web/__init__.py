@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from edge.config import Config
 from edge.store.samples import Samples
 from edge.web import auth, routes
+from edge.web.faults import DatabaseWatch
 from edge.web.media import LRU, Media, explain_in_child, explain_in_process
 
 log = logging.getLogger("edge.web")
@@ -46,6 +47,9 @@ def create_app(cfg: Config, store, classifier=None, thumb_cache: int = 256, map_
                                         media=Media(explain, LRU(thumb_cache), LRU(map_cache)))
     app.register_blueprint(auth.bp)
     app.register_blueprint(routes.bp)
+    # First of the request hooks: a deleted or read-only database is answered before a session is looked up.
+    app.extensions["edge_database_watch"] = DatabaseWatch(store)
+    app.extensions["edge_database_watch"].install(app)
     app.before_request(_start_clock)
     app.before_request(auth.check_request)
     app.after_request(_headers)

@@ -18,7 +18,7 @@ __all__ = ["BENIGN", "LABELS", "CARD_SCHEMA", "Classifier", "FieldPrediction", "
            "load_card", "ood_path_for", "sha256_file", "DEFAULT_MODEL", "MODELS_DIR"]
 
 CARD_SCHEMA = 1
-MODELS_DIR = Path(__file__).resolve().parent / "models"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"  # edge/models, not edge/inference/models
 DEFAULT_MODEL = MODELS_DIR / "edge-screen-mnv2-int8.tflite"
 
 

@@ -126,7 +126,9 @@ class Web:
         return self.request("POST", "/login", form)[0]
 
     def sign_off(self, sample_id: str, verdict: str = "benign") -> int:
-        form = dict(self.hidden(f"/sample/{sample_id}", "signoff"), verdict=verdict, comment="checked")
+        # confirmed: the summary step is the browser's; a script confirms on the version it read
+        form = dict(self.hidden(f"/sample/{sample_id}", "signoff"), verdict=verdict, comment="checked",
+                    confirmed="yes")
         return self.request("POST", f"/sample/{sample_id}/signoff", form)[0]
 
 
@@ -163,7 +165,7 @@ def test_deleted_database_is_refused_not_acknowledged_and_serve_exits_4(review_a
         assert web.sign_off("S-0") == 303
         assert signed(db) == ["S-0"]
         saved = {sfx: Path(f"{db}{sfx}").read_bytes() for sfx in ("", "-wal")}  # a restored backup, later
-        form = dict(web.hidden("/sample/S-1", "signoff"), verdict="benign")
+        form = dict(web.hidden("/sample/S-1", "signoff"), verdict="benign", confirmed="yes")
         for suffix in ("", "-wal", "-shm"):
             Path(f"{db}{suffix}").unlink(missing_ok=True)
         status, text = web.request("POST", "/sample/S-1/signoff", form)
@@ -233,7 +235,7 @@ def test_read_only_database_gives_a_clear_page_and_a_log_line(review_app, caplog
     r = client.post("/login", data={"name": "rev", "password": ws.PASSWORD})
     assert r.status_code == 303
     page = client.get("/sample/S-2").get_data(as_text=True)
-    form = dict(_hidden(page, "signoff"), verdict="benign")
+    form = dict(_hidden(page, "signoff"), verdict="benign", confirmed="yes")
 
     @event.listens_for(store.engine, "connect")
     def _read_only(dbapi_conn, _record):

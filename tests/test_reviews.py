@@ -133,7 +133,7 @@ def test_sign_off_is_one_transaction(env):
         con.execute("CREATE TRIGGER no_sign BEFORE UPDATE ON samples BEGIN SELECT RAISE(ABORT, 'refused by the test'); END")
     before = state(db)
     with pytest.raises(IntegrityError, match="refused by the test"):
-        reviews.sign_off(store, "rev", "S1", "benign")
+        reviews.sign_off(store, "rev", "S1", "benign", comment="three fields are all this smear has")
     assert state(db) == before
 
 

@@ -91,11 +91,7 @@ def test_review_and_sign_off_in_the_browser(app, browser):
     thumb.scroll_into_view_if_needed()
     ws.poll(lambda: page.evaluate("(img) => img.complete && img.naturalWidth > 0", thumb.element_handle()),
             what="the first thumbnail to load")
-    # The explanation map is fetched only when asked for.
     first = page.locator("section.field").first
-    first.locator("details.map summary").click()
-    ws.poll(lambda: page.evaluate("(img) => img.complete && img.naturalWidth > 0",
-                                  first.locator("details.map img").element_handle()), what="the explanation map")
 
     image_id = first.get_attribute("id")[2:]
     model_label = ws.q(db, "SELECT label FROM images WHERE id = ?", image_id)[0]["label"]
@@ -118,6 +114,11 @@ def test_review_and_sign_off_in_the_browser(app, browser):
     page.select_option("#signoff select[name=label]", "Pre-B")
     page.fill("#signoff textarea[name=comment]", "blasts in most fields")
     page.click("#signoff button[type=submit]")
+    # A summary to confirm first: nothing is signed yet.
+    page.wait_for_selector("#confirm-summary")
+    assert "Final verdict: malignant, Pre-B." in page.locator("#confirm-summary").inner_text()
+    assert ws.q(db, "SELECT status FROM samples WHERE sample_id = 'S-READY'")[0]["status"] == "ready"
+    page.click("#confirm-signoff button[type=submit]")
     page.wait_for_selector(".notice")
     assert "sample signed off" in page.locator(".notice").inner_text()
     assert page.locator("#signoff").count() == 0 and page.locator("form.review-form").count() == 0

@@ -98,6 +98,46 @@ def build_db(folder: Path, specs: List[SampleSpec], device: str = DEVICE) -> Pat
     return db
 
 
+def _screen(db: Path, inbox: Path, model: Path, files: List[Path], device: str) -> None:
+    from edge.config import Config
+    from edge.inference.classifier import Classifier
+    from edge.pipeline.stages import Pipeline
+
+    with Store.open(db, device_id=device) as store:
+        pipe = Pipeline(Config(), Classifier(model, num_threads=1), store=store, inbox=inbox)
+        for _ in pipe.run_paths(files):
+            pass
+
+
+def screen_db(folder: Path, model: Path, samples: Dict[str, int], device: str = DEVICE, close: bool = True) -> Path:
+    """A store in ``folder/db.sqlite`` whose samples were screened by the real pipeline and model, as the
+    daemon does it (cells found, scored and their boxes recorded): ``samples`` maps a sample id to its
+    number of fields (real smears from ../shared, spread over the classes, else synthetic ones)."""
+    db, inbox = folder / "db.sqlite", folder / "inbox"
+    files, start = [], 100
+    for sid, n in samples.items():
+        files += _files(inbox / sid, n, start)
+        start += n
+    _screen(db, inbox, model, files, device)
+    if close:
+        with Store.open(db, device_id=device) as store:
+            for sid in samples:
+                Samples(store).close(sid)
+    return db
+
+
+def screen_more(folder: Path, model: Path, sample_id: str, pictures: Dict[str, bytes], device: str = DEVICE) -> None:
+    """More fields into a sample (file name -> bytes), screened by the real pipeline: what the daemon does
+    when a technologist adds fields to a sample's folder, whatever its state."""
+    folder_s = folder / "inbox" / sample_id
+    folder_s.mkdir(parents=True, exist_ok=True)
+    files = []
+    for name, data in pictures.items():
+        (folder_s / name).write_bytes(data)
+        files.append(folder_s / name)
+    _screen(folder / "db.sqlite", folder / "inbox", model, files, device)
+
+
 def add_user(config: Path, name: str, role: str, password: str = PASSWORD) -> subprocess.CompletedProcess:
     """`edge-screen user add` with the password on stdin, as an installer types it."""
     return subprocess.run([sys.executable, "-m", "edge", "--config", str(config), "user", "add", name,

@@ -108,6 +108,13 @@ def report(since, until, today, all_time, verdict, labels: Tuple[str, ...], need
         click.echo(text, nl=False)
 
 
+def _point(text: str) -> tuple:
+    parts = text.split(",")
+    if len(parts) != 2 or not all(p.strip().lstrip("-").isdigit() for p in parts):
+        raise click.BadParameter(f"{text!r}: expected Y,X (two whole numbers)", param_hint="--cell-at")
+    return int(parts[0]), int(parts[1])
+
+
 @click.command("explain")
 @click.argument("image", type=click.Path(dir_okay=False, exists=True, path_type=Path))  # a typo: exit 2, as classify
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write")
@@ -117,17 +124,20 @@ def report(since, until, today, all_time, verdict, labels: Tuple[str, ...], need
 @click.option("--method", type=click.Choice(["auto", "occlude", "keep"]), default="auto", show_default=True,
               help="occlude: score drop per hidden patch; keep: score with only each region visible; "
                    "auto: occlude, or keep when no single patch changes a saturated call")
+@click.option("--cell-at", "cell_at", metavar="Y,X", help="explain the cell nearest to this point of the working "
+              "field (a recorded cell position) instead of the most malignant one")
 @click.option("--model", type=click.Path(dir_okay=False), help="model file (default: the configured one)")
 @click.option("--config", type=click.Path(dir_okay=False), help="config file (default: $EDGE_SCREEN_CONFIG)")
-def explain(image: Path, out: Path, grid: int, target: str, method: str, model, config) -> None:
+def explain(image: Path, out: Path, grid: int, target: str, method: str, cell_at, model, config) -> None:
     """Occlusion-sensitivity map of IMAGE: which region drove the model's call."""
     from edge.imaging.decode import DecodeError
     from edge.inference.explain import explain_image, save_png
     from edge.inference.classifier import ModelLoadError
 
     try:
+        at = _point(cell_at) if cell_at is not None else None
         clf = _classifier(config, model)
-        e = explain_image(image, clf, grid=grid, target=target, method=method)
+        e = explain_image(image, clf, grid=grid, target=target, method=method, cell_at=at)
     except ConfigError as err:
         _fail(str(err))
     except ModelLoadError as err:

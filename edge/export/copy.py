@@ -112,6 +112,13 @@ def sample_forward(new: dict, old: dict) -> bool:
     return (rn, new["fields"] or 0, new["updated_at"]) > (ro, old["fields"] or 0, old["updated_at"])
 
 
+def late_forward(new: dict, old: dict, diff) -> bool:
+    """A signed sample may still move one way: fields recorded after its sign-off (``late_fields``) only grow;
+    everything that was signed stays as it was."""
+    return (old["status"] == new["status"] == "signed" and set(diff) <= {"late_fields", "updated_at"}
+            and (new.get("late_fields") or 0) > (old.get("late_fields") or 0))
+
+
 class Transfer:
     """Copies rows from sources into one open target transaction, counting into ``summary``."""
 
@@ -264,7 +271,8 @@ class Transfer:
             diff = _diff(r, old)
             if not diff:
                 self.s.samples_skipped += 1
-            elif old["status"] != "signed" and not set(diff) & set(SAMPLE_IDENTITY) and sample_forward(r, old):
+            elif (old["status"] != "signed" and not set(diff) & set(SAMPLE_IDENTITY) and sample_forward(r, old)) \
+                    or late_forward(r, old, diff):
                 if self._unresolved(models.c.id, [r["model_id"]]):
                     self._conflict("samples", r, source, ["model_id"])
                     continue

@@ -18,7 +18,7 @@ __all__ = ["BENIGN", "LABELS", "CARD_SCHEMA", "Classifier", "FieldPrediction", "
            "load_card", "ood_path_for", "sha256_file", "DEFAULT_MODEL", "MODELS_DIR"]
 
 CARD_SCHEMA = 1
-MODELS_DIR = Path(__file__).resolve().parent / "models"
+MODELS_DIR = Path(__file__).resolve().parent.parent / "models"  # edge/models, not edge/inference/models
 DEFAULT_MODEL = MODELS_DIR / "edge-screen-mnv2-int8.tflite"
 
 
@@ -168,10 +168,11 @@ class FieldPrediction:
     cell_scores: List[float] = field(default_factory=list)
     distances: List[float] = field(default_factory=list)
     n_ignored: int = 0
+    cell_labels: List[str] = field(default_factory=list)  # the class of each counted cell (the reviewer sees it)
 
     def to_dict(self) -> dict:
         return {"cells": len(self.distances), "cell_scores": self.cell_scores, "ood_distances": self.distances,
-                "cells_ignored": self.n_ignored}
+                "cells_ignored": self.n_ignored, "cell_labels": self.cell_labels}
 
 
 class Classifier:
@@ -274,7 +275,8 @@ class Classifier:
             if pred.verdict == "benign" and max(scores) >= hi:
                 pred.needs_review = True
         return FieldPrediction(prediction=pred, cell_scores=[round(s, 4) for s in scores],
-                               distances=[round(d, 2) for d in dists], n_ignored=len(inputs) - len(kept))
+                               distances=[round(d, 2) for d in dists], n_ignored=len(inputs) - len(kept),
+                               cell_labels=[self.labels[int(np.argmax(probs[i]))] for i in kept])
 
     def decide(self, probs: Sequence[float]) -> Prediction:
         probs = [float(p) for p in probs]

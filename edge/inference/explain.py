@@ -171,9 +171,12 @@ def occluder_colour(pre: Preprocessed, params: PreprocessParams) -> Tuple[int, i
 
 
 def explain_rgb(rgb: np.ndarray, classifier: Classifier, grid: int = 7, target: str = "predicted",
-                path: Optional[Path] = None, method: str = "auto") -> Explanation:
+                path: Optional[Path] = None, method: str = "auto",
+                cell_at: Optional[Tuple[int, int]] = None) -> Explanation:
     """``method``: "occlude", "keep", or "auto" (occlusion, and the keep map when no single hidden
-    patch moves the score by more than one int8 output step, i.e. the occlusion map would be blank)."""
+    patch moves the score by more than one int8 output step, i.e. the occlusion map would be blank).
+    ``cell_at``: (y, x) in the working field (a recorded ``cell_positions`` entry): explain the cell found
+    nearest to it instead of the most malignant one ("cell" mode)."""
     if method not in METHODS:
         raise ValueError(f"method {method!r} is not one of {', '.join(METHODS)}")
     t0 = time.perf_counter()
@@ -183,10 +186,14 @@ def explain_rgb(rgb: np.ndarray, classifier: Classifier, grid: int = 7, target: 
     if params.input_mode == "cell":
         if not pre.model_inputs:
             raise DecodeError("no white cell found: nothing for the model to explain")
-        # The field's answer is its most malignant cell's: explain that crop, on that crop.
-        scores = [1.0 - float(classifier.probabilities(c)[classifier.labels.index("Benign")])
-                  for c in pre.model_inputs]
-        x = shown = pre.model_inputs[int(np.argmax(scores))]
+        if cell_at is not None:
+            near = [(c.y - cell_at[0]) ** 2 + (c.x - cell_at[1]) ** 2 for c in pre.cells]
+            x = shown = pre.model_inputs[int(np.argmin(near))]
+        else:
+            # The field's answer is its most malignant cell's: explain that crop, on that crop.
+            scores = [1.0 - float(classifier.probabilities(c)[classifier.labels.index("Benign")])
+                      for c in pre.model_inputs]
+            x = shown = pre.model_inputs[int(np.argmax(scores))]
     fill = occluder_colour(pre, params)
     used = "keep" if method == "keep" else "occlude"
     fn = keep_map if used == "keep" else occlusion_map
@@ -200,11 +207,11 @@ def explain_rgb(rgb: np.ndarray, classifier: Classifier, grid: int = 7, target: 
 
 
 def explain_image(path: str | Path, classifier: Classifier, grid: int = 7, target: str = "predicted",
-                  method: str = "auto") -> Explanation:
+                  method: str = "auto", cell_at: Optional[Tuple[int, int]] = None) -> Explanation:
     """Decode, preprocess and explain one image file. Raises ``DecodeError`` for unreadable files."""
     path = Path(path)
     rgb = decode_file(path, target=decode_target(classifier.preprocessing)).rgb
-    return explain_rgb(rgb, classifier, grid=grid, target=target, path=path, method=method)
+    return explain_rgb(rgb, classifier, grid=grid, target=target, path=path, method=method, cell_at=cell_at)
 
 
 def explain_many(paths: Iterable[str | Path], classifier: Classifier, grid: int = 7,
@@ -218,11 +225,20 @@ def explain_many(paths: Iterable[str | Path], classifier: Classifier, grid: int 
             yield p, None, str(e)
 
 
+# A panel side shorter than this is enlarged (a 112-pixel cell crop is too small to read on a screen).
+MIN_PANEL_SIDE = 224
+
+
 def panel(expl: Explanation) -> np.ndarray:
     """The image and its heat map side by side, with a thin separator."""
-    h = expl.resized.shape[0]
+    shown, over = expl.resized, expl.overlay
+    h = shown.shape[0]
+    if h < MIN_PANEL_SIDE:
+        k = -(-MIN_PANEL_SIDE // h)  # whole factor: every model pixel stays a crisp square
+        shown, over = (cv2.resize(a, None, fx=k, fy=k, interpolation=cv2.INTER_NEAREST) for a in (shown, over))
+        h = shown.shape[0]
     gap = np.full((h, 4, 3), 255, dtype=np.uint8)
-    return np.concatenate([expl.resized, gap, expl.overlay], axis=1)
+    return np.concatenate([shown, gap, over], axis=1)
 
 
 def encode_png(rgb: np.ndarray) -> bytes:

@@ -17,9 +17,10 @@ that the microscope is outside the validated range. Inside, nothing is added. A 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
 
-from edge.imaging.optics import Optics
+if TYPE_CHECKING:  # a name for annotations only: `serve` imports this module and must not load OpenCV (+17 MB)
+    from edge.imaging.optics import Optics
 
 # Names of the cell-colour statistics (LAB means of the stained pixels, float LAB).
 _CELL_AXES = (("cell_l", "lightness"), ("cell_a", "red-violet (A)"), ("cell_b", "blue-yellow (B)"))

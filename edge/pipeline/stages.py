@@ -25,6 +25,7 @@ from typing import Callable, Iterable, Iterator, List, Optional, Union
 from edge.pipeline import identity, quality
 from edge.config import Config
 from edge.imaging.exif import exif_datetime
+from edge.imaging.fieldcells import cell_boxes
 from edge.inference.classifier import Classifier
 from edge.store.database import DatabaseGone, ImageRecord
 from edge.imaging.decode import DecodeError, decode_bytes, unsupported_format
@@ -195,8 +196,13 @@ class Pipeline:
             res.status, res.reason = UNREADABLE, q.reason
             return
         if pre.cells:
-            # "cells" (their number) comes with the model's answer; this is where each one is.
+            # "cells" (their number) comes with the model's answer; this is where each one is, and the
+            # window the model saw in the file's own pixels (the review app cuts those out).
             res.segmentation["cell_positions"] = [c.to_dict() for c in pre.cells]
+            res.segmentation["cell_boxes"] = cell_boxes(pre.cells, rgb.shape, img.rgb.shape, (img.width, img.height),
+                                                        self.params.cell_window, self.params.field_scale,
+                                                        self.params.crop)
+            res.segmentation["file_px"] = [img.width, img.height]
         if not pre.model_inputs:
             # Cell mode with no plausible leukocyte: a smear without the cell to judge gets no class.
             res.status, res.reason = UNREADABLE, "no white cell found"

@@ -126,6 +126,11 @@ def render_table(data: ReportData, console: Console, rows: int = TERMINAL_ROWS) 
                     f"[bold yellow]{data.needs_review}[/]", str(st.get("unreadable", 0)),
                     str(st.get("rejected", 0)), str(st.get("duplicate", 0)))
     console.print(summary)
+    late = [b for b in data.samples if b.late_fields]
+    if late:  # fields nobody signed: they must not go unseen
+        where = ", ".join(f"{b.sample_id} ({b.late_fields})" for b in late)
+        console.print(f"[bold yellow]{sum(b.late_fields for b in late)} field(s) arrived after sign-off[/] in "
+                      f"{where}: look at them in the review app")
 
     if narrow:  # lines, not a table: a file name is never folded (edge.report.narrow)
         from edge.report.narrow import flagged_lines, print_lines

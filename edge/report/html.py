@@ -255,7 +255,9 @@ def _samples_html(blocks, budget: int) -> str:
         head = (f'<h3 id="sample-{escape(b.sample_id)}">{escape(b.sample_id)} · {escape(b.status)} · '
                 f'<span class="{"malignant" if verdict == "malignant" else ""}">{escape(verdict)}</span>'
                 f' · score {"-" if b.score is None else f"{b.score:.3f}"} · {b.readable} readable of {b.fields}'
-                + (f' · signed by {escape(b.signed_by)}' if b.signed_by else "") + "</h3>")
+                + (f' · signed by {escape(b.signed_by)}' if b.signed_by else "")
+                + (f' · <span class="review">{b.late_fields} field(s) after the sign-off</span>' if b.late_fields
+                   else "") + "</h3>")
         reasons = (f'<p class="review">needs review: {escape("; ".join(b.reasons))}</p>' if b.needs_review else "")
         cells = []
         for f in b.items:

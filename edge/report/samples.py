@@ -39,12 +39,13 @@ class SampleBlock:
     signed_by: Optional[str]
     final_verdict: Optional[str]
     items: List[SampleField] = field(default_factory=list)
+    late_fields: int = 0  # recorded after the sign-off: not part of what was signed
 
     def to_json(self) -> dict:
         return {"device_id": self.device_id, "sample_id": self.sample_id, "status": self.status,
                 "fields": self.fields, "readable": self.readable, "verdict": self.verdict, "score": self.score,
                 "needs_review": self.needs_review, "review_reasons": self.reasons, "signed_by": self.signed_by,
-                "final_verdict": self.final_verdict}
+                "final_verdict": self.final_verdict, "late_fields": self.late_fields}
 
 
 def sample_blocks(engine: sa.Engine, where: list) -> List[SampleBlock]:
@@ -73,6 +74,7 @@ def sample_blocks(engine: sa.Engine, where: list) -> List[SampleBlock]:
                           needs_review=bool(row.needs_review),
                           reasons=json.loads(row.review_reasons) if row.review_reasons else [],
                           signed_by=row.signed_by, final_verdict=row.final_verdict,
+                          late_fields=getattr(row, "late_fields", None) or 0,
                           items=sorted(items.get((row.device_id, row.sample_id), []), key=field_key))
               for row in rows]
     return sorted(blocks, key=lambda b: (b.status == "signed", *risk_key(b)))  # signed ones last

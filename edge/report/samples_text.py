@@ -42,7 +42,8 @@ def _note(s: Sample) -> str:
         if s.final_label:
             final += f", {s.final_label}"
         when = f" at {s.signed_at:%Y-%m-%d %H:%M} UTC" if s.signed_at else ""
-        return f"signed by {s.signed_by or '?'}{when}: {final} (the model said {s.verdict or '-'})"
+        late = f"; {s.late_fields} late field(s) arrived after the sign-off" if s.late_fields else ""
+        return f"signed by {s.signed_by or '?'}{when}: {final} (the model said {s.verdict or '-'}){late}"
     if s.needs_review:
         return "review: " + "; ".join(s.review_reasons or ["flagged"])
     return ""

@@ -13,6 +13,7 @@ card's ``sample_rule`` (chosen by the trainer on validation blocks treated as sa
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import re
 import uuid
@@ -161,13 +162,29 @@ class Sample:
     signed_by: Optional[str] = None
     final_verdict: Optional[str] = None
     final_label: Optional[str] = None
+    late_fields: int = 0  # recorded after the sign-off: not part of what was signed
+    rule: Optional[dict] = None  # the card's sample rule that produced verdict and score
 
     @classmethod
     def from_row(cls, row) -> "Sample":
         d = dict(row._mapping)
         d["review_reasons"] = json.loads(d["review_reasons"]) if d.get("review_reasons") else []
         d["needs_review"] = bool(d["needs_review"])
-        return cls(**{k: d[k] for k in cls.__dataclass_fields__})
+        d["late_fields"] = d.get("late_fields") or 0
+        d["rule"] = json.loads(d["rule"]) if d.get("rule") else None
+        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
+
+    @property
+    def version(self) -> str:
+        """Changes whenever what a reviewer sees of the sample changes (a field recorded, closed, signed):
+        a sign-off names the version it was made on, and one made on an older page is refused."""
+        key = "|".join(str(v) for v in (self.status, self.fields, self.readable, self.verdict, self.score,
+                                         self.updated_at.isoformat(), self.late_fields))
+        return hashlib.sha256(key.encode()).hexdigest()[:16]
+
+    @property
+    def min_readable(self) -> Optional[int]:
+        return int(self.rule["min_readable"]) if self.rule and "min_readable" in self.rule else None
 
     def to_json(self) -> dict:
         """The `samples --format json` shape (stable keys; times as ISO 8601 UTC)."""
@@ -178,7 +195,7 @@ class Sample:
                 "last_field_at": _iso(self.last_field_at), "ready_at": _iso(self.ready_at),
                 "closed_by": self.closed_by, "signed_at": _iso(self.signed_at), "signed_by": self.signed_by,
                 "final_verdict": self.final_verdict, "final_label": self.final_label,
-                "model_sha256": self.model_sha256}
+                "model_sha256": self.model_sha256, "late_fields": self.late_fields}
 
 
 def _iso(t: Optional[datetime]) -> Optional[str]:
@@ -196,13 +213,20 @@ def _recompute(conn, device_id: str, sample_id: str, rule: Optional[SampleRule],
                   needs_review=v.needs_review, review_reasons=json.dumps(v.reasons),
                   rule=json.dumps(rule.to_dict(), sort_keys=True) if rule else None, model_id=model_id,
                   model_sha256=model_sha256, last_field_at=last, updated_at=now)
-    existing = conn.execute(select(samples.c.id, samples.c.status).where(
+    existing = conn.execute(select(samples.c.id, samples.c.status, samples.c.fields, samples.c.late_fields).where(
         samples.c.device_id == device_id, samples.c.sample_id == sample_id)).first()
     if existing is None:
         conn.execute(samples.insert().values(id=str(uuid.uuid4()), device_id=device_id, sample_id=sample_id,
                                              created_at=now, status="collecting", **values))
-    elif existing.status != "signed":  # a signed sample's verdict is what was signed; later fields don't move it
+    elif existing.status != "signed":
         conn.execute(samples.update().where(samples.c.id == existing.id).values(**values))
+    else:
+        # A signed sample's verdict is what was signed; later fields don't move it. Its field count stays
+        # as signed, so the fields beyond it arrived after the sign-off: counted, so they are seen.
+        late = max(0, v.fields - (existing.fields or 0))
+        if late != (existing.late_fields or 0):
+            conn.execute(samples.update().where(samples.c.id == existing.id).values(late_fields=late,
+                                                                                   updated_at=now))
 
 
 def update_samples(conn, device_id: str, sample_ids: Iterable[str], rule: Optional[SampleRule],
@@ -211,6 +235,18 @@ def update_samples(conn, device_id: str, sample_ids: Iterable[str], rule: Option
     now = utcnow()
     for sid in sorted({s for s in sample_ids if s}):
         _recompute(conn, device_id, sid, rule, model_id, model_sha256, now)
+
+
+def late_field_ids(sample: Sample, recs: Sequence) -> set:
+    """Ids of the fields recorded after the sample was signed: the newest ``late_fields`` counted fields (the
+    signed count never moves, so the rest are what was signed) and any duplicate recorded after it."""
+    if sample.status != "signed":
+        return set()
+    counted = sorted((r for r in recs if r.status != "duplicate"), key=lambda r: (r.recorded_at, r.id or ""))
+    late = {r.id for r in counted[len(counted) - sample.late_fields:]} if sample.late_fields else set()
+    if sample.signed_at is not None:
+        late |= {r.id for r in recs if r.status == "duplicate" and r.recorded_at > sample.signed_at}
+    return late
 
 
 def risk_key(s) -> tuple:
@@ -288,6 +324,31 @@ class Samples:
                                                                  updated_at=now))
         return ids
 
+    def subtypes(self, sample_ids: Sequence[str]) -> Dict[str, tuple]:
+        """sample id -> (most common label among its malignant fields, its fields, malignant fields): the
+        subtype a reviewer reads beside a malignant verdict."""
+        if not sample_ids:
+            return {}
+        q = (select(images.c.sample_id, images.c.label, func.count()).where(
+            images.c.device_id == self.store.device(), images.c.sample_id.in_(list(sample_ids)),
+            images.c.status == "classified", images.c.verdict == "malignant")
+             .group_by(images.c.sample_id, images.c.label))
+        by: Dict[str, Dict[str, int]] = {}
+        with self.store.engine.connect() as conn:
+            for sid, label, n in conn.execute(q):
+                by.setdefault(sid, {})[label] = n
+        return {sid: (max(c, key=lambda k: (c[k], k)), max(c.values()), sum(c.values())) for sid, c in by.items()}
+
+    def fields_to_review(self, sample_ids: Sequence[str]) -> Dict[str, int]:
+        """sample id -> how many of its classified fields the model marked for review."""
+        if not sample_ids:
+            return {}
+        q = (select(images.c.sample_id, func.count()).where(
+            images.c.device_id == self.store.device(), images.c.sample_id.in_(list(sample_ids)),
+            images.c.status == "classified", images.c.needs_review.is_(True)).group_by(images.c.sample_id))
+        with self.store.engine.connect() as conn:
+            return {sid: n for sid, n in conn.execute(q)}
+
     def counts(self) -> Dict[str, int]:
         with self.store.engine.connect() as conn:
             rows = conn.execute(select(samples.c.status, func.count()).group_by(samples.c.status)).all()
@@ -295,4 +356,4 @@ class Samples:
 
 
 __all__ = ["SAMPLE_STATUSES", "Sample", "SampleError", "SampleRule", "SampleVerdict", "Samples", "day_sample",
-           "field_key", "judge", "risk_key", "sample_of", "update_samples", "validate_sample_id"]
+           "field_key", "judge", "late_field_ids", "risk_key", "sample_of", "update_samples", "validate_sample_id"]

@@ -17,7 +17,7 @@ from sqlalchemy.types import TypeDecorator
 from edge.vocabulary import STAGES
 
 APPLICATION = "edge-screen"
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 
 
 class SchemaError(RuntimeError):
@@ -173,6 +173,9 @@ samples = Table(
     Column("specimen_id", String(64)),
     Column("meta_source", String(64)),  # where they came from: "sample.json" or "cli"
     Column("meta_error", Text),  # why the sample folder's sample.json was not used (one line); NULL when it was
+    # v6: fields recorded after the sign-off (not part of what was signed; the page flags them). The
+    # signed sample's fields/readable/verdict stay as they were signed.
+    Column("late_fields", Integer),
     CheckConstraint("status IN ('collecting', 'ready', 'signed')", name="ck_samples_status"),
     CheckConstraint("verdict IS NULL OR verdict IN ('benign', 'malignant')", name="ck_samples_verdict"),
     UniqueConstraint("device_id", "sample_id", name="uq_samples_device_sample"),
@@ -298,9 +301,16 @@ def _add_image_columns(conn: Connection, names: Sequence[str]) -> None:
             conn.exec_driver_sql(f"ALTER TABLE images ADD COLUMN {name} {ddl}")
 
 
+def _v6_late_fields(conn: Connection) -> None:
+    # _v3_samples_reviews builds `samples` from today's Table, so a fresh database has the column already.
+    if "late_fields" not in {c["name"] for c in inspect(conn).get_columns("samples")}:
+        ddl = samples.c.late_fields.type.compile(dialect=conn.dialect)
+        conn.exec_driver_sql(f"ALTER TABLE samples ADD COLUMN late_fields {ddl}")
+
+
 MIGRATIONS: Dict[int, Callable[[Connection], None]] = {1: _v1_initial, 2: _v2_export_watermarks,
                                                        3: _v3_samples_reviews, 4: _v4_optics,
-                                                       5: _v5_sample_meta}
+                                                       5: _v5_sample_meta, 6: _v6_late_fields}
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
 

@@ -31,7 +31,7 @@ EXPIRED = "your session expired, log in again"
 PUBLIC = {"auth.login", "static"}
 KEEP_EXPIRED = timedelta(days=1)
 # Image endpoints answer 401 rather than a redirect: an <img> cannot follow a login page.
-MEDIA = {"pages.thumbnail", "pages.explanation"}
+MEDIA = {"pages.thumbnail", "pages.explanation", "pages.cell_crop", "pages.cell_explanation", "pages.field_image"}
 
 
 @dataclass(frozen=True)

@@ -14,7 +14,7 @@ import logging
 import os
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Hashable, Optional
 
@@ -69,9 +69,10 @@ def _key(rec, path: Path) -> tuple:
 
 @dataclass
 class Media:
-    explain: Callable[[Path], bytes]  # PNG of the field's explanation map; raises MediaError
+    explain: Callable[..., bytes]  # (path, cell_at=None) -> PNG of the explanation map; raises MediaError
     thumbs: LRU
     maps: LRU
+    crops: LRU = field(default_factory=lambda: LRU(64))  # per field: the JPEG of each recorded cell
 
     def __post_init__(self) -> None:
         self._map_lock = threading.Lock()  # one map at a time: each costs a model's worth of memory
@@ -116,12 +117,46 @@ class Media:
             raise MediaError("thumbnail encoding failed", 500)
         return buf.tobytes()
 
-    def explanation(self, rec) -> bytes:
-        """The occlusion map (:mod:`edge.inference.explain`) of the field, beside the image as the model saw it."""
-        def make(path: Path) -> bytes:
+    def explanation(self, rec, cell_at: Optional[tuple] = None) -> bytes:
+        """The occlusion map (:mod:`edge.inference.explain`) of the field (of its cell at ``cell_at``, a recorded
+        working-field position), beside the image as the model saw it."""
+        maps = self._cached(rec, self.maps, lambda path: {})  # per field: cell -> PNG
+        if cell_at not in maps:
+            path = image_file(rec)
+            if path is None:
+                raise MediaError(f"file missing: {rec.moved_to or rec.path}", 404)
             with self._map_lock:
-                return self.explain(path)
-        return self._cached(rec, self.maps, make)
+                maps[cell_at] = self.explain(path, cell_at)
+        return maps[cell_at]
+
+    def cell_crops(self, rec, boxes, size) -> tuple:
+        """The recorded cells of the field cut out of its file (:mod:`.cellmedia`), one JPEG each."""
+        from edge.web.cellmedia import make_crops
+
+        def make(path: Path) -> tuple:
+            try:
+                return make_crops(path, boxes, size or _size(path))
+            except ValueError as e:  # simplejpeg's error for data libjpeg cannot read
+                raise MediaError(f"file unreadable: {e}", 422) from None
+        return self._cached(rec, self.crops, make)
+
+    def field_image(self, rec) -> tuple:
+        """(bytes, mimetype) of the whole field at full resolution; not cached (the browser keeps it)."""
+        from edge.web.cellmedia import field_image
+
+        path = image_file(rec)
+        if path is None:
+            raise MediaError(f"file missing: {rec.moved_to or rec.path}", 404)
+        try:
+            return field_image(path)
+        except ValueError as e:
+            raise MediaError(f"file unreadable: {e}", 422) from None
+
+
+def _size(path: Path) -> tuple:
+    from edge.web.cellmedia import file_size
+
+    return file_size(path)
 
 
 def _jpeg_thumbnail(data: bytes) -> bytes:
@@ -142,7 +177,7 @@ def explain_in_process(classifier_factory: Callable[[], object]) -> Callable[[Pa
     """Maps from a classifier in this process (tests and library use; `serve` uses a child process)."""
     clf = []
 
-    def run(path: Path) -> bytes:
+    def run(path: Path, cell_at: Optional[tuple] = None) -> bytes:
         from edge.imaging.decode import DecodeError
         from edge.inference.explain import explain_image
         from edge.inference.classifier import ModelLoadError
@@ -150,7 +185,7 @@ def explain_in_process(classifier_factory: Callable[[], object]) -> Callable[[Pa
         try:
             if not clf:
                 clf.append(classifier_factory())
-            return explain_image(path, clf[0]).png_bytes()
+            return explain_image(path, clf[0], cell_at=cell_at).png_bytes()
         except ModelLoadError as err:
             raise MediaError(f"no model for explanation maps: {err}", 503) from None
         except DecodeError as err:
@@ -165,10 +200,12 @@ def explain_in_child(config_path: Optional[Path], timeout_s: float = 120.0) -> C
     import sys
     import tempfile
 
-    def run(path: Path) -> bytes:
+    def run(path: Path, cell_at: Optional[tuple] = None) -> bytes:
         with tempfile.TemporaryDirectory(prefix="edge-screen-map-") as tmp:
             out = Path(tmp) / "map.png"
             cmd = [sys.executable, "-m", "edge", "explain", str(path), "--out", str(out)]
+            if cell_at is not None:
+                cmd += ["--cell-at", f"{int(cell_at[0])},{int(cell_at[1])}"]
             if config_path is not None:
                 cmd += ["--config", str(config_path)]
             try:

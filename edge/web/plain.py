@@ -1,0 +1,106 @@
+"""Plain words for a technologist: why a sample is in the queue, why a field is unreadable or needs review.
+
+The records keep the exact reasons with their figures ("overexposed: mean brightness 241.7 > 240.22"): that
+is what the audit, `samples` and the export carry. A person at the microscope reads the meaning first
+("too bright to read"); the figures stay one hover away (the pages put them in a ``title``). The patterns
+below are the reason formats written by :mod:`edge.pipeline.quality`, :mod:`edge.pipeline.stages` and
+:func:`edge.store.samples.judge`; a reason that matches none is shown as it is, so nothing is ever hidden
+behind a translation.
+"""
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import List, Optional, Sequence, Tuple
+
+# (pattern on the recorded reason, plain words; groups may be used by name)
+_FIELD: Tuple[Tuple[str, str], ...] = (
+    (r"^too dark to correct", "too dark to read (the lamp or the exposure is too low)"),
+    (r"^too dark", "too dark to read"),
+    (r"^overexposed", "too bright to read"),
+    (r"^badly exposed", "badly exposed: parts of the picture are pure black or white"),
+    (r"^out of focus", "out of focus"),
+    (r"^no stain", "no stain: an empty field or not a smear"),
+    (r"^no stained cells", "no stained cells: an empty field or not a smear"),
+    (r"^no white cell found", "no white cell in the field"),
+    (r"^not a blood smear", "does not look like a blood smear (no cell resembles the training cells)"),
+    (r"^magnification (?P<m>[\d.]+)x", "magnification {m}× is outside what the model can read"),
+    (r"^same content as", "the same picture as another field (a duplicate)"),
+    (r"^file too large", "file too large"),
+    (r"^unsupported format", "not a picture format the device reads"),
+    (r"^cannot read file", "the file could not be read"),
+    (r"^processing error", "the device failed on this file (see the log)"),
+    (r"truncated", "the file is incomplete (cut off while copying)"),
+    (r"symlink", "a link, not a picture: refused"),
+)
+
+_SAMPLE: Tuple[Tuple[str, str], ...] = (
+    (r"^only (?P<n>\d+) readable field\(s\), the rule needs (?P<k>\d+)",
+     "too few readable fields: {n} of the {k} needed"),
+    (r"^score (?P<s>[\d.]+) is inside the review band (?P<lo>[\d.]+)-(?P<hi>[\d.]+)",
+     "uncertain: the score is neither clearly benign nor clearly malignant"),
+    (r"^(?P<a>\d+) of (?P<n>\d+) fields disagree",
+     "fields disagree: {a} of {n} point the other way"),
+    (r"^outside the validated range on (?P<a>\d+) of (?P<n>\d+) readable fields: (?P<why>.*)",
+     "the microscope or stain is outside what the model was validated on ({a} of {n} fields)"),
+    (r"^the model card has no sample rule", "the model gives no sample verdict: a person decides"),
+)
+
+
+@dataclass(frozen=True)
+class Reason:
+    text: str  # plain words
+    detail: str  # the recorded reason with its figures
+
+
+def _translate(reason: str, table: Sequence[Tuple[str, str]]) -> Reason:
+    for pattern, words in table:
+        m = re.search(pattern, reason)
+        if m:
+            return Reason(words.format(**m.groupdict()), reason)
+    return Reason(reason, reason)
+
+
+def field_reason(reason: Optional[str]) -> Reason:
+    """Why a field was not classified, in plain words."""
+    return _translate(reason or "no reason recorded", _FIELD)
+
+
+def sample_reasons(reasons: Sequence[str]) -> List[Reason]:
+    """A sample's review reasons (``samples.review_reasons``) in plain words, in the same order."""
+    return [_translate(r, _SAMPLE) for r in reasons]
+
+
+def field_review_reasons(rec, review_band: Optional[Sequence[float]], cell_scores: Sequence[float] = ()
+                         ) -> List[Reason]:
+    """Why a classified field is marked "review": the model's own reasons re-told from the record (the
+    card's review band, a benign call that outvoted a malignant-looking cell, the domain monitor)."""
+    out: List[Reason] = []
+    if not rec.needs_review or rec.malignant_score is None:
+        return out
+    score = rec.malignant_score
+    if rec.domain:
+        out.append(Reason("outside what the model was validated on", rec.domain))
+    if review_band and review_band[0] <= score < review_band[1]:
+        out.append(Reason("uncertain call: neither clearly benign nor clearly malignant",
+                          f"malignant score {score:.3f} inside the review band "
+                          f"{review_band[0]:.3f}-{review_band[1]:.3f}"))
+    if rec.verdict == "benign" and review_band and cell_scores and max(cell_scores) >= review_band[1]:
+        out.append(Reason("called benign, but one cell looks malignant",
+                          f"a cell scored {max(cell_scores):.3f} >= {review_band[1]:.3f}"))
+    if not out:
+        out.append(Reason("marked for review by the model", f"malignant score {score:.3f}"))
+    return out
+
+
+def queue_reason(sample) -> List[Reason]:
+    """Why a ready sample is in the queue: its review reasons, or, when it has none, what is left to do."""
+    if sample.needs_review and sample.review_reasons:
+        return sample_reasons(sample.review_reasons)
+    if sample.verdict is None:
+        return [Reason("no readable field: the model gives no verdict", "no readable field")]
+    how = "closed by hand" if sample.closed_by == "manual" else "no new field for a while"
+    return [Reason(f"confident {sample.verdict} call: check and sign", f"ready ({how}); no review reason")]
+
+
+__all__ = ["Reason", "field_reason", "field_review_reasons", "queue_reason", "sample_reasons"]

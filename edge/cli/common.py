@@ -13,7 +13,7 @@ class Failure(click.ClickException):
 
     def __init__(self, message: str, code: int = startup.EXIT_FAILURE):
         super().__init__(message)
-        self.exit_code = code
+        self.exit_code = code  # type: ignore[misc]  # click reads it per instance; its stub says ClassVar
 
 
 def started(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:

@@ -91,6 +91,7 @@ def export(ctx: click.Context, target: Optional[str], fmt: str, out: Optional[Pa
         raise click.UsageError(f"--format {fmt} needs --out FOLDER")
     try:
         if fmt == "fhir":
+            assert out is not None  # checked above: a UsageError without it
             from edge.export.fhir import FhirSystems, export_fhir, bundle_model
 
             bundle_model()  # the missing extra is said before a progress bar or a folder appears
@@ -101,6 +102,7 @@ def export(ctx: click.Context, target: Optional[str], fmt: str, out: Optional[Pa
                        f"{fs.seconds:.2f} s")
             return
         if fmt == "csv":
+            assert out is not None
             with _progress("exporting CSV") as progress:
                 summary = export_csv(src, out, anonymize_key=key, progress=progress)
         else:

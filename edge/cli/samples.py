@@ -111,9 +111,10 @@ def sample_meta(sample_id: str, patient: Optional[str], specimen: Optional[str],
         if changes:
             meta, changed = set_meta(lib.store, sample_id, changes, SOURCE_CLI)
         else:
-            meta, changed = get_meta(lib.store, sample_id), False
-            if meta is None:
+            found = get_meta(lib.store, sample_id)
+            if found is None:
                 raise SampleError(f"no sample {sample_id!r} on device {lib.store.device()}")
+            meta, changed = found, False
     except MetaConflict as e:
         raise Failure(str(e)) from None
     except SampleError as e:  # an unknown or invalid sample id: exit 1, as `sample close`

@@ -25,10 +25,11 @@ from edge.pipeline.stages import STOP, Pipeline
 from edge.pipeline.results import CLASSIFIED, DUPLICATE, ImageResult, Job
 from edge.daemon.startup import (EXIT_OK, EXIT_STORE, StartupError, check_inbox, load, lock_inbox, open_store,
                                  setup_logging)
-from edge.daemon.retention import clinic_targets, disk_state, purge, watched_paths
+from edge.daemon.housekeeping import Housekeeping
 from edge.store.samplemeta import apply_meta_file, is_meta_file, meta_files
 from edge.store.samples import Samples
 from edge.store.database import DatabaseGone, Store
+from edge.vocabulary import printable
 from edge.daemon.watcher import InboxWatcher, backlog, unscreened, watch_options
 
 log = logging.getLogger("edge.daemon.service")
@@ -78,9 +79,6 @@ class Notifier:
 
 
 INBOX_CHECK_S = 1.0  # how often an idle daemon checks that its inbox is still the folder it watches
-DISK_CHECK_S = 5.0  # how often free space is looked at (statvfs: microseconds)
-RETENTION_S = 600.0  # how often retention runs while there is disk to spare
-SAMPLES_CHECK_S = 2.0  # how often an idle daemon looks for samples that became ready
 RETRY_S, RETRY_MAX_S = 5.0, 300.0  # a result that could not be committed is tried again after 5, 10, 20 ... s
 
 
@@ -90,11 +88,6 @@ def _identity(folder: Path) -> Optional[tuple]:
     except OSError:
         return None
     return st.st_dev, st.st_ino
-
-
-def printable(text: str) -> str:
-    """Control characters escaped: a newline in a file name must not start a forged line in the journal."""
-    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
 
 
 def describe(res: ImageResult) -> str:
@@ -128,15 +121,7 @@ class Daemon:
         self._checked = 0.0
         self._watcher: Optional[InboxWatcher] = None
         self._samples: Optional[Samples] = None
-        self._samples_cfg = None
-        self._samples_checked = 0.0
-        self._retention = None  # RetentionConfig of the running config
-        self._clinic_targets: List[str] = []  # where a row must be before retention deletes its file
-        self._retention_warned = -RETENTION_S
-        self._disk_paths: List[Path] = []
-        self._paused = False
-        self._disk_checked = -DISK_CHECK_S
-        self._purged = 0.0
+        self._housekeeping: Optional[Housekeeping] = None  # disk, retention, idle samples (after start-up)
         self.processed = 0
         self.counts = {"classified": 0, "unreadable": 0, "rejected": 0, "duplicate": 0}
 
@@ -158,7 +143,7 @@ class Daemon:
         self.notify.watchdog()
         if self._stop_reason or self._reload or self._inbox_gone:
             return STOP
-        if self._low_disk():
+        if self._housekeeping is not None and self._housekeeping.low_disk(self.jobs.qsize()):
             # New images wait in the inbox (queued or not): screening them now could fail to record them.
             time.sleep(0.25 if block else 0.0)
             return None
@@ -176,7 +161,8 @@ class Daemon:
                 # An inotify watch dies with its folder: a deleted (and re-created) inbox would be
                 # silently unwatched from then on.
                 self._inbox_gone = self._watched is not None and _identity(self._watched[0]) != self._watched[1]
-            self._promote_samples()
+            if self._housekeeping is not None:
+                self._housekeeping.promote_samples()
             return None
         with self._lock:
             self._queued.discard(job.path)
@@ -186,6 +172,7 @@ class Daemon:
         return job
 
     def _apply_meta(self, path: Path) -> None:
+        assert self._samples is not None and self._watched is not None  # checked by the caller
         try:
             apply_meta_file(self._samples.store, path, self._watched[0])
         except DatabaseGone:
@@ -194,64 +181,6 @@ class Daemon:
             log.warning("%s: could not record it (%s); retrying in %g s", printable(str(path)),
                         str(e).splitlines()[0], RETRY_S)
             self._retry.append((time.monotonic() + RETRY_S, path))
-
-    def _low_disk(self) -> bool:
-        """Checks free space every few seconds; pauses intake below the watermark (see edge/daemon/service/retention.py)."""
-        now = time.monotonic()
-        if self._retention is None or now - self._disk_checked < DISK_CHECK_S:
-            return self._paused
-        self._disk_checked = now
-        state = disk_state(self._disk_paths, self._retention.min_free_mb, was_paused=self._paused)
-        if state.paused != self._paused:
-            self._paused = state.paused
-            (log.warning if state.paused else log.info)("%s", state.describe() if state.paused else
-                                                        f"disk space back ({state.describe()}): resuming intake")
-            self.notify.send(f"STATUS={state.describe()}" if state.paused else
-                             f"STATUS=watching, {self.jobs.qsize()} queued")
-        if state.paused or now - self._purged >= RETENTION_S:
-            self._purge()
-        return self._paused
-
-    def _purge(self) -> None:
-        self._purged = time.monotonic()
-        r = self._retention
-        try:
-            out = purge(self._samples.store, r.keep_days, r.max_mb, self._clinic_targets)
-        except DatabaseGone:
-            raise
-        except Exception as e:  # noqa: BLE001 - retention is housekeeping: never stop screening for it
-            log.warning("retention failed: %s", str(e).splitlines()[0])
-            return
-        # While intake is paused retention runs every few seconds: its warnings once per RETENTION_S.
-        warn = time.monotonic() - self._retention_warned >= RETENTION_S
-        if warn and (out.unreachable or (out.kept_unexported and not self._clinic_targets)):
-            self._retention_warned = time.monotonic()
-        for where in out.unreachable if warn else ():
-            log.warning("retention: cannot read the clinic database %s; its rows count as not received", where)
-        if out.kept_unexported and not self._clinic_targets:
-            if warn:
-                log.warning("retention: no clinic database configured ([retention] clinic_targets or [export] "
-                            "target), so no file is deleted: %d file(s) due", out.kept_unexported)
-        elif out.deleted or out.kept_unexported or out.errors:
-            log.info("retention: deleted %d file(s) the clinic holds, %.1f MB freed; %d kept until the clinic "
-                     "has their rows%s", out.deleted, out.freed_bytes / 1e6, out.kept_unexported,
-                     f"; {len(out.errors)} could not be deleted ({out.errors[0]})" if out.errors else "")
-
-    def _promote_samples(self) -> None:
-        """Idle work: samples that have their fields and no new one for a while become ready for review."""
-        if self._samples is None or time.monotonic() - self._samples_checked < SAMPLES_CHECK_S:
-            return
-        self._samples_checked = time.monotonic()
-        c = self._samples_cfg
-        try:
-            ready = self._samples.promote_idle(c.min_readable, c.idle_s)
-        except DatabaseGone:
-            raise
-        except Exception as e:  # noqa: BLE001 - a busy database now is retried at the next idle moment
-            log.warning("could not update samples: %s", str(e).splitlines()[0])
-            return
-        for sid in ready:
-            log.info("sample %s is ready for review", printable(sid))
 
     # ------------------------------------------------------------------------------------ main
     def run(self) -> int:
@@ -280,9 +209,8 @@ class Daemon:
         watcher = None
         try:
             pipe = self._pipeline(cfg, clf, store, run_id)
-            self._samples, self._samples_cfg = Samples(store), cfg.samples
-            self._retention, self._disk_paths = cfg.retention, watched_paths(cfg)
-            self._clinic_targets = clinic_targets(cfg)
+            self._samples = Samples(store)
+            self._housekeeping = Housekeeping(self._samples, cfg, lambda line: self.notify.send(line))
             inbox = cfg.daemon.inbox
             log.info("edge-screen %s: model %s (%s, sha256 %s…) on %s, %d threads; inbox %s; database %s; device %s",
                      __version__, clf.name, clf.path.name, clf.sha256[:12], clf.backend, clf.num_threads, inbox,
@@ -377,10 +305,8 @@ class Daemon:
             log.info("reloaded: model %s (sha256 %s…), inbox %s", new.classifier.name, new.classifier.sha256[:12],
                      new.cfg.daemon.inbox)
             cfg, clf, pipe = new.cfg, new.classifier, new_pipe
-            self._samples_cfg = cfg.samples
-            self._retention, self._disk_paths = cfg.retention, watched_paths(cfg)
-            self._clinic_targets = clinic_targets(cfg)
-            self._disk_checked = -DISK_CHECK_S  # a new watermark applies at once
+            if self._housekeeping is not None:
+                self._housekeeping.configure(cfg)
         except StartupError as e:
             log.error("reload failed, keeping the running config and model: %s", e)
         self.notify.send("READY=1", f"STATUS=watching {cfg.daemon.inbox}")

@@ -66,7 +66,7 @@ class Status:
                          "intake_paused": disk.paused, "missing": disk.missing},
                 "samples": self.samples, "optics": self.optics.to_dict(),
                 "last_error": ({"path": err.path, "status": err.status, "reason": err.reason,
-                                "recorded_at": err.recorded_at.isoformat()} if err else None),
+                                "recorded_at": err.recorded_at.isoformat() if err.recorded_at else None} if err else None),
                 "last_run": ({"started_at": run.started_at.isoformat(), "stopped_at":
                               run.stopped_at.isoformat() if run.stopped_at else None,
                               "exit_reason": run.exit_reason, "pid": run.pid,
@@ -83,7 +83,7 @@ class Status:
                           f"thread{'s' if threads != 1 else ''}"),
                 ("", self.model_path)]
         state = self.daemon_state()
-        if state:
+        if state and self.run is not None:
             rows.append(("daemon", f"{state}, started {self.run.started_at:%Y-%m-%d %H:%M:%S} UTC, "
                                    f"pid {self.run.pid}"))
         today = f"{t.total} images" + (": " if t.by_status else "") + \

@@ -5,7 +5,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple
+from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -278,7 +278,7 @@ class Classifier:
                                distances=[round(d, 2) for d in dists], n_ignored=len(inputs) - len(kept),
                                cell_labels=[self.labels[int(np.argmax(probs[i]))] for i in kept])
 
-    def decide(self, probs: Sequence[float]) -> Prediction:
+    def decide(self, probs: Union[Sequence[float], np.ndarray]) -> Prediction:
         probs = [float(p) for p in probs]
         score = 1.0 - probs[self._benign]
         lo, hi = self.card.review_band

@@ -161,13 +161,15 @@ def occluder_colour(pre: Preprocessed, params: PreprocessParams) -> Tuple[int, i
     glass is a new object the model reacts to wherever it is put, which would paint the whole map. The
     image's own empty glass (median colour outside the cell mask) hides a patch without adding one.
     """
-    if params.input_mode in ("segmented", "cell"):
-        return tuple(int(v) for v in params.background)
+    bg = params.background
+    if params.input_mode in ("segmented", "cell") or pre.model_input is None:
+        return int(bg[0]), int(bg[1]), int(bg[2])
     # From the model input, not the resized image: in "balanced" mode the two differ by the colour gain.
     glass = pre.model_input[~pre.mask]
     if glass.size == 0:
-        return tuple(int(v) for v in params.background)
-    return tuple(int(v) for v in np.median(glass.reshape(-1, 3), axis=0))
+        return int(bg[0]), int(bg[1]), int(bg[2])
+    r, g, b = (int(v) for v in np.median(glass.reshape(-1, 3), axis=0))
+    return r, g, b
 
 
 def explain_rgb(rgb: np.ndarray, classifier: Classifier, grid: int = 7, target: str = "predicted",
@@ -194,6 +196,8 @@ def explain_rgb(rgb: np.ndarray, classifier: Classifier, grid: int = 7, target: 
             scores = [1.0 - float(classifier.probabilities(c)[classifier.labels.index("Benign")])
                       for c in pre.model_inputs]
             x = shown = pre.model_inputs[int(np.argmax(scores))]
+    if x is None:
+        raise DecodeError("nothing for the model to explain")
     fill = occluder_colour(pre, params)
     used = "keep" if method == "keep" else "occlude"
     fn = keep_map if used == "keep" else occlusion_map

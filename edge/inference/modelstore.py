@@ -24,7 +24,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import List, Optional
 
-from edge.inference.classifier import (DEFAULT_MODEL, LABELS, ModelLoadError, card_path_for, load_card, ood_path_for,
+from edge.inference.classifier import (DEFAULT_MODEL, Classifier, LABELS, ModelLoadError, card_path_for, load_card, ood_path_for,
                     sha256_file)
 
 CURRENT = "current.json"
@@ -98,7 +98,7 @@ def current_model(install_dir: Path) -> Optional[Path]:
     return Path(install_dir) / d["current"] if d.get("current") else None
 
 
-def verify(tflite: Path, backend: str = "auto", num_threads: int = 1) -> "object":
+def verify(tflite: Path, backend: str = "auto", num_threads: int = 1) -> Classifier:
     """The device's own loader on ``tflite`` plus one inference; returns the loaded Classifier."""
     from edge.inference.classifier import Classifier
 

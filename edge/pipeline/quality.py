@@ -27,14 +27,20 @@ BRIGHT_LEVEL = 254
 
 
 class Thresholds(Protocol):
-    """What the gate reads from ``edge.config.QualityConfig``."""
+    """What the gate reads from ``edge.config.QualityConfig`` (read-only: the config is frozen)."""
 
-    min_focus: float
-    min_brightness: float
-    max_brightness: float
-    max_clipped_fraction: float
-    min_cell_fraction: float
-    min_stain_contrast: float
+    @property
+    def min_focus(self) -> float: ...
+    @property
+    def min_brightness(self) -> float: ...
+    @property
+    def max_brightness(self) -> float: ...
+    @property
+    def max_clipped_fraction(self) -> float: ...
+    @property
+    def min_cell_fraction(self) -> float: ...
+    @property
+    def min_stain_contrast(self) -> float: ...
 
 
 @dataclass

@@ -20,7 +20,7 @@ from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Union
+from typing import Callable, Iterable, Iterator, List, Optional, Union, cast
 
 from edge.pipeline import identity, quality
 from edge.config import Config
@@ -362,7 +362,7 @@ class Pipeline:
                     job = next_job(pending is None)
                     if job is STOP:
                         break
-                    fut = ex.submit(self.prepare, job) if job is not None else None
+                    fut = ex.submit(self.prepare, cast(Job, job)) if job is not None else None
                     if pending is not None:
                         yield from self._step(pending.result(), group, more=fut is not None)
                     pending = fut

@@ -46,7 +46,8 @@ def problem_lines(problems: Sequence[ProblemImage], width: int) -> List[Text]:
 def _with_name(head: Text, name: str, width: int) -> List[Text]:
     if len(head) + len(name) <= width:
         return [head + Text(name)]
-    return [head.rstrip() or head, Text("    " + name)]
+    head.rstrip()  # rich's Text.rstrip works in place and returns None
+    return [head, Text("    " + name)]
 
 
 def print_lines(console: Console, lines: Sequence[Text]) -> None:

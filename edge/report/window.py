@@ -114,8 +114,8 @@ def make_window(since: Optional[str] = None, until: Optional[str] = None, all_ti
             raise ReportError("--all cannot be combined with --since/--until")
         return Window(None, None, "all time")
     if not since and not until:
-        s = parse_when("today", now, tz)
-        return Window(s, None, f"today (since {_fmt(s)})")
+        start = parse_when("today", now, tz)
+        return Window(start, None, f"today (since {_fmt(start)})")
     s = parse_when(since, now, tz, option="--since") if since else None
     u = parse_when(until, now, tz, end=True, option="--until") if until else None
     if s and u and s >= u:

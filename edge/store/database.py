@@ -53,6 +53,8 @@ class Store:
         self._identity = self._file_identity() if self._file else None
 
     def _file_identity(self) -> Optional[tuple]:
+        if self._file is None:
+            return None
         try:
             st = self._file.stat()
         except OSError:
@@ -142,7 +144,7 @@ class Store:
     def where(self) -> str:
         """The database for messages: the SQLite file, or the URL without its password."""
         u = self.engine.url
-        return u.database if u.get_backend_name() == "sqlite" else u.render_as_string(hide_password=True)
+        return (u.database or ":memory:") if u.get_backend_name() == "sqlite" else u.render_as_string(hide_password=True)
 
     # -------------------------------------------------------------------------------------------- writes
     def record(self, rec: ImageRecord) -> str:
@@ -326,7 +328,7 @@ class Store:
             for verdict, n in conn.execute(select(images.c.verdict, func.count()).where(
                     *w, images.c.status == "classified").group_by(images.c.verdict)):
                 out.by_verdict[verdict or "none"] = n
-            out.needs_review = conn.execute(select(func.count()).where(*w, images.c.needs_review.is_(True))).scalar()
+            out.needs_review = conn.execute(select(func.count()).where(*w, images.c.needs_review.is_(True))).scalar() or 0
         return out
 
     def last_error(self, device_id: Optional[str] = None,
@@ -383,7 +385,7 @@ class Store:
 
     def count_images(self, device_id: Optional[str] = None) -> int:
         with self.engine.connect() as conn:
-            return conn.execute(select(func.count()).select_from(images).where(self._mine(device_id))).scalar()
+            return conn.execute(select(func.count()).select_from(images).where(self._mine(device_id))).scalar() or 0
 
 
 def _window(since: Optional[datetime], until: Optional[datetime]) -> list:

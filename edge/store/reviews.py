@@ -191,6 +191,7 @@ def _card_labels(conn, model_id: Optional[str]) -> Tuple[str, ...]:
 def _check_label(label: Optional[str], allowed: Sequence[str]) -> str:
     if label not in allowed:
         raise ReviewError(f"label {label!r} is not one of the model card's labels: {', '.join(allowed)}")
+    assert label is not None
     return label
 
 

@@ -108,7 +108,8 @@ def parse_meta(data: bytes) -> Dict[str, Optional[str]]:
         raise MetaError(f"not valid JSON (line {e.lineno} column {e.colno}: {e.msg})") from None
     if not isinstance(doc, dict):
         raise MetaError('expected an object like {"patient": "...", "specimen": "..."}, got '
-                        + {list: "a list", str: "a string"}.get(type(doc), type(doc).__name__))
+                        + ("a list" if isinstance(doc, list) else "a string" if isinstance(doc, str)
+                           else type(doc).__name__))
     unknown = sorted(k for k in doc if k not in KEYS)
     if unknown:
         shown = unknown[0] if unknown[0].isprintable() and len(unknown[0]) <= 40 else "(unprintable)"

@@ -20,7 +20,7 @@ import uuid
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from pathlib import Path
-from typing import Dict, Iterable, List, Optional, Sequence
+from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from sqlalchemy import and_, func, select
 
@@ -172,7 +172,8 @@ class Sample:
         d["needs_review"] = bool(d["needs_review"])
         d["late_fields"] = d.get("late_fields") or 0
         d["rule"] = json.loads(d["rule"]) if d.get("rule") else None
-        return cls(**{k: d.get(k) for k in cls.__dataclass_fields__})
+        kwargs: Dict[str, Any] = {k: d.get(k) for k in cls.__dataclass_fields__}
+        return cls(**kwargs)
 
     @property
     def version(self) -> str:
@@ -288,7 +289,7 @@ class Samples:
             row = conn.execute(q).first()
         return Sample.from_row(row) if row else None
 
-    def fields(self, sample: Sample) -> list:
+    def fields(self, sample: Sample) -> List[Any]:
         """The sample's image records, flagged first, then by malignant score (highest first)."""
         from edge.store.records import ImageRecord
         q = select(images).where(images.c.device_id == sample.device_id, images.c.sample_id == sample.sample_id)
@@ -309,7 +310,9 @@ class Samples:
                 conn.execute(samples.update().where(samples.c.device_id == self.store.device(),
                                                     samples.c.sample_id == sample_id)
                              .values(status="ready", ready_at=now, closed_by=by, updated_at=now))
-        return self.get(sample_id)
+        closed = self.get(sample_id)
+        assert closed is not None  # the row was there inside the transaction
+        return closed
 
     def promote_idle(self, min_readable: int, idle_s: float, now: Optional[datetime] = None) -> List[str]:
         """Collecting samples with >= min_readable readable fields and no field for idle_s become ready."""

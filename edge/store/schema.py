@@ -316,7 +316,7 @@ assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
 def _where(conn: Connection) -> str:
     url = conn.engine.url
-    return url.database if url.drivername.startswith("sqlite") else url.render_as_string(hide_password=True)
+    return (url.database or ":memory:") if url.drivername.startswith("sqlite") else url.render_as_string(hide_password=True)
 
 
 def schema_version(conn: Connection) -> int | None:

@@ -119,7 +119,7 @@ def field_views(store, s: Sample, recs: Sequence[ImageRecord], hist: Sequence[Re
             why = field_review_reasons(rec, bands.get(rec.model_id), [c.score for c in cells if c.score is not None])
         else:
             why = [field_reason(rec.reason)]
-        out.append(FieldView(rec, labels[rec.model_id], image_file(rec) is not None, latest.get(rec.id), cells,
+        out.append(FieldView(rec, labels[rec.model_id], image_file(rec) is not None, latest.get(rec.id or ""), cells,
                              why, rec.id in late))
     # Late fields first: they are what the signer never saw.
     return sorted(out, key=lambda f: not f.late)

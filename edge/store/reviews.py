@@ -19,8 +19,18 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 from sqlalchemy import select
 
-from edge.store.accounts import (MIN_PASSWORD, WRITERS, ReviewError, User, add_user, find_row, get_user,
-                                 list_users, user_from_row, verify_user)
+from edge.store.accounts import (
+    MIN_PASSWORD,
+    WRITERS,
+    ReviewError,
+    User,
+    add_user,
+    find_row,
+    get_user,
+    list_users,
+    user_from_row,
+    verify_user,
+)
 from edge.store.samples import Sample, SampleError, validate_sample_id
 from edge.store.schema import images, models, reviews, samples, utcnow
 from edge.vocabulary import BENIGN, LABELS, ROLES, VERDICTS

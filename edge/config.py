@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import ipaddress
 import json
 import os
 import re
@@ -132,6 +133,16 @@ class WebConfig:
                                 "or a reverse proxy)")
     port: int = _f(8080, "port `edge-screen serve` listens on", min=1, max=65535)
     session_minutes: int = _f(480, "a login lasts this long (one shift), then the session expires", min=1)
+    server_names: Tuple[str, ...] = _f((), "host names clients reach serve by (the Host header is checked "
+                                           "against them; loopback names are always accepted)")
+    trusted_proxies: Tuple[str, ...] = _f((), "addresses of reverse proxies whose X-Forwarded-For and "
+                                              "X-Forwarded-Proto are believed (a Secure cookie behind HTTPS)")
+    login_slowdown_after: int = _f(3, "failed log-ins of a user name or a client before each try must wait "
+                                      "1, 2, 4 ... s", min=1)
+    login_lock_after: int = _f(10, "failed log-ins of a user name that lock it for login_lock_minutes", min=1)
+    login_client_lock_after: int = _f(30, "failed log-ins from one client address that lock it", min=1)
+    login_lock_minutes: int = _f(15, "how long a lock lasts, and how long without a failure resets the count",
+                                 min=1)
 
 
 @dataclass(frozen=True)
@@ -361,6 +372,11 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: str | Path | None = None,
         if not URI_RE.match(getattr(secs["export"], key)):
             raise ConfigError(f"export.{key}: expected an absolute URI such as \"urn:oid:1.2.3\" or "
                               f"\"https://lab.example/mrn\", got {_show(getattr(secs['export'], key))}")
+    for addr in secs["web"].trusted_proxies:
+        try:
+            ipaddress.ip_address(addr)
+        except ValueError:
+            raise ConfigError(f"web.trusted_proxies: expected IP addresses, got {_show(addr)}") from None
     db = secs["database"]
     if not db.url or "://" not in db.url:
         raise ConfigError(f"database.url: expected a SQLAlchemy URL like {DEFAULT_DB_URL}, got {_show(db.url)}")

@@ -125,13 +125,16 @@ def report_db(root: Path) -> Tuple[Path, Path, Path]:
     inbox = root / "inbox"
     path = root / "edge.sqlite"
     recs = [report_record(i, inbox) for i in range(REPORT_N)]
-    with Store.open(path, device_id="dev-a") as store:
-        for r in recs:
-            store.record(r)
     flagged = [r for r in recs if r.status == "classified" and (r.verdict == "malignant" or r.needs_review)]
     assert len(flagged) >= 4
     for k, r in enumerate(flagged):
-        write_png(Path(r.path), synthetic_smear(np.random.default_rng(k), n_cells=1 + k % 3))
+        # Recorded as the daemon records a file it read: its sha256 and size (the HTML report embeds a file
+        # only while it is still the recorded one).
+        data = write_png(Path(r.path), synthetic_smear(np.random.default_rng(k), n_cells=1 + k % 3)).read_bytes()
+        r.sha256, r.bytes = hashlib.sha256(data).hexdigest(), len(data)
+    with Store.open(path, device_id="dev-a") as store:
+        for r in recs:
+            store.record(r)
     deleted = Path(flagged[1].path)
     deleted.unlink()
     return path, inbox, deleted

@@ -162,10 +162,11 @@ def execute(db: Path, query: str, *args) -> None:
 class ServeProc:
     """`python -m edge serve --port 0` as a real subprocess; ``url`` comes from its log line."""
 
-    def __init__(self, config: Path):
+    def __init__(self, config: Path, *args: str):
         self.log = config.parent / f"serve-{time.monotonic_ns()}.log"
         self._logf = open(self.log, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(config), "serve", "--port", "0"],
+        self.proc = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(config), "serve", "--port", "0",
+                                      *args],
                                      cwd=ROOT, stdout=self._logf, stderr=subprocess.STDOUT, env=_env())
         self.url = poll(self._url, what="`edge-screen serve` to log its URL").rstrip("/")
 

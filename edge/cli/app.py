@@ -191,6 +191,10 @@ def config_check(ctx: click.Context) -> None:
     cfg, clf = loaded.cfg, loaded.classifier
     click.echo(f"config OK ({cfg.source or 'built-in defaults'}); model {clf.name} on {clf.backend}; "
                f"inbox {cfg.daemon.inbox}; database {redact_url(cfg.database.url)}")
+    from edge.web.bind import warnings
+
+    for warning in warnings(cfg.web):
+        click.echo(f"warning: {warning}", err=True)
 
 
 @main.command()

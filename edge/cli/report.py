@@ -89,7 +89,8 @@ def report(since, until, today, all_time, verdict, labels: Tuple[str, ...], need
             return classifier_from_config(cfg, model)
 
         write_html(data, out, maps=maps, classifier_factory=factory, gallery_limit=gallery_limit,
-                   progress=sys.stderr.isatty())
+                   progress=sys.stderr.isatty(),
+                   roots=(cfg.daemon.inbox, cfg.daemon.done_dir, cfg.daemon.rejected_dir))
         click.echo(f"wrote {out} ({data.total:,} images, {len(data.flagged):,} flagged)", err=True)
         return
     if fmt == "table":

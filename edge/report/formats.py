@@ -29,7 +29,7 @@ TERMINAL_ROWS = 50
 def asdict(obj) -> dict:
     """Shallow: the report's row dataclasses are flat, and dataclasses.asdict deep-copies every value
     (a third of the time of a 100,000-row CSV)."""
-    return {f.name: getattr(obj, f.name) for f in fields(obj)}
+    return {f.name: getattr(obj, f.name) for f in fields(obj) if f.metadata.get("output", True)}
 
 
 def csv_rows(data: ReportData) -> Iterator[dict]:

@@ -21,7 +21,8 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from edge.inference.explain import explain_rgb
 from edge.inference.classifier import Classifier, ModelLoadError
-from edge.imaging.decode import DecodeError, decode_file
+from edge.imaging.decode import DecodeError, decode_bytes
+from edge.imaging.recorded import RecordedFileError, open_recorded
 from edge.report.window import FlaggedImage, HistBin, ReportData, StageTiming
 
 PALETTE = ["#4c9a2a", "#e6a700", "#d9534f", "#8e44ad", "#1f77b4", "#17becf", "#bcbd22", "#7f7f7f"]
@@ -69,13 +70,15 @@ def _thumbnail(rgb: np.ndarray, px: int) -> np.ndarray:
     return cv2.resize(rgb, (max(1, round(w * s)), max(1, round(h * s))), interpolation=cv2.INTER_AREA) if s < 1 else rgb
 
 
-def gallery_item(img: FlaggedImage, classifier: Optional[Classifier], grid: int = 7, thumb_px: int = 200) -> GalleryItem:
-    """Thumbnail and (with a classifier) explanation map for one flagged image; never raises for a bad file."""
-    p = Path(img.moved_to or img.path)
-    if not p.is_file():
-        return GalleryItem(img, None, None, f"file missing: {p}", None)
+def gallery_item(img: FlaggedImage, classifier: Optional[Classifier], grid: int = 7, thumb_px: int = 200,
+                 roots: Optional[Sequence[Path]] = None) -> GalleryItem:
+    """Thumbnail and (with a classifier) explanation map for one flagged image; never raises for a bad file.
+    The file is read as :mod:`edge.imaging.recorded` allows (no links, inside ``roots``, the recorded bytes)."""
     try:
-        rgb = decode_file(p).rgb
+        f = open_recorded((img.moved_to, img.path), img.sha256, img.size, roots)
+        p, rgb = f.path, decode_bytes(f.data).rgb
+    except RecordedFileError as e:
+        return GalleryItem(img, None, None, str(e), None)
     except DecodeError as e:
         return GalleryItem(img, None, None, f"file unreadable: {e}", None)
     thumb = _data_uri(_thumbnail(rgb, thumb_px))
@@ -91,7 +94,8 @@ def gallery_item(img: FlaggedImage, classifier: Optional[Classifier], grid: int 
 
 
 def build_gallery(flagged: Sequence[FlaggedImage], classifier: Optional[Classifier] = None, grid: int = 7,
-                  thumb_px: int = 200, progress: bool = True, console: Optional[Console] = None) -> List[GalleryItem]:
+                  thumb_px: int = 200, progress: bool = True, console: Optional[Console] = None,
+                  roots: Optional[Sequence[Path]] = None) -> List[GalleryItem]:
     console = console or Console(stderr=True)
     what = "thumbnails and maps" if classifier else "thumbnails"
     items: List[GalleryItem] = []
@@ -99,7 +103,7 @@ def build_gallery(flagged: Sequence[FlaggedImage], classifier: Optional[Classifi
                   console=console, transient=True, disable=not progress or not flagged) as prog:
         task = prog.add_task(what, total=len(flagged))
         for img in flagged:
-            items.append(gallery_item(img, classifier, grid=grid, thumb_px=thumb_px))
+            items.append(gallery_item(img, classifier, grid=grid, thumb_px=thumb_px, roots=roots))
             prog.advance(task)
     return items
 
@@ -240,14 +244,17 @@ def _gallery_html(items: Sequence[GalleryItem], total: int) -> str:
     return "\n".join(out)
 
 
-def _thumb_html(path: str, thumb_px: int = 120) -> str:
+def _thumb_html(f, roots: Optional[Sequence[Path]], thumb_px: int = 120) -> str:
     try:
-        return f'<img class="thumb small" alt="thumbnail" src="{_data_uri(_thumbnail(decode_file(Path(path)).rgb, thumb_px))}">'
-    except (OSError, DecodeError):
-        return '<span class="missing small">file missing</span>'
+        rgb = decode_bytes(open_recorded((f.moved_to, f.path), f.sha256, f.size, roots).data).rgb
+        return f'<img class="thumb small" alt="thumbnail" src="{_data_uri(_thumbnail(rgb, thumb_px))}">'
+    except RecordedFileError as e:
+        return f'<span class="missing small">{"file missing" if e.status == 404 else escape(str(e))}</span>'
+    except DecodeError:
+        return '<span class="missing small">file unreadable</span>'
 
 
-def _samples_html(blocks, budget: int) -> str:
+def _samples_html(blocks, budget: int, roots: Optional[Sequence[Path]] = None) -> str:
     """One block per sample, riskiest first; its fields as a gallery, flagged first, then by score."""
     out = []
     for b in blocks:
@@ -262,7 +269,7 @@ def _samples_html(blocks, budget: int) -> str:
         cells = []
         for f in b.items:
             if budget > 0:
-                thumb, budget = _thumb_html(f.moved_to or f.path), budget - 1
+                thumb, budget = _thumb_html(f, roots), budget - 1
             else:
                 thumb = '<span class="missing small">not shown (gallery limit)</span>'
             what = (f"{escape(f.label or '-')} · {'-' if f.malignant_score is None else f'{f.malignant_score:.3f}'}"
@@ -277,9 +284,11 @@ def _samples_html(blocks, budget: int) -> str:
 def render_html(data: ReportData, maps: bool = False, classifier: Optional[Classifier] = None,
                 classifier_factory: Optional[Callable[[], Classifier]] = None, grid: int = 7,
                 gallery_limit: int = GALLERY_LIMIT, thumb_px: int = 200, progress: bool = True,
-                console: Optional[Console] = None) -> str:
+                console: Optional[Console] = None, roots: Optional[Sequence[Path]] = None) -> str:
     """The whole page as a string. With ``maps``, one classifier (given, or made once by the factory)
-    explains every gallery image; a model that cannot be loaded is stated on the page, not raised."""
+    explains every gallery image; a model that cannot be loaded is stated on the page, not raised.
+    ``roots``: the folders images may be read from (the config's inbox, done and rejected folders); None:
+    any folder, still never through a symbolic link and only the recorded bytes."""
     map_problem = None
     if maps and classifier is None:
         try:
@@ -287,7 +296,7 @@ def render_html(data: ReportData, maps: bool = False, classifier: Optional[Class
         except ModelLoadError as e:
             map_problem = f"explanation maps unavailable: {e}"
     items = build_gallery(data.flagged[:gallery_limit], classifier if maps else None, grid=grid,
-                          thumb_px=thumb_px, progress=progress, console=console)
+                          thumb_px=thumb_px, progress=progress, console=console, roots=roots)
     st, verdicts = data.by_status(), data.by_verdict()
     cards = [("images", data.total, ""), ("classified", st.get("classified", 0), ""),
              ("malignant", verdicts.get("malignant", 0), "mal"), ("needs review", data.needs_review, "rev"),
@@ -313,7 +322,7 @@ def render_html(data: ReportData, maps: bool = False, classifier: Optional[Class
         + "</div>",
         *([f"<h2>Samples ({len(data.samples):,})</h2>",
            '<p class="note">One patient smear each; the verdict follows the model card\'s sample rule.</p>',
-           _samples_html(data.samples, gallery_limit)] if data.samples else []),
+           _samples_html(data.samples, gallery_limit, roots)] if data.samples else []),
         f"<h2>Malignant or needs review ({len(data.flagged):,})</h2>",
         _table(["time", "device", "label", "score", "verdict", "review", "model", "path"],
                ([f.time, f.device_id, f.label or "-", "-" if f.malignant_score is None else f"{f.malignant_score:.3f}",

@@ -23,6 +23,8 @@ class SampleField:
     malignant_score: Optional[float]
     verdict: Optional[str]
     needs_review: bool
+    sha256: Optional[str] = None  # what was recorded of the file (edge.imaging.recorded checks it before embedding)
+    size: Optional[int] = None
 
 
 @dataclass
@@ -61,12 +63,12 @@ def sample_blocks(engine: sa.Engine, where: list) -> List[SampleBlock]:
                 if (r.device_id, r.sample_id) in keys]
         items: Dict[tuple, List[SampleField]] = {}
         for r in conn.execute(sa.select(c.device_id, c.sample_id, c.id, c.path, c.moved_to, c.status, c.reason,
-                                        c.label, c.malignant_score, c.verdict, c.needs_review)
+                                        c.label, c.malignant_score, c.verdict, c.needs_review, c.sha256, c.bytes)
                               .where(c.sample_id.in_(ids), c.status != "duplicate")):
             items.setdefault((r.device_id, r.sample_id), []).append(SampleField(
                 image_id=str(r.id), path=r.path, moved_to=r.moved_to, status=r.status, reason=r.reason,
                 label=r.label, malignant_score=r.malignant_score, verdict=r.verdict,
-                needs_review=bool(r.needs_review)))
+                needs_review=bool(r.needs_review), sha256=r.sha256, size=r.bytes))
     # A field whose sample has no aggregate row (written by an older edge-screen) is in the report's other
     # sections, not here.
     blocks = [SampleBlock(device_id=row.device_id, sample_id=row.sample_id, status=row.status, fields=row.fields,

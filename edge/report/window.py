@@ -157,6 +157,10 @@ class FlaggedImage:
     model_name: Optional[str]
     model_sha256: Optional[str]
     moved_to: Optional[str] = None  # where after = "move" put the file
+    # What was recorded of the file, so the HTML report embeds it only if it is still that file
+    # (edge.imaging.recorded); not a column of the CSV/JSON report.
+    sha256: Optional[str] = field(default=None, metadata={"output": False})
+    size: Optional[int] = field(default=None, metadata={"output": False})
 
 
 @dataclass
@@ -357,10 +361,10 @@ def _query(engine: sa.Engine, window: Window, filters: Filters, now: Optional[da
                                 path=str(r.path), label=r.label,
                                 malignant_score=None if r.malignant_score is None else float(r.malignant_score),
                                 verdict=r.verdict, needs_review=bool(r.needs_review), model_name=r.model_name,
-                                model_sha256=r.model_sha256, moved_to=r.moved_to)
+                                model_sha256=r.model_sha256, moved_to=r.moved_to, sha256=r.sha256, size=r.bytes)
                    for r in conn.execute(
                        sa.select(c.id, c.device_id, c.recorded_at, c.path, c.label, c.malignant_score, c.verdict,
-                                 c.needs_review, c.model_name, c.model_sha256,
+                                 c.needs_review, c.model_name, c.model_sha256, c.sha256, c.bytes,
                                  c.moved_to if version >= 3 else sa.null().label("moved_to"))
                        .where(*where, c.status == "classified",
                               sa.or_(c.verdict == "malignant", c.needs_review == sa.true()))

@@ -18,37 +18,28 @@ from datetime import datetime
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from sqlalchemy import select
-from sqlalchemy.exc import IntegrityError
 
+from edge.store.accounts import (
+    MIN_PASSWORD,
+    WRITERS,
+    ReviewError,
+    User,
+    add_user,
+    find_row,
+    get_user,
+    list_users,
+    user_from_row,
+    verify_user,
+)
 from edge.store.samples import Sample, SampleError, validate_sample_id
-from edge.store.schema import images, models, reviews, samples, users, utcnow
+from edge.store.schema import images, models, reviews, samples, utcnow
 from edge.vocabulary import BENIGN, LABELS, ROLES, VERDICTS
 
-WRITERS = ("reviewer", "admin")  # roles that may review and sign off
-MIN_PASSWORD = 8
-MAX_PASSWORD_BYTES = 72  # bcrypt reads no further; a longer password would be silently truncated
 MAX_COMMENT = 2000
-NAME_CHARS = set("abcdefghijklmnopqrstuvwxyzABCDEFGHIJKLMNOPQRSTUVWXYZ0123456789._-@")
-
-
-class ReviewError(ValueError):
-    """A refused review, sign-off or account change; ``str(err)`` is one line and nothing was changed."""
 
 
 class ReviewConflict(ReviewError):
     """Refused because of the sample's state (not ready, already signed), not because of the input."""
-
-
-@dataclass(frozen=True)
-class User:
-    name: str
-    role: str
-    created_at: datetime
-    disabled: bool = False
-
-    @property
-    def can_review(self) -> bool:
-        return self.role in WRITERS and not self.disabled
 
 
 @dataclass(frozen=True)
@@ -74,94 +65,14 @@ class Review:
 
 
 # ------------------------------------------------------------------------------------------- accounts
-def _hash(password: str) -> str:
-    import bcrypt  # a compiled extension: only the commands that handle passwords load it
-
-    return bcrypt.hashpw(password.encode("utf-8"), bcrypt.gensalt()).decode("ascii")
-
-
-def _check_password(password: str, hashed: str) -> bool:
-    import bcrypt
-
-    try:
-        return bcrypt.checkpw(password.encode("utf-8"), hashed.encode("ascii"))
-    except ValueError:  # over 72 bytes (bcrypt 5 refuses) or a malformed stored hash
-        return False
-
-
-def _validate_name(name: str) -> str:
-    if not isinstance(name, str) or not name or len(name) > 64 or not set(name) <= NAME_CHARS:
-        raise ReviewError(f"invalid user name {name!r}: use 1-64 of A-Z a-z 0-9 . _ - @")
-    return name
-
-
-def add_user(store, name: str, password: str, role: str) -> User:
-    """A new account; the password is stored only as a bcrypt hash."""
-    _validate_name(name)
-    if role not in ROLES:
-        raise ReviewError(f"invalid role {role!r}: use one of {', '.join(ROLES)}")
-    if not password:
-        raise ReviewError("empty password")
-    if len(password) < MIN_PASSWORD:
-        raise ReviewError(f"password too short: at least {MIN_PASSWORD} characters")
-    if len(password.encode("utf-8")) > MAX_PASSWORD_BYTES:
-        raise ReviewError(f"password too long: at most {MAX_PASSWORD_BYTES} bytes (bcrypt ignores the rest)")
-    user = User(name=name, role=role, created_at=utcnow())
-    hashed = _hash(password)  # slow on purpose (~0.25 s on a Pi 4): outside the write lock
-    try:
-        with store.write() as conn:
-            if conn.execute(select(users.c.name).where(users.c.name == name)).first() is not None:
-                raise ReviewError(f"user {name!r} already exists")
-            conn.execute(users.insert().values(name=name, password_hash=hashed, role=role,
-                                               created_at=user.created_at, disabled=False))
-    except IntegrityError:  # PostgreSQL: another process added the same name between check and insert
-        raise ReviewError(f"user {name!r} already exists") from None
-    return user
-
-
-def _user_from_row(row) -> User:
-    return User(name=row.name, role=row.role, created_at=row.created_at, disabled=bool(row.disabled))
-
-
-def get_user(store, name: str) -> Optional[User]:
-    with store.engine.connect() as conn:
-        row = conn.execute(select(users).where(users.c.name == name)).first()
-    return _user_from_row(row) if row else None
-
-
-def list_users(store) -> List[User]:
-    with store.engine.connect() as conn:
-        return [_user_from_row(r) for r in conn.execute(select(users).order_by(users.c.name))]
-
-
-_dummy: List[str] = []
-
-
-def _dummy_hash() -> str:
-    # Checked against when the name is unknown, so a wrong name costs as long as a wrong password and the
-    # login form does not tell which names exist.
-    if not _dummy:
-        _dummy.append(_hash(uuid.uuid4().hex))
-    return _dummy[0]
-
-
-def verify_user(store, name: str, password: str) -> Optional[User]:
-    """The user when the name and password match an enabled account, else None (never says which was wrong)."""
-    with store.engine.connect() as conn:
-        row = conn.execute(select(users).where(users.c.name == name)).first() if isinstance(name, str) else None
-    if row is None:
-        _check_password(password or "", _dummy_hash())
-        return None
-    if not _check_password(password or "", row.password_hash) or row.disabled:
-        return None
-    return _user_from_row(row)
+# In edge.store.accounts; re-exported here, where they were first.
 
 
 def _reviewer(conn, name: str) -> User:
-    row = conn.execute(select(users).where(users.c.name == name)).first()
+    row = find_row(conn, name)
     if row is None:
         raise ReviewError(f"no user {name!r}")
-    user = _user_from_row(row)
+    user = user_from_row(row)
     if user.disabled:
         raise ReviewError(f"user {name!r} is disabled")
     if user.role not in WRITERS:

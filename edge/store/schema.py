@@ -17,7 +17,7 @@ from sqlalchemy.types import TypeDecorator
 from edge.vocabulary import STAGES
 
 APPLICATION = "edge-screen"
-SCHEMA_VERSION = 6
+SCHEMA_VERSION = 7
 
 
 class SchemaError(RuntimeError):
@@ -226,6 +226,31 @@ web_sessions = Table(
     Column("expires_at", UTCDateTime, nullable=False),
 )
 
+# v7: failed log-ins per user name and per client (edge.store.throttle): in the database, not in the server's
+# memory, so `edge-screen user enable` (another process) can lift a lock and a restart does not.
+login_throttle = Table(
+    "login_throttle", metadata,
+    Column("key", String(160), primary_key=True),  # "user:<casefolded name>" or "client:<address>"
+    Column("failures", Integer, nullable=False),
+    Column("last_failure_at", UTCDateTime, nullable=False),
+    Column("retry_at", UTCDateTime),  # no attempt is checked before this (slowed down or locked)
+)
+
+# v7: append-only audit of account changes (added, disabled, enabled, password changed, locked by failed
+# log-ins; `user enable` lifting a lock is an "enable" with that detail).
+user_events = Table(
+    "user_events", metadata,
+    Column("id", UUID, primary_key=True),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("user_name", String(64), nullable=False),
+    Column("action", String(16), nullable=False),
+    Column("actor", String(128), nullable=False),  # who did it: "os:<login>" for the CLI
+    Column("detail", Text),
+    CheckConstraint("action IN ('add', 'disable', 'enable', 'passwd', 'lock')",
+                    name="ck_user_events_action"),
+)
+Index("ix_user_events_user", user_events.c.user_name)
+
 export_watermarks = Table(
     "export_watermarks", metadata,
     Column("target", Text, primary_key=True),  # normalised URL or absolute path, without password
@@ -240,7 +265,7 @@ export_watermarks = Table(
 )
 
 DATA_TABLES = ("runs", "models", "images", "export_watermarks", "samples", "reviews")
-LOCAL_TABLES = ("users", "web_sessions")  # device-local, never exported
+LOCAL_TABLES = ("users", "web_sessions", "login_throttle", "user_events")  # device-local, never exported
 
 
 # ------------------------------------------------------------------------------------------ migrations
@@ -293,6 +318,16 @@ def _v5_sample_meta(conn: Connection) -> None:
             conn.exec_driver_sql(f"ALTER TABLE samples ADD COLUMN {name} {ddl}")
 
 
+def _v7_web_security(conn: Connection) -> None:
+    # Self-contained DDL for the two new tables (issue 14, items 7 and 12): no later version alters them.
+    metadata.create_all(conn, tables=[login_throttle, user_events])
+    if conn.dialect.name == "sqlite":
+        for op in ("UPDATE", "DELETE"):
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER IF NOT EXISTS user_events_no_{op.lower()} BEFORE {op} ON user_events "
+                "BEGIN SELECT RAISE(ABORT, 'user events are append-only'); END")
+
+
 def _add_image_columns(conn: Connection, names: Sequence[str]) -> None:
     have = {c["name"] for c in inspect(conn).get_columns("images")}
     for name in names:
@@ -310,7 +345,8 @@ def _v6_late_fields(conn: Connection) -> None:
 
 MIGRATIONS: Dict[int, Callable[[Connection], None]] = {1: _v1_initial, 2: _v2_export_watermarks,
                                                        3: _v3_samples_reviews, 4: _v4_optics,
-                                                       5: _v5_sample_meta, 6: _v6_late_fields}
+                                                       5: _v5_sample_meta, 6: _v6_late_fields,
+                                                       7: _v7_web_security}
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
 

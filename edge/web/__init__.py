@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 from edge.config import Config
 from edge.store.samples import Samples
 from edge.web import auth, routes
+from edge.web.bind import allowed_hosts
 from edge.web.faults import DatabaseWatch
 from edge.web.media import LRU, Media, explain_in_child, explain_in_process
 
@@ -42,16 +43,22 @@ def create_app(cfg: Config, store, classifier=None, thumb_cache: int = 256, map_
     """The app on an open store. Explanation maps come from ``classifier`` when one is given, else from the
     configured model in a child process (the server never holds a model)."""
     app = Flask(__name__, template_folder=str(HERE / "templates"), static_folder=str(HERE / "static"))
-    app.config.update(MAX_CONTENT_LENGTH=64 * 1024, TEMPLATES_AUTO_RELOAD=False)
+    app.config.update(MAX_CONTENT_LENGTH=64 * 1024, TEMPLATES_AUTO_RELOAD=False,
+                      TRUSTED_HOSTS=list(allowed_hosts(cfg.web)))
+    if cfg.web.trusted_proxies:
+        app.wsgi_app = auth.TrustedProxies(app.wsgi_app, cfg.web.trusted_proxies)
     explain = explain_in_process(lambda: classifier) if classifier is not None else explain_in_child(cfg.source)
     app.extensions["edge"] = WebContext(cfg=cfg, store=store, samples=Samples(store),
-                                        media=Media(explain, LRU(thumb_cache), LRU(map_cache)))
+                                        media=Media(explain, LRU(thumb_cache), LRU(map_cache),
+                                                    roots=(cfg.daemon.inbox, cfg.daemon.done_dir,
+                                                           cfg.daemon.rejected_dir)))
     app.register_blueprint(auth.bp)
     app.register_blueprint(routes.bp)
     # First of the request hooks: a deleted or read-only database is answered before a session is looked up.
     app.extensions["edge_database_watch"] = DatabaseWatch(store)
     app.extensions["edge_database_watch"].install(app)
     app.before_request(_start_clock)
+    app.before_request(auth.check_host)
     app.before_request(auth.check_request)
     app.after_request(_headers)
     app.register_error_handler(HTTPException, _error)

@@ -4,23 +4,28 @@ The cookie holds a random token and the database only its sha256, so a copied da
 no session. Each session has its own CSRF token, put in every form and checked on every POST; a POST whose
 Origin (or, without one, Referer) names another site is refused as well, and the cookie is SameSite=Strict,
 so a page on another site can neither read the app nor act in it. A session lasts ``web.session_minutes``
-from log-in (one shift), then the next request goes back to the login page with a message.
+from log-in (one shift), then the next request goes back to the login page with a message. Failed log-ins
+slow down and then lock the name and the client (:mod:`edge.store.throttle`); a Host header that is not this
+server's name is a 400; behind a configured proxy that says HTTPS, the cookie is Secure.
 """
 from __future__ import annotations
 
 import hashlib
 import hmac
+import ipaddress
 import logging
 import secrets
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Optional, Tuple
-from urllib.parse import urlsplit
+from typing import Iterable, Optional, Tuple
+from urllib.parse import quote, urlsplit
 
-from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
+from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
 from sqlalchemy import delete, select
+from werkzeug.exceptions import SecurityError
 
-from edge.store.reviews import User, verify_user
+from edge.store import throttle
+from edge.store.accounts import User, verify_user
 from edge.store.schema import users, utcnow, web_sessions
 
 log = logging.getLogger("edge.web")
@@ -78,6 +83,40 @@ def end_session(store, token: str) -> None:
 
 
 # ---------------------------------------------------------------------------------- request checks
+class TrustedProxies:
+    """WSGI middleware: werkzeug's ProxyFix (X-Forwarded-For and -Proto, one proxy) for requests that come
+    from a configured proxy address, and only for those: anyone else could send the same headers to pass
+    for another client (a fresh log-in throttle) or for HTTPS."""
+
+    def __init__(self, app, addresses: Iterable[str]):
+        from werkzeug.middleware.proxy_fix import ProxyFix
+
+        self.plain, self.fixed = app, ProxyFix(app, x_for=1, x_proto=1)
+        self.addresses = frozenset(ipaddress.ip_address(a) for a in addresses)
+
+    def __call__(self, environ, start_response):
+        try:
+            peer = ipaddress.ip_address(environ.get("REMOTE_ADDR", ""))
+        except ValueError:
+            peer = None
+        return (self.fixed if peer in self.addresses else self.plain)(environ, start_response)
+
+
+def check_host() -> Optional[Response]:
+    """Before everything: the Host header must be one of web.server_names (or a loopback name), so a page on
+    another name that resolves to this device (DNS rebinding) reads nothing. Flask's TRUSTED_HOSTS does the
+    matching when request.host is first read."""
+    try:
+        _ = request.host  # read for its check
+    except SecurityError:
+        log.warning("refused %s %s from %s: Host %r is not one of web.server_names", request.method,
+                    request.path, request.remote_addr, request.headers.get("Host", "")[:100])
+        # Plain text: without a trusted host Flask has no URL adapter, so no page with links can be made.
+        return Response("refused: this server does not answer to that host name (web.server_names)\n", 400,
+                        mimetype="text/plain")
+    return None
+
+
 def _same_site() -> bool:
     """Does the POST come from a page of this app? Host only: behind a TLS-terminating proxy the scheme
     the browser saw differs from ours, but another site never has our host."""
@@ -93,10 +132,24 @@ def _same_site() -> bool:
 
 
 def _safe_next(target: Optional[str]) -> str:
-    # Only a path of this app: "//evil.example" or "https://..." would make the login form an open redirect.
-    if target and target.startswith("/") and not target.startswith("//") and "\\" not in target:
-        return target
-    return url_for("pages.queue")
+    """Where to go after log-in: only a path of this app, else the queue. "//evil.example", "https://...",
+    "/\\evil" would make the login form an open redirect; so would "/\t/evil.example", because browsers
+    drop tabs and newlines from a URL (it becomes "//evil.example"). A control character is refused (400):
+    no link of this app has one, and in a Location header it would be a 500."""
+    if not target:
+        return url_for("pages.queue")
+    if any(c < " " or c == "\x7f" for c in target):
+        abort(400, description="refused: the address to return to after log-in has a control character")
+    parts = urlsplit(target)
+    if (not target.startswith("/") or target.startswith("//") or "\\" in target or parts.scheme or parts.netloc):
+        return url_for("pages.queue")
+    return target
+
+
+def _here() -> str:
+    """This request's path and query, percent-encoded (request.full_path is decoded: %0A is a newline)."""
+    qs = request.query_string.decode("ascii", "replace")
+    return quote(request.path, safe="/:@!$&'()*+,;=-._~") + (f"?{qs}" if qs else "")
 
 
 def _forbidden(message: str):
@@ -119,7 +172,7 @@ def check_request():
             abort(401, description=EXPIRED if expired else "log in first")
         if expired:
             return redirect(url_for("auth.login", expired=1), 303)
-        nxt = request.full_path.rstrip("?") if request.method == "GET" else None
+        nxt = _here() if request.method == "GET" else None
         return redirect(url_for("auth.login", next=nxt), 303)
     if request.method == "POST":
         sent = request.form.get("csrf_token", "")
@@ -135,22 +188,40 @@ def check_request():
 @bp.route("/login", methods=["GET", "POST"])
 def login():
     ctx = current_app.extensions["edge"]
-    message, status = (EXPIRED if request.args.get("expired") else None), 200
+    raw_next = request.values.get("next", "")
+    target = _safe_next(raw_next)  # checked first: a refused address must not cost a log-in
+    message, status, headers = (EXPIRED if request.args.get("expired") else None), 200, {}
     if request.method == "POST":
-        name, password = request.form.get("name", ""), request.form.get("password", "")
-        user = verify_user(ctx.store, name.strip(), password)
+        name, password = request.form.get("name", "").strip(), request.form.get("password", "")
+        policy, addr = login_policy(ctx.cfg), request.remote_addr
+        refusal = throttle.check(ctx.store, name, addr, policy)
+        user = None if refusal else verify_user(ctx.store, name, password)
         if user is not None:
+            throttle.succeeded(ctx.store, name)
             token, _ = start_session(ctx.store, user, ctx.cfg.web.session_minutes)
-            log.info("login %s (%s) from %s", user.name, user.role, request.remote_addr)
-            resp = redirect(_safe_next(request.form.get("next")), 303)
+            log.info("login %s (%s) from %s", user.name, user.role, addr)
+            resp = redirect(target, 303)
             resp.set_cookie(COOKIE, token, max_age=ctx.cfg.web.session_minutes * 60, httponly=True,
                             samesite="Strict", secure=request.is_secure, path="/")
             return resp
-        log.warning("failed login for %r from %s", name[:64], request.remote_addr)
-        message, status = "wrong user name or password", 401
+        if refusal is not None:  # not checked, not counted: the password was not even looked at
+            log.warning("log-in refused for %r from %s: %s", name[:64], addr, refusal.message)
+            message, status = refusal.message, 429
+            headers["Retry-After"] = str(refusal.retry_after_s())
+        else:
+            log.warning("failed login for %r from %s", name[:64], addr)
+            throttle.failed(ctx.store, name, addr, policy)
+            message, status = "wrong user name or password", 401
     elif g.session is not None:
-        return redirect(_safe_next(request.args.get("next")), 303)
-    return render_template("login.html", message=message, next=request.values.get("next", "")), status
+        return redirect(target, 303)
+    shown_next = raw_next if target == raw_next else ""
+    return render_template("login.html", message=message, next=shown_next), status, headers
+
+
+def login_policy(cfg) -> throttle.Policy:
+    w = cfg.web
+    return throttle.Policy(slowdown_after=w.login_slowdown_after, lock_after=w.login_lock_after,
+                           client_lock_after=w.login_client_lock_after, lock_minutes=w.login_lock_minutes)
 
 
 @bp.post("/logout")

@@ -7,7 +7,6 @@ stain-normalised model input (that one is in the cell's explanation map).
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import List, Sequence, Tuple
 
 CROP_MIN = 128  # pixels a crop keeps at least (when the file has them); the page shows it at 120 CSS px
@@ -15,9 +14,8 @@ CROP_MAX = 256  # larger crops are reduced by a whole factor
 JPEG = b"\xff\xd8\xff"
 
 
-def _decode(path: Path, min_side: Tuple[int, int]):
-    """RGB of the file and its scale (decoded pixels per file pixel)."""
-    data = path.read_bytes()
+def _decode(data: bytes, min_side: Tuple[int, int]):
+    """RGB of the file's bytes and its scale (decoded pixels per file pixel)."""
     if data[:3] == JPEG:
         import simplejpeg
 
@@ -25,9 +23,9 @@ def _decode(path: Path, min_side: Tuple[int, int]):
         rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=min(w, min_side[0]),
                                      min_height=min(h, min_side[1]))
         return rgb, rgb.shape[1] / max(w, 1)
-    from edge.imaging.decode import decode_file
+    from edge.imaging.decode import decode_bytes
 
-    img = decode_file(path, target=max(min_side))
+    img = decode_bytes(data, target=max(min_side))
     return img.rgb, img.scale
 
 
@@ -56,8 +54,9 @@ def _cut(rgb, box: Sequence[float]):
     return np.ascontiguousarray(out)
 
 
-def make_crops(path: Path, boxes: Sequence[Sequence[int]], file_size: Tuple[int, int]) -> Tuple[bytes, ...]:
-    """One JPEG per box (file pixels), in the order given."""
+def make_crops(data: bytes, boxes: Sequence[Sequence[int]], file_size: Tuple[int, int]) -> Tuple[bytes, ...]:
+    """One JPEG per box (file pixels), in the order given, from the file's bytes (as checked by
+    :meth:`edge.web.media.Media.recorded`: this module never opens a path)."""
     import simplejpeg
 
     if not boxes:
@@ -66,7 +65,7 @@ def make_crops(path: Path, boxes: Sequence[Sequence[int]], file_size: Tuple[int,
     # The least decode that still leaves the smallest cell CROP_MIN pixels across.
     need = min(1.0, CROP_MIN / max(smallest, 1))
     fw, fh = file_size
-    rgb, scale = _decode(path, (max(1, int(fw * need)), max(1, int(fh * need))))
+    rgb, scale = _decode(data, (max(1, int(fw * need)), max(1, int(fh * need))))
     out: List[bytes] = []
     for b in boxes:
         crop = _cut(rgb, [v * scale for v in b])
@@ -74,30 +73,28 @@ def make_crops(path: Path, boxes: Sequence[Sequence[int]], file_size: Tuple[int,
     return tuple(out)
 
 
-def file_size(path: Path) -> Tuple[int, int]:
+def file_size(data: bytes) -> Tuple[int, int]:
     """(width, height) of the file's picture, read from its header (JPEG) or by decoding it."""
-    data = path.read_bytes()
     if data[:3] == JPEG:
         return _jpeg_size(data)
-    from edge.imaging.decode import decode_file
+    from edge.imaging.decode import decode_bytes
 
-    img = decode_file(path)
+    img = decode_bytes(data)
     return img.width, img.height
 
 
-def field_image(path: Path) -> Tuple[bytes, str]:
+def field_image(data: bytes) -> Tuple[bytes, str]:
     """The whole field at full resolution for the browser: a JPEG or PNG file as it is, anything else
     (TIFF, BMP) converted to PNG."""
-    data = path.read_bytes()
     if data[:3] == JPEG:
         return data, "image/jpeg"
     if data[:8] == b"\x89PNG\r\n\x1a\n":
         return data, "image/png"
     import cv2
 
-    from edge.imaging.decode import decode_file
+    from edge.imaging.decode import decode_bytes
 
-    ok, buf = cv2.imencode(".png", cv2.cvtColor(decode_file(path).rgb, cv2.COLOR_RGB2BGR))
+    ok, buf = cv2.imencode(".png", cv2.cvtColor(decode_bytes(data).rgb, cv2.COLOR_RGB2BGR))
     if not ok:
         raise ValueError("PNG encoding failed")
     return buf.tobytes(), "image/png"

@@ -1,7 +1,10 @@
 """Thumbnails and explanation maps for the review pages, made on request and kept in small LRU caches.
 
 Neither is stored: a thumbnail is cheap to make again (one reduced-scale decode), and the cache key holds the
-file's size and mtime, so a file replaced under the same name is never shown stale.
+file's inode, size and mtime, so a file replaced under the same name is never shown stale. Every image is
+read through :func:`edge.imaging.recorded.open_recorded`: no symbolic link followed, only inside the inbox and the
+done/rejected folders, and only when its bytes are the recorded ones (size and sha256). A new image route
+must read through :meth:`Media.recorded` too.
 
 Memory is the constraint (`serve` must stay within 80 MB beside the daemon on a 1 GB Pi): a JPEG thumbnail
 needs only libjpeg-turbo's scaled decode and numpy (OpenCV, +17 MB, only for the rare PNG/TIFF/BMP field),
@@ -11,12 +14,15 @@ and an explanation map is made by a child process (`edge-screen explain`), so th
 from __future__ import annotations
 
 import logging
-import os
+import tempfile
 import threading
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Hashable, Optional
+from typing import Any, Callable, Hashable, Iterator, Optional, Sequence
+
+from edge.imaging.recorded import RecordedFile, RecordedFileError, open_recorded, plain_path
 
 log = logging.getLogger("edge.web")
 
@@ -55,16 +61,10 @@ class LRU:
 
 
 def image_file(rec) -> Optional[Path]:
-    """Where the field's file is now: ``moved_to`` after ``daemon.after = "move"``, else the inbox path."""
-    for p in (rec.moved_to, rec.path):
-        if p and os.path.isfile(p):
-            return Path(p)
-    return None
-
-
-def _key(rec, path: Path) -> tuple:
-    st = path.stat()
-    return rec.id, str(path), st.st_size, st.st_mtime_ns
+    """Where the field's file is now: ``moved_to`` after ``daemon.after = "move"``, else the inbox path; only
+    a regular file of the recorded size reached without any symbolic link (else None, "file missing"). For
+    the page's "file missing"; bytes to serve are read by :meth:`Media.recorded`, which checks the content."""
+    return plain_path((rec.moved_to, rec.path), rec.bytes)
 
 
 @dataclass
@@ -73,19 +73,37 @@ class Media:
     thumbs: LRU
     maps: LRU
     crops: LRU = field(default_factory=lambda: LRU(64))  # per field: the JPEG of each recorded cell
+    roots: Optional[Sequence[Path]] = None  # inbox, done and rejected folders; None: any folder, no links
 
     def __post_init__(self) -> None:
         self._map_lock = threading.Lock()  # one map at a time: each costs a model's worth of memory
+        self._verified: LRU = LRU(4096)  # rec.id -> file key whose bytes matched the row (small tuples)
 
-    @staticmethod
-    def _cached(rec, cache: LRU, make: Callable[[Path], bytes]) -> bytes:
-        path = image_file(rec)
-        if path is None:
-            raise MediaError(f"file missing: {rec.moved_to or rec.path}", 404)
-        key = _key(rec, path)
+    def recorded(self, rec, known=None) -> RecordedFile:
+        """The field's file as recorded, or MediaError (see :mod:`edge.imaging.recorded`)."""
+        try:
+            return open_recorded((rec.moved_to, rec.path), rec.sha256, rec.bytes, self.roots, known=known)
+        except RecordedFileError as e:
+            if e.status in (403, 409):
+                log.warning("field %s: %s", rec.id, e)
+            raise MediaError(str(e), e.status) from None
+
+    def _checked(self, rec) -> RecordedFile:
+        """The file opened without links; read and hashed only when this very file (inode, size, mtime) was
+        not verified before (then ``data`` is empty)."""
+        f = self.recorded(rec, known=self._verified.get(rec.id))
+        self._verified.put(rec.id, f.key)
+        return f
+
+    def _cached(self, rec, cache: LRU, make: Callable[[RecordedFile], Any]) -> Any:
+        # A cache hit still opens the file (no links, same inode, size, mtime); only a miss reads and hashes it.
+        f = self._checked(rec)
+        key = (rec.id, *f.key)
         data = cache.get(key)
         if data is None:
-            data = make(path)
+            if not f.data:  # verified before, but this output is not cached: read (and check) again
+                f = self.recorded(rec)
+            data = make(f)
             cache.put(key, data)
         return data
 
@@ -93,8 +111,8 @@ class Media:
         return self._cached(rec, self.thumbs, self._make_thumbnail)
 
     @staticmethod
-    def _make_thumbnail(path: Path) -> bytes:
-        data = path.read_bytes()
+    def _make_thumbnail(f: RecordedFile) -> bytes:
+        data = f.data
         if data[:3] == b"\xff\xd8\xff":
             try:
                 return _jpeg_thumbnail(data)
@@ -102,10 +120,10 @@ class Media:
                 raise MediaError(f"file unreadable: {e}", 422) from None
         import cv2
 
-        from edge.imaging.decode import DecodeError, decode_file
+        from edge.imaging.decode import DecodeError, decode_bytes
 
         try:
-            rgb = decode_file(path, target=THUMB_PX).rgb
+            rgb = decode_bytes(data, target=THUMB_PX).rgb
         except DecodeError as e:
             raise MediaError(f"file unreadable: {e}", 422) from None
         h, w = rgb.shape[:2]
@@ -120,22 +138,25 @@ class Media:
     def explanation(self, rec, cell_at: Optional[tuple] = None) -> bytes:
         """The occlusion map (:mod:`edge.inference.explain`) of the field (of its cell at ``cell_at``, a recorded
         working-field position), beside the image as the model saw it."""
-        maps = self._cached(rec, self.maps, lambda path: {})  # per field: cell -> PNG
+        f = self._checked(rec)
+        key = (rec.id, *f.key)
+        maps = self.maps.get(key)  # per field (this very file): cell -> PNG
+        if maps is None:
+            maps = {}
+            self.maps.put(key, maps)
         if cell_at not in maps:
-            path = image_file(rec)
-            if path is None:
-                raise MediaError(f"file missing: {rec.moved_to or rec.path}", 404)
-            with self._map_lock:
+            f = f if f.data else self.recorded(rec)
+            with self._map_lock, _private_copy(f) as path:  # the child reads the checked bytes, not the original
                 maps[cell_at] = self.explain(path, cell_at)
         return maps[cell_at]
 
     def cell_crops(self, rec, boxes, size) -> tuple:
         """The recorded cells of the field cut out of its file (:mod:`.cellmedia`), one JPEG each."""
-        from edge.web.cellmedia import make_crops
+        from edge.web.cellmedia import file_size, make_crops
 
-        def make(path: Path) -> tuple:
+        def make(f: RecordedFile) -> tuple:
             try:
-                return make_crops(path, boxes, size or _size(path))
+                return make_crops(f.data, boxes, size or file_size(f.data))
             except ValueError as e:  # simplejpeg's error for data libjpeg cannot read
                 raise MediaError(f"file unreadable: {e}", 422) from None
         return self._cached(rec, self.crops, make)
@@ -144,19 +165,21 @@ class Media:
         """(bytes, mimetype) of the whole field at full resolution; not cached (the browser keeps it)."""
         from edge.web.cellmedia import field_image
 
-        path = image_file(rec)
-        if path is None:
-            raise MediaError(f"file missing: {rec.moved_to or rec.path}", 404)
+        f = self.recorded(rec)
         try:
-            return field_image(path)
+            return field_image(f.data)
         except ValueError as e:
             raise MediaError(f"file unreadable: {e}", 422) from None
 
 
-def _size(path: Path) -> tuple:
-    from edge.web.cellmedia import file_size
-
-    return file_size(path)
+@contextmanager
+def _private_copy(f: RecordedFile) -> Iterator[Path]:
+    """The checked bytes in a file of a private temporary folder, with the original's name (the explain child
+    takes a path; handing it the original would read the file again, unchecked)."""
+    with tempfile.TemporaryDirectory(prefix="edge-screen-field-") as tmp:
+        path = Path(tmp) / (f.path.name or "field")
+        path.write_bytes(f.data)
+        yield path
 
 
 def _jpeg_thumbnail(data: bytes) -> bytes:

@@ -319,7 +319,7 @@ def _section(name: str, cls: type, raw: Any, base: Path) -> Any:
         if fname in raw:
             kw[fname] = _convert(f"{name}.{fname}", hints[fname], f.metadata, raw[fname], base)
         elif hints[fname] is Path:  # defaults are relative too and must resolve against the same base
-            kw[fname] = base / f.default
+            kw[fname] = base / str(f.default)
     return cls(**kw)
 
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import sys
 from pathlib import Path
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, NoReturn, Optional, Tuple
 
 import click
 from edge.cli.common import load_cfg, started
@@ -17,7 +17,7 @@ if TYPE_CHECKING:  # the model pulls in numpy and OpenCV: only the commands that
     from edge.inference.classifier import Classifier
 
 
-def _fail(msg: str, code: int = EXIT_CONFIG) -> None:
+def _fail(msg: str, code: int = EXIT_CONFIG) -> NoReturn:
     """One line and the README's exit code: 2 (the default) for a bad option or combination of options."""
     raise Failure(msg, code)
 
@@ -83,6 +83,7 @@ def report(since, until, today, all_time, verdict, labels: Tuple[str, ...], need
     if fmt == "html":
         from edge.report.html import write_html
 
+        assert out is not None  # refused above with exit 2
         def factory() -> "Classifier":
             from edge.inference.classifier import classifier_from_config
 

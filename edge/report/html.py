@@ -84,13 +84,13 @@ def gallery_item(img: FlaggedImage, classifier: Optional[Classifier], grid: int 
     thumb = _data_uri(_thumbnail(rgb, thumb_px))
     if classifier is None:
         return GalleryItem(img, thumb, None, None, None)
-    e = explain_rgb(rgb, classifier, grid=grid, path=p)
-    note = e.describe()
+    ex = explain_rgb(rgb, classifier, grid=grid, path=p)
+    note = ex.describe()
     if img.model_sha256 and img.model_sha256 != classifier.sha256:
         # A reviewer must know when the map explains a different model than the one that made the call.
         note += f"; map from model {classifier.name} ({classifier.sha256[:12]}), the call was made by " \
                 f"{img.model_name or '?'} ({img.model_sha256[:12]})"
-    return GalleryItem(img, thumb, _data_uri(e.overlay, 88), None, note)
+    return GalleryItem(img, thumb, _data_uri(ex.overlay, 88), None, note)
 
 
 def build_gallery(flagged: Sequence[FlaggedImage], classifier: Optional[Classifier] = None, grid: int = 7,
@@ -148,7 +148,7 @@ def svg_stacked_bars(categories: Sequence[str], series: Dict[str, List[int]], co
     label_every = max(1, int(np.ceil(n / max(1, pw // 80))))
     for i, cat in enumerate(categories):
         x = left + slot * i + (slot - bw) / 2
-        y = top + ph
+        y = float(top + ph)
         for name, vals in series.items():
             h = ph * vals[i] / ymax
             if h > 0:

@@ -46,7 +46,7 @@ def create_app(cfg: Config, store, classifier=None, thumb_cache: int = 256, map_
     app.config.update(MAX_CONTENT_LENGTH=64 * 1024, TEMPLATES_AUTO_RELOAD=False,
                       TRUSTED_HOSTS=list(allowed_hosts(cfg.web)))
     if cfg.web.trusted_proxies:
-        app.wsgi_app = auth.TrustedProxies(app.wsgi_app, cfg.web.trusted_proxies)
+        app.wsgi_app = auth.TrustedProxies(app.wsgi_app, cfg.web.trusted_proxies)  # type: ignore[method-assign]
     explain = explain_in_process(lambda: classifier) if classifier is not None else explain_in_child(cfg.source)
     app.extensions["edge"] = WebContext(cfg=cfg, store=store, samples=Samples(store),
                                         media=Media(explain, LRU(thumb_cache), LRU(map_cache),
@@ -85,7 +85,7 @@ def _headers(resp):
 
 def _error(e: HTTPException):
     if request.endpoint in auth.MEDIA or request.path.startswith("/static/"):
-        return e.description + "\n", e.code, {"Content-Type": "text/plain; charset=utf-8"}
+        return (e.description or "") + "\n", e.code, {"Content-Type": "text/plain; charset=utf-8"}
     return render_template("errors.html", code=e.code, message=e.description, back=None), e.code
 
 

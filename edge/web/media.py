@@ -20,7 +20,7 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Hashable, Iterator, Optional, Sequence
+from typing import Any, Callable, Hashable, Iterator, List, Optional, Sequence
 
 from edge.imaging.recorded import RecordedFile, RecordedFileError, open_recorded, plain_path
 
@@ -38,21 +38,22 @@ class MediaError(Exception):
 
 
 class LRU:
-    """A tiny thread-safe LRU of bytes (functools.lru_cache cannot key on the file's current mtime)."""
+    """A tiny thread-safe LRU (functools.lru_cache cannot key on the file's current mtime): image bytes,
+    a field's maps per cell, a verified file's identity."""
 
     def __init__(self, size: int):
         self.size = size
-        self._d: "OrderedDict[Hashable, bytes]" = OrderedDict()
+        self._d: "OrderedDict[Hashable, Any]" = OrderedDict()
         self._lock = threading.Lock()
 
-    def get(self, key: Hashable) -> Optional[bytes]:
+    def get(self, key: Hashable) -> Any:
         with self._lock:
             if key in self._d:
                 self._d.move_to_end(key)
                 return self._d[key]
         return None
 
-    def put(self, key: Hashable, value: bytes) -> None:
+    def put(self, key: Hashable, value: Any) -> None:
         with self._lock:
             self._d[key] = value
             self._d.move_to_end(key)
@@ -198,7 +199,7 @@ def _jpeg_thumbnail(data: bytes) -> bytes:
 
 def explain_in_process(classifier_factory: Callable[[], object]) -> Callable[[Path], bytes]:
     """Maps from a classifier in this process (tests and library use; `serve` uses a child process)."""
-    clf = []
+    clf: List[Any] = []
 
     def run(path: Path, cell_at: Optional[tuple] = None) -> bytes:
         from edge.imaging.decode import DecodeError

@@ -118,7 +118,7 @@ def review(sample_id: str, image_id: str):
     rec = _field_or_404(image_id, s.sample_id)
     user = g.session.user.name
     try:
-        review_field(_ctx().store, user, rec.id, request.form.get("label", ""), request.form.get("comment"))
+        review_field(_ctx().store, user, rec.id or "", request.form.get("label", ""), request.form.get("comment"))
     except ReviewError as e:
         return _refused(e, s.sample_id)
     log.info("field review by %s: sample %s field %s %s -> %s", user, s.sample_id, rec.filename, rec.label,

@@ -1,9 +1,26 @@
 """The words records are made of: labels, statuses, verdicts, stages. A module of its own so the command
 line can build its options (and answer --help) without importing numpy, OpenCV or SQLAlchemy."""
+from enum import Enum
 
 LABELS = ("Benign", "Early Pre-B", "Pre-B", "Pro-B")
 BENIGN = "Benign"
-STATUSES = ("classified", "unreadable", "rejected", "duplicate")
+
+
+class Status(str, Enum):
+    """What became of one file. A ``str``: it is stored, compared and printed as its value."""
+
+    CLASSIFIED = "classified"  # the model answered
+    UNREADABLE = "unreadable"  # an image, but the gate or the cell finder refused it (reason recorded)
+    REJECTED = "rejected"  # not an image we may read (format, size, link, name; reason recorded)
+    DUPLICATE = "duplicate"  # the same bytes as a recorded file: its answer, not a new field
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    __format__ = str.__format__
+
+
+STATUSES = tuple(s.value for s in Status)
 VERDICTS = ("benign", "malignant")
 STAGES = ("queue", "decode", "quality", "preprocess", "inference", "store", "total")
 ROLES = ("viewer", "reviewer", "admin")  # accounts of the review web app

@@ -11,10 +11,12 @@ from typing import TYPE_CHECKING, Dict, List, Optional, Tuple
 
 import numpy as np
 
+from edge.vocabulary import Status
+
 if TYPE_CHECKING:
     from edge.imaging.optics import Optics
 
-CLASSIFIED, UNREADABLE, REJECTED, DUPLICATE = "classified", "unreadable", "rejected", "duplicate"
+CLASSIFIED, UNREADABLE, REJECTED, DUPLICATE = Status.CLASSIFIED, Status.UNREADABLE, Status.REJECTED, Status.DUPLICATE
 
 
 @dataclass

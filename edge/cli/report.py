@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, Optional, Tuple
 
 import click
-from edge.cli.common import load_cfg, started
 from edge.config import ConfigError
 from edge.cli.common import Failure, load_cfg, started
 from edge.daemon.startup import EXIT_CONFIG, EXIT_FAILURE, EXIT_MODEL

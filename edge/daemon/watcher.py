@@ -21,7 +21,6 @@ from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
-from edge.pipeline.identity import path_text
 from edge.store.samplemeta import is_meta_name
 from edge.pipeline.identity import path_text, possible
 

@@ -27,13 +27,13 @@ from edge.config import Config
 from edge.imaging.exif import exif_datetime
 from edge.imaging.fieldcells import cell_boxes
 from edge.inference.classifier import Classifier
-from edge.store.database import DatabaseGone, ImageRecord
+from edge.store.records import DatabaseGone, ImageRecord
 from edge.imaging.decode import DecodeError, decode_bytes, unsupported_format
 from edge.pipeline.domain import ValidatedRange
 from edge.imaging.optics import SUPPORTED_MAGNIFICATION, ScaleMemory
 from edge.imaging.preprocess import OpticsSettings, decode_target, preprocess, working_field
 from edge.pipeline.results import CLASSIFIED, DUPLICATE, REJECTED, UNREADABLE, ImageResult, Job, Prepared
-from edge.store.samples import SampleError, SampleRule, sample_of
+from edge.store.samplerule import SampleError, SampleRule, sample_of
 
 log = logging.getLogger("edge.pipeline.stages")
 

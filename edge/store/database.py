@@ -23,22 +23,12 @@ from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DatabaseError, IntegrityError
 
 from edge.store.samples import update_samples
-from edge.store.records import Counts, ImageRecord, RunInfo, TimingStats, timing_stats
+from edge.store.records import Counts, DatabaseGone, ImageRecord, RunInfo, StoreError, TimingStats, timing_stats
 from edge.vocabulary import STAGES, STATUSES, VERDICTS
-from edge.store.engine import make_engine, normalize_url, open_schema, writer
 from edge.store.engine import make_engine, missing_sqlite_file, normalize_url, open_schema, readonly_reason, writer
 from edge.store.schema import SchemaError, images, models, runs, utcnow
 
 TIMING_COLUMNS = tuple(f"t_{s}_ms" for s in STAGES)
-
-
-class StoreError(RuntimeError):
-    """The store cannot be opened or written; ``str(err)`` is one line."""
-
-
-class DatabaseGone(StoreError):
-    """The SQLite file this store opened was deleted or replaced: SQLite would go on writing into the
-    unlinked file, so every result from then on would be in no database."""
 
 
 class Store:

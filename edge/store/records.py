@@ -120,3 +120,12 @@ def timing_stats(values: List[float]) -> TimingStats:
         return TimingStats(0, None, None, None)
     v = sorted(values)
     return TimingStats(len(v), v[nearest_rank(0.5, len(v)) - 1], v[nearest_rank(0.95, len(v)) - 1], v[-1])
+
+
+class StoreError(RuntimeError):
+    """The store cannot be opened or written; ``str(err)`` is one line."""
+
+
+class DatabaseGone(StoreError):
+    """The SQLite file this store opened was deleted or replaced: SQLite would go on writing into the
+    unlinked file, so every result from then on would be in no database."""

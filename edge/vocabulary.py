@@ -17,7 +17,8 @@ class Status(str, Enum):
     def __str__(self) -> str:
         return str(self.value)
 
-    __format__ = str.__format__
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
 
 
 STATUSES = tuple(s.value for s in Status)

@@ -20,9 +20,9 @@ def _key(path: str) -> str:
     return path.split("/datasets/", 1)[-1]
 
 
-def _answers(folder: Path) -> dict:
+def _answers(path: Path) -> dict:
     out = {}
-    for line in (folder / "classify.jsonl").read_text().splitlines():
+    for line in path.read_text().splitlines():
         if line.strip():
             r = json.loads(line)
             out[_key(r["path"])] = r
@@ -35,8 +35,12 @@ def main(argv=None) -> int:
     ap.add_argument("arm", type=Path)
     ap.add_argument("--label", default="arm")
     ap.add_argument("--max-score-diff", type=float, default=0.01)
+    ap.add_argument("--x86-answers", default="classify.jsonl")
+    ap.add_argument("--arm-answers", default="classify.jsonl")
+    ap.add_argument("--verdicts-only", action="store_true",
+                    help="fail only on status/verdict differences (label, needs_review, score are reported)")
     a = ap.parse_args(argv)
-    x, y = _answers(a.x86), _answers(a.arm)
+    x, y = _answers(a.x86 / a.x86_answers), _answers(a.arm / a.arm_answers)
     common = sorted(set(x) & set(y))
     flips, diffs = [], []
     for k in common:
@@ -61,7 +65,9 @@ def main(argv=None) -> int:
     for k in sorted(set(dx) & set(dy)):
         if dx[k]["inputs"] != dy[k]["inputs"]:
             print(f"pi_check: {a.label}:   model inputs differ: {k}")
-    bad = bool(flips) or worst[0] > a.max_score_diff or len(same_inputs) != n_in or not common
+    hard = [f for f in flips if " status " in f or " verdict " in f] if a.verdicts_only else flips
+    too_far = worst[0] > a.max_score_diff and not a.verdicts_only
+    bad = bool(hard) or too_far or len(same_inputs) != n_in or not common
     return 1 if bad else 0
 
 

@@ -12,7 +12,7 @@ if [ "$phase" = install ]; then
   t0=$(date +%s)
   # The venv is kept between runs while the declared dependencies are unchanged (a warm CI run then only
   # reinstalls the project itself); any change to them starts from an empty venv.
-  stamp=$(cat setup.cfg pyproject.toml scripts/pi/inside.sh | sha256sum | cut -c1-16)
+  stamp=$(cat setup.cfg pyproject.toml | sha256sum | cut -c1-16)
   if [ "$(cat /opt/venv/.stamp 2>/dev/null)" != "$stamp" ] || [ "${EDGE_PI_FRESH:-0}" = 1 ]; then
     rm -rf /opt/venv
     case "$arch" in
@@ -39,9 +39,15 @@ if [ "$phase" = install ]; then
 fi
 
 t0=$(date +%s)
-/opt/venv/bin/edge-screen classify --json --no-db "${fields[@]}" > "$out/classify.jsonl" 2> "$out/classify.log"
 "$py" scripts/model_inputs.py digest --out "$out/digests.json" "${fields[@]}"
+/opt/venv/bin/edge-screen classify --json --no-db "${fields[@]}" > "$out/classify.jsonl" 2> "$out/classify.log"
 echo "classify_s $(( $(date +%s) - t0 )) (${#fields[@]} fields, emulated)" >> "$out/install.txt"
+if [ "$arch" = arm64 ] && [ "${EDGE_PI_BUILTIN:-16}" -gt 0 ]; then
+  # The same inputs through TFLite's builtin kernels (model.kernels = "builtin"): what the kernels change.
+  printf '[model]\nkernels = "builtin"\nnum_threads = 1\n' > /opt/builtin.toml
+  /opt/venv/bin/edge-screen classify -c /opt/builtin.toml --json --no-db "${fields[@]:0:${EDGE_PI_BUILTIN:-16}}" \
+    > "$out/classify-builtin.jsonl" 2>> "$out/classify.log"
+fi
 
 # The daemon on 5 fields: rows in SQLite, `status`, SIGTERM -> exit 0.
 d=/opt/daemon-check

@@ -53,3 +53,12 @@ def test_the_classifier_refuses_the_model_instead_of_crashing(monkeypatch):
     monkeypatch.setattr(cpuinfo.platform, "machine", lambda: "aarch64")
     with pytest.raises(ModelLoadError, match="lists no ARM core"):
         Classifier()
+
+
+def test_the_daemon_unit_does_not_hide_proc_cpuinfo_from_the_runtime():
+    """systemd's ProcSubset=pid hides /proc/cpuinfo (procfs subset=pid): on a Pi the daemon would be
+    refused its model (before the guard: crashed in a restart loop). x86 reads CPUID and never noticed."""
+    unit = (ROOT / "systemd" / "edge-screen.service").read_text().splitlines()
+    settings = [ln.split("=", 1) for ln in unit if "=" in ln and not ln.lstrip().startswith("#")]
+    assert ["ProcSubset", "pid"] not in [[k.strip(), v.strip()] for k, v in settings]
+    assert ["ProtectProc", "invisible"] in [[k.strip(), v.strip()] for k, v in settings]  # other pids stay hidden

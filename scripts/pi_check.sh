@@ -2,15 +2,19 @@
 # Emulated Raspberry Pi check: Debian bookworm (the Pi OS base) root filesystems for arm64 (Pi OS 64-bit)
 # and armhf (Pi OS 32-bit) built with mmdebstrap from this machine's apt sources, run under qemu-user
 # through binfmt_misc. In each, the project is installed the README's way ("Raspberry Pi" section), then
-# scripts/pi_fields.py classifies real fields and the daemon runs on 5 of them; the answers and the
-# per-cell model inputs are compared with this machine's (x86-64).
+# `edge-screen classify` answers for real fields, scripts/model_inputs.py digests their model inputs and
+# the daemon runs on 5 of them; answers and digests are compared with this machine's (x86-64).
 #
 #   scripts/pi_check.sh [--arch arm64|armhf|all] [--fields N] [--cache DIR] [--keep]
+# Environment: EDGE_PI_NO_BUILD=1 skips (with a message) an architecture whose root filesystem is not cached;
+# EDGE_PI_ROOTFS_ONLY=1 only builds them; EDGE_PI_FRESH=1 starts from an empty venv; EDGE_PI_BUILTIN=N
+# fields also go through the builtin kernels on arm64 (16); EDGE_PI_HOST_PYTHON: the x86 python.
 #
 # Exit 0: every requested architecture agreed, or emulation is impossible here (one line "pi_check: SKIP:
 # <why>", so CI on a machine without binfmt_misc or root still passes). Exit 1: a check failed.
 # The root filesystems (and pip's wheel cache) are kept under the cache dir (default
-# ~/.cache/edge-screen-pi); a warm run rebuilds only the venv and reinstalls the project.
+# ~/.cache/edge-screen-pi); a warm run keeps the venv while setup.cfg is unchanged and reinstalls the
+# project into it.
 set -euo pipefail
 
 ARCHES="arm64 armhf"
@@ -23,7 +27,7 @@ while [ $# -gt 0 ]; do
     --fields) FIELDS="$2"; shift 2 ;;
     --cache) CACHE="$2"; shift 2 ;;
     --keep) KEEP=1; shift ;;
-    -h|--help) sed -n '2,14p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
+    -h|--help) sed -n '2,17p' "$0" | sed 's/^# \{0,1\}//'; exit 0 ;;
     *) echo "pi_check: unknown argument $1" >&2; exit 2 ;;
   esac
 done
@@ -62,7 +66,7 @@ preflight() {
       || skip "binfmt_misc is not mounted and cannot be mounted here (no CAP_SYS_ADMIN, or the kernel lacks it)"
   fi
   [ "$(cat /proc/sys/fs/binfmt_misc/status)" = enabled ] || skip "binfmt_misc is disabled in this kernel"
-  [ -n "$HOST_PY" ] || skip "no host python with edge-screen importable (set EDGE_PI_HOST_PYTHON)"
+  [ -n "$HOST_PY" ] && [ -x "$HOST_PY" ] || skip "no host python with edge-screen importable (set EDGE_PI_HOST_PYTHON)"
   for a in $ARCHES; do
     local q="QEMU_$a"
     if [ ! -e "/proc/sys/fs/binfmt_misc/qemu-${!q}" ] && command -v update-binfmts >/dev/null; then
@@ -74,11 +78,14 @@ preflight() {
 }
 
 # ------------------------------------------------------------------ root filesystems (cached)
-rootfs() {  # rootfs ARCH -> prints the directory
+rootfs_dir() {  # the cache directory of ARCH's root filesystem (its name changes with the package list)
+  local pk="PKGS_$1"
+  echo "$CACHE/rootfs-$1-$(printf '%s %s v1' "$1" "${!pk}" | sha256sum | cut -c1-12)"
+}
+
+rootfs() {  # rootfs ARCH -> prints the directory, built once
   local arch="$1" pk="PKGS_$1"
-  local key
-  key=$(printf '%s %s v1' "$arch" "${!pk}" | sha256sum | cut -c1-12)
-  local dir="$CACHE/rootfs-$arch-$key"
+  local dir; dir="$(rootfs_dir "$arch")"
   if [ ! -e "$dir/.complete" ]; then
     log "building the bookworm $arch root filesystem in $dir (mmdebstrap, once; log $CACHE/mmdebstrap-$arch.log)" >&2
     rm -rf "$dir.tmp"
@@ -108,8 +115,8 @@ rootfs() {  # rootfs ARCH -> prints the directory
   echo "$dir"
 }
 
-mkdir -p "$CACHE"
 preflight
+mkdir -p "$CACHE" || skip "cannot create the cache directory $CACHE"
 if [ "${EDGE_PI_ROOTFS_ONLY:-0}" = 1 ]; then for a in $ARCHES; do rootfs "$a"; done; exit 0; fi
 
 # ------------------------------------------------------------------ one architecture
@@ -144,16 +151,15 @@ printf '[model]\nkernels = "builtin"\nnum_threads = 1\n' > "$WORK/builtin.toml"
 (cd "$REPO" && PYTHONPATH="$REPO" "$HOST_PY" -m edge classify -c "$WORK/builtin.toml" --json --no-db "${HOST_FIELDS[@]}" \
   > "$WORK/x86/classify-builtin.jsonl" 2>>"$WORK/x86/classify.log")
 
-fail=0
-for arch in $ARCHES; do
+check_arch() {  # check_arch ARCH: everything for one architecture; its lines go to stdout, status = result
+  local arch="$1" t0 root rc
   t0=$(date +%s)
-  if [ -n "${EDGE_PI_MAX_S:-}" ] && [ $(( t0 - START )) -gt "$EDGE_PI_MAX_S" ]; then
-    log "$arch: SKIP: the time budget (EDGE_PI_MAX_S=$EDGE_PI_MAX_S s) is spent"; continue
-  fi
+  MOUNTED=()
+  trap cleanup EXIT
   if ! root="$(rootfs "$arch")"; then
     # Network or mirror trouble is not a finding about edge-screen: say so and go on.
     log "$arch: SKIP: the root filesystem could not be built (mirror unreachable?): see $CACHE/mmdebstrap-$arch.log"
-    continue
+    return 0
   fi
   # A fresh copy of the working tree (tracked and untracked, not ignored files): what a Pi owner clones.
   rm -rf "$root/opt/edge-screen" "$root/opt/shared" "$root/opt/out"
@@ -185,21 +191,42 @@ for arch in $ARCHES; do
   sed "s/^/pi_check: $arch: /" "$WORK/$arch/install.txt" 2>/dev/null || true
   if [ $rc != 0 ]; then
     log "$arch: FAIL inside the emulated system (exit $rc):"; tail -n 25 "$WORK/$arch.log" | sed 's/^/    /'
-    fail=1; continue
+    return 1
   fi
+  local bad=0
   grep -q '^guard_exit 3 ' "$WORK/$arch/install.txt" \
-    || { log "$arch: FAIL: with the host's /proc/cpuinfo the model load did not end in exit 3"; fail=1; }
+    || { log "$arch: FAIL: with the host's /proc/cpuinfo the model load did not end in exit 3"; bad=1; }
   if [ "$arch" = armhf ]; then
     # tflite_runtime runs TFLite's builtin kernels: compared with x86's builtin, verdicts must agree.
     "$HOST_PY" "$REPO/scripts/pi_compare.py" "$WORK/x86" "$WORK/$arch" --label "armhf tflite_runtime" \
-      --x86-answers classify-builtin.jsonl --verdicts-only || fail=1
+      --x86-answers classify-builtin.jsonl --verdicts-only || bad=1
   else
-    "$HOST_PY" "$REPO/scripts/pi_compare.py" "$WORK/x86" "$WORK/$arch" --label "$arch xnnpack" || fail=1
-    [ -s "$WORK/$arch/classify-builtin.jsonl" ] && { "$HOST_PY" "$REPO/scripts/pi_compare.py" "$WORK/x86" "$WORK/$arch" \
-      --label "$arch builtin" --x86-answers classify-builtin.jsonl --arm-answers classify-builtin.jsonl \
-      --verdicts-only || fail=1; }
+    "$HOST_PY" "$REPO/scripts/pi_compare.py" "$WORK/x86" "$WORK/$arch" --label "$arch xnnpack" || bad=1
+    if [ -s "$WORK/$arch/classify-builtin.jsonl" ]; then
+      "$HOST_PY" "$REPO/scripts/pi_compare.py" "$WORK/x86" "$WORK/$arch" --label "$arch builtin" \
+        --x86-answers classify-builtin.jsonl --arm-answers classify-builtin.jsonl --verdicts-only || bad=1
+    fi
   fi
   log "$arch: done in $(( $(date +%s) - t0 )) s"
+  return $bad
+}
+
+# The architectures run side by side (qemu-user runs each emulated process on one host core).
+fail=0
+pids=()
+for arch in $ARCHES; do
+  if [ "${EDGE_PI_NO_BUILD:-0}" = 1 ] && [ ! -e "$(rootfs_dir "$arch")/.complete" ]; then
+    # CI: building a root filesystem under emulation takes 10-50 min; CI uses the cached one or skips.
+    log "$arch: SKIP: no cached root filesystem in $CACHE (EDGE_PI_NO_BUILD=1); build it once with"
+    log "    EDGE_PI_ROOTFS_ONLY=1 scripts/pi_check.sh --arch $arch"
+    continue
+  fi
+  ( check_arch "$arch" > "$WORK/$arch.report" 2>&1 ) &
+  pids+=("$!:$arch")
+done
+for p in "${pids[@]}"; do
+  wait "${p%%:*}" || fail=1
+  cat "$WORK/${p#*:}.report"
 done
 if [ $KEEP = 1 ]; then log "outputs kept in $WORK"; else rm -rf "$WORK"; fi
 if [ $fail = 0 ]; then log "PASS ($ARCHES) in $(( $(date +%s) - START )) s"; else log "FAIL"; fi

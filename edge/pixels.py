@@ -290,6 +290,7 @@ def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
     iy, wy, dy = _cached_weights(h, height)
     ix, wx, dx = _cached_weights(w, width)
     den = dy * dx
+    ix, iy = ix.astype(np.intp), iy.astype(np.intp)  # np.take wants the platform's index type (32-bit ARM)
     # Exact sums: int32 while the largest (255 * den) fits, else int64.
     it = np.int32 if 255 * den < 2 ** 31 else np.int64
     src = img.astype(it)

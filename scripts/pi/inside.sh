@@ -21,6 +21,10 @@ if [ "$phase" = install ]; then
       armhf) python3 -m venv --system-site-packages /opt/venv ;;
     esac
   fi
+  if [ "$arch" = armhf ] && ! dpkg -s libturbojpeg0 >/dev/null 2>&1; then
+    # The README's apt line for 32-bit (the root filesystem has numpy and OpenCV already).
+    apt-get update -qq && apt-get install -y -qq libturbojpeg0 >/dev/null
+  fi
   case "$arch" in
     arm64) /opt/venv/bin/pip install -q -e . ;;
     # No compiler in this root filesystem: an sdist that needs one fails here, as on a Pi without one.

@@ -27,7 +27,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover - exercised on the Pi's older Pythons only
     import tomli as tomllib
 
-from .backends import BACKENDS, KERNELS
+from edge.inference.backends import BACKENDS, KERNELS
 
 ENV_CONFIG = "EDGE_SCREEN_CONFIG"
 DEFAULT_DB_URL = "sqlite:///./data/edge-screen.sqlite"
@@ -170,8 +170,8 @@ class Config:
 
     @property
     def model_path(self) -> Path:
-        from .model import DEFAULT_MODEL  # lazy: model pulls numpy, config should stay cheap to import
-        from .modelstore import current_model
+        from edge.inference.classifier import DEFAULT_MODEL  # lazy: model pulls numpy, config should stay cheap to import
+        from edge.inference.modelstore import current_model
 
         if self.model.path is not None:
             return self.model.path

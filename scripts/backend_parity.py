@@ -21,9 +21,9 @@ sys.path.insert(0, str(ROOT))
 
 
 def worker(backend: str, model: str | None, paths: list, kernels: str = "xnnpack") -> None:
-    from edge.decode import DecodeError, decode_file
-    from edge.model import Classifier
-    from edge.preprocess import decode_target, preprocess_image
+    from edge.imaging.decode import DecodeError, decode_file
+    from edge.inference.classifier import Classifier
+    from edge.imaging.preprocess import decode_target, preprocess_image
 
     clf = Classifier(model, backend=backend, num_threads=1, kernels=kernels)
     for p in paths:
@@ -95,7 +95,7 @@ def main() -> int:
     if args.out:
         Path(args.out).write_text(text + "\n")
     if args.card:
-        from edge.model import DEFAULT_MODEL, card_path_for
+        from edge.inference.classifier import DEFAULT_MODEL, card_path_for
 
         card = card_path_for(args.model or DEFAULT_MODEL)
         d = json.loads(card.read_text())

@@ -34,7 +34,7 @@ def main() -> int:
     image = args.image
     if image is None:
         sys.path.insert(0, str(ROOT))
-        from edge import synthetic
+        from edge.imaging import synthetic
 
         image = "/tmp/edge-bench-cli.jpg"
         Path(image).write_bytes(synthetic.smear_jpeg(1))

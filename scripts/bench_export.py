@@ -25,9 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sqlalchemy import create_engine, text  # noqa: E402
 
-from edge.export import export_to, merge  # noqa: E402
-from edge.schema import images  # noqa: E402
-from edge.store import Store  # noqa: E402
+from edge.export.merge import export_to, merge  # noqa: E402
+from edge.store.schema import images  # noqa: E402
+from edge.store.database import Store  # noqa: E402
 
 LABELS = ("Benign", "Early Pre-B", "Pre-B", "Pro-B")
 T0 = datetime(2026, 5, 1, tzinfo=timezone.utc)

@@ -29,14 +29,14 @@ import numpy as np
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 sys.path.insert(1, str(Path(__file__).resolve().parent.parent / "tests"))
 
-from edge.explain import explain_image  # noqa: E402
-from edge.model import DEFAULT_MODEL, Classifier  # noqa: E402
-from edge.report import build_report, make_window  # noqa: E402
-from edge.report_formats import dumps_csv, dumps_json  # noqa: E402
-from edge.report_html import write_html  # noqa: E402
-from edge.schema import images  # noqa: E402
-from edge.store import Store  # noqa: E402
-from edge.synthetic import smear_jpeg  # noqa: E402
+from edge.inference.explain import explain_image  # noqa: E402
+from edge.inference.classifier import DEFAULT_MODEL, Classifier  # noqa: E402
+from edge.report.window import build_report, make_window  # noqa: E402
+from edge.report.formats import dumps_csv, dumps_json  # noqa: E402
+from edge.report.html import write_html  # noqa: E402
+from edge.store.schema import images  # noqa: E402
+from edge.store.database import Store  # noqa: E402
+from edge.imaging.synthetic import smear_jpeg  # noqa: E402
 
 LABELS = ("Benign", "Early Pre-B", "Pre-B", "Pro-B")
 T0 = datetime(2026, 4, 1, 6, 0, tzinfo=timezone.utc)

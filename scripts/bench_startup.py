@@ -25,7 +25,7 @@ sys.path.insert(1, str(ROOT / "tests"))
 def make(folder: Path, rows: int) -> Path:
     from conftest import add_records  # the test suite's realistic fake results
 
-    from edge.store import Store
+    from edge.store.database import Store
 
     (folder / "inbox").mkdir(parents=True)
     store = Store.open(folder / "db.sqlite", device_id="bench")

@@ -25,7 +25,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge import synthetic  # noqa: E402
-from edge.model import DEFAULT_MODEL  # noqa: E402
+from edge.inference.classifier import DEFAULT_MODEL  # noqa: E402
 
 
 def rss_mb(pid: int) -> float:

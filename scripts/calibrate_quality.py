@@ -22,9 +22,11 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge import quality, synthetic  # noqa: E402
-from edge.decode import decode_file  # noqa: E402
-from edge.preprocess import PreprocessParams, preprocess  # noqa: E402
+from edge.pipeline import quality
+
+from edge import synthetic  # noqa: E402
+from edge.imaging.decode import decode_file  # noqa: E402
+from edge.imaging.preprocess import PreprocessParams, preprocess  # noqa: E402
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "all-taleqani"
 METRICS = ("focus", "brightness", "clipped_fraction", "stain_contrast", "cell_fraction")

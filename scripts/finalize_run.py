@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from edge.model import card_path_for, load_card
+from edge.inference.classifier import card_path_for, load_card
 from trainer.build import field_probs
 from trainer.cellset import build_cellset
 from trainer.data import SHARED_DATASET, load_split

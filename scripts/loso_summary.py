@@ -13,8 +13,8 @@ import argparse
 import json
 from pathlib import Path
 
-from edge.model import Classifier, card_path_for, load_card
-from edge.samples import SampleRule
+from edge.inference.classifier import Classifier, card_path_for, load_card
+from edge.store.samples import SampleRule
 from trainer.data import SHARED_DATASET, load_split
 from trainer.external import cell_distances, ood_auroc, per_source, screen
 from trainer.sources import FOLDERS, bccd, labelled_folder

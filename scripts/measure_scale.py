@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""How well edge/optics.py measures a field's scale: Taleqani fields rescaled (simulated optics) and other
+"""How well edge/imaging/optics.py measures a field's scale: Taleqani fields rescaled (simulated optics) and other
 laboratories' images, with the time per measurement. Numbers for the README, not a test.
 
     .venv/bin/python scripts/measure_scale.py [--n 80]
@@ -15,9 +15,9 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from edge.decode import decode_file
-from edge.optics import measure_rbc_diameter
-from edge.preprocess import PreprocessParams, remove_scale_bar
+from edge.imaging.decode import decode_file
+from edge.imaging.optics import measure_rbc_diameter
+from edge.imaging.preprocess import PreprocessParams, remove_scale_bar
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 

@@ -9,9 +9,9 @@
 
 A field's digest list holds one sha256 per model input (one per white cell with the shipped cell-mode
 card), computed by the device's own code: decode, optical normalisation, segmentation, stain
-normalisation, crops (``edge.preprocess.preprocess_file``). Real fields come from ../shared/datasets
+normalisation, crops (``edge.imaging.preprocess.preprocess_file``). Real fields come from ../shared/datasets
 (Taleqani, plus PBC and BCCD fields, which are resampled to the training scale); where that is absent,
-generated smears (``edge.synthetic``) stand in. Digests of generated smears are compared only on x86-64:
+generated smears (``edge.imaging.synthetic``) stand in. Digests of generated smears are compared only on x86-64:
 the generator draws anti-aliased float circles, which is not what this check is about.
 """
 from __future__ import annotations
@@ -27,8 +27,8 @@ from typing import Dict, List
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.model import DEFAULT_MODEL, card_path_for, load_card  # noqa: E402
-from edge.preprocess import PreprocessParams, preprocess_file, preprocess_image  # noqa: E402
+from edge.inference.classifier import DEFAULT_MODEL, card_path_for, load_card  # noqa: E402
+from edge.imaging.preprocess import PreprocessParams, preprocess_file, preprocess_image  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "datasets"
 REFERENCE = REPO / "tests" / "data" / "model_inputs.json"
@@ -73,7 +73,7 @@ def digest_fields(paths: List[Path]) -> Dict[str, dict]:
 
 
 def digest_synthetic() -> Dict[str, dict]:
-    from edge.synthetic import smear
+    from edge.imaging.synthetic import smear
     p = params()
     return {f"synthetic-{seed}": {"inputs": [_sha(x) for x in preprocess_image(smear(seed, 320), p).model_inputs]}
             for seed in range(N_SYNTHETIC)}

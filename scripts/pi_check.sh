@@ -36,7 +36,7 @@ REPO="$(cd "$(dirname "$0")/.." && pwd)"
 HOST_PY="${EDGE_PI_HOST_PYTHON:-}"
 if [ -z "$HOST_PY" ]; then
   for p in "$REPO/.venv/bin/python" "$(command -v python3)"; do
-    if [ -x "$p" ] && "$p" -c "import edge.model" 2>/dev/null; then HOST_PY="$p"; break; fi
+    if [ -x "$p" ] && "$p" -c "import edge.inference.classifier" 2>/dev/null; then HOST_PY="$p"; break; fi
   done
 fi
 log() { echo "pi_check: $*"; }

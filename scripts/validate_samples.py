@@ -21,10 +21,10 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from edge.config import config_from_dict  # noqa: E402
-from edge.model import classifier_from_config  # noqa: E402
-from edge.pipeline import Pipeline  # noqa: E402
-from edge.samples import Samples  # noqa: E402
-from edge.store import Store  # noqa: E402
+from edge.inference.classifier import classifier_from_config  # noqa: E402
+from edge.pipeline.stages import Pipeline  # noqa: E402
+from edge.store.samples import Samples  # noqa: E402
+from edge.store.database import Store  # noqa: E402
 from edge.vocabulary import BENIGN  # noqa: E402
 from trainer.data import load_split  # noqa: E402
 

@@ -10,8 +10,8 @@ from typing import Callable, Optional
 
 import pytest
 
-from edge.schema import images
-from edge.store import ImageRecord, Store
+from edge.store.schema import images
+from edge.store.database import ImageRecord, Store
 
 LABELS = ("Benign", "Early Pre-B", "Pre-B", "Pro-B")
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=timezone.utc)

@@ -1,7 +1,7 @@
 """Shared helpers for the report and explain tests: a model to run, synthetic smears and the report
 tests' fixture database.
 
-The shipped model (edge.model.DEFAULT_MODEL) is used when it exists. Until the trainer has produced it, a
+The shipped model (edge.inference.classifier.DEFAULT_MODEL) is used when it exists. Until the trainer has produced it, a
 tiny stand-in int8 model is built with TensorFlow under /tmp (never in the repository) and cached there,
 so only the first test session pays for the TensorFlow import.
 """
@@ -17,9 +17,9 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from edge.model import DEFAULT_MODEL, ModelCard, card_path_for, sha256_file
-from edge.preprocess import PreprocessParams
-from edge.store import ImageRecord, Store
+from edge.inference.classifier import DEFAULT_MODEL, ModelCard, card_path_for, sha256_file
+from edge.imaging.preprocess import PreprocessParams
+from edge.store.database import ImageRecord, Store
 
 STANDIN_DIR = Path(os.environ.get("EDGE_SCREEN_STANDIN_DIR", "/tmp/edge-screen-standin"))
 STANDIN_LABELS = ["Benign", "Early Pre-B", "Pre-B", "Pro-B"]

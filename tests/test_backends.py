@@ -60,7 +60,7 @@ def test_xnnpack_kernels_rarely_change_a_verdict():
 
 @needs_both
 def test_both_backends_agree_on_synthetic_smears(tmp_path):
-    from edge import synthetic
+    from edge.imaging import synthetic
 
     for seed in range(6):
         (tmp_path / f"s{seed}.png").write_bytes(synthetic.encode(synthetic.smear(seed, n_wbc=3), "png"))

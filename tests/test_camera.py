@@ -4,7 +4,7 @@ from __future__ import annotations
 import sys
 
 from daemon_support import DaemonProc, cli, model_path, poll, rows, write_config  # noqa: F401
-from edge.camera import FakeSource, capture_loop, write_atomic
+from edge.daemon.camera import FakeSource, capture_loop, write_atomic
 
 
 def test_write_atomic_leaves_no_partial_or_temporary_file(tmp_path):

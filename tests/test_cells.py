@@ -5,10 +5,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import synthetic
-from edge.cells import background_stats, stain_normalize
-from edge.decode import decode_file
-from edge.preprocess import PreprocessParams, preprocess, scale_bar_slice
+from edge.imaging import synthetic
+from edge.imaging.cells import background_stats, stain_normalize
+from edge.imaging.decode import decode_file
+from edge.imaging.preprocess import PreprocessParams, preprocess, scale_bar_slice
 from tests.shared_data import HAVE_DATASET, NO_DATASET, real_images
 
 CELL = PreprocessParams(input_mode="cell")
@@ -125,7 +125,7 @@ def test_cell_crops_are_the_same_for_trainer_and_device():
 
 
 def test_version_1_cards_still_load_and_cell_mode_needs_version_2():
-    from edge.preprocess import UnknownPreprocessing
+    from edge.imaging.preprocess import UnknownPreprocessing
 
     old = PreprocessParams.from_dict({"version": "lab-kmeans-1", "input_mode": "raw"})
     assert old.input_size == old.size == 224
@@ -144,7 +144,7 @@ def test_almost_every_real_smear_has_a_white_cell():
 def test_a_chroma_only_stain_transfer_leaves_lightness_alone():
     import numpy as np
 
-    from edge.cells import StainTransform
+    from edge.imaging.cells import StainTransform
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(60, 200, (32, 32, 3)).astype(np.uint8)

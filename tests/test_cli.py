@@ -7,7 +7,7 @@ from datetime import datetime, timezone
 import pytest
 
 from daemon_support import cli, model_path, write_config  # noqa: F401
-from edge import synthetic
+from edge.imaging import synthetic
 
 COMMANDS = [[], ["run"], ["classify"], ["status"], ["bench"], ["config"], ["config", "show"], ["config", "check"],
             ["capture"]]
@@ -118,9 +118,9 @@ def test_commands_do_not_print_the_runtime_s_native_notices(tmp_path, model_path
 
 
 def test_bench_reports_every_stage_and_shows_progress(tmp_path, model_path):
-    from edge.bench import run_bench
+    from edge.pipeline.bench import run_bench
     from edge.config import config_from_dict
-    from edge.model import Classifier
+    from edge.inference.classifier import Classifier
 
     cfg = config_from_dict({"model": {"path": str(model_path), "num_threads": 1}}, base_dir=tmp_path)
     seen = {}

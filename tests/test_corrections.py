@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
-from edge.records import ImageRecord
-from edge.schema import reviews
-from edge.store import Store
-from edge.synthetic import smear_jpeg
+from edge.store.records import ImageRecord
+from edge.store.schema import reviews
+from edge.store.database import Store
+from edge.imaging.synthetic import smear_jpeg
 from trainer.corrections import add_corrections, load_corrections, read_corrections
 from trainer.data import discover, block_split
 

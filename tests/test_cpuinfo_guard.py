@@ -1,14 +1,14 @@
 """On ARM, a /proc/cpuinfo the TFLite runtime cannot read makes it crash (SIGSEGV) building the interpreter;
 edge-screen refuses the model with a one-line reason instead (exit 3). Which listings load and which crash
-was measured with ai-edge-litert 2.3.0 under emulation (edge/backends/cpuinfo.py)."""
+was measured with ai-edge-litert 2.3.0 under emulation (edge/inference/backends/cpuinfo.py)."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import pytest
 
-from edge.backends import cpuinfo
-from edge.model import Classifier, ModelLoadError
+from edge.inference.backends import cpuinfo
+from edge.inference.classifier import Classifier, ModelLoadError
 
 ROOT = Path(__file__).resolve().parents[1]
 PI4 = (ROOT / "scripts" / "pi" / "cpuinfo-arm64").read_text()

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from daemon_support import DaemonProc, cli, model_path, poll, real_images, rows, runs, write_config  # noqa: F401
 
-from edge import synthetic
+from edge.imaging import synthetic
 
 
 def _fill(inbox: Path, n_real: int, n_syn: int, start: int = 0) -> list:
@@ -30,7 +30,7 @@ def test_backlog_and_live_images_are_classified_like_classify_json(tmp_path, mod
     cfg = write_config(tmp_path, model_path)
     db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
     # One sample folder per image: these fields come from different slides, and within one sample the
-    # daemon reuses a magnification its earlier fields agreed on (edge.optics.ScaleMemory), so one
+    # daemon reuses a magnification its earlier fields agreed on (edge.imaging.optics.ScaleMemory), so one
     # sample's answers depend on the order its fields arrive in, which differs between the daemon and
     # `classify`.
     backlog = []
@@ -52,7 +52,7 @@ def test_backlog_and_live_images_are_classified_like_classify_json(tmp_path, mod
         assert d.wait_message("STATUS=").startswith("STATUS=")
     finally:
         assert d.terminate() == 0, d.output()
-    assert sum(" INFO edge.daemon: " in line and "total=" in line for line in d.output().splitlines()) == len(expected)
+    assert sum(" INFO edge.daemon.service: " in line and "total=" in line for line in d.output().splitlines()) == len(expected)
     out = cli("--config", str(cfg), "classify", "--json", "--no-db", str(inbox))
     answers = {j["path"]: j for j in map(json.loads, out.stdout.splitlines())}
     for r in got:
@@ -230,7 +230,7 @@ def test_a_newline_in_a_file_name_cannot_forge_a_journal_line(tmp_path, model_pa
     cfg = write_config(tmp_path, model_path)
     db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
     inbox.mkdir()
-    forged = "a.jpg\nERROR edge.daemon: forged.jpg"
+    forged = "a.jpg\nERROR edge.daemon.service: forged.jpg"
     (inbox / forged).write_bytes(synthetic.smear_jpeg(3))
     d = DaemonProc(cfg).wait_ready()
     try:
@@ -238,8 +238,8 @@ def test_a_newline_in_a_file_name_cannot_forge_a_journal_line(tmp_path, model_pa
     finally:
         assert d.terminate() == 0, d.output()
     lines = d.output().splitlines()
-    assert not any(line.startswith("ERROR edge.daemon: forged") for line in lines), lines
-    assert any("a.jpg\\nERROR edge.daemon: forged.jpg" in line for line in lines)
+    assert not any(line.startswith("ERROR edge.daemon.service: forged") for line in lines), lines
+    assert any("a.jpg\\nERROR edge.daemon.service: forged.jpg" in line for line in lines)
 
 
 def test_an_image_overwritten_while_the_daemon_was_down_is_screened_at_restart(tmp_path, model_path):

@@ -12,9 +12,9 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-import edge.decode as decode
-from edge import synthetic, turbojpeg
-from edge.decode import DecodeError, decode_bytes
+import edge.imaging.decode as decode
+from edge.imaging import synthetic, turbojpeg
+from edge.imaging.decode import DecodeError, decode_bytes
 from shared_data import real_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -64,7 +64,7 @@ def test_without_the_simplejpeg_package_at_all_a_fresh_process_uses_libturbojpeg
     bad = tmp_path / "corrupt.jpg"
     bad.write_bytes(_corrupt_scan(synthetic.smear_jpeg(4), 1))
     code = ("import sys; sys.modules['simplejpeg'] = None\n"  # import simplejpeg -> ImportError
-            "import edge.decode as d\n"
+            "import edge.imaging.decode as d\n"
             "print(d.jpeg_decoder())\n"
             "try:\n d.decode_file(sys.argv[1])\nexcept d.DecodeError as e:\n print('refused:', e)\n")
     out = subprocess.run([sys.executable, "-c", code, str(bad)], cwd=ROOT, capture_output=True, text=True,
@@ -78,7 +78,7 @@ def test_with_no_strict_decoder_opencv_decodes_and_the_log_says_what_is_lost(no_
     monkeypatch.setattr(turbojpeg, "available", lambda: False)
     monkeypatch.setattr(decode, "_warned_lenient", False)
     data = synthetic.smear_jpeg(6)
-    with caplog.at_level(logging.WARNING, logger="edge.decode"):
+    with caplog.at_level(logging.WARNING, logger="edge.imaging.decode"):
         assert decode.jpeg_decoder() == "opencv"
         assert decode_bytes(data).rgb.shape == (224, 224, 3)
         decode_bytes(data)

@@ -1,10 +1,10 @@
-"""The domain monitor (edge/domain.py): a field outside the card's validated range is sent to a person
+"""The domain monitor (edge/pipeline/stages/domain.py): a field outside the card's validated range is sent to a person
 with a plain reason, its sample needs review, and status says the microscope is outside the range."""
 from __future__ import annotations
 
-from edge.domain import ValidatedRange, fit_range, statistics
-from edge.optics import Optics
-from edge.samples import SampleRule, judge
+from edge.pipeline.domain import ValidatedRange, fit_range, statistics
+from edge.imaging.optics import Optics
+from edge.store.samples import SampleRule, judge
 
 RANGE = ValidatedRange.from_card({"validated_range": {"ranges": {
     "magnification": [0.7, 1.5], "glass_level": [200, 255], "glass_rg": [0.9, 1.1], "glass_bg": [0.9, 1.1],

@@ -9,8 +9,8 @@ import cv2
 import pytest
 
 from daemon_support import DaemonProc, cli, model_path, poll, rows, write_config  # noqa: F401
-from edge import synthetic
-from edge.model import card_path_for, load_card, ood_path_for
+from edge.imaging import synthetic
+from edge.inference.classifier import card_path_for, load_card, ood_path_for
 
 
 @pytest.fixture

@@ -5,8 +5,8 @@ from __future__ import annotations
 import dataclasses
 
 from edge.config import Config
-from edge.reviews import add_user
-from edge.store import Store
+from edge.store.reviews import add_user
+from edge.store.database import Store
 from edge.web import create_app
 from edge.web.auth import COOKIE, start_session
 

@@ -6,8 +6,8 @@ import sys
 import numpy as np
 import pytest
 
-from edge import synthetic
-from edge.model import DEFAULT_MODEL
+from edge.imaging import synthetic
+from edge.inference.classifier import DEFAULT_MODEL
 from trainer.metrics import choose_threshold, expected_calibration_error, summarize
 
 SCRIPT = """

@@ -8,10 +8,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.explain import explain_image, explain_many, explain_rgb, heat_overlay, occlusion_map, save_png
-from edge.model import Classifier, card_path_for
-from edge.decode import decode_file
-from edge.preprocess import preprocess
+from edge.inference.explain import explain_image, explain_many, explain_rgb, heat_overlay, occlusion_map, save_png
+from edge.inference.classifier import Classifier, card_path_for
+from edge.imaging.decode import decode_file
+from edge.imaging.preprocess import preprocess
 
 from report_support import model_path, synthetic_smear, write_png
 

@@ -11,12 +11,12 @@ import pytest
 from click.testing import CliRunner
 from sqlalchemy import create_engine, event, func, select, text
 
-from edge.cli_export import COMMANDS, EXIT_CONFLICTS
-from edge.export import ExportError, export_to, merge
-from edge.export_csv import export_csv
-from edge.engine import make_engine
-from edge.schema import images, models, runs
-from edge.store import Store
+from edge.cli.export import COMMANDS, EXIT_CONFLICTS
+from edge.export.merge import ExportError, export_to, merge
+from edge.export.csvfile import export_csv
+from edge.store.engine import make_engine
+from edge.store.schema import images, models, runs
+from edge.store.database import Store
 
 from conftest import T0, add_records, fake_record
 
@@ -150,7 +150,7 @@ def test_export_killed_halfway_leaves_the_target_unchanged(make_store, tmp_path)
     proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
         import sys
         sys.path[:0] = {sys.path!r}
-        from edge.export import export_to
+        from edge.export.merge import export_to
         def progress(done, total):
             print(done, total, flush=True)
             sys.stdin.readline()  # wait here, inside the target transaction, until killed

@@ -9,12 +9,12 @@ from datetime import timedelta
 import pytest
 from sqlalchemy import create_engine, select, text
 
-from edge import schema
-from edge.export import export_to, merge
-from edge.export_csv import export_csv
-from edge.samples import SampleRule, Samples
-from edge.schema import images, reviews, samples, schema_info, users, utcnow, web_sessions
-from edge.store import Store
+from edge.store import schema
+from edge.export.merge import export_to, merge
+from edge.export.csvfile import export_csv
+from edge.store.samples import SampleRule, Samples
+from edge.store.schema import images, reviews, samples, schema_info, users, utcnow, web_sessions
+from edge.store.database import Store
 
 from conftest import T0, fake_record
 import test_export
@@ -53,7 +53,7 @@ def add_review(store, sample_id, kind="field", image_id=None, reviewer="dr-smith
 
 
 def sign(store, sample_id, reviewer="dr-smith", verdict="malignant"):
-    """What edge.reviews' sign-off does: the sample becomes signed and a sign-off review is appended."""
+    """What edge.store.reviews' sign-off does: the sample becomes signed and a sign-off review is appended."""
     now = utcnow()
     with store.engine.begin() as c:
         c.execute(samples.update().where(samples.c.device_id == store.device_id, samples.c.sample_id == sample_id)

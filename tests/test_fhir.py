@@ -4,11 +4,11 @@ import sys
 
 import pytest
 
-from edge.export import ExportError
-from edge.fhir import FIELD_CODE, SHA256_SYSTEM, VERDICT_CODE, export_fhir
-from edge.reviews import add_user, review_field, sign_off
-from edge.samples import Samples
-from edge.schema import images
+from edge.export.merge import ExportError
+from edge.export.fhir import FIELD_CODE, SHA256_SYSTEM, VERDICT_CODE, export_fhir
+from edge.store.reviews import add_user, review_field, sign_off
+from edge.store.samples import Samples
+from edge.store.schema import images
 
 from conftest import ImageRecord
 from test_export import cli
@@ -142,7 +142,7 @@ def test_bad_out_and_missing_package_give_one_line(clinic, tmp_path, monkeypatch
 
 
 def test_the_same_sample_id_from_two_devices_gets_two_files(tmp_path):
-    from edge.export import merge
+    from edge.export.merge import merge
 
     for dev in ("dev-a", "dev-b"):
         store, run_id, model_id = device(tmp_path, dev)

@@ -1,7 +1,7 @@
 """The quality gate is set where the model starts failing; the review band holds the errors it can."""
 import numpy as np
 
-from edge import quality
+from edge.pipeline import quality
 from edge.config import QualityConfig
 from trainer.finalize import choose_band
 from trainer.gate import Trial, curve_with_gate, knee

@@ -4,9 +4,9 @@ import shutil
 import numpy as np
 import pytest
 
-from edge import synthetic
-from edge.model import Classifier, ModelCard, ModelLoadError, card_path_for, load_card, sha256_file
-from edge.preprocess import preprocess
+from edge.imaging import synthetic
+from edge.inference.classifier import Classifier, ModelCard, ModelLoadError, card_path_for, load_card, sha256_file
+from edge.imaging.preprocess import preprocess
 from tests.report_support import model_path
 
 

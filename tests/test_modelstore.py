@@ -9,8 +9,8 @@ import pytest
 from click.testing import CliRunner
 
 from edge.config import config_from_dict
-from edge.model import DEFAULT_MODEL, ModelLoadError, card_path_for, classifier_from_config, ood_path_for
-from edge.modelstore import CURRENT, ModelStore, ModelStoreError, current_model
+from edge.inference.classifier import DEFAULT_MODEL, ModelLoadError, card_path_for, classifier_from_config, ood_path_for
+from edge.inference.modelstore import CURRENT, ModelStore, ModelStoreError, current_model
 
 
 def _copy_model(dest: Path, version: str | None = None, tamper: bool = False) -> Path:
@@ -106,7 +106,7 @@ def test_broken_current_json_is_a_model_error(tmp_path):
 
 
 def _cli(tmp_path: Path, *args: str):
-    from edge.cli import main
+    from edge.cli.app import main
 
     cfg = tmp_path / "edge.toml"
     if not cfg.exists():

@@ -1,4 +1,4 @@
-"""Optical normalisation (edge/optics.py): scale from the red cells, glass to the reference, and the
+"""Optical normalisation (edge/imaging/optics.py): scale from the red cells, glass to the reference, and the
 preprocessing v3 that uses them. Real fields from ../shared where present, synthetic smears otherwise."""
 from __future__ import annotations
 
@@ -6,10 +6,10 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import optics
-from edge.decode import decode_file
-from edge.preprocess import OpticsSettings, PreprocessParams, UnknownPreprocessing, preprocess_image, working_field
-from edge.synthetic import smear
+from edge.imaging import optics
+from edge.imaging.decode import decode_file
+from edge.imaging.preprocess import OpticsSettings, PreprocessParams, UnknownPreprocessing, preprocess_image, working_field
+from edge.imaging.synthetic import smear
 
 from tests.shared_data import BCCD, HAVE_DATASET, NO_BCCD, NO_PBC, PBC, real_images
 

@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 
 from daemon_support import model_path  # noqa: F401
-from edge import synthetic
+from edge.imaging import synthetic
 from edge.config import config_from_dict
-from edge.model import Classifier
-from edge.classify import classify_paths
-from edge.pipeline import Pipeline, exif_datetime
-from edge.store import Store
+from edge.inference.classifier import Classifier
+from edge.pipeline.classify import classify_paths
+from edge.pipeline.stages import Pipeline, exif_datetime
+from edge.store.database import Store
 
 
 @pytest.fixture(scope="module")
@@ -115,8 +115,8 @@ def test_duplicate_points_at_the_first_and_same_file_is_recorded_once(env):
 
 def test_a_burst_is_committed_in_groups_with_duplicates_and_repeats_resolved(env, monkeypatch):
     inbox, pipe, store = env
-    monkeypatch.setattr("edge.pipeline.GROUP_WAIT_S", 60.0)  # the group bound, not the clock, decides
-    monkeypatch.setattr("edge.pipeline.GROUP_MAX", 4)
+    monkeypatch.setattr("edge.pipeline.stages.GROUP_WAIT_S", 60.0)  # the group bound, not the clock, decides
+    monkeypatch.setattr("edge.pipeline.stages.GROUP_MAX", 4)
     groups = []
     record_many = store.record_many
     monkeypatch.setattr(store, "record_many", lambda recs, *a: groups.append(len(recs)) or record_many(recs, *a))
@@ -139,7 +139,7 @@ def test_a_burst_is_committed_in_groups_with_duplicates_and_repeats_resolved(env
 
 def test_a_failed_group_commit_still_records_the_good_images(env, monkeypatch):
     inbox, pipe, store = env
-    monkeypatch.setattr("edge.pipeline.GROUP_WAIT_S", 60.0)
+    monkeypatch.setattr("edge.pipeline.stages.GROUP_WAIT_S", 60.0)
     for i in range(3):
         (inbox / f"{i}.jpg").write_bytes(synthetic.smear_jpeg(40 + i))
     to_record = pipe.to_record

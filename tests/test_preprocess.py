@@ -5,9 +5,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import synthetic
-from edge.decode import DecodeError, decode_bytes
-from edge.preprocess import PreprocessParams, UnknownPreprocessing, preprocess, scale_bar_slice
+from edge.imaging import synthetic
+from edge.imaging.decode import DecodeError, decode_bytes
+from edge.imaging.preprocess import PreprocessParams, UnknownPreprocessing, preprocess, scale_bar_slice
 from tests.shared_data import HAVE_DATASET, NO_DATASET, real_images
 
 P = PreprocessParams()
@@ -100,7 +100,7 @@ def _tiff_header(w: int, h: int, typ: int = 4, order: str = "<") -> bytes:
 
 @pytest.mark.parametrize("order,typ", [("<", 4), (">", 4), ("<", 3)])
 def test_a_tiff_declaring_a_huge_raster_is_refused_from_its_header(order, typ):
-    from edge.decode import image_size
+    from edge.imaging.decode import image_size
 
     assert image_size(_tiff_header(640, 480, typ, order), "tiff") == (640, 480)
     with pytest.raises(DecodeError, match="20000x20000"):

@@ -4,10 +4,11 @@ from __future__ import annotations
 import pytest
 
 from daemon_support import real_images
-from edge import quality, synthetic
+from edge.pipeline import quality
+from edge.imaging import synthetic
 from edge.config import QualityConfig
-from edge.decode import decode_file
-from edge.preprocess import PreprocessParams, preprocess
+from edge.imaging.decode import decode_file
+from edge.imaging.preprocess import PreprocessParams, preprocess
 
 P = PreprocessParams()
 T = QualityConfig()

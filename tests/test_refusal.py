@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 
 from daemon_support import model_path  # noqa: F401
-from edge import synthetic
+from edge.imaging import synthetic
 from edge.config import config_from_dict
-from edge.decode import decode_file
-from edge.model import Classifier, OodReference
-from edge.pipeline import Pipeline
-from edge.store import Store
+from edge.imaging.decode import decode_file
+from edge.inference.classifier import Classifier, OodReference
+from edge.pipeline.stages import Pipeline
+from edge.store.database import Store
 from tests.shared_data import HAVE_DATASET, WEIGHTS, real_images
 
 
@@ -55,7 +55,7 @@ def _png(rgb) -> bytes:
 
 
 def test_a_smear_without_white_cells_is_unreadable_with_the_reason(run, clf):
-    from edge.preprocess import preprocess
+    from edge.imaging.preprocess import preprocess
 
     reasons = []
     for i, rgb in enumerate(_smear_fields()):
@@ -106,7 +106,7 @@ def test_corrupt_jpeg_scan_data_is_rejected_not_classified(run):
 
 def test_cells_far_from_the_training_cells_are_refused(clf):
     """With a reference that nothing is close to, every field is refused as not a smear."""
-    from edge.preprocess import preprocess
+    from edge.imaging.preprocess import preprocess
 
     pre = preprocess(_smear_field(), clf.preprocessing)
     assert clf.predict_field(pre.model_inputs).prediction is not None
@@ -121,7 +121,7 @@ def test_cells_far_from_the_training_cells_are_refused(clf):
 
 
 def test_the_field_answer_combines_its_cells(clf):
-    from edge.model import combine_cells
+    from edge.inference.classifier import combine_cells
 
     benign, blast = np.array([0.9, 0.05, 0.03, 0.02]), np.array([0.02, 0.9, 0.05, 0.03])
     assert combine_cells(np.stack([benign, benign, blast]), "geometric-mean").argmax() == 0

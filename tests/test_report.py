@@ -16,10 +16,10 @@ import cv2
 import pytest
 from click.testing import CliRunner
 
-from edge.cli_report import COMMANDS, explain, report
-from edge.report import Filters, ReportError, build_report, make_window, parse_when
-from edge.report_formats import CSV_COLUMNS, dumps_csv, to_json
-from edge.store import Store
+from edge.cli.report import COMMANDS, explain, report
+from edge.report.window import Filters, ReportError, build_report, make_window, parse_when
+from edge.report.formats import CSV_COLUMNS, dumps_csv, to_json
+from edge.store.database import Store
 
 from report_support import REPORT_N as N
 from report_support import model_path, report_db, report_record, sql, synthetic_smear, write_png
@@ -239,7 +239,7 @@ def test_explain_command_writes_png(tmp_path):
 
 
 def test_commands_are_registered_on_the_main_group_and_use_its_config(db, tmp_path):
-    main = pytest.importorskip("edge.cli").main
+    main = pytest.importorskip("edge.cli.app").main
     cfg = tmp_path / "edge.toml"
     cfg.write_text(f'[database]\nurl = "sqlite:///{db[0]}"\n')
     r = CliRunner().invoke(main, ["--config", str(cfg), "report", "--all", "--format", "json"])

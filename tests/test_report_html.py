@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.model import Classifier
-from edge.report import build_report, make_window
-from edge.report_html import render_html, write_html
+from edge.inference.classifier import Classifier
+from edge.report.window import build_report, make_window
+from edge.report.html import render_html, write_html
 
 from report_support import model_path, report_db
 

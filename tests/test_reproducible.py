@@ -1,5 +1,5 @@
 """The model's inputs are the same bytes on every CPU: stored digests of real fields, and the arithmetic
-(edge/pixels.py) that makes them so. scripts/pi_check.sh compares the same digests on emulated Pis."""
+(edge/imaging/pixels.py) that makes them so. scripts/pi_check.sh compares the same digests on emulated Pis."""
 from __future__ import annotations
 
 import json
@@ -11,9 +11,9 @@ import cv2
 import numpy as np
 import pytest
 
-from edge import pixels
-from edge.decode import decode_file
-from edge.preprocess import preprocess_image
+from edge.imaging import pixels
+from edge.imaging.decode import decode_file
+from edge.imaging.preprocess import preprocess_image
 from shared_data import HAVE_DATASET, real_images
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -49,9 +49,9 @@ def test_a_field_gives_the_same_inputs_run_after_run():
     fields = real_images(2) or []
     images = [decode_file(p, target=448).rgb for p in fields]
     if not images:
-        from edge.synthetic import smear
+        from edge.imaging.synthetic import smear
         images = [smear(s, 320) for s in range(3)]
-    from edge.model import DEFAULT_MODEL, card_path_for, load_card
+    from edge.inference.classifier import DEFAULT_MODEL, card_path_for, load_card
     params = load_card(card_path_for(DEFAULT_MODEL)).preprocessing
     for rgb in images:
         runs = {tuple(x.tobytes() for x in preprocess_image(rgb, params).model_inputs) for _ in range(4)}

@@ -7,12 +7,12 @@ import signal
 from datetime import timedelta
 
 from daemon_support import DaemonProc, cli, model_path, poll, rows, write_config  # noqa: F401
-from edge import synthetic
-from edge.export import export_to
-from edge.records import ImageRecord
-from edge.retention import disk_state, purge
-from edge.schema import utcnow
-from edge.store import Store
+from edge.imaging import synthetic
+from edge.export.merge import export_to
+from edge.store.records import ImageRecord
+from edge.daemon.retention import disk_state, purge
+from edge.store.schema import utcnow
+from edge.store.database import Store
 
 
 def _files(tmp_path, store, names, days_old):

@@ -1,4 +1,4 @@
-"""edge.reviews: accounts, field reviews and sign-offs; every refusal one line and no change."""
+"""edge.store.reviews: accounts, field reviews and sign-offs; every refusal one line and no change."""
 from __future__ import annotations
 
 import json
@@ -8,11 +8,11 @@ import pytest
 from sqlalchemy.exc import IntegrityError
 
 import web_support as ws
-from edge import reviews
-from edge.reviews import ReviewConflict, ReviewError
-from edge.samples import Samples
-from edge.schema import models
-from edge.store import Store
+from edge.store import reviews
+from edge.store.reviews import ReviewConflict, ReviewError
+from edge.store.samples import Samples
+from edge.store.schema import models
+from edge.store.database import Store
 
 
 @pytest.fixture

@@ -6,8 +6,8 @@ import shutil
 
 import pytest
 
-from edge.model import DEFAULT_MODEL, card_path_for, load_card
-from edge.samples import SampleRule, judge
+from edge.inference.classifier import DEFAULT_MODEL, card_path_for, load_card
+from edge.store.samples import SampleRule, judge
 from trainer.samplerule import MD_HEADING, Block, choose_rule, choose_statistic, rule_card, update_card
 
 from shared_data import DATASET, HAVE_DATASET, NO_DATASET
@@ -87,7 +87,7 @@ def validation_blocks():
     if not HAVE_DATASET:
         print(f"skipping: {NO_DATASET}")
         pytest.skip(NO_DATASET)
-    from edge.model import Classifier
+    from edge.inference.classifier import Classifier
     from trainer.data import load_split
     from trainer.evaluate import evaluate
     from trainer.metrics import malignant_scores

@@ -9,11 +9,11 @@ from datetime import timedelta
 import pytest
 
 from daemon_support import DaemonProc, cli, model_path, poll, rows, write_config  # noqa: F401
-from edge import synthetic
-from edge.records import ImageRecord
-from edge.samples import SampleError, SampleRule, Samples, judge, validate_sample_id
-from edge.schema import samples as samples_table, utcnow
-from edge.store import Store
+from edge.imaging import synthetic
+from edge.store.records import ImageRecord
+from edge.store.samples import SampleError, SampleRule, Samples, judge, validate_sample_id
+from edge.store.schema import samples as samples_table, utcnow
+from edge.store.database import Store
 
 RULE = SampleRule(statistic="mean", threshold=0.5, review_band=(0.4, 0.6), min_readable=3, disagreement=0.3)
 
@@ -71,7 +71,7 @@ def test_aggregates_follow_their_fields_and_a_signed_sample_does_not_move(tmp_pa
     assert (s2.fields, s2.readable, s2.verdict, s2.needs_review) == (1, 0, None, True)
     store.record_many([_rec(3, "PAT-1", 0.1)], RULE)  # one more field, recomputed in its own transaction
     assert lib.get("PAT-1").fields == 4 and lib.get("PAT-1").score == pytest.approx(0.7)
-    with store.engine.begin() as c:  # a reviewer signed it (edge.reviews does this in its transaction)
+    with store.engine.begin() as c:  # a reviewer signed it (edge.store.reviews does this in its transaction)
         c.execute(samples_table.update().where(samples_table.c.sample_id == "PAT-1").values(status="signed"))
     store.record_many([_rec(4, "PAT-1", 0.0)], RULE)
     assert lib.get("PAT-1").fields == 4  # a late field is recorded but does not change what was signed

@@ -4,7 +4,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from edge import synthetic
+from edge.imaging import synthetic
 from trainer.external import ood_auroc
 from trainer.sources import bccd, folder_label, labelled_folder, pbc
 
@@ -85,7 +85,7 @@ def test_evaluate_external_screens_another_labs_folder_through_the_pipeline(tmp_
 
     from click.testing import CliRunner
 
-    from edge.model import DEFAULT_MODEL
+    from edge.inference.classifier import DEFAULT_MODEL
     from trainer.cli import main
 
     for folder, seeds in (("benign", range(3)), ("blast", range(10, 13))):

@@ -9,9 +9,9 @@ import pytest
 from sqlalchemy import create_engine, inspect, select
 from sqlalchemy.exc import IntegrityError, StatementError
 
-from edge import schema
-from edge.schema import SCHEMA_VERSION, images, runs, schema_info
-from edge.store import ImageRecord, Store, StoreError, timing_stats
+from edge.store import schema
+from edge.store.schema import SCHEMA_VERSION, images, runs, schema_info
+from edge.store.database import ImageRecord, Store, StoreError, timing_stats
 
 from conftest import T0, add_records, fake_record
 
@@ -143,7 +143,7 @@ def test_timing_stats_nearest_rank():
 
 
 def test_status_and_report_agree_on_medians(tmp_path):
-    from edge.report import Filters, build_report, make_window
+    from edge.report.window import Filters, build_report, make_window
 
     store = Store.open(tmp_path / "db.sqlite", device_id="dev")
     store.record_many([ImageRecord(path=f"/i/{k}.jpg", sha256=str(k).ljust(64, "0"), status="classified",
@@ -199,7 +199,7 @@ def test_concurrent_reader_while_a_writer_process_writes(make_store, tmp_path):
         import sys
         sys.path[:0] = {sys.path!r}
         from conftest import fake_record
-        from edge.store import Store
+        from edge.store.database import Store
         s = Store.open({str(tmp_path / 'dev-a.sqlite')!r}, device_id="dev-a")
         for i in range({n}):
             s.record(fake_record(i, "dev-a"))
@@ -296,7 +296,7 @@ def test_a_file_that_could_not_be_read_is_taken_again_at_the_next_scan(tmp_path)
     import os
     from datetime import timezone
 
-    from edge.watcher import backlog, unchanged_since_recorded
+    from edge.daemon.watcher import backlog, unchanged_since_recorded
 
     inbox = tmp_path / "inbox"
     inbox.mkdir()

@@ -1,11 +1,11 @@
-"""A tiny end-to-end run: train one epoch per phase, convert to int8, load through edge/model.py."""
+"""A tiny end-to-end run: train one epoch per phase, convert to int8, load through edge/inference/classifier.py."""
 import csv
 
 import numpy as np
 import pytest
 from click.testing import CliRunner
 
-from edge import synthetic
+from edge.imaging import synthetic
 from tests.shared_data import WEIGHTS
 
 pytest.importorskip("tensorflow", reason="the train extra (tensorflow-cpu) is not installed")
@@ -39,8 +39,8 @@ def trained(tiny_dataset, tmp_path_factory):
 
 
 def test_train_convert_load_predict(trained):
-    from edge.model import Classifier, ModelCard, card_path_for, load_card
-    from edge.preprocess import preprocess_image
+    from edge.inference.classifier import Classifier, ModelCard, card_path_for, load_card
+    from edge.imaging.preprocess import preprocess_image
 
     tfl = trained / "edge-screen-mnv2-int8.tflite"
     clf = Classifier(tfl, num_threads=1)

@@ -1,9 +1,9 @@
 """Helpers for the review web app's tests and scripts/bench_web.py: a database with samples whose image files
 exist, users made through the real CLI, and `edge-screen serve` as a real subprocess.
 
-The fields are recorded through :meth:`edge.store.Store.record_many` with the shipped card's sample rule, the
+The fields are recorded through :meth:`edge.store.database.Store.record_many` with the shipped card's sample rule, the
 same call the pipeline makes, so the samples' aggregates are the real ones; the images are real smears from
-../shared when present, else synthetic ones (edge.synthetic).
+../shared when present, else synthetic ones (edge.imaging.synthetic).
 """
 from __future__ import annotations
 
@@ -20,12 +20,12 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from daemon_support import ROOT, _env, poll, real_images
-from edge.model import DEFAULT_MODEL, card_path_for
-from edge.records import ImageRecord
-from edge.samples import SampleRule, Samples
-from edge.schema import utcnow
-from edge.store import Store
-from edge.synthetic import smear_jpeg
+from edge.inference.classifier import DEFAULT_MODEL, card_path_for
+from edge.store.records import ImageRecord
+from edge.store.samples import SampleRule, Samples
+from edge.store.schema import utcnow
+from edge.store.database import Store
+from edge.imaging.synthetic import smear_jpeg
 from edge.vocabulary import LABELS
 
 DEVICE = "test-device"

@@ -2,7 +2,7 @@
 
 Blur, exposure, JPEG re-encoding, sensor noise and a stain change happen at the microscope, before the
 device segments and crops anything, so they are applied to the field and the degraded field then goes
-through :func:`edge.preprocess.preprocess` exactly as the device would run it. Augmented copies are made
+through :func:`edge.imaging.preprocess.preprocess` exactly as the device would run it. Augmented copies are made
 once, up front, and feed every training phase (the head on cached features as well as fine-tuning).
 """
 from __future__ import annotations

@@ -13,8 +13,8 @@ from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
-from edge.model import LABELS, ModelCard, card_path_for, combine_cells, load_card, sha256_file
-from edge.preprocess import PreprocessParams
+from edge.inference.classifier import LABELS, ModelCard, card_path_for, combine_cells, load_card, sha256_file
+from edge.imaging.preprocess import PreprocessParams
 
 from .data import Split
 from .finalize import finalize

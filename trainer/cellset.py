@@ -1,6 +1,6 @@
 """Training data for the cell-grounded model: one crop per white cell, labelled with its field's class.
 
-Every crop comes out of :func:`edge.preprocess.preprocess`, the function the device runs, so a crop the
+Every crop comes out of :func:`edge.imaging.preprocess.preprocess`, the function the device runs, so a crop the
 model is trained on is byte for byte what the device would show it for that (possibly degraded) field.
 """
 from __future__ import annotations
@@ -11,10 +11,10 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from edge.cells import background_stats
-from edge.decode import decode_file
-from edge.optics import glass_colour, measure_rbc_diameter
-from edge.preprocess import (PreprocessParams, crop_resize, decode_target, preprocess_image, remove_scale_bar,
+from edge.imaging.cells import background_stats
+from edge.imaging.decode import decode_file
+from edge.imaging.optics import glass_colour, measure_rbc_diameter
+from edge.imaging.preprocess import (PreprocessParams, crop_resize, decode_target, preprocess_image, remove_scale_bar,
                              scale_bar_slice, segment, working_field)
 
 from .augment import CaptureAugment, lab_stats, onto_other_slide, reinhard_to, rescale
@@ -79,7 +79,7 @@ def build_cellset(samples: Sequence[Sample], params: PreprocessParams, copies: i
     """Crops of every field, plus ``copies`` augmented versions of each field (``other_copies`` for the
     other laboratories' images): some with the cells moved onto another field's slide, some resampled to
     another magnification, the colours onto another field's (of any source), all with stain and capture
-    changes. Every copy then goes through the device's own :func:`edge.preprocess.preprocess_image`.
+    changes. Every copy then goes through the device's own :func:`edge.imaging.preprocess.preprocess_image`.
 
     ``max_cells`` caps the crops taken per field (the largest cells first) so that crowded fields do not
     outweigh sparse ones in training.

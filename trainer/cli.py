@@ -141,7 +141,7 @@ def train(data_dir, out_dir, modes, ship, augment_copies, block_size, head_epoch
     cfg = TrainConfig(head_epochs=head_epochs, fine_epochs=fine_epochs, fine_tune_from=fine_tune_from,
                       lr_fine=lr_fine, color_jitter=color_jitter, batch_size=batch_size, weights=weights, seed=seed,
                       augment_copies=augment_copies, other_copies=other_copies)
-    from edge.preprocess import PreprocessParams
+    from edge.imaging.preprocess import PreprocessParams
 
     base = (PreprocessParams(field_scale="optical", crop="none", stain_fit=stain_fit) if optics
             else PreprocessParams(version="lab-kmeans-2"))
@@ -149,7 +149,7 @@ def train(data_dir, out_dir, modes, ship, augment_copies, block_size, head_epoch
         res = build(sp, out_dir, modes=[m.strip() for m in modes.split(",") if m.strip()], ship=ship, cfg=cfg,
                     base_params=base, version=model_version, progress=_Bars(prog), tests=not skip_tests)
     if corrections is not None:
-        from edge.model import card_path_for, load_card
+        from edge.inference.classifier import card_path_for, load_card
 
         card = load_card(card_path_for(res.tflite))
         card.extra["training"]["corrections"] = corrections
@@ -172,7 +172,7 @@ def finalize(model, data_dir, block_size, sources):
     """Re-measure MODEL's card on DATA_DIR's validation blocks (no TensorFlow): OOD reference, threshold,
     review band, the cell tests and the quality gate from their failure curves, the domain monitor's
     validated range and per-source figures, then the report."""
-    from edge.model import card_path_for, load_card
+    from edge.inference.classifier import card_path_for, load_card
 
     from .finalize import finalize as run_finalize
     from .report import write_report
@@ -199,7 +199,7 @@ def finalize(model, data_dir, block_size, sources):
 def sample_rule(model, data_dir, block_size, predictions, threads):
     """Choose MODEL's sample verdict rule on DATA_DIR's validation blocks (one block = one sample) and write
     it into the model card (.json and .md). The .tflite is not touched."""
-    from edge.model import Classifier, ModelLoadError
+    from edge.inference.classifier import Classifier, ModelLoadError
 
     from .evaluate import evaluate as run_eval
     from .metrics import malignant_scores
@@ -263,7 +263,7 @@ def evaluate(model, data_dir, externals, sample_size, subset, block_size, predic
              backend, kernels, threads):
     """Evaluate a .tflite MODEL on labelled class folders in DATA_DIR, or on other laboratories' folders
     (--external) through the daemon's pipeline (no TensorFlow needed)."""
-    from edge.model import Classifier, ModelLoadError
+    from edge.inference.classifier import Classifier, ModelLoadError
 
     from .evaluate import evaluate as run_eval
     from .evaluate import save_evaluation, write_predictions
@@ -311,7 +311,7 @@ def evaluate(model, data_dir, externals, sample_size, subset, block_size, predic
 
 
 def _evaluate_external(clf, folders, sample_size: int, out_dir) -> None:
-    from edge.samples import SampleRule
+    from edge.store.samples import SampleRule
 
     from .external import per_source, screen
     from .sources import labelled_folder

@@ -16,8 +16,8 @@ from typing import Dict, List, Sequence, Tuple
 
 from sqlalchemy import create_engine, select
 
-from edge.model import BENIGN, sha256_file
-from edge.schema import images, reviews
+from edge.inference.classifier import BENIGN, sha256_file
+from edge.store.schema import images, reviews
 
 from .data import IMAGE_SUFFIXES, Sample, Split, canonical_label
 

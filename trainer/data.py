@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
-from edge.model import LABELS
+from edge.inference.classifier import LABELS
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".tif", ".tiff"}
 SHARED_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "all-taleqani"

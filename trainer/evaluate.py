@@ -13,9 +13,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from edge.model import Classifier
-from edge.decode import decode_file
-from edge.preprocess import decode_target, preprocess_image
+from edge.inference.classifier import Classifier
+from edge.imaging.decode import decode_file
+from edge.imaging.preprocess import decode_target, preprocess_image
 
 from .data import Sample
 from .metrics import summarize

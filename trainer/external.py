@@ -1,6 +1,6 @@
 """Per-source figures through the daemon's own pipeline, and the validated range of the domain monitor.
 
-Every image goes through :class:`edge.pipeline.Pipeline` exactly as the daemon runs it (decode, optics,
+Every image goes through :class:`edge.pipeline.stages.Pipeline` exactly as the daemon runs it (decode, optics,
 quality gate, cells, model, domain monitor), without a database. A source's figures are what a clinic
 would see: how many fields are refused, called malignant, called malignant with confidence (no review),
 sent to review, confidently benign; and, grouped into samples of ``sample_size`` fields, the sample
@@ -17,11 +17,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from edge.config import Config
-from edge.domain import fit_range, statistics
-from edge.model import Classifier
-from edge.pipeline import Pipeline
-from edge.results import CLASSIFIED, ImageResult
-from edge.samples import SampleRule, judge
+from edge.pipeline.domain import fit_range, statistics
+from edge.inference.classifier import Classifier
+from edge.pipeline.stages import Pipeline
+from edge.pipeline.results import CLASSIFIED, ImageResult
+from edge.store.samples import SampleRule, judge
 
 from .data import Sample
 

@@ -14,7 +14,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from edge.model import LABELS, Classifier, OodReference, card_path_for, load_card, ood_path_for, sha256_file
+from edge.inference.classifier import LABELS, Classifier, OodReference, card_path_for, load_card, ood_path_for, sha256_file
 
 from .cellset import build_cellset
 from .data import Split
@@ -100,7 +100,7 @@ def domain_and_sources(tflite: Path, split: Split, tests: dict,
     the simulated optics (``tests["optics"]``) that kept sensitivity and agreement, and the glass to the
     exposures that did. Other laboratories' fields then go to review until a clinic validates locally.
     """
-    from edge.samples import SampleRule
+    from edge.store.samples import SampleRule
 
     from .external import cell_distances, ood_auroc, per_source, screen, validated_range
 

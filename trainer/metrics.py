@@ -5,7 +5,7 @@ from typing import Dict, Sequence, Tuple
 
 import numpy as np
 
-from edge.model import BENIGN, LABELS
+from edge.inference.classifier import BENIGN, LABELS
 
 
 def confusion(y_true: Sequence[int], y_pred: Sequence[int], n: int = len(LABELS)) -> np.ndarray:

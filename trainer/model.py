@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import keras
 
-from edge.model import LABELS
+from edge.inference.classifier import LABELS
 
 # Fine-tuning unfreezes the inverted-residual blocks from here on (blocks 5-16 and the last 1x1 conv).
 # Cell crops are far from ImageNet's objects: on the cell model, starting at block 5 rather than block 8

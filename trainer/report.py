@@ -4,7 +4,7 @@ from __future__ import annotations
 import shutil
 from pathlib import Path
 
-from edge.model import load_card, card_path_for
+from edge.inference.classifier import load_card, card_path_for
 
 from .samplerule import markdown_lines
 
@@ -75,7 +75,7 @@ def source_lines(e: dict) -> list:
                        f"/ {smp.get('needs_review', '-')} |")
     vr = e.get("validated_range")
     if vr:
-        out += ["", f"## Validated range (the domain monitor, edge/domain.py): {vr['rule']}; sources "
+        out += ["", f"## Validated range (the domain monitor, edge/pipeline/stages/domain.py): {vr['rule']}; sources "
                 f"{', '.join(vr['sources'])}, {vr['fields']} fields", "", "| statistic | low | high |", "|---|---|---|"]
         out += [f"| {k} | {lo} | {hi} |" for k, (lo, hi) in vr["ranges"].items()]
     auroc = e.get("ood_auroc")

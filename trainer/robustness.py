@@ -23,11 +23,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from edge import quality
+from edge.pipeline import quality
 from edge.config import QualityConfig
-from edge.decode import DecodeError, decode_bytes, decode_file
-from edge.model import BENIGN, Classifier
-from edge.preprocess import crop_resize, decode_target, preprocess, remove_scale_bar, segment, working_field
+from edge.imaging.decode import DecodeError, decode_bytes, decode_file
+from edge.inference.classifier import BENIGN, Classifier
+from edge.imaging.preprocess import crop_resize, decode_target, preprocess, remove_scale_bar, segment, working_field
 
 from . import augment
 from .augment import jpeg_roundtrip, lab_stats, reinhard_to
@@ -61,7 +61,7 @@ class Outcome:
 
 class Judge:
     """The device's answer for a field, in the pipeline's order: exposure and focus, preprocessing, stain
-    content, the cells and the model (edge/pipeline.py)."""
+    content, the cells and the model (edge/pipeline/stages/stages.py)."""
 
     def __init__(self, classifier: Classifier, gate: Optional[QualityConfig] = None):
         self.clf = classifier

@@ -1,8 +1,8 @@
 """The card's ``sample_rule``: how a sample's field scores become one verdict, chosen on validation blocks.
 
-The device judges a patient smear from many fields (edge/samples.py). The dataset has no patient ids, but
+The device judges a patient smear from many fields (edge/store/database/samples.py). The dataset has no patient ids, but
 neighbouring file numbers come from the same slide, so each held-out block of the trainer's split stands in
-for one sample. Candidate statistics are scored on those blocks through ``edge.samples`` itself, so the
+for one sample. Candidate statistics are scored on those blocks through ``edge.store.samples`` itself, so the
 rule measured here is the rule the device runs. No TensorFlow.
 """
 from __future__ import annotations
@@ -16,8 +16,8 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import numpy as np
 
-from edge.model import BENIGN, card_path_for, load_card
-from edge.samples import SampleRule, judge
+from edge.inference.classifier import BENIGN, card_path_for, load_card
+from edge.store.samples import SampleRule, judge
 
 from .data import Sample, Split
 
@@ -195,7 +195,7 @@ def choose_rule(blocks: Sequence[Block], field_threshold: float, draws: int = DR
     ben = [p for p, b in zip(per_block, blocks) if not b.malignant]
     info = {
         "method": "each held-out block of the trainer's split (consecutive file numbers of one class, i.e. "
-                  "about one slide) treated as one sample; candidates scored through edge.samples on the int8 "
+                  "about one slide) treated as one sample; candidates scored through edge.store.samples on the int8 "
                   "model's field scores; chosen: no missed malignant sample, then fewest wrong benign samples, "
                   "then the widest margin between the classes",
         "blocks": len(blocks), "malignant_blocks": len(mal), "benign_blocks": len(ben),
@@ -277,7 +277,7 @@ def update_card(tflite: Path, rule: SampleRule, info: dict) -> dict:
     card.extra["sample_rule"] = rule_card(rule, info)
     # The device reads it back through the same parser, so a format slip fails here, not on a Pi.
     if SampleRule.from_card(card.extra, card.threshold) != rule:
-        raise ValueError("sample_rule does not read back through edge.samples.SampleRule.from_card")
+        raise ValueError("sample_rule does not read back through edge.store.samples.SampleRule.from_card")
     card.save(card_path_for(tflite))
     write_markdown(tflite.with_suffix(".md"), card.extra["sample_rule"])
     return card.extra["sample_rule"]

@@ -10,9 +10,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edge.model import LABELS
-from edge.decode import decode_file
-from edge.preprocess import PreprocessParams, preprocess, white_balance
+from edge.inference.classifier import LABELS
+from edge.imaging.decode import decode_file
+from edge.imaging.preprocess import PreprocessParams, preprocess, white_balance
 
 from .data import Sample
 

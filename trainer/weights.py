@@ -28,7 +28,7 @@ def _dequantize(interp, detail) -> np.ndarray:
 
 def read_checkpoint(path: Path = TFLITE_CHECKPOINT) -> List[Tuple[str, np.ndarray, np.ndarray]]:
     """(name, float kernel in TFLite layout, float bias) for every convolution, in network order."""
-    from edge.backends import load_backend
+    from edge.inference.backends import load_backend
 
     interp = load_backend("auto", str(path), 1)._interp
     details = sorted(interp.get_tensor_details(), key=lambda d: d["index"])

@@ -15,10 +15,10 @@ from pathlib import Path
 from flask import Flask, g, render_template, request
 from werkzeug.exceptions import HTTPException
 
-from ..config import Config
-from ..samples import Samples
-from . import auth, routes
-from .media import LRU, Media, explain_in_child, explain_in_process
+from edge.config import Config
+from edge.store.samples import Samples
+from edge.web import auth, routes
+from edge.web.media import LRU, Media, explain_in_child, explain_in_process
 
 log = logging.getLogger("edge.web")
 HERE = Path(__file__).resolve().parent
@@ -31,7 +31,7 @@ CSP = ("default-src 'none'; img-src 'self'; style-src 'self'; form-action 'self'
 @dataclass
 class WebContext:
     cfg: Config
-    store: object  # edge.store.Store
+    store: object  # edge.store.database.Store
     samples: Samples
     media: Media
 

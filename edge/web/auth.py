@@ -20,8 +20,8 @@ from urllib.parse import urlsplit
 from flask import Blueprint, abort, current_app, g, redirect, render_template, request, url_for
 from sqlalchemy import delete, select
 
-from ..reviews import User, verify_user
-from ..schema import users, utcnow, web_sessions
+from edge.store.reviews import User, verify_user
+from edge.store.schema import users, utcnow, web_sessions
 
 log = logging.getLogger("edge.web")
 bp = Blueprint("auth", __name__)

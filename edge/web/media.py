@@ -101,7 +101,7 @@ class Media:
                 raise MediaError(f"file unreadable: {e}", 422) from None
         import cv2
 
-        from ..decode import DecodeError, decode_file
+        from edge.imaging.decode import DecodeError, decode_file
 
         try:
             rgb = decode_file(path, target=THUMB_PX).rgb
@@ -117,7 +117,7 @@ class Media:
         return buf.tobytes()
 
     def explanation(self, rec) -> bytes:
-        """The occlusion map (:mod:`edge.explain`) of the field, beside the image as the model saw it."""
+        """The occlusion map (:mod:`edge.inference.explain`) of the field, beside the image as the model saw it."""
         def make(path: Path) -> bytes:
             with self._map_lock:
                 return self.explain(path)
@@ -143,9 +143,9 @@ def explain_in_process(classifier_factory: Callable[[], object]) -> Callable[[Pa
     clf = []
 
     def run(path: Path) -> bytes:
-        from ..decode import DecodeError
-        from ..explain import explain_image
-        from ..model import ModelLoadError
+        from edge.imaging.decode import DecodeError
+        from edge.inference.explain import explain_image
+        from edge.inference.classifier import ModelLoadError
 
         try:
             if not clf:

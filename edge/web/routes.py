@@ -1,6 +1,6 @@
 """The review pages: the queue, one sample with its fields, and the two forms (field review, sign-off).
 
-Views only translate: the reading is :class:`edge.samples.Samples`, the writing :mod:`edge.reviews`. A
+Views only translate: the reading is :class:`edge.store.samples.Samples`, the writing :mod:`edge.store.reviews`. A
 refused form answers with the library's one-line reason and the status that fits it (400 bad input, 404
 unknown sample or field, 409 the sample's state); nothing is written before the library says yes.
 """
@@ -13,14 +13,14 @@ from typing import Dict, List, Optional, Tuple
 from flask import Blueprint, Response, abort, current_app, g, redirect, render_template, request, url_for
 from sqlalchemy import select
 
-from ..domain import recent as recent_optics
-from ..records import ImageRecord
-from ..reviews import (Review, ReviewConflict, ReviewError, card_labels, history, latest_field_reviews, review_field,
+from edge.pipeline.domain import recent as recent_optics
+from edge.store.records import ImageRecord
+from edge.store.reviews import (Review, ReviewConflict, ReviewError, card_labels, history, latest_field_reviews, review_field,
                        sign_off)
-from ..samples import Sample, SampleError, risk_key, validate_sample_id
-from ..schema import images, samples
-from ..vocabulary import VERDICTS
-from .media import MediaError, image_file
+from edge.store.samples import Sample, SampleError, risk_key, validate_sample_id
+from edge.store.schema import images, samples
+from edge.vocabulary import VERDICTS
+from edge.web.media import MediaError, image_file
 
 log = logging.getLogger("edge.web")
 bp = Blueprint("pages", __name__)

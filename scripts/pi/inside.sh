@@ -34,9 +34,9 @@ if [ "$phase" = install ]; then
   echo "install_s $(( $(date +%s) - t0 ))" > "$out/install.txt"
   /opt/venv/bin/pip list --format=freeze > "$out/pip-freeze.txt" 2>/dev/null || true
   uname -m > "$out/machine.txt"
-  "$py" -c "import edge.decode as d; print('jpeg_decoder', d.jpeg_decoder())" >> "$out/install.txt"
+  "$py" -c "import edge.imaging.decode as d; print('jpeg_decoder', d.jpeg_decoder())" >> "$out/install.txt"
   # qemu-user shows the x86 host's /proc/cpuinfo: the runtime would crash (SIGSEGV) reading it. The product
-  # must refuse with its one-line reason and exit 3 instead (edge/backends/cpuinfo.py).
+  # must refuse with its one-line reason and exit 3 instead (edge/inference/backends/cpuinfo.py).
   rc=0; /opt/venv/bin/edge-screen classify --no-db "${fields[0]}" > "$out/guard.out" 2> "$out/guard.err" || rc=$?
   echo "guard_exit $rc $(tail -n 1 "$out/guard.err" | cut -c1-160)" >> "$out/install.txt"
   exit 0

@@ -1,0 +1,1 @@
+"""The long-running service: inbox watching, start-up checks, retention, the camera."""

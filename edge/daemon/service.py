@@ -1,0 +1,387 @@
+"""The long-running service: watch the inbox, classify every new image, record it, survive anything.
+
+Order of start-up matters: config, model + card, and the database are all checked before the inbox is
+touched, so a broken install exits non-zero with one clear line instead of half-processing images.
+Crash safety comes from the store (each image's row is written whole in one transaction, a burst's rows
+in one shared transaction, unique on device/path/sha256) plus the backlog scan on start, not from any state
+kept here: kill -9 at any moment, restart, and every inbox image ends up recorded exactly once.
+"""
+from __future__ import annotations
+
+import faulthandler
+import logging
+import os
+import queue
+import signal
+import socket
+import threading
+import time
+from pathlib import Path
+from typing import Dict, List, Optional, Set, Tuple
+
+from edge.config import Config, redact_url
+from edge.inference.classifier import Classifier
+from edge.pipeline.stages import STOP, Pipeline
+from edge.pipeline.results import CLASSIFIED, DUPLICATE, ImageResult, Job
+from edge.daemon.startup import EXIT_OK, EXIT_STORE, StartupError, load, lock_inbox, open_store, setup_logging
+from edge.daemon.retention import disk_state, purge, watched_paths
+from edge.store.samples import Samples
+from edge.store.database import DatabaseGone, Store
+from edge.daemon.watcher import InboxWatcher, backlog, unscreened, watch_options
+
+log = logging.getLogger("edge.daemon.service")
+
+def _version() -> str:
+    try:
+        from importlib.metadata import version
+        return version("edge-screen")
+    except Exception:  # noqa: BLE001 - running from a source tree that was never pip-installed
+        return "0.1.0+src"
+
+
+__version__ = _version()
+
+
+class Notifier:
+    """sd_notify(3) without libsystemd: one datagram per message to $NOTIFY_SOCKET; a no-op outside systemd."""
+
+    def __init__(self, environ=os.environ):
+        addr = environ.get("NOTIFY_SOCKET", "")
+        self._addr = "\0" + addr[1:] if addr.startswith("@") else addr  # "@" = Linux abstract namespace
+        self._sock: Optional[socket.socket] = None
+        usec = environ.get("WATCHDOG_USEC", "")
+        pid = environ.get("WATCHDOG_PID", "")
+        # Ping at half the configured interval, as sd_watchdog_enabled(3) recommends.
+        self.watchdog_interval = (int(usec) / 2e6 if usec.isdigit() and (not pid or pid == str(os.getpid()))
+                                  else None)
+        self._last_ping = 0.0
+
+    def send(self, *fields: str) -> None:
+        if not self._addr:
+            return
+        try:
+            if self._sock is None:
+                self._sock = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC)
+                # Never block the pipeline on a notification: a full receiver queue drops the message.
+                self._sock.setblocking(False)
+            self._sock.sendto("\n".join(fields).encode(), self._addr)
+        except OSError as e:
+            log.debug("sd_notify failed: %s", e)
+
+    def watchdog(self) -> None:
+        now = time.monotonic()
+        if self.watchdog_interval is not None and now - self._last_ping >= self.watchdog_interval:
+            self._last_ping = now
+            self.send("WATCHDOG=1")
+
+
+INBOX_CHECK_S = 1.0  # how often an idle daemon checks that its inbox is still the folder it watches
+DISK_CHECK_S = 5.0  # how often free space is looked at (statvfs: microseconds)
+RETENTION_S = 600.0  # how often retention runs while there is disk to spare
+SAMPLES_CHECK_S = 2.0  # how often an idle daemon looks for samples that became ready
+RETRY_S, RETRY_MAX_S = 5.0, 300.0  # a result that could not be committed is tried again after 5, 10, 20 ... s
+
+
+def _identity(folder: Path) -> Optional[tuple]:
+    try:
+        st = folder.stat()
+    except OSError:
+        return None
+    return st.st_dev, st.st_ino
+
+
+def printable(text: str) -> str:
+    """Control characters escaped: a newline in a file name must not start a forged line in the journal."""
+    return "".join(c if c.isprintable() else repr(c)[1:-1] for c in text)
+
+
+def describe(res: ImageResult) -> str:
+    return printable(_describe(res))
+
+
+def _describe(res: ImageResult) -> str:
+    ms = res.timings.get("total", 0.0)
+    name = Path(res.path).name
+    if res.status in (CLASSIFIED, DUPLICATE) and res.label:
+        dup = " (duplicate)" if res.status == DUPLICATE else ""
+        review = " review" if res.needs_review else ""
+        return (f"{name}: {res.label} score={res.malignant_score:.3f} {res.verdict}{review}{dup} "
+                f"total={ms:.1f}ms")
+    return f"{name}: {res.status}: {res.reason} total={ms:.1f}ms"
+
+
+class Daemon:
+    def __init__(self, config_path: Optional[str] = None):
+        self.config_path = config_path
+        self.notify = Notifier()
+        self.jobs: "queue.Queue[Job]" = queue.Queue()
+        self._queued: Set[Path] = set()
+        self._lock = threading.Lock()
+        self._stop_reason: Optional[str] = None
+        self._reload = False
+        self._inbox_gone = False
+        self._retry: List[Tuple[float, Path]] = []  # (when, file) whose result could not be committed
+        self._attempts: Dict[str, int] = {}
+        self._watched: Optional[tuple] = None  # (inbox, its (st_dev, st_ino) when the watch started)
+        self._checked = 0.0
+        self._watcher: Optional[InboxWatcher] = None
+        self._samples: Optional[Samples] = None
+        self._samples_cfg = None
+        self._samples_checked = 0.0
+        self._retention = None  # RetentionConfig of the running config
+        self._disk_paths: List[Path] = []
+        self._paused = False
+        self._disk_checked = -DISK_CHECK_S
+        self._purged = 0.0
+        self.processed = 0
+        self.counts = {"classified": 0, "unreadable": 0, "rejected": 0, "duplicate": 0}
+
+    # ------------------------------------------------------------------------------------ signals
+    def _on_term(self, signum, _frame) -> None:
+        self._stop_reason = f"stopped by {signal.Signals(signum).name}"
+
+    def _on_hup(self, _signum, _frame) -> None:
+        self._reload = True
+
+    def enqueue(self, path: Path) -> None:
+        with self._lock:
+            if path in self._queued:
+                return
+            self._queued.add(path)
+        self.jobs.put(Job(path))
+
+    def _next_job(self, block: bool):
+        self.notify.watchdog()
+        if self._stop_reason or self._reload or self._inbox_gone:
+            return STOP
+        if self._low_disk():
+            # New images wait in the inbox (queued or not): screening them now could fail to record them.
+            time.sleep(0.25 if block else 0.0)
+            return None
+        if self._retry:
+            now = time.monotonic()
+            due = [p for t, p in self._retry if t <= now]
+            self._retry = [(t, p) for t, p in self._retry if t > now]
+            for p in due:
+                self.enqueue(p)
+        try:
+            job = self.jobs.get(timeout=0.25) if block else self.jobs.get_nowait()
+        except queue.Empty:
+            if time.monotonic() - self._checked >= INBOX_CHECK_S:
+                self._checked = time.monotonic()
+                # An inotify watch dies with its folder: a deleted (and re-created) inbox would be
+                # silently unwatched from then on.
+                self._inbox_gone = self._watched is not None and _identity(self._watched[0]) != self._watched[1]
+            self._promote_samples()
+            return None
+        with self._lock:
+            self._queued.discard(job.path)
+        return job
+
+    def _low_disk(self) -> bool:
+        """Checks free space every few seconds; pauses intake below the watermark (see edge/daemon/service/retention.py)."""
+        now = time.monotonic()
+        if self._retention is None or now - self._disk_checked < DISK_CHECK_S:
+            return self._paused
+        self._disk_checked = now
+        state = disk_state(self._disk_paths, self._retention.min_free_mb, was_paused=self._paused)
+        if state.paused != self._paused:
+            self._paused = state.paused
+            (log.warning if state.paused else log.info)("%s", state.describe() if state.paused else
+                                                        f"disk space back ({state.describe()}): resuming intake")
+            self.notify.send(f"STATUS={state.describe()}" if state.paused else
+                             f"STATUS=watching, {self.jobs.qsize()} queued")
+        if state.paused or now - self._purged >= RETENTION_S:
+            self._purge()
+        return self._paused
+
+    def _purge(self) -> None:
+        self._purged = time.monotonic()
+        r = self._retention
+        try:
+            out = purge(self._samples.store, r.keep_days, r.max_mb)
+        except DatabaseGone:
+            raise
+        except Exception as e:  # noqa: BLE001 - retention is housekeeping: never stop screening for it
+            log.warning("retention failed: %s", str(e).splitlines()[0])
+            return
+        if out.deleted or out.kept_unexported or out.errors:
+            log.info("retention: deleted %d exported file(s), %.1f MB freed; %d kept until exported%s",
+                     out.deleted, out.freed_bytes / 1e6, out.kept_unexported,
+                     f"; {len(out.errors)} could not be deleted ({out.errors[0]})" if out.errors else "")
+
+    def _promote_samples(self) -> None:
+        """Idle work: samples that have their fields and no new one for a while become ready for review."""
+        if self._samples is None or time.monotonic() - self._samples_checked < SAMPLES_CHECK_S:
+            return
+        self._samples_checked = time.monotonic()
+        c = self._samples_cfg
+        try:
+            ready = self._samples.promote_idle(c.min_readable, c.idle_s)
+        except DatabaseGone:
+            raise
+        except Exception as e:  # noqa: BLE001 - a busy database now is retried at the next idle moment
+            log.warning("could not update samples: %s", str(e).splitlines()[0])
+            return
+        for sid in ready:
+            log.info("sample %s is ready for review", printable(sid))
+
+    # ------------------------------------------------------------------------------------ main
+    def run(self) -> int:
+        setup_logging()
+        # `kill -USR1 <pid>` dumps every thread's stack to the journal: the first tool for a hung daemon.
+        faulthandler.register(signal.SIGUSR1, all_threads=True)
+        signal.signal(signal.SIGTERM, self._on_term)
+        signal.signal(signal.SIGINT, self._on_term)
+        signal.signal(signal.SIGHUP, self._on_hup)
+        try:
+            loaded = load(self.config_path)
+            setup_logging(loaded.cfg.daemon.log_level)
+            store = open_store(loaded.cfg)
+            try:
+                self._inbox_lock = lock_inbox(loaded.cfg.daemon.inbox)
+            except StartupError:
+                store.close()
+                raise
+        except StartupError as e:
+            log.error("%s", e)
+            self.notify.send(f"STATUS=failed: {e}")
+            return e.code
+        cfg, clf = loaded.cfg, loaded.classifier
+        run_id = store.start_run(__version__)
+        exit_reason = "error"
+        watcher = None
+        try:
+            pipe = self._pipeline(cfg, clf, store, run_id)
+            self._samples, self._samples_cfg = Samples(store), cfg.samples
+            self._retention, self._disk_paths = cfg.retention, watched_paths(cfg)
+            inbox = cfg.daemon.inbox
+            log.info("edge-screen %s: model %s (%s, sha256 %s…) on %s, %d threads; inbox %s; database %s; device %s",
+                     __version__, clf.name, clf.path.name, clf.sha256[:12], clf.backend, clf.num_threads, inbox,
+                     redact_url(cfg.database.url), cfg.daemon.device_id)
+            watcher = self._watch(cfg, store, scan=cfg.daemon.backlog_scan)
+            self.notify.send("READY=1", f"STATUS=watching {inbox}, {self.jobs.qsize()} queued")
+            while True:
+                for res in pipe.stream(self._next_job):
+                    self._report(res)
+                if self._stop_reason:
+                    break
+                if self._inbox_gone:
+                    log.warning("inbox %s was deleted or replaced: watching it again", cfg.daemon.inbox)
+                    watcher.stop()
+                    cfg.daemon.inbox.mkdir(parents=True, exist_ok=True)
+                    self._inbox_lock.close()
+                    self._inbox_lock = lock_inbox(cfg.daemon.inbox)
+                    watcher, self._inbox_gone = self._watch(cfg, store, scan=True), False
+                if self._reload:
+                    cfg, clf, pipe, watcher = self._do_reload(cfg, clf, pipe, watcher, store, run_id)
+            exit_reason = self._stop_reason or "stopped"
+            self.notify.send("STOPPING=1", f"STATUS={exit_reason}")
+            log.info("%s after %d images; exiting", exit_reason, self.processed)
+            return EXIT_OK
+        except DatabaseGone as e:
+            # Exit so that systemd restarts us on a database that exists; the images not recorded are still
+            # in the inbox (nothing is moved before its commit) and the backlog scan takes them.
+            exit_reason = f"database error: {e}"
+            log.error("%s; stopping", exit_reason)
+            return EXIT_STORE
+        except Exception as e:
+            exit_reason = f"error: {type(e).__name__}: {e}".splitlines()[0]
+            log.exception("daemon failed")
+            return 1
+        finally:
+            if watcher is not None:
+                watcher.stop()
+            try:
+                store.stop_run(run_id, exit_reason)
+            finally:
+                store.close()
+
+    def _pipeline(self, cfg: Config, clf: Classifier, store: Store, run_id: str) -> Pipeline:
+        polling = cfg.daemon.observer == "polling"
+        pipe = Pipeline(cfg, clf, store=store, inbox=cfg.daemon.inbox, move_after=cfg.daemon.after == "move",
+                        defer_incomplete_s=cfg.daemon.incomplete_wait_s if polling else 0.0)
+        pipe.run_id = run_id
+        return pipe
+
+    def _watch(self, cfg: Config, store: Store, scan: bool) -> InboxWatcher:
+        """Watch first, then scan: a file arriving in between is seen twice (harmless, the pipeline skips
+        what is recorded) rather than not at all."""
+        inbox = cfg.daemon.inbox
+        watcher = InboxWatcher(inbox, self.enqueue, watch_options(cfg))
+        watcher.start()
+        self._watcher = watcher
+        self._watched = (inbox, _identity(inbox))
+        if scan:
+            self._scan_backlog(cfg, store, inbox)
+        return watcher
+
+    def _scan_backlog(self, cfg: Config, store: Store, inbox: Path) -> None:
+        # With after=move, a recorded file still in the inbox was committed but not moved before a crash:
+        # queue it so the pipeline finishes the move (it records nothing new).
+        files = backlog(inbox) if cfg.daemon.after == "move" else unscreened(inbox, store)
+        for p in files:
+            self.enqueue(p)
+        log.info("backlog: %d file(s) in %s not yet recorded", len(files), inbox)
+
+    def _do_reload(self, cfg, clf, pipe, watcher, store, run_id):
+        self._reload = False
+        log.info("SIGHUP: reloading config and model")
+        self.notify.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        try:
+            new = load(self.config_path)
+            if new.cfg.database != cfg.database or new.cfg.daemon.device_id != cfg.daemon.device_id:
+                log.warning("database and device_id changes need a restart; keeping %s",
+                            redact_url(cfg.database.url))
+            setup_logging(new.cfg.daemon.log_level)
+            new_pipe = self._pipeline(new.cfg, new.classifier, store, run_id)
+            if new.cfg.daemon.inbox != cfg.daemon.inbox:
+                new.cfg.daemon.inbox.mkdir(parents=True, exist_ok=True)
+                old_lock, self._inbox_lock = self._inbox_lock, lock_inbox(new.cfg.daemon.inbox)
+                old_lock.close()
+            if new.cfg.daemon.inbox != cfg.daemon.inbox or new.cfg.daemon.observer != cfg.daemon.observer:
+                watcher.stop()
+                watcher = self._watch(new.cfg, store, scan=True)
+            log.info("reloaded: model %s (sha256 %s…), inbox %s", new.classifier.name, new.classifier.sha256[:12],
+                     new.cfg.daemon.inbox)
+            cfg, clf, pipe = new.cfg, new.classifier, new_pipe
+            self._samples_cfg = cfg.samples
+            self._retention, self._disk_paths = cfg.retention, watched_paths(cfg)
+            self._disk_checked = -DISK_CHECK_S  # a new watermark applies at once
+        except StartupError as e:
+            log.error("reload failed, keeping the running config and model: %s", e)
+        self.notify.send("READY=1", f"STATUS=watching {cfg.daemon.inbox}")
+        return cfg, clf, pipe, watcher
+
+    def _report(self, res: ImageResult) -> None:
+        if res.deferred:
+            log.debug("%s: still being written (%s); watching it again", printable(res.path), res.reason)
+            if self._watcher is not None:
+                self._watcher.recheck(Path(res.path))
+            return
+        if res.already_recorded:
+            log.debug("%s: already recorded", res.path)
+            return
+        self.processed += 1
+        self.counts[res.status] = self.counts.get(res.status, 0) + 1
+        level = logging.INFO if res.recorded else logging.ERROR
+        retry = not res.recorded and Path(res.path).exists()
+        delay = 0.0
+        if retry:
+            # The file is still in the inbox; the commit failed (disk full, read-only remount, a locked
+            # database): try again while running, not only after a restart, backing off to 5 minutes.
+            n = self._attempts[res.path] = self._attempts.get(res.path, 0) + 1
+            delay = min(RETRY_S * 2 ** (n - 1), RETRY_MAX_S)
+            self._retry.append((time.monotonic() + delay, Path(res.path)))
+        else:
+            self._attempts.pop(res.path, None)
+        log.log(level, "%s", describe(res) + ("" if res.recorded else
+                                              f" (NOT RECORDED{f'; retrying in {delay:g} s' if retry else ''})"))
+        c = self.counts
+        self.notify.send(f"STATUS={self.processed} images: {c['classified']} classified, "
+                         f"{c['unreadable']} unreadable, {c['rejected']} rejected, {c['duplicate']} duplicate; "
+                         f"{self.jobs.qsize()} queued")
+
+
+def main(config_path: Optional[str] = None) -> int:
+    return Daemon(config_path).run()

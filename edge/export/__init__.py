@@ -1,0 +1,1 @@
+"""Clinic-wide export and merge, anonymisation, CSV and FHIR."""

@@ -1,0 +1,338 @@
+"""FHIR R4 export: one Bundle (JSON) per sample, for a clinic's EHR or LIS.
+
+Bundle layout (type ``collection``)::
+
+    DiagnosticReport   the sample: preliminary until signed, final after; conclusion = verdict and score;
+                       performer = the signer; result -> the observations below
+    Observation        the sample verdict (value = verdict, components = score and field counts)
+    Observation  xN    one per field (value = predicted class; components = malignant score and per-class
+                       probabilities; note = a reviewer's label; interpretation = needs review)
+    Device       xM    the model(s) that read the fields: name, card version, sha256 as identifier
+
+``collection``, not ``document``: a document is an attested, immutable composition (a Composition first,
+an author, a subject), and most samples leave the device before anyone signed them; the report's own
+status (preliminary/final) says how far it got. There is no Patient: the device never knows one, the
+sample id is the link the clinic's systems hold (DiagnosticReport.identifier = device_id/sample_id).
+
+fullUrls are ``urn:uuid:<row id>`` (samples.id, images.id, models.id), so the same sample exported twice
+gives the same references, and a bundle re-sent after a sign-off replaces the preliminary one in a server
+that keys on them. Validated against the ``fhir.resources`` R4B models before it is written; that package
+is an extra (``pip install 'edge-screen[fhir]'``).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import time
+import uuid
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Tuple, Union
+
+from sqlalchemy.engine import Connection
+from sqlalchemy.exc import SQLAlchemyError
+
+from edge.atomic import write_atomic
+from edge.export.merge import ExportError, Progress, Source, _check_source, _error, _source_engine, _where, anonymizer
+from edge.export.copy import full_row, present_select, source_tables
+from edge.export.csvfile import prepare_out_dir
+from edge.store.schema import SchemaError, images, models, reviews, samples
+
+SYSTEM = "urn:edge-screen"  # our own code systems and identifiers: no registered terminology has them
+LABEL_SYSTEM = f"{SYSTEM}:label"
+VERDICT_SYSTEM = f"{SYSTEM}:verdict"
+SAMPLE_SYSTEM = f"{SYSTEM}:sample"
+SHA256_SYSTEM = f"{SYSTEM}:model-sha256"
+UCUM = "http://unitsofmeasure.org"
+OBS_CATEGORY = "http://terminology.hl7.org/CodeSystem/observation-category"
+DATA_ABSENT = "http://terminology.hl7.org/CodeSystem/data-absent-reason"
+FIELD_CODE = "blast classification of field"
+VERDICT_CODE = "blood smear sample verdict"
+# uuid5 namespace for the one resource without a row of its own (the verdict observation): stable ids.
+NAMESPACE = uuid.UUID("6c1b0a8e-5f0e-4c3e-9a55-2f1d8d6b7e10")
+INSTALL = "pip install 'edge-screen[fhir]'"
+
+
+class FhirMissing(ExportError):
+    """fhir.resources is not installed."""
+
+
+@dataclass
+class FhirSummary:
+    out: str
+    bundles: int = 0
+    observations: int = 0
+    files: List[str] = field(default_factory=list)
+    sources: List[str] = field(default_factory=list)
+    seconds: float = 0.0
+
+
+@dataclass
+class SampleData:
+    """What one bundle is made of, already anonymised when asked."""
+    sample: dict
+    fields: List[dict]
+    reviews: List[dict]
+    models: Dict[str, dict]  # model row id -> models row (card parsed into "card_dict")
+
+
+def bundle_model():
+    """The R4B Bundle class; one line naming the extra when fhir.resources is missing."""
+    try:
+        from fhir.resources.R4B.bundle import Bundle
+    except ImportError:
+        raise FhirMissing(f"--format fhir needs the fhir.resources package: {INSTALL}") from None
+    return Bundle
+
+
+# -------------------------------------------------------------------------------------------- building
+def _ts(t: Optional[datetime]) -> Optional[str]:
+    return t.isoformat() if t is not None else None
+
+
+def _ref(uid: str) -> dict:
+    return {"reference": f"urn:uuid:{uid}"}
+
+
+def _concept(text: str, code: Optional[str] = None, system: str = SYSTEM) -> dict:
+    c: dict = {"text": text}
+    if code:
+        c["coding"] = [{"system": system, "code": code, "display": text}]
+    return c
+
+
+def _ratio(text: str, value: float, code: str) -> dict:
+    return {"code": _concept(text, code), "valueQuantity": {"value": value, "unit": "1", "system": UCUM, "code": "1"}}
+
+
+def _needs_review(reasons: List[str]) -> List[dict]:
+    text = "needs review" + (": " + "; ".join(reasons) if reasons else "")
+    return [{"coding": [{"system": SYSTEM, "code": "needs-review", "display": "needs review"}], "text": text}]
+
+
+def _note(r: dict) -> dict:
+    what = [f"{r['kind']} review by {r['reviewer']}"]
+    if r.get("reviewer_label"):
+        what.append(f"reviewer's label: {r['reviewer_label']}")
+    if r.get("reviewer_verdict"):
+        what.append(f"reviewer's verdict: {r['reviewer_verdict']}")
+    if r.get("comment"):
+        what.append(r["comment"])
+    return {"authorString": r["reviewer"], "time": _ts(r["created_at"]), "text": "; ".join(what)}
+
+
+def _device(m: dict) -> dict:
+    card = m.get("card_dict") or {}
+    d: dict = {"resourceType": "Device", "id": m["id"], "status": "active",
+               "identifier": [{"system": SHA256_SYSTEM, "value": m["sha256"]}],
+               "deviceName": [{"name": m["name"], "type": "model-name"}],
+               "type": _concept("blood-smear screening model (int8 TFLite)")}
+    if card.get("version"):
+        d["version"] = [{"value": str(card["version"])}]
+    return d
+
+
+def _model_of(row: dict, data: SampleData) -> Optional[str]:
+    """The models row id behind a field or the sample (by id, else by sha256: `classify` rows may lack one)."""
+    if row.get("model_id") in data.models:
+        return row["model_id"]
+    return next((k for k, m in data.models.items() if m["sha256"] == row.get("model_sha256")), None)
+
+
+def _field(img: dict, status: str, notes: List[dict], model: Optional[str]) -> dict:
+    o: dict = {"resourceType": "Observation", "id": img["id"], "status": status,
+               "category": [{"coding": [{"system": OBS_CATEGORY, "code": "laboratory"}]}],
+               "code": _concept(FIELD_CODE, "field-classification"),
+               "identifier": [{"system": f"{SYSTEM}:image-sha256", "value": img["sha256"]}],
+               "effectiveDateTime": _ts(img["capture_time"] or img["recorded_at"]),
+               "issued": _ts(img["recorded_at"])}
+    if img["status"] == "classified" and img["label"]:
+        o["valueCodeableConcept"] = _concept(img["label"], img["label"], LABEL_SYSTEM)
+        comps = []
+        if img["malignant_score"] is not None:
+            comps.append(_ratio("malignant score", img["malignant_score"], "malignant-score"))
+        probs = json.loads(img["probabilities"]) if img["probabilities"] else {}
+        comps += [_ratio(f"probability of {lab}", float(p), f"probability-{lab}") for lab, p in sorted(probs.items())]
+        if comps:
+            o["component"] = comps
+    else:
+        o["dataAbsentReason"] = {"coding": [{"system": DATA_ABSENT, "code": "error"}],
+                                 "text": f"{img['status']}: {img['reason'] or 'no result'}"}
+    if model:
+        o["device"] = _ref(model)
+    if img["needs_review"]:
+        o["interpretation"] = _needs_review([])
+    if notes:
+        o["note"] = notes
+    return o
+
+
+def build_bundle(data: SampleData) -> dict:
+    """The bundle for one sample as plain JSON-able dicts (validated by :func:`write_bundles`)."""
+    s = data.sample
+    signed = s["status"] == "signed"
+    status = "final" if signed else "preliminary"
+    by_image: Dict[str, List[dict]] = {}
+    for r in data.reviews:
+        if r["image_id"]:
+            by_image.setdefault(r["image_id"], []).append(_note(r))
+    sample_notes = [_note(r) for r in data.reviews if not r["image_id"]]
+    used = {}
+    fields = []
+    for img in data.fields:
+        m = _model_of(img, data)
+        if m:
+            used[m] = data.models[m]
+        fields.append(_field(img, status, by_image.get(img["id"], []), m))
+    sm = _model_of(s, data)
+    if sm:
+        used[sm] = data.models[sm]
+
+    verdict = (s["final_verdict"] if signed and s["final_verdict"] else s["verdict"])
+    vid = str(uuid.uuid5(NAMESPACE, f"verdict:{s['id']}"))
+    v: dict = {"resourceType": "Observation", "id": vid, "status": status,
+               "category": [{"coding": [{"system": OBS_CATEGORY, "code": "laboratory"}]}],
+               "code": _concept(VERDICT_CODE, "sample-verdict"),
+               "effectiveDateTime": _ts(s["last_field_at"] or s["created_at"]), "issued": _ts(s["updated_at"]),
+               "component": [{"code": _concept("fields", "fields"), "valueInteger": int(s["fields"] or 0)},
+                             {"code": _concept("readable fields", "readable-fields"),
+                              "valueInteger": int(s["readable"] or 0)}],
+               "derivedFrom": [_ref(f["id"]) for f in fields]}
+    if verdict:
+        v["valueCodeableConcept"] = _concept(verdict, verdict, VERDICT_SYSTEM)
+    else:
+        v["dataAbsentReason"] = {"coding": [{"system": DATA_ABSENT, "code": "unknown"}],
+                                 "text": "no verdict: " + ("; ".join(_reasons(s)) or "no readable field")}
+    if s["score"] is not None:
+        v["component"].insert(0, _ratio("sample malignant score", s["score"], "sample-malignant-score"))
+    rule = json.loads(s["rule"]) if s.get("rule") else None
+    if rule:
+        v["method"] = {"text": f"sample rule: {rule.get('statistic')} of field scores >= {rule.get('threshold')}"}
+    if s["needs_review"] and not signed:
+        v["interpretation"] = _needs_review(_reasons(s))
+    if sm:
+        v["device"] = _ref(sm)
+    if sample_notes:
+        v["note"] = sample_notes
+
+    report: dict = {"resourceType": "DiagnosticReport", "id": s["id"], "status": status,
+                    "identifier": [{"system": SAMPLE_SYSTEM, "value": f"{s['device_id']}/{s['sample_id']}"}],
+                    "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074",
+                                              "code": "HM", "display": "Hematology"}]}],
+                    "code": _concept("blood smear screening for B-ALL blasts (screening aid, not a diagnosis)"),
+                    "effectiveDateTime": _ts(s["last_field_at"] or s["created_at"]),
+                    "issued": _ts(s["signed_at"] if signed and s["signed_at"] else s["updated_at"]),
+                    "result": [_ref(vid)] + [_ref(f["id"]) for f in fields],
+                    "conclusion": _conclusion(s, signed)}
+    if signed and s["signed_by"]:
+        report["performer"] = [{"type": "Practitioner", "display": s["signed_by"]}]
+    entries = [report, v] + fields + [_device(m) for m in used.values()]
+    return {"resourceType": "Bundle", "id": str(uuid.uuid5(NAMESPACE, f"bundle:{s['id']}")),
+            "identifier": {"system": SAMPLE_SYSTEM, "value": f"{s['device_id']}/{s['sample_id']}"},
+            "type": "collection", "timestamp": _ts(s["updated_at"]),
+            "entry": [{"fullUrl": f"urn:uuid:{e['id']}", "resource": e} for e in entries]}
+
+
+def _reasons(s: dict) -> List[str]:
+    return json.loads(s["review_reasons"]) if s.get("review_reasons") else []
+
+
+def _conclusion(s: dict, signed: bool) -> str:
+    model = f"{s['verdict'] or 'no verdict'}" + (f" (score {s['score']:.3f})" if s["score"] is not None else "")
+    if signed:
+        final = s["final_verdict"] or s["verdict"] or "no verdict"
+        label = f", {s['final_label']}" if s.get("final_label") else ""
+        return f"{final}{label}; signed by {s['signed_by']}; model: {model}"
+    text = f"model: {model}; not signed"
+    return text + ("; needs review: " + "; ".join(_reasons(s)) if s["needs_review"] and _reasons(s) else "")
+
+
+# --------------------------------------------------------------------------------------------- reading
+def _read(conn: Connection, anon: Optional[Callable[..., dict]]) -> Tuple[List[dict], Callable[[dict], SampleData]]:
+    """The source's samples, and a loader of one sample's rows (run per sample, so memory stays flat)."""
+    present = source_tables(conn)
+    if "samples" not in present:  # a schema-1/2 device: no samples yet
+        return [], lambda s: SampleData(s, [], [], {})
+    mods = {}
+    for r in conn.execute(present_select(conn, models)):
+        m = full_row(models, r)
+        m["card_dict"] = json.loads(m["card"]) if m["card"] else {}
+        mods[m["id"]] = anon(m, "models") if anon else m
+    rows = [full_row(samples, r) for r in conn.execute(
+        present_select(conn, samples).order_by(samples.c.created_at, samples.c.device_id, samples.c.sample_id))]
+
+    def load(s: dict) -> SampleData:
+        f = [full_row(images, r) for r in conn.execute(present_select(conn, images).where(
+            images.c.device_id == s["device_id"], images.c.sample_id == s["sample_id"],
+            images.c.status != "duplicate").order_by(images.c.recorded_at, images.c.id))]
+        rv = [full_row(reviews, r) for r in conn.execute(present_select(conn, reviews).where(
+            reviews.c.device_id == s["device_id"], reviews.c.sample_id == s["sample_id"]).order_by(
+            reviews.c.created_at, reviews.c.id))] if "reviews" in present else []
+        if anon:
+            s, f, rv = anon(s, "samples"), [anon(x, "images") for x in f], [anon(x, "reviews") for x in rv]
+        return SampleData(s, f, rv, mods)
+    return rows, load
+
+
+_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
+
+
+def file_name(sample_id: str, device_id: Optional[str] = None) -> str:
+    """A file name that is the sample id when that is safe (device ids are validated), else a readable
+    form plus a short hash so that two unsafe ids cannot land in the same file."""
+    base = sample_id if device_id is None else f"{device_id}__{sample_id}"
+    safe = _UNSAFE.sub("_", base).lstrip(".") or "sample"
+    if safe != base or len(safe) > 120:
+        safe = f"{safe[:100]}-{hashlib.sha256(base.encode()).hexdigest()[:8]}"
+    return safe + ".json"
+
+
+def export_fhir(source: Source, out_dir: Union[str, Path], anonymize_key: Optional[bytes] = None,
+                progress: Optional[Progress] = None) -> FhirSummary:
+    """Write ``<sample id>.json`` per sample into ``out_dir`` (``<device>__<sample id>.json`` when a
+    merged database holds the same sample id from several devices)."""
+    t0 = time.perf_counter()
+    Bundle = bundle_model()
+    eng, own = _source_engine(source)
+    out = Path(out_dir)
+    summary = FhirSummary(out=str(out.resolve()), sources=[_where(eng)])
+    anon = anonymizer(anonymize_key) if anonymize_key else None
+    current = None
+    try:
+        prepare_out_dir(out)
+        with eng.connect() as conn:
+            _check_source(conn)
+            rows, load = _read(conn, anon)
+            seen: Dict[str, int] = {}
+            for s in rows:
+                seen[s["sample_id"]] = seen.get(s["sample_id"], 0) + 1
+            for i, s in enumerate(rows, 1):
+                current = s["sample_id"]
+                data = load(s)
+                doc = Bundle.model_validate(build_bundle(data))
+                name = file_name(data.sample["sample_id"],
+                                 data.sample["device_id"] if seen[s["sample_id"]] > 1 else None)
+                # Atomic: an interface engine polling the folder never reads half a bundle.
+                write_atomic(out, name, doc.model_dump_json(indent=1).encode("utf-8"))
+                summary.bundles += 1
+                summary.observations += len(data.fields) + 1
+                summary.files.append(name)
+                if progress:
+                    progress(i, len(rows))
+    except OSError as e:
+        raise _error(e, str(out)) from None
+    except (SQLAlchemyError, SchemaError) as e:
+        raise _error(e, summary.sources[0]) from None
+    except ValueError as e:  # pydantic's ValidationError: a bundle we built is not valid FHIR (our bug)
+        raise ExportError(f"cannot build the FHIR bundle of sample {current}: "
+                          + " ".join(x.strip() for x in str(e).splitlines()[:3])) from None
+    finally:
+        if own:
+            eng.dispose()
+    summary.seconds = time.perf_counter() - t0
+    return summary
+
+
+__all__ = ["FhirMissing", "FhirSummary", "SampleData", "build_bundle", "export_fhir", "file_name"]

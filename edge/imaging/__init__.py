@@ -1,0 +1,1 @@
+"""Pixels: decoding, optics (scale, glass), segmentation, cell crops, synthetic smears."""

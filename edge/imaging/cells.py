@@ -1,0 +1,175 @@
+"""Cell-grounded model input: the white cells the segmentation found, stain-normalised, one crop each.
+
+In the training data every class comes from its own slides, so the glass, the red cells and the stain of
+the whole field identify the class; another clinic's slides will not. The model therefore sees only the
+stained (white) cells: each crop is centred on one cell at a fixed scale, everything outside the
+segmentation mask is a flat neutral grey, and the colours are first mapped to a fixed reference
+(Reinhard: per-channel mean and spread in LAB) so that another laboratory's stain lands where ours did.
+
+Contract: :func:`find_cells` returns the plausible leukocytes of a field, largest first, or none; a field
+with none is not given a class ("no white cell found"). :func:`cell_crops` returns one
+``cell_input x cell_input x 3`` uint8 array per cell, in the same order.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import List, Sequence, Tuple
+
+import cv2
+import numpy as np
+
+from edge.imaging import pixels
+
+
+@dataclass
+class Cell:
+    y: int  # centre in the working image (pixels)
+    x: int
+    radius: float  # distance from the centre to the mask edge: the cell's inscribed radius
+    stain: float  # mean A of the cell's mask pixels minus the median A of the background (LAB units)
+
+    def to_dict(self) -> dict:
+        return {"y": self.y, "x": self.x, "radius": round(self.radius, 1), "stain": round(self.stain, 1)}
+
+
+@dataclass
+class StainTransform:
+    """Reinhard colour transfer onto a reference: ``lab * gain + offset`` per LAB channel (float LAB).
+
+    Fitted on the background (glass and red cells), not the whole field: the share of white cells varies
+    from field to field and would otherwise move every colour with it. Any per-channel affine change of
+    LAB (another stain batch, lamp or camera) is undone exactly; the gain is bounded so a nearly uniform
+    background cannot blow the cell colours up. The arithmetic is :mod:`edge.imaging.pixels`', so a field gives
+    the same bytes on every CPU (OpenCV's float LAB did not).
+    """
+    gain: np.ndarray
+    offset: np.ndarray
+    source: np.ndarray  # the fitted pixels' LAB means then spreads (what the domain monitor compares)
+
+    @classmethod
+    def fit(cls, rgb: np.ndarray, region: np.ndarray, reference: Sequence[float],
+            max_gain: float, keep_lightness: bool = False) -> "StainTransform":
+        """Fitted on the pixels of uint8 RGB ``rgb`` where ``region`` is set. ``keep_lightness``: map only
+        the colour (A, B) and leave L alone. Fitted on the cells themselves, a full transfer would also
+        erase how dark a nucleus is (its chromatin), which tells a hematogone from a blast; lightness is
+        the glass balance's job (edge/imaging/optics.py)."""
+        mean, std = _lab_stats(rgb, region)
+        ref_mean, ref_std = np.asarray(reference[:3], np.float64), np.asarray(reference[3:], np.float64)
+        gain = np.clip(ref_std / np.maximum(std, 1e-3), 1.0 / max_gain, max_gain)
+        offset = ref_mean - mean * gain
+        if keep_lightness:
+            gain[0], offset[0] = 1.0, 0.0
+        return cls(gain=gain, offset=offset, source=np.concatenate([mean, std]))
+
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        """uint8 RGB pixels (any shape ... x 3) -> normalised uint8 RGB. Pixel by pixel, so a window of
+        the field comes out exactly as the same window of the normalised field."""
+        lab = pixels.rgb_to_lab(rgb)
+        out = lab * self.gain + self.offset  # two ufuncs: nothing to fuse into one rounding
+        np.clip(out[..., 0], 0, 100, out=out[..., 0])
+        return pixels.lab_to_rgb8(out)
+
+
+def stain_normalize(rgb: np.ndarray, background: np.ndarray, reference: Sequence[float],
+                    max_gain: float) -> np.ndarray:
+    """The whole field through :class:`StainTransform` (the device only converts the cells' pixels)."""
+    return StainTransform.fit(rgb, background, reference, max_gain).apply(rgb)
+
+
+def background_stats(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
+    """(L, A, B means, L, A, B spreads) of a field's background: what :class:`StainTransform` maps."""
+    return np.concatenate(_lab_stats(rgb, background))
+
+
+def _lab_stats(rgb: np.ndarray, region: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-channel LAB mean and spread of a region (the whole field when it has almost none)."""
+    sample = region if np.count_nonzero(region) >= 64 else np.ones(rgb.shape[:2], bool)
+    return pixels.masked_mean_std(pixels.rgb_to_lab(rgb[sample.astype(bool)]))
+
+
+def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params, skip_cut: bool = False) -> List[Cell]:
+    """Plausible leukocytes: greedy maxima of the mask's distance transform, one per ``cell_spacing`` px.
+
+    ``lab`` is the field in OpenCV's uint8 LAB. A maximum is a cell when the stained region around it is
+    at least ``cell_min_radius`` deep (platelets, debris and thin red-cell rims are not) and the region
+    looks like a stained nucleus on glass: more magenta than the background by ``cell_min_stain`` in A (a
+    red-cells-only field's most magenta cluster is not), bluer in B and darker in L (brown, orange or pale
+    regions of photographs are not), on a background light enough to be glass. Touching cells give one
+    maximum each, so a cluster of blasts is several cells, not one blob. With ``skip_cut`` a cell whose
+    disc reaches the image border is passed over: it may be cut, and half a neutrophil can look like
+    anything.
+    """
+    if not mask.any():
+        return []
+    bg = valid & ~mask
+    if not bg.any():
+        return []
+    bg8 = bg.astype(np.uint8)
+    ref = {k: _median_hist(cv2.calcHist([lab], [i], bg8, [256], [0, 256]).ravel()) for i, k in enumerate("LAB")}
+    if ref["L"] < params.min_glass_lightness:
+        return []
+    # Zero border: a cell cut by the image edge is measured to the edge, not as if it went on beyond it.
+    padded = cv2.copyMakeBorder(mask.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
+    dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
+    n_lab, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    ids, px = labels[mask], lab[mask]
+    excess = {k: _label_means(px[:, i], ids, n_lab) - ref[k] for i, k in enumerate("LAB")}
+    cells: List[Cell] = []
+    work = dist.copy()
+    h, w = mask.shape
+    sp = int(np.ceil(params.cell_spacing))
+    yy, xx = np.ogrid[-sp:sp + 1, -sp:sp + 1]
+    disc = yy ** 2 + xx ** 2 <= params.cell_spacing ** 2
+    while len(cells) < params.max_cells:
+        y, x = np.unravel_index(int(np.argmax(work)), work.shape)
+        r = float(work[y, x])
+        if r < params.cell_min_radius:
+            break
+        comp = labels[y, x]
+        cut = skip_cut and min(y, x, h - 1 - y, w - 1 - x) <= r + 1.0
+        if not cut and (excess["A"][comp] >= params.cell_min_stain and excess["B"][comp] <= params.cell_max_b_excess
+                and excess["L"][comp] <= params.cell_max_l_excess):
+            cells.append(Cell(y=int(y), x=int(x), radius=r, stain=float(excess["A"][comp])))
+        # Suppress the whole neighbourhood, kept or not, so the next maximum is another cell.
+        y0, y1, x0, x1 = max(y - sp, 0), min(y + sp + 1, h), max(x - sp, 0), min(x + sp + 1, w)
+        win = work[y0:y1, x0:x1]
+        win[disc[y0 - y + sp:y1 - y + sp, x0 - x + sp:x1 - x + sp]] = 0
+    return cells
+
+
+def _label_means(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
+    sums = np.bincount(labels, weights=values, minlength=n)
+    counts = np.bincount(labels, minlength=n)
+    return sums / np.maximum(counts, 1)
+
+
+def _median_hist(hist: np.ndarray) -> float:
+    """np.median of the uint8 values a 256-bin histogram counts (a fraction of the time of a sort)."""
+    cum = np.cumsum(hist)
+    n = int(round(float(cum[-1])))
+    lo = int(np.searchsorted(cum, (n - 1) // 2 + 1))
+    hi = int(np.searchsorted(cum, n // 2 + 1))
+    return (lo + hi) / 2.0
+
+
+def cell_crops(rgb: np.ndarray, mask: np.ndarray, cells: Sequence[Cell], window: int, out_size: int,
+               fill: Tuple[int, int, int], stain: StainTransform) -> List[np.ndarray]:
+    """One crop per cell: ``window`` pixels square around its centre of the stain-normalised field
+    (``rgb``, uint8), non-cell pixels ``fill``, resized to ``out_size`` (:func:`edge.imaging.pixels.resize`)."""
+    half = window // 2
+    pad = half + 1
+    fill_px = np.asarray(fill, np.uint8)
+    padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    msk = cv2.copyMakeBorder(mask.astype(np.uint8), pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    crops = []
+    for c in cells:
+        y0, x0 = c.y + pad - half, c.x + pad - half
+        on = msk[y0:y0 + window, x0:x0 + window] != 0
+        crop = np.empty((window, window, 3), np.uint8)
+        crop[:] = fill_px
+        # Only the cell's pixels are converted: the rest is the fill, and the conversion is the costly part.
+        crop[on] = stain.apply(padded[y0:y0 + window, x0:x0 + window][on])
+        if window != out_size:
+            crop = pixels.resize(crop, out_size, out_size)
+        crops.append(np.ascontiguousarray(crop))
+    return crops

@@ -1,0 +1,1 @@
+"""The model: the classifier and its runtimes, installed models, explanations."""

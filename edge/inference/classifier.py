@@ -1,0 +1,343 @@
+"""Inference on the device: a TFLite model plus its JSON model card. Never imports TensorFlow."""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, List, Optional, Sequence, Tuple
+
+import numpy as np
+
+from edge.inference.backends import BackendUnavailable, load_backend
+from edge.imaging.preprocess import PreprocessParams, UnknownPreprocessing
+from edge.vocabulary import BENIGN, LABELS
+
+__all__ = ["BENIGN", "LABELS", "CARD_SCHEMA", "Classifier", "FieldPrediction", "ModelCard", "ModelLoadError",
+           "OodReference", "Prediction", "card_path_for", "classifier_from_config", "combine_cells",
+           "load_card", "ood_path_for", "sha256_file", "DEFAULT_MODEL", "MODELS_DIR"]
+
+CARD_SCHEMA = 1
+MODELS_DIR = Path(__file__).resolve().parent / "models"
+DEFAULT_MODEL = MODELS_DIR / "edge-screen-mnv2-int8.tflite"
+
+
+class ModelLoadError(RuntimeError):
+    """The model or its card is missing, corrupt, or asks for something this code does not know."""
+
+
+@dataclass
+class ModelCard:
+    name: str
+    version: str
+    sha256: str
+    labels: List[str]
+    input_mode: str
+    preprocessing: PreprocessParams
+    threshold: float  # malignant score at or above which the verdict is "malignant"
+    review_band: Tuple[float, float]  # scores in [lo, hi) need a human
+    extra: dict = field(default_factory=dict)  # everything else in the card (metrics, ablation, ...)
+
+    def to_dict(self) -> dict:
+        d = dict(self.extra)
+        d.update(card_schema=CARD_SCHEMA, name=self.name, version=self.version, sha256=self.sha256,
+                 labels=list(self.labels), input_mode=self.input_mode,
+                 preprocessing=self.preprocessing.to_dict(), threshold=self.threshold,
+                 review_band=list(self.review_band))
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelCard":
+        try:
+            if d.get("card_schema") != CARD_SCHEMA:
+                raise ModelLoadError(f"model card schema {d.get('card_schema')!r} is not {CARD_SCHEMA}")
+            pre = PreprocessParams.from_dict(d["preprocessing"])
+            if pre.input_mode != d["input_mode"]:
+                raise ModelLoadError("model card input_mode disagrees with its preprocessing parameters")
+            lo, hi = (float(x) for x in d["review_band"])
+            core = {"card_schema", "name", "version", "sha256", "labels", "input_mode", "preprocessing",
+                    "threshold", "review_band"}
+            card = cls(name=str(d["name"]), version=str(d["version"]), sha256=str(d["sha256"]),
+                       labels=[str(x) for x in d["labels"]], input_mode=str(d["input_mode"]), preprocessing=pre,
+                       threshold=float(d["threshold"]), review_band=(lo, hi),
+                       extra={k: v for k, v in d.items() if k not in core})
+        except UnknownPreprocessing as e:
+            raise ModelLoadError(f"model card: {e}") from e
+        except (KeyError, TypeError, ValueError) as e:
+            raise ModelLoadError(f"model card is malformed: {type(e).__name__}: {e}") from e
+        if BENIGN not in card.labels:
+            raise ModelLoadError(f"model card labels {card.labels} have no {BENIGN!r} class")
+        if not 0.0 <= lo <= card.threshold <= hi <= 1.0:
+            raise ModelLoadError(f"review band {card.review_band} must contain the threshold {card.threshold}")
+        return card
+
+    def save(self, path: str | Path) -> None:
+        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
+
+
+def card_path_for(model_path: str | Path) -> Path:
+    return Path(model_path).with_suffix(".json")
+
+
+def load_card(path: str | Path) -> ModelCard:
+    path = Path(path)
+    try:
+        d = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise ModelLoadError(f"model card not found: {path}") from None
+    except (OSError, ValueError) as e:
+        raise ModelLoadError(f"model card {path} is not valid JSON: {e}") from None
+    return ModelCard.from_dict(d)
+
+
+def sha256_file(path: str | Path) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+@dataclass
+class OodReference:
+    """Where the training cells' embeddings lie: mean, principal axes and their spreads (whitened PCA).
+
+    The distance of a new embedding is its Mahalanobis distance in those axes plus the part of it the
+    axes do not explain (in units of the training residual), so both "unusual mix of familiar features"
+    and "features the training cells never had" count. Stored beside the model as ``<model>.ood.npz``.
+    """
+    mean: np.ndarray
+    axes: np.ndarray  # k x d
+    sd: np.ndarray  # k
+    residual_sd: float
+    max_distance: float
+
+    def distance(self, emb: np.ndarray) -> float:
+        c = np.asarray(emb, np.float32) - self.mean
+        z = self.axes @ c
+        resid = float(np.sqrt(max(float(c @ c) - float(z @ z), 0.0)))
+        return float(np.sqrt(np.mean((z / self.sd) ** 2)) + resid / self.residual_sd) / 2.0
+
+    def save(self, path: str | Path) -> None:
+        np.savez(path, mean=self.mean, axes=self.axes, sd=self.sd, residual_sd=self.residual_sd,
+                 max_distance=self.max_distance)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "OodReference":
+        with np.load(path) as z:
+            return cls(mean=z["mean"].astype(np.float32), axes=z["axes"].astype(np.float32),
+                       sd=z["sd"].astype(np.float32), residual_sd=float(z["residual_sd"]),
+                       max_distance=float(z["max_distance"]))
+
+    @classmethod
+    def for_model(cls, model_path: Path, card: "ModelCard") -> Optional["OodReference"]:
+        meta = card.extra.get("ood")
+        if not meta:
+            return None
+        path = model_path.parent / meta["file"]
+        if not path.is_file():
+            raise ModelLoadError(f"out-of-distribution reference not found: {path}")
+        if sha256_file(path) != meta.get("sha256"):
+            raise ModelLoadError(f"out-of-distribution reference {path.name} does not match the card's sha256")
+        return cls.load(path)
+
+
+def ood_path_for(model_path: str | Path) -> Path:
+    return Path(model_path).with_suffix(".ood.npz")
+
+
+@dataclass
+class Prediction:
+    label: str
+    probabilities: Dict[str, float]
+    malignant_score: float  # 1 - P(Benign)
+    verdict: str  # "benign" | "malignant"
+    needs_review: bool
+
+    def to_dict(self) -> dict:
+        return {"label": self.label, "probabilities": self.probabilities,
+                "malignant_score": self.malignant_score, "verdict": self.verdict,
+                "needs_review": self.needs_review}
+
+
+@dataclass
+class FieldPrediction:
+    """One field's answer, or why it gets none; per-cell detail for the record."""
+    prediction: Optional[Prediction] = None
+    refusal: str = ""
+    cell_scores: List[float] = field(default_factory=list)
+    distances: List[float] = field(default_factory=list)
+    n_ignored: int = 0
+
+    def to_dict(self) -> dict:
+        return {"cells": len(self.distances), "cell_scores": self.cell_scores, "ood_distances": self.distances,
+                "cells_ignored": self.n_ignored}
+
+
+class Classifier:
+    """A loaded model: ``predict(model_input)`` for one preprocessed uint8 image."""
+
+    def __init__(self, model_path: str | Path | None = None, backend: str = "auto", num_threads: int = 2,
+                 kernels: str = "xnnpack"):
+        self.path = Path(model_path) if model_path else DEFAULT_MODEL
+        if not self.path.is_file():
+            raise ModelLoadError(f"model file not found: {self.path}")
+        self.card = load_card(card_path_for(self.path))
+        self.sha256 = sha256_file(self.path)
+        if self.card.sha256 != self.sha256:
+            raise ModelLoadError(f"model {self.path.name} does not match its card (sha256 {self.sha256[:12]}… "
+                                 f"vs card {self.card.sha256[:12]}…): corrupt or replaced file")
+        try:
+            self._interp = load_backend(backend, str(self.path), num_threads, kernels)
+        except BackendUnavailable as e:
+            raise ModelLoadError(str(e)) from e
+        except (ValueError, RuntimeError) as e:
+            raise ModelLoadError(f"cannot load {self.path}: {str(e).splitlines()[0] if str(e) else e}") from e
+        inp, outs = self._interp.input, self._interp.outputs
+        size = self.card.preprocessing.input_size
+        if tuple(inp.shape[1:]) != (size, size, 3):
+            raise ModelLoadError(f"model input shape {inp.shape} does not match card size {size}")
+        n = len(self.card.labels)
+        # Output order in a converted file is not the Keras order: tell them apart by width.
+        probs = [i for i, o in enumerate(outs) if o.shape[-1] == n]
+        if len(probs) != 1:
+            raise ModelLoadError(f"model outputs {[o.shape for o in outs]}: none or several match "
+                                 f"the card's {n} labels")
+        self._probs_out = probs[0]
+        self._emb_out = next((i for i in range(len(outs)) if i != self._probs_out), None)
+        self.ood = OodReference.for_model(self.path, self.card) if self._emb_out is not None else None
+        self.backend = self._interp.name
+        self.kernels = self._interp.kernels
+        self.num_threads = num_threads
+        self.labels = tuple(self.card.labels)
+        self._benign = self.labels.index(BENIGN)
+
+    @property
+    def name(self) -> str:
+        return self.card.name
+
+    @property
+    def preprocessing(self) -> PreprocessParams:
+        return self.card.preprocessing
+
+    def _quantize_input(self, x: np.ndarray) -> np.ndarray:
+        inp = self._interp.input
+        if inp.dtype == np.uint8:
+            return x.astype(np.uint8, copy=False)
+        if inp.dtype == np.int8:
+            # An int8 input whose scale/zero point encode plain 0..255 pixels: q = p/scale + zp.
+            q = np.round(x.astype(np.float32) / inp.scale + inp.zero_point) if inp.scale else x.astype(np.int16) - 128
+            return np.clip(q, -128, 127).astype(np.int8)
+        return x.astype(inp.dtype)
+
+    def invoke_all(self, model_input: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
+        """One bare interpreter run: dequantized (probabilities row, embedding row or None)."""
+        x = self._quantize_input(np.asarray(model_input)[None, ...])
+        ys = self._interp.invoke(x)
+        deq = [_dequantize(y[0], o) for y, o in zip(ys, self._interp.outputs)]
+        return deq[self._probs_out], (deq[self._emb_out] if self._emb_out is not None else None)
+
+    def invoke_raw(self, model_input: np.ndarray) -> np.ndarray:
+        return self.invoke_all(model_input)[0]
+
+    def probabilities(self, model_input: np.ndarray) -> np.ndarray:
+        return _normalize(self.invoke_raw(model_input), len(self.labels))
+
+    def predict_field(self, inputs: Sequence[np.ndarray]) -> FieldPrediction:
+        """All model inputs of one field (one per white cell in "cell" mode) -> one answer or a refusal.
+
+        Cells whose embedding lies far from the training cells are not counted (noise, photos, debris
+        that passed the segmentation); a field left with no cell is refused. The field's answer is the
+        card's ``cell_rule`` over the rest (:func:`combine_cells`); a cell confidently outvoted by the
+        others sends the field to review.
+        """
+        if not inputs:
+            return FieldPrediction(refusal="no white cell found")
+        probs, dists = [], []
+        for x in inputs:
+            p, emb = self.invoke_all(x)
+            probs.append(_normalize(p, len(self.labels)))
+            dists.append(self.ood.distance(emb) if self.ood is not None and emb is not None else 0.0)
+        limit = self.ood.max_distance if self.ood is not None else float("inf")
+        kept = [i for i, d in enumerate(dists) if d <= limit]
+        if not kept:
+            return FieldPrediction(refusal=f"not a blood smear: no cell resembles the training cells "
+                                           f"(distance {min(dists):.1f} > {limit:.1f})",
+                                   cell_scores=[], distances=[round(d, 2) for d in dists])
+        scores = [1.0 - float(probs[i][self._benign]) for i in kept]
+        pred = self.decide(combine_cells(np.stack([probs[i] for i in kept]), self.card.extra.get("cell_rule"),
+                                         self._benign))
+        if len(kept) > 1:
+            # A benign answer that outvoted a confidently malignant cell goes to a human: a lone blast among
+            # normal cells is exactly the case a screen must not miss.
+            hi = self.card.review_band[1]
+            if pred.verdict == "benign" and max(scores) >= hi:
+                pred.needs_review = True
+        return FieldPrediction(prediction=pred, cell_scores=[round(s, 4) for s in scores],
+                               distances=[round(d, 2) for d in dists], n_ignored=len(inputs) - len(kept))
+
+    def decide(self, probs: Sequence[float]) -> Prediction:
+        probs = [float(p) for p in probs]
+        score = 1.0 - probs[self._benign]
+        lo, hi = self.card.review_band
+        return Prediction(label=self.labels[int(np.argmax(probs))],
+                          probabilities={lab: round(p, 6) for lab, p in zip(self.labels, probs)},
+                          malignant_score=round(score, 6),
+                          verdict="malignant" if score >= self.card.threshold else "benign",
+                          needs_review=bool(lo <= score < hi))
+
+    def predict(self, model_input: np.ndarray) -> Prediction:
+        return self.decide(self.probabilities(model_input))
+
+    def warm_up(self) -> None:
+        """One synthetic smear through preprocessing and the interpreter, before the first real image.
+
+        OpenCV and XNNPACK set up thread pools and packed weights lazily; without this the first image
+        after start or reload paid ~0.4 s for it.
+        """
+        from edge.imaging.preprocess import preprocess_image
+        from edge.imaging.synthetic import smear
+
+        pre = preprocess_image(smear(0, self.preprocessing.size), self.preprocessing)
+        x = pre.model_input
+        if x is None:
+            x = np.full((self.preprocessing.input_size,) * 2 + (3,), 200, np.uint8)
+        self.invoke_all(x)
+
+
+CELL_RULES = ("geometric-mean", "most-malignant")
+
+
+def combine_cells(probs: np.ndarray, rule: Optional[str], benign: int = 0) -> np.ndarray:
+    """One field's probabilities from its cells' (rows of ``probs``), by the card's ``cell_rule``.
+
+    "geometric-mean" (the default) multiplies the cells' evidence, so several cells that each lean the same
+    way outweigh one odd cell; "most-malignant" takes the cell with the highest malignant score.
+    """
+    if len(probs) == 1:
+        return probs[0]
+    if rule == "most-malignant":
+        return probs[int(np.argmax(1.0 - probs[:, benign]))]
+    if rule not in (None, "geometric-mean"):
+        raise ModelLoadError(f"unknown cell_rule {rule!r} in the model card (known: {', '.join(CELL_RULES)})")
+    g = np.exp(np.log(np.clip(probs, 1e-4, 1.0)).mean(axis=0))
+    return (g / g.sum()).astype(np.float32)
+
+
+def _dequantize(y: np.ndarray, info) -> np.ndarray:
+    if info.dtype in (np.uint8, np.int8) and info.scale:
+        return ((y.astype(np.float32) - info.zero_point) * info.scale).astype(np.float32)
+    return y.astype(np.float32)
+
+
+def _normalize(p: np.ndarray, n: int) -> np.ndarray:
+    p = np.clip(p, 0.0, None)
+    s = float(p.sum())
+    # int8 outputs are quantized in steps of 1/256, so the row rarely sums to exactly 1.
+    return p / s if s > 0 else np.full(n, 1.0 / n, dtype=np.float32)
+
+
+def classifier_from_config(cfg, model_path: Optional[str | Path] = None) -> Classifier:
+    """The one place a Classifier is built from an :class:`edge.config.Config`."""
+    m = cfg.model
+    return Classifier(model_path or cfg.model_path, backend=m.backend, num_threads=m.num_threads, kernels=m.kernels)

@@ -1,0 +1,196 @@
+"""Installed models on a device: install a new one, keep the one before it, roll back, list.
+
+Layout under ``model.install_dir``::
+
+    current.json                       {"current": "<dir>/<file>.tflite", "previous": ..., "updated_at": ...}
+    <name>-<version>-<sha12>/          the .tflite, its card (.json) and, if shipped, .ood.npz and .md
+
+``current.json`` is the only thing the daemon reads, and it is replaced in one ``os.replace``: a power cut
+during an install leaves either the old model current or the new one, never half of each. Paths inside it
+are relative to the folder so a copied or restored folder still works. A model is installed only after the
+device's own loader accepted it (card present, sha256, labels, input shape, interpreter), so a SIGHUP can
+never switch the daemon to a file it would refuse.
+"""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import List, Optional
+
+from edge.inference.classifier import (LABELS, ModelLoadError, card_path_for, load_card, ood_path_for, sha256_file)
+
+CURRENT = "current.json"
+RELOAD_HINT = "the daemon picks it up on `systemctl reload edge-screen` (SIGHUP)"
+
+
+class ModelStoreError(ModelLoadError):
+    """A model that cannot be installed, or an install folder that cannot be used; ``str(err)`` is one line
+    (a ModelLoadError, so the daemon and every command exit 3 on it)."""
+
+
+@dataclass
+class InstalledModel:
+    path: Path  # the .tflite
+    name: str
+    version: str
+    sha256: str
+    current: bool = False
+    previous: bool = False
+
+    def to_json(self) -> dict:
+        return {"path": str(self.path), "name": self.name, "version": self.version, "sha256": self.sha256,
+                "current": self.current, "previous": self.previous}
+
+
+def _read_pointer(root: Path) -> dict:
+    f = root / CURRENT
+    try:
+        d = json.loads(f.read_text())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as e:
+        raise ModelStoreError(f"{f} cannot be read: {e}") from None
+    if not isinstance(d, dict) or not isinstance(d.get("current"), str):
+        raise ModelStoreError(f"{f} names no current model")
+    return d
+
+
+def current_model(install_dir: Path) -> Optional[Path]:
+    """The current installed model's .tflite, or None when nothing is installed (the daemon's fallback)."""
+    d = _read_pointer(Path(install_dir))
+    return Path(install_dir) / d["current"] if d else None
+
+
+def verify(tflite: Path, backend: str = "auto", num_threads: int = 1) -> "object":
+    """The device's own loader on ``tflite`` plus one inference; returns the loaded Classifier."""
+    from edge.inference.classifier import Classifier
+
+    clf = Classifier(tflite, backend=backend, num_threads=num_threads)
+    unknown = [lab for lab in clf.labels if lab not in LABELS]
+    if unknown:
+        raise ModelStoreError(f"model card labels {unknown} are not ones this device reports ({', '.join(LABELS)})")
+    try:
+        clf.warm_up()
+    except Exception as e:  # noqa: BLE001 - an interpreter that loads but cannot invoke is not installable
+        raise ModelStoreError(f"{tflite.name} loads but cannot run: {str(e).splitlines()[0] if str(e) else e}")
+    return clf
+
+
+class ModelStore:
+    def __init__(self, root: str | Path):
+        self.root = Path(root)
+
+    # ------------------------------------------------------------------------------------------ reads
+    def pointer(self) -> dict:
+        return _read_pointer(self.root)
+
+    def current(self) -> Optional[Path]:
+        return current_model(self.root)
+
+    def list(self) -> List[InstalledModel]:
+        if not self.root.is_dir():
+            return []
+        p = self.pointer()
+        cur = self.root / p["current"] if p.get("current") else None
+        prev = self.root / p["previous"] if p.get("previous") else None
+        out = []
+        for d in sorted(x for x in self.root.iterdir() if x.is_dir() and not x.name.startswith(".")):
+            for tfl in sorted(d.glob("*.tflite")):
+                try:
+                    card = load_card(card_path_for(tfl))
+                    name, version, sha = card.name, card.version, card.sha256
+                except ModelLoadError:
+                    name, version, sha = tfl.stem, "?", "?"
+                out.append(InstalledModel(path=tfl, name=name, version=version, sha256=sha,
+                                          current=tfl == cur, previous=tfl == prev))
+        return out
+
+    # ----------------------------------------------------------------------------------------- writes
+    def _write_pointer(self, current: Path, previous: Optional[Path]) -> None:
+        d = {"current": str(current.relative_to(self.root)),
+             "previous": str(previous.relative_to(self.root)) if previous else None,
+             "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        fd, tmp = tempfile.mkstemp(prefix=".current-", suffix=".json", dir=self.root)
+        try:
+            with os.fdopen(fd, "w") as f:
+                json.dump(d, f, indent=2)
+                f.write("\n")
+                f.flush()
+                os.fsync(f.fileno())
+            os.replace(tmp, self.root / CURRENT)
+        except BaseException:
+            Path(tmp).unlink(missing_ok=True)
+            raise
+        _fsync_dir(self.root)
+
+    def install(self, tflite: str | Path, backend: str = "auto") -> InstalledModel:
+        """Check ``tflite`` with the device's loader, copy it and its card in, make it current."""
+        src = Path(tflite)
+        clf = verify(src, backend=backend)
+        card = clf.card
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ModelStoreError(f"cannot create {self.root}: {e.strerror or e}") from None
+        dest_dir = self.root / f"{card.name}-{card.version}-{card.sha256[:12]}"
+        dest = dest_dir / src.name
+        if not dest.is_file() or sha256_file(dest) != card.sha256:
+            self._copy_in(src, dest_dir)
+        verify(dest, backend=backend)  # the copy, not the source, is what the daemon will load
+        old = self.current()
+        self._write_pointer(dest, old if old is not None and old != dest else self._previous_or_none(dest))
+        return InstalledModel(path=dest, name=card.name, version=card.version, sha256=card.sha256, current=True)
+
+    def _previous_or_none(self, dest: Path) -> Optional[Path]:
+        # Re-installing the current model keeps the previous one it already had.
+        p = self.pointer()
+        prev = self.root / p["previous"] if p.get("previous") else None
+        return prev if prev != dest else None
+
+    def _copy_in(self, src: Path, dest_dir: Path) -> None:
+        files = [src, card_path_for(src)] + [f for f in (ood_path_for(src), src.with_suffix(".md")) if f.is_file()]
+        tmp = Path(tempfile.mkdtemp(prefix=".installing-", dir=self.root))
+        try:
+            for f in files:
+                shutil.copy2(f, tmp / f.name)
+            if dest_dir.exists():  # a damaged earlier copy of the same model
+                shutil.rmtree(dest_dir)
+            os.replace(tmp, dest_dir)
+        except OSError as e:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise ModelStoreError(f"cannot copy {src.name} into {self.root}: {e.strerror or e}") from None
+        _fsync_dir(self.root)
+
+    def rollback(self, backend: str = "auto") -> InstalledModel:
+        """Make the previous model current again (and the current one previous)."""
+        p = self.pointer()
+        if not p:
+            raise ModelStoreError(f"no model installed in {self.root}")
+        if not p.get("previous"):
+            raise ModelStoreError("no previous model to roll back to")
+        cur, prev = self.root / p["current"], self.root / p["previous"]
+        clf = verify(prev, backend=backend)
+        self._write_pointer(prev, cur)
+        return InstalledModel(path=prev, name=clf.card.name, version=clf.card.version, sha256=clf.card.sha256,
+                              current=True)
+
+
+def _fsync_dir(path: Path) -> None:
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass  # some filesystems (and Windows) cannot fsync a folder; the rename itself is still atomic
+    finally:
+        os.close(fd)
+
+
+__all__ = ["CURRENT", "InstalledModel", "ModelStore", "ModelStoreError", "RELOAD_HINT", "current_model", "verify"]

@@ -1,0 +1,1 @@
+"""The database: schema and migrations, engines, the store, samples and reviews."""

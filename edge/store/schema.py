@@ -1,0 +1,351 @@
+"""The edge-screen database: schema, version and forward migrations (engines: :mod:`edge.store.engine`).
+
+Every row carries a UUID text primary key and the id of the device that produced it, so databases from
+many microscopes merge without renumbering. Times are stored as UTC. JSON values are stored as text with
+sorted keys, so equal content is equal text on every backend (merge compares rows to find conflicts).
+"""
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Callable, Dict, Sequence
+
+from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Column, DateTime, Float, ForeignKey, Index,
+                        Integer, MetaData, String, Table, Text, UniqueConstraint, inspect)
+from sqlalchemy.engine import Connection
+from sqlalchemy.types import TypeDecorator
+
+from edge.vocabulary import STAGES
+
+APPLICATION = "edge-screen"
+SCHEMA_VERSION = 4
+
+
+class SchemaError(RuntimeError):
+    """The database cannot be used by this code; ``str(err)`` is one line."""
+
+
+class DriverMissing(SchemaError):
+    """The URL names a database whose Python driver is not installed."""
+
+
+class NotEdgeScreenDatabase(SchemaError):
+    pass
+
+
+class SchemaTooNew(SchemaError):
+    pass
+
+
+class UTCDateTime(TypeDecorator):
+    """Aware UTC datetimes in, aware UTC datetimes out. SQLite keeps no zone, so naive values are refused
+    on the way in (a local-time stamp would silently shift by the device's offset)."""
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value, dialect):
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value!r}: pass an aware (UTC) datetime")
+        value = value.astimezone(timezone.utc)
+        return value.replace(tzinfo=None) if dialect.name == "sqlite" else value
+
+    def process_result_value(self, value, dialect):
+        if value is None:
+            return None
+        return value.replace(tzinfo=timezone.utc) if value.tzinfo is None else value.astimezone(timezone.utc)
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc)
+
+
+metadata = MetaData()
+UUID = String(36)
+DEVICE = String(64)
+SHA = String(64)
+
+schema_info = Table(
+    "schema_info", metadata,
+    Column("application", String(32), primary_key=True),
+    Column("version", Integer, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),
+)
+
+runs = Table(
+    "runs", metadata,
+    Column("id", UUID, primary_key=True),
+    Column("device_id", DEVICE, nullable=False),
+    Column("started_at", UTCDateTime, nullable=False),
+    Column("stopped_at", UTCDateTime),
+    Column("exit_reason", Text),
+    Column("version", String(32)),
+    Column("pid", Integer),
+    Column("hostname", String(255)),
+)
+
+models = Table(
+    "models", metadata,
+    Column("id", UUID, primary_key=True),
+    Column("device_id", DEVICE, nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("sha256", SHA, nullable=False),
+    Column("card", Text),
+    Column("first_seen", UTCDateTime, nullable=False),
+    UniqueConstraint("device_id", "sha256", name="uq_models_device_sha256"),
+)
+
+images = Table(
+    "images", metadata,
+    Column("id", UUID, primary_key=True),
+    Column("device_id", DEVICE, nullable=False),
+    Column("run_id", UUID, ForeignKey("runs.id")),  # NULL for `classify` outside a daemon run
+    Column("model_id", UUID, ForeignKey("models.id")),
+    Column("path", Text, nullable=False),
+    Column("filename", Text, nullable=False),
+    Column("sha256", SHA, nullable=False),
+    Column("bytes", BigInteger),
+    Column("capture_time", UTCDateTime),
+    Column("recorded_at", UTCDateTime, nullable=False),
+    Column("status", String(16), nullable=False),
+    Column("reason", Text),
+    Column("label", String(64)),
+    Column("probabilities", Text),
+    Column("malignant_score", Float),
+    Column("verdict", String(16)),
+    Column("needs_review", Boolean, nullable=False, default=False),
+    Column("duplicate_of", UUID, ForeignKey("images.id")),
+    Column("quality", Text),
+    Column("segmentation", Text),
+    *(Column(f"t_{s}_ms", Float) for s in STAGES),
+    Column("model_name", String(255)),
+    Column("model_sha256", SHA),
+    # v3: where `daemon.after = "move"` put the file, and the sample (patient smear) the field belongs to.
+    Column("moved_to", Text),
+    Column("sample_id", String(64)),
+    Column("purged_at", UTCDateTime),  # when retention deleted the file (exported rows only; the row stays)
+    # v4: the field's optics as measured (edge/imaging/optics.py) and, when it lies outside the model card's
+    # validated range, why in plain words (edge/pipeline/stages/domain.py); NULL inside it.
+    Column("px_per_um", Float),
+    Column("magnification", Float),
+    Column("domain", Text),
+    CheckConstraint("status IN ('classified', 'unreadable', 'rejected', 'duplicate')", name="ck_images_status"),
+    CheckConstraint("verdict IS NULL OR verdict IN ('benign', 'malignant')", name="ck_images_verdict"),
+    # Exactly-once: the same inbox file with the same content can be recorded only once per device, so
+    # a daemon killed between commit and bookkeeping cannot record it again after a restart.
+    UniqueConstraint("device_id", "path", "sha256", name="uq_images_device_path_sha256"),
+)
+Index("ix_images_device_recorded", images.c.device_id, images.c.recorded_at)
+Index("ix_images_sha256", images.c.sha256)
+Index("ix_images_path", images.c.path)
+Index("ix_images_status", images.c.status)
+Index("ix_images_sample", images.c.device_id, images.c.sample_id)
+
+# v3: one patient smear = one inbox subfolder. Its aggregate is recomputed from its fields on every change
+# (the fields are the truth); status moves collecting -> ready -> signed and never back.
+samples = Table(
+    "samples", metadata,
+    Column("id", UUID, primary_key=True),
+    Column("device_id", DEVICE, nullable=False),
+    Column("sample_id", String(64), nullable=False),  # the subfolder name, validated (edge.store.samples)
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("updated_at", UTCDateTime, nullable=False),  # last change of any kind (export picks it up)
+    Column("last_field_at", UTCDateTime),  # when its newest field was recorded (the ready rule's clock)
+    Column("fields", Integer, nullable=False, default=0),
+    Column("readable", Integer, nullable=False, default=0),
+    Column("status", String(16), nullable=False, default="collecting"),
+    Column("verdict", String(16)),
+    Column("score", Float),
+    Column("needs_review", Boolean, nullable=False, default=False),
+    Column("review_reasons", Text),  # JSON list of one-line reasons
+    Column("rule", Text),  # JSON: the card's sample rule that produced verdict/score
+    Column("model_id", UUID, ForeignKey("models.id")),
+    Column("model_sha256", SHA),
+    Column("ready_at", UTCDateTime),
+    Column("closed_by", String(32)),  # "rule" or "manual"
+    Column("signed_at", UTCDateTime),
+    Column("signed_by", String(64)),
+    Column("final_verdict", String(16)),
+    Column("final_label", String(64)),
+    CheckConstraint("status IN ('collecting', 'ready', 'signed')", name="ck_samples_status"),
+    CheckConstraint("verdict IS NULL OR verdict IN ('benign', 'malignant')", name="ck_samples_verdict"),
+    UniqueConstraint("device_id", "sample_id", name="uq_samples_device_sample"),
+)
+
+# v3: append-only. A review never changes what the model said (that stays in images/samples); it records
+# what a person said about one field or one whole sample, and a sign-off is a sample review with
+# kind = 'signoff'.
+reviews = Table(
+    "reviews", metadata,
+    Column("id", UUID, primary_key=True),
+    Column("device_id", DEVICE, nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("reviewer", String(64), nullable=False),
+    Column("kind", String(16), nullable=False),  # field | sample | signoff
+    Column("sample_id", String(64), nullable=False),
+    Column("image_id", UUID, ForeignKey("images.id")),  # NULL for sample reviews and sign-offs
+    Column("model_label", String(64)),
+    Column("model_score", Float),
+    Column("model_sha256", SHA),
+    Column("reviewer_label", String(64)),
+    Column("reviewer_verdict", String(16)),
+    Column("comment", Text),
+    CheckConstraint("kind IN ('field', 'sample', 'signoff')", name="ck_reviews_kind"),
+    CheckConstraint("reviewer_verdict IS NULL OR reviewer_verdict IN ('benign', 'malignant')",
+                    name="ck_reviews_verdict"),
+)
+Index("ix_reviews_sample", reviews.c.device_id, reviews.c.sample_id)
+Index("ix_reviews_image", reviews.c.image_id)
+
+# v3: the review app's accounts and sessions. Device-local: never exported.
+users = Table(
+    "users", metadata,
+    Column("name", String(64), primary_key=True),
+    Column("password_hash", Text, nullable=False),
+    Column("role", String(16), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("disabled", Boolean, nullable=False, default=False),
+    CheckConstraint("role IN ('viewer', 'reviewer', 'admin')", name="ck_users_role"),
+)
+
+web_sessions = Table(
+    "web_sessions", metadata,
+    Column("token_sha256", SHA, primary_key=True),  # the cookie holds the token; a stolen DB holds no cookie
+    Column("user_name", String(64), ForeignKey("users.name"), nullable=False),
+    Column("csrf", String(64), nullable=False),
+    Column("created_at", UTCDateTime, nullable=False),
+    Column("expires_at", UTCDateTime, nullable=False),
+)
+
+export_watermarks = Table(
+    "export_watermarks", metadata,
+    Column("target", Text, primary_key=True),  # normalised URL or absolute path, without password
+    Column("device_id", DEVICE, primary_key=True),
+    Column("last_recorded_at", UTCDateTime),
+    Column("last_id", UUID),
+    # SQLite rowid of last_id in the source. A Pi has no real-time clock and its time can jump back, so
+    # recorded_at is not monotonic; insertion order is.
+    Column("last_seq", BigInteger),
+    Column("exported_at", UTCDateTime, nullable=False),
+    Column("rows", BigInteger, nullable=False),
+)
+
+DATA_TABLES = ("runs", "models", "images", "export_watermarks", "samples", "reviews")
+LOCAL_TABLES = ("users", "web_sessions")  # device-local, never exported
+
+
+# ------------------------------------------------------------------------------------------ migrations
+# MIGRATIONS[v] upgrades a database at version v-1 to version v. A fresh database gets every migration in
+# order, so the upgrade path of a device in the field is the same code that every new database runs.
+# A migration must only ADD (tables, nullable columns, indexes) and must spell out its own DDL for
+# anything a later version changes; tables that later versions never alter may use the objects above.
+
+def _v1_initial(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[runs, models, images])
+
+
+def _v2_export_watermarks(conn: Connection) -> None:
+    metadata.create_all(conn, tables=[export_watermarks])
+
+
+_V3_IMAGE_COLUMNS = ("moved_to", "sample_id", "purged_at")
+
+
+def _v3_samples_reviews(conn: Connection) -> None:
+    # _v1_initial builds `images` from today's Table, so a database created fresh already has the v3
+    # columns; one from a device in the field (v1/v2) gets them added here.
+    _add_image_columns(conn, _V3_IMAGE_COLUMNS)
+    conn.exec_driver_sql("CREATE INDEX IF NOT EXISTS ix_images_sample ON images (device_id, sample_id)")
+    metadata.create_all(conn, tables=[samples, reviews, users, web_sessions])
+    if conn.dialect.name == "sqlite":
+        # Append-only in the database itself, not just in our code: a review is an audit record.
+        for op in ("UPDATE", "DELETE"):
+            conn.exec_driver_sql(
+                f"CREATE TRIGGER IF NOT EXISTS reviews_no_{op.lower()} BEFORE {op} ON reviews "
+                "BEGIN SELECT RAISE(ABORT, 'reviews are append-only'); END")
+
+
+_V4_IMAGE_COLUMNS = ("px_per_um", "magnification", "domain")
+
+
+def _v4_optics(conn: Connection) -> None:
+    _add_image_columns(conn, _V4_IMAGE_COLUMNS)
+
+
+def _add_image_columns(conn: Connection, names: Sequence[str]) -> None:
+    have = {c["name"] for c in inspect(conn).get_columns("images")}
+    for name in names:
+        if name not in have:
+            ddl = images.c[name].type.compile(dialect=conn.dialect)  # the very type a fresh database gets
+            conn.exec_driver_sql(f"ALTER TABLE images ADD COLUMN {name} {ddl}")
+
+
+MIGRATIONS: Dict[int, Callable[[Connection], None]] = {1: _v1_initial, 2: _v2_export_watermarks,
+                                                       3: _v3_samples_reviews, 4: _v4_optics}
+assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
+
+
+def _where(conn: Connection) -> str:
+    url = conn.engine.url
+    return url.database if url.drivername.startswith("sqlite") else url.render_as_string(hide_password=True)
+
+
+def schema_version(conn: Connection) -> int | None:
+    """The edge-screen schema version, None for an empty database; raises for a foreign database."""
+    names = set(inspect(conn).get_table_names())
+    if "schema_info" not in names:
+        if names:
+            raise NotEdgeScreenDatabase(
+                f"{_where(conn)} is not an edge-screen database (it has tables {', '.join(sorted(names)[:5])})")
+        return None
+    row = conn.execute(schema_info.select().where(schema_info.c.application == APPLICATION)).first()
+    if row is None:
+        raise NotEdgeScreenDatabase(f"{_where(conn)} is not an edge-screen database (no edge-screen schema_info)")
+    return int(row.version)
+
+
+def check_version(conn: Connection, version: int | None) -> None:
+    if version is not None and version > SCHEMA_VERSION:
+        raise SchemaTooNew(f"{_where(conn)} has schema version {version}, newer than the {SCHEMA_VERSION} this "
+                           "edge-screen knows: upgrade edge-screen to use it")
+
+
+def existing_version(conn: Connection) -> int:
+    """The version of an existing edge-screen database this code can read; raises for an empty, foreign
+    or too-new one (readers: report, export sources)."""
+    version = schema_version(conn)
+    if version is None:
+        raise NotEdgeScreenDatabase(f"{_where(conn)} is empty, not an edge-screen database")
+    check_version(conn, version)
+    return version
+
+
+def needs_upgrade(conn: Connection) -> bool:
+    version = schema_version(conn)
+    check_version(conn, version)
+    return version != SCHEMA_VERSION
+
+
+def ensure_schema(conn: Connection, create: bool = True) -> int:
+    """Create or upgrade the schema inside the caller's transaction; returns the version found before.
+
+    DDL is transactional on SQLite and PostgreSQL, so a failed upgrade leaves the old version intact.
+    """
+    version = schema_version(conn)
+    check_version(conn, version)
+    if version is None and not create:
+        raise NotEdgeScreenDatabase(f"{_where(conn)} is empty, not an edge-screen database")
+    start = version or 0
+    if start == SCHEMA_VERSION:
+        return start
+    if version is None:
+        metadata.create_all(conn, tables=[schema_info])
+    for v in range(start + 1, SCHEMA_VERSION + 1):
+        MIGRATIONS[v](conn)
+    if version is None:
+        conn.execute(schema_info.insert().values(application=APPLICATION, version=SCHEMA_VERSION,
+                                                 updated_at=utcnow()))
+    else:
+        conn.execute(schema_info.update().where(schema_info.c.application == APPLICATION)
+                     .values(version=SCHEMA_VERSION, updated_at=utcnow()))
+    return start

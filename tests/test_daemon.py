@@ -29,13 +29,22 @@ def _fill(inbox: Path, n_real: int, n_syn: int, start: int = 0) -> list:
 def test_backlog_and_live_images_are_classified_like_classify_json(tmp_path, model_path):
     cfg = write_config(tmp_path, model_path)
     db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
-    backlog = _fill(inbox, 6, 3)
+    # One sample folder per image: these fields come from different slides, and within one sample the
+    # daemon reuses a magnification its earlier fields agreed on (edge.imaging.optics.ScaleMemory), so one
+    # sample's answers depend on the order its fields arrive in, which differs between the daemon and
+    # `classify`.
+    backlog = []
+    for p in _fill(tmp_path / "backlog", 6, 3):
+        (inbox / p.stem).mkdir(parents=True)
+        backlog.append(inbox / p.stem / p.name)
+        os.replace(p, backlog[-1])
     d = DaemonProc(cfg, watchdog_usec=400_000).wait_ready()
     try:
         live = _fill(tmp_path / "staging", 0, 3, start=100)
         for p in live:  # a move in from elsewhere: one IN_MOVED_TO, never a half-written file
-            os.replace(p, inbox / p.name)
-        expected = {str(p) for p in backlog} | {str(inbox / p.name) for p in live}
+            (inbox / p.stem).mkdir()
+            os.replace(p, inbox / p.stem / p.name)
+        expected = {str(p) for p in backlog} | {str(inbox / p.stem / p.name) for p in live}
         got = poll(lambda: (r := rows(db)) and len(r) >= len(expected) and r, what="all images recorded")
         assert {r["path"] for r in got} == expected
         assert all(r["status"] == "classified" for r in got), [(r["path"], r["reason"]) for r in got]

@@ -1,4 +1,4 @@
-"""The domain monitor (edge/pipeline/stages/domain.py): a field outside the card's validated range is sent to a person
+"""The domain monitor (edge/pipeline/domain.py): a field outside the card's validated range is sent to a person
 with a plain reason, its sample needs review, and status says the microscope is outside the range."""
 from __future__ import annotations
 

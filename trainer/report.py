@@ -75,7 +75,7 @@ def source_lines(e: dict) -> list:
                        f"/ {smp.get('needs_review', '-')} |")
     vr = e.get("validated_range")
     if vr:
-        out += ["", f"## Validated range (the domain monitor, edge/pipeline/stages/domain.py): {vr['rule']}; sources "
+        out += ["", f"## Validated range (the domain monitor, edge/pipeline/domain.py): {vr['rule']}; sources "
                 f"{', '.join(vr['sources'])}, {vr['fields']} fields", "", "| statistic | low | high |", "|---|---|---|"]
         out += [f"| {k} | {lo} | {hi} |" for k, (lo, hi) in vr["ranges"].items()]
     auroc = e.get("ood_auroc")

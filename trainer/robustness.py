@@ -61,7 +61,7 @@ class Outcome:
 
 class Judge:
     """The device's answer for a field, in the pipeline's order: exposure and focus, preprocessing, stain
-    content, the cells and the model (edge/pipeline/stages/stages.py)."""
+    content, the cells and the model (edge/pipeline/stages.py)."""
 
     def __init__(self, classifier: Classifier, gate: Optional[QualityConfig] = None):
         self.clf = classifier

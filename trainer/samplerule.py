@@ -1,6 +1,6 @@
 """The card's ``sample_rule``: how a sample's field scores become one verdict, chosen on validation blocks.
 
-The device judges a patient smear from many fields (edge/store/database/samples.py). The dataset has no patient ids, but
+The device judges a patient smear from many fields (edge/store/samples.py). The dataset has no patient ids, but
 neighbouring file numbers come from the same slide, so each held-out block of the trainer's split stands in
 for one sample. Candidate statistics are scored on those blocks through ``edge.store.samples`` itself, so the
 rule measured here is the rule the device runs. No TensorFlow.

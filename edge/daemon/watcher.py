@@ -107,7 +107,7 @@ def backlog(inbox: Path, skip: Callable[[Path], bool] = lambda p: False) -> List
                         folders.append(p)  # a sample; deeper folders are not samples and not screened
                     continue
                 if folder != inbox and is_meta_name(e.name):
-                    continue  # a sample's identifiers (edge/store/database/samplemeta.py), not a field to screen
+                    continue  # a sample's identifiers (edge/store/samplemeta.py), not a field to screen
                 entries.append((st.st_mtime, str(p), p))
     entries.sort()
     return [p for _, _, p in entries if not skip(p)]

@@ -9,7 +9,7 @@ Bundle layout (type ``collection``)::
                        counts; interpretation = HL7 v3 A/N, or IND while it needs review)
     Observation  xN    one per field (value = predicted class; components = malignant score and per-class
                        probabilities; note = a reviewer's label; interpretation = IND when it needs review)
-    Patient, Specimen  only when the sample has a patient or specimen id (edge/store/database/samplemeta.py): identifier
+    Patient, Specimen  only when the sample has a patient or specimen id (edge/store/samplemeta.py): identifier
                        only (system from [export] patient_system / specimen_system); Specimen type SNOMED
                        CT 119297000 "Blood specimen", its accessionIdentifier the laboratory's id
     Device       xM    the model(s) that read the fields: name, card version, sha256 as identifier

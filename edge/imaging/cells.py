@@ -18,6 +18,8 @@ from typing import List, Sequence, Tuple
 import cv2
 import numpy as np
 
+from edge.imaging import pixels
+
 
 @dataclass
 class Cell:
@@ -37,57 +39,52 @@ class StainTransform:
     Fitted on the background (glass and red cells), not the whole field: the share of white cells varies
     from field to field and would otherwise move every colour with it. Any per-channel affine change of
     LAB (another stain batch, lamp or camera) is undone exactly; the gain is bounded so a nearly uniform
-    background cannot blow the cell colours up.
+    background cannot blow the cell colours up. The arithmetic is :mod:`edge.imaging.pixels`', so a field gives
+    the same bytes on every CPU (OpenCV's float LAB did not).
     """
     gain: np.ndarray
     offset: np.ndarray
     source: np.ndarray  # the fitted pixels' LAB means then spreads (what the domain monitor compares)
 
     @classmethod
-    def fit(cls, lab: np.ndarray, background: np.ndarray, reference: Sequence[float],
+    def fit(cls, rgb: np.ndarray, region: np.ndarray, reference: Sequence[float],
             max_gain: float, keep_lightness: bool = False) -> "StainTransform":
-        """``keep_lightness``: map only the colour (A, B) and leave L alone. Fitted on the cells themselves,
-        a full transfer would also erase how dark a nucleus is (its chromatin), which tells a hematogone
-        from a blast; lightness is the glass balance's job (edge/imaging/optics.py)."""
-        mean, std = _lab_stats(lab, background)
-        ref_mean, ref_std = np.asarray(reference[:3], np.float32), np.asarray(reference[3:], np.float32)
-        gain = np.clip(ref_std / np.maximum(std, 1e-3), 1.0 / max_gain, max_gain).astype(np.float32)
-        offset = (ref_mean - mean * gain).astype(np.float32)
+        """Fitted on the pixels of uint8 RGB ``rgb`` where ``region`` is set. ``keep_lightness``: map only
+        the colour (A, B) and leave L alone. Fitted on the cells themselves, a full transfer would also
+        erase how dark a nucleus is (its chromatin), which tells a hematogone from a blast; lightness is
+        the glass balance's job (edge/imaging/optics.py)."""
+        mean, std = _lab_stats(rgb, region)
+        ref_mean, ref_std = np.asarray(reference[:3], np.float64), np.asarray(reference[3:], np.float64)
+        gain = np.clip(ref_std / np.maximum(std, 1e-3), 1.0 / max_gain, max_gain)
+        offset = ref_mean - mean * gain
         if keep_lightness:
             gain[0], offset[0] = 1.0, 0.0
         return cls(gain=gain, offset=offset, source=np.concatenate([mean, std]))
 
-    def apply(self, lab: np.ndarray) -> np.ndarray:
-        """Float LAB pixels (any H x W) -> normalised uint8 RGB. Pixel by pixel, so a window of the field
-        comes out exactly as the same window of the normalised field."""
-        out = cv2.add(cv2.multiply(lab, tuple(float(g) for g in self.gain) + (0.0,)),
-                      tuple(float(o) for o in self.offset) + (0.0,))
+    def apply(self, rgb: np.ndarray) -> np.ndarray:
+        """uint8 RGB pixels (any shape ... x 3) -> normalised uint8 RGB. Pixel by pixel, so a window of
+        the field comes out exactly as the same window of the normalised field."""
+        lab = pixels.rgb_to_lab(rgb)
+        out = lab * self.gain + self.offset  # two ufuncs: nothing to fuse into one rounding
         np.clip(out[..., 0], 0, 100, out=out[..., 0])
-        rgb = cv2.cvtColor(out, cv2.COLOR_LAB2RGB)
-        return np.clip(rgb * 255.0 + 0.5, 0, 255).astype(np.uint8)
-
-
-def float_lab(rgb: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(rgb.astype(np.float32) * np.float32(1.0 / 255.0), cv2.COLOR_RGB2LAB)
+        return pixels.lab_to_rgb8(out)
 
 
 def stain_normalize(rgb: np.ndarray, background: np.ndarray, reference: Sequence[float],
                     max_gain: float) -> np.ndarray:
-    """The whole field through :class:`StainTransform` (the device only converts the cell windows)."""
-    lab = float_lab(rgb)
-    return StainTransform.fit(lab, background, reference, max_gain).apply(lab)
+    """The whole field through :class:`StainTransform` (the device only converts the cells' pixels)."""
+    return StainTransform.fit(rgb, background, reference, max_gain).apply(rgb)
 
 
 def background_stats(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
     """(L, A, B means, L, A, B spreads) of a field's background: what :class:`StainTransform` maps."""
-    return np.concatenate(_lab_stats(float_lab(rgb), background))
+    return np.concatenate(_lab_stats(rgb, background))
 
 
-def _lab_stats(lab: np.ndarray, background: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Per-channel mean and spread of the background (the whole field when it has almost none)."""
-    sample = background if np.count_nonzero(background) >= 64 else np.ones_like(background)
-    mean, std = cv2.meanStdDev(lab, mask=sample.astype(np.uint8))
-    return np.float32(mean.ravel()), np.float32(std.ravel())
+def _lab_stats(rgb: np.ndarray, region: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-channel LAB mean and spread of a region (the whole field when it has almost none)."""
+    sample = region if np.count_nonzero(region) >= 64 else np.ones(rgb.shape[:2], bool)
+    return pixels.masked_mean_std(pixels.rgb_to_lab(rgb[sample.astype(bool)]))
 
 
 def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params, skip_cut: bool = False) -> List[Cell]:
@@ -155,22 +152,24 @@ def _median_hist(hist: np.ndarray) -> float:
     return (lo + hi) / 2.0
 
 
-def cell_crops(lab: np.ndarray, mask: np.ndarray, cells: Sequence[Cell], window: int, out_size: int,
+def cell_crops(rgb: np.ndarray, mask: np.ndarray, cells: Sequence[Cell], window: int, out_size: int,
                fill: Tuple[int, int, int], stain: StainTransform) -> List[np.ndarray]:
-    """One crop per cell: ``window`` pixels square around its centre of the stain-normalised field (``lab``
-    is its float LAB), non-cell pixels ``fill``, resized to ``out_size``."""
+    """One crop per cell: ``window`` pixels square around its centre of the stain-normalised field
+    (``rgb``, uint8), non-cell pixels ``fill``, resized to ``out_size`` (:func:`edge.imaging.pixels.resize`)."""
     half = window // 2
     pad = half + 1
     fill_px = np.asarray(fill, np.uint8)
-    # Only the windows are converted back to RGB: that conversion is the costly part on a Pi.
-    padded = cv2.copyMakeBorder(lab, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
+    padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
     msk = cv2.copyMakeBorder(mask.astype(np.uint8), pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
     crops = []
     for c in cells:
         y0, x0 = c.y + pad - half, c.x + pad - half
-        crop = stain.apply(padded[y0:y0 + window, x0:x0 + window])
-        crop[msk[y0:y0 + window, x0:x0 + window] == 0] = fill_px
+        on = msk[y0:y0 + window, x0:x0 + window] != 0
+        crop = np.empty((window, window, 3), np.uint8)
+        crop[:] = fill_px
+        # Only the cell's pixels are converted: the rest is the fill, and the conversion is the costly part.
+        crop[on] = stain.apply(padded[y0:y0 + window, x0:x0 + window][on])
         if window != out_size:
-            crop = cv2.resize(crop, (out_size, out_size), interpolation=cv2.INTER_LINEAR)
+            crop = pixels.resize(crop, out_size, out_size)
         crops.append(np.ascontiguousarray(crop))
     return crops

@@ -3,10 +3,15 @@
 JPEG goes through libjpeg-turbo via simplejpeg in strict mode, so the decoder's own warnings ("Corrupt JPEG
 data", "Premature end of JPEG file") are errors: a JPEG with a valid header and damaged scan data decodes to
 plausible-looking garbage that a model calls malignant with confidence, so it must be refused, not read.
-Other formats (and JPEG colour spaces simplejpeg does not convert) go through OpenCV.
+Where simplejpeg has no wheel (Raspberry Pi OS 32-bit), the system's libturbojpeg (Debian/Pi OS package
+``libturbojpeg0``) is called directly with the same strict flag (:mod:`edge.imaging.turbojpeg`): the same library,
+the same pixels, the same refusals. Only with neither does OpenCV decode JPEGs, leniently (a missing end
+marker is still refused); the log says so once. Other formats (and JPEG colour spaces simplejpeg does not
+convert) go through OpenCV.
 """
 from __future__ import annotations
 
+import logging
 import struct
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,10 +20,15 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-try:  # a wheel exists for x86-64, aarch64 and (piwheels) armv7l; without it, OpenCV decodes leniently
+from edge.imaging import turbojpeg
+
+try:  # a wheel exists for x86-64 and aarch64 (armv7l: piwheels only); without it, libturbojpeg via ctypes
     import simplejpeg as _simplejpeg
-except ImportError:  # pragma: no cover - exercised only where the wheel is missing
+except ImportError:  # pragma: no cover - exercised only where the wheel is missing (tests force it)
     _simplejpeg = None
+
+log = logging.getLogger(__name__)
+_warned_lenient = False
 
 # A decompression bomb is a small file that declares an enormous raster; refuse it from the header,
 # before any pixel buffer is allocated. 100 MP is far above any microscope camera (12 MP for HQ cam).
@@ -165,8 +175,11 @@ def decode_bytes(data: bytes, target: int = 224, max_pixels: int = MAX_PIXELS) -
         if w * h > max_pixels:
             raise DecodeError(f"image too large: {w}x{h} pixels exceeds the {max_pixels:,} pixel limit")
     reduced = 1
-    if fmt == "jpeg" and _simplejpeg is not None:
+    backend = jpeg_decoder() if fmt == "jpeg" else "opencv"
+    if backend == "simplejpeg":
         img, reduced = _decode_jpeg_strict(data, size, target)
+    elif backend == "turbojpeg":
+        img, reduced = _decode_turbojpeg(data, size, target)
     else:
         img, reduced = _decode_cv2(data, fmt, size, target)
     rgb = _to_rgb8(img)
@@ -176,6 +189,61 @@ def decode_bytes(data: bytes, target: int = 224, max_pixels: int = MAX_PIXELS) -
             raise DecodeError(f"image too large: {size[0]}x{size[1]} pixels exceeds the {max_pixels:,} pixel limit")
     return DecodedImage(rgb=np.ascontiguousarray(rgb), format=fmt, width=int(size[0]), height=int(size[1]),
                         reduced_by=reduced)
+
+
+def jpeg_decoder() -> str:
+    """Which JPEG decoder this device uses: "simplejpeg", "turbojpeg" (both strict) or "opencv" (lenient)."""
+    global _warned_lenient
+    if _simplejpeg is not None:
+        return "simplejpeg"
+    if turbojpeg.available():
+        return "turbojpeg"
+    if not _warned_lenient:
+        _warned_lenient = True
+        log.warning("neither simplejpeg nor libturbojpeg is installed: JPEGs are decoded by OpenCV, which "
+                    "cannot refuse corrupt scan data (apt install libturbojpeg0, or pip install simplejpeg)")
+    return "opencv"
+
+
+def _reduction(w: int, h: int, target: int) -> int:
+    for f in (8, 4, 2):
+        if min(w, h) // f >= target:
+            return f
+    return 1
+
+
+def _decode_turbojpeg(data: bytes, size, target: int):
+    """libturbojpeg with warnings as errors (what simplejpeg's strict mode is); BGR and the reduction."""
+    try:
+        w, h, colorspace = turbojpeg.header(data)
+    except ValueError as e:
+        raise DecodeError(f"corrupt JPEG header: {_first_line(e)}") from None
+    cmyk = colorspace in (3, 4)
+    eighths = 8 if cmyk else _eighths(w, h, target)
+    try:
+        img = turbojpeg.decode(data, eighths, cmyk=cmyk)
+    except ValueError as e:
+        msg = _first_line(e)
+        if "premature end of jpeg file" in msg.lower():
+            raise DecodeError(f"truncated JPEG: {msg}") from None
+        raise DecodeError(f"corrupt JPEG data: {msg}") from None
+    if cmyk:  # checked strictly above; OpenCV converts CMYK/YCCK to BGR
+        return _decode_cv2(data, "jpeg", size, target)
+    return img, max(1, int(round(w / max(img.shape[1], 1))))
+
+
+def _eighths(w: int, h: int, target: int) -> int:
+    """The scale simplejpeg picks for :func:`_decode_jpeg_strict`'s request (at least 1/factor smaller,
+    each side at least min(side/factor, target)): the smallest m/8 that satisfies it, so that both
+    decoders give the same pixels."""
+    factor = _reduction(w, h, target)
+    min_w, min_h = min(w // factor, target), min(h // factor, target)
+    allowed = [m for m in range(1, 9) if m * factor <= 8]
+    for m in allowed:
+        sw, sh = turbojpeg.scaled_size(w, h, m)
+        if sw >= min_w and sh >= min_h:
+            return m
+    return allowed[-1]
 
 
 def _decode_cv2(data: bytes, fmt: str, size, target: int):
@@ -214,11 +282,7 @@ def _decode_jpeg_strict(data: bytes, size, target: int):
         except ValueError as e:
             raise DecodeError(f"corrupt JPEG data: {_first_line(e)}") from None
         return _decode_cv2(data, "jpeg", size, target)
-    factor = 1
-    for f in (8, 4, 2):
-        if min(w, h) // f >= target:
-            factor = f
-            break
+    factor = _reduction(w, h, target)
     try:
         # min_factor only takes effect together with a minimum size.
         bgr = _simplejpeg.decode_jpeg(data, colorspace="BGR", min_height=min(h // factor, target),

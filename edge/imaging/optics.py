@@ -22,11 +22,15 @@ scale is outside ``SUPPORTED_MAGNIFICATION`` is marked so the pipeline refuses i
 from __future__ import annotations
 
 import dataclasses
+import threading
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 import cv2
 import numpy as np
+
+from edge.imaging import pixels
 
 # A red cell's diameter in micrometres (normal adult blood: 7.5-8 um on a dried smear).
 RBC_DIAMETER_UM = 7.8
@@ -79,11 +83,28 @@ class Optics:
 
 def _cells_and_glass(rgb: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Boolean masks of cell pixels and of glass (brighter than any cell), by Otsu on blurred grey."""
-    gray = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY)
-    blur = cv2.GaussianBlur(gray, (0, 0), max(1.0, min(gray.shape) / 300))
-    thr, _ = cv2.threshold(blur, 0, 255, cv2.THRESH_BINARY + cv2.THRESH_OTSU)
-    cells = blur <= thr
+    gray = pixels.gray(rgb)
+    blur = cv2.GaussianBlur(gray, (0, 0), max(1.0, min(gray.shape) / 300))  # 8-bit: OpenCV's fixed point
+    cells = blur <= pixels.otsu_threshold(blur)
     return cells, ~cells
+
+
+_HOUGH_LOCK = threading.Lock()
+
+
+@contextmanager
+def _one_opencv_thread():
+    """OpenCV's HOUGH_GRADIENT_ALT splits its work over threads and merges the candidate circles in
+    whatever order the threads finish: with 2 threads, 3 of 60 real fields measured differently from one
+    run to the next (same machine, same bytes). One thread gives one answer; the lock keeps two callers
+    from restoring each other's thread count."""
+    with _HOUGH_LOCK:
+        n = cv2.getNumThreads()
+        cv2.setNumThreads(1)
+        try:
+            yield
+        finally:
+            cv2.setNumThreads(n)
 
 
 def _circle_diameters(rgb: np.ndarray, scale: float, r_min: float, r_max: float, sigma: float) -> np.ndarray:
@@ -92,10 +113,11 @@ def _circle_diameters(rgb: np.ndarray, scale: float, r_min: float, r_max: float,
     h, w = rgb.shape[:2]
     if abs(scale - 1.0) > 1e-3:
         size = (max(8, int(round(w * scale))), max(8, int(round(h * scale))))
-        rgb = cv2.resize(rgb, size, interpolation=cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR)
-    g = cv2.GaussianBlur(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (0, 0), sigma)
-    found = cv2.HoughCircles(g, cv2.HOUGH_GRADIENT_ALT, dp=1.5, minDist=max(3.0, r_min), param1=60,
-                             param2=0.6, minRadius=max(2, int(r_min)), maxRadius=max(3, int(np.ceil(r_max))))
+        rgb = pixels.resize(rgb, *size)
+    g = cv2.GaussianBlur(pixels.gray(rgb), (0, 0), sigma)
+    with _one_opencv_thread():
+        found = cv2.HoughCircles(g, cv2.HOUGH_GRADIENT_ALT, dp=1.5, minDist=max(3.0, r_min), param1=60,
+                                 param2=0.6, minRadius=max(2, int(r_min)), maxRadius=max(3, int(np.ceil(r_max))))
     if found is None:
         return np.zeros(0, np.float32)
     return found[0][:, 2] * 2.0 / scale
@@ -166,9 +188,7 @@ def resample(rgb: np.ndarray, factor: float) -> np.ndarray:
     if abs(factor - 1.0) < 0.02:
         return rgb
     h, w = rgb.shape[:2]
-    size = (max(1, int(round(w * factor))), max(1, int(round(h * factor))))
-    interp = cv2.INTER_AREA if factor < 1 else cv2.INTER_LINEAR
-    return cv2.resize(rgb, size, interpolation=interp)
+    return pixels.resize(rgb, max(1, int(round(w * factor))), max(1, int(round(h * factor))))
 
 
 def normalise(rgb: np.ndarray, rbc_diameter_px: float, glass_reference: Tuple[float, float, float],
@@ -196,13 +216,18 @@ def normalise(rgb: np.ndarray, rbc_diameter_px: float, glass_reference: Tuple[fl
         measured, count = None, 0
     else:
         measured, count = measure_rbc_diameter(rgb)
+        if measured is not None:
+            # Hough's float arithmetic may differ in the last bits between CPUs: a coarse grid (1/64 px,
+            # far below the measurement's own spread) keeps the factor below, and so every pixel after it,
+            # the same on each of them.
+            measured = round(measured * 64.0) / 64.0
     # Clipping that matters is clipping of the cells: bright glass at 255 (a lamp turned up) loses nothing
     # the model looks at, so the share is taken over the pixels darker than the glass.
     small = rgb[::2, ::2]
     cells, _ = _cells_and_glass(small)
     if cut_out is not None:
         cells &= ~cut_out[::2, ::2]
-    gray = cv2.cvtColor(small, cv2.COLOR_RGB2GRAY)[cells]
+    gray = pixels.gray(small)[cells]
     clipped = float(((gray <= 8) | (gray >= 254)).mean()) if gray.size else 1.0
     cfg_diam = px_per_um * RBC_DIAMETER_UM * decode_factor if px_per_um else None
     if scale_source == "config" and cfg_diam:
@@ -234,7 +259,7 @@ def normalise(rgb: np.ndarray, rbc_diameter_px: float, glass_reference: Tuple[fl
 def black_surround(rgb: np.ndarray) -> Optional[np.ndarray]:
     """Mask of a black surround (a cell cut out onto black), or None for an ordinary field: at least a fifth
     of the picture and most of its border near-black."""
-    dark = cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY) <= 12
+    dark = pixels.gray(rgb) <= 12
     if dark.mean() < 0.2:
         return None
     border = np.concatenate([dark[0], dark[-1], dark[:, 0], dark[:, -1]])

@@ -13,7 +13,8 @@ from typing import List, Optional, Tuple
 import cv2
 import numpy as np
 
-from edge.imaging.cells import Cell, StainTransform, cell_crops, find_cells, float_lab
+from edge.imaging import pixels
+from edge.imaging.cells import Cell, StainTransform, cell_crops, find_cells
 from edge.imaging.optics import Optics, normalise
 
 PREPROCESS_VERSION = "lab-kmeans-3"
@@ -192,8 +193,7 @@ def crop_resize(rgb: np.ndarray, params: PreprocessParams) -> np.ndarray:
         y0, x0 = (h - s) // 2, (w - s) // 2
         rgb = rgb[y0:y0 + s, x0:x0 + s]
     if rgb.shape[0] != params.size or rgb.shape[1] != params.size:
-        interp = cv2.INTER_AREA if rgb.shape[0] > params.size else cv2.INTER_LINEAR
-        rgb = cv2.resize(rgb, (params.size, params.size), interpolation=interp)
+        rgb = pixels.resize(rgb, params.size, params.size)  # area / bilinear, the same bytes on every CPU
     return np.ascontiguousarray(rgb)
 
 
@@ -299,13 +299,12 @@ def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
         cells = find_cells(lab, mask, valid, params, skip_cut=params.field_scale == "optical")
         inputs = []
         if cells:
-            flab = float_lab(resized)
             on_cells = params.stain_fit.startswith("cells")
             fit_on = mask & valid if on_cells else valid & ~mask
-            stain = StainTransform.fit(flab, fit_on, params.stain_reference, params.stain_max_gain,
+            stain = StainTransform.fit(resized, fit_on, params.stain_reference, params.stain_max_gain,
                                        keep_lightness=params.stain_fit == "cells-chroma")
             cell_lab = tuple(round(float(v), 2) for v in stain.source)
-            inputs = cell_crops(flab, mask, cells, params.cell_window, params.cell_input, params.background, stain)
+            inputs = cell_crops(resized, mask, cells, params.cell_window, params.cell_input, params.background, stain)
     else:
         seg = np.empty_like(resized)
         seg[:] = np.array(params.background, dtype=np.uint8)

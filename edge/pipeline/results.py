@@ -54,7 +54,7 @@ class ImageResult:
     deferred: bool = False  # polling: read while still being written; not recorded, watched again
     px_per_um: Optional[float] = None  # optics (edge/imaging/optics.py): the scale used, and relative to training
     magnification: Optional[float] = None
-    domain: Optional[str] = None  # why the field is outside the card's validated range (edge/pipeline/stages/domain.py)
+    domain: Optional[str] = None  # why the field is outside the card's validated range (edge/pipeline/domain.py)
 
     def to_dict(self) -> dict:
         d = dataclasses.asdict(self)

@@ -281,7 +281,7 @@ class Pipeline:
             try:
                 ids = self.store.record_many([self.to_record(p.result) for p in group], self.sample_rule)
             except DatabaseGone:
-                raise  # nothing can be recorded any more: stop, move nothing (see edge/daemon/service/service.py)
+                raise  # nothing can be recorded any more: stop, move nothing (see edge/daemon/service.py)
             except Exception as e:  # noqa: BLE001
                 if len(group) > 1:
                     # One bad row must not cost the others their record: retry them one at a time.

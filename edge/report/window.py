@@ -4,10 +4,10 @@
 window-function sort per timing column for its percentiles) and fetches only the flagged and the
 unreadable/rejected rows in full, so a window of 100,000 rows takes about a second
 (scripts/bench_report.py). It runs on a device database and on a merged clinic database alike (SQLite or
-PostgreSQL), through the table definitions of ``edge/store/database/schema.py``.
+PostgreSQL), through the table definitions of ``edge/store/schema.py``.
 
-Renderers: CSV, JSON and rich terminal tables in ``edge/report/window/formats.py``, the self-contained HTML file
-in ``edge/report/window/html.py``.
+Renderers: CSV, JSON and rich terminal tables in ``edge/report/formats.py``, the self-contained HTML file
+in ``edge/report/html.py``.
 
 Conventions: times are UTC and written ``YYYY-MM-DDTHH:MM:SSZ``; a "day" is a UTC date; the window is
 ``since <= recorded_at < until``; percentiles are nearest-rank (p50 of 4 values is the 2nd smallest).

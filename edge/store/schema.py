@@ -125,7 +125,7 @@ images = Table(
     Column("sample_id", String(64)),
     Column("purged_at", UTCDateTime),  # when retention deleted the file (exported rows only; the row stays)
     # v4: the field's optics as measured (edge/imaging/optics.py) and, when it lies outside the model card's
-    # validated range, why in plain words (edge/pipeline/stages/domain.py); NULL inside it.
+    # validated range, why in plain words (edge/pipeline/domain.py); NULL inside it.
     Column("px_per_um", Float),
     Column("magnification", Float),
     Column("domain", Text),
@@ -167,7 +167,7 @@ samples = Table(
     Column("signed_by", String(64)),
     Column("final_verdict", String(16)),
     Column("final_label", String(64)),
-    # v5: who the smear is from, as the laboratory knows it (edge/store/database/samplemeta.py): optional, validated
+    # v5: who the smear is from, as the laboratory knows it (edge/store/samplemeta.py): optional, validated
     # identifiers from the sample folder's sample.json or `edge-screen sample meta`; FHIR subject/specimen.
     Column("patient_id", String(64)),
     Column("specimen_id", String(64)),

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from edge.inference.backends import KERNELS, BackendUnavailable
+from edge.inference.backends import KERNELS, BackendUnavailable, cpuinfo
 
 
 # The runtimes' C++ code prints this to file descriptor 2 when it builds an interpreter: every command and
@@ -64,6 +64,9 @@ class Interpreter:
         if kernels not in KERNELS:
             raise BackendUnavailable(f"unknown kernels {kernels!r}; choose one of {', '.join(KERNELS)}")
         self.kernels = kernels
+        why = cpuinfo.problem()
+        if why:
+            raise BackendUnavailable(why)
         with without_native_notices():
             self._interp = self._make(model_path, num_threads)
             self._interp.allocate_tensors()

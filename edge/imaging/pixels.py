@@ -1,0 +1,305 @@
+"""Pixel arithmetic that gives the same bytes on every CPU (x86-64, aarch64, armv7l).
+
+A clinic's devices must give one field one answer. OpenCV's float colour conversions and resizers take
+different SIMD paths on each CPU (SSE/AVX, NEON, ARM's Carotene HAL) and the compiler may fuse a*b+c into
+one rounding (FMA) on one and not another, so float LAB and ``cv2.resize`` moved the model's 112-pixel
+cell inputs by up to 2 grey levels between x86 and an emulated Pi. Everything here is built from
+operations IEEE 754 defines to the last bit on every CPU (one numpy ufunc each: +, -, *, /, sqrt, so
+nothing can be fused), integer arithmetic, and tables whose entries are rounded onto a coarse grid that
+no libm's last-bit difference can move (``_grid_round`` checks the margin when the table is built).
+
+- :func:`resize`: area average when shrinking, bilinear (OpenCV's half-pixel centres) when enlarging, as
+  ``cv2.resize`` does, with exact rational weights in integer arithmetic;
+- :func:`rgb_to_lab` / :func:`lab_to_rgb8`: CIE L*a*b* (D65, sRGB gamma; OpenCV's constants and scale:
+  L 0..100) of uint8 RGB pixels and back to uint8 RGB;
+- :func:`masked_mean_std`: per-channel mean and spread, summed exactly on a 1/4096 grid.
+"""
+from __future__ import annotations
+
+import math
+from functools import lru_cache
+from typing import Tuple
+
+import numpy as np
+
+# OpenCV's sRGB -> XYZ (D65) matrix and white point (imgproc/src/color_lab.cpp), so the numbers stay
+# those the model was trained on.
+_RGB2XYZ = ((0.412453, 0.357580, 0.180423), (0.212671, 0.715160, 0.072169), (0.019334, 0.119193, 0.950227))
+_WHITE = (0.950456, 1.0, 1.088754)
+_T = 0.008856  # CIE's linear/cube-root switch
+_K = 903.3
+_SLOPE = 7.787
+_F0 = 16.0 / 116.0
+STATS_GRID = 4096  # LAB values are summed as integers in 1/4096ths: exact, in any order
+
+
+def _grid_round(values: np.ndarray, bits: int) -> np.ndarray:
+    """``values`` (all <= ~1.2) rounded to multiples of 2**-bits. A libm may return the last bit of pow()
+    or cbrt() differently, which moves a value by a few 1e-16; that changes the rounding only if the value
+    lies that close to a rounding boundary, so the margin is checked: >= 2e-5 grid steps, i.e. > 20 units
+    in the last place at 2**-32."""
+    scaled = np.asarray(values, np.float64) * float(2 ** bits)
+    frac = np.abs(scaled - np.floor(scaled) - 0.5)
+    if float(frac.min()) < 2e-5:
+        raise ArithmeticError("table entry too close to a rounding boundary for a CPU-independent table")
+    return np.floor(scaled + 0.5) / float(2 ** bits)
+
+
+@lru_cache(maxsize=None)
+def _tables() -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """(uint8 -> linear light, 255 thresholds linear -> uint8 sRGB, cube-root seeds)."""
+    c = np.arange(256, dtype=np.float64) / 255.0
+    lin = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    lin = _grid_round(lin, 32)
+    # Output byte k = round(255 * gamma(v)) is the number of thresholds at or below v: a threshold is the
+    # linear value whose sRGB value is exactly (k - 0.5) / 255.
+    mid = (np.arange(1, 256, dtype=np.float64) - 0.5) / 255.0
+    thr = np.where(mid <= 0.04045, mid / 12.92, ((mid + 0.055) / 1.055) ** 2.4)
+    thr = _grid_round(thr, 32)
+    # Cube-root seeds on 1/256 steps of t (bucket centres): Newton's method refines them exactly.
+    centres = (np.arange(300, dtype=np.float64) + 0.5) / 256.0
+    seeds = _grid_round(np.cbrt(centres), 20)
+    return lin, thr, seeds
+
+
+def _cbrt(t: np.ndarray) -> np.ndarray:
+    """Cube root of t in [0, ~1.2] from a table seed and three Newton steps (each step one ufunc per
+    operation, so no CPU can fuse them): seed error < 2 % -> < 1e-15 relative."""
+    _, _, seeds = _tables()
+    idx = np.clip((t * 256.0).astype(np.int64), 0, len(seeds) - 1)
+    y = seeds[idx]
+    for _ in range(4):
+        y = (2.0 * y + t / (y * y)) / 3.0
+    return y
+
+
+def _f(t: np.ndarray) -> np.ndarray:
+    big = t > _T
+    out = t * _SLOPE + _F0
+    if big.any():
+        out[big] = _cbrt(t[big])
+    return out
+
+
+def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB (..., 3) -> float64 L*a*b* (..., 3), L in 0..100 (OpenCV's float scale)."""
+    lin_tab = _tables()[0]
+    rgb = np.asarray(rgb)
+    r, g, b = (lin_tab[rgb[..., i]] for i in range(3))
+    xyz = []
+    for row, w in zip(_RGB2XYZ, _WHITE):
+        xyz.append((r * (row[0] / w) + g * (row[1] / w)) + b * (row[2] / w))
+    fx, fy, fz = (_f(v) for v in xyz)
+    y = xyz[1]
+    L = np.where(y > _T, fy * 116.0 - 16.0, y * _K)
+    return np.stack([L, (fx - fy) * 500.0, (fy - fz) * 200.0], axis=-1)
+
+
+_FTHRESH = _SLOPE * _T + _F0  # OpenCV's switch back (arithmetic, not a pow(), so no libm decides it)
+# OpenCV's XYZ -> sRGB (D65) matrix; times the white point per column (products: exact on every CPU).
+_XYZ2RGB = ((3.240479, -1.53715, -0.498535), (-0.969256, 1.875991, 0.041556), (0.055648, -0.204043, 1.057311))
+
+
+def _finv(f: np.ndarray) -> np.ndarray:
+    return np.where(f > _FTHRESH, (f * f) * f, (f - _F0) / _SLOPE)
+
+
+def lab_to_rgb8(lab: np.ndarray) -> np.ndarray:
+    """float L*a*b* (..., 3) -> uint8 RGB, out-of-gamut colours clipped (as OpenCV does)."""
+    _, thr, _ = _tables()
+    lab = np.asarray(lab, np.float64)
+    L, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
+    lthr = _T * _K
+    y = np.where(L <= lthr, L / _K, 0.0)
+    fy = np.where(L <= lthr, y * _SLOPE + _F0, (L + 16.0) / 116.0)
+    y = np.where(L <= lthr, y, (fy * fy) * fy)
+    x = _finv(fy + a / 500.0)
+    z = _finv(fy - b / 200.0)
+    out = np.empty(lab.shape, np.uint8)
+    for i, row in enumerate(_XYZ2RGB):
+        lin = (x * (row[0] * _WHITE[0]) + y * (row[1] * _WHITE[1])) + z * (row[2] * _WHITE[2])
+        out[..., i] = _encode(lin)
+    return out
+
+
+@lru_cache(maxsize=None)
+def _buckets() -> Tuple[np.ndarray, np.ndarray, int]:
+    """For 1/4096 buckets of linear light: how many thresholds lie below the bucket (a start), the
+    thresholds with +inf appended, and the most any bucket holds (the steps left to take)."""
+    thr = _tables()[1]
+    edges = np.arange(4097, dtype=np.float64) / 4096.0
+    start = np.searchsorted(thr, edges[:-1], side="right")
+    most = int((np.searchsorted(thr, edges[1:], side="right") - start).max())
+    return start.astype(np.int64), np.append(thr, np.inf), most
+
+
+def _encode(lin: np.ndarray) -> np.ndarray:
+    """Linear light -> sRGB byte: the number of thresholds at or below ``lin`` (exact comparisons, so the
+    same on every CPU), found from its bucket's start in a few steps instead of a binary search."""
+    start, thr, most = _buckets()
+    b = np.clip((lin * 4096.0).astype(np.int64), 0, 4095)
+    k = start[b]
+    for _ in range(most):
+        k += lin >= thr[k]
+    return np.minimum(k, 255).astype(np.uint8)
+
+
+def masked_mean_std(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Per-channel mean and population spread of ``values`` (N x C float) as float64: the values are put
+    on a 1/4096 grid and summed as integers (exact, whatever order a CPU's SIMD adds them in)."""
+    q = np.rint(np.asarray(values, np.float64) * STATS_GRID).astype(np.int64)
+    n = q.shape[0]
+    if n == 0:
+        return np.zeros(q.shape[1]), np.zeros(q.shape[1])
+    means, stds = [], []
+    for c in range(q.shape[1]):
+        s1 = int(q[:, c].sum())
+        s2 = int((q[:, c] * q[:, c]).sum())
+        means.append(s1 / (n * STATS_GRID))
+        var = (n * s2 - s1 * s1) / (n * n)  # exact integers until this one division
+        stds.append(math.sqrt(max(var, 0.0)) / STATS_GRID)
+    return np.array(means), np.array(stds)
+
+
+def gray(rgb: np.ndarray) -> np.ndarray:
+    """uint8 RGB -> uint8 grey with OpenCV's fixed-point coefficients (0.299, 0.587, 0.114 in 1/32768):
+    the same bytes as ``cv2.cvtColor(RGB2GRAY)`` on x86, without depending on a CPU's HAL."""
+    v = rgb.astype(np.int32)
+    return ((v[..., 0] * 9798 + v[..., 1] * 19235 + v[..., 2] * 3735 + 16384) >> 15).astype(np.uint8)
+
+
+def otsu_threshold(img: np.ndarray) -> int:
+    """Otsu's threshold of a uint8 image, the between-class variance compared in exact integers (OpenCV's
+    float version can pick a different level of two near-equal ones on another CPU); pixels <= the
+    threshold are the dark class, as with ``cv2.THRESH_BINARY``."""
+    hist = np.bincount(img.ravel(), minlength=256).astype(np.int64)
+    n = int(hist.sum())
+    total = int((hist * np.arange(256)).sum())
+    best, best_num, best_den = 0, -1, 1
+    n0 = s0 = 0
+    for t in range(255):
+        n0 += int(hist[t])
+        s0 += t * int(hist[t])
+        n1 = n - n0
+        if n0 == 0 or n1 == 0:
+            continue
+        # sigma_b^2 * n^2 = (n * s0 - n0 * total)^2 / (n0 * n1): compared by cross-multiplying.
+        num = (n * s0 - n0 * total) ** 2
+        den = n0 * n1
+        if num * best_den > best_num * den:
+            best, best_num, best_den = t, num, den
+    return best
+
+
+# ------------------------------------------------------------------------------------------- resize
+
+def _axis_weights(n: int, m: int) -> Tuple[np.ndarray, np.ndarray, int]:
+    """Source indices (m x k), integer weights (m x k) and their common denominator for resampling one
+    axis from n to m pixels: area overlap when shrinking, OpenCV's bilinear when enlarging."""
+    if m == n:
+        return np.arange(m)[:, None], np.ones((m, 1), np.int64), 1
+    if m < n:
+        # Output i covers [i*n, (i+1)*n) and source j covers [j*m, (j+1)*m), in 1/m-th source pixels.
+        k = -(-n // m) + 1
+        idx = np.zeros((m, k), np.int64)
+        wts = np.zeros((m, k), np.int64)
+        for i in range(m):
+            lo, hi = i * n, (i + 1) * n
+            j0 = lo // m
+            for t in range(k):
+                j = j0 + t
+                if j >= n:
+                    break
+                ov = min(hi, (j + 1) * m) - max(lo, j * m)
+                if ov > 0:
+                    idx[i, t], wts[i, t] = j, ov
+        return idx, wts, n
+    # Bilinear: source x = ((2i+1) n - m) / (2m), clamped at the borders.
+    den = 2 * m
+    idx = np.zeros((m, 2), np.int64)
+    wts = np.zeros((m, 2), np.int64)
+    for i in range(m):
+        num = (2 * i + 1) * n - m
+        x0 = num // den
+        frac = num - x0 * den
+        if x0 < 0:
+            idx[i] = (0, 0)
+            wts[i] = (den, 0)
+        elif x0 >= n - 1:
+            idx[i] = (n - 1, n - 1)
+            wts[i] = (den, 0)
+        else:
+            idx[i] = (x0, x0 + 1)
+            wts[i] = (den - frac, frac)
+    return idx, wts, den
+
+
+@lru_cache(maxsize=64)
+def _cached_weights(n: int, m: int):
+    return _axis_weights(n, m)
+
+
+def _cv_linear_weights(n: int, m: int, clamp_fraction: bool) -> Tuple[np.ndarray, np.ndarray]:
+    """OpenCV's INTER_LINEAR taps for enlarging n -> m: two source indices and two weights in 1/2048ths,
+    each rounded on its own as OpenCV does (from the exact rational position, so no float decides them).
+    Along x OpenCV moves a position beyond the border onto it (weight 1, 0); along y it keeps the fraction
+    and repeats the border row (``clamp_fraction`` False)."""
+    den = 2 * m
+    num = (2 * np.arange(m, dtype=np.int64) + 1) * n - m
+    x0 = num // den
+    frac = num - x0 * den
+    if clamp_fraction:
+        out = (x0 < 0) | (x0 >= n - 1)
+        frac = np.where(out, 0, frac)
+        x0 = np.clip(x0, 0, n - 1)
+    idx = np.stack([np.clip(x0, 0, n - 1), np.clip(x0 + 1, 0, n - 1)], axis=1)
+    w = np.stack([((den - frac) * 4096 + den) // (2 * den), (frac * 4096 + den) // (2 * den)], axis=1)
+    return idx, w
+
+
+def resize_linear(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """Enlarge a uint8 image with OpenCV's fixed-point bilinear arithmetic (what ``cv2.resize(...,
+    INTER_LINEAR)`` computes in its SIMD loops on x86 and NEON alike), in numpy integers: the same bytes
+    on every CPU, where OpenCV itself rounds its row tails and ARM HAL paths differently."""
+    h, w = img.shape[:2]
+    iy, by = _cv_linear_weights(h, height, clamp_fraction=False)
+    ix, ax = _cv_linear_weights(w, width, clamp_fraction=True)
+    # int32 is enough: a row value is at most 255 * 2048, a product (255 * 128) * 2048.
+    src = img.astype(np.int32)
+    ix, ax, iy, by = ix.astype(np.intp), ax.astype(np.int32), iy.astype(np.intp), by.astype(np.int32)
+    ex = (None, slice(None), None) if img.ndim == 3 else (None, slice(None))
+    rows = np.take(src, ix[:, 0], axis=1) * ax[:, 0][ex]
+    rows += np.take(src, ix[:, 1], axis=1) * ax[:, 1][ex]  # H x width, in 1/2048ths
+    rows >>= 4
+    ey = (slice(None), None, None) if img.ndim == 3 else (slice(None), None)
+    acc = (np.take(rows, iy[:, 0], axis=0) * by[:, 0][ey]) >> 16  # int16 "multiply high" (OpenCV's SIMD)
+    acc += (np.take(rows, iy[:, 1], axis=0) * by[:, 1][ey]) >> 16
+    acc += 2
+    acc >>= 2
+    return np.clip(acc, 0, 255).astype(np.uint8)
+
+
+def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
+    """uint8 image (H x W or H x W x C) -> ``height`` x ``width``: :func:`resize_linear` when enlarging,
+    exact area averages (rounded to nearest, halves up) when shrinking, as ``cv2.resize`` with INTER_AREA."""
+    h, w = img.shape[:2]
+    if (h, w) == (height, width):
+        return img.copy()
+    if height >= h and width >= w:
+        return resize_linear(img, width, height)
+    iy, wy, dy = _cached_weights(h, height)
+    ix, wx, dx = _cached_weights(w, width)
+    den = dy * dx
+    ix, iy = ix.astype(np.intp), iy.astype(np.intp)  # np.take wants the platform's index type (32-bit ARM)
+    # Exact sums: int32 while the largest (255 * den) fits, else int64.
+    it = np.int32 if 255 * den < 2 ** 31 else np.int64
+    src = img.astype(it)
+    ex = (None, slice(None), None) if img.ndim == 3 else (None, slice(None))
+    ey = (slice(None), None, None) if img.ndim == 3 else (slice(None), None)
+    tmp = np.take(src, ix[:, 0], axis=1) * wx[:, 0].astype(it)[ex]
+    for t in range(1, ix.shape[1]):  # along x: (h, width, ...)
+        tmp += np.take(src, ix[:, t], axis=1) * wx[:, t].astype(it)[ex]
+    acc = np.take(tmp, iy[:, 0], axis=0) * wy[:, 0].astype(it)[ey]
+    for t in range(1, iy.shape[1]):  # along y: (height, width, ...)
+        acc += np.take(tmp, iy[:, t], axis=0) * wy[:, t].astype(it)[ey]
+    return ((acc + den // 2) // den).astype(np.uint8)

@@ -1,5 +1,6 @@
 """Files that appear whole or not at all: camera stills dropped into the inbox, FHIR bundles picked up by
 an interface engine. Written under a hidden temporary name (which the watcher ignores), fsynced, renamed."""
+
 from __future__ import annotations
 
 import os
@@ -15,7 +16,7 @@ def write_atomic(folder: Path, name: str, data: bytes) -> Path:
     try:
         view = memoryview(data)
         while view:
-            view = view[os.write(fd, view):]
+            view = view[os.write(fd, view) :]
         os.fsync(fd)  # the bytes are on disk before the name that announces them
     finally:
         os.close(fd)

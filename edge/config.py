@@ -8,6 +8,7 @@ that later changes directory, and ``config show``, see the same absolute paths.
 
 Each field's ``metadata["doc"]`` is its documentation; ``config/edge-screen.toml`` repeats it with reasons.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -53,8 +54,11 @@ class DaemonConfig:
     observer: str = _f("inotify", "inotify (local disks) or polling (network shares)", choices=("inotify", "polling"))
     poll_interval_s: float = _f(1.0, "seconds between scans with the polling observer", gt=0)
     stable_checks: int = _f(2, "polling: consecutive scans with unchanged size before a file is read", min=1)
-    incomplete_wait_s: float = _f(30.0, "polling: a file that reads as truncated is watched again, not recorded, "
-                                        "until unchanged for this long", min=0)
+    incomplete_wait_s: float = _f(
+        30.0,
+        "polling: a file that reads as truncated is watched again, not recorded, until unchanged for this long",
+        min=0,
+    )
     backlog_scan: bool = _f(True, "on start, classify inbox files not yet recorded, oldest first")
     after: str = _f("keep", "after the commit: keep files in place or move them", choices=("keep", "move"))
     done_dir: Path = _f(Path("done"), "where after=move puts classified and duplicate files")
@@ -73,13 +77,16 @@ class DatabaseConfig:
 
 @dataclass(frozen=True)
 class ModelConfig:
-    path: Optional[Path] = _f(None, "TFLite model (its card is the .json beside it); unset = the installed "
-                                    "current model, else the bundled one")
+    path: Optional[Path] = _f(
+        None,
+        "TFLite model (its card is the .json beside it); unset = the installed current model, else the bundled one",
+    )
     install_dir: Path = _f(Path("models"), "where `edge-screen model install` keeps models and current.json")
     backend: str = _f("auto", "TFLite runtime", choices=("auto",) + tuple(BACKENDS))
     num_threads: int = _f(2, "interpreter threads", min=1, max=64)
-    kernels: str = _f("xnnpack", "int8 kernels: xnnpack (fast) or builtin (the same answers as tflite_runtime)",
-                      choices=KERNELS)
+    kernels: str = _f(
+        "xnnpack", "int8 kernels: xnnpack (fast) or builtin (the same answers as tflite_runtime)", choices=KERNELS
+    )
 
 
 @dataclass(frozen=True)
@@ -89,8 +96,7 @@ class QualityConfig:
     min_brightness: float = _f(80.0, "minimum mean grey level, 0-255", min=0, max=255)
     max_brightness: float = _f(250.0, "maximum mean grey level, 0-255", min=0, max=255)
     max_clipped_fraction: float = _f(0.75, "maximum share of pixels at <=8 or >=254", min=0, max=1)
-    min_stain_contrast: float = _f(4.0, "minimum A-channel spread of the stain clusters; below = no stain",
-                                   min=0)
+    min_stain_contrast: float = _f(4.0, "minimum A-channel spread of the stain clusters; below = no stain", min=0)
     min_cell_fraction: float = _f(0.0, "minimum share of stained-cell pixels; below = empty field", min=0, max=1)
 
 
@@ -106,43 +112,56 @@ class CameraConfig:
 class RetentionConfig:
     keep_days: float = _f(30.0, "delete screened image files older than this, once exported (0 = keep)", min=0)
     max_mb: float = _f(0.0, "...and the oldest exported ones while screened files take more (0 = no limit)", min=0)
-    min_free_mb: float = _f(200.0, "below this free space intake pauses until it is back (0 = never pause)",
-                            min=0)
-    clinic_targets: Tuple[str, ...] = _f((), "clinic databases that must all hold a row before its file may be "
-                                             "deleted (empty = [export] target; neither = nothing is deleted)")
+    min_free_mb: float = _f(200.0, "below this free space intake pauses until it is back (0 = never pause)", min=0)
+    clinic_targets: Tuple[str, ...] = _f(
+        (),
+        "clinic databases that must all hold a row before its file may be "
+        "deleted (empty = [export] target; neither = nothing is deleted)",
+    )
 
 
 @dataclass(frozen=True)
 class SamplesConfig:
     min_readable: int = _f(5, "a sample is ready for review with at least this many readable fields...", min=1)
-    idle_s: float = _f(120.0, "...and no new field for this many seconds (or after `edge-screen sample close`)",
-                       gt=0)
+    idle_s: float = _f(120.0, "...and no new field for this many seconds (or after `edge-screen sample close`)", gt=0)
 
 
 @dataclass(frozen=True)
 class OpticsConfig:
-    px_per_um: float = _f(0.0, "this microscope's camera pixels per micrometre (0 = measure every field from "
-                               "its red cells); used when a field cannot be measured", min=0)
-    scale_source: str = _f("auto", "auto: measure each field, fall back to px_per_um; config: always px_per_um",
-                           choices=("auto", "config"))
+    px_per_um: float = _f(
+        0.0,
+        "this microscope's camera pixels per micrometre (0 = measure every field from "
+        "its red cells); used when a field cannot be measured",
+        min=0,
+    )
+    scale_source: str = _f(
+        "auto", "auto: measure each field, fall back to px_per_um; config: always px_per_um", choices=("auto", "config")
+    )
 
 
 @dataclass(frozen=True)
 class WebConfig:
-    host: str = _f("127.0.0.1", "address `edge-screen serve` binds (loopback: reach it through an SSH tunnel "
-                                "or a reverse proxy)")
+    host: str = _f(
+        "127.0.0.1", "address `edge-screen serve` binds (loopback: reach it through an SSH tunnel or a reverse proxy)"
+    )
     port: int = _f(8080, "port `edge-screen serve` listens on", min=1, max=65535)
     session_minutes: int = _f(480, "a login lasts this long (one shift), then the session expires", min=1)
-    server_names: Tuple[str, ...] = _f((), "host names clients reach serve by (the Host header is checked "
-                                           "against them; loopback names are always accepted)")
-    trusted_proxies: Tuple[str, ...] = _f((), "addresses of reverse proxies whose X-Forwarded-For and "
-                                              "X-Forwarded-Proto are believed (a Secure cookie behind HTTPS)")
-    login_slowdown_after: int = _f(3, "failed log-ins of a user name or a client before each try must wait "
-                                      "1, 2, 4 ... s", min=1)
+    server_names: Tuple[str, ...] = _f(
+        (),
+        "host names clients reach serve by (the Host header is checked "
+        "against them; loopback names are always accepted)",
+    )
+    trusted_proxies: Tuple[str, ...] = _f(
+        (),
+        "addresses of reverse proxies whose X-Forwarded-For and "
+        "X-Forwarded-Proto are believed (a Secure cookie behind HTTPS)",
+    )
+    login_slowdown_after: int = _f(
+        3, "failed log-ins of a user name or a client before each try must wait 1, 2, 4 ... s", min=1
+    )
     login_lock_after: int = _f(10, "failed log-ins of a user name that lock it for login_lock_minutes", min=1)
     login_client_lock_after: int = _f(30, "failed log-ins from one client address that lock it", min=1)
-    login_lock_minutes: int = _f(15, "how long a lock lasts, and how long without a failure resets the count",
-                                 min=1)
+    login_lock_minutes: int = _f(15, "how long a lock lasts, and how long without a failure resets the count", min=1)
 
 
 @dataclass(frozen=True)
@@ -150,10 +169,13 @@ class ExportConfig:
     target: Optional[str] = _f(None, "clinic database for `edge-screen export` without --to (SQLite file or URL)")
     anonymize_key_file: Optional[Path] = _f(None, "file holding the HMAC key for --anonymize")
     anonymize_key_env: str = _f("EDGE_SCREEN_ANONYMIZE_KEY", "environment variable holding the key (wins)")
-    patient_system: str = _f("urn:edge-screen:patient", "FHIR Identifier.system of the patient ids given per "
-                                                       "sample (your laboratory's MRN system URI)")
-    specimen_system: str = _f("urn:edge-screen:specimen", "FHIR Identifier.system of the specimen (accession) ids "
-                                                         "given per sample")
+    patient_system: str = _f(
+        "urn:edge-screen:patient",
+        "FHIR Identifier.system of the patient ids given per sample (your laboratory's MRN system URI)",
+    )
+    specimen_system: str = _f(
+        "urn:edge-screen:specimen", "FHIR Identifier.system of the specimen (accession) ids given per sample"
+    )
 
     def anonymize_key(self, environ: Mapping[str, str] = os.environ) -> Optional[bytes]:
         """The key from the environment variable, else from the file; None when neither is set."""
@@ -164,8 +186,9 @@ class ExportConfig:
             try:
                 data = self.anonymize_key_file.read_bytes().strip()
             except OSError as e:
-                raise ConfigError(f"export.anonymize_key_file: cannot read {self.anonymize_key_file}: "
-                                  f"{e.strerror}") from None
+                raise ConfigError(
+                    f"export.anonymize_key_file: cannot read {self.anonymize_key_file}: {e.strerror}"
+                ) from None
             if not data:
                 raise ConfigError(f"export.anonymize_key_file: {self.anonymize_key_file} is empty")
             return data
@@ -188,7 +211,9 @@ class Config:
 
     @property
     def model_path(self) -> Path:
-        from edge.inference.classifier import DEFAULT_MODEL  # lazy: model pulls numpy, config should stay cheap to import
+        from edge.inference.classifier import (
+            DEFAULT_MODEL,  # lazy: model pulls numpy, config should stay cheap to import
+        )
         from edge.inference.modelstore import current_model
 
         if self.model.path is not None:
@@ -224,9 +249,18 @@ class Config:
         return "\n".join(lines)
 
 
-SECTIONS = {"daemon": DaemonConfig, "database": DatabaseConfig, "model": ModelConfig,
-            "quality": QualityConfig, "camera": CameraConfig, "export": ExportConfig,
-            "samples": SamplesConfig, "retention": RetentionConfig, "web": WebConfig, "optics": OpticsConfig}
+SECTIONS = {
+    "daemon": DaemonConfig,
+    "database": DatabaseConfig,
+    "model": ModelConfig,
+    "quality": QualityConfig,
+    "camera": CameraConfig,
+    "export": ExportConfig,
+    "samples": SamplesConfig,
+    "retention": RetentionConfig,
+    "web": WebConfig,
+    "optics": OpticsConfig,
+}
 
 
 def redact_url(url: str) -> str:
@@ -255,8 +289,14 @@ def _show(v: Any) -> str:
 
 
 def _kind(v: Any) -> str:
-    return {bool: "a boolean", int: "an integer", float: "a number", str: "a string", list: "a list",
-            dict: "a table"}.get(type(v), type(v).__name__)
+    return {
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+        str: "a string",
+        list: "a list",
+        dict: "a table",
+    }.get(type(v), type(v).__name__)
 
 
 def _convert(key: str, tp: Any, meta: Mapping[str, Any], v: Any, base: Path) -> Any:
@@ -291,8 +331,11 @@ def _convert(key: str, tp: Any, meta: Mapping[str, Any], v: Any, base: Path) -> 
             raise ConfigError(f"{key}: expected a list of non-empty strings, got {_show(v)}")
         v = tuple(v)
     elif origin is tuple:
-        if not isinstance(v, (list, tuple)) or len(v) != len(args) or not all(
-                isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v):
+        if (
+            not isinstance(v, (list, tuple))
+            or len(v) != len(args)
+            or not all(isinstance(x, int) and not isinstance(x, bool) and x > 0 for x in v)
+        ):
             raise ConfigError(f"{key}: expected [{', '.join('positive integer' for _ in args)}], got {_show(v)}")
         v = tuple(v)
     if "choices" in meta and v not in meta["choices"]:
@@ -345,8 +388,9 @@ def default_device_id(machine_id_path: str | Path = "/etc/machine-id", hostname:
     return f"{host}-{digest}"
 
 
-def config_from_dict(raw: Mapping[str, Any], base_dir: str | Path | None = None,
-                     source: Optional[Path] = None) -> Config:
+def config_from_dict(
+    raw: Mapping[str, Any], base_dir: str | Path | None = None, source: Optional[Path] = None
+) -> Config:
     base = Path(base_dir) if base_dir is not None else Path.cwd()
     base = base.resolve()
     unknown = sorted(set(raw) - set(SECTIONS))
@@ -362,16 +406,20 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: str | Path | None = None,
     elif not DEVICE_ID_RE.match(d.device_id):
         raise ConfigError(f"daemon.device_id: expected 1-64 letters, digits, '.', '_' or '-', got {_show(d.device_id)}")
     if q.min_brightness >= q.max_brightness:
-        raise ConfigError(f"quality.min_brightness: must be below quality.max_brightness "
-                          f"({q.min_brightness} >= {q.max_brightness})")
+        raise ConfigError(
+            f"quality.min_brightness: must be below quality.max_brightness ({q.min_brightness} >= {q.max_brightness})"
+        )
     o = secs["optics"]
     if o.scale_source == "config" and not o.px_per_um:
-        raise ConfigError("optics.scale_source: \"config\" needs optics.px_per_um (this microscope's pixels per "
-                          "micrometre)")
+        raise ConfigError(
+            'optics.scale_source: "config" needs optics.px_per_um (this microscope\'s pixels per micrometre)'
+        )
     for key in ("patient_system", "specimen_system"):
         if not URI_RE.match(getattr(secs["export"], key)):
-            raise ConfigError(f"export.{key}: expected an absolute URI such as \"urn:oid:1.2.3\" or "
-                              f"\"https://lab.example/mrn\", got {_show(getattr(secs['export'], key))}")
+            raise ConfigError(
+                f'export.{key}: expected an absolute URI such as "urn:oid:1.2.3" or '
+                f'"https://lab.example/mrn", got {_show(getattr(secs["export"], key))}'
+            )
     for addr in secs["web"].trusted_proxies:
         try:
             ipaddress.ip_address(addr)
@@ -384,8 +432,9 @@ def config_from_dict(raw: Mapping[str, Any], base_dir: str | Path | None = None,
     return Config(**secs, source=source)
 
 
-def load_config(path: str | Path | None = None, base_dir: str | Path | None = None,
-                environ: Mapping[str, str] = os.environ) -> Config:
+def load_config(
+    path: str | Path | None = None, base_dir: str | Path | None = None, environ: Mapping[str, str] = os.environ
+) -> Config:
     """Load ``path``, else the file named by $EDGE_SCREEN_CONFIG, else the built-in defaults."""
     if path is None and environ.get(ENV_CONFIG):
         path = environ[ENV_CONFIG]
@@ -403,7 +452,22 @@ def load_config(path: str | Path | None = None, base_dir: str | Path | None = No
     return config_from_dict(raw, base_dir, source=p.resolve())
 
 
-__all__ = ["CameraConfig", "Config", "ConfigError", "DaemonConfig", "DatabaseConfig", "ExportConfig",
-           "ModelConfig", "QualityConfig", "RetentionConfig", "SamplesConfig", "SECTIONS", "WebConfig", "config_from_dict",
-           "default_device_id", "load_config",
-           "redact_url", "resolve_db_url"]
+__all__ = [
+    "CameraConfig",
+    "Config",
+    "ConfigError",
+    "DaemonConfig",
+    "DatabaseConfig",
+    "ExportConfig",
+    "ModelConfig",
+    "QualityConfig",
+    "RetentionConfig",
+    "SamplesConfig",
+    "SECTIONS",
+    "WebConfig",
+    "config_from_dict",
+    "default_device_id",
+    "load_config",
+    "redact_url",
+    "resolve_db_url",
+]

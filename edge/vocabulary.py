@@ -1,5 +1,6 @@
 """The words records are made of: labels, statuses, verdicts, stages. A module of its own so the command
 line can build its options (and answer --help) without importing numpy, OpenCV or SQLAlchemy."""
+
 from enum import Enum
 
 LABELS = ("Benign", "Early Pre-B", "Pre-B", "Pro-B")

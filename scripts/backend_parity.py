@@ -8,6 +8,7 @@ the Python given for it, as a worker that prints one JSON line per field, and th
 
 DIR defaults to the validation blocks of ../shared's dataset (every field when --all).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,8 +23,8 @@ sys.path.insert(0, str(ROOT))
 
 def worker(backend: str, model: str | None, paths: list, kernels: str = "xnnpack") -> None:
     from edge.imaging.decode import DecodeError, decode_file
-    from edge.inference.classifier import Classifier
     from edge.imaging.preprocess import decode_target, preprocess_image
+    from edge.inference.classifier import Classifier
 
     clf = Classifier(model, backend=backend, num_threads=1, kernels=kernels)
     for p in paths:
@@ -35,8 +36,7 @@ def worker(backend: str, model: str | None, paths: list, kernels: str = "xnnpack
         fp = clf.predict_field(pre.model_inputs)
         row = {"path": p, "backend": clf.backend, "kernels": clf.kernels, "refusal": fp.refusal}
         if fp.prediction is not None:
-            row.update(label=fp.prediction.label, score=fp.prediction.malignant_score,
-                       verdict=fp.prediction.verdict)
+            row.update(label=fp.prediction.label, score=fp.prediction.malignant_score, verdict=fp.prediction.verdict)
         print(json.dumps(row), flush=True)
 
 
@@ -50,14 +50,20 @@ def run_backend(python: str, backend: str, model: str | None, paths: list, kerne
 
 def compare(a: list, b: list) -> dict:
     both = [(x, y) for x, y in zip(a, b) if not x["refusal"] and not y["refusal"]]
-    diffs = sorted(((abs(x["score"] - y["score"]), Path(x["path"]).name, x["score"], y["score"]) for x, y in both),
-                   reverse=True)
-    return {"fields": len(a), "classified_by_both": len(both),
-            "refusal_agreement": round(sum(bool(x["refusal"]) == bool(y["refusal"]) for x, y in zip(a, b)) / max(len(a), 1), 4),
-            "verdict_agreement": round(sum(x["verdict"] == y["verdict"] for x, y in both) / max(len(both), 1), 4),
-            "label_agreement": round(sum(x["label"] == y["label"] for x, y in both) / max(len(both), 1), 4),
-            "max_score_difference": round(diffs[0][0], 4) if diffs else 0.0,
-            "largest_differences": [{"file": d[1], "litert": d[2], "tflite_runtime": d[3]} for d in diffs[:5]]}
+    diffs = sorted(
+        ((abs(x["score"] - y["score"]), Path(x["path"]).name, x["score"], y["score"]) for x, y in both), reverse=True
+    )
+    return {
+        "fields": len(a),
+        "classified_by_both": len(both),
+        "refusal_agreement": round(
+            sum(bool(x["refusal"]) == bool(y["refusal"]) for x, y in zip(a, b)) / max(len(a), 1), 4
+        ),
+        "verdict_agreement": round(sum(x["verdict"] == y["verdict"] for x, y in both) / max(len(both), 1), 4),
+        "label_agreement": round(sum(x["label"] == y["label"] for x, y in both) / max(len(both), 1), 4),
+        "max_score_difference": round(diffs[0][0], 4) if diffs else 0.0,
+        "largest_differences": [{"file": d[1], "litert": d[2], "tflite_runtime": d[3]} for d in diffs[:5]],
+    }
 
 
 def default_paths(all_fields: bool) -> list:
@@ -75,10 +81,15 @@ def main() -> int:
     ap.add_argument("--litert-python", default=sys.executable, help="Python that has ai-edge-litert")
     ap.add_argument("--all", action="store_true", help="every field of the dataset, not only validation")
     ap.add_argument("--out", help="write the comparison here as JSON")
-    ap.add_argument("--card", action="store_true",
-                    help="also record it in the model's card under backend_parity.<kernels>")
-    ap.add_argument("--kernels", default="xnnpack", choices=("xnnpack", "builtin"),
-                    help="litert's int8 kernels (tflite_runtime always runs its builtin ones)")
+    ap.add_argument(
+        "--card", action="store_true", help="also record it in the model's card under backend_parity.<kernels>"
+    )
+    ap.add_argument(
+        "--kernels",
+        default="xnnpack",
+        choices=("xnnpack", "builtin"),
+        help="litert's int8 kernels (tflite_runtime always runs its builtin ones)",
+    )
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.worker:

@@ -4,6 +4,7 @@
 
     scripts/bench_cli.py [-n 15] [IMAGE]
 """
+
 from __future__ import annotations
 
 import argparse

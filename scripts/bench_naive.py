@@ -13,6 +13,7 @@ then compare its steady per-field median with ``edge-screen bench -n 100 DIR`` (
 machine in the same session; the README's performance section gives the ratio and the CPU. The model's
 weights do not change its cost, so the network is built without loading any.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -78,23 +79,28 @@ def main() -> None:
     from sklearn.cluster import KMeans
 
     tf.config.threading.set_intra_op_parallelism_threads(args.threads)
-    base = tf.keras.applications.MobileNetV2(input_shape=(224, 224, 3), include_top=False, weights=None,
-                                             pooling="avg")
+    base = tf.keras.applications.MobileNetV2(input_shape=(224, 224, 3), include_top=False, weights=None, pooling="avg")
     model = tf.keras.Sequential([base, tf.keras.layers.Dense(4, activation="softmax")])
     files = fields(args.folder, args.images + args.warm)
-    for p in files[:args.warm]:
+    for p in files[: args.warm]:
         naive_field(p, model, KMeans, cv2, np)
     times = []
-    for i, p in enumerate(files[args.warm:], 1):
+    for i, p in enumerate(files[args.warm :], 1):
         t = time.perf_counter()
         naive_field(p, model, KMeans, cv2, np)
         times.append((time.perf_counter() - t) * 1000)
         if i % 10 == 0 or i == len(files) - args.warm:
-            log.info("naive pipeline: %d/%d fields, median %.1f ms", i, len(files) - args.warm,
-                     statistics.median(times))
-    out = {"fields": len(times), "median_ms": round(statistics.median(times), 2),
-           "mean_ms": round(statistics.fmean(times), 2), "threads": args.threads,
-           "cpu": cpu_name(), "tensorflow": tf.__version__}
+            log.info(
+                "naive pipeline: %d/%d fields, median %.1f ms", i, len(files) - args.warm, statistics.median(times)
+            )
+    out = {
+        "fields": len(times),
+        "median_ms": round(statistics.median(times), 2),
+        "mean_ms": round(statistics.fmean(times), 2),
+        "threads": args.threads,
+        "cpu": cpu_name(),
+        "tensorflow": tf.__version__,
+    }
     print(json.dumps(out, indent=2))
     if args.json:
         args.json.write_text(json.dumps(out, indent=2))

@@ -7,6 +7,7 @@ Fills a SQLite store with ROWS synthetic results (one transaction), starts `edge
 empty inbox, and times the start until the daemon logs its backlog line, with its RSS then; same for an
 empty database; then `edge-screen status` on both.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -34,15 +35,17 @@ def make(folder: Path, rows: int) -> Path:
     store.stop_run(run, "stopped")
     store.close()
     cfg = folder / "c.toml"
-    cfg.write_text(f'[daemon]\ninbox = "{folder}/inbox"\ndevice_id = "bench"\n'
-                   f'[database]\nurl = "sqlite:///{folder}/db.sqlite"\n')
+    cfg.write_text(
+        f'[daemon]\ninbox = "{folder}/inbox"\ndevice_id = "bench"\n[database]\nurl = "sqlite:///{folder}/db.sqlite"\n'
+    )
     return cfg
 
 
 def start(cfg: Path) -> tuple:
     t = time.perf_counter()
-    p = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(cfg), "run"], cwd=ROOT,
-                         stderr=subprocess.PIPE, text=True)
+    p = subprocess.Popen(
+        [sys.executable, "-m", "edge", "--config", str(cfg), "run"], cwd=ROOT, stderr=subprocess.PIPE, text=True
+    )
     for line in p.stderr:
         if "backlog:" in line:
             took = time.perf_counter() - t
@@ -55,8 +58,9 @@ def start(cfg: Path) -> tuple:
 
 def status(cfg: Path) -> float:
     t = time.perf_counter()
-    subprocess.run([sys.executable, "-m", "edge", "--config", str(cfg), "status"], cwd=ROOT, check=True,
-                   capture_output=True)
+    subprocess.run(
+        [sys.executable, "-m", "edge", "--config", str(cfg), "status"], cwd=ROOT, check=True, capture_output=True
+    )
     return time.perf_counter() - t
 
 

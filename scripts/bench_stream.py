@@ -7,6 +7,7 @@ throughput of a burst; and the daemon's RSS after start-up and after many images
 
     .venv/bin/python scripts/bench_stream.py [--model M.tflite] [--idle 200] [--burst 500] [--total 2000]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,10 @@ def committed(db: Path) -> dict:
         return {}
     con = sqlite3.connect(f"file:{db}?mode=ro", uri=True, timeout=10)
     try:
-        return {p: (datetime.fromisoformat(r).replace(tzinfo=timezone.utc).timestamp() + (s or 0) / 1000)
-                for p, r, s in con.execute("SELECT path, recorded_at, t_store_ms FROM images")}
+        return {
+            p: (datetime.fromisoformat(r).replace(tzinfo=timezone.utc).timestamp() + (s or 0) / 1000)
+            for p, r, s in con.execute("SELECT path, recorded_at, t_store_ms FROM images")
+        }
     except sqlite3.OperationalError:
         return {}
     finally:
@@ -91,11 +94,18 @@ def main() -> int:
         inbox.mkdir()
         staging.mkdir()
         cfg = tmp / "c.toml"
-        cfg.write_text(f'[daemon]\ninbox = "{inbox}"\ndevice_id = "bench"\nlog_level = "WARNING"\n'
-                       f'[database]\nurl = "sqlite:///{db}"\n[model]\npath = "{args.model}"\n'
-                       f"num_threads = {args.threads}\n")
-        proc = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(cfg), "run"], cwd=ROOT,
-                                env=dict(os.environ, PYTHONPATH=str(ROOT)), stderr=subprocess.PIPE, text=True)
+        cfg.write_text(
+            f'[daemon]\ninbox = "{inbox}"\ndevice_id = "bench"\nlog_level = "WARNING"\n'
+            f'[database]\nurl = "sqlite:///{db}"\n[model]\npath = "{args.model}"\n'
+            f"num_threads = {args.threads}\n"
+        )
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "edge", "--config", str(cfg), "run"],
+            cwd=ROOT,
+            env=dict(os.environ, PYTHONPATH=str(ROOT)),
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         counter = [0]
 
         def drop() -> tuple:
@@ -118,7 +128,7 @@ def main() -> int:
             lat = []
             for _ in range(args.idle):
                 p, t = drop()
-                wait(lambda: has(db, p))
+                wait(lambda: has(db, p))  # noqa: B023 - waited on within this iteration
                 lat.append((committed(db)[p] - t) * 1000)
             t0 = time.time()
             burst = [drop()[0] for _ in range(args.burst)]
@@ -135,11 +145,15 @@ def main() -> int:
             code = proc.wait(60)
         lat.sort()
         print(f"model {args.model.name}, {args.threads} threads, {os.cpu_count()} CPUs; daemon exit code {code}")
-        print(f"idle latency close->commit over {len(lat)} images: p50 {statistics.median(lat):.1f} ms, "
-              f"p99 {lat[min(len(lat) - 1, int(0.99 * len(lat)))]:.1f} ms, max {lat[-1]:.1f} ms")
+        print(
+            f"idle latency close->commit over {len(lat)} images: p50 {statistics.median(lat):.1f} ms, "
+            f"p99 {lat[min(len(lat) - 1, int(0.99 * len(lat)))]:.1f} ms, max {lat[-1]:.1f} ms"
+        )
         print(f"burst of {args.burst}: {args.burst / burst_s:.1f} images/s")
-        print(f"RSS after start {rss_start:.1f} MB, after {counter[0]} images {rss_end:.1f} MB "
-              f"(+{rss_end - rss_start:.1f} MB)")
+        print(
+            f"RSS after start {rss_start:.1f} MB, after {counter[0]} images {rss_end:.1f} MB "
+            f"(+{rss_end - rss_start:.1f} MB)"
+        )
     return 0
 
 

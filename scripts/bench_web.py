@@ -12,6 +12,7 @@ median of N requests after one warm-up); every cell crop cold (one decode per fi
 thumbnail cold and cached; one field page; one cell's explanation map (a child process loads the model); and
 the server's RSS from /proc at each step.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -89,7 +90,7 @@ def main() -> int:
         page = server.url + "/sample/BENCH-1"
         html = opener.open(page).read().decode()
         ids = re.findall(r'data-field="([0-9a-f-]+)"', html)
-        crops = re.findall(r'/field/[0-9a-f-]+/cell/\d+\.jpg', html)
+        crops = re.findall(r"/field/[0-9a-f-]+/cell/\d+\.jpg", html)
         assert len(ids) == args.fields, f"{len(ids)} fields on the page"
         server_t, wall_t = [], []
         cpu0 = cpu_s(pid)
@@ -101,9 +102,13 @@ def main() -> int:
             wall_t.append((time.perf_counter() - t) * 1000)
         out["page_cpu_ms"] = round((cpu_s(pid) - cpu0) * 1000 / args.n, 1)
         out["load_average"] = Path("/proc/loadavg").read_text().split()[0]
-        out.update(page_server_ms=round(statistics.median(server_t), 2),
-                   page_wall_ms=round(statistics.median(wall_t), 2), page_bytes=len(html), requests=args.n,
-                   cells=len(crops))
+        out.update(
+            page_server_ms=round(statistics.median(server_t), 2),
+            page_wall_ms=round(statistics.median(wall_t), 2),
+            page_bytes=len(html),
+            requests=args.n,
+            cells=len(crops),
+        )
         out["rss_pages"] = rss_mb(pid)
         cold, warm = [], []
         for c in crops:
@@ -115,8 +120,11 @@ def main() -> int:
                 resp.read()
                 warm.append(server_ms(resp))
         # The first crop of a field decodes the file and cuts all its cells; the others come from the cache.
-        out.update(crop_cold_ms=round(statistics.median(cold), 2), crop_first_of_field_ms=round(max(cold), 2),
-                   crop_cached_ms=round(statistics.median(warm), 2))
+        out.update(
+            crop_cold_ms=round(statistics.median(cold), 2),
+            crop_first_of_field_ms=round(max(cold), 2),
+            crop_cached_ms=round(statistics.median(warm), 2),
+        )
         out["rss_crops"] = rss_mb(pid)
         field_t = []
         for i in [ids[0]] + ids[:10]:  # the first request compiles the page's templates: not counted
@@ -146,22 +154,26 @@ def main() -> int:
         print(json.dumps(out, indent=2))
         return 0
     print(f"edge-screen serve on {out['cpu']} ({platform.machine()}, Python {platform.python_version()})")
-    rows = [("start (exec to URL logged)", f"{out['start_s']:.2f} s"),
-            ("RSS idle after start", out['rss_idle']),
-            (f"sample page, {args.fields} fields (server, median of {args.n})", f"{out['page_server_ms']:.2f} ms"),
-            ("sample page, client round trip (median)", f"{out['page_wall_ms']:.2f} ms"),
-            (f"sample page, server CPU per request (load average {out['load_average']})", f"{out['page_cpu_ms']:.1f} ms"),
-            ("RSS after page requests", out['rss_pages']),
-            (f"cell crop, first request (median of {out['cells']}; slowest)",
-             f"{out['crop_cold_ms']:.2f} ms; {out['crop_first_of_field_ms']:.2f} ms"),
-            ("cell crop cached (median)", f"{out['crop_cached_ms']:.2f} ms"),
-            (f"RSS after {out['cells']} cell crops", out['rss_crops']),
-            ("field page (server, median of 10)", f"{out['field_page_ms']:.2f} ms"),
-            ("thumbnail cold: decode+resize+encode (median)", f"{out['thumb_cold_ms']:.2f} ms"),
-            ("thumbnail cached (median)", f"{out['thumb_cached_ms']:.2f} ms"),
-            (f"RSS after {args.fields} thumbnails", out['rss_thumbs']),
-            ("first cell explanation map (child process loads the model)", f"{out['explain_first_ms']:.0f} ms"),
-            ("RSS after an explanation map", out['rss_after_map'])]
+    rows = [
+        ("start (exec to URL logged)", f"{out['start_s']:.2f} s"),
+        ("RSS idle after start", out["rss_idle"]),
+        (f"sample page, {args.fields} fields (server, median of {args.n})", f"{out['page_server_ms']:.2f} ms"),
+        ("sample page, client round trip (median)", f"{out['page_wall_ms']:.2f} ms"),
+        (f"sample page, server CPU per request (load average {out['load_average']})", f"{out['page_cpu_ms']:.1f} ms"),
+        ("RSS after page requests", out["rss_pages"]),
+        (
+            f"cell crop, first request (median of {out['cells']}; slowest)",
+            f"{out['crop_cold_ms']:.2f} ms; {out['crop_first_of_field_ms']:.2f} ms",
+        ),
+        ("cell crop cached (median)", f"{out['crop_cached_ms']:.2f} ms"),
+        (f"RSS after {out['cells']} cell crops", out["rss_crops"]),
+        ("field page (server, median of 10)", f"{out['field_page_ms']:.2f} ms"),
+        ("thumbnail cold: decode+resize+encode (median)", f"{out['thumb_cold_ms']:.2f} ms"),
+        ("thumbnail cached (median)", f"{out['thumb_cached_ms']:.2f} ms"),
+        (f"RSS after {args.fields} thumbnails", out["rss_thumbs"]),
+        ("first cell explanation map (child process loads the model)", f"{out['explain_first_ms']:.0f} ms"),
+        ("RSS after an explanation map", out["rss_after_map"]),
+    ]
     w = max(len(a) for a, _ in rows)
     for a, b in rows:
         print(f"  {a:<{w}}  {b:>22}")

@@ -9,6 +9,7 @@ refused and that each kind of bad image (blurred, black, white, uniform, gray no
 
     .venv/bin/python scripts/calibrate_quality.py [FOLDER] [--json out.json]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -22,11 +23,10 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edge.pipeline import quality
-
 from edge import synthetic  # noqa: E402
 from edge.imaging.decode import decode_file  # noqa: E402
 from edge.imaging.preprocess import PreprocessParams, preprocess  # noqa: E402
+from edge.pipeline import quality
 
 DEFAULT_DIR = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "all-taleqani"
 METRICS = ("focus", "brightness", "clipped_fraction", "stain_contrast", "cell_fraction")
@@ -35,8 +35,13 @@ METRICS = ("focus", "brightness", "clipped_fraction", "stain_contrast", "cell_fr
 def metrics(rgb: np.ndarray, params: PreprocessParams) -> dict:
     rep = quality.measure(rgb, params)
     st = preprocess(rgb, params).stats
-    return {"focus": rep.focus, "brightness": rep.brightness, "clipped_fraction": rep.clipped_fraction,
-            "stain_contrast": float(st.stain_contrast), "cell_fraction": float(st.cell_fraction)}
+    return {
+        "focus": rep.focus,
+        "brightness": rep.brightness,
+        "clipped_fraction": rep.clipped_fraction,
+        "stain_contrast": float(st.stain_contrast),
+        "cell_fraction": float(st.cell_fraction),
+    }
 
 
 def floor_to(x: float, step: float) -> float:

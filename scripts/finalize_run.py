@@ -5,6 +5,7 @@ float model's validation probabilities from ``work/cell.keras`` (for the float/i
 
     .venv/bin/python scripts/finalize_run.py runs/v3/edge-screen-mnv2-int8.tflite --sources pbc,bccd
 """
+
 from __future__ import annotations
 
 import argparse
@@ -45,8 +46,14 @@ def main() -> None:
     va = build_cellset(split.val, card.preprocessing)
     probs = field_probs(predict_float(model, va.x), va.field, len(split.val))
     logging.info("float probabilities for %d validation fields", int((~np.isnan(probs[:, 0])).sum()))
-    finalize(args.tflite, split, work, float_probs=probs, tests=not args.skip_tests,
-             progress=lambda stage, i, n: logging.info("%s %d/%d", stage, i, n) if i == n else None)
+    finalize(
+        args.tflite,
+        split,
+        work,
+        float_probs=probs,
+        tests=not args.skip_tests,
+        progress=lambda stage, i, n: logging.info("%s %d/%d", stage, i, n) if i == n else None,
+    )
     card = load_card(card_path_for(args.tflite))
     if card.extra["training"].get("seconds_total_build") is None:
         card.extra["training"]["seconds_total_build"] = round(time.perf_counter() - t0, 1)

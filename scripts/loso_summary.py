@@ -7,6 +7,7 @@ model's card (``extra.leave_one_source_out``) and report.
     .venv/bin/python scripts/loso_summary.py runs/loso-pbc/edge-screen-mnv2-int8.tflite pbc \\
         --card edge/models/edge-screen-mnv2-int8.tflite
 """
+
 from __future__ import annotations
 
 import argparse
@@ -39,11 +40,16 @@ def main() -> None:
     rule = SampleRule.from_card(clf.card.extra, clf.card.threshold)
     figs = per_source(scr, rule)
     inside = cell_distances([x for x in scr if x.sample.source == "taleqani"])
-    out = {"model": str(args.model), "left_out": args.source, "trained_on": clf.card.extra["split"].get("sources"),
-           "fine_tuning": clf.card.extra["training"].get("fine_epochs"), "per_source": figs,
-           "ood_auroc": ood_auroc(inside, cell_distances([x for x in scr if x.sample.source == args.source])),
-           "note": "the domain monitor is not part of this experiment's card (no validated range): these are the "
-                   "model's own answers on a laboratory it never saw"}
+    out = {
+        "model": str(args.model),
+        "left_out": args.source,
+        "trained_on": clf.card.extra["split"].get("sources"),
+        "fine_tuning": clf.card.extra["training"].get("fine_epochs"),
+        "per_source": figs,
+        "ood_auroc": ood_auroc(inside, cell_distances([x for x in scr if x.sample.source == args.source])),
+        "note": "the domain monitor is not part of this experiment's card (no validated range): these are the "
+        "model's own answers on a laboratory it never saw",
+    }
     print(json.dumps(out, indent=2))
     if args.card:
         record(out, args.card)
@@ -57,7 +63,8 @@ def record(out: dict, shipped: Path) -> None:
         f"{f['fields']} of its images: refused {100 * (f['refused'] or 0):.1f} %, called malignant "
         f"{100 * (f['malignant'] or 0):.1f} % ({100 * (f['confidently_malignant'] or 0):.1f} % with confidence), "
         f"labels {f['labels']}; embedding-distance AUROC against the Taleqani validation cells "
-        f"{out['ood_auroc']}. The shipped model's own figures on the held-out part are in the per-source table.")
+        f"{out['ood_auroc']}. The shipped model's own figures on the held-out part are in the per-source table."
+    )
     loso = card.extra.setdefault("leave_one_source_out", {})
     loso[out["left_out"]] = out
     loso["summary"] = " ".join(v["summary"] for k, v in loso.items() if k != "summary" and "summary" in v)

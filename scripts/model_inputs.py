@@ -14,6 +14,7 @@ normalisation, crops (``edge.imaging.preprocess.preprocess_file``). Real fields 
 generated smears (``edge.imaging.synthetic``) stand in. Digests of generated smears are compared only on x86-64:
 the generator draws anti-aliased float circles, which is not what this check is about.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -27,8 +28,8 @@ from typing import Dict, List
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from edge.inference.classifier import DEFAULT_MODEL, card_path_for, load_card  # noqa: E402
 from edge.imaging.preprocess import PreprocessParams, preprocess_file, preprocess_image  # noqa: E402
+from edge.inference.classifier import DEFAULT_MODEL, card_path_for, load_card  # noqa: E402
 
 SHARED = REPO.parent / "shared" / "datasets"
 REFERENCE = REPO / "tests" / "data" / "model_inputs.json"
@@ -49,15 +50,16 @@ def real_fields(n: int = 24) -> List[Path]:
         for folder in folders:
             files = sorted(folder.glob("*.jpg"))
             step = max(1, len(files) // per)
-            out.extend(files[step // 2::step][:per])
+            out.extend(files[step // 2 :: step][:per])
     for name, k in (("pbc-normal", 4), ("bccd-fields", 4)):
         files = sorted((SHARED / name).rglob("*.jpg")) if (SHARED / name).is_dir() else []
-        out.extend(files[::max(1, len(files) // k)][:k])
+        out.extend(files[:: max(1, len(files) // k)][:k])
     return out
 
 
 def _sha(a) -> str:
     import numpy as np
+
     return hashlib.sha256(np.ascontiguousarray(a).tobytes()).hexdigest()
 
 
@@ -67,16 +69,21 @@ def digest_fields(paths: List[Path]) -> Dict[str, dict]:
     for path in paths:
         pre = preprocess_file(path, p)
         key = str(path.relative_to(SHARED)) if SHARED in path.parents else str(path)
-        out[key] = {"inputs": [_sha(x) for x in pre.model_inputs],
-                    "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest()}
+        out[key] = {
+            "inputs": [_sha(x) for x in pre.model_inputs],
+            "file_sha256": hashlib.sha256(path.read_bytes()).hexdigest(),
+        }
     return out
 
 
 def digest_synthetic() -> Dict[str, dict]:
     from edge.imaging.synthetic import smear
+
     p = params()
-    return {f"synthetic-{seed}": {"inputs": [_sha(x) for x in preprocess_image(smear(seed, 320), p).model_inputs]}
-            for seed in range(N_SYNTHETIC)}
+    return {
+        f"synthetic-{seed}": {"inputs": [_sha(x) for x in preprocess_image(smear(seed, 320), p).model_inputs]}
+        for seed in range(N_SYNTHETIC)
+    }
 
 
 def _diff(ref: Dict[str, dict], got: Dict[str, dict]) -> List[str]:
@@ -87,8 +94,7 @@ def _diff(ref: Dict[str, dict], got: Dict[str, dict]) -> List[str]:
             continue
         if g["inputs"] != v["inputs"]:
             same = sum(a == b for a, b in zip(v["inputs"], g["inputs"]))
-            bad.append(f"{k}: {len(g['inputs'])} inputs vs {len(v['inputs'])} in the reference, "
-                       f"{same} identical")
+            bad.append(f"{k}: {len(g['inputs'])} inputs vs {len(v['inputs'])} in the reference, {same} identical")
     return bad
 
 
@@ -126,8 +132,11 @@ def main(argv=None) -> int:
         print(f"model inputs: {common - len(bad)}/{common} fields bit-identical")
         return 1 if bad or not common else 0
     if a.cmd == "write":
-        ref = {"params_sha256": hashlib.sha256(json.dumps(params().to_dict(), sort_keys=True).encode()).hexdigest(),
-               "fields": digest_fields(real_fields()), "synthetic": digest_synthetic()}
+        ref = {
+            "params_sha256": hashlib.sha256(json.dumps(params().to_dict(), sort_keys=True).encode()).hexdigest(),
+            "fields": digest_fields(real_fields()),
+            "synthetic": digest_synthetic(),
+        }
         a.out.parent.mkdir(parents=True, exist_ok=True)
         a.out.write_text(json.dumps(ref, indent=1, sort_keys=True) + "\n")
         print(f"wrote {len(ref['fields'])} real and {len(ref['synthetic'])} generated fields to {a.out}")

@@ -8,6 +8,7 @@ Each directory holds ``classify.jsonl`` (``edge-screen classify --json --no-db``
 Fails (exit 1) when a field's model inputs are not bit-identical, or its status, verdict, label or
 needs_review differ, or a score differs by more than ``--max-score-diff``.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -37,8 +38,11 @@ def main(argv=None) -> int:
     ap.add_argument("--max-score-diff", type=float, default=0.01)
     ap.add_argument("--x86-answers", default="classify.jsonl")
     ap.add_argument("--arm-answers", default="classify.jsonl")
-    ap.add_argument("--verdicts-only", action="store_true",
-                    help="fail only on status/verdict differences (label, needs_review, score are reported)")
+    ap.add_argument(
+        "--verdicts-only",
+        action="store_true",
+        help="fail only on status/verdict differences (label, needs_review, score are reported)",
+    )
     a = ap.parse_args(argv)
     x, y = _answers(a.x86 / a.x86_answers), _answers(a.arm / a.arm_answers)
     common = sorted(set(x) & set(y))
@@ -56,10 +60,12 @@ def main(argv=None) -> int:
     n_in = len(set(dx) & set(dy))
     n_cells = sum(len(dx[k]["inputs"]) for k in same_inputs)
     worst = max(diffs) if diffs else (0.0, "-")
-    agree = len(common) - len({f.split(':')[0] for f in flips})
-    print(f"pi_check: {a.label}: {agree}/{len(common)} fields agree with x86-64 (status, verdict, label, "
-          f"needs_review); max score diff {worst[0]:.4f} ({worst[1]}); model inputs bit-identical "
-          f"{len(same_inputs)}/{n_in} fields ({n_cells} cell crops)")
+    agree = len(common) - len({f.split(":")[0] for f in flips})
+    print(
+        f"pi_check: {a.label}: {agree}/{len(common)} fields agree with x86-64 (status, verdict, label, "
+        f"needs_review); max score diff {worst[0]:.4f} ({worst[1]}); model inputs bit-identical "
+        f"{len(same_inputs)}/{n_in} fields ({n_cells} cell crops)"
+    )
     for f in flips:
         print(f"pi_check: {a.label}:   {f}")
     for k in sorted(set(dx) & set(dy)):

@@ -8,6 +8,7 @@ them, and each sample's verdict is compared with the block's class.
 
 Needs no TensorFlow. Prints one line per sample and the sample-level sensitivity and specificity.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -23,8 +24,8 @@ sys.path.insert(0, str(ROOT))
 from edge.config import config_from_dict  # noqa: E402
 from edge.inference.classifier import classifier_from_config  # noqa: E402
 from edge.pipeline.stages import Pipeline  # noqa: E402
-from edge.store.samples import Samples  # noqa: E402
 from edge.store.database import Store  # noqa: E402
+from edge.store.samples import Samples  # noqa: E402
 from edge.vocabulary import BENIGN  # noqa: E402
 from trainer.data import load_split  # noqa: E402
 
@@ -49,8 +50,10 @@ def main() -> int:
             dest.parent.mkdir(parents=True, exist_ok=True)
             shutil.copyfile(s.path, dest)
             files.append(dest)
-        raw = {"daemon": {"inbox": str(inbox), "device_id": "validation"},
-               "database": {"url": f"sqlite:///{tmp / 'db.sqlite'}"}}
+        raw = {
+            "daemon": {"inbox": str(inbox), "device_id": "validation"},
+            "database": {"url": f"sqlite:///{tmp / 'db.sqlite'}"},
+        }
         if a.model:
             raw["model"] = {"path": str(a.model)}
         cfg = config_from_dict(raw)
@@ -69,18 +72,33 @@ def main() -> int:
         tp, fn = tp + (malignant and right), fn + (malignant and not right)
         tn, fp = tn + (not malignant and right), fp + (not malignant and not right)
         review += s.needs_review
-        rows.append({"sample": s.sample_id, "truth": truth[s.sample_id], "fields": s.fields, "readable": s.readable,
-                     "verdict": s.verdict, "score": s.score, "needs_review": s.needs_review, "right": right})
-        print(f"{s.sample_id:16s} {truth[s.sample_id]:12s} {s.readable:2d}/{s.fields:2d} readable  "
-              f"{s.verdict or '-':9s} {s.score if s.score is not None else float('nan'):.3f}"
-              f"{'  REVIEW' if s.needs_review else ''}{'' if right else '  WRONG'}")
+        rows.append(
+            {
+                "sample": s.sample_id,
+                "truth": truth[s.sample_id],
+                "fields": s.fields,
+                "readable": s.readable,
+                "verdict": s.verdict,
+                "score": s.score,
+                "needs_review": s.needs_review,
+                "right": right,
+            }
+        )
+        print(
+            f"{s.sample_id:16s} {truth[s.sample_id]:12s} {s.readable:2d}/{s.fields:2d} readable  "
+            f"{s.verdict or '-':9s} {s.score if s.score is not None else float('nan'):.3f}"
+            f"{'  REVIEW' if s.needs_review else ''}{'' if right else '  WRONG'}"
+        )
     sens = tp / (tp + fn) if tp + fn else float("nan")
     spec = tn / (tn + fp) if tn + fp else float("nan")
-    print(f"\n{len(rows)} samples ({tp + fn} malignant, {tn + fp} benign): sensitivity {sens:.1%} ({tp}/{tp + fn}), "
-          f"specificity {spec:.1%} ({tn}/{tn + fp}), {review} to review; model {clf.name} ({clf.sha256[:12]})")
+    print(
+        f"\n{len(rows)} samples ({tp + fn} malignant, {tn + fp} benign): sensitivity {sens:.1%} ({tp}/{tp + fn}), "
+        f"specificity {spec:.1%} ({tn}/{tn + fp}), {review} to review; model {clf.name} ({clf.sha256[:12]})"
+    )
     if a.json:
-        a.json.write_text(json.dumps({"samples": rows, "sensitivity": sens, "specificity": spec,
-                                      "review": review}, indent=2))
+        a.json.write_text(
+            json.dumps({"samples": rows, "sensitivity": sens, "specificity": spec, "review": review}, indent=2)
+        )
     return 0 if fn == 0 and fp == 0 else 1
 
 

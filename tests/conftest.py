@@ -1,4 +1,5 @@
 """Shared fixtures. Others may append fixtures below; keep each one self-contained."""
+
 from __future__ import annotations
 
 import hashlib
@@ -10,36 +11,67 @@ from typing import Callable, Optional
 
 import pytest
 
-from edge.store.schema import images
 from edge.store.database import ImageRecord, Store
+from edge.store.schema import images
 
 LABELS = ("Benign", "Early Pre-B", "Pre-B", "Pro-B")
 T0 = datetime(2026, 5, 1, 8, 0, tzinfo=timezone.utc)
 
 
-def fake_record(i: int, device_id: Optional[str] = None, run_id: Optional[str] = None,
-                model_id: Optional[str] = None, t0: datetime = T0, prefix: str = "/inbox/patient") -> ImageRecord:
+def fake_record(
+    i: int,
+    device_id: Optional[str] = None,
+    run_id: Optional[str] = None,
+    model_id: Optional[str] = None,
+    t0: datetime = T0,
+    prefix: str = "/inbox/patient",
+) -> ImageRecord:
     """A deterministic, plausible result for image number ``i``: mostly classified, every 7th unreadable,
     every 11th rejected; paths look like the patient-identifying names clinics use."""
     sha = hashlib.sha256(f"{device_id}:{i}".encode()).hexdigest()
     path = f"{prefix}-{i:06d}_smear.jpg"
-    common = dict(path=path, sha256=sha, bytes=100_000 + i, device_id=device_id, run_id=run_id,
-                  capture_time=t0 + timedelta(seconds=10 * i - 2), recorded_at=t0 + timedelta(seconds=10 * i),
-                  id=str(uuid.UUID(bytes=hashlib.md5(f"{device_id}:{i}".encode()).digest(), version=4)),
-                  t_queue_ms=1.0, t_decode_ms=5.0 + i % 3, t_quality_ms=2.0, t_total_ms=30.0 + i % 10)
+    common = dict(
+        path=path,
+        sha256=sha,
+        bytes=100_000 + i,
+        device_id=device_id,
+        run_id=run_id,
+        capture_time=t0 + timedelta(seconds=10 * i - 2),
+        recorded_at=t0 + timedelta(seconds=10 * i),
+        id=str(uuid.UUID(bytes=hashlib.md5(f"{device_id}:{i}".encode()).digest(), version=4)),
+        t_queue_ms=1.0,
+        t_decode_ms=5.0 + i % 3,
+        t_quality_ms=2.0,
+        t_total_ms=30.0 + i % 10,
+    )
     if i % 11 == 10:
         return ImageRecord(status="rejected", reason="not an image (no known file signature)", **common)
     if i % 7 == 6:
-        return ImageRecord(status="unreadable", reason=f"out of focus (focus {i % 20}.0 < 20.0)",
-                           quality={"focus": float(i % 20), "brightness": 128.0}, **common)
+        return ImageRecord(
+            status="unreadable",
+            reason=f"out of focus (focus {i % 20}.0 < 20.0)",
+            quality={"focus": float(i % 20), "brightness": 128.0},
+            **common,
+        )
     label = LABELS[i % 4]
     p = {lab: (0.7 if lab == label else 0.1) for lab in LABELS}
     score = round(1.0 - p["Benign"], 6)
-    return ImageRecord(status="classified", label=label, probabilities=p, malignant_score=score,
-                       verdict="malignant" if score >= 0.5 else "benign", needs_review=(i % 5 == 0),
-                       quality={"focus": 150.0, "brightness": 180.0}, segmentation={"cell_fraction": 0.12},
-                       t_preprocess_ms=8.0, t_inference_ms=3.0 + (i % 4), model_id=model_id,
-                       model_name="edge-screen-mnv2-int8", model_sha256="ab" * 32, **common)
+    return ImageRecord(
+        status="classified",
+        label=label,
+        probabilities=p,
+        malignant_score=score,
+        verdict="malignant" if score >= 0.5 else "benign",
+        needs_review=(i % 5 == 0),
+        quality={"focus": 150.0, "brightness": 180.0},
+        segmentation={"cell_fraction": 0.12},
+        t_preprocess_ms=8.0,
+        t_inference_ms=3.0 + (i % 4),
+        model_id=model_id,
+        model_name="edge-screen-mnv2-int8",
+        model_sha256="ab" * 32,
+        **common,
+    )
 
 
 @pytest.fixture
@@ -49,8 +81,9 @@ def make_store(tmp_path) -> Callable[..., Store]:
     Store.record one by one, as the daemon does."""
     opened = []
 
-    def _make(n: int = 20, device_id: str = "dev-a", name: Optional[str] = None, bulk: bool = True,
-              start: int = 0) -> Store:
+    def _make(
+        n: int = 20, device_id: str = "dev-a", name: Optional[str] = None, bulk: bool = True, start: int = 0
+    ) -> Store:
         path = tmp_path / (name or f"{device_id}.sqlite")
         store = Store.open(path, device_id=device_id)
         opened.append(store)
@@ -85,8 +118,10 @@ def pg_url() -> str:
     """A SQLAlchemy URL of a PostgreSQL server for tests (scripts/ci-postgres.sh prints one)."""
     url = os.environ.get("EDGE_SCREEN_TEST_PG")
     if not url:
-        pytest.skip("EDGE_SCREEN_TEST_PG is not set: no PostgreSQL server to test against "
-                    "(run `eval $(scripts/ci-postgres.sh)` to start one on 127.0.0.1)")
+        pytest.skip(
+            "EDGE_SCREEN_TEST_PG is not set: no PostgreSQL server to test against "
+            "(run `eval $(scripts/ci-postgres.sh)` to start one on 127.0.0.1)"
+        )
     return url
 
 
@@ -95,8 +130,17 @@ def pg_url() -> str:
 # quick run. "slow" marks the end-to-end trainer runs (minutes on 2 cores).
 _BROWSER_FIXTURES = {"browser", "page", "html_report"}
 _DAEMON_MODULES = {"test_daemon", "test_domain_daemon", "test_camera", "test_refusal", "test_retention"}
-_TRAINER_MODULES = {"test_cells", "test_corrections", "test_evaluate", "test_gate", "test_samplerule",
-                    "test_sources", "test_split", "test_trainer_e2e", "test_weights"}
+_TRAINER_MODULES = {
+    "test_cells",
+    "test_corrections",
+    "test_evaluate",
+    "test_gate",
+    "test_samplerule",
+    "test_sources",
+    "test_split",
+    "test_trainer_e2e",
+    "test_weights",
+}
 
 
 def pytest_collection_modifyitems(config, items):

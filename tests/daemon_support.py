@@ -3,6 +3,7 @@
 The model is the shipped one when it exists, else the TensorFlow-built stand-in from report_support
 (cached under /tmp, never in the repository). Waiting is always polling with a deadline.
 """
+
 from __future__ import annotations
 
 import os
@@ -18,7 +19,6 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
 import pytest
-
 import report_support
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -55,8 +55,13 @@ def write_config(folder: Path, model: Path, **daemon) -> Path:
     """A config with inbox, database and model in ``folder``; extra [daemon] keys from kwargs."""
     d = {"inbox": str(folder / "inbox"), "device_id": "test-device", **daemon}
     lines = ["[daemon]"] + [f"{k} = {_toml(v)}" for k, v in d.items()]
-    lines += ["[database]", f'url = "sqlite:///{folder / "db.sqlite"}"', "[model]", f'path = "{model}"',
-              "num_threads = 1"]
+    lines += [
+        "[database]",
+        f'url = "sqlite:///{folder / "db.sqlite"}"',
+        "[model]",
+        f'path = "{model}"',
+        "num_threads = 1",
+    ]
     p = folder / "edge-screen.toml"
     p.write_text("\n".join(lines) + "\n")
     return p
@@ -94,10 +99,12 @@ def runs(db: Path) -> List[Dict]:
         con.close()
 
 
-def cli(*args: str, check: bool = True, timeout: float = 120,
-        env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
-    p = subprocess.run([sys.executable, "-m", "edge", *args], cwd=ROOT, capture_output=True, text=True,
-                       timeout=timeout, env=_env(env))
+def cli(
+    *args: str, check: bool = True, timeout: float = 120, env: Optional[Dict[str, str]] = None
+) -> subprocess.CompletedProcess:
+    p = subprocess.run(
+        [sys.executable, "-m", "edge", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=_env(env)
+    )
     if check and p.returncode != 0:
         raise AssertionError(f"edge-screen {' '.join(args)} exited {p.returncode}:\n{p.stderr[-3000:]}")
     return p
@@ -125,8 +132,13 @@ class DaemonProc:
         if watchdog_usec:
             env["WATCHDOG_USEC"] = str(watchdog_usec)
         self._logf = open(self.log, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(config), "run"], cwd=ROOT,
-                                     stdout=self._logf, stderr=subprocess.STDOUT, env=_env(env))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge", "--config", str(config), "run"],
+            cwd=ROOT,
+            stdout=self._logf,
+            stderr=subprocess.STDOUT,
+            env=_env(env),
+        )
 
     def _drain(self, timeout: float) -> None:
         self.sock.settimeout(timeout)
@@ -152,7 +164,7 @@ class DaemonProc:
             self._drain(0.2)
         raise AssertionError(f"no {prefix} from the daemon within {timeout}s:\n{self.output()}")
 
-    def wait_ready(self) -> "DaemonProc":
+    def wait_ready(self) -> DaemonProc:
         self.wait_message("READY=1")
         return self
 

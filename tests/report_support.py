@@ -5,6 +5,7 @@ The shipped model (edge.inference.classifier.DEFAULT_MODEL) is used when it exis
 tiny stand-in int8 model is built with TensorFlow under /tmp (never in the repository) and cached there,
 so only the first test session pays for the TensorFlow import.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,8 @@ from typing import Tuple
 import cv2
 import numpy as np
 
-from edge.inference.classifier import DEFAULT_MODEL, ModelCard, card_path_for, sha256_file
 from edge.imaging.preprocess import PreprocessParams
+from edge.inference.classifier import DEFAULT_MODEL, ModelCard, card_path_for, sha256_file
 from edge.store.database import ImageRecord, Store
 
 STANDIN_DIR = Path(os.environ.get("EDGE_SCREEN_STANDIN_DIR", "/tmp/edge-screen-standin"))
@@ -54,23 +55,36 @@ def build_standin(path: Path) -> Path:
     out = dense(x)
     model = tf.keras.Model(inp, out)
     conv.set_weights([np.array([0.0, -1.0, 1.0], np.float32).reshape(1, 1, 3, 1), np.zeros(1, np.float32)])
-    dense.set_weights([np.array([[-150.0, 100.0, 120.0, 80.0]], np.float32),
-                       np.array([3.0, -1.0, -1.5, -0.8], np.float32)])
+    dense.set_weights(
+        [np.array([[-150.0, 100.0, 120.0, 80.0]], np.float32), np.array([3.0, -1.0, -1.5, -0.8], np.float32)]
+    )
     rng = np.random.default_rng(0)
 
     from trainer.convert import to_int8_tflite
 
     rep = np.stack([synthetic_smear(rng, n_cells=i % 3) for i in range(16)])
     tmp = to_int8_tflite(model, rep, path.with_suffix(".tmp"))
-    ModelCard(name="standin", version="0", sha256=sha256_file(tmp), labels=list(STANDIN_LABELS),
-              input_mode="segmented", preprocessing=PreprocessParams(), threshold=0.5,
-              review_band=(0.3, 0.7)).save(card)
+    ModelCard(
+        name="standin",
+        version="0",
+        sha256=sha256_file(tmp),
+        labels=list(STANDIN_LABELS),
+        input_mode="segmented",
+        preprocessing=PreprocessParams(),
+        threshold=0.5,
+        review_band=(0.3, 0.7),
+    ).save(card)
     os.replace(tmp, path)
     return path
 
 
-def synthetic_smear(rng: np.random.Generator | None = None, n_cells: int = 1, size: int = 224,
-                    centers: list | None = None, radius: int = 28) -> np.ndarray:
+def synthetic_smear(
+    rng: np.random.Generator | None = None,
+    n_cells: int = 1,
+    size: int = 224,
+    centers: list | None = None,
+    radius: int = 28,
+) -> np.ndarray:
     """A pale pink background with purple stained nuclei, RGB uint8."""
     rng = rng or np.random.default_rng(0)
     img = np.empty((size, size, 3), np.uint8)
@@ -99,11 +113,18 @@ REPORT_LABELS = ("Benign", "Early Pre-B", "Pre-B", "Pro-B")
 def report_record(i: int, inbox: Path) -> ImageRecord:
     """Row i of the fixture: three days, two devices, every status, two models, distinct timings."""
     day = 1 + i % 3
-    common = dict(path=str(inbox / f"img-{i:03d}.png"), sha256=hashlib.sha256(b"%d" % i).hexdigest(),
-                  device_id="dev-a" if i % 2 == 0 else "dev-b",
-                  recorded_at=datetime(2026, 5, day, 8 + (i // 3) % 8, i, tzinfo=timezone.utc),
-                  t_queue_ms=1.0 + i % 2, t_decode_ms=4.0 + i % 3, t_store_ms=0.5 + (i % 4) / 4, t_total_ms=20.0 + i,
-                  model_name="model-a" if i < 24 else "model-b", model_sha256=("a" if i < 24 else "b") * 64)
+    common = dict(
+        path=str(inbox / f"img-{i:03d}.png"),
+        sha256=hashlib.sha256(b"%d" % i).hexdigest(),
+        device_id="dev-a" if i % 2 == 0 else "dev-b",
+        recorded_at=datetime(2026, 5, day, 8 + (i // 3) % 8, i, tzinfo=timezone.utc),
+        t_queue_ms=1.0 + i % 2,
+        t_decode_ms=4.0 + i % 3,
+        t_store_ms=0.5 + (i % 4) / 4,
+        t_total_ms=20.0 + i,
+        model_name="model-a" if i < 24 else "model-b",
+        model_sha256=("a" if i < 24 else "b") * 64,
+    )
     kind = i % 8
     if kind == 5:
         return ImageRecord(status="unreadable", reason=f"out of focus ({i})", **common)
@@ -114,9 +135,16 @@ def report_record(i: int, inbox: Path) -> ImageRecord:
     malignant, review = i % 6 == 0, i % 9 == 4
     score = 0.92 if malignant else (0.4 if review else 0.05)
     label = REPORT_LABELS[1 + (i // 6) % 3] if malignant else "Benign"
-    return ImageRecord(status="classified", label=label, verdict="malignant" if malignant else "benign",
-                       malignant_score=score, needs_review=review, t_inference_ms=3.0 + i % 5,
-                       probabilities={lab: (score if lab == label else 0.0) for lab in REPORT_LABELS}, **common)
+    return ImageRecord(
+        status="classified",
+        label=label,
+        verdict="malignant" if malignant else "benign",
+        malignant_score=score,
+        needs_review=review,
+        t_inference_ms=3.0 + i % 5,
+        probabilities={lab: (score if lab == label else 0.0) for lab in REPORT_LABELS},
+        **common,
+    )
 
 
 def report_db(root: Path) -> Tuple[Path, Path, Path]:

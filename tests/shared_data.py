@@ -1,4 +1,5 @@
 """Where tests find ../shared; real-data tests fall back to synthetic smears when it is absent."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -20,6 +21,8 @@ def real_images(per_class: int = 3) -> list:
         step = max(1, len(files) // per_class)
         out.extend(files[::step][:per_class])
     return out
+
+
 # The other laboratories' normal sets (shared/README.md).
 PBC = SHARED / "datasets" / "pbc-normal"
 BCCD = SHARED / "datasets" / "bccd-fields"

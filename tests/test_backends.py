@@ -3,6 +3,7 @@
 tflite_runtime needs numpy<2, so it lives in its own environment: ./scripts/test builds .venv-tflite and
 names its Python in EDGE_SCREEN_TFLITE_PYTHON; the comparison runs each backend in a real subprocess.
 """
+
 import os
 import subprocess
 import sys
@@ -21,13 +22,17 @@ TFLITE_PY = os.environ.get("EDGE_SCREEN_TFLITE_PYTHON", "")
 
 
 def _has_tflite_runtime(py: str) -> bool:
-    return bool(py) and subprocess.run([py, "-c", "import tflite_runtime.interpreter"],
-                                       capture_output=True).returncode == 0
+    return (
+        bool(py)
+        and subprocess.run([py, "-c", "import tflite_runtime.interpreter"], capture_output=True).returncode == 0
+    )
 
 
-needs_both = pytest.mark.skipif(not _has_tflite_runtime(TFLITE_PY),
-                                reason="no tflite_runtime: set EDGE_SCREEN_TFLITE_PYTHON to a Python that has "
-                                       "it (./scripts/test builds .venv-tflite)")
+needs_both = pytest.mark.skipif(
+    not _has_tflite_runtime(TFLITE_PY),
+    reason="no tflite_runtime: set EDGE_SCREEN_TFLITE_PYTHON to a Python that has "
+    "it (./scripts/test builds .venv-tflite)",
+)
 
 
 def _real_paths():
@@ -53,8 +58,10 @@ def test_xnnpack_kernels_rarely_change_a_verdict():
     """XNNPACK requantizes through float: scores move a little, verdicts almost never (the card has the
     full validation figure)."""
     paths = _real_paths()
-    res = backend_parity.compare(backend_parity.run_backend(sys.executable, "litert", str(model_path()), paths),
-                                 backend_parity.run_backend(TFLITE_PY, "tflite_runtime", str(model_path()), paths))
+    res = backend_parity.compare(
+        backend_parity.run_backend(sys.executable, "litert", str(model_path()), paths),
+        backend_parity.run_backend(TFLITE_PY, "tflite_runtime", str(model_path()), paths),
+    )
     assert res["verdict_agreement"] >= 0.98, res
 
 
@@ -65,6 +72,8 @@ def test_both_backends_agree_on_synthetic_smears(tmp_path):
     for seed in range(6):
         (tmp_path / f"s{seed}.png").write_bytes(synthetic.encode(synthetic.smear(seed, n_wbc=3), "png"))
     paths = sorted(str(p) for p in tmp_path.glob("*.png"))
-    res = backend_parity.compare(backend_parity.run_backend(sys.executable, "litert", str(model_path()), paths, "builtin"),
-                                 backend_parity.run_backend(TFLITE_PY, "tflite_runtime", str(model_path()), paths))
+    res = backend_parity.compare(
+        backend_parity.run_backend(sys.executable, "litert", str(model_path()), paths, "builtin"),
+        backend_parity.run_backend(TFLITE_PY, "tflite_runtime", str(model_path()), paths),
+    )
     assert res["refusal_agreement"] == 1.0 and res["max_score_difference"] == 0.0, res

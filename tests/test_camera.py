@@ -1,9 +1,11 @@
 """Camera sources: the fake camera feeds the daemon; without picamera2, capture says what is missing."""
+
 from __future__ import annotations
 
 import sys
 
 from daemon_support import DaemonProc, cli, model_path, poll, rows, write_config  # noqa: F401
+
 from edge.daemon.camera import FakeSource, capture_loop, write_atomic
 
 
@@ -38,12 +40,15 @@ def test_capture_without_picamera2_prints_one_clear_line_and_fails(tmp_path, mod
         return  # on a real Pi the camera path is exercised by hand
     p = cli("--config", str(write_config(tmp_path, model_path)), "capture", check=False)
     assert p.returncode != 0
-    lines = [l for l in p.stderr.splitlines() if l.strip()]
-    assert lines == ["error: picamera2 is not installed: on Raspberry Pi OS `sudo apt install python3-picamera2` "
-                     "and create the venv with --system-site-packages"]
+    lines = [ln for ln in p.stderr.splitlines() if ln.strip()]
+    assert lines == [
+        "error: picamera2 is not installed: on Raspberry Pi OS `sudo apt install python3-picamera2` "
+        "and create the venv with --system-site-packages"
+    ]
     assert not (tmp_path / "inbox").exists() or not list((tmp_path / "inbox").iterdir())
 
 
 def _has_picamera2() -> bool:
     import importlib.util
+
     return importlib.util.find_spec("picamera2") is not None

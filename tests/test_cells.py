@@ -1,4 +1,5 @@
 """Cell-grounded input: what the model sees is the white cells, stain-normalised, and nothing else."""
+
 import dataclasses
 
 import cv2
@@ -38,7 +39,7 @@ def test_every_cell_crop_shows_only_cell_pixels_on_the_fill_colour():
             y0, x0 = cell.y - win // 2, cell.x - win // 2
             m = np.zeros((win, win), bool)
             ys, xs = slice(max(y0, 0), min(y0 + win, 224)), slice(max(x0, 0), min(x0 + win, 224))
-            m[ys.start - y0:ys.stop - y0, xs.start - x0:xs.stop - x0] = pre.mask[ys, xs]
+            m[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = pre.mask[ys, xs]
             far = ~cv2.dilate(m.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
             assert np.abs(small[far].astype(int) - np.array(CELL.background)).max() <= 1
 
@@ -55,11 +56,12 @@ def test_context_outside_the_cell_mask_does_not_reach_the_model_input():
         composite[pa.mask] = pa.resized[pa.mask]
         pc = preprocess(composite, CELL)
         cell = pa.cells[0]  # the largest: clear of the threshold
-        assert any(abs(c.y - cell.y) <= 4 and abs(c.x - cell.x) <= 4 for c in pc.cells), \
+        assert any(abs(c.y - cell.y) <= 4 and abs(c.x - cell.x) <= 4 for c in pc.cells), (
             f"cell at {(cell.y, cell.x)} not found on the other slide"
+        )
         half = CELL.cell_window // 2
         window = np.zeros(pa.mask.shape, bool)
-        window[max(cell.y - half, 0):cell.y + half, max(cell.x - half, 0):cell.x + half] = True
+        window[max(cell.y - half, 0) : cell.y + half, max(cell.x - half, 0) : cell.x + half] = True
         own = cv2.dilate(pa.mask.astype(np.uint8), np.ones((5, 5), np.uint8)).astype(bool)
         shown = pc.mask & window
         assert shown.any() and (shown & ~own).sum() <= 0.02 * shown.sum()
@@ -154,4 +156,6 @@ def test_a_chroma_only_stain_transfer_leaves_lightness_alone():
     chroma = StainTransform.fit(rgb, mask, ref, 4.0, keep_lightness=True)
     assert chroma.gain[0] == 1.0 and chroma.offset[0] == 0.0
     assert full.gain[0] != 1.0
-    np.testing.assert_allclose(chroma.gain[1:], full.gain[1:]) and np.testing.assert_allclose(chroma.offset[1:], full.offset[1:])
+    np.testing.assert_allclose(chroma.gain[1:], full.gain[1:]) and np.testing.assert_allclose(
+        chroma.offset[1:], full.offset[1:]
+    )

@@ -1,4 +1,5 @@
 """The command line: config errors name the key, classify --json fields, status, --help everywhere."""
+
 from __future__ import annotations
 
 import json
@@ -7,12 +8,11 @@ from datetime import datetime, timezone
 import click
 import pytest
 from click.testing import CliRunner
-
 from daemon_support import cli, model_path, write_config  # noqa: F401
+
 from edge.cli import app as edge_cli
 from edge.imaging import synthetic
 from trainer import cli as trainer_cli
-
 
 
 def _commands(group: click.Command, path: tuple = ()) -> list:
@@ -24,8 +24,9 @@ def _commands(group: click.Command, path: tuple = ()) -> list:
     return out
 
 
-ALL_COMMANDS = [("edge-screen", p) for p in _commands(edge_cli.main)] + \
-               [("edge-screen-train", p) for p in _commands(trainer_cli.main)]
+ALL_COMMANDS = [("edge-screen", p) for p in _commands(edge_cli.main)] + [
+    ("edge-screen-train", p) for p in _commands(trainer_cli.main)
+]
 
 
 @pytest.mark.parametrize("prog, path", ALL_COMMANDS, ids=lambda c: " ".join(c) if isinstance(c, tuple) else c)
@@ -46,9 +47,14 @@ def test_help_from_the_installed_entry_point():
     assert "Usage:" in p.stdout and "run" in p.stdout
 
 
-@pytest.mark.parametrize("toml, key", [("[quality]\nmin_focus = \"abc\"\n", "quality.min_focus"),
-                                       ("[daemon]\nafter = \"delete\"\n", "daemon.after"),
-                                       ("[model]\nthreads = 2\n", "model.threads")])
+@pytest.mark.parametrize(
+    "toml, key",
+    [
+        ('[quality]\nmin_focus = "abc"\n', "quality.min_focus"),
+        ('[daemon]\nafter = "delete"\n', "daemon.after"),
+        ("[model]\nthreads = 2\n", "model.threads"),
+    ],
+)
 def test_config_errors_name_the_key(tmp_path, toml, key):
     cfg = tmp_path / "c.toml"
     cfg.write_text(toml)
@@ -81,8 +87,17 @@ def test_classify_json_then_status(tmp_path, model_path):
     out = [json.loads(line) for line in cli("--config", str(cfg), "classify", "--json", str(imgs)).stdout.splitlines()]
     assert len(out) == 6
     for j in out:
-        assert {"path", "status", "reason", "label", "probabilities", "score", "verdict", "needs_review",
-                "timings"} <= set(j)
+        assert {
+            "path",
+            "status",
+            "reason",
+            "label",
+            "probabilities",
+            "score",
+            "verdict",
+            "needs_review",
+            "timings",
+        } <= set(j)
     good = [j for j in out if j["status"] == "classified"]
     assert len(good) == 5 and all(j["label"] and j["verdict"] in ("benign", "malignant") for j in good)
     assert abs(sum(good[0]["probabilities"].values()) - 1) < 1e-3 and "inference" in good[0]["timings"]
@@ -108,11 +123,14 @@ def test_classify_of_a_missing_file_is_a_usage_error_and_records_nothing(tmp_pat
         assert sqlite3.connect(db).execute("select count(*) from images").fetchone()[0] == 0
 
 
-@pytest.mark.parametrize("section, text", [
-    ("database", 'url = "mysql+pymysql://u:secret@127.0.0.1/x"'),   # a driver that is not installed
-    ("database", 'url = "postgresql+pg8000://u:secret@127.0.0.1/x"'),
-    ("daemon", 'inbox = "{tmp}/a-file/inbox"'),                      # a file where a folder must go
-])
+@pytest.mark.parametrize(
+    "section, text",
+    [
+        ("database", 'url = "mysql+pymysql://u:secret@127.0.0.1/x"'),  # a driver that is not installed
+        ("database", 'url = "postgresql+pg8000://u:secret@127.0.0.1/x"'),
+        ("daemon", 'inbox = "{tmp}/a-file/inbox"'),  # a file where a folder must go
+    ],
+)
 def test_config_check_runs_the_same_checks_as_run(tmp_path, model_path, section, text):
     (tmp_path / "a-file").write_text("not a folder")
     cfg = write_config(tmp_path, model_path)
@@ -145,14 +163,19 @@ def test_commands_do_not_print_the_runtime_s_native_notices(tmp_path, model_path
 
 
 def test_bench_reports_every_stage_and_shows_progress(tmp_path, model_path):
-    from edge.pipeline.bench import run_bench
     from edge.config import config_from_dict
     from edge.inference.classifier import Classifier
+    from edge.pipeline.bench import run_bench
 
     cfg = config_from_dict({"model": {"path": str(model_path), "num_threads": 1}}, base_dir=tmp_path)
     seen = {}
-    report = run_bench(cfg, Classifier(model_path, num_threads=1), [], n=6,
-                       progress=lambda stage, i, n: seen.__setitem__(stage, (i, n)))
+    report = run_bench(
+        cfg,
+        Classifier(model_path, num_threads=1),
+        [],
+        n=6,
+        progress=lambda stage, i, n: seen.__setitem__(stage, (i, n)),
+    )
     assert seen == {"bare invoke": (6, 6), "pipeline, one at a time": (3, 3), "pipeline, overlapped batch": (6, 6)}
     assert report["pipeline_ms"]["total"]["median"] > 0 and report["batch"]["images_per_s"] > 0
 
@@ -162,8 +185,7 @@ def test_classify_table_fits_an_80_column_console_without_cutting_names(tmp_path
     names = ["WBC-Malignant-Early-0001-long-name.jpg", "WBC-Benign-0002.jpg"]
     for i, name in enumerate(names):
         (tmp_path / name).write_bytes(synthetic.smear_jpeg(i))
-    p = cli("--config", str(cfg), "classify", "--no-db", *[str(tmp_path / n) for n in names],
-            env={"COLUMNS": "80"})
+    p = cli("--config", str(cfg), "classify", "--no-db", *[str(tmp_path / n) for n in names], env={"COLUMNS": "80"})
     lines = p.stdout.splitlines()
     assert all(len(line) <= 80 for line in lines), lines
     for name in names:

@@ -5,8 +5,7 @@ from pathlib import Path
 
 import pytest
 
-from edge.config import (SECTIONS, Config, ConfigError, config_from_dict, default_device_id, load_config,
-                         resolve_db_url)
+from edge.config import SECTIONS, Config, ConfigError, config_from_dict, default_device_id, load_config, resolve_db_url
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -58,26 +57,29 @@ def test_shipped_file_is_valid_and_its_commented_values_are_the_defaults(tmp_pat
     assert load_config(SHIPPED, tmp_path) == config_from_dict({}, tmp_path)
 
 
-@pytest.mark.parametrize("text, message", [
-    ('[quality]\nmin_focus = "abc"', 'quality.min_focus: expected a number, got "abc"'),
-    ('[quality]\nmin_focus = true', "quality.min_focus: expected a number, got true"),
-    ('[daemon]\nobserver = "fanotify"', 'daemon.observer: expected one of "inotify", "polling", got "fanotify"'),
-    ('[daemon]\nstable_checks = 0', "daemon.stable_checks: must be at least 1, got 0"),
-    ('[daemon]\nstable_checks = 1.5', "daemon.stable_checks: expected an integer, got 1.5"),
-    ('[daemon]\nbacklog_scan = "yes"', 'daemon.backlog_scan: expected true or false, got "yes"'),
-    ('[daemon]\ninbxo = "x"', "daemon.inbxo: unknown key"),
-    ('[daemon]\ndevice_id = "has space"', "daemon.device_id: expected 1-64 letters"),
-    ('[deamon]\ninbox = "x"', "deamon: unknown section"),
-    ('daemon = 3', "daemon: expected a table [daemon], got an integer"),
-    ('[database]\nsynchronous = "OFF"', "database.synchronous: expected one of"),
-    ('[database]\nurl = "data.sqlite"', "database.url: expected a SQLAlchemy URL"),
-    ('[model]\nbackend = "cuda"', "model.backend: expected one of"),
-    ('[model]\nnum_threads = 0', "model.num_threads: must be at least 1"),
-    ('[quality]\nmax_clipped_fraction = 1.5', "quality.max_clipped_fraction: must be at most 1"),
-    ('[quality]\nmin_brightness = 200\nmax_brightness = 100', "quality.min_brightness: must be below"),
-    ('[camera]\nresolution = [4056]', "camera.resolution: expected [positive integer, positive integer]"),
-    ('[daemon]\npoll_interval_s = 0', "daemon.poll_interval_s: must be greater than 0"),
-])
+@pytest.mark.parametrize(
+    "text, message",
+    [
+        ('[quality]\nmin_focus = "abc"', 'quality.min_focus: expected a number, got "abc"'),
+        ("[quality]\nmin_focus = true", "quality.min_focus: expected a number, got true"),
+        ('[daemon]\nobserver = "fanotify"', 'daemon.observer: expected one of "inotify", "polling", got "fanotify"'),
+        ("[daemon]\nstable_checks = 0", "daemon.stable_checks: must be at least 1, got 0"),
+        ("[daemon]\nstable_checks = 1.5", "daemon.stable_checks: expected an integer, got 1.5"),
+        ('[daemon]\nbacklog_scan = "yes"', 'daemon.backlog_scan: expected true or false, got "yes"'),
+        ('[daemon]\ninbxo = "x"', "daemon.inbxo: unknown key"),
+        ('[daemon]\ndevice_id = "has space"', "daemon.device_id: expected 1-64 letters"),
+        ('[deamon]\ninbox = "x"', "deamon: unknown section"),
+        ("daemon = 3", "daemon: expected a table [daemon], got an integer"),
+        ('[database]\nsynchronous = "OFF"', "database.synchronous: expected one of"),
+        ('[database]\nurl = "data.sqlite"', "database.url: expected a SQLAlchemy URL"),
+        ('[model]\nbackend = "cuda"', "model.backend: expected one of"),
+        ("[model]\nnum_threads = 0", "model.num_threads: must be at least 1"),
+        ("[quality]\nmax_clipped_fraction = 1.5", "quality.max_clipped_fraction: must be at most 1"),
+        ("[quality]\nmin_brightness = 200\nmax_brightness = 100", "quality.min_brightness: must be below"),
+        ("[camera]\nresolution = [4056]", "camera.resolution: expected [positive integer, positive integer]"),
+        ("[daemon]\npoll_interval_s = 0", "daemon.poll_interval_s: must be greater than 0"),
+    ],
+)
 def test_bad_values_name_the_key(tmp_path, text, message):
     with pytest.raises(ConfigError) as e:
         load_config(write(tmp_path, text), tmp_path)
@@ -93,7 +95,10 @@ def test_missing_file_and_syntax_error_are_config_errors(tmp_path):
 
 
 def test_values_are_converted_and_relative_paths_resolved(tmp_path):
-    cfg = load_config(write(tmp_path, """
+    cfg = load_config(
+        write(
+            tmp_path,
+            """
 [daemon]
 inbox = "smears/in"
 after = "move"
@@ -107,7 +112,10 @@ min_focus = 35
 resolution = [1920, 1080]
 [model]
 path = "m/model.tflite"
-"""), base_dir=tmp_path)
+""",
+        ),
+        base_dir=tmp_path,
+    )
     assert cfg.daemon.inbox == tmp_path.resolve() / "smears" / "in"
     assert cfg.daemon.rejected_dir == Path("/var/lib/edge/rejected")
     assert cfg.daemon.device_id == "microscope-2"
@@ -125,8 +133,10 @@ def test_env_var_names_the_file(tmp_path):
 
 
 def test_to_toml_round_trips(tmp_path):
-    cfg = load_config(write(tmp_path, '[daemon]\ndevice_id = "d1"\ninbox = "a \\"quoted\\" dir"\n'
-                                      '[model]\npath = "x.tflite"'), tmp_path)
+    cfg = load_config(
+        write(tmp_path, '[daemon]\ndevice_id = "d1"\ninbox = "a \\"quoted\\" dir"\n[model]\npath = "x.tflite"'),
+        tmp_path,
+    )
     again = load_config(write(tmp_path, cfg.to_toml()), tmp_path)
     assert again == cfg
     assert cfg.to_dict()["daemon"]["inbox"] == str(tmp_path.resolve() / 'a "quoted" dir')
@@ -164,8 +174,10 @@ def test_anonymize_key_env_wins_over_file(tmp_path):
 def test_a_database_password_is_never_shown(tmp_path):
     from edge.config import redact_url
 
-    assert redact_url("postgresql+psycopg://clinic:s3cr%40t@db.local:5432/edge") == \
-        "postgresql+psycopg://clinic:***@db.local:5432/edge"
+    assert (
+        redact_url("postgresql+psycopg://clinic:s3cr%40t@db.local:5432/edge")
+        == "postgresql+psycopg://clinic:***@db.local:5432/edge"
+    )
     assert redact_url("sqlite:////var/lib/edge/edge.sqlite") == "sqlite:////var/lib/edge/edge.sqlite"
     cfg = config_from_dict({"database": {"url": "postgresql://clinic:hunter2@127.0.0.1:1/edge"}}, base_dir=tmp_path)
     shown = cfg.to_toml()

@@ -1,4 +1,5 @@
 """Reviewers' field corrections from a device database become training images, never validation leaks."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,12 +10,12 @@ from pathlib import Path
 import pytest
 from sqlalchemy import create_engine
 
+from edge.imaging.synthetic import smear_jpeg
+from edge.store.database import Store
 from edge.store.records import ImageRecord
 from edge.store.schema import reviews
-from edge.store.database import Store
-from edge.imaging.synthetic import smear_jpeg
 from trainer.corrections import add_corrections, load_corrections, read_corrections
-from trainer.data import discover, block_split
+from trainer.data import block_split, discover
 
 T0 = datetime(2026, 12, 1, 9, 0, tzinfo=timezone.utc)
 
@@ -29,7 +30,7 @@ def _write(path: Path, data: bytes) -> str:
 def world(tmp_path):
     """A small dataset (split into blocks) and a device database whose reviewers corrected some fields."""
     data = tmp_path / "data"
-    for label, folder, seed0 in (("Benign", "Benign", 0), ("Pre-B", "Pre", 100)):
+    for _label, folder, seed0 in (("Benign", "Benign", 0), ("Pre-B", "Pre", 100)):
         for n in range(10):
             _write(data / folder / f"WBC-{folder}-{n:03d}.jpg", smear_jpeg(seed0 + n, 96))
     split = block_split(discover(data)[0], block_size=2, val_fraction=0.5)
@@ -50,9 +51,18 @@ def world(tmp_path):
             p.rename(moved_to)
         if missing:
             p.unlink()
-        rows[name] = store.record(ImageRecord(path=str(p), sha256=sha, status="classified", label="Pre-B",
-                                              malignant_score=0.9, verdict="malignant", sample_id="S1",
-                                              moved_to=str(moved_to) if moved_to else None))
+        rows[name] = store.record(
+            ImageRecord(
+                path=str(p),
+                sha256=sha,
+                status="classified",
+                label="Pre-B",
+                malignant_score=0.9,
+                verdict="malignant",
+                sample_id="S1",
+                moved_to=str(moved_to) if moved_to else None,
+            )
+        )
         return rows[name]
 
     a = field("a.jpg", smear_jpeg(500, 96))
@@ -63,7 +73,8 @@ def world(tmp_path):
     store.close()
 
     reviews_rows = [
-        (a, 0, "Pro-B", None), (a, 5, "Benign", None),  # two reviews of one field: the later one wins
+        (a, 0, "Pro-B", None),
+        (a, 5, "Benign", None),  # two reviews of one field: the later one wins
         (b, 1, None, "benign"),  # a plain "benign" verdict is a complete label
         (c, 2, "Early Pre-B", None),  # the file is gone
         (leak, 3, "Benign", None),
@@ -72,13 +83,32 @@ def world(tmp_path):
     eng = create_engine(f"sqlite:///{db}")
     with eng.begin() as conn:
         for image_id, minutes, label, verdict in reviews_rows:
-            conn.execute(reviews.insert().values(
-                id=str(uuid.uuid4()), device_id="pi-1", created_at=T0 + timedelta(minutes=minutes),
-                reviewer="dr-a", kind="field", sample_id="S1", image_id=image_id, model_label="Pre-B",
-                model_score=0.9, reviewer_label=label, reviewer_verdict=verdict))
-        conn.execute(reviews.insert().values(  # a sample review is not a field correction
-            id=str(uuid.uuid4()), device_id="pi-1", created_at=T0, reviewer="dr-a", kind="sample",
-            sample_id="S1", reviewer_verdict="benign"))
+            conn.execute(
+                reviews.insert().values(
+                    id=str(uuid.uuid4()),
+                    device_id="pi-1",
+                    created_at=T0 + timedelta(minutes=minutes),
+                    reviewer="dr-a",
+                    kind="field",
+                    sample_id="S1",
+                    image_id=image_id,
+                    model_label="Pre-B",
+                    model_score=0.9,
+                    reviewer_label=label,
+                    reviewer_verdict=verdict,
+                )
+            )
+        conn.execute(
+            reviews.insert().values(  # a sample review is not a field correction
+                id=str(uuid.uuid4()),
+                device_id="pi-1",
+                created_at=T0,
+                reviewer="dr-a",
+                kind="sample",
+                sample_id="S1",
+                reviewer_verdict="benign",
+            )
+        )
     eng.dispose()
     return split, db, rows
 
@@ -98,7 +128,7 @@ def test_validation_duplicates_dropped_and_only_training_grows(world):
     split, db, rows = world
     new, info = load_corrections(split, [db])
     assert new.val == split.val and new.val_blocks == split.val_blocks
-    added = new.train[len(split.train):]
+    added = new.train[len(split.train) :]
     assert sorted(s.label for s in added) == ["Benign", "Benign"]
     val_sha = {s.sha256 for s in split.val}
     assert not any(s.sha256 in val_sha for s in added)

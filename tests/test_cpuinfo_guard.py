@@ -1,6 +1,7 @@
 """On ARM, a /proc/cpuinfo the TFLite runtime cannot read makes it crash (SIGSEGV) building the interpreter;
 edge-screen refuses the model with a one-line reason instead (exit 3). Which listings load and which crash
 was measured with ai-edge-litert 2.3.0 under emulation (edge/inference/backends/cpuinfo.py)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -22,17 +23,21 @@ def _only(text: str, keys) -> str:
 X86 = "processor\t: 0\nvendor_id\t: GenuineIntel\nflags\t\t: fpu vme sse sse2 avx2\nmodel name\t: Xeon\n\n"
 
 
-@pytest.mark.parametrize("text, loads", [
-    (PI4, True), (PI4_32, True),
-    (_only(PI4, {"processor", "Features", "CPU architecture"}), True),
-    (_only(PI4, {"processor", "CPU implementer", "CPU part", "CPU variant", "CPU revision"}), True),
-    (X86, False),  # what qemu-user shows
-    ("", False),
-    (_only(PI4, {"processor", "Model"}), False),
-    (_only(PI4, {"processor", "Features"}), False),
-    (_only(PI4, {"processor", "CPU implementer"}), False),
-    (_only(PI4, {"processor", "CPU part"}), False),
-])
+@pytest.mark.parametrize(
+    "text, loads",
+    [
+        (PI4, True),
+        (PI4_32, True),
+        (_only(PI4, {"processor", "Features", "CPU architecture"}), True),
+        (_only(PI4, {"processor", "CPU implementer", "CPU part", "CPU variant", "CPU revision"}), True),
+        (X86, False),  # what qemu-user shows
+        ("", False),
+        (_only(PI4, {"processor", "Model"}), False),
+        (_only(PI4, {"processor", "Features"}), False),
+        (_only(PI4, {"processor", "CPU implementer"}), False),
+        (_only(PI4, {"processor", "CPU part"}), False),
+    ],
+)
 def test_listings_that_crashed_the_runtime_are_refused(tmp_path, text, loads):
     p = tmp_path / "cpuinfo"
     p.write_text(text)

@@ -1,4 +1,5 @@
 """The daemon as a clinic runs it: a real subprocess, a real inbox, a real SQLite file."""
+
 from __future__ import annotations
 
 import hashlib
@@ -52,7 +53,9 @@ def test_backlog_and_live_images_are_classified_like_classify_json(tmp_path, mod
         assert d.wait_message("STATUS=").startswith("STATUS=")
     finally:
         assert d.terminate() == 0, d.output()
-    assert sum(" INFO edge.daemon.service: " in line and "total=" in line for line in d.output().splitlines()) == len(expected)
+    assert sum(" INFO edge.daemon.service: " in line and "total=" in line for line in d.output().splitlines()) == len(
+        expected
+    )
     out = cli("--config", str(cfg), "classify", "--json", "--no-db", str(inbox))
     answers = {j["path"]: j for j in map(json.loads, out.stdout.splitlines())}
     for r in got:
@@ -84,7 +87,7 @@ def test_kill_9_mid_stream_then_restart_records_every_image_exactly_once(tmp_pat
 
 def _chunks(data: bytes, n: int) -> list:
     step = len(data) // n + 1
-    return [data[i:i + step] for i in range(0, len(data), step)]
+    return [data[i : i + step] for i in range(0, len(data), step)]
 
 
 def _write_synced(f, chunk: bytes) -> None:
@@ -105,11 +108,11 @@ def test_a_slowly_written_file_is_never_read_early(tmp_path, model_path):
         with open(slow, "wb") as f:
             for k, chunk in enumerate(chunks):
                 _write_synced(f, chunk)
-                poll(lambda: slow.stat().st_size >= sum(map(len, chunks[:k + 1])), what="the chunk on disk")
+                poll(lambda: slow.stat().st_size >= sum(map(len, chunks[: k + 1])), what="the chunk on disk")  # noqa: B023 - polled within this iteration
                 # A tick image proves the daemon handled events while slow.jpg was open and incomplete.
                 tick = inbox / f"tick-{k}.jpg"
                 tick.write_bytes(synthetic.smear_jpeg(200 + k))
-                poll(lambda: rows(db, f"path = '{tick}'"), what=f"tick {k} recorded")
+                poll(lambda: rows(db, f"path = '{tick}'"), what=f"tick {k} recorded")  # noqa: B023 - polled within this iteration
                 assert not rows(db, f"path = '{slow}'"), "slow.jpg was read while still being written"
         rec = poll(lambda: rows(db, f"path = '{slow}'"), what="slow.jpg recorded after close")
     finally:
@@ -146,8 +149,9 @@ def test_missing_or_corrupt_model_refuses_to_start_before_touching_the_inbox(tmp
 
 
 def test_move_after_commit_and_bad_files_do_not_stop_the_others(tmp_path, model_path):
-    cfg = write_config(tmp_path, model_path, after="move", done_dir=str(tmp_path / "done"),
-                       rejected_dir=str(tmp_path / "rejected"))
+    cfg = write_config(
+        tmp_path, model_path, after="move", done_dir=str(tmp_path / "done"), rejected_dir=str(tmp_path / "rejected")
+    )
     db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "empty.jpg").write_bytes(b"")
@@ -158,10 +162,14 @@ def test_move_after_commit_and_bad_files_do_not_stop_the_others(tmp_path, model_
     d = DaemonProc(cfg).wait_ready()
     try:
         poll(lambda: len(rows(db)) >= 4, what="4 rows")
-        poll(lambda: sorted(p.name for p in (tmp_path / "done").glob("*")) == ["syn-0000.jpg", "syn-0001.jpg"],
-             what="classified files moved to done/")
-        poll(lambda: sorted(p.name for p in (tmp_path / "rejected").glob("*")) == ["empty.jpg", "text.jpg"],
-             what="rejected files moved to rejected/")
+        poll(
+            lambda: sorted(p.name for p in (tmp_path / "done").glob("*")) == ["syn-0000.jpg", "syn-0001.jpg"],
+            what="classified files moved to done/",
+        )
+        poll(
+            lambda: sorted(p.name for p in (tmp_path / "rejected").glob("*")) == ["empty.jpg", "text.jpg"],
+            what="rejected files moved to rejected/",
+        )
     finally:
         assert d.terminate() == 0, d.output()
     assert len(rows(db)) == 4  # temporary and hidden names are never picked up
@@ -199,7 +207,7 @@ def test_polling_a_writer_that_pauses_longer_than_the_scans_gets_one_classified_
                 # size settled before the tick's did, so the daemon has read the incomplete slow.jpg by then.
                 tick = inbox / f"tick-{k}.jpg"
                 tick.write_bytes(synthetic.smear_jpeg(300 + k))
-                poll(lambda: rows(db, f"path = '{tick}'"), what=f"tick {k} recorded")
+                poll(lambda: rows(db, f"path = '{tick}'"), what=f"tick {k} recorded")  # noqa: B023 - polled within this iteration
                 if k < len(chunks) - 1:
                     assert not rows(db, f"path = '{slow}'"), rows(db, f"path = '{slow}'")
         rec = poll(lambda: rows(db, f"path = '{slow}'"), what="slow.jpg recorded once complete")
@@ -265,8 +273,10 @@ def test_an_image_overwritten_while_the_daemon_was_down_is_screened_at_restart(t
     finally:
         assert d.terminate() == 0, d.output()
     mine = [r for r in got if r["path"] == str(same)]
-    assert {r["sha256"] for r in mine} == {hashlib.sha256(synthetic.smear_jpeg(1)).hexdigest(),
-                                           hashlib.sha256(new).hexdigest()}
+    assert {r["sha256"] for r in mine} == {
+        hashlib.sha256(synthetic.smear_jpeg(1)).hexdigest(),
+        hashlib.sha256(new).hexdigest(),
+    }
     assert len([r for r in got if r["path"] == str(untouched)]) == 1, "an unchanged file is not redone"
 
 
@@ -284,8 +294,10 @@ def test_an_inbox_reached_through_a_symlink_records_each_image_once(tmp_path, mo
         (real / "backlog.jpg").write_bytes(data)  # rewritten in place: an event for a recorded file
         (tmp_path / "staging.jpg").write_bytes(synthetic.smear_jpeg(5))
         os.replace(tmp_path / "staging.jpg", tmp_path / "inbox" / "live.jpg")
-        got = poll(lambda: (r := rows(db)) and any(x["path"].endswith("live.jpg") for x in r) and r,
-                   what="the live image recorded")
+        got = poll(
+            lambda: (r := rows(db)) and any(x["path"].endswith("live.jpg") for x in r) and r,
+            what="the live image recorded",
+        )
     finally:
         assert d.terminate() == 0, d.output()
     assert sorted(Path(r["path"]).name for r in got) == ["backlog.jpg", "live.jpg"], [r["path"] for r in got]
@@ -316,8 +328,9 @@ def test_a_second_daemon_on_the_same_inbox_refuses_to_start_and_status_sees_a_ki
 
 
 def test_a_database_deleted_under_the_daemon_stops_it_and_loses_no_image(tmp_path, model_path):
-    cfg = write_config(tmp_path, model_path, after="move", done_dir=str(tmp_path / "done"),
-                       rejected_dir=str(tmp_path / "rejected"))
+    cfg = write_config(
+        tmp_path, model_path, after="move", done_dir=str(tmp_path / "done"), rejected_dir=str(tmp_path / "rejected")
+    )
     db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
     inbox.mkdir()
     (inbox / "first.jpg").write_bytes(synthetic.smear_jpeg(1))
@@ -376,8 +389,10 @@ def test_a_commit_that_fails_is_retried_while_the_daemon_runs(tmp_path, model_pa
         with sqlite3.connect(db) as c:
             c.execute("CREATE TABLE full_disk (x)")
             c.execute("INSERT INTO full_disk VALUES (1)")
-            c.execute("CREATE TRIGGER refuse BEFORE INSERT ON images WHEN (SELECT count(*) FROM full_disk) > 0 "
-                      "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END")
+            c.execute(
+                "CREATE TRIGGER refuse BEFORE INSERT ON images WHEN (SELECT count(*) FROM full_disk) > 0 "
+                "BEGIN SELECT RAISE(ABORT, 'database or disk is full'); END"
+            )
         (tmp_path / "s.jpg").write_bytes(synthetic.smear_jpeg(5))
         os.replace(tmp_path / "s.jpg", inbox / "during.jpg")
         poll(lambda: "NOT RECORDED; retrying" in d.output(), what="the failed commit reported")

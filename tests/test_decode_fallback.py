@@ -2,6 +2,7 @@
 
 The fallback is forced here by hiding simplejpeg; CI installs libturbojpeg0 (Debian's, as a Pi has it).
 """
+
 from __future__ import annotations
 
 import logging
@@ -11,11 +12,11 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from shared_data import real_images
 
 import edge.imaging.decode as decode
 from edge.imaging import synthetic, turbojpeg
 from edge.imaging.decode import DecodeError, decode_bytes
-from shared_data import real_images
 
 ROOT = Path(__file__).resolve().parents[1]
 needs_turbojpeg = pytest.mark.skipif(not turbojpeg.available(), reason="libturbojpeg0 is not installed here")
@@ -29,7 +30,7 @@ def no_simplejpeg(monkeypatch):
 def _corrupt_scan(data: bytes, seed: int = 0) -> bytes:
     data = bytearray(data)
     sos = data.index(b"\xff\xda")
-    start = sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")
+    start = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
     data[start:-2] = np.random.default_rng(seed).integers(0, 255, len(data) - start - 2, dtype=np.uint8).tobytes()
     return bytes(data)
 
@@ -63,12 +64,13 @@ def test_fallback_refuses_corrupt_and_truncated_scan_data(no_simplejpeg):
 def test_without_the_simplejpeg_package_at_all_a_fresh_process_uses_libturbojpeg(tmp_path):
     bad = tmp_path / "corrupt.jpg"
     bad.write_bytes(_corrupt_scan(synthetic.smear_jpeg(4), 1))
-    code = ("import sys; sys.modules['simplejpeg'] = None\n"  # import simplejpeg -> ImportError
-            "import edge.imaging.decode as d\n"
-            "print(d.jpeg_decoder())\n"
-            "try:\n d.decode_file(sys.argv[1])\nexcept d.DecodeError as e:\n print('refused:', e)\n")
-    out = subprocess.run([sys.executable, "-c", code, str(bad)], cwd=ROOT, capture_output=True, text=True,
-                         timeout=120)
+    code = (
+        "import sys; sys.modules['simplejpeg'] = None\n"  # import simplejpeg -> ImportError
+        "import edge.imaging.decode as d\n"
+        "print(d.jpeg_decoder())\n"
+        "try:\n d.decode_file(sys.argv[1])\nexcept d.DecodeError as e:\n print('refused:', e)\n"
+    )
+    out = subprocess.run([sys.executable, "-c", code, str(bad)], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stderr
     assert out.stdout.splitlines()[0] == "turbojpeg"
     assert "refused: corrupt JPEG data" in out.stdout

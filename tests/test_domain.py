@@ -1,20 +1,41 @@
 """The domain monitor (edge/pipeline/domain.py): a field outside the card's validated range is sent to a person
 with a plain reason, its sample needs review, and status says the microscope is outside the range."""
+
 from __future__ import annotations
 
-from edge.pipeline.domain import ValidatedRange, fit_range, statistics
 from edge.imaging.optics import Optics
+from edge.pipeline.domain import ValidatedRange, fit_range, statistics
 from edge.store.samples import SampleRule, judge
 
-RANGE = ValidatedRange.from_card({"validated_range": {"ranges": {
-    "magnification": [0.7, 1.5], "glass_level": [200, 255], "glass_rg": [0.9, 1.1], "glass_bg": [0.9, 1.1],
-    "cell_l": [55, 80], "cell_a": [10, 30], "cell_b": [-45, -20], "embedding_distance": [0, 2.0]},
-    "sources": ["taleqani"]}})
+RANGE = ValidatedRange.from_card(
+    {
+        "validated_range": {
+            "ranges": {
+                "magnification": [0.7, 1.5],
+                "glass_level": [200, 255],
+                "glass_rg": [0.9, 1.1],
+                "glass_bg": [0.9, 1.1],
+                "cell_l": [55, 80],
+                "cell_a": [10, 30],
+                "cell_b": [-45, -20],
+                "embedding_distance": [0, 2.0],
+            },
+            "sources": ["taleqani"],
+        }
+    }
+)
 
 
 def _optics(mag=1.0, glass=(245.0, 250.0, 248.0), source="measured"):
-    return Optics(rbc_diameter_px=21.0 * mag, rbc_count=20, magnification=mag, scale_source=source,
-                  glass_rgb=glass, gains=(1.0, 1.0, 1.0), px_per_um=2.7 * mag)
+    return Optics(
+        rbc_diameter_px=21.0 * mag,
+        rbc_count=20,
+        magnification=mag,
+        scale_source=source,
+        glass_rgb=glass,
+        gains=(1.0, 1.0, 1.0),
+        px_per_um=2.7 * mag,
+    )
 
 
 def test_inside_the_range_adds_nothing():
@@ -38,19 +59,32 @@ def test_cards_without_a_range_are_not_checked():
 
 
 def test_fit_range_holds_the_validation_fields_and_widens_a_little():
-    rows = [statistics(1.0 + i / 100, (240.0, 250.0, 245.0 + i / 10), (70.0, 20.0, -33.0), [1.0 + i / 50])
-            for i in range(50)]
+    rows = [
+        statistics(1.0 + i / 100, (240.0, 250.0, 245.0 + i / 10), (70.0, 20.0, -33.0), [1.0 + i / 50])
+        for i in range(50)
+    ]
     r = fit_range(rows)
     vr = ValidatedRange(ranges={k: tuple(v) for k, v in r.items()})
     for i in (0, 25, 49):
-        assert vr.check(_optics(mag=1.0 + i / 100, glass=(240.0, 250.0, 245.0 + i / 10)),
-                        (70.0, 20.0, -33.0), [1.0 + i / 50]) == []
+        assert (
+            vr.check(
+                _optics(mag=1.0 + i / 100, glass=(240.0, 250.0, 245.0 + i / 10)), (70.0, 20.0, -33.0), [1.0 + i / 50]
+            )
+            == []
+        )
     assert vr.check(_optics(mag=1.8), None, []) != []
 
 
 def test_a_sample_with_fields_outside_the_range_needs_review_even_when_clearly_benign():
-    rule = SampleRule(statistic="quantile", q=0.5, threshold=0.5, review_band=(0.2, 0.8), min_readable=3,
-                      disagreement=0.3, field_threshold=0.5)
+    rule = SampleRule(
+        statistic="quantile",
+        q=0.5,
+        threshold=0.5,
+        review_band=(0.2, 0.8),
+        min_readable=3,
+        disagreement=0.3,
+        field_threshold=0.5,
+    )
     statuses, scores = ["classified"] * 5, [0.01] * 5
     inside = judge(statuses, scores, rule, [None] * 5)
     assert inside.verdict == "benign" and not inside.needs_review

@@ -1,5 +1,6 @@
 """The domain monitor end to end: a real daemon on a microscope outside the card's validated range records
 each field with its reason, its sample needs review, and `status` says so."""
+
 from __future__ import annotations
 
 import json
@@ -7,8 +8,8 @@ import shutil
 
 import cv2
 import pytest
-
 from daemon_support import DaemonProc, cli, model_path, poll, rows, write_config  # noqa: F401
+
 from edge.imaging import synthetic
 from edge.inference.classifier import card_path_for, load_card, ood_path_for
 
@@ -58,7 +59,9 @@ def test_fields_outside_the_validated_magnification_go_to_review_with_the_reason
     assert all(2.4 <= r["magnification"] / near_mag <= 3.6 for r in far), [r["magnification"] for r in far]
     for r in far:
         if r["status"] == "classified":
-            assert r["needs_review"] and r["domain"].startswith("magnification ") and "validated 0.3-1.2x" in r["domain"]
+            assert (
+                r["needs_review"] and r["domain"].startswith("magnification ") and "validated 0.3-1.2x" in r["domain"]
+            )
     assert any(r["status"] == "classified" for r in far)
     assert all(r["domain"] is None for r in near)
     samples = {s["sample_id"]: s for s in json.loads(cli("--config", str(cfg), "samples", "--format", "json").stdout)}

@@ -1,24 +1,26 @@
 """The review queue says when this microscope is outside the validated range (Flask's test client on a real
 store; the Playwright tests cover the pages in a browser)."""
+
 from __future__ import annotations
 
 import dataclasses
 
+from conftest import fake_record
+
 from edge.config import Config
-from edge.store.reviews import add_user
 from edge.store.database import Store
+from edge.store.reviews import add_user
 from edge.web import create_app
 from edge.web.auth import COOKIE, start_session
-
-from conftest import fake_record
 
 
 def _client(tmp_path, domain):
     store = Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}", device_id="scope-1")
     recs = []
     for i in range(4):
-        r = dataclasses.replace(fake_record(i * 4, device_id="scope-1"), magnification=3.4,
-                                domain=domain, sample_id="PAT-1")
+        r = dataclasses.replace(
+            fake_record(i * 4, device_id="scope-1"), magnification=3.4, domain=domain, sample_id="PAT-1"
+        )
         recs.append(r)
     store.record_many(recs)
     user = add_user(store, "tech", "a long enough passphrase", "reviewer")
@@ -30,8 +32,9 @@ def _client(tmp_path, domain):
 
 
 def test_queue_warns_when_recent_fields_are_outside_the_range(tmp_path):
-    client, store = _client(tmp_path, "magnification 3.4x the training scale (measured from its red cells), "
-                                      "validated 0.5-2.0x")
+    client, store = _client(
+        tmp_path, "magnification 3.4x the training scale (measured from its red cells), validated 0.5-2.0x"
+    )
     try:
         page = client.get("/").get_data(as_text=True)
     finally:

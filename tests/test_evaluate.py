@@ -1,4 +1,5 @@
 """`edge-screen-train evaluate` runs on the device's code path, without TensorFlow."""
+
 import json
 import subprocess
 import sys
@@ -27,8 +28,12 @@ def test_evaluate_a_tflite_model_without_importing_tensorflow(tmp_path):
         for n in range(3):
             (tmp_path / "data" / name / f"x-{n:03d}.jpg").write_bytes(synthetic.smear_jpeg(10 * i + n))
     csv_path = tmp_path / "pred.csv"
-    out = subprocess.run([sys.executable, "-c", SCRIPT, str(DEFAULT_MODEL), str(tmp_path / "data"), str(csv_path)],
-                         capture_output=True, text=True, check=True)
+    out = subprocess.run(
+        [sys.executable, "-c", SCRIPT, str(DEFAULT_MODEL), str(tmp_path / "data"), str(csv_path)],
+        capture_output=True,
+        text=True,
+        check=True,
+    )
     res = json.loads(out.stdout.strip().splitlines()[-1])
     assert res["code"] == 0, res["out"]
     assert res["tf"] is False

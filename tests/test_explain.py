@@ -1,4 +1,5 @@
 """Occlusion maps on the device's int8 model: shape, locality and the PNG written."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -7,13 +8,20 @@ import shutil
 import cv2
 import numpy as np
 import pytest
+from report_support import model_path, synthetic_smear, write_png
 
-from edge.inference.explain import MIN_PANEL_SIDE, explain_image, explain_many, explain_rgb, heat_overlay, occlusion_map, save_png
-from edge.inference.classifier import Classifier, card_path_for
 from edge.imaging.decode import decode_file
 from edge.imaging.preprocess import preprocess
-
-from report_support import model_path, synthetic_smear, write_png
+from edge.inference.classifier import Classifier, card_path_for
+from edge.inference.explain import (
+    MIN_PANEL_SIDE,
+    explain_image,
+    explain_many,
+    explain_rgb,
+    heat_overlay,
+    occlusion_map,
+    save_png,
+)
 
 
 @pytest.fixture(scope="session")
@@ -30,9 +38,18 @@ def classifier(cell_classifier, tmp_path_factory):
         return clf
     copy = tmp_path_factory.mktemp("whole-field") / clf.path.name
     shutil.copy(clf.path, copy)
-    card = dataclasses.replace(clf.card, input_mode="raw", preprocessing=dataclasses.replace(
-        clf.preprocessing, input_mode="raw", size=clf.preprocessing.input_size, field_scale="fixed",
-        crop="center-square", stain_fit="background"))
+    card = dataclasses.replace(
+        clf.card,
+        input_mode="raw",
+        preprocessing=dataclasses.replace(
+            clf.preprocessing,
+            input_mode="raw",
+            size=clf.preprocessing.input_size,
+            field_scale="fixed",
+            crop="center-square",
+            stain_fit="background",
+        ),
+    )
     card.extra = {k: v for k, v in card.extra.items() if k != "ood"}
     card.save(card_path_for(copy))
     return Classifier(copy)
@@ -56,8 +73,9 @@ def segmented_classifier(classifier, tmp_path_factory):
         return classifier
     copy = tmp_path_factory.mktemp("segmented") / classifier.path.name
     shutil.copy(classifier.path, copy)
-    dataclasses.replace(classifier.card, input_mode="segmented",
-                        preprocessing=classifier.preprocessing.with_mode("segmented")).save(card_path_for(copy))
+    dataclasses.replace(
+        classifier.card, input_mode="segmented", preprocessing=classifier.preprocessing.with_mode("segmented")
+    ).save(card_path_for(copy))
     return Classifier(copy)
 
 
@@ -91,7 +109,7 @@ def test_map_values_are_the_score_drop(classifier):
     smap, base, pred = occlusion_map(classifier, pre.model_input, grid=7, target="malignant")
     occluded = pre.model_input.copy()
     p = classifier.preprocessing.input_size // 7
-    occluded[p:2 * p, p:2 * p] = classifier.preprocessing.background
+    occluded[p : 2 * p, p : 2 * p] = classifier.preprocessing.background
     p = classifier.probabilities(occluded)
     expected = base - (1.0 - float(p[classifier.labels.index("Benign")]))
     assert smap[1, 1] == pytest.approx(expected, abs=1e-6)
@@ -162,7 +180,7 @@ def test_only_patches_with_cells_can_move_a_segmented_model(segmented_classifier
         mask = preprocess(decode_file(path, target=pre_params.size).rgb, pre_params).mask
         for i in range(7):
             for j in range(7):
-                if not mask[edges[i]:edges[i + 1], edges[j]:edges[j + 1]].any():
+                if not mask[edges[i] : edges[i + 1], edges[j] : edges[j + 1]].any():
                     assert e.map[i, j] == 0.0, (path.name, i, j)
         assert np.isfinite(e.map).all()
 

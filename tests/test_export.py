@@ -9,16 +9,15 @@ from datetime import timedelta
 
 import pytest
 from click.testing import CliRunner
+from conftest import T0, add_records, fake_record
 from sqlalchemy import create_engine, event, func, select, text
 
 from edge.cli.export import COMMANDS, EXIT_CONFLICTS
-from edge.export.merge import ExportError, export_to, merge
 from edge.export.csvfile import export_csv
+from edge.export.merge import ExportError, export_to, merge
+from edge.store.database import Store
 from edge.store.engine import make_engine
 from edge.store.schema import images, models, runs
-from edge.store.database import Store
-
-from conftest import T0, add_records, fake_record
 
 KEY = b"clinic-secret"
 
@@ -41,6 +40,7 @@ def dump(path):
 
 
 # ------------------------------------------------------------------------------------------ SQLite target
+
 
 def test_export_twice_is_idempotent_and_incremental(make_store, tmp_path):
     store = make_store(50)
@@ -97,8 +97,11 @@ def test_merge_three_devices_sums_and_is_idempotent(make_store, tmp_path):
     assert (again.rows_sent, again.rows_skipped, again.conflicts) == (0, 98, [])
     assert count(tmp_path / "clinic.sqlite") == 98
     clinic = Store.open(tmp_path / "clinic.sqlite")
-    assert {d: clinic.counts(device_id=d).total for d in ("dev-a", "dev-b", "dev-c")} == \
-        {"dev-a": 40, "dev-b": 25, "dev-c": 33}
+    assert {d: clinic.counts(device_id=d).total for d in ("dev-a", "dev-b", "dev-c")} == {
+        "dev-a": 40,
+        "dev-b": 25,
+        "dev-c": 33,
+    }
     assert [dump(p) for p in paths] == before  # sources are only read
     assert srcs
 
@@ -131,6 +134,7 @@ def test_an_exception_mid_export_leaves_the_target_unchanged(make_store, tmp_pat
     def boom(done, total):
         if done < total:
             raise OSError(28, "No space left on device")
+
     with pytest.raises(ExportError, match="disk is full"):
         export_to(store, target, progress=boom)
     assert not target.exists()  # a target this export created is removed again
@@ -147,15 +151,24 @@ def test_export_killed_halfway_leaves_the_target_unchanged(make_store, tmp_path)
     target = tmp_path / "clinic.sqlite"
     add_records(Store.open(target, device_id="other"), range(3))
     before = dump(target)
-    proc = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import sys
         sys.path[:0] = {sys.path!r}
         from edge.export.merge import export_to
         def progress(done, total):
             print(done, total, flush=True)
             sys.stdin.readline()  # wait here, inside the target transaction, until killed
-        export_to({str(tmp_path / 'dev-a.sqlite')!r}, {str(target)!r}, progress=progress)
-        """)], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        export_to({str(tmp_path / "dev-a.sqlite")!r}, {str(target)!r}, progress=progress)
+        """),
+        ],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     done, total = map(int, proc.stdout.readline().split())
     assert 0 < done < total == 5000
     proc.send_signal(signal.SIGKILL)
@@ -167,9 +180,14 @@ def test_export_killed_halfway_leaves_the_target_unchanged(make_store, tmp_path)
 
 def test_anonymize_leaves_no_path_or_filename(make_store, tmp_path):
     store = make_store(30)
-    store.record(fake_record(99, "dev-a").__class__(
-        path="/inbox/patient-jane-doe.jpg", sha256="ee" * 32, status="rejected",
-        reason="symlink /inbox/patient-jane-doe.jpg points outside the inbox"))
+    store.record(
+        fake_record(99, "dev-a").__class__(
+            path="/inbox/patient-jane-doe.jpg",
+            sha256="ee" * 32,
+            status="rejected",
+            reason="symlink /inbox/patient-jane-doe.jpg points outside the inbox",
+        )
+    )
     s = export_to(store, tmp_path / "anon.sqlite", anonymize_key=KEY)
     assert s.rows_sent == 31
     text_dump = dump(tmp_path / "anon.sqlite")
@@ -178,8 +196,12 @@ def test_anonymize_leaves_no_path_or_filename(make_store, tmp_path):
     src = {r.id: r for r in store.iter_images()}
     out = list(Store.open(tmp_path / "anon.sqlite").iter_images())
     for r in out:
-        assert (r.sha256, r.label, r.malignant_score, r.status) == \
-            (src[r.id].sha256, src[r.id].label, src[r.id].malignant_score, src[r.id].status)
+        assert (r.sha256, r.label, r.malignant_score, r.status) == (
+            src[r.id].sha256,
+            src[r.id].label,
+            src[r.id].malignant_score,
+            src[r.id].status,
+        )
         assert r.path.startswith("anon:") and r.filename.endswith(".jpg")
     # Keyed and deterministic: another export with the same key matches, a different key does not.
     assert export_to(store, tmp_path / "anon.sqlite", anonymize_key=KEY, incremental=False).conflicts == []
@@ -193,16 +215,29 @@ def test_anonymize_covers_reasons_device_ids_and_host_names(make_store, tmp_path
     store = make_store(3)
     first = next(store.iter_images())
     rec = fake_record(50, "dev-a")
-    store.record(rec.__class__(path="/inbox/Jane Doe MRN 4711 copy.jpg", sha256=first.sha256, status="duplicate",
-                               reason=f"same content as {first.path}", duplicate_of=first.id))
-    store.record(rec.__class__(path="/inbox/link.jpg", sha256="ab" * 32, status="rejected",
-                               reason="symlink points outside the inbox (to /home/Jane Doe/MRN 4711.jpg)"))
+    store.record(
+        rec.__class__(
+            path="/inbox/Jane Doe MRN 4711 copy.jpg",
+            sha256=first.sha256,
+            status="duplicate",
+            reason=f"same content as {first.path}",
+            duplicate_of=first.id,
+        )
+    )
+    store.record(
+        rec.__class__(
+            path="/inbox/link.jpg",
+            sha256="ab" * 32,
+            status="rejected",
+            reason="symlink points outside the inbox (to /home/Jane Doe/MRN 4711.jpg)",
+        )
+    )
     export_to(store, tmp_path / "anon.sqlite", anonymize_key=KEY)
     export_csv(store, tmp_path / "csv", anonymize_key=KEY)
     texts = [dump(tmp_path / "anon.sqlite")] + [p.read_text() for p in (tmp_path / "csv").iterdir()]
-    for text in texts:
+    for dumped in texts:
         for secret in ("patient-", "Jane", "4711", "dev-a", socket.gethostname()):
-            assert secret not in text, secret
+            assert secret not in dumped, secret
     reasons = [r.reason for r in Store.open(tmp_path / "anon.sqlite").iter_images() if r.reason]
     assert any(x.startswith("same content as anon:") for x in reasons), reasons
     assert any(x.startswith("symlink points outside the inbox (to anon:") and x.endswith(")") for x in reasons)
@@ -247,6 +282,7 @@ def test_read_only_and_full_targets(make_store, tmp_path):
     def _small_disk(dbapi_conn, _):
         pages = dbapi_conn.execute("PRAGMA page_count").fetchone()[0]
         dbapi_conn.execute(f"PRAGMA max_page_count = {pages + 20}")
+
     with pytest.raises(ExportError, match="disk is full"):
         export_to(store, full)
     full.dispose()
@@ -261,8 +297,13 @@ def test_csv_export(make_store, tmp_path):
     assert lines[0].split(",")[:3] == ["id", "device_id", "run_id"] and len(lines) == 26
     assert "patient" not in (tmp_path / "csv" / "images.csv").read_text()
     assert len((tmp_path / "csv" / "runs.csv").read_text().splitlines()) == 2
-    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == \
-        ["images.csv", "models.csv", "reviews.csv", "runs.csv", "samples.csv"]  # no samples yet: headers only
+    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == [
+        "images.csv",
+        "models.csv",
+        "reviews.csv",
+        "runs.csv",
+        "samples.csv",
+    ]  # no samples yet: headers only
     assert (tmp_path / "csv" / "samples.csv").read_text().startswith("id,device_id,sample_id,")
 
 
@@ -285,6 +326,7 @@ def test_csv_export_quotes_what_a_spreadsheet_would_run_as_a_formula(make_store,
 
 # ------------------------------------------------------------------------------------------------ CLI
 
+
 def cli(*args, env=None):
     import click
 
@@ -304,15 +346,36 @@ def test_cli_export_and_merge(make_store, tmp_path):
     r = cli("export", "--config", str(with_target))  # what edge-screen-export.timer runs
     assert r.exit_code == 0, r.output
     assert "12 rows sent" in r.output
-    r = cli("merge", str(tmp_path / "dev-a.sqlite"), str(tmp_path / "dev-b.sqlite"), "--into",
-            str(tmp_path / "clinic.sqlite"))
+    r = cli(
+        "merge",
+        str(tmp_path / "dev-a.sqlite"),
+        str(tmp_path / "dev-b.sqlite"),
+        "--into",
+        str(tmp_path / "clinic.sqlite"),
+    )
     assert r.exit_code == 0 and "7 rows sent, 12 already there" in r.output
     assert count(tmp_path / "clinic.sqlite") == 19
-    r = cli("export", "--config", str(cfg), "--format", "csv", "--out", str(tmp_path / "csv"), "--anonymize",
-            env={"EDGE_SCREEN_ANONYMIZE_KEY": "k"})
+    r = cli(
+        "export",
+        "--config",
+        str(cfg),
+        "--format",
+        "csv",
+        "--out",
+        str(tmp_path / "csv"),
+        "--anonymize",
+        env={"EDGE_SCREEN_ANONYMIZE_KEY": "k"},
+    )
     assert r.exit_code == 0 and (tmp_path / "csv" / "images.csv").exists()
-    r = cli("export", "--config", str(cfg), "--to", str(tmp_path / "x.sqlite"), "--anonymize",
-            env={"EDGE_SCREEN_ANONYMIZE_KEY": ""})
+    r = cli(
+        "export",
+        "--config",
+        str(cfg),
+        "--to",
+        str(tmp_path / "x.sqlite"),
+        "--anonymize",
+        env={"EDGE_SCREEN_ANONYMIZE_KEY": ""},
+    )
     assert r.exit_code == 1 and "--anonymize needs a key" in r.output
     with sqlite3.connect(str(tmp_path / "dev-b.sqlite")) as c:
         c.execute("UPDATE images SET label = 'Pre-B' WHERE label = 'Benign'")
@@ -327,6 +390,7 @@ def test_cli_export_and_merge(make_store, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- PostgreSQL
+
 
 @pytest.fixture
 def pg_db(pg_url):
@@ -369,6 +433,7 @@ def test_pg_failure_mid_export_leaves_target_unchanged(make_store, pg_db):
     def boom(done, total):
         if done < total:
             raise RuntimeError("power cut")
+
     with pytest.raises(RuntimeError):
         export_to(store, pg_db, progress=boom)
     assert count(pg_db) == 5 and count(pg_db, "runs") == 1
@@ -380,8 +445,11 @@ def test_pg_anonymize_foreign_and_read_only_targets(make_store, pg_db):
     eng = create_engine(pg_db)
     with eng.connect() as c:
         paths = [r[0] + r[1] for r in c.execute(select(images.c.path, images.c.filename))]
-        c.execute(text("DROP TABLE export_watermarks, reviews, samples, images, models, runs, schema_info, "
-                       "web_sessions, users"))
+        c.execute(
+            text(
+                "DROP TABLE export_watermarks, reviews, samples, images, models, runs, schema_info, web_sessions, users"
+            )
+        )
         c.execute(text("CREATE TABLE patients (x int)"))
         c.commit()
     eng.dispose()

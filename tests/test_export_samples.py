@@ -1,5 +1,6 @@
 """Samples and reviews travel with export/merge/CSV: idempotent, incremental, samples move forward only,
 reviews insert-only, anonymised ids still join, device-local tables never leave."""
+
 import csv
 import sqlite3
 import uuid
@@ -7,18 +8,17 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
+import test_export
+from conftest import T0, fake_record
 from sqlalchemy import create_engine, select, text
+from test_export import cli, count, dump
 
-from edge.store import schema
-from edge.export.merge import export_to, merge
 from edge.export.csvfile import export_csv
+from edge.export.merge import export_to, merge
+from edge.store import schema
+from edge.store.database import Store
 from edge.store.samples import SampleRule, Samples
 from edge.store.schema import images, reviews, samples, schema_info, users, utcnow, web_sessions
-from edge.store.database import Store
-
-from conftest import T0, fake_record
-import test_export
-from test_export import cli, count, dump
 
 pg_db = test_export.pg_db  # the fixture: a fresh PostgreSQL database per test
 
@@ -36,19 +36,44 @@ def device(tmp_path, device_id="dev-a", name=None):
 
 def add_fields(store, sample_id, numbers, run_id=None, model_id=None):
     """Fields of one sample through the real store (the sample's aggregate is updated with them)."""
-    recs = [replace(fake_record(i, store.device_id, run_id, model_id, prefix=f"/inbox/{sample_id}/field"),
-                    sample_id=sample_id) for i in numbers]
+    recs = [
+        replace(
+            fake_record(i, store.device_id, run_id, model_id, prefix=f"/inbox/{sample_id}/field"), sample_id=sample_id
+        )
+        for i in numbers
+    ]
     return store.record_many(recs, sample_rule=RULE)
 
 
-def add_review(store, sample_id, kind="field", image_id=None, reviewer="dr-smith", label="Pre-B",
-               comment="looks like blasts to me", review_id=None):
+def add_review(
+    store,
+    sample_id,
+    kind="field",
+    image_id=None,
+    reviewer="dr-smith",
+    label="Pre-B",
+    comment="looks like blasts to me",
+    review_id=None,
+):
     rid = review_id or str(uuid.uuid4())
     with store.engine.begin() as c:
-        c.execute(reviews.insert().values(
-            id=rid, device_id=store.device_id, created_at=utcnow(), reviewer=reviewer, kind=kind,
-            sample_id=sample_id, image_id=image_id, model_label="Benign", model_score=0.3, model_sha256="ab" * 32,
-            reviewer_label=label, reviewer_verdict="malignant", comment=comment))
+        c.execute(
+            reviews.insert().values(
+                id=rid,
+                device_id=store.device_id,
+                created_at=utcnow(),
+                reviewer=reviewer,
+                kind=kind,
+                sample_id=sample_id,
+                image_id=image_id,
+                model_label="Benign",
+                model_score=0.3,
+                model_sha256="ab" * 32,
+                reviewer_label=label,
+                reviewer_verdict="malignant",
+                comment=comment,
+            )
+        )
     return rid
 
 
@@ -56,15 +81,27 @@ def sign(store, sample_id, reviewer="dr-smith", verdict="malignant"):
     """What edge.store.reviews' sign-off does: the sample becomes signed and a sign-off review is appended."""
     now = utcnow()
     with store.engine.begin() as c:
-        c.execute(samples.update().where(samples.c.device_id == store.device_id, samples.c.sample_id == sample_id)
-                  .values(status="signed", signed_at=now, signed_by=reviewer, final_verdict=verdict,
-                          final_label="Pre-B", updated_at=now))
+        c.execute(
+            samples.update()
+            .where(samples.c.device_id == store.device_id, samples.c.sample_id == sample_id)
+            .values(
+                status="signed",
+                signed_at=now,
+                signed_by=reviewer,
+                final_verdict=verdict,
+                final_label="Pre-B",
+                updated_at=now,
+            )
+        )
     add_review(store, sample_id, kind="signoff", reviewer=reviewer, label="Pre-B", comment="signed")
 
 
 def target_sample(target, sample_id):
-    eng = create_engine(f"sqlite:///{target}" if "://" not in str(target)
-                        else str(target).replace("postgresql://", "postgresql+psycopg://"))
+    eng = create_engine(
+        f"sqlite:///{target}"
+        if "://" not in str(target)
+        else str(target).replace("postgresql://", "postgresql+psycopg://")
+    )
     with eng.connect() as c:
         row = c.execute(select(samples).where(samples.c.sample_id == sample_id)).first()
     eng.dispose()
@@ -115,8 +152,7 @@ def test_a_change_made_while_the_clock_was_behind_still_moves_the_sample_forward
     export_to(store, target)
     add_fields(store, "S-001", range(3, 6), run_id, model_id)
     with store.engine.begin() as c:
-        c.execute(samples.update().where(samples.c.sample_id == "S-001")
-                  .values(updated_at=T0 - timedelta(days=30)))
+        c.execute(samples.update().where(samples.c.sample_id == "S-001").values(updated_at=T0 - timedelta(days=30)))
     s = export_to(store, target)
     assert (s.samples_updated, s.conflicts) == (1, [])
     assert target_sample(target, "S-001").fields == 6
@@ -140,8 +176,11 @@ def test_a_signed_sample_is_never_replaced_and_a_stale_copy_is_a_conflict(dev, t
     assert "status" in next(c for c in m.conflicts if c.id == ids["S-001"]).columns
     # The device itself un-signing (a bug, or a restored backup) is a conflict too; the target keeps signed.
     with store.engine.begin() as c:
-        c.execute(samples.update().where(samples.c.sample_id == "S-001")
-                  .values(status="ready", signed_by=None, updated_at=utcnow() + timedelta(days=1)))
+        c.execute(
+            samples.update()
+            .where(samples.c.sample_id == "S-001")
+            .values(status="ready", signed_by=None, updated_at=utcnow() + timedelta(days=1))
+        )
     s = export_to(store, target)
     assert [(c.table, c.id) for c in s.conflicts] == [("samples", ids["S-001"])]
     assert target_sample(target, "S-001").status == "signed"
@@ -181,13 +220,19 @@ def test_anonymized_sample_ids_still_join_and_comments_and_names_are_gone(tmp_pa
             assert secret not in t, secret
     eng = create_engine(f"sqlite:///{target}")
     with eng.connect() as c:
-        joined = c.execute(text(
-            "SELECT count(DISTINCT i.id), count(DISTINCT r.id) FROM samples s "
-            "JOIN images i ON i.sample_id = s.sample_id AND i.device_id = s.device_id "
-            "JOIN reviews r ON r.sample_id = s.sample_id AND r.device_id = s.device_id")).one()
+        joined = c.execute(
+            text(
+                "SELECT count(DISTINCT i.id), count(DISTINCT r.id) FROM samples s "
+                "JOIN images i ON i.sample_id = s.sample_id AND i.device_id = s.device_id "
+                "JOIN reviews r ON r.sample_id = s.sample_id AND r.device_id = s.device_id"
+            )
+        ).one()
         comments = {r[0] for r in c.execute(select(reviews.c.comment))}
-        signer, reviewer = c.execute(select(samples.c.signed_by, reviews.c.reviewer).select_from(
-            samples.join(reviews, reviews.c.sample_id == samples.c.sample_id))).first()
+        signer, reviewer = c.execute(
+            select(samples.c.signed_by, reviews.c.reviewer).select_from(
+                samples.join(reviews, reviews.c.sample_id == samples.c.sample_id)
+            )
+        ).first()
         moved = c.execute(select(images.c.moved_to).where(images.c.id == ids[0])).scalar()
     eng.dispose()
     assert tuple(joined) == (4, 2) and comments == {None}
@@ -201,10 +246,18 @@ def test_anonymized_sample_ids_still_join_and_comments_and_names_are_gone(tmp_pa
 def test_users_and_web_sessions_never_leave_the_device(dev, tmp_path):
     store, _, _ = dev
     with store.engine.begin() as c:
-        c.execute(users.insert().values(name="dr-local", password_hash="$2b$12$secrethash", role="admin",
-                                        created_at=utcnow()))
-        c.execute(web_sessions.insert().values(token_sha256="cd" * 32, user_name="dr-local", csrf="csrf-token",
-                                               created_at=utcnow(), expires_at=utcnow() + timedelta(hours=1)))
+        c.execute(
+            users.insert().values(name="dr-local", password_hash="$2b$12$secrethash", role="admin", created_at=utcnow())
+        )
+        c.execute(
+            web_sessions.insert().values(
+                token_sha256="cd" * 32,
+                user_name="dr-local",
+                csrf="csrf-token",
+                created_at=utcnow(),
+                expires_at=utcnow() + timedelta(hours=1),
+            )
+        )
     export_to(store, tmp_path / "clinic.sqlite")
     merge([tmp_path / "dev-a.sqlite"], tmp_path / "merged.sqlite")
     export_csv(store, tmp_path / "csv")
@@ -212,8 +265,13 @@ def test_users_and_web_sessions_never_leave_the_device(dev, tmp_path):
         assert count(target, "users") == 0 and count(target, "web_sessions") == 0
         assert count(target, "samples") == 2
         assert "secrethash" not in dump(target) and "dr-local" not in dump(target)
-    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == \
-        ["images.csv", "models.csv", "reviews.csv", "runs.csv", "samples.csv"]
+    assert sorted(p.name for p in (tmp_path / "csv").iterdir()) == [
+        "images.csv",
+        "models.csv",
+        "reviews.csv",
+        "runs.csv",
+        "samples.csv",
+    ]
 
 
 def test_moved_to_filled_in_after_the_export_is_completed_not_a_conflict(tmp_path):
@@ -237,7 +295,7 @@ def test_moved_to_filled_in_after_the_export_is_completed_not_a_conflict(tmp_pat
     store.close()
 
 
-V2_IMAGE_COLUMNS = [c.name for c in images.columns][:[c.name for c in images.columns].index("moved_to")]
+V2_IMAGE_COLUMNS = [c.name for c in images.columns][: [c.name for c in images.columns].index("moved_to")]
 
 
 def make_v2(path, device_id="old-device", n=3):
@@ -271,8 +329,9 @@ def test_a_schema_2_source_exports_and_a_schema_2_target_is_upgraded(dev, tmp_pa
     with open(tmp_path / "csv" / "images.csv", newline="") as f:
         rows = list(csv.DictReader(f))
     assert {r["sample_id"] for r in rows} == {""} and len(rows) == 3
-    assert "samples" not in {r[0] for r in sqlite3.connect(str(old)).execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table'")}  # only read: never upgraded by an export
+    assert "samples" not in {
+        r[0] for r in sqlite3.connect(str(old)).execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    }  # only read: never upgraded by an export
     assert sqlite3.connect(str(old)).execute("SELECT version FROM schema_info").fetchone()[0] == 2
     # A clinic database still at schema 2 is upgraded in the export's own transaction.
     target = tmp_path / "clinic-v2.sqlite"
@@ -311,6 +370,7 @@ def test_cli_reports_samples_and_reviews(dev, tmp_path):
 
 
 # ----------------------------------------------------------------------------------------- PostgreSQL
+
 
 def test_pg_samples_and_reviews(dev, pg_db):
     store, run_id, model_id = dev

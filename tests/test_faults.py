@@ -6,6 +6,7 @@ the standard library (no browser needed: what is checked is status codes, exit c
 A read-only folder is a real read-only bind mount in a private mount namespace (`unshare -rm`), so it is
 read-only for root too; where user namespaces are not allowed those tests skip with the reason.
 """
+
 from __future__ import annotations
 
 import http.client
@@ -21,10 +22,10 @@ from typing import Dict, List, Optional
 from urllib.parse import urlencode, urlsplit
 
 import pytest
-
 import web_support as ws
-from edge.store.database import Store
 from daemon_support import ROOT, _env, model_path, poll, write_config  # noqa: F401 - model_path: fixture
+
+from edge.store.database import Store
 
 # 8 benign fields each: enough readable fields for the shipped card's sample rule (min 8), no review needed, so a
 # plain benign sign-off is a consistent one however strict the sign-off form becomes.
@@ -33,22 +34,33 @@ SPECS = [ws.SampleSpec(f"S-{i}", 8, [0.1, 0.05, 0.2]) for i in range(4)]
 
 def read_only(folder: Path, *cmd: str) -> List[str]:
     """``cmd`` run with ``folder`` bind-mounted read-only (a real EROFS, also for root)."""
-    return ["unshare", "-rm", "sh", "-c", 'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"',
-            str(folder), *cmd]
+    return [
+        "unshare",
+        "-rm",
+        "sh",
+        "-c",
+        'mount --bind "$0" "$0" && mount -o remount,bind,ro "$0" "$0" && exec "$@"',
+        str(folder),
+        *cmd,
+    ]
 
 
 def _unshare_works() -> bool:
     if shutil.which("unshare") is None or shutil.which("nsenter") is None:
         return False
     with tempfile.TemporaryDirectory() as d:
-        probe = subprocess.run(read_only(Path(d), "sh", "-c", 'touch "$0/x" 2>/dev/null; test ! -e "$0/x"', d),
-                               capture_output=True, timeout=30)
+        probe = subprocess.run(
+            read_only(Path(d), "sh", "-c", 'touch "$0/x" 2>/dev/null; test ! -e "$0/x"', d),
+            capture_output=True,
+            timeout=30,
+        )
     return probe.returncode == 0
 
 
 READ_ONLY_MOUNTS = _unshare_works()
-needs_mounts = pytest.mark.skipif(not READ_ONLY_MOUNTS,
-                                  reason="needs unshare/nsenter and user namespaces for a read-only bind mount")
+needs_mounts = pytest.mark.skipif(
+    not READ_ONLY_MOUNTS, reason="needs unshare/nsenter and user namespaces for a read-only bind mount"
+)
 
 
 def edge(config: Path, *args: str) -> List[str]:
@@ -127,8 +139,7 @@ class Web:
 
     def sign_off(self, sample_id: str, verdict: str = "benign") -> int:
         # confirmed: the summary step is the browser's; a script confirms on the version it read
-        form = dict(self.hidden(f"/sample/{sample_id}", "signoff"), verdict=verdict, comment="checked",
-                    confirmed="yes")
+        form = dict(self.hidden(f"/sample/{sample_id}", "signoff"), verdict=verdict, comment="checked", confirmed="yes")
         return self.request("POST", f"/sample/{sample_id}/signoff", form)[0]
 
 
@@ -142,8 +153,11 @@ def review_app(tmp_path):
 
 
 def signed(db: Path) -> List[str]:
-    rows = ws.q(db, "SELECT s.sample_id FROM samples s JOIN reviews r ON r.sample_id = s.sample_id "
-                    "AND r.kind = 'signoff' WHERE s.status = 'signed' ORDER BY s.sample_id")
+    rows = ws.q(
+        db,
+        "SELECT s.sample_id FROM samples s JOIN reviews r ON r.sample_id = s.sample_id "
+        "AND r.kind = 'signoff' WHERE s.status = 'signed' ORDER BY s.sample_id",
+    )
     return [r["sample_id"] for r in rows]
 
 

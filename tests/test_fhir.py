@@ -1,21 +1,20 @@
 """`export --format fhir`: one valid FHIR R4 Bundle per sample, preliminary until signed."""
+
 import json
 import sys
 
 import pytest
-
-from edge.export.merge import ExportError
-from edge.export.fhir import FIELD_CODE, SHA256_SYSTEM, VERDICT_CODE, FhirSystems, export_fhir
-from edge.export.fhir_codes import V3_INTERPRETATION as V3
-from edge.store.reviews import add_user, review_field, sign_off
-from edge.store.samplemeta import set_meta
-from edge.export.fhir import FIELD_CODE, SHA256_SYSTEM, VERDICT_CODE, export_fhir
-from edge.store.samples import Samples
-from edge.store.schema import images
-
 from conftest import ImageRecord
 from test_export import cli
 from test_export_samples import KEY, add_fields, device, make_v2
+
+from edge.export.fhir import FIELD_CODE, SHA256_SYSTEM, VERDICT_CODE, FhirSystems, export_fhir
+from edge.export.fhir_codes import V3_INTERPRETATION as V3
+from edge.export.merge import ExportError
+from edge.store.reviews import add_user, review_field, sign_off
+from edge.store.samplemeta import set_meta
+from edge.store.samples import Samples
+from edge.store.schema import images
 
 fhir_bundle = pytest.importorskip("fhir.resources.R4B.bundle")
 Bundle = fhir_bundle.Bundle
@@ -85,10 +84,15 @@ def test_one_valid_bundle_per_sample(clinic, tmp_path):
     assert "reviewer's label: Pro-B" in reviewed.note[0].text
     collecting = Bundle.model_validate_json((tmp_path / "fhir" / "S-COLLECT.json").read_text())
     assert not resources(collecting, "DiagnosticReport")[0].performer
-    flagged = [o for o in resources(collecting, "Observation") if o.interpretation
-               and o.interpretation[0].coding[0].code == "IND"]
-    assert flagged and all([(c.system, c.code) for c in o.interpretation[0].coding] ==
-                           [(V3, "IND"), ("urn:edge-screen", "needs-review")] for o in flagged)
+    flagged = [
+        o
+        for o in resources(collecting, "Observation")
+        if o.interpretation and o.interpretation[0].coding[0].code == "IND"
+    ]
+    assert flagged and all(
+        [(c.system, c.code) for c in o.interpretation[0].coding] == [(V3, "IND"), ("urn:edge-screen", "needs-review")]
+        for o in flagged
+    )
     # The same database exported again gives the same files (stable ids, no export time inside).
     before = {p.name: p.read_text() for p in (tmp_path / "fhir").iterdir()}
     export_fhir(store, tmp_path / "fhir")
@@ -112,8 +116,17 @@ def test_duplicates_are_not_fields_and_old_databases_have_no_samples(clinic, tmp
     store, ids = clinic
     with store.engine.connect() as c:
         first = c.execute(images.select().where(images.c.id == ids[0])).one()
-    store.record_many([ImageRecord(path="/inbox/S-SIGNED/copy.jpg", sha256=first.sha256, status="duplicate",
-                                     duplicate_of=first.id, sample_id="S-SIGNED")])
+    store.record_many(
+        [
+            ImageRecord(
+                path="/inbox/S-SIGNED/copy.jpg",
+                sha256=first.sha256,
+                status="duplicate",
+                duplicate_of=first.id,
+                sample_id="S-SIGNED",
+            )
+        ]
+    )
     export_fhir(store, tmp_path / "fhir")
     b = Bundle.model_validate_json((tmp_path / "fhir" / "S-SIGNED.json").read_text())
     assert len([o for o in resources(b, "Observation") if o.code.text == FIELD_CODE]) == 4
@@ -199,8 +212,10 @@ def test_patient_and_specimen_become_subject_and_specimen(lab, tmp_path):
     [patient] = resources(a, "Patient")
     [specimen] = resources(a, "Specimen")
     assert [(i.system, i.value) for i in patient.identifier] == [(systems.patient, "MRN-004711")]
-    assert (specimen.accessionIdentifier.system, specimen.accessionIdentifier.value) == \
-        (systems.specimen, "ACC-2026-000123")
+    assert (specimen.accessionIdentifier.system, specimen.accessionIdentifier.value) == (
+        systems.specimen,
+        "ACC-2026-000123",
+    )
     assert [(c.system, c.code) for c in specimen.type.coding] == [("http://snomed.info/sct", "119297000")]
     assert specimen.subject.reference == f"urn:uuid:{patient.id}"
     [report] = resources(a, "DiagnosticReport")
@@ -208,8 +223,10 @@ def test_patient_and_specimen_become_subject_and_specimen(lab, tmp_path):
     assert [r.reference for r in report.specimen] == [f"urn:uuid:{specimen.id}"]
     obs = resources(a, "Observation")
     assert len(obs) == 4  # the verdict and three fields: every one says whose and which specimen
-    assert all(o.subject.reference == f"urn:uuid:{patient.id}" and o.specimen.reference == f"urn:uuid:{specimen.id}"
-               for o in obs)
+    assert all(
+        o.subject.reference == f"urn:uuid:{patient.id}" and o.specimen.reference == f"urn:uuid:{specimen.id}"
+        for o in obs
+    )
     assert {f"urn:uuid:{patient.id}", f"urn:uuid:{specimen.id}"} <= full_urls  # references resolve in the bundle
     # The same patient in another sample's bundle is the same Patient (a server files one patient);
     # a sample with a patient and no specimen has no Specimen and no specimen references.
@@ -249,16 +266,21 @@ def test_standard_codes_conclusion_codes_and_no_spaces_in_codes(lab, tmp_path):
         assert verdict.interpretation[0].coding[0].system == V3 and verdict.interpretation[0].coding[0].code == want
     signed = json.loads((tmp_path / "fhir" / "S-B.json").read_text())
     report = next(e["resource"] for e in signed["entry"] if e["resource"]["resourceType"] == "DiagnosticReport")
-    assert {"system": "urn:edge-screen:label", "code": "early-pre-b", "display": "Early Pre-B"} in \
-        [c for cc in report["conclusionCode"] for c in cc["coding"]]
+    assert {"system": "urn:edge-screen:label", "code": "early-pre-b", "display": "Early Pre-B"} in [
+        c for cc in report["conclusionCode"] for c in cc["coding"]
+    ]
     comps = {c["code"]["coding"][0]["code"] for e in signed["entry"] for c in e["resource"].get("component", [])}
     assert {"probability-early-pre-b", "probability-pre-b", "malignant-score", "readable-fields"} <= comps
 
 
 def test_anonymized_bundles_hide_patient_and_specimen(lab, tmp_path):
     store, _ = lab
-    export_fhir(store, tmp_path / "fhir", anonymize_key=KEY,
-                systems=FhirSystems(patient="urn:oid:1.2.3", specimen="urn:oid:1.2.4"))
+    export_fhir(
+        store,
+        tmp_path / "fhir",
+        anonymize_key=KEY,
+        systems=FhirSystems(patient="urn:oid:1.2.3", specimen="urn:oid:1.2.4"),
+    )
     texts = [p.read_text() for p in (tmp_path / "fhir").iterdir()]
     patients = set()
     for text in texts:
@@ -274,8 +296,10 @@ def test_anonymized_bundles_hide_patient_and_specimen(lab, tmp_path):
 
 def test_export_takes_identifier_systems_from_the_config(lab, tmp_path):
     store, _ = lab
-    base = (f'[database]\nurl = "sqlite:///{tmp_path}/dev-a.sqlite"\n[daemon]\ndevice_id = "dev-a"\n'
-            '[export]\npatient_system = "https://hospital.example/mrn"\n')
+    base = (
+        f'[database]\nurl = "sqlite:///{tmp_path}/dev-a.sqlite"\n[daemon]\ndevice_id = "dev-a"\n'
+        '[export]\npatient_system = "https://hospital.example/mrn"\n'
+    )
     cfg = tmp_path / "c.toml"
     cfg.write_text(base)
     r = cli("export", "--config", str(cfg), "--format", "fhir", "--out", str(tmp_path / "out"))

@@ -1,8 +1,9 @@
 """The quality gate is set where the model starts failing; the review band holds the errors it can."""
+
 import numpy as np
 
-from edge.pipeline import quality
 from edge.config import QualityConfig
+from edge.pipeline import quality
 from trainer.finalize import choose_band
 from trainer.gate import Trial, curve_with_gate, knee
 
@@ -13,11 +14,19 @@ def _blur_trials():
     trials = []
     for level in (0.0, 1.0, 2.0, 3.0):
         for i in range(200):
-            focus = float(rng.uniform(60, 120) / (1 + 2 * level ** 2))
+            focus = float(rng.uniform(60, 120) / (1 + 2 * level**2))
             malignant = i % 4 != 0
             miss = malignant and focus < 20 and i % 3 == 0
-            trials.append(Trial(level=level, metric=focus, malignant=malignant, refused=False,
-                                verdict="benign" if (miss or not malignant) else "malignant", needs_review=False))
+            trials.append(
+                Trial(
+                    level=level,
+                    metric=focus,
+                    malignant=malignant,
+                    refused=False,
+                    verdict="benign" if (miss or not malignant) else "malignant",
+                    needs_review=False,
+                )
+            )
     return trials
 
 
@@ -38,9 +47,18 @@ def test_a_gate_that_would_refuse_good_fields_is_capped_and_says_so():
 
 
 def test_brightness_limit_from_above():
-    trials = [Trial(level=g, metric=180 * g, malignant=True, refused=False,
-                    verdict="benign" if g >= 1.3 else "malignant", needs_review=False)
-              for g in (1.0, 1.1, 1.2, 1.3, 1.4) for _ in range(20)]
+    trials = [
+        Trial(
+            level=g,
+            metric=180 * g,
+            malignant=True,
+            refused=False,
+            verdict="benign" if g >= 1.3 else "malignant",
+            needs_review=False,
+        )
+        for g in (1.0, 1.1, 1.2, 1.3, 1.4)
+        for _ in range(20)
+    ]
     g = knee(trials, 1.0, "max")
     assert g["goal_met"] and 180 * 1.2 <= g["threshold"] < 180 * 1.3
 

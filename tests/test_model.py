@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from edge.imaging import synthetic
-from edge.inference.classifier import Classifier, ModelCard, ModelLoadError, card_path_for, load_card, sha256_file
 from edge.imaging.preprocess import preprocess
+from edge.inference.classifier import Classifier, ModelCard, ModelLoadError, card_path_for, load_card, sha256_file
 from tests.report_support import model_path
 
 
@@ -84,6 +84,7 @@ def test_missing_card_and_unknown_preprocessing_are_refused(copy):
 def test_missing_runtime_names_the_package(model):
     try:
         import tflite_runtime  # noqa: F401
+
         pytest.skip("tflite_runtime is installed here, so it cannot be missing")
     except ImportError:
         pass

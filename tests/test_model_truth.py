@@ -4,6 +4,7 @@ version and its card's lineage, and `model list` shows it beside the bundled one
 
 Real parts: the shipped model file, `edge-screen model ...` as subprocesses, the daemon's own model path.
 """
+
 from __future__ import annotations
 
 import json
@@ -11,6 +12,7 @@ import shutil
 from pathlib import Path
 
 from daemon_support import cli
+
 from edge.config import load_config
 from edge.inference.classifier import DEFAULT_MODEL, card_path_for, load_card, ood_path_for
 from trainer.corrections import corrected_version, lineage
@@ -42,8 +44,10 @@ def test_rollback_after_the_first_install_goes_back_to_the_bundled_model(tmp_pat
     assert "installed" in cli("model", "install", str(new), "--config", str(cfg)).stdout
     assert load_config(str(cfg)).model_path != DEFAULT_MODEL
     listed = json.loads(cli("model", "list", "--format", "json", "--config", str(cfg)).stdout)["models"]
-    assert [(m["version"], m["current"], m["previous"], m["bundled"]) for m in listed] == \
-        [("3.0.1-test", True, False, False), (load_card(card_path_for(DEFAULT_MODEL)).version, False, True, True)]
+    assert [(m["version"], m["current"], m["previous"], m["bundled"]) for m in listed] == [
+        ("3.0.1-test", True, False, False),
+        (load_card(card_path_for(DEFAULT_MODEL)).version, False, True, True),
+    ]
     r = cli("model", "rollback", "--config", str(cfg), check=False)
     assert r.returncode == 0, r.stderr  # it said "no previous model to roll back to" (exit 3)
     assert "the bundled model" in r.stdout and str(DEFAULT_MODEL) in r.stdout
@@ -62,7 +66,11 @@ def test_a_model_retrained_with_corrections_says_so_in_its_version_card_and_list
     assert corrected_version("4.1.0+clinic.7", info) == "4.1.0+clinic.7"  # the user's own build metadata
     card_lineage = lineage(info, base)
     assert card_lineage["base"] == {k: base[k] for k in ("name", "version", "sha256")}
-    assert card_lineage["corrections"] == {"used": 12, "sha256": info["sha256"], "databases": ["pi-1.sqlite", "pi-2.sqlite"]}
+    assert card_lineage["corrections"] == {
+        "used": 12,
+        "sha256": info["sha256"],
+        "databases": ["pi-1.sqlite", "pi-2.sqlite"],
+    }
     cfg = _config(tmp_path)
     new = _model(tmp_path, version, {"lineage": card_lineage})
     out = cli("model", "install", str(new), "--config", str(cfg)).stdout

@@ -1,4 +1,5 @@
 """Installed models: checked install, atomic current.json, rollback, and the daemon's model path follows it."""
+
 from __future__ import annotations
 
 import json

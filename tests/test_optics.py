@@ -1,5 +1,6 @@
 """Optical normalisation (edge/imaging/optics.py): scale from the red cells, glass to the reference, and the
 preprocessing v3 that uses them. Real fields from ../shared where present, synthetic smears otherwise."""
+
 from __future__ import annotations
 
 import cv2
@@ -8,19 +9,24 @@ import pytest
 
 from edge.imaging import optics
 from edge.imaging.decode import decode_file
-from edge.imaging.preprocess import OpticsSettings, PreprocessParams, UnknownPreprocessing, preprocess_image, working_field
+from edge.imaging.preprocess import (
+    OpticsSettings,
+    PreprocessParams,
+    UnknownPreprocessing,
+    preprocess_image,
+    working_field,
+)
 from edge.imaging.synthetic import smear
-
 from tests.shared_data import BCCD, HAVE_DATASET, NO_BCCD, NO_PBC, PBC, real_images
 
-V3 = PreprocessParams(field_scale="optical", crop="none", stain_fit="cells", input_mode="cell",
-                      rbc_diameter_px=21.0)
+V3 = PreprocessParams(field_scale="optical", crop="none", stain_fit="cells", input_mode="cell", rbc_diameter_px=21.0)
 
 
 def _resample(rgb, f):
     h, w = rgb.shape[:2]
-    return cv2.resize(rgb, (int(round(w * f)), int(round(h * f))),
-                      interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
+    return cv2.resize(
+        rgb, (int(round(w * f)), int(round(h * f))), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC
+    )
 
 
 def test_synthetic_red_cells_measure_their_drawn_size():
@@ -32,8 +38,9 @@ def test_synthetic_red_cells_measure_their_drawn_size():
 
 @pytest.mark.parametrize("factor", [0.75, 2.0, 3.0])
 def test_measured_scale_follows_a_rescaled_field(factor):
-    fields = [decode_file(p, target=448).rgb for p in real_images(2)] if HAVE_DATASET else \
-        [smear(s, 224) for s in range(4)]
+    fields = (
+        [decode_file(p, target=448).rgb for p in real_images(2)] if HAVE_DATASET else [smear(s, 224) for s in range(4)]
+    )
     ratios = []
     for f in fields:
         base = optics.measure_rbc_diameter(f)[0]
@@ -97,8 +104,9 @@ def test_whole_field_is_searched_and_cut_cells_are_not_scored():
         cv2.circle(f, (x, y), 14, (105, 45, 150), -1)
     cv2.circle(f, (0, 60), 20, (200, 170, 225), -1)
     cv2.circle(f, (0, 60), 14, (105, 45, 150), -1)
-    p = PreprocessParams(field_scale="optical", crop="none", input_mode="cell",
-                         rbc_diameter_px=optics.measure_rbc_diameter(f)[0] or 20.0)
+    p = PreprocessParams(
+        field_scale="optical", crop="none", input_mode="cell", rbc_diameter_px=optics.measure_rbc_diameter(f)[0] or 20.0
+    )
     pre = preprocess_image(f, p)
     xs = sorted(c.x for c in pre.cells)
     h, w = pre.resized.shape[:2]
@@ -121,8 +129,15 @@ def test_a_sample_s_scale_is_measured_until_its_fields_agree_then_reused():
     key = ("PAT-1", 640, 480)
 
     def rec(mag, source="measured"):
-        return optics.Optics(rbc_diameter_px=21.0 * mag, rbc_count=9, magnification=mag, scale_source=source,
-                             glass_rgb=(240.0, 240.0, 240.0), gains=(1.0, 1.0, 1.0), px_per_um=2.7 * mag)
+        return optics.Optics(
+            rbc_diameter_px=21.0 * mag,
+            rbc_count=9,
+            magnification=mag,
+            scale_source=source,
+            glass_rgb=(240.0, 240.0, 240.0),
+            gains=(1.0, 1.0, 1.0),
+            px_per_um=2.7 * mag,
+        )
 
     for m in (4.0, 4.2):
         mem.add(key, rec(m))

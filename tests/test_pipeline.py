@@ -1,4 +1,5 @@
 """The per-image pipeline: malformed files, odd pixel formats, duplicates, exactly-once, capture time."""
+
 from __future__ import annotations
 
 import struct
@@ -9,10 +10,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-
 from daemon_support import model_path  # noqa: F401
-from edge.imaging import synthetic
+
 from edge.config import config_from_dict
+from edge.imaging import synthetic
 from edge.inference.classifier import Classifier
 from edge.pipeline.classify import classify_paths
 from edge.pipeline.stages import Pipeline, exif_datetime
@@ -28,8 +29,9 @@ def clf(model_path):
 def env(tmp_path, clf):
     inbox = tmp_path / "inbox"
     inbox.mkdir()
-    cfg = config_from_dict({"daemon": {"inbox": str(inbox), "device_id": "t", "max_file_bytes": 2_000_000}},
-                           base_dir=tmp_path)
+    cfg = config_from_dict(
+        {"daemon": {"inbox": str(inbox), "device_id": "t", "max_file_bytes": 2_000_000}}, base_dir=tmp_path
+    )
     store = Store.open(tmp_path / "db.sqlite", device_id="t")
     yield inbox, Pipeline(cfg, clf, store=store, inbox=inbox), store
     store.close()
@@ -39,8 +41,15 @@ def _png_bomb() -> bytes:
     # A valid PNG header declaring 100,000 x 100,000 pixels; the decoder must refuse it unallocated.
     ihdr = struct.pack(">IIBBBBB", 100_000, 100_000, 8, 2, 0, 0, 0)
     chunk = b"IHDR" + ihdr
-    return (b"\x89PNG\r\n\x1a\n" + struct.pack(">I", len(ihdr)) + chunk + struct.pack(">I", zlib.crc32(chunk))
-            + struct.pack(">I", 0) + b"IEND" + struct.pack(">I", zlib.crc32(b"IEND")))
+    return (
+        b"\x89PNG\r\n\x1a\n"
+        + struct.pack(">I", len(ihdr))
+        + chunk
+        + struct.pack(">I", zlib.crc32(chunk))
+        + struct.pack(">I", 0)
+        + b"IEND"
+        + struct.pack(">I", zlib.crc32(b"IEND"))
+    )
 
 
 def _corpus(inbox: Path, outside: Path) -> dict:
@@ -78,9 +87,11 @@ def test_malformed_files_are_rejected_with_a_reason_and_do_not_stop_the_others(e
 def test_grayscale_alpha_and_16_bit_pngs_are_handled(env, kind):
     inbox, pipe, _ = env
     bgr = cv2.cvtColor(synthetic.smear(3), cv2.COLOR_RGB2BGR)
-    img = {"gray": cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY),
-           "alpha": np.dstack([bgr, np.full(bgr.shape[:2], 255, np.uint8)]),
-           "16bit": bgr.astype(np.uint16) * 257}[kind]
+    img = {
+        "gray": cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY),
+        "alpha": np.dstack([bgr, np.full(bgr.shape[:2], 255, np.uint8)]),
+        "16bit": bgr.astype(np.uint16) * 257,
+    }[kind]
     p = inbox / f"{kind}.png"
     assert cv2.imwrite(str(p), img)
     r = pipe.process(p)
@@ -220,7 +231,7 @@ def test_an_oversize_file_is_refused_without_being_read_whole(env):
     big = inbox / "big.jpg"
     with open(big, "wb") as f:
         f.write(synthetic.smear_jpeg(1))
-        f.truncate(3 * 1024 ** 3)
+        f.truncate(3 * 1024**3)
     res = pipe.process(big)
     assert res.status == "rejected" and "file too large" in res.reason and res.recorded
     st = os.stat(big)

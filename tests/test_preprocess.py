@@ -14,7 +14,7 @@ P = PreprocessParams()
 
 
 def _inputs():
-    imgs = [("synthetic-%d" % s, synthetic.smear_jpeg(s)) for s in range(3)]
+    imgs = [(f"synthetic-{s}", synthetic.smear_jpeg(s)) for s in range(3)]
     imgs += [(p.name, p.read_bytes()) for p in real_images(2)]
     return imgs
 
@@ -89,8 +89,16 @@ def test_decompression_bomb_is_refused_from_the_header():
 def _tiff_header(w: int, h: int, typ: int = 4, order: str = "<") -> bytes:
     """A TIFF with one IFD (width, length, 8-bit RGB, one strip) whose pixels are not there."""
     magic = b"II*\x00" if order == "<" else b"MM\x00*"
-    entries = [(256, typ, 1, w), (257, typ, 1, h), (258, 3, 1, 8), (259, 3, 1, 1), (262, 3, 1, 2),
-               (273, 4, 1, 200), (277, 3, 1, 3), (279, 4, 1, w * h * 3)]
+    entries = [
+        (256, typ, 1, w),
+        (257, typ, 1, h),
+        (258, 3, 1, 8),
+        (259, 3, 1, 1),
+        (262, 3, 1, 2),
+        (273, 4, 1, 200),
+        (277, 3, 1, 3),
+        (279, 4, 1, w * h * 3),
+    ]
     ifd = struct.pack(order + "H", len(entries))
     for tag, t, cnt, val in entries:
         value = struct.pack(order + "HH", val, 0) if t == 3 else struct.pack(order + "I", val)
@@ -107,11 +115,14 @@ def test_a_tiff_declaring_a_huge_raster_is_refused_from_its_header(order, typ):
         decode_bytes(_tiff_header(20000, 20000, 4, order))
 
 
-@pytest.mark.parametrize("data,reason", [
-    (b"", "empty"),
-    (b"hello, this is text\n", "not a supported image"),
-    (b"GIF89a" + b"\x00" * 100, "not a supported image"),
-])
+@pytest.mark.parametrize(
+    "data,reason",
+    [
+        (b"", "empty"),
+        (b"hello, this is text\n", "not a supported image"),
+        (b"GIF89a" + b"\x00" * 100, "not a supported image"),
+    ],
+)
 def test_non_images_are_rejected_with_a_reason(data, reason):
     with pytest.raises(DecodeError, match=reason):
         decode_bytes(data)
@@ -194,10 +205,13 @@ def test_balanced_mode_removes_a_slide_tint():
     sources = [synthetic.smear(11)] + [decode_bytes(p.read_bytes()).rgb for p in real_images(1)]
     for rgb in sources:
         tinted = np.clip(rgb.astype(np.float32) * np.array([1.0, 0.96, 0.85]), 0, 255).astype(np.uint8)
-        raw_gap = np.abs(preprocess(rgb, P.with_mode("raw")).model_input.astype(int)
-                         - preprocess(tinted, P.with_mode("raw")).model_input.astype(int)).mean()
-        bal_gap = np.abs(preprocess(rgb, params).model_input.astype(int)
-                         - preprocess(tinted, params).model_input.astype(int)).mean()
+        raw_gap = np.abs(
+            preprocess(rgb, P.with_mode("raw")).model_input.astype(int)
+            - preprocess(tinted, P.with_mode("raw")).model_input.astype(int)
+        ).mean()
+        bal_gap = np.abs(
+            preprocess(rgb, params).model_input.astype(int) - preprocess(tinted, params).model_input.astype(int)
+        ).mean()
         assert raw_gap > 8
         assert bal_gap < raw_gap / 4
 
@@ -214,7 +228,7 @@ def test_corrupt_and_truncated_jpeg_scan_data_are_refused_with_the_decoder_s_rea
     with pytest.raises(DecodeError, match="truncated JPEG"):
         decode_bytes(bytes(data[: len(data) // 2]))
     sos = data.index(b"\xff\xda")
-    start = sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")
+    start = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
     rng = np.random.default_rng(0)
     data[start:-2] = rng.integers(0, 255, len(data) - start - 2, dtype=np.uint8).tobytes()
     with pytest.raises(DecodeError, match="corrupt JPEG data"):

@@ -1,14 +1,15 @@
 """The quality gate: real smears pass, blurred/black/white/flat/noise frames are refused with a reason."""
+
 from __future__ import annotations
 
 import pytest
-
 from daemon_support import real_images
-from edge.pipeline import quality
-from edge.imaging import synthetic
+
 from edge.config import QualityConfig
+from edge.imaging import synthetic
 from edge.imaging.decode import decode_file
 from edge.imaging.preprocess import PreprocessParams, preprocess
+from edge.pipeline import quality
 
 P = PreprocessParams()
 T = QualityConfig()
@@ -24,9 +25,16 @@ def test_real_or_synthetic_smears_pass_the_default_gate():
     assert refused == []
 
 
-@pytest.mark.parametrize("kind, words", [("blurred", "out of focus: Laplacian variance"),
-                                         ("black", "too dark"), ("white", "overexposed"),
-                                         ("uniform", "out of focus"), ("gray-noise", "no stain")])
+@pytest.mark.parametrize(
+    "kind, words",
+    [
+        ("blurred", "out of focus: Laplacian variance"),
+        ("black", "too dark"),
+        ("white", "overexposed"),
+        ("uniform", "out of focus"),
+        ("gray-noise", "no stain"),
+    ],
+)
 def test_bad_frames_are_refused_with_a_one_line_reason(kind, words):
     r = _assess(synthetic.bad_image(kind, seed=3))
     assert not r.passed and words in r.reason and "\n" not in r.reason
@@ -47,6 +55,6 @@ def test_thresholds_come_from_config_and_the_report_carries_the_metrics():
 def test_the_scale_bar_label_does_not_make_a_blurred_field_look_sharp():
     rgb = synthetic.bad_image("blurred", seed=1).copy()
     h, w = rgb.shape[:2]
-    rgb[h - 15:h - 5, w - 30:w - 5] = 0  # a sharp black label in the bottom-right box
-    rgb[h - 12:h - 8, w - 28:w - 8] = 255
+    rgb[h - 15 : h - 5, w - 30 : w - 5] = 0  # a sharp black label in the bottom-right box
+    rgb[h - 12 : h - 8, w - 28 : w - 8] = 255
     assert not _assess(rgb).passed

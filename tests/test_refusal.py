@@ -1,15 +1,16 @@
 """No white cell, no answer; nothing that is not a stained smear gets a class; corrupt JPEGs are rejected.
 
 Runs the real pipeline with the shipped cell model (real SQLite store, real interpreter)."""
+
 from __future__ import annotations
 
 import cv2
 import numpy as np
 import pytest
-
 from daemon_support import model_path  # noqa: F401
-from edge.imaging import synthetic
+
 from edge.config import config_from_dict
+from edge.imaging import synthetic
 from edge.imaging.decode import decode_file
 from edge.inference.classifier import Classifier, OodReference
 from edge.pipeline.stages import Pipeline
@@ -67,7 +68,9 @@ def test_a_smear_without_white_cells_is_unreadable_with_the_reason(run, clf):
         assert res.status == "unreadable" and res.label is None and res.recorded, (res.status, res.reason)
         reasons.append(res.reason)
         ok = run(f"smear{i}.png", _png(pre.resized))
-        assert ok.status in ("classified", "unreadable") and (ok.status != "classified" or ok.segmentation["cells"] >= 1)
+        assert ok.status in ("classified", "unreadable") and (
+            ok.status != "classified" or ok.segmentation["cells"] >= 1
+        )
     assert "no white cell found" in reasons, reasons
 
 
@@ -92,7 +95,7 @@ def test_corrupt_jpeg_scan_data_is_rejected_not_classified(run):
     ok, buf = cv2.imencode(".jpg", cv2.cvtColor(_smear_field(), cv2.COLOR_RGB2BGR))
     data = bytearray(buf.tobytes())
     sos = data.index(b"\xff\xda")
-    start = sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")
+    start = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
     rng = np.random.default_rng(1)
     data[start:-2] = rng.integers(0, 255, len(data) - start - 2, dtype=np.uint8).tobytes()
     res = run("corrupt.jpg", bytes(data))
@@ -112,8 +115,9 @@ def test_cells_far_from_the_training_cells_are_refused(clf):
     assert clf.predict_field(pre.model_inputs).prediction is not None
     saved = clf.ood
     try:
-        clf.ood = OodReference(mean=saved.mean, axes=saved.axes, sd=saved.sd, residual_sd=saved.residual_sd,
-                               max_distance=0.0)
+        clf.ood = OodReference(
+            mean=saved.mean, axes=saved.axes, sd=saved.sd, residual_sd=saved.residual_sd, max_distance=0.0
+        )
         fp = clf.predict_field(pre.model_inputs)
         assert fp.prediction is None and fp.refusal.startswith("not a blood smear")
     finally:

@@ -1,13 +1,14 @@
 """edge-screen report on a real SQLite store: numbers equal direct SQL, filters, windows, CLI (HTML:
 test_report_html.py)."""
+
 from __future__ import annotations
 
 import csv
 import io
 import json
-import re
 import math
 import os
+import re
 import sqlite3
 from collections import Counter
 from datetime import datetime, timedelta, timezone
@@ -15,14 +16,13 @@ from datetime import datetime, timedelta, timezone
 import cv2
 import pytest
 from click.testing import CliRunner
-
-from edge.cli.report import COMMANDS, explain, report
-from edge.report.window import Filters, ReportError, build_report, make_window, parse_when
-from edge.report.formats import CSV_COLUMNS, dumps_csv, to_json
-from edge.store.database import Store
-
 from report_support import REPORT_N as N
 from report_support import model_path, report_db, report_record, sql, synthetic_smear, write_png
+
+from edge.cli.report import COMMANDS, explain, report
+from edge.report.formats import CSV_COLUMNS, dumps_csv, to_json
+from edge.report.window import Filters, ReportError, build_report, make_window, parse_when
+from edge.store.database import Store
 
 UTC = timezone.utc
 
@@ -44,6 +44,7 @@ def nearest_rank(values, p):
 
 # ------------------------------------------------------------------------------------------- numbers
 
+
 def test_csv_numbers_equal_direct_sql(db):
     path = db[0]
     data = build_report(path, make_window(all_time=True))
@@ -59,14 +60,24 @@ def test_csv_numbers_equal_direct_sql(db):
             by_day_label[(r["day"], r["label"])] += int(r["count"])
     assert dict(by_status) == dict(sql(path, "SELECT status, COUNT(*) FROM images GROUP BY status"))
     assert dict(by_device) == dict(sql(path, "SELECT device_id, COUNT(*) FROM images GROUP BY device_id"))
-    assert dict(by_day_label) == {(d, lab): n for d, lab, n in sql(
-        path, "SELECT date(recorded_at), label, COUNT(*) FROM images WHERE status='classified' GROUP BY 1, 2")}
-    assert sum(int(r["count"]) for r in counts if r["needs_review"] == "1" and r["status"] == "classified") == \
-        sql(path, "SELECT COUNT(*) FROM images WHERE status='classified' AND needs_review")[0][0]
+    assert dict(by_day_label) == {
+        (d, lab): n
+        for d, lab, n in sql(
+            path, "SELECT date(recorded_at), label, COUNT(*) FROM images WHERE status='classified' GROUP BY 1, 2"
+        )
+    }
+    assert (
+        sum(int(r["count"]) for r in counts if r["needs_review"] == "1" and r["status"] == "classified")
+        == sql(path, "SELECT COUNT(*) FROM images WHERE status='classified' AND needs_review")[0][0]
+    )
 
     flagged = [r["image_id"] for r in rows if r["section"] == "flagged"]
-    expected = {i for (i,) in sql(path, "SELECT id FROM images WHERE status='classified' "
-                                        "AND (verdict='malignant' OR needs_review)")}
+    expected = {
+        i
+        for (i,) in sql(
+            path, "SELECT id FROM images WHERE status='classified' AND (verdict='malignant' OR needs_review)"
+        )
+    }
     assert sorted(flagged) == sorted(expected) and len(flagged) == len(expected)
     # Malignant first: a reviewer with little time must see them before the merely uncertain.
     verdicts = [r["verdict"] for r in rows if r["section"] == "flagged"]
@@ -93,10 +104,12 @@ def test_json_totals_per_day_and_device_equal_sql(db):
     j = json.loads(json.dumps(to_json(build_report(path, make_window(all_time=True)))))
     assert j["schema"] == "edge-screen-report/1"
     assert j["totals"]["images"] == N
-    assert j["totals"]["by_verdict"] == dict(sql(path, "SELECT verdict, COUNT(*) FROM images "
-                                                       "WHERE status='classified' GROUP BY verdict"))
-    assert j["totals"]["by_label"] == dict(sql(path, "SELECT label, COUNT(*) FROM images "
-                                                     "WHERE status='classified' GROUP BY label"))
+    assert j["totals"]["by_verdict"] == dict(
+        sql(path, "SELECT verdict, COUNT(*) FROM images WHERE status='classified' GROUP BY verdict")
+    )
+    assert j["totals"]["by_label"] == dict(
+        sql(path, "SELECT label, COUNT(*) FROM images WHERE status='classified' GROUP BY label")
+    )
     for day, n in sql(path, "SELECT date(recorded_at), COUNT(*) FROM images GROUP BY 1"):
         assert j["per_day"][day]["images"] == n
     for dev, n in sql(path, "SELECT device_id, COUNT(*) FROM images WHERE verdict='malignant' GROUP BY 1"):
@@ -105,20 +118,28 @@ def test_json_totals_per_day_and_device_equal_sql(db):
     assert {m["model_name"] for m in j["models"]} == {"model-a", "model-b"}
 
 
-@pytest.mark.parametrize("filters, where", [
-    (Filters(verdict="malignant"), "verdict = 'malignant'"),
-    (Filters(labels=("Pre-B", "Pro-B")), "label IN ('Pre-B', 'Pro-B')"),
-    (Filters(needs_review=True), "needs_review = 1"),
-    (Filters(statuses=("unreadable", "rejected")), "status IN ('unreadable', 'rejected')"),
-    (Filters(devices=("dev-b",)), "device_id = 'dev-b'"),
-    (Filters(devices=("dev-a",), verdict="benign"), "device_id = 'dev-a' AND verdict = 'benign'"),
-])
+@pytest.mark.parametrize(
+    "filters, where",
+    [
+        (Filters(verdict="malignant"), "verdict = 'malignant'"),
+        (Filters(labels=("Pre-B", "Pro-B")), "label IN ('Pre-B', 'Pro-B')"),
+        (Filters(needs_review=True), "needs_review = 1"),
+        (Filters(statuses=("unreadable", "rejected")), "status IN ('unreadable', 'rejected')"),
+        (Filters(devices=("dev-b",)), "device_id = 'dev-b'"),
+        (Filters(devices=("dev-a",), verdict="benign"), "device_id = 'dev-a' AND verdict = 'benign'"),
+    ],
+)
 def test_filters_select_the_same_rows_as_sql(db, filters, where):
     path = db[0]
     data = build_report(path, make_window(all_time=True), filters)
     assert data.total == sql(path, f"SELECT COUNT(*) FROM images WHERE {where}")[0][0] > 0
-    expected = {i for (i,) in sql(path, f"SELECT id FROM images WHERE {where} AND status='classified' "
-                                        "AND (verdict='malignant' OR needs_review)")}
+    expected = {
+        i
+        for (i,) in sql(
+            path,
+            f"SELECT id FROM images WHERE {where} AND status='classified' AND (verdict='malignant' OR needs_review)",
+        )
+    }
     assert {f.image_id for f in data.flagged} == expected
 
 
@@ -134,14 +155,23 @@ def test_bad_filter_values_are_refused():
 NOW = datetime(2026, 5, 3, 12, 0, tzinfo=UTC)
 
 
-@pytest.mark.parametrize("text, expected", [
-    ("8h", NOW - timedelta(hours=8)), ("30m", NOW - timedelta(minutes=30)), ("7d", NOW - timedelta(days=7)),
-    ("2w", NOW - timedelta(weeks=2)), ("1.5h", NOW - timedelta(minutes=90)), (" 12H ", NOW - timedelta(hours=12)),
-    ("2026-05-01", datetime(2026, 5, 1, tzinfo=UTC)), ("2026-05-01T06:30", datetime(2026, 5, 1, 6, 30, tzinfo=UTC)),
-    ("2026-05-01T06:30:00Z", datetime(2026, 5, 1, 6, 30, tzinfo=UTC)),
-    ("2026-05-01T08:30+02:00", datetime(2026, 5, 1, 6, 30, tzinfo=UTC)),
-    ("today", datetime(2026, 5, 3, tzinfo=UTC)), ("yesterday", datetime(2026, 5, 2, tzinfo=UTC)),
-])
+@pytest.mark.parametrize(
+    "text, expected",
+    [
+        ("8h", NOW - timedelta(hours=8)),
+        ("30m", NOW - timedelta(minutes=30)),
+        ("7d", NOW - timedelta(days=7)),
+        ("2w", NOW - timedelta(weeks=2)),
+        ("1.5h", NOW - timedelta(minutes=90)),
+        (" 12H ", NOW - timedelta(hours=12)),
+        ("2026-05-01", datetime(2026, 5, 1, tzinfo=UTC)),
+        ("2026-05-01T06:30", datetime(2026, 5, 1, 6, 30, tzinfo=UTC)),
+        ("2026-05-01T06:30:00Z", datetime(2026, 5, 1, 6, 30, tzinfo=UTC)),
+        ("2026-05-01T08:30+02:00", datetime(2026, 5, 1, 6, 30, tzinfo=UTC)),
+        ("today", datetime(2026, 5, 3, tzinfo=UTC)),
+        ("yesterday", datetime(2026, 5, 2, tzinfo=UTC)),
+    ],
+)
 def test_since_parses_relative_and_absolute_times(text, expected):
     assert parse_when(text, NOW, UTC) == expected
 
@@ -156,10 +186,15 @@ def test_local_time_and_inclusive_until():
     assert make_window(now=NOW, tz=UTC).until is None
 
 
-@pytest.mark.parametrize("kwargs, match", [
-    (dict(since="yesterdayish"), "--since"), (dict(until="5 parsecs"), "--until"),
-    (dict(since="2026-05-03", until="2026-05-01"), "not before"), (dict(since="8h", all_time=True), "--all"),
-])
+@pytest.mark.parametrize(
+    "kwargs, match",
+    [
+        (dict(since="yesterdayish"), "--since"),
+        (dict(until="5 parsecs"), "--until"),
+        (dict(since="2026-05-03", until="2026-05-01"), "not before"),
+        (dict(since="8h", all_time=True), "--all"),
+    ],
+)
 def test_bad_windows_are_one_line_errors(kwargs, match):
     with pytest.raises(ReportError, match=match):
         make_window(now=NOW, tz=UTC, **kwargs)
@@ -191,6 +226,7 @@ def test_missing_empty_and_foreign_databases_are_clear_errors(tmp_path):
 
 # ------------------------------------------------------------------------------------------------ CLI
 
+
 def test_commands_are_exposed_with_help():
     assert [c.name for c in COMMANDS] == ["report", "explain"]
     for c in COMMANDS:
@@ -203,12 +239,29 @@ def test_report_command_formats(db, tmp_path):
     r = CliRunner().invoke(report, ["--db", path, "--all", "--format", "json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.output)["totals"]["images"] == N
-    r = CliRunner().invoke(report, ["--db", path, "--since", "2026-05-01", "--until", "2026-05-01",
-                                    "--verdict", "malignant", "--format", "csv", "--out", str(tmp_path / "r.csv")])
+    r = CliRunner().invoke(
+        report,
+        [
+            "--db",
+            path,
+            "--since",
+            "2026-05-01",
+            "--until",
+            "2026-05-01",
+            "--verdict",
+            "malignant",
+            "--format",
+            "csv",
+            "--out",
+            str(tmp_path / "r.csv"),
+        ],
+    )
     assert r.exit_code == 0, r.output
     rows = list(csv.DictReader((tmp_path / "r.csv").open()))
-    assert sum(int(x["count"]) for x in rows if x["section"] == "count") == sql(
-        db[0], "SELECT COUNT(*) FROM images WHERE verdict='malignant' AND date(recorded_at)='2026-05-01'")[0][0]
+    assert (
+        sum(int(x["count"]) for x in rows if x["section"] == "count")
+        == sql(db[0], "SELECT COUNT(*) FROM images WHERE verdict='malignant' AND date(recorded_at)='2026-05-01'")[0][0]
+    )
     r = CliRunner().invoke(report, ["--db", path, "--all", "--label", "Pro B"])
     assert r.exit_code == 2 and "Pro-B" in r.output and "Early Pre-B" in r.output, r.output
     r = CliRunner().invoke(report, ["--db", path, "--all", "--label", "pro-b", "--format", "json"])
@@ -220,8 +273,12 @@ def test_report_command_formats(db, tmp_path):
 
 
 def test_report_command_errors_are_one_line(db, tmp_path):
-    for args, msg in ((["--since", "soon"], "--since"), (["--format", "html"], "--out"),
-                      (["--today", "--all"], "--today"), (["--maps", "--format", "csv"], "--maps")):
+    for args, msg in (
+        (["--since", "soon"], "--since"),
+        (["--format", "html"], "--out"),
+        (["--today", "--all"], "--today"),
+        (["--maps", "--format", "csv"], "--maps"),
+    ):
         r = CliRunner().invoke(report, ["--db", str(db[0]), *args])
         assert r.exit_code != 0 and msg in r.output and "Traceback" not in r.output
     r = CliRunner().invoke(report, ["--db", str(tmp_path / "none.sqlite"), "--all"])
@@ -249,8 +306,9 @@ def test_commands_are_registered_on_the_main_group_and_use_its_config(db, tmp_pa
 
 def test_postgresql_report_equals_the_sqlite_one(db, pg_url, tmp_path):
     """The clinic server's database gives the same report; days stay UTC whatever the session zone."""
-    import sqlalchemy as sa
     import uuid as _uuid
+
+    import sqlalchemy as sa
 
     admin = sa.create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
     name = f"edge_report_{_uuid.uuid4().hex[:12]}"
@@ -273,7 +331,7 @@ def test_postgresql_report_equals_the_sqlite_one(db, pg_url, tmp_path):
         engine.dispose()
         for key in ("totals", "per_day", "per_device", "timings", "models", "total_time_histogram"):
             assert pg[key] == lite[key], key
-        strip = (lambda rows: [{k: v for k, v in r.items() if k != "image_id"} for r in rows])  # ids are uuid4
+        strip = lambda rows: [{k: v for k, v in r.items() if k != "image_id"} for r in rows]  # ids are uuid4
         assert strip(pg["flagged"]) == strip(lite["flagged"]) and pg["flagged"]
         assert strip(pg["problems"]) == strip(lite["problems"]) and pg["problems"]
     finally:

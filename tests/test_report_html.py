@@ -1,5 +1,6 @@
 """edge-screen report as HTML: a thumbnail and occlusion map per flagged image, nothing external, and a page
 that headless Chromium renders."""
+
 from __future__ import annotations
 
 import shutil
@@ -10,12 +11,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from report_support import model_path, report_db
 
 from edge.inference.classifier import Classifier
-from edge.report.window import build_report, make_window
 from edge.report.html import render_html, write_html
-
-from report_support import model_path, report_db
+from edge.report.window import build_report, make_window
 
 
 @pytest.fixture(scope="module")
@@ -52,8 +52,9 @@ def classifier():
 def html_report(db, classifier, tmp_path_factory):
     path, _, deleted = db
     data = build_report(path, make_window(all_time=True))
-    out = write_html(data, tmp_path_factory.mktemp("html") / "report.html", maps=True, classifier=classifier,
-                     progress=False)
+    out = write_html(
+        data, tmp_path_factory.mktemp("html") / "report.html", maps=True, classifier=classifier, progress=False
+    )
     return data, out, deleted
 
 
@@ -107,9 +108,20 @@ def test_html_renders_in_headless_chromium(html_report, tmp_path):
         pytest.skip("chromium is not on PATH (scripts/ci-chromium.sh installs it from the distribution)")
     _, out, _ = html_report
     shot = tmp_path / "shot.png"
-    cmd = [exe, "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-           "--disable-component-update", "--disable-sync", "--no-first-run", f"--user-data-dir={tmp_path / 'profile'}",
-           f"--screenshot={shot}", "--window-size=1200,1600", out.resolve().as_uri()]
+    cmd = [
+        exe,
+        "--headless",
+        "--no-sandbox",
+        "--disable-gpu",
+        "--disable-background-networking",
+        "--disable-component-update",
+        "--disable-sync",
+        "--no-first-run",
+        f"--user-data-dir={tmp_path / 'profile'}",
+        f"--screenshot={shot}",
+        "--window-size=1200,1600",
+        out.resolve().as_uri(),
+    ]
     proc = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
     assert shot.is_file(), proc.stderr[-2000:]
     img = cv2.imread(str(shot))

@@ -1,5 +1,6 @@
 """The model's inputs are the same bytes on every CPU: stored digests of real fields, and the arithmetic
 (edge/imaging/pixels.py) that makes them so. scripts/pi_check.sh compares the same digests on emulated Pis."""
+
 from __future__ import annotations
 
 import json
@@ -10,11 +11,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
+from shared_data import HAVE_DATASET, real_images
 
 from edge.imaging import pixels
 from edge.imaging.decode import decode_file
 from edge.imaging.preprocess import preprocess_image
-from shared_data import HAVE_DATASET, real_images
 
 ROOT = Path(__file__).resolve().parents[1]
 REFERENCE = ROOT / "tests" / "data" / "model_inputs.json"
@@ -25,8 +26,9 @@ def test_model_inputs_of_real_fields_match_the_stored_digests():
     with ../shared absent the generated smears are checked instead."""
     ref = json.loads(REFERENCE.read_text())
     assert len(ref["fields"]) >= 24 and len(ref["synthetic"]) >= 4
-    out = subprocess.run([sys.executable, "scripts/model_inputs.py", "check"], cwd=ROOT, capture_output=True,
-                         text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "scripts/model_inputs.py", "check"], cwd=ROOT, capture_output=True, text=True, timeout=600
+    )
     assert out.returncode == 0, out.stdout + out.stderr
     n = len(ref["fields"]) + len(ref["synthetic"]) if HAVE_DATASET else len(ref["synthetic"])
     assert f"{n}/{n} fields identical" in out.stdout, out.stdout
@@ -38,8 +40,13 @@ def test_the_digest_check_fails_when_an_input_moves_by_one_grey_level(tmp_path):
     ref["synthetic"][key]["inputs"][0] = "0" * 64
     bad = tmp_path / "ref.json"
     bad.write_text(json.dumps(ref))
-    out = subprocess.run([sys.executable, "scripts/model_inputs.py", "check", "--ref", str(bad)], cwd=ROOT,
-                         capture_output=True, text=True, timeout=600)
+    out = subprocess.run(
+        [sys.executable, "scripts/model_inputs.py", "check", "--ref", str(bad)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert out.returncode == 1 and f"drift: {key}" in out.stdout, out.stdout
 
 
@@ -50,8 +57,10 @@ def test_a_field_gives_the_same_inputs_run_after_run():
     images = [decode_file(p, target=448).rgb for p in fields]
     if not images:
         from edge.imaging.synthetic import smear
+
         images = [smear(s, 320) for s in range(3)]
     from edge.inference.classifier import DEFAULT_MODEL, card_path_for, load_card
+
     params = load_card(card_path_for(DEFAULT_MODEL)).preprocessing
     for rgb in images:
         runs = {tuple(x.tobytes() for x in preprocess_image(rgb, params).model_inputs) for _ in range(4)}
@@ -59,6 +68,7 @@ def test_a_field_gives_the_same_inputs_run_after_run():
 
 
 # ------------------------------------------------------------------------------- the arithmetic itself
+
 
 def _random_rgb(n: int, seed: int = 0) -> np.ndarray:
     return np.random.default_rng(seed).integers(0, 256, (n, 3)).astype(np.uint8)
@@ -107,8 +117,9 @@ def test_crop_enlargement_is_opencv_bilinear_byte_for_byte():
     rng = np.random.default_rng(5)
     for _ in range(5):
         crop = rng.integers(0, 256, (72, 72, 3)).astype(np.uint8)
-        assert np.array_equal(pixels.resize(crop, 112, 112),
-                              cv2.resize(crop, (112, 112), interpolation=cv2.INTER_LINEAR))
+        assert np.array_equal(
+            pixels.resize(crop, 112, 112), cv2.resize(crop, (112, 112), interpolation=cv2.INTER_LINEAR)
+        )
 
 
 def test_area_shrink_is_the_exact_average():
@@ -132,4 +143,4 @@ def test_gray_and_otsu_are_opencv_s():
 
 def test_tables_refuse_an_entry_on_a_rounding_boundary():
     with pytest.raises(ArithmeticError):
-        pixels._grid_round(np.array([0.5 / 2 ** 32]), 32)
+        pixels._grid_round(np.array([0.5 / 2**32]), 32)

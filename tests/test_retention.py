@@ -1,5 +1,6 @@
 """Disk on a small SD card (issue 8, 13): retention deletes only exported files, by age and by size, and a
 low-disk state pauses intake, shows in status and sd_notify, and resumes."""
+
 from __future__ import annotations
 
 import json
@@ -8,12 +9,13 @@ from datetime import timedelta
 from pathlib import Path
 
 from daemon_support import DaemonProc, cli, model_path, poll, rows, write_config  # noqa: F401
-from edge.imaging import synthetic
-from edge.export.merge import export_to
-from edge.store.records import ImageRecord
+
 from edge.daemon.retention import disk_state, purge
-from edge.store.schema import utcnow
+from edge.export.merge import export_to
+from edge.imaging import synthetic
 from edge.store.database import Store
+from edge.store.records import ImageRecord
+from edge.store.schema import utcnow
 
 
 def _files(tmp_path, store, names, days_old):
@@ -23,8 +25,15 @@ def _files(tmp_path, store, names, days_old):
     for n in names:
         p = done / f"{n}.jpg"
         p.write_bytes(b"x" * 100_000)
-        recs.append(ImageRecord(path=f"/inbox/{n}.jpg", moved_to=str(p), sha256=n.ljust(64, "0"), status="classified",
-                                recorded_at=utcnow() - timedelta(days=days_old)))
+        recs.append(
+            ImageRecord(
+                path=f"/inbox/{n}.jpg",
+                moved_to=str(p),
+                sha256=n.ljust(64, "0"),
+                status="classified",
+                recorded_at=utcnow() - timedelta(days=days_old),
+            )
+        )
     store.record_many(recs)
     return [done / f"{n}.jpg" for n in names]
 
@@ -99,8 +108,13 @@ def test_clinic_targets_come_from_retention_else_export(tmp_path):
 
     assert clinic_targets(config_from_dict({}, tmp_path)) == []
     assert clinic_targets(config_from_dict({"export": {"target": "/c.sqlite"}}, tmp_path)) == ["/c.sqlite"]
-    cfg = config_from_dict({"export": {"target": "/c.sqlite"},
-                            "retention": {"clinic_targets": ["/a.sqlite", "postgresql://edge@db/edge"]}}, tmp_path)
+    cfg = config_from_dict(
+        {
+            "export": {"target": "/c.sqlite"},
+            "retention": {"clinic_targets": ["/a.sqlite", "postgresql://edge@db/edge"]},
+        },
+        tmp_path,
+    )
     assert clinic_targets(cfg) == ["/a.sqlite", "postgresql://edge@db/edge"]
 
 

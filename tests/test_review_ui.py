@@ -5,6 +5,7 @@ The samples are screened by the real pipeline and model (web_support.screen_db),
 classes and scores on the pages are the ones the device recorded. Screenshots go to $EDGE_SCREEN_SHOTS (or
 the test's temporary folder) for a person to look at. Skipped without Chromium or playwright.
 """
+
 from __future__ import annotations
 
 import json
@@ -128,8 +129,10 @@ def test_queue_says_why_each_sample_is_there(app, browser, shots, width):
     page.goto(server.url + "/sample/U-BAND")
     for r in images(db, "U-BAND"):
         assert r["needs_review"] == 1
-        assert "uncertain call: neither clearly benign nor clearly malignant" in \
-            page.locator(f"#f-{r['id']} ul.why").inner_text()
+        assert (
+            "uncertain call: neither clearly benign nor clearly malignant"
+            in page.locator(f"#f-{r['id']} ul.why").inner_text()
+        )
     ctx.close()
 
 
@@ -169,12 +172,17 @@ def test_cells_not_scores(app, browser, shots, width):
     page.wait_for_url(re.compile(rf"/sample/U-MAL/field/{target['id']}#cell-1$"))
     svg = page.locator("#field-svg")
     assert svg.locator("g.box").count() == len(cells)
-    assert [svg.locator("g.box text").nth(i).text_content() for i in range(len(cells))] == \
-        [str(c.number) for c in cells]
+    assert [svg.locator("g.box text").nth(i).text_content() for i in range(len(cells))] == [
+        str(c.number) for c in cells
+    ]
     rect = svg.locator("#box-1 rect")
     assert (int(rect.get_attribute("x")), int(rect.get_attribute("width"))) == (cells[0].x, cells[0].w)
-    ws.poll(lambda: page.evaluate("() => { const i = document.querySelector('#field-svg image');"
-                                  " return i && i.getBBox().width > 0; }"), what="the field image")
+    ws.poll(
+        lambda: page.evaluate(
+            "() => { const i = document.querySelector('#field-svg image'); return i && i.getBBox().width > 0; }"
+        ),
+        what="the field image",
+    )
     full = ctx.request.get(server.url + page.locator("#field-svg image").get_attribute("href"))
     assert full.status == 200 and full.body() == Path(target["path"]).read_bytes()  # full resolution: the file
     # Zoom and pan (the viewBox moves; the file is not fetched again).
@@ -216,8 +224,9 @@ def test_keyboard_and_confirm_all_without_a_reload(app, browser, shots):
     # j: the first field; 2: its class is the card's second label, recorded in place.
     page.keyboard.press("j")
     page.keyboard.press("2")
-    ws.poll(lambda: ws.q(db, "SELECT reviewer_label FROM reviews WHERE image_id = ?", ids[0]),
-            what="the keyed field review")
+    ws.poll(
+        lambda: ws.q(db, "SELECT reviewer_label FROM reviews WHERE image_id = ?", ids[0]), what="the keyed field review"
+    )
     assert ws.q(db, "SELECT reviewer_label FROM reviews WHERE image_id = ?", ids[0])[0]["reviewer_label"] == labels[1]
     ws.poll(lambda: page.locator(f"#f-{ids[0]} .reviewed").count() == 1, what="the field to show its review")
     # Focus moved on to the next field; c confirms it as shown.
@@ -265,11 +274,15 @@ def test_unreadable_fields_get_no_preset_label(app, browser):
         sel = page.locator(f"#f-{r['id']} select[name=label]")
         assert sel.input_value() == ""
         page.locator(f"#f-{r['id']} button[type=submit]").click()  # the browser asks for a class first
-    assert ws.q(db, "SELECT count(*) AS n FROM reviews WHERE image_id IN (?, ?)", bad[0]["id"], bad[1]["id"]) == \
-        [{"n": 0}]
+    assert ws.q(db, "SELECT count(*) AS n FROM reviews WHERE image_id IN (?, ?)", bad[0]["id"], bad[1]["id"]) == [
+        {"n": 0}
+    ]
     token = page.locator("input[name=csrf_token]").first.get_attribute("value")
-    r = ctx.request.post(f"{server.url}/sample/U-FEW/field/{bad[0]['id']}/review",
-                         form={"label": "", "csrf_token": token}, max_redirects=0)
+    r = ctx.request.post(
+        f"{server.url}/sample/U-FEW/field/{bad[0]['id']}/review",
+        form={"label": "", "csrf_token": token},
+        max_redirects=0,
+    )
     assert r.status == 400
     ctx.close()
 
@@ -290,8 +303,11 @@ def test_inconsistent_and_stale_sign_offs_are_refused(app, browser, shots):
     assert page.locator("#signoff textarea[required]").count() == 1
     token = page.locator("input[name=csrf_token]").first.get_attribute("value")
     version = page.locator("#signoff input[name=version]").get_attribute("value")
-    r = ctx.request.post(f"{server.url}/sample/U-FEW/signoff", max_redirects=0,
-                         form={"verdict": "malignant", "csrf_token": token, "version": version, "confirmed": "yes"})
+    r = ctx.request.post(
+        f"{server.url}/sample/U-FEW/signoff",
+        max_redirects=0,
+        form={"verdict": "malignant", "csrf_token": token, "version": version, "confirmed": "yes"},
+    )
     assert r.status == 400 and "only 3 readable field(s), the rule needs 8" in r.text()
     assert ws.q(db, "SELECT * FROM samples WHERE sample_id = 'U-FEW'") == before
 
@@ -347,8 +363,9 @@ def test_confirmed_sign_off_shows_its_comment_and_late_fields(app, browser, shot
     # A field recorded after the sign-off: shown as late, flagged, and in the queue's late list.
     ws.screen_more(folder, model, sid, {f"after-signoff-{width}.jpg": noise(9)})
     late_id = ws.q(db, "SELECT id FROM images WHERE filename = ?", f"after-signoff-{width}.jpg")[0]["id"]
-    assert ws.q(db, "SELECT late_fields, fields FROM samples WHERE sample_id = ?", sid) == \
-        [{"late_fields": 1, "fields": s["fields"]}]
+    assert ws.q(db, "SELECT late_fields, fields FROM samples WHERE sample_id = ?", sid) == [
+        {"late_fields": 1, "fields": s["fields"]}
+    ]
     page.goto(server.url + f"/sample/{sid}")
     assert "1 field arrived after the sign-off" in page.locator("#late-banner").inner_text()
     sec = page.locator("section.field").first

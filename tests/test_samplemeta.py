@@ -1,5 +1,6 @@
 """Patient and specimen ids per sample: sample.json (parsed strictly, read without following links, picked up
 by a real daemon), `sample meta`, the database, `samples`, and the clinic export's anonymisation."""
+
 from __future__ import annotations
 
 import json
@@ -8,25 +9,45 @@ import re
 import sqlite3
 
 import pytest
-
 from daemon_support import DaemonProc, cli, model_path, poll, rows, write_config  # noqa: F401
-from edge.imaging import synthetic
+
 from edge.export.anon import anonymizer
+from edge.imaging import synthetic
+from edge.store.database import Store
 from edge.store.records import ImageRecord
 from edge.store.reviews import add_user, sign_off
-from edge.store.samplemeta import (MetaConflict, MetaError, apply_meta_file, get_meta, parse_meta, read_meta_file,
-                             set_meta, validate_identifier)
+from edge.store.samplemeta import (
+    MetaConflict,
+    MetaError,
+    apply_meta_file,
+    get_meta,
+    parse_meta,
+    read_meta_file,
+    set_meta,
+    validate_identifier,
+)
 from edge.store.samples import SampleError, SampleRule, Samples
-from edge.store.database import Store
 
 RULE = SampleRule(statistic="mean", threshold=0.5, review_band=(0.4, 0.6), min_readable=1, disagreement=1.0)
 
 
 def _store(tmp_path, *sample_ids, device="dev"):
     store = Store.open(tmp_path / "db.sqlite", device_id=device)
-    store.record_many([ImageRecord(path=f"/inbox/{s}/0.jpg", sha256=s.ljust(64, "0"), status="classified",
-                                   malignant_score=0.9, label="Pro-B", verdict="malignant", sample_id=s)
-                       for s in sample_ids], RULE)
+    store.record_many(
+        [
+            ImageRecord(
+                path=f"/inbox/{s}/0.jpg",
+                sha256=s.ljust(64, "0"),
+                status="classified",
+                malignant_score=0.9,
+                label="Pro-B",
+                verdict="malignant",
+                sample_id=s,
+            )
+            for s in sample_ids
+        ],
+        RULE,
+    )
     return store
 
 
@@ -35,10 +56,20 @@ def test_valid_identifiers(good):
     assert validate_identifier("patient", good) == good
 
 
-@pytest.mark.parametrize("bad, why", [
-    ("Jane Doe", "a space is not allowed"), ("-1", "must start with a letter or digit"), ("A" * 65, "65 characters"),
-    ("MRN#1", "'#' is not allowed"), ("Müller", "U+00FC is not allowed"), ("a\nb", "U+000A is not allowed"),
-    ("", "empty"), (4711, "expected a string in quotes, got a number"), (True, "expected a string in quotes")])
+@pytest.mark.parametrize(
+    "bad, why",
+    [
+        ("Jane Doe", "a space is not allowed"),
+        ("-1", "must start with a letter or digit"),
+        ("A" * 65, "65 characters"),
+        ("MRN#1", "'#' is not allowed"),
+        ("Müller", "U+00FC is not allowed"),
+        ("a\nb", "U+000A is not allowed"),
+        ("", "empty"),
+        (4711, "expected a string in quotes, got a number"),
+        (True, "expected a string in quotes"),
+    ],
+)
 def test_bad_identifiers_say_why_without_the_value(bad, why):
     with pytest.raises(MetaError, match=f"^patient: .*{re.escape(why)}") as e:
         validate_identifier("patient", bad)
@@ -48,14 +79,17 @@ def test_bad_identifiers_say_why_without_the_value(bad, why):
 
 
 def test_sample_json_parsing():
-    assert parse_meta(b'{"patient": "MRN-1", "specimen": "ACC-1"}') == {"patient_id": "MRN-1",
-                                                                         "specimen_id": "ACC-1"}
+    assert parse_meta(b'{"patient": "MRN-1", "specimen": "ACC-1"}') == {"patient_id": "MRN-1", "specimen_id": "ACC-1"}
     assert parse_meta('\ufeff{"specimen": "ACC-1"}'.encode()) == {"specimen_id": "ACC-1"}  # a BOM (Notepad)
     assert parse_meta(b'{"patient": null, "specimen": ""}') == {"patient_id": None, "specimen_id": None}
-    for data, why in ((b'{"patient": "MRN-1",}', "not valid JSON (line 1 column 21: Expecting property name"),
-                      (b'["MRN-1"]', "expected an object like"), (b'{"patinet": "MRN-1"}', "unknown key 'patinet'"),
-                      (b'{"patient": 4711}', "patient: expected a string"), (b"\xff\xfe{}", "not UTF-8 text"),
-                      (b'{"patient": "Jane Doe"}', "patient: a space is not allowed")):
+    for data, why in (
+        (b'{"patient": "MRN-1",}', "not valid JSON (line 1 column 21: Expecting property name"),
+        (b'["MRN-1"]', "expected an object like"),
+        (b'{"patinet": "MRN-1"}', "unknown key 'patinet'"),
+        (b'{"patient": 4711}', "patient: expected a string"),
+        (b"\xff\xfe{}", "not UTF-8 text"),
+        (b'{"patient": "Jane Doe"}', "patient: a space is not allowed"),
+    ):
         with pytest.raises(MetaError, match=re.escape(why)):
             parse_meta(data)
 
@@ -150,8 +184,11 @@ def test_sample_meta_command_and_samples_show_the_ids(tmp_path, model_path):
     assert unknown.returncode == 1 and "no sample 'S-9'" in unknown.stderr and "Traceback" not in unknown.stderr
     assert cli(*c, "sample", "meta", "S-9", check=False).returncode == 1
     js = {s["sample_id"]: s for s in json.loads(cli(*c, "samples", "--format", "json").stdout)}
-    assert (js["S-1"]["patient_id"], js["S-1"]["specimen_id"], js["S-1"]["meta_source"]) == \
-        ("MRN-004711", "ACC-2026-000123", "cli")
+    assert (js["S-1"]["patient_id"], js["S-1"]["specimen_id"], js["S-1"]["meta_source"]) == (
+        "MRN-004711",
+        "ACC-2026-000123",
+        "cli",
+    )
     assert (js["S-2"]["patient_id"], js["S-2"]["meta_error"]) == (None, None)
     table = cli(*c, "samples", env={"COLUMNS": "80"}).stdout
     assert "patient MRN-004711" in table and max(len(line) for line in table.splitlines()) <= 80
@@ -220,8 +257,8 @@ def test_ids_travel_to_the_clinic_database_and_a_later_change_follows(tmp_path):
 
 
 def test_only_a_sample_folder_s_sample_json_is_metadata(tmp_path):
-    from edge.store.samplemeta import is_meta_file, meta_files
     from edge.daemon.watcher import backlog
+    from edge.store.samplemeta import is_meta_file, meta_files
 
     inbox = tmp_path / "inbox"
     for folder in ("S-1", "S-2", ".hidden"):

@@ -1,16 +1,16 @@
 """The sample verdict rule: chosen on validation blocks, read back by the device, right on the shipped model."""
+
 from __future__ import annotations
 
 import json
 import shutil
 
 import pytest
+from shared_data import DATASET, HAVE_DATASET, NO_DATASET
 
 from edge.inference.classifier import DEFAULT_MODEL, card_path_for, load_card
 from edge.store.samples import SampleRule, judge
 from trainer.samplerule import MD_HEADING, Block, choose_rule, choose_statistic, rule_card, update_card
-
-from shared_data import DATASET, HAVE_DATASET, NO_DATASET
 
 FIELD_T = 0.4
 
@@ -24,8 +24,12 @@ def _verdicts(blocks, rule):
 
 
 def test_separable_blocks_all_right_with_a_margin():
-    blocks = [_block("Benign", 0, [0.01, 0.05, 0.1, 0.2, 0.02]), _block("Benign", 1, [0.0, 0.3, 0.05, 0.1]),
-              _block("Pre-B", 0, [0.9, 0.95, 0.7, 0.99, 0.8]), _block("Pro-B", 3, [0.85, 0.6, 0.97, None, 0.9])]
+    blocks = [
+        _block("Benign", 0, [0.01, 0.05, 0.1, 0.2, 0.02]),
+        _block("Benign", 1, [0.0, 0.3, 0.05, 0.1]),
+        _block("Pre-B", 0, [0.9, 0.95, 0.7, 0.99, 0.8]),
+        _block("Pro-B", 3, [0.85, 0.6, 0.97, None, 0.9]),
+    ]
     rule, info = choose_rule(blocks, FIELD_T, draws=200)
     assert info["all_right"] and info["sensitivity"] == 1.0 and info["specificity"] == 1.0
     assert _verdicts(blocks, rule) == ["benign", "benign", "malignant", "malignant"]
@@ -41,8 +45,12 @@ def test_separable_blocks_all_right_with_a_margin():
 def test_a_stray_high_field_in_a_benign_sample_picks_a_robust_statistic():
     # Three wildly malignant-looking fields in a benign sample drag the mean, the upper quantiles and the
     # share of malignant fields up; the median is unmoved, so it separates with the widest margin and wins.
-    blocks = [_block("Benign", 0, [0.02] * 8 + [1.0, 1.0, 1.0]), _block("Benign", 1, [0.05] * 10),
-              _block("Early Pre-B", 0, [0.55] * 6 + [0.3] * 4), _block("Pre-B", 1, [0.9] * 10)]
+    blocks = [
+        _block("Benign", 0, [0.02] * 8 + [1.0, 1.0, 1.0]),
+        _block("Benign", 1, [0.05] * 10),
+        _block("Early Pre-B", 0, [0.55] * 6 + [0.3] * 4),
+        _block("Pre-B", 1, [0.9] * 10),
+    ]
     best, scored = choose_statistic(blocks, FIELD_T)
     by = {(c["statistic"], c["q"]): c for c in scored}
     assert not by[("quantile", 0.9)]["all_right"]  # q0.9 of the benign block is 1.0
@@ -52,8 +60,12 @@ def test_a_stray_high_field_in_a_benign_sample_picks_a_robust_statistic():
 def test_a_threshold_that_misses_a_malignant_sample_is_never_chosen():
     # Overlap: the first malignant sample scores below a benign one under every statistic. Sensitivity
     # comes first, so the benign sample is called malignant rather than the malignant one missed.
-    blocks = [_block("Benign", 0, [0.5, 0.6, 0.55, 0.65]), _block("Benign", 1, [0.0, 0.1]),
-              _block("Pro-B", 0, [0.3, 0.35, 0.32, 0.31]), _block("Pre-B", 1, [0.95, 0.9])]
+    blocks = [
+        _block("Benign", 0, [0.5, 0.6, 0.55, 0.65]),
+        _block("Benign", 1, [0.0, 0.1]),
+        _block("Pro-B", 0, [0.3, 0.35, 0.32, 0.31]),
+        _block("Pre-B", 1, [0.95, 0.9]),
+    ]
     best, scored = choose_statistic(blocks, FIELD_T)
     assert all(c["malignant_missed"] == 0 for c in scored)
     rule, info = choose_rule(blocks, FIELD_T, draws=200)
@@ -96,8 +108,10 @@ def validation_blocks():
     clf = Classifier(DEFAULT_MODEL, num_threads=2)
     split = load_split(DATASET, int(clf.card.extra["split"]["block_size"]))
     ev = evaluate(clf, split.val, ("plain",))
-    scores = [None if r else round(float(s), 6)
-              for s, r in zip(malignant_scores(ev.probs["plain"], clf.labels), ev.refused["plain"])]
+    scores = [
+        None if r else round(float(s), 6)
+        for s, r in zip(malignant_scores(ev.probs["plain"], clf.labels), ev.refused["plain"])
+    ]
     return clf.card, blocks_for(split, scores)
 
 

@@ -1,5 +1,6 @@
 """Samples: ids, the verdict rule, aggregates kept with their fields, the ready rule, and the daemon's
 subfolders (a real daemon subprocess, real folders)."""
+
 from __future__ import annotations
 
 import json
@@ -7,13 +8,14 @@ import sqlite3
 from datetime import timedelta
 
 import pytest
-
 from daemon_support import DaemonProc, cli, model_path, poll, rows, write_config  # noqa: F401
+
 from edge.imaging import synthetic
+from edge.store.database import Store
 from edge.store.records import ImageRecord
 from edge.store.samples import SampleError, SampleRule, Samples, judge, validate_sample_id
-from edge.store.schema import samples as samples_table, utcnow
-from edge.store.database import Store
+from edge.store.schema import samples as samples_table
+from edge.store.schema import utcnow
 
 RULE = SampleRule(statistic="mean", threshold=0.5, review_band=(0.4, 0.6), min_readable=3, disagreement=0.3)
 
@@ -44,20 +46,32 @@ def test_judge_mean_rule_and_review_reasons():
 
 
 def test_quantile_and_fraction_rules():
-    q = SampleRule(statistic="quantile", q=0.75, threshold=0.5, review_band=(0.45, 0.55), min_readable=1,
-                   disagreement=1.0)
+    q = SampleRule(
+        statistic="quantile", q=0.75, threshold=0.5, review_band=(0.45, 0.55), min_readable=1, disagreement=1.0
+    )
     assert q.statistic_of([0.0, 0.1, 0.2, 1.0]) == pytest.approx(0.4)
-    f = SampleRule(statistic="fraction_malignant", threshold=0.5, review_band=(0.4, 0.6), min_readable=1,
-                   disagreement=1.0, field_threshold=0.38)
+    f = SampleRule(
+        statistic="fraction_malignant",
+        threshold=0.5,
+        review_band=(0.4, 0.6),
+        min_readable=1,
+        disagreement=1.0,
+        field_threshold=0.38,
+    )
     assert f.statistic_of([0.39, 0.1, 0.9, 0.2]) == pytest.approx(0.5)
     assert SampleRule.from_card({"sample_rule": f.to_dict()}, 0.9) == f
 
 
 def _rec(i: int, sample: str, score, status="classified") -> ImageRecord:
-    return ImageRecord(path=f"/inbox/{sample}/{i}.jpg", sha256=f"{sample}-{i}".ljust(64, "0"), status=status,
-                       malignant_score=score, label="Pro-B" if score and score >= 0.5 else "Benign",
-                       verdict=None if score is None else ("malignant" if score >= 0.5 else "benign"),
-                       sample_id=sample)
+    return ImageRecord(
+        path=f"/inbox/{sample}/{i}.jpg",
+        sha256=f"{sample}-{i}".ljust(64, "0"),
+        status=status,
+        malignant_score=score,
+        label="Pro-B" if score and score >= 0.5 else "Benign",
+        verdict=None if score is None else ("malignant" if score >= 0.5 else "benign"),
+        sample_id=sample,
+    )
 
 
 def test_aggregates_follow_their_fields_and_a_signed_sample_does_not_move(tmp_path):
@@ -100,8 +114,9 @@ def _samples_config(tmp_path, model_path, **daemon):
 
 
 def test_daemon_groups_subfolders_into_samples_moves_them_together_and_stores_where(tmp_path, model_path):
-    cfg = _samples_config(tmp_path, model_path, after="move", done_dir=str(tmp_path / "done"),
-                          rejected_dir=str(tmp_path / "rejected"))
+    cfg = _samples_config(
+        tmp_path, model_path, after="move", done_dir=str(tmp_path / "done"), rejected_dir=str(tmp_path / "rejected")
+    )
     db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
     for folder in ("PAT-7", "Jane Doe", "PAT-8/deeper"):
         (inbox / folder).mkdir(parents=True)
@@ -126,7 +141,9 @@ def test_daemon_groups_subfolders_into_samples_moves_them_together_and_stores_wh
     assert by_name["x.jpg"]["status"] == "rejected" and "invalid sample id 'Jane Doe'" in by_name["x.jpg"]["reason"]
     # after = "move": the sample's fields stay together and every row says where its file went (issue 8, 25)
     assert by_name["a.jpg"]["moved_to"] == str(tmp_path / "done" / "PAT-7" / "a.jpg")
-    assert (tmp_path / "done" / "PAT-7" / "c.jpg").is_file() and (tmp_path / "rejected" / "Jane Doe" / "x.jpg").is_file()
+    assert (tmp_path / "done" / "PAT-7" / "c.jpg").is_file() and (
+        tmp_path / "rejected" / "Jane Doe" / "x.jpg"
+    ).is_file()
     assert all(r["moved_to"] and (tmp_path / r["moved_to"]).exists() for r in rows(db))
     out = json.loads(cli("--config", str(cfg), "samples", "--format", "json").stdout)
     pat7 = next(s for s in out if s["sample_id"] == "PAT-7")
@@ -142,8 +159,8 @@ def test_daemon_groups_subfolders_into_samples_moves_them_together_and_stores_wh
     html = tmp_path / "r.html"
     cli("--config", str(cfg), "report", "--all", "--format", "html", "--out", str(html))
     page = html.read_text()
-    block = page[page.index('id="sample-PAT-7"'):]
-    block = block[:block.index('<div class="sample">')] if '<div class="sample">' in block else block
+    block = page[page.index('id="sample-PAT-7"') :]
+    block = block[: block.index('<div class="sample">')] if '<div class="sample">' in block else block
     assert block.count('alt="thumbnail"') == 2 and "file missing" not in block
     rep = json.loads(cli("--config", str(cfg), "report", "--all", "--format", "json").stdout)
     assert {s["sample_id"] for s in rep["samples"]} >= {"PAT-7", "NEW-1"}

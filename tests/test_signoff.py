@@ -1,6 +1,7 @@
 """A safe sign-off in the library (edge.store.reviews, edge.store.samples): inconsistent sign-offs refused, a
 stale page's sign-off refused, fields after the sign-off counted as late, "confirm all" confirming only what was shown;
 and the plain words and cell boxes the review pages are built from (edge.web.plain, edge.imaging.fieldcells)."""
+
 from __future__ import annotations
 
 import hashlib
@@ -28,8 +29,7 @@ from edge.web.plain import field_reason, field_review_reasons, queue_reason, sam
 @pytest.fixture
 def env(tmp_path):
     # S1: 3 fields (the shipped rule wants 8 readable); S9: 9 fields, enough.
-    db = ws.build_db(tmp_path, [ws.SampleSpec("S1", 3, [0.9, 0.2]),
-                                ws.SampleSpec("S9", 9, [0.95, 0.9, 0.97])])
+    db = ws.build_db(tmp_path, [ws.SampleSpec("S1", 3, [0.9, 0.2]), ws.SampleSpec("S9", 9, [0.95, 0.9, 0.97])])
     store = Store.open(db, device_id=ws.DEVICE)
     reviews.add_user(store, "rev", ws.PASSWORD, "reviewer")
     yield store, db, tmp_path
@@ -47,10 +47,18 @@ def add_field(store, tmp_path, sample_id: str, score: float, n: int) -> str:
     path = tmp_path / "inbox" / sample_id / f"late-{n}.jpg"
     path.write_bytes(b"late field %d" % n)
     model_id = ws.q(tmp_path / "db.sqlite", "SELECT id FROM models")[0]["id"]
-    rec = ImageRecord(path=str(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest(), status="classified",
-                      label="Benign" if score < 0.5 else "Pro-B", malignant_score=score,
-                      verdict="malignant" if score >= 0.5 else "benign", model_id=model_id, sample_id=sample_id,
-                      probabilities={"Benign": 1 - score, "Pro-B": score}, recorded_at=utcnow())
+    rec = ImageRecord(
+        path=str(path),
+        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+        status="classified",
+        label="Benign" if score < 0.5 else "Pro-B",
+        malignant_score=score,
+        verdict="malignant" if score >= 0.5 else "benign",
+        model_id=model_id,
+        sample_id=sample_id,
+        probabilities={"Benign": 1 - score, "Pro-B": score},
+        recorded_at=utcnow(),
+    )
     return store.record_many([rec], sample_rule=rule)[0]
 
 
@@ -59,11 +67,12 @@ def test_inconsistent_sign_offs_are_refused_and_change_nothing(env):
     before = state(db)
     version = {sid: Samples(store).get(sid).version for sid in ("S1", "S9")}
     for args, kw, message in (
-            (("S9", "benign", "Pro-B"), {}, "a benign sign-off cannot carry the malignant subtype Pro-B"),
-            (("S9", "malignant", "Benign"), {}, "a malignant sign-off cannot be labelled Benign"),
-            (("S1", "malignant"), {}, r"only 3 readable field\(s\), the rule needs 8: say in the comment"),
-            (("S1", "malignant"), {"comment": "   "}, "only 3 readable"),
-            (("S9", "malignant"), {"version": "0" * 16}, "the sample changed: reload")):
+        (("S9", "benign", "Pro-B"), {}, "a benign sign-off cannot carry the malignant subtype Pro-B"),
+        (("S9", "malignant", "Benign"), {}, "a malignant sign-off cannot be labelled Benign"),
+        (("S1", "malignant"), {}, r"only 3 readable field\(s\), the rule needs 8: say in the comment"),
+        (("S1", "malignant"), {"comment": "   "}, "only 3 readable"),
+        (("S9", "malignant"), {"version": "0" * 16}, "the sample changed: reload"),
+    ):
         with pytest.raises(ReviewError, match=message) as e:
             reviews.sign_off(store, "rev", *args, **{"version": version[args[0]], **kw})
         assert "\n" not in str(e.value)
@@ -71,8 +80,15 @@ def test_inconsistent_sign_offs_are_refused_and_change_nothing(env):
             reviews.check_sign_off(store, "rev", *args, **{"version": version[args[0]], **kw})
     assert state(db) == before
     # The same sample with the comment the rule asks for, and a consistent label: accepted.
-    r = reviews.sign_off(store, "rev", "S1", "malignant", "Pro-B", "only 3 fields on this smear, blasts in 2",
-                         version=Samples(store).get("S1").version)
+    r = reviews.sign_off(
+        store,
+        "rev",
+        "S1",
+        "malignant",
+        "Pro-B",
+        "only 3 fields on this smear, blasts in 2",
+        version=Samples(store).get("S1").version,
+    )
     assert r.reviewer_verdict == "malignant"
 
 
@@ -104,8 +120,12 @@ def test_fields_after_sign_off_are_late_and_counted(env):
     ids = [add_field(store, tmp_path, "S9", 0.9, n) for n in range(2)]
     after = Samples(store).get("S9")
     # What was signed stays as it was; the two new fields are counted apart, and the row moved on (export).
-    assert (after.fields, after.readable, after.verdict, after.score) == \
-        (signed.fields, signed.readable, signed.verdict, signed.score)
+    assert (after.fields, after.readable, after.verdict, after.score) == (
+        signed.fields,
+        signed.readable,
+        signed.verdict,
+        signed.score,
+    )
     assert after.late_fields == 2 and after.updated_at > signed.updated_at
     assert after.to_json()["late_fields"] == 2
     assert late_field_ids(after, Samples(store).fields(after)) == set(ids)
@@ -120,8 +140,9 @@ def test_fields_after_sign_off_are_late_and_counted(env):
     assert {b["sample_id"]: b["late_fields"] for b in report["samples"]} == {"S1": 0, "S9": 2}
     sent = export_to(store, clinic)
     assert sent.conflicts == [] and sent.samples_updated == 1
-    assert ws.q(clinic, "SELECT late_fields, fields, status FROM samples WHERE sample_id = 'S9'") == \
-        [{"late_fields": 2, "fields": signed.fields, "status": "signed"}]
+    assert ws.q(clinic, "SELECT late_fields, fields, status FROM samples WHERE sample_id = 'S9'") == [
+        {"late_fields": 2, "fields": signed.fields, "status": "signed"}
+    ]
 
 
 def test_confirm_all_confirms_only_the_fields_shown(env):
@@ -150,13 +171,20 @@ def test_plain_words():
     assert field_reason("out of focus: Laplacian variance 3.1 < 20").text == "out of focus"
     r = field_reason("something new the pipeline says")
     assert r.text == r.detail == "something new the pipeline says"  # never hidden behind a translation
-    words = [r.text for r in sample_reasons(["score 0.750 is inside the review band 0.230-0.906",
-                                             "only 3 readable field(s), the rule needs 8"])]
-    assert words == ["uncertain: the score is neither clearly benign nor clearly malignant",
-                     "too few readable fields: 3 of the 8 needed"]
+    words = [
+        r.text
+        for r in sample_reasons(
+            ["score 0.750 is inside the review band 0.230-0.906", "only 3 readable field(s), the rule needs 8"]
+        )
+    ]
+    assert words == [
+        "uncertain: the score is neither clearly benign nor clearly malignant",
+        "too few readable fields: 3 of the 8 needed",
+    ]
     rec = SimpleNamespace(needs_review=True, malignant_score=0.12, verdict="benign", domain=None)
-    assert [r.text for r in field_review_reasons(rec, (0.25, 0.92), [0.1, 0.95])] == \
-        ["called benign, but one cell looks malignant"]
+    assert [r.text for r in field_review_reasons(rec, (0.25, 0.92), [0.1, 0.95])] == [
+        "called benign, but one cell looks malignant"
+    ]
     confident = SimpleNamespace(needs_review=False, review_reasons=[], verdict="malignant", closed_by="rule")
     assert queue_reason(confident)[0].text == "confident malignant call: check and sign"
 
@@ -164,21 +192,31 @@ def test_plain_words():
 def test_cell_boxes_map_the_working_field_to_the_file():
     cell = SimpleNamespace(y=100, x=50)
     # optical: a 1000x800 file decoded at 1/2 (500x400), resampled to the working 250x200.
-    assert cell_boxes([cell], (200, 250), (400, 500), (1000, 800), 72, "optical", "none") == \
-        [[int(round((50 - 36) * 4)), int(round((100 - 36) * 4)), 288, 288]]
+    assert cell_boxes([cell], (200, 250), (400, 500), (1000, 800), 72, "optical", "none") == [
+        [int(round((50 - 36) * 4)), int(round((100 - 36) * 4)), 288, 288]
+    ]
     # fixed: the centre square of a 640x480 file resized to 224.
-    (x, y, w, h), = cell_boxes([SimpleNamespace(y=112, x=112)], (224, 224), (480, 640), (640, 480), 72, "fixed",
-                               "center-square")
+    ((x, y, w, h),) = cell_boxes(
+        [SimpleNamespace(y=112, x=112)], (224, 224), (480, 640), (640, 480), 72, "fixed", "center-square"
+    )
     assert (x + w / 2, y + h / 2) == pytest.approx((320, 240), abs=1) and w == h == round(72 * 480 / 224)
 
 
 def test_field_cells_most_malignant_first_and_not_counted_last():
-    seg = {"cell_positions": [{"y": 10, "x": 10}, {"y": 20, "x": 20}, {"y": 30, "x": 30}],
-           "cell_boxes": [[0, 0, 5, 5], [1, 1, 5, 5], [2, 2, 5, 5]], "ood_distances": [1.0, 9.0, 2.0],
-           "cells_ignored": 1, "cell_scores": [0.2, 0.8], "cell_labels": ["Benign", "Pro-B"]}
+    seg = {
+        "cell_positions": [{"y": 10, "x": 10}, {"y": 20, "x": 20}, {"y": 30, "x": 30}],
+        "cell_boxes": [[0, 0, 5, 5], [1, 1, 5, 5], [2, 2, 5, 5]],
+        "ood_distances": [1.0, 9.0, 2.0],
+        "cells_ignored": 1,
+        "cell_scores": [0.2, 0.8],
+        "cell_labels": ["Benign", "Pro-B"],
+    }
     cells = field_cells(seg)
-    assert [(c.number, c.index, c.label, c.score, c.counted) for c in cells] == \
-        [(1, 2, "Pro-B", 0.8, True), (2, 0, "Benign", 0.2, True), (3, 1, None, None, False)]
+    assert [(c.number, c.index, c.label, c.score, c.counted) for c in cells] == [
+        (1, 2, "Pro-B", 0.8, True),
+        (2, 0, "Benign", 0.2, True),
+        (3, 1, None, None, False),
+    ]
     assert field_cells({"cell_fraction": 0.1}) == []
     assert json.dumps([c.centre for c in cells]) == "[[30, 30], [10, 10], [20, 20]]"
 

@@ -1,14 +1,14 @@
 """Several labelled sources (trainer/sources.py) and the per-source figures' building blocks."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
 
 from edge.imaging import synthetic
+from tests.shared_data import BCCD, NO_BCCD, NO_PBC, PBC
 from trainer.external import ood_auroc
 from trainer.sources import bccd, folder_label, labelled_folder, pbc
-
-from tests.shared_data import BCCD, NO_BCCD, NO_PBC, PBC
 
 
 @pytest.mark.skipif(not PBC.is_dir(), reason=NO_PBC)
@@ -54,14 +54,28 @@ def test_ood_auroc():
 def test_validated_range_is_widened_only_by_the_tests_that_held():
     from trainer.finalize import widen_for_tests
 
-    ranges = {"magnification": [0.8, 1.3], "glass_level": [200.0, 250.0], "glass_rg": [0.95, 1.0],
-              "glass_bg": [0.97, 1.02]}
-    ok = {"sensitivity_among_classified": 1.0, "label_agreement_with_x1": 0.97, "verdict_agreement_with_x1": 0.99,
-          "confident_misses": 0}
-    bad = {"sensitivity_among_classified": 0.9, "label_agreement_with_x1": 0.97, "verdict_agreement_with_x1": 0.99,
-           "confident_misses": 3}
-    tests = {"optics": {"rescale_0.75": ok, "rescale_2": ok, "rescale_4": bad, "tint_warm": ok, "tint_green": bad},
-             "curves": {"exposure_gain": {"0.6": bad, "0.7": ok, "1.0": ok, "1.4": ok}}}
+    ranges = {
+        "magnification": [0.8, 1.3],
+        "glass_level": [200.0, 250.0],
+        "glass_rg": [0.95, 1.0],
+        "glass_bg": [0.97, 1.02],
+    }
+    ok = {
+        "sensitivity_among_classified": 1.0,
+        "label_agreement_with_x1": 0.97,
+        "verdict_agreement_with_x1": 0.99,
+        "confident_misses": 0,
+    }
+    bad = {
+        "sensitivity_among_classified": 0.9,
+        "label_agreement_with_x1": 0.97,
+        "verdict_agreement_with_x1": 0.99,
+        "confident_misses": 3,
+    }
+    tests = {
+        "optics": {"rescale_0.75": ok, "rescale_2": ok, "rescale_4": bad, "tint_warm": ok, "tint_green": bad},
+        "curves": {"exposure_gain": {"0.6": bad, "0.7": ok, "1.0": ok, "1.4": ok}},
+    }
     widen_for_tests(ranges, tests)
     assert ranges["magnification"] == [0.6, 2.6]  # x0.75 and x2 held, x4 did not
     assert ranges["glass_level"] == [140.0, 255.0]  # x0.7 held, x0.6 did not; never above 255
@@ -93,8 +107,19 @@ def test_evaluate_external_screens_another_labs_folder_through_the_pipeline(tmp_
         for s in seeds:
             (tmp_path / "lab" / folder / f"{s}.jpg").write_bytes(synthetic.smear_jpeg(s))
     (tmp_path / "lab" / "blast" / "broken.jpg").write_bytes(b"not a jpeg")
-    res = CliRunner().invoke(main, ["evaluate", str(DEFAULT_MODEL), "--external", str(tmp_path / "lab"),
-                                    "--sample-size", "3", "--out", str(tmp_path / "out")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(DEFAULT_MODEL),
+            "--external",
+            str(tmp_path / "lab"),
+            "--sample-size",
+            "3",
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     figs = json.loads((tmp_path / "out" / "external.json").read_text())
     lab = figs["lab"]

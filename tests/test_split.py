@@ -2,13 +2,12 @@ from pathlib import Path
 
 import pytest
 
-from trainer.data import Sample, block_split, canonical_label, discover, load_split
 from tests.shared_data import DATASET, HAVE_DATASET, NO_DATASET
+from trainer.data import Sample, block_split, canonical_label, discover, load_split
 
 
 def _fake(label, numbers):
-    return [Sample(path=Path(f"/x/{label}-{n:03d}.jpg"), label=label, number=n, sha256=f"{label}{n}")
-            for n in numbers]
+    return [Sample(path=Path(f"/x/{label}-{n:03d}.jpg"), label=label, number=n, sha256=f"{label}{n}") for n in numbers]
 
 
 def _assert_blocks_disjoint(split):
@@ -32,14 +31,25 @@ def test_split_is_deterministic_and_data_hash_tracks_content():
     s = _fake("Benign", range(100)) + _fake("Pre-B", range(100))
     a, b = block_split(s), block_split(list(reversed(s)))
     assert [x.path for x in a.val] == sorted([x.path for x in b.val]) or {x.path for x in a.val} == {
-        x.path for x in b.val}
+        x.path for x in b.val
+    }
     assert a.data_hash == b.data_hash
     assert block_split(s[:-1]).data_hash != a.data_hash
 
 
-@pytest.mark.parametrize("folder,label", [("Benign", "Benign"), ("Early", "Early Pre-B"), ("Pre", "Pre-B"),
-                                          ("Pro", "Pro-B"), ("[Malignant] early Pre-B", "Early Pre-B"),
-                                          ("Pro-B", "Pro-B"), ("pre_b", "Pre-B"), ("misc", None)])
+@pytest.mark.parametrize(
+    "folder,label",
+    [
+        ("Benign", "Benign"),
+        ("Early", "Early Pre-B"),
+        ("Pre", "Pre-B"),
+        ("Pro", "Pro-B"),
+        ("[Malignant] early Pre-B", "Early Pre-B"),
+        ("Pro-B", "Pro-B"),
+        ("pre_b", "Pre-B"),
+        ("misc", None),
+    ],
+)
 def test_folder_names_map_to_canonical_labels(folder, label):
     assert canonical_label(folder) == label
 

@@ -6,14 +6,13 @@ import textwrap
 from datetime import datetime, timedelta, timezone
 
 import pytest
+from conftest import T0, add_records, fake_record
 from sqlalchemy import create_engine, inspect, select
 from sqlalchemy.exc import IntegrityError, StatementError
 
 from edge.store import schema
-from edge.store.schema import SCHEMA_VERSION, images, runs, schema_info
 from edge.store.database import ImageRecord, Store, StoreError, timing_stats
-
-from conftest import T0, add_records, fake_record
+from edge.store.schema import SCHEMA_VERSION, images, runs, schema_info
 
 
 def raw(path):
@@ -103,10 +102,12 @@ def test_record_rejects_bad_values_and_dangling_references(tmp_path):
 
 def test_find_by_sha256_points_at_the_first_result_not_a_duplicate(tmp_path):
     store = Store.open(tmp_path / "x.sqlite", device_id="d")
-    orig = store.record(ImageRecord(path="/in/a.jpg", sha256="s1", status="classified", label="Benign",
-                                    recorded_at=T0))
-    store.record(ImageRecord(path="/in/b.jpg", sha256="s1", status="duplicate", duplicate_of=orig,
-                             recorded_at=T0 - timedelta(hours=1)))
+    orig = store.record(ImageRecord(path="/in/a.jpg", sha256="s1", status="classified", label="Benign", recorded_at=T0))
+    store.record(
+        ImageRecord(
+            path="/in/b.jpg", sha256="s1", status="duplicate", duplicate_of=orig, recorded_at=T0 - timedelta(hours=1)
+        )
+    )
     assert store.find_by_sha256("s1").id == orig
     assert store.find_by_sha256("s1", device_id="other") is None
     assert store.find_by_sha256("nope") is None
@@ -146,11 +147,23 @@ def test_status_and_report_agree_on_medians(tmp_path):
     from edge.report.window import Filters, build_report, make_window
 
     store = Store.open(tmp_path / "db.sqlite", device_id="dev")
-    store.record_many([ImageRecord(path=f"/i/{k}.jpg", sha256=str(k).ljust(64, "0"), status="classified",
-                                   t_inference_ms=float(k), t_total_ms=float(k) * 2) for k in range(1, 11)])
+    store.record_many(
+        [
+            ImageRecord(
+                path=f"/i/{k}.jpg",
+                sha256=str(k).ljust(64, "0"),
+                status="classified",
+                t_inference_ms=float(k),
+                t_total_ms=float(k) * 2,
+            )
+            for k in range(1, 11)
+        ]
+    )
     status = store.timing_stats(100)
-    rep = {t.stage: t for t in build_report(tmp_path / "db.sqlite", make_window(None, None, all_time=True),
-                                            Filters()).timings}
+    rep = {
+        t.stage: t
+        for t in build_report(tmp_path / "db.sqlite", make_window(None, None, all_time=True), Filters()).timings
+    }
     for stage in ("inference", "total"):
         assert (status[stage].median_ms, status[stage].p95_ms) == (rep[stage].median_ms, rep[stage].p95_ms)
 
@@ -165,8 +178,9 @@ def test_iter_images_window_and_pagination(make_store):
 
 def test_start_run_closes_runs_whose_process_died(tmp_path):
     store = Store.open(tmp_path / "x.sqlite", device_id="d")
-    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
-                          text=True, check=True)
+    dead = subprocess.run(
+        [sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True, text=True, check=True
+    )
     crashed = store.start_run("0.1.0", pid=int(dead.stdout), hostname="h")
     store.record(fake_record(3, run_id=crashed))
     alive = store.start_run("0.1.0", hostname="h")  # this process: alive, must stay open
@@ -195,17 +209,25 @@ def test_reader_is_not_blocked_by_an_open_write_transaction(make_store, tmp_path
 def test_concurrent_reader_while_a_writer_process_writes(make_store, tmp_path):
     store = make_store(0)
     n = 300
-    writer = subprocess.Popen([sys.executable, "-c", textwrap.dedent(f"""
+    writer = subprocess.Popen(
+        [
+            sys.executable,
+            "-c",
+            textwrap.dedent(f"""
         import sys
         sys.path[:0] = {sys.path!r}
         from conftest import fake_record
         from edge.store.database import Store
-        s = Store.open({str(tmp_path / 'dev-a.sqlite')!r}, device_id="dev-a")
+        s = Store.open({str(tmp_path / "dev-a.sqlite")!r}, device_id="dev-a")
         for i in range({n}):
             s.record(fake_record(i, "dev-a"))
             if i == 0:
                 print("first", flush=True)
-        """)], stdout=subprocess.PIPE, text=True)
+        """),
+        ],
+        stdout=subprocess.PIPE,
+        text=True,
+    )
     assert writer.stdout.readline().strip() == "first"
     seen = []
     while writer.poll() is None:  # any "database is locked" would raise here
@@ -218,10 +240,14 @@ def test_concurrent_reader_while_a_writer_process_writes(make_store, tmp_path):
 
 def _columns(engine):
     insp = inspect(engine)
-    return {t: ({c["name"]: str(c["type"]) for c in insp.get_columns(t)},
-                sorted(i["name"] for i in insp.get_indexes(t)),
-                sorted(str(u["column_names"]) for u in insp.get_unique_constraints(t)))
-            for t in insp.get_table_names()}
+    return {
+        t: (
+            {c["name"]: str(c["type"]) for c in insp.get_columns(t)},
+            sorted(i["name"] for i in insp.get_indexes(t)),
+            sorted(str(u["column_names"]) for u in insp.get_unique_constraints(t)),
+        )
+        for t in insp.get_table_names()
+    }
 
 
 def make_v1(path):
@@ -259,6 +285,7 @@ def test_failed_migration_leaves_the_old_version(tmp_path, monkeypatch):
     def broken(conn):
         schema.MIGRATIONS_ORIG[2](conn)
         raise RuntimeError("disk pulled mid-upgrade")
+
     monkeypatch.setattr(schema, "MIGRATIONS_ORIG", dict(schema.MIGRATIONS), raising=False)
     monkeypatch.setitem(schema.MIGRATIONS, 2, broken)
     with pytest.raises(RuntimeError, match="mid-upgrade"):
@@ -280,8 +307,9 @@ def test_foreign_databases_are_refused(tmp_path):
     raw(tmp_path / "other.sqlite").execute("CREATE TABLE patients (id INTEGER PRIMARY KEY)")
     with pytest.raises(StoreError, match="is not an edge-screen database .*patients"):
         Store.open(tmp_path / "other.sqlite", device_id="d")
-    assert [r[0] for r in raw(tmp_path / "other.sqlite").execute(
-        "SELECT name FROM sqlite_master WHERE type = 'table'")] == ["patients"]
+    assert [
+        r[0] for r in raw(tmp_path / "other.sqlite").execute("SELECT name FROM sqlite_master WHERE type = 'table'")
+    ] == ["patients"]
     (tmp_path / "notes.txt").write_text("hello " * 1000)
     with pytest.raises(StoreError, match="notes.txt"):
         Store.open(tmp_path / "notes.txt", device_id="d")
@@ -307,9 +335,15 @@ def test_a_file_that_could_not_be_read_is_taken_again_at_the_next_scan(tmp_path)
     os.utime(f, (old, old))
     os.utime(ok, (old, old))
     store = Store.open(tmp_path / "db.sqlite", device_id="d")
-    for p, status, reason in ((f, "rejected", "cannot read file: Permission denied"), (ok, "unreadable", "out of focus")):
-        store.record(fake_record(1, "d").__class__(path=str(p), sha256=hashlib.sha256(p.name.encode()).hexdigest(),
-                                                   status=status, reason=reason, bytes=100))
+    for p, status, reason in (
+        (f, "rejected", "cannot read file: Permission denied"),
+        (ok, "unreadable", "out of focus"),
+    ):
+        store.record(
+            fake_record(1, "d").__class__(
+                path=str(p), sha256=hashlib.sha256(p.name.encode()).hexdigest(), status=status, reason=reason, bytes=100
+            )
+        )
     assert backlog(inbox, skip=unchanged_since_recorded(store.recorded_files())) == [f]
     store.close()
 

@@ -1,4 +1,5 @@
 """A tiny end-to-end run: train one epoch per phase, convert to int8, load through edge/inference/classifier.py."""
+
 import csv
 
 import numpy as np
@@ -30,17 +31,41 @@ def trained(tiny_dataset, tmp_path_factory):
 
     out = tmp_path_factory.mktemp("model")
     weights = "shared" if (WEIGHTS / "tf2_mobilenet_v2_1.0_224_ptq.tflite").is_file() else "none"
-    res = CliRunner().invoke(main, ["train", str(tiny_dataset), "--out", str(out), "--head-epochs", "1",
-                                    "--fine-epochs", "1", "--block-size", "2", "--batch-size", "8",
-                                    "--modes", "cell,raw", "--ship", "cell", "--augment-copies", "1",
-                                    "--weights", weights, "--sources", ""], catch_exceptions=False)
+    res = CliRunner().invoke(
+        main,
+        [
+            "train",
+            str(tiny_dataset),
+            "--out",
+            str(out),
+            "--head-epochs",
+            "1",
+            "--fine-epochs",
+            "1",
+            "--block-size",
+            "2",
+            "--batch-size",
+            "8",
+            "--modes",
+            "cell,raw",
+            "--ship",
+            "cell",
+            "--augment-copies",
+            "1",
+            "--weights",
+            weights,
+            "--sources",
+            "",
+        ],
+        catch_exceptions=False,
+    )
     assert res.exit_code == 0, res.output
     return out
 
 
 def test_train_convert_load_predict(trained):
-    from edge.inference.classifier import Classifier, ModelCard, card_path_for, load_card
     from edge.imaging.preprocess import preprocess_image
+    from edge.inference.classifier import Classifier, ModelCard, card_path_for, load_card
 
     tfl = trained / "edge-screen-mnv2-int8.tflite"
     clf = Classifier(tfl, num_threads=1)
@@ -56,8 +81,19 @@ def test_train_convert_load_predict(trained):
         assert sum(pred.probabilities.values()) == pytest.approx(1.0, abs=1e-4)
     card = load_card(card_path_for(tfl))
     assert ModelCard.from_dict(card.to_dict()) == card
-    for key in ("split", "ablation", "float_int8_top1_agreement", "validation", "versions", "ood", "cell_tests",
-                "quality_gate", "review_band_rule", "validated_range", "per_source"):
+    for key in (
+        "split",
+        "ablation",
+        "float_int8_top1_agreement",
+        "validation",
+        "versions",
+        "ood",
+        "cell_tests",
+        "quality_gate",
+        "review_band_rule",
+        "validated_range",
+        "per_source",
+    ):
         assert key in card.extra, key
     assert set(card.extra["ablation"]["modes"]) == {"cell", "raw"}
     # The stain reference was measured on the training fields, not left at the default.
@@ -70,8 +106,18 @@ def test_evaluate_writes_one_prediction_row_per_image(trained, tiny_dataset, tmp
     from trainer.cli import main
 
     csv_path = tmp_path / "pred.csv"
-    res = CliRunner().invoke(main, ["evaluate", str(trained / "edge-screen-mnv2-int8.tflite"), str(tiny_dataset),
-                                    "--predictions", str(csv_path), "--out", str(tmp_path / "ev")])
+    res = CliRunner().invoke(
+        main,
+        [
+            "evaluate",
+            str(trained / "edge-screen-mnv2-int8.tflite"),
+            str(tiny_dataset),
+            "--predictions",
+            str(csv_path),
+            "--out",
+            str(tmp_path / "ev"),
+        ],
+    )
     assert res.exit_code == 0, res.output
     rows = list(csv.DictReader(csv_path.open()))
     assert len(rows) == 32

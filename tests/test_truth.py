@@ -5,6 +5,7 @@ json` carries the sign-off; bad options exit 2 as the README's table says.
 
 Real parts: the daemon and every command run as subprocesses on a real SQLite database.
 """
+
 from __future__ import annotations
 
 import json
@@ -13,10 +14,10 @@ import re
 import sqlite3
 from pathlib import Path
 
-
 import web_support as ws
 from conftest import fake_record
 from daemon_support import DaemonProc, cli, model_path, poll, rows, write_config  # noqa: F401 - model_path: fixture
+
 from edge.imaging import synthetic
 from edge.store.database import Store
 
@@ -88,10 +89,14 @@ def test_status_on_an_inbox_that_does_not_exist_does_not_say_ok(tmp_path, model_
 def test_report_at_80_columns_never_folds_a_file_name(tmp_path):
     db = tmp_path / "dev.sqlite"
     with Store.open(db, device_id="dev-a") as store:
-        store.record_many([fake_record(i, device_id="dev-a", prefix="/inbox/PAT-0042/IMG_20260512_083015_patient")
-                           for i in range(30)])
-        names = {Path(r.path).name for r in store.iter_images() if r.status != "classified" or r.verdict == "malignant"
-                 or r.needs_review}
+        store.record_many(
+            [fake_record(i, device_id="dev-a", prefix="/inbox/PAT-0042/IMG_20260512_083015_patient") for i in range(30)]
+        )
+        names = {
+            Path(r.path).name
+            for r in store.iter_images()
+            if r.status != "classified" or r.verdict == "malignant" or r.needs_review
+        }
         reasons = {r.reason for r in store.iter_images() if r.status in ("unreadable", "rejected")}
     text = cli("report", "--db", str(db), "--all", env=NARROW).stdout
     _fits(text)
@@ -105,10 +110,12 @@ def test_report_bad_options_exit_2_and_a_missing_database_4(tmp_path):
     with Store.open(tmp_path / "dev.sqlite", device_id="dev-a") as store:
         store.record_many([fake_record(i, device_id="dev-a") for i in range(3)])
     db = str(tmp_path / "dev.sqlite")
-    for args, code, words in ((["--since", "2026-13-01"], 2, "--since"),
-                              (["--format", "html"], 2, "--out"),
-                              (["--today", "--all"], 2, "--today"),
-                              (["--db", str(tmp_path / "none.sqlite")], 4, "no database")):
+    for args, code, words in (
+        (["--since", "2026-13-01"], 2, "--since"),
+        (["--format", "html"], 2, "--out"),
+        (["--today", "--all"], 2, "--today"),
+        (["--db", str(tmp_path / "none.sqlite")], 4, "no database"),
+    ):
         p = cli("report", *(["--db", db] if "--db" not in args else []), *args, check=False)
         assert p.returncode == code, (args, p.returncode, p.stderr)
         assert words in p.stderr and len(p.stderr.strip().splitlines()) == 1 and "Traceback" not in p.stderr
@@ -118,13 +125,20 @@ def test_report_bad_options_exit_2_and_a_missing_database_4(tmp_path):
 # ----------------------------------------------------------------------------------------------- samples
 def test_samples_reasons_fit_and_json_carries_the_sign_off(tmp_path):
     config = ws.write_config(tmp_path)
-    db = ws.build_db(tmp_path, [ws.SampleSpec("S-READY", 5, [0.92, 0.15, 0.75, 0.97, 0.08]),
-                                ws.SampleSpec("PATIENT-2026-000123-LEFT-HAND-SMEAR-B", 4, [0.1, 0.05]),
-                                ws.SampleSpec("S-SIGNED", 3, [0.9])])
+    db = ws.build_db(
+        tmp_path,
+        [
+            ws.SampleSpec("S-READY", 5, [0.92, 0.15, 0.75, 0.97, 0.08]),
+            ws.SampleSpec("PATIENT-2026-000123-LEFT-HAND-SMEAR-B", 4, [0.1, 0.05]),
+            ws.SampleSpec("S-SIGNED", 3, [0.9]),
+        ],
+    )
     with sqlite3.connect(db) as con:  # as the review app's sign-off leaves it (edge.store.reviews.sign_off)
-        con.execute("UPDATE samples SET status = 'signed', signed_at = '2026-12-01 10:00:00.000000', "
-                    "signed_by = 'alice', final_verdict = 'malignant', final_label = 'Pre-B' "
-                    "WHERE sample_id = 'S-SIGNED'")
+        con.execute(
+            "UPDATE samples SET status = 'signed', signed_at = '2026-12-01 10:00:00.000000', "
+            "signed_by = 'alice', final_verdict = 'malignant', final_label = 'Pre-B' "
+            "WHERE sample_id = 'S-SIGNED'"
+        )
     text = cli("--config", str(config), "samples", env=NARROW).stdout
     _fits(text)
     data = json.loads(cli("--config", str(config), "samples", "--format", "json").stdout)
@@ -144,7 +158,9 @@ def test_samples_reasons_fit_and_json_carries_the_sign_off(tmp_path):
 
 
 def test_a_mistyped_path_is_a_usage_error_not_a_traceback(tmp_path):
-    for args in (["explain", str(tmp_path / "typo.jpg"), "--out", str(tmp_path / "m.png")],
-                 ["capture", "--fake", str(tmp_path / "no-such-folder"), "-n", "1"]):
+    for args in (
+        ["explain", str(tmp_path / "typo.jpg"), "--out", str(tmp_path / "m.png")],
+        ["capture", "--fake", str(tmp_path / "no-such-folder"), "-n", "1"],
+    ):
         p = cli(*args, check=False)
         assert p.returncode == 2 and "does not exist" in p.stderr and "Traceback" not in p.stderr, (args, p.stderr)

@@ -7,6 +7,7 @@ Every test uses its own client address (X-Forwarded-For from 127.0.0.1, a config
 its own user names, so the log-in throttle of one test never meets another's; waiting for a slow-down or a
 lock to pass is done by moving its time back in the database, never by sleeping.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -29,8 +30,10 @@ from edge.store.database import Store
 from edge.store.records import ImageRecord
 
 SERVER_NAME = "edge-01.lab.example"
-WEB_KEYS = (f'server_names = ["{SERVER_NAME}"]\ntrusted_proxies = ["127.0.0.1"]\n'
-            "login_slowdown_after = 3\nlogin_lock_after = 5\nlogin_client_lock_after = 8\nlogin_lock_minutes = 15\n")
+WEB_KEYS = (
+    f'server_names = ["{SERVER_NAME}"]\ntrusted_proxies = ["127.0.0.1"]\n'
+    "login_slowdown_after = 3\nlogin_lock_after = 5\nlogin_client_lock_after = 8\nlogin_lock_minutes = 15\n"
+)
 
 
 class Reply:
@@ -40,8 +43,14 @@ class Reply:
         self.cookies = r.headers.get_all("Set-Cookie") or []
 
 
-def request(url: str, method: str, path: str, form: Optional[Dict[str, str]] = None,
-            headers: Optional[Dict[str, str]] = None, client: Optional[str] = None) -> Reply:
+def request(
+    url: str,
+    method: str,
+    path: str,
+    form: Optional[Dict[str, str]] = None,
+    headers: Optional[Dict[str, str]] = None,
+    client: Optional[str] = None,
+) -> Reply:
     """One raw request; ``path`` is sent as given (control characters percent-encoded by the caller)."""
     u = urllib.parse.urlsplit(url)
     conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
@@ -59,10 +68,17 @@ def request(url: str, method: str, path: str, form: Optional[Dict[str, str]] = N
         conn.close()
 
 
-def login(url: str, name: str, password: str = ws.PASSWORD, client: Optional[str] = None,
-          headers: Optional[Dict[str, str]] = None, **form) -> Reply:
-    return request(url, "POST", "/login", form={"name": name, "password": password, **form}, client=client,
-                   headers=headers)
+def login(
+    url: str,
+    name: str,
+    password: str = ws.PASSWORD,
+    client: Optional[str] = None,
+    headers: Optional[Dict[str, str]] = None,
+    **form,
+) -> Reply:
+    return request(
+        url, "POST", "/login", form={"name": name, "password": password, **form}, client=client, headers=headers
+    )
 
 
 def session_cookie(r: Reply) -> str:
@@ -70,8 +86,15 @@ def session_cookie(r: Reply) -> str:
 
 
 def cli(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, "-m", "edge", "--config", str(config), *args], input=stdin, cwd=ROOT,
-                          capture_output=True, text=True, timeout=120, env=_env())
+    return subprocess.run(
+        [sys.executable, "-m", "edge", "--config", str(config), *args],
+        input=stdin,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env=_env(),
+    )
 
 
 def record(db: Path, rec: ImageRecord) -> str:
@@ -89,8 +112,10 @@ def site(tmp_path_factory, model_path):
     folder = tmp_path_factory.mktemp("websec")
     config = ws.write_config(folder, model=model_path)
     config.write_text(config.read_text() + WEB_KEYS)  # [web] is the file's last section
-    db = ws.build_db(folder, [ws.SampleSpec("S-SEC", 2, [0.1]), ws.SampleSpec("S-LINKS", 3, [0.9, 0.2]),
-                              ws.SampleSpec("S-DIR", 2, [0.9])])
+    db = ws.build_db(
+        folder,
+        [ws.SampleSpec("S-SEC", 2, [0.1]), ws.SampleSpec("S-LINKS", 3, [0.9, 0.2]), ws.SampleSpec("S-DIR", 2, [0.9])],
+    )
     for name, role in (("rev", "reviewer"), ("locky", "reviewer"), ("locky2", "reviewer")):
         r = ws.add_user(config, name, role)
         assert r.returncode == 0, r.stderr
@@ -109,9 +134,15 @@ def test_next_after_log_in_stays_on_this_site(site):
         assert r.status == 400 and "control character" in r.text, (nxt, r.status)
         assert "location" not in r.headers
     assert ws.q(db, "SELECT count(*) AS n FROM web_sessions")[0]["n"] == sessions  # refused before log-in
-    for nxt, where in (("//evil.example", "/"), ("https://evil.example/x", "/"), ("/\\evil.example", "/"),
-                       ("http:/evil.example", "/"), ("evil.example", "/"), ("/sample/S-SEC", "/sample/S-SEC"),
-                       ("/sample/S-SEC?done=field", "/sample/S-SEC?done=field")):
+    for nxt, where in (
+        ("//evil.example", "/"),
+        ("https://evil.example/x", "/"),
+        ("/\\evil.example", "/"),
+        ("http:/evil.example", "/"),
+        ("evil.example", "/"),
+        ("/sample/S-SEC", "/sample/S-SEC"),
+        ("/sample/S-SEC?done=field", "/sample/S-SEC?done=field"),
+    ):
         r = login(server.url, "rev", client="10.6.0.1", next=nxt)
         assert r.status == 303 and r.headers["location"] == where, (nxt, r.headers.get("location"))
     # Logged in, GET /login?next=... redirects at once: the same rule, a newline a 400 (a 500 before).
@@ -219,9 +250,16 @@ def test_images_are_served_only_as_recorded(site):
     # A link out of the inbox that the daemon refused (recorded as rejected, with the sample's id).
     link_out = Path(good["path"]).with_name("link-out.jpg")
     link_out.symlink_to(secret)
-    link_id = record(db, ImageRecord(
-        path=str(link_out), status="rejected", reason=f"symlink points outside the inbox (to {secret})",
-        sha256=hashlib.sha256(b"symlink:" + os.fsencode(os.readlink(link_out))).hexdigest(), sample_id="S-LINKS"))
+    link_id = record(
+        db,
+        ImageRecord(
+            path=str(link_out),
+            status="rejected",
+            reason=f"symlink points outside the inbox (to {secret})",
+            sha256=hashlib.sha256(b"symlink:" + os.fsencode(os.readlink(link_out))).hexdigest(),
+            sample_id="S-LINKS",
+        ),
+    )
     # A recorded file swapped for a link afterwards, and one whose content was replaced.
     os.unlink(swapped["path"])
     os.symlink(secret, swapped["path"])
@@ -231,8 +269,11 @@ def test_images_are_served_only_as_recorded(site):
     shutil.move(str(sdir), str(outside / "S-DIR"))
     sdir.symlink_to(outside / "S-DIR")
 
-    for image_id, status, why in ((link_id, 403, "symbolic link"), (swapped["id"], 403, "symbolic link"),
-                                  (rewritten["id"], 409, "not the recorded file")):
+    for image_id, status, why in (
+        (link_id, 403, "symbolic link"),
+        (swapped["id"], 403, "symbolic link"),
+        (rewritten["id"], 409, "not the recorded file"),
+    ):
         for what in ("thumb.jpg", "explain.png", "image"):  # thumbnail, map, the full field
             r = _thumb(server, cookie, image_id, what)
             assert (r.status, r.headers["content-type"].split(";")[0]) == (status, "text/plain"), (image_id, what)
@@ -309,8 +350,10 @@ def session_cookie_line(r: Reply) -> str:
 
 def test_serve_binds_other_machines_only_when_told(site):
     _, _, config, folder = site
-    for args, code, message in ((["--host", "0.0.0.0"], 2, "not a loopback address"),
-                                (["--host", "192.0.2.10"], 2, "--allow-remote")):
+    for args, code, message in (
+        (["--host", "0.0.0.0"], 2, "not a loopback address"),
+        (["--host", "192.0.2.10"], 2, "--allow-remote"),
+    ):
         p = cli(config, "serve", "--port", "0", *args)
         assert p.returncode == code and message in p.stderr and len(p.stderr.strip().splitlines()) == 1, p.stderr
     # 0.0.0.0 with --allow-remote needs the names clients use (the Host check).
@@ -328,7 +371,7 @@ def test_serve_binds_other_machines_only_when_told(site):
     hosted = folder / "hosted.toml"
     hosted.write_text(config.read_text().replace('host = "127.0.0.1"', 'host = "0.0.0.0"'))
     p = cli(hosted, "config", "check")
-    assert p.returncode == 0 and "warning: web.host = \"0.0.0.0\" is not a loopback address" in p.stderr, p.stderr
+    assert p.returncode == 0 and 'warning: web.host = "0.0.0.0" is not a loopback address' in p.stderr, p.stderr
     p = cli(config, "config", "check")
     assert p.returncode == 0 and "warning" not in p.stderr
 
@@ -385,11 +428,24 @@ def test_user_disable_enable_passwd_are_audited(site):
         ws.execute(db, "UPDATE user_events SET actor = 'nobody'")
 
 
-@pytest.mark.parametrize("cmd", [["serve"], ["user"], ["user", "add"], ["user", "passwd"], ["user", "disable"],
-                                 ["user", "enable"], ["user", "list"], ["user", "log"]], ids=" ".join)
+@pytest.mark.parametrize(
+    "cmd",
+    [
+        ["serve"],
+        ["user"],
+        ["user", "add"],
+        ["user", "passwd"],
+        ["user", "disable"],
+        ["user", "enable"],
+        ["user", "list"],
+        ["user", "log"],
+    ],
+    ids=" ".join,
+)
 def test_account_and_serve_commands_have_help(cmd):
-    p = subprocess.run([sys.executable, "-m", "edge", *cmd, "--help"], cwd=ROOT, capture_output=True, text=True,
-                       timeout=60, env=_env())
+    p = subprocess.run(
+        [sys.executable, "-m", "edge", *cmd, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60, env=_env()
+    )
     assert p.returncode == 0 and "Usage:" in p.stdout
     if cmd == ["serve"]:
         assert "--allow-remote" in p.stdout
@@ -411,9 +467,15 @@ def test_image_file_is_only_a_plain_recorded_file(tmp_path):
 
     def rec(path, size=103, moved_to=None):
         return SimpleNamespace(path=str(path), moved_to=moved_to, bytes=size)
+
     assert image_file(rec(f)) == f
     assert image_file(rec(f, size=None)) == f
     assert image_file(rec(tmp_path / "gone.jpg", moved_to=str(f))) == f
-    for bad in (rec(f, size=104), rec(tmp_path / "real" / "link.jpg"), rec(tmp_path / "linked" / "field.jpg"),
-                rec(tmp_path / "real" / "fifo.jpg", size=0), rec(tmp_path / "real" / ".." / "real" / "field.jpg")):
+    for bad in (
+        rec(f, size=104),
+        rec(tmp_path / "real" / "link.jpg"),
+        rec(tmp_path / "linked" / "field.jpg"),
+        rec(tmp_path / "real" / "fifo.jpg", size=0),
+        rec(tmp_path / "real" / ".." / "real" / "field.jpg"),
+    ):
         assert image_file(bad) is None, bad.path

@@ -5,6 +5,7 @@ The fields are recorded through :meth:`edge.store.database.Store.record_many` wi
 same call the pipeline makes, so the samples' aggregates are the real ones; the images are real smears from
 ../shared when present, else synthetic ones (edge.imaging.synthetic).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,12 +21,13 @@ from pathlib import Path
 from typing import Dict, List, Optional
 
 from daemon_support import ROOT, _env, poll, real_images
+
+from edge.imaging.synthetic import smear_jpeg
 from edge.inference.classifier import DEFAULT_MODEL, card_path_for
+from edge.store.database import Store
 from edge.store.records import ImageRecord
 from edge.store.samples import SampleRule, Samples
 from edge.store.schema import utcnow
-from edge.store.database import Store
-from edge.imaging.synthetic import smear_jpeg
 from edge.vocabulary import LABELS
 
 DEVICE = "test-device"
@@ -37,17 +39,30 @@ def card() -> dict:
     p = card_path_for(DEFAULT_MODEL)
     if p.is_file():
         return json.loads(p.read_text())
-    return {"name": "standin", "labels": list(LABELS), "threshold": 0.5,
-            "sample_rule": {"statistic": "quantile", "q": 0.5, "threshold": 0.5, "review_band": [0.3, 0.7],
-                            "min_readable": 2, "disagreement": 0.1, "field_threshold": 0.5}}
+    return {
+        "name": "standin",
+        "labels": list(LABELS),
+        "threshold": 0.5,
+        "sample_rule": {
+            "statistic": "quantile",
+            "q": 0.5,
+            "threshold": 0.5,
+            "review_band": [0.3, 0.7],
+            "min_readable": 2,
+            "disagreement": 0.1,
+            "field_threshold": 0.5,
+        },
+    }
 
 
 def write_config(folder: Path, model: Optional[Path] = None, port: int = 8080) -> Path:
     p = folder / "edge-screen.toml"
-    p.write_text(f'[daemon]\ninbox = "{folder / "inbox"}"\ndevice_id = "{DEVICE}"\nlog_level = "INFO"\n'
-                 f'[database]\nurl = "sqlite:///{folder / "db.sqlite"}"\n'
-                 + (f'[model]\npath = "{model}"\nnum_threads = 1\n' if model else "")
-                 + f'[web]\nhost = "127.0.0.1"\nport = {port}\nsession_minutes = 60\n')
+    p.write_text(
+        f'[daemon]\ninbox = "{folder / "inbox"}"\ndevice_id = "{DEVICE}"\nlog_level = "INFO"\n'
+        f'[database]\nurl = "sqlite:///{folder / "db.sqlite"}"\n'
+        + (f'[model]\npath = "{model}"\nnum_threads = 1\n' if model else "")
+        + f'[web]\nhost = "127.0.0.1"\nport = {port}\nsession_minutes = 60\n'
+    )
     return p
 
 
@@ -61,7 +76,7 @@ class SampleSpec:
 
 def _files(folder: Path, n: int, start: int) -> List[Path]:
     folder.mkdir(parents=True, exist_ok=True)
-    real = real_images(start + n)[start:start + n]
+    real = real_images(start + n)[start : start + n]
     out = []
     for i in range(n):
         dst = folder / f"field-{i:03d}.jpg"
@@ -85,12 +100,24 @@ def build_db(folder: Path, specs: List[SampleSpec], device: str = DEVICE) -> Pat
                 score = spec.scores[i % len(spec.scores)]
                 label = LABELS[1 + i % 3] if score >= 0.5 else LABELS[0]
                 probs = {lab: (score if lab == label else (1 - score) / 3) for lab in LABELS}
-                recs.append(ImageRecord(
-                    path=str(path), sha256=hashlib.sha256(path.read_bytes()).hexdigest(), status="classified",
-                    label=label, probabilities=probs, malignant_score=score,
-                    verdict="malignant" if score >= 0.5 else "benign", needs_review=0.3 < score < 0.7,
-                    model_id=model_id, model_name=c.get("name"), model_sha256=sha, sample_id=spec.sample_id,
-                    recorded_at=utcnow() - timedelta(minutes=5), bytes=path.stat().st_size))
+                recs.append(
+                    ImageRecord(
+                        path=str(path),
+                        sha256=hashlib.sha256(path.read_bytes()).hexdigest(),
+                        status="classified",
+                        label=label,
+                        probabilities=probs,
+                        malignant_score=score,
+                        verdict="malignant" if score >= 0.5 else "benign",
+                        needs_review=0.3 < score < 0.7,
+                        model_id=model_id,
+                        model_name=c.get("name"),
+                        model_sha256=sha,
+                        sample_id=spec.sample_id,
+                        recorded_at=utcnow() - timedelta(minutes=5),
+                        bytes=path.stat().st_size,
+                    )
+                )
             start += spec.n
             store.record_many(recs, sample_rule=rule)
             if spec.close:
@@ -140,9 +167,15 @@ def screen_more(folder: Path, model: Path, sample_id: str, pictures: Dict[str, b
 
 def add_user(config: Path, name: str, role: str, password: str = PASSWORD) -> subprocess.CompletedProcess:
     """`edge-screen user add` with the password on stdin, as an installer types it."""
-    return subprocess.run([sys.executable, "-m", "edge", "--config", str(config), "user", "add", name,
-                           "--role", role], input=password + "\n", cwd=ROOT, capture_output=True, text=True,
-                          timeout=60, env=_env())
+    return subprocess.run(
+        [sys.executable, "-m", "edge", "--config", str(config), "user", "add", name, "--role", role],
+        input=password + "\n",
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=_env(),
+    )
 
 
 def q(db: Path, query: str, *args) -> List[Dict]:
@@ -165,9 +198,13 @@ class ServeProc:
     def __init__(self, config: Path, *args: str):
         self.log = config.parent / f"serve-{time.monotonic_ns()}.log"
         self._logf = open(self.log, "w")
-        self.proc = subprocess.Popen([sys.executable, "-m", "edge", "--config", str(config), "serve", "--port", "0",
-                                      *args],
-                                     cwd=ROOT, stdout=self._logf, stderr=subprocess.STDOUT, env=_env())
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "edge", "--config", str(config), "serve", "--port", "0", *args],
+            cwd=ROOT,
+            stdout=self._logf,
+            stderr=subprocess.STDOUT,
+            env=_env(),
+        )
         self.url = poll(self._url, what="`edge-screen serve` to log its URL").rstrip("/")
 
     def _url(self) -> Optional[str]:

@@ -5,6 +5,7 @@ device segments and crops anything, so they are applied to the field and the deg
 through :func:`edge.imaging.preprocess.preprocess` exactly as the device would run it. Augmented copies are made
 once, up front, and feed every training phase (the head on cached features as well as fine-tuning).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -83,7 +84,9 @@ def hed_jitter(rgb: np.ndarray, rng: np.random.Generator, sigma: float, bias: fl
     independently, as between two laboratories' staining batches."""
     od = -np.log(np.maximum(rgb.astype(np.float32), 1.0) / 255.0)
     conc = od.reshape(-1, 3) @ _HED_INV
-    conc = conc * rng.uniform(1 - sigma, 1 + sigma, 3).astype(np.float32) + rng.uniform(-bias, bias, 3).astype(np.float32)
+    conc = conc * rng.uniform(1 - sigma, 1 + sigma, 3).astype(np.float32) + rng.uniform(-bias, bias, 3).astype(
+        np.float32
+    )
     out = np.exp(-(conc @ _HED)).reshape(rgb.shape) * 255.0
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
 

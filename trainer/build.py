@@ -1,4 +1,5 @@
 """From a dataset folder to a shipped model: ablation, int8 conversion, threshold, card and report."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -13,13 +14,13 @@ from typing import Callable, Dict, Optional, Sequence
 
 import numpy as np
 
-from edge.inference.classifier import LABELS, ModelCard, card_path_for, combine_cells, load_card, sha256_file
 from edge.imaging.preprocess import PreprocessParams
+from edge.inference.classifier import LABELS, ModelCard, card_path_for, combine_cells, load_card, sha256_file
 
+from .cellset import build_cellset, stain_reference
 from .data import Split
 from .finalize import finalize
 from .metrics import summarize
-from .cellset import build_cellset, stain_reference
 from .train import Arrays, TrainConfig, load_arrays, predict_float, source_weights, train_model, with_embedding
 
 log = logging.getLogger(__name__)
@@ -51,21 +52,28 @@ def _versions() -> dict:
     import keras
     import tensorflow as tf
 
-    v = {"python": platform.python_version(), "tensorflow": tf.__version__, "keras": keras.__version__,
-         "numpy": np.__version__, "opencv": cv2.__version__}
+    v = {
+        "python": platform.python_version(),
+        "tensorflow": tf.__version__,
+        "keras": keras.__version__,
+        "numpy": np.__version__,
+        "opencv": cv2.__version__,
+    }
     try:
         from importlib.metadata import version
 
         v["ai-edge-litert"] = version("ai-edge-litert")
-    except Exception:
+    except Exception:  # noqa: BLE001 - the card records what it can; a missing version is no reason to fail
         pass
     return v
 
 
 def _train_whole_field(split: Split, params: PreprocessParams, cfg: TrainConfig, prog, cache: dict):
     if "arrays" not in cache:  # every whole-field mode comes from the same resized pixels and masks
-        cache["arrays"] = (load_arrays(split.train, params, prog("preprocess train")),
-                           load_arrays(split.val, params, prog("preprocess validation")))
+        cache["arrays"] = (
+            load_arrays(split.train, params, prog("preprocess train")),
+            load_arrays(split.val, params, prog("preprocess validation")),
+        )
     train_arr, val_arr = cache["arrays"]
     res = train_model(train_arr, val_arr, params, cfg)
     probs = predict_float(res.model, val_arr.model_inputs(params))
@@ -74,16 +82,29 @@ def _train_whole_field(split: Split, params: PreprocessParams, cfg: TrainConfig,
 
 def _train_cell(split: Split, params: PreprocessParams, cfg: TrainConfig, prog):
     """Crops of every training field plus ``copies`` capture-augmented versions; field-level validation."""
-    tr = build_cellset(split.train, params, copies=cfg.augment_copies, max_cells=cfg.train_cells_per_field,
-                       seed=cfg.seed, progress=prog("cells: train fields"), other_copies=cfg.other_copies)
+    tr = build_cellset(
+        split.train,
+        params,
+        copies=cfg.augment_copies,
+        max_cells=cfg.train_cells_per_field,
+        seed=cfg.seed,
+        progress=prog("cells: train fields"),
+        other_copies=cfg.other_copies,
+    )
     va = build_cellset(split.val, params, progress=prog("cells: validation fields"))
-    log.info("cells: %d training crops from %d fields (%d without a cell), %d validation crops",
-             len(tr.y), len(split.train), len(tr.no_cell), len(va.y))
+    log.info(
+        "cells: %d training crops from %d fields (%d without a cell), %d validation crops",
+        len(tr.y),
+        len(split.train),
+        len(tr.no_cell),
+        len(va.y),
+    )
     dummy = np.zeros((len(tr.y), 1, 1), bool)
     primary = np.array([split.train[f].source == "taleqani" for f in tr.field], bool)
     weights = source_weights(tr.y, primary) if not primary.all() else None
-    res = train_model(Arrays(tr.x, dummy, tr.y, weights), Arrays(va.x, np.zeros((len(va.y), 1, 1), bool), va.y),
-                      params, cfg)
+    res = train_model(
+        Arrays(tr.x, dummy, tr.y, weights), Arrays(va.x, np.zeros((len(va.y), 1, 1), bool), va.y), params, cfg
+    )
     crop_probs = predict_float(res.model, va.x)
     probs = field_probs(crop_probs, va.field, len(split.val))
     y = np.array([s.y for s in split.val])
@@ -102,10 +123,19 @@ def field_probs(crop_probs: np.ndarray, field: np.ndarray, n_fields: int, rule: 
     return out
 
 
-def build(split: Split, out_dir: str | Path, modes: Sequence[str] = ("cell",), ship: str = "cell",
-          cfg: TrainConfig = TrainConfig(), base_params: PreprocessParams = PreprocessParams(),
-          name: str = MODEL_NAME, version: str = "2.0.0", work_dir: Optional[Path] = None,
-          progress: Optional[Callable[[str, int, int], None]] = None, tests: bool = True) -> BuildResult:
+def build(
+    split: Split,
+    out_dir: str | Path,
+    modes: Sequence[str] = ("cell",),
+    ship: str = "cell",
+    cfg: TrainConfig = TrainConfig(),
+    base_params: PreprocessParams = PreprocessParams(),
+    name: str = MODEL_NAME,
+    version: str = "2.0.0",
+    work_dir: Optional[Path] = None,
+    progress: Optional[Callable[[str, int, int], None]] = None,
+    tests: bool = True,
+) -> BuildResult:
     """Train every mode in ``modes`` (the ablation) and convert ``ship``.
 
     The shipped mode is a decision, not the validation winner: in this dataset the slide identifies the
@@ -117,7 +147,7 @@ def build(split: Split, out_dir: str | Path, modes: Sequence[str] = ("cell",), s
     work = Path(work_dir) if work_dir else out_dir / "work"
     work.mkdir(parents=True, exist_ok=True)
     out_dir.mkdir(parents=True, exist_ok=True)
-    prog = (lambda stage: (lambda i, n: progress(stage, i, n))) if progress else (lambda stage: None)
+    prog = (lambda stage: lambda i, n: progress(stage, i, n)) if progress else (lambda stage: None)
     if ship not in modes:
         raise ValueError(f"the shipped mode {ship!r} must be one of the trained modes {list(modes)}")
     base_params = dataclasses.replace(base_params, **stain_reference(split.train, base_params))
@@ -136,11 +166,16 @@ def build(split: Split, out_dir: str | Path, modes: Sequence[str] = ("cell",), s
         res.model.save(work / f"{mode}.keras")
         ok = ~np.isnan(probs[:, 0])
         m = summarize(probs[ok], y[ok])
-        ablation[mode] = {"val_accuracy": m["accuracy"], "val_macro_f1": m["macro_f1"],
-                          "val_malignant_sensitivity_at_0.5": m["malignant_sensitivity"],
-                          "val_specificity_at_0.5": m["specificity"], "val_fields_without_cell": int((~ok).sum()),
-                          "fine_tuning_kept": bool(res.history.get("fine_tuning_kept", [0])[0]),
-                          "epochs": res.epochs, "train_seconds": round(res.seconds, 1)}
+        ablation[mode] = {
+            "val_accuracy": m["accuracy"],
+            "val_macro_f1": m["macro_f1"],
+            "val_malignant_sensitivity_at_0.5": m["malignant_sensitivity"],
+            "val_specificity_at_0.5": m["specificity"],
+            "val_fields_without_cell": int((~ok).sum()),
+            "fine_tuning_kept": bool(res.history.get("fine_tuning_kept", [0])[0]),
+            "epochs": res.epochs,
+            "train_seconds": round(res.seconds, 1),
+        }
         results[mode] = (res, probs, rep)
         (work / "ablation.json").write_text(json.dumps(ablation, indent=2))
     res, float_probs, rep = results[ship]
@@ -151,23 +186,38 @@ def build(split: Split, out_dir: str | Path, modes: Sequence[str] = ("cell",), s
 
     to_int8_tflite(with_embedding(res.model) if ship == "cell" else res.model, rep, tflite)
 
-    card = ModelCard(name=name, version=version, sha256=sha256_file(tflite), labels=list(LABELS),
-                     input_mode=params.input_mode, preprocessing=params, threshold=0.5,
-                     review_band=(0.25, 0.75))
-    card.extra.update({
-        "description": "MobileNetV2 1.0 (ImageNet init from the int8 checkpoint, dequantized), fine-tuned on "
-                       "single white-cell crops of peripheral-blood smears for B-ALL subtype screening. A "
-                       "screening aid, not a diagnosis." if ship == "cell" else
-                       "MobileNetV2 1.0/224 (ImageNet init), fine-tuned on whole smear fields.",
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "training": {**dataclasses.asdict(cfg),
-                     "history": {k: [round(x, 4) for x in v] for k, v in res.history.items()},
-                     "seconds_total_build": None},
-        "ablation": {"shipped": ship, "modes": ablation,
-                     "rule": "ship the mode whose answer rests on the white cell (see the robustness "
-                             "figures); validation accuracy on this dataset rewards reading the slide"},
-        "versions": _versions(),
-    })
+    card = ModelCard(
+        name=name,
+        version=version,
+        sha256=sha256_file(tflite),
+        labels=list(LABELS),
+        input_mode=params.input_mode,
+        preprocessing=params,
+        threshold=0.5,
+        review_band=(0.25, 0.75),
+    )
+    card.extra.update(
+        {
+            "description": "MobileNetV2 1.0 (ImageNet init from the int8 checkpoint, dequantized), fine-tuned on "
+            "single white-cell crops of peripheral-blood smears for B-ALL subtype screening. A "
+            "screening aid, not a diagnosis."
+            if ship == "cell"
+            else "MobileNetV2 1.0/224 (ImageNet init), fine-tuned on whole smear fields.",
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "training": {
+                **dataclasses.asdict(cfg),
+                "history": {k: [round(x, 4) for x in v] for k, v in res.history.items()},
+                "seconds_total_build": None,
+            },
+            "ablation": {
+                "shipped": ship,
+                "modes": ablation,
+                "rule": "ship the mode whose answer rests on the white cell (see the robustness "
+                "figures); validation accuracy on this dataset rewards reading the slide",
+            },
+            "versions": _versions(),
+        }
+    )
     if ship == "cell":
         card.extra["cell_rule"] = "geometric-mean"
     card.save(card_path_for(tflite))
@@ -175,5 +225,4 @@ def build(split: Split, out_dir: str | Path, modes: Sequence[str] = ("cell",), s
     card = load_card(card_path_for(tflite))
     card.extra["training"]["seconds_total_build"] = round(time.perf_counter() - t0, 1)
     card.save(card_path_for(tflite))
-    return BuildResult(tflite=tflite, card=card, chosen_mode=ship, ablation=ablation,
-                       seconds=time.perf_counter() - t0)
+    return BuildResult(tflite=tflite, card=card, chosen_mode=ship, ablation=ablation, seconds=time.perf_counter() - t0)

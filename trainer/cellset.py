@@ -3,6 +3,7 @@
 Every crop comes out of :func:`edge.imaging.preprocess.preprocess`, the function the device runs, so a crop the
 model is trained on is byte for byte what the device would show it for that (possibly degraded) field.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -14,8 +15,16 @@ import numpy as np
 from edge.imaging.cells import background_stats
 from edge.imaging.decode import decode_file
 from edge.imaging.optics import glass_colour, measure_rbc_diameter
-from edge.imaging.preprocess import (PreprocessParams, crop_resize, decode_target, preprocess_image, remove_scale_bar,
-                             scale_bar_slice, segment, working_field)
+from edge.imaging.preprocess import (
+    PreprocessParams,
+    crop_resize,
+    decode_target,
+    preprocess_image,
+    remove_scale_bar,
+    scale_bar_slice,
+    segment,
+    working_field,
+)
 
 from .augment import CaptureAugment, lab_stats, onto_other_slide, reinhard_to, rescale
 from .data import Sample
@@ -29,11 +38,11 @@ class CellSet:
     copy: np.ndarray  # N: 0 for the clean field, k for its k-th augmented copy
     no_cell: List[int]  # clean fields in which preprocessing found no white cell
 
-    def clean(self) -> "CellSet":
+    def clean(self) -> CellSet:
         keep = self.copy == 0
         return CellSet(self.x[keep], self.y[keep], self.field[keep], self.copy[keep], self.no_cell)
 
-    def subset(self, idx: np.ndarray) -> "CellSet":
+    def subset(self, idx: np.ndarray) -> CellSet:
         return CellSet(self.x[idx], self.y[idx], self.field[idx], self.copy[idx], self.no_cell)
 
 
@@ -73,9 +82,16 @@ def stain_reference(samples: Sequence[Sample], params: PreprocessParams, n: int 
     return out
 
 
-def build_cellset(samples: Sequence[Sample], params: PreprocessParams, copies: int = 0,
-                  max_cells: Optional[int] = None, augment: CaptureAugment = CaptureAugment(), seed: int = 0,
-                  progress: Optional[Callable[[int, int], None]] = None, other_copies: Optional[int] = None) -> CellSet:
+def build_cellset(
+    samples: Sequence[Sample],
+    params: PreprocessParams,
+    copies: int = 0,
+    max_cells: Optional[int] = None,
+    augment: CaptureAugment = CaptureAugment(),
+    seed: int = 0,
+    progress: Optional[Callable[[int, int], None]] = None,
+    other_copies: Optional[int] = None,
+) -> CellSet:
     """Crops of every field, plus ``copies`` augmented versions of each field (``other_copies`` for the
     other laboratories' images): some with the cells moved onto another field's slide, some resampled to
     another magnification, the colours onto another field's (of any source), all with stain and capture
@@ -124,5 +140,6 @@ def build_cellset(samples: Sequence[Sample], params: PreprocessParams, copies: i
                 progress(done, total)
     size = p.input_size
     x = np.stack(xs) if xs else np.zeros((0, size, size, 3), np.uint8)
-    return CellSet(x=x, y=np.array(ys, np.int64), field=np.array(fs, np.int64), copy=np.array(cs, np.int64),
-                   no_cell=none)
+    return CellSet(
+        x=x, y=np.array(ys, np.int64), field=np.array(fs, np.int64), copy=np.array(cs, np.int64), no_cell=none
+    )

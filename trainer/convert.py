@@ -4,6 +4,7 @@
 ``from_concrete_functions`` was seen to silently drop them. Input and output are uint8 so the device feeds
 raw pixels and reads probabilities in steps of 1/256.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,7 +19,7 @@ def to_int8_tflite(model, representative: np.ndarray, out_path: str | Path) -> P
 
     def gen():
         for i in range(len(rep)):
-            yield [rep[i:i + 1]]
+            yield [rep[i : i + 1]]
 
     conv = tf.lite.TFLiteConverter.from_keras_model(model)
     conv.optimizations = [tf.lite.Optimize.DEFAULT]

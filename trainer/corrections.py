@@ -6,6 +6,7 @@ join the TRAINING side only: the validation blocks must stay the public dataset'
 corrected image that is byte-identical to a validation image is dropped rather than allowed to leak.
 No TensorFlow here.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -23,8 +24,7 @@ from edge.store.schema import images, reviews
 from .data import IMAGE_SUFFIXES, Sample, Split, canonical_label
 
 # Why a correction did not become a training image (the card records the count of each).
-REASONS = ("missing_file", "file_changed", "no_label", "same_as_validation", "same_as_training",
-           "duplicate_correction")
+REASONS = ("missing_file", "file_changed", "no_label", "same_as_validation", "same_as_training", "duplicate_correction")
 
 
 @dataclass(frozen=True)
@@ -59,11 +59,21 @@ def read_corrections(db_paths: Sequence[str | Path]) -> Tuple[List[Correction], 
             raise FileNotFoundError(f"corrections database not found: {db}")
         # Read-only: a device's database is evidence and must not be migrated or locked for writing here.
         engine = create_engine(f"sqlite:///file:{db.resolve()}?mode=ro&uri=true")
-        q = (select(reviews.c.image_id, reviews.c.created_at, reviews.c.reviewer, reviews.c.reviewer_label,
-                    reviews.c.reviewer_verdict, images.c.path, images.c.moved_to, images.c.sha256)
-             .join(images, images.c.id == reviews.c.image_id)
-             .where(reviews.c.kind == "field", reviews.c.image_id.isnot(None))
-             .order_by(reviews.c.created_at))
+        q = (
+            select(
+                reviews.c.image_id,
+                reviews.c.created_at,
+                reviews.c.reviewer,
+                reviews.c.reviewer_label,
+                reviews.c.reviewer_verdict,
+                images.c.path,
+                images.c.moved_to,
+                images.c.sha256,
+            )
+            .join(images, images.c.id == reviews.c.image_id)
+            .where(reviews.c.kind == "field", reviews.c.image_id.isnot(None))
+            .order_by(reviews.c.created_at)
+        )
         try:
             with engine.connect() as conn:
                 rows = conn.execute(q).all()
@@ -84,13 +94,17 @@ def read_corrections(db_paths: Sequence[str | Path]) -> Tuple[List[Correction], 
             elif sha256_file(path) != r.sha256:
                 counts["file_changed"] += 1  # not the image the reviewer looked at
             else:
-                out.append(Correction(db=str(db), image_id=image_id, path=path, sha256=r.sha256, label=label,
-                                      reviewer=r.reviewer))
+                out.append(
+                    Correction(
+                        db=str(db), image_id=image_id, path=path, sha256=r.sha256, label=label, reviewer=r.reviewer
+                    )
+                )
     return out, dict(counts)
 
 
-def add_corrections(split: Split, corrections: Sequence[Correction],
-                    read_counts: Dict[str, int] | None = None) -> Tuple[Split, dict]:
+def add_corrections(
+    split: Split, corrections: Sequence[Correction], read_counts: Dict[str, int] | None = None
+) -> Tuple[Split, dict]:
     """``split`` with the usable corrections appended to its training side, and the card's record of it."""
     val = {s.sha256 for s in split.val}
     train = {s.sha256 for s in split.train}
@@ -109,13 +123,17 @@ def add_corrections(split: Split, corrections: Sequence[Correction],
             # number -1: corrections are placed after the split, so no block arithmetic ever sees them
             used.append(Sample(path=c.path, label=c.label, number=-1, sha256=c.sha256))
     digest = hashlib.sha256("\n".join(sorted(f"{u.sha256}:{u.label}" for u in used)).encode()).hexdigest()
-    info = {"databases": sorted({c.db for c in corrections}), "sha256": digest,
-            "reviews_read": (read_counts or {}).get("reviews", len(corrections)),
-            "images_reviewed": (read_counts or {}).get("images", len(corrections)),
-            "used": len(used), "used_by_label": dict(Counter(s.label for s in used)),
-            "dropped": {k: counts.get(k, 0) for k in REASONS},
-            "rule": "latest field review per image; reviewer's label; training side only; an image identical "
-                    "(sha256) to a validation or training image is dropped"}
+    info = {
+        "databases": sorted({c.db for c in corrections}),
+        "sha256": digest,
+        "reviews_read": (read_counts or {}).get("reviews", len(corrections)),
+        "images_reviewed": (read_counts or {}).get("images", len(corrections)),
+        "used": len(used),
+        "used_by_label": dict(Counter(s.label for s in used)),
+        "dropped": {k: counts.get(k, 0) for k in REASONS},
+        "rule": "latest field review per image; reviewer's label; training side only; an image identical "
+        "(sha256) to a validation or training image is dropped",
+    }
     return dataclasses.replace(split, train=list(split.train) + used), info
 
 
@@ -142,15 +160,24 @@ def lineage(info: dict, base: Optional[dict]) -> dict:
     """The card's ``lineage``: what this model was made from, for the card, `model list` and a person.
     ``base``: the card (as a dict) of the model whose recipe and version it builds on (the bundled one)."""
     dbs = [Path(d).name for d in info.get("databases", [])]
-    out = {"kind": "retrained with reviewers' field corrections",
-           "summary": f"retrained with {info.get('used', 0)} reviewer field correction(s) from {', '.join(dbs) or '-'}",
-           "corrections": {"used": info.get("used", 0), "sha256": info.get("sha256"), "databases": dbs},
-           "weights": "trained again from the initial weights with the corrections on the training side, "
-                      "not fine-tuned from the base model's weights"}
+    out = {
+        "kind": "retrained with reviewers' field corrections",
+        "summary": f"retrained with {info.get('used', 0)} reviewer field correction(s) from {', '.join(dbs) or '-'}",
+        "corrections": {"used": info.get("used", 0), "sha256": info.get("sha256"), "databases": dbs},
+        "weights": "trained again from the initial weights with the corrections on the training side, "
+        "not fine-tuned from the base model's weights",
+    }
     if base:
         out["base"] = {k: base.get(k) for k in ("name", "version", "sha256")}
     return out
 
 
-__all__ = ["Correction", "REASONS", "add_corrections", "corrected_version", "lineage", "load_corrections",
-           "read_corrections"]
+__all__ = [
+    "Correction",
+    "REASONS",
+    "add_corrections",
+    "corrected_version",
+    "lineage",
+    "load_corrections",
+    "read_corrections",
+]

@@ -4,6 +4,7 @@ Neighbouring file numbers come from the same slide and look nearly identical, so
 blocks of consecutive numbers and whole blocks go to one side of the split; a random image-level split
 would put near-copies on both sides and inflate every validation figure.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -20,11 +21,22 @@ SHARED_DATASET = Path(__file__).resolve().parents[2] / "shared" / "datasets" / "
 
 # Folder names seen in copies of the Taleqani dataset, lower-cased, without separators.
 _ALIASES = {
-    "benign": "Benign", "hematogones": "Benign", "normal": "Benign",
-    "early": "Early Pre-B", "earlyprebpre": "Early Pre-B", "earlypreb": "Early Pre-B",
-    "malignantearlypreb": "Early Pre-B", "malignantearly": "Early Pre-B",
-    "pre": "Pre-B", "preb": "Pre-B", "malignantpreb": "Pre-B", "malignantpre": "Pre-B",
-    "pro": "Pro-B", "prob": "Pro-B", "malignantprob": "Pro-B", "malignantpro": "Pro-B",
+    "benign": "Benign",
+    "hematogones": "Benign",
+    "normal": "Benign",
+    "early": "Early Pre-B",
+    "earlyprebpre": "Early Pre-B",
+    "earlypreb": "Early Pre-B",
+    "malignantearlypreb": "Early Pre-B",
+    "malignantearly": "Early Pre-B",
+    "pre": "Pre-B",
+    "preb": "Pre-B",
+    "malignantpreb": "Pre-B",
+    "malignantpre": "Pre-B",
+    "pro": "Pro-B",
+    "prob": "Pro-B",
+    "malignantprob": "Pro-B",
+    "malignantpro": "Pro-B",
 }
 
 
@@ -67,7 +79,7 @@ class Split:
     def describe(self) -> dict:
         return {
             "method": f"blocks of {self.block_size} consecutive file numbers per class, stratified by class; "
-                      "whole blocks go to train or validation",
+            "whole blocks go to train or validation",
             "block_size": self.block_size,
             "train": dict(Counter(s.label for s in self.train)),
             "validation": dict(Counter(s.label for s in self.val)),
@@ -84,8 +96,9 @@ def file_number(path: Path) -> int:
     return int(m[-1]) if m else 0
 
 
-def discover(root: str | Path, label_of: Callable[[str], Optional[str]] = canonical_label,
-             source: str = "taleqani") -> Tuple[List[Sample], int]:
+def discover(
+    root: str | Path, label_of: Callable[[str], Optional[str]] = canonical_label, source: str = "taleqani"
+) -> Tuple[List[Sample], int]:
     """All images under class folders of ``root`` (folder name -> label by ``label_of``; folders it
     does not know are skipped); exact duplicates (same bytes) are dropped."""
     root = Path(root)
@@ -106,13 +119,16 @@ def discover(root: str | Path, label_of: Callable[[str], Optional[str]] = canoni
             seen.add(digest)
             samples.append(Sample(path=f, label=label, number=file_number(f), sha256=digest, source=source))
     if not samples:
-        raise ValueError(f"no class folders with images under {root} (expected e.g. Benign/ Early/ Pre/ Pro/, "
-                         f"or for another lab benign/ blast/)")
+        raise ValueError(
+            f"no class folders with images under {root} (expected e.g. Benign/ Early/ Pre/ Pro/, "
+            f"or for another lab benign/ blast/)"
+        )
     return samples, dropped
 
 
-def block_split(samples: Sequence[Sample], block_size: int = 25, val_fraction: float = 0.2,
-                duplicates_dropped: int = 0) -> Split:
+def block_split(
+    samples: Sequence[Sample], block_size: int = 25, val_fraction: float = 0.2, duplicates_dropped: int = 0
+) -> Split:
     """Every ``round(1/val_fraction)``-th block of each class goes to validation, offset by class.
 
     Taking evenly spaced blocks (rather than random ones) spreads validation across the whole numbering
@@ -135,8 +151,14 @@ def block_split(samples: Sequence[Sample], block_size: int = 25, val_fraction: f
         for b in blocks:
             (val if b in chosen else train).extend(by_class[label][b])
     h = hashlib.sha256("".join(sorted(f"{s.label}:{s.sha256}\n" for s in samples)).encode()).hexdigest()
-    return Split(train=train, val=val, block_size=block_size, duplicates_dropped=duplicates_dropped,
-                 data_hash=h, val_blocks=val_blocks)
+    return Split(
+        train=train,
+        val=val,
+        block_size=block_size,
+        duplicates_dropped=duplicates_dropped,
+        data_hash=h,
+        val_blocks=val_blocks,
+    )
 
 
 def load_split(root: str | Path, block_size: int = 25, val_fraction: float = 0.2) -> Split:

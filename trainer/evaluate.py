@@ -2,6 +2,7 @@
 
 Runs with edge/ alone (no TensorFlow): the same decode, preprocessing and interpreter the daemon uses.
 """
+
 from __future__ import annotations
 
 import csv
@@ -13,9 +14,9 @@ from typing import Callable, Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from edge.inference.classifier import Classifier
 from edge.imaging.decode import decode_file
 from edge.imaging.preprocess import decode_target, preprocess_image
+from edge.inference.classifier import Classifier
 
 from .data import Sample
 from .metrics import summarize
@@ -27,7 +28,7 @@ CORNER_BOX = (0.25, 0.15)  # bottom-right, a margin wider than the scale-bar lab
 def mask_corner(rgb: np.ndarray, seed: int = 0) -> np.ndarray:
     out = rgb.copy()
     h, w = out.shape[:2]
-    out[h - int(CORNER_BOX[1] * h):, w - int(CORNER_BOX[0] * w):] = 128
+    out[h - int(CORNER_BOX[1] * h) :, w - int(CORNER_BOX[0] * w) :] = 128
     return out
 
 
@@ -42,7 +43,10 @@ def stain_jitter(rgb: np.ndarray, seed: int = 0) -> np.ndarray:
 
 
 VARIANTS: Dict[str, Optional[Callable[[np.ndarray, int], np.ndarray]]] = {
-    "plain": None, "corner_masked": mask_corner, "stain_jitter": stain_jitter}
+    "plain": None,
+    "corner_masked": mask_corner,
+    "stain_jitter": stain_jitter,
+}
 
 
 @dataclass
@@ -69,10 +73,13 @@ class Evaluation:
         out = {"metrics": plain, "robustness": {}}
         for name, m in self.metrics.items():
             if name != "plain":
-                out["robustness"][name] = {"accuracy": m["accuracy"],
-                                           "accuracy_drop_points": round(100 * (plain["accuracy"] - m["accuracy"]), 2),
-                                           "malignant_sensitivity": m["malignant_sensitivity"],
-                                           "specificity": m["specificity"], "refused": m.get("refused", 0.0)}
+                out["robustness"][name] = {
+                    "accuracy": m["accuracy"],
+                    "accuracy_drop_points": round(100 * (plain["accuracy"] - m["accuracy"]), 2),
+                    "malignant_sensitivity": m["malignant_sensitivity"],
+                    "specificity": m["specificity"],
+                    "refused": m.get("refused", 0.0),
+                }
         return out
 
 
@@ -85,8 +92,12 @@ def classify_field(classifier: Classifier, rgb: np.ndarray):
     return probs, "", fp
 
 
-def evaluate(classifier: Classifier, samples: Sequence[Sample], variants: Sequence[str] = tuple(VARIANTS),
-             progress: Optional[Callable[[int, int], None]] = None) -> Evaluation:
+def evaluate(
+    classifier: Classifier,
+    samples: Sequence[Sample],
+    variants: Sequence[str] = tuple(VARIANTS),
+    progress: Optional[Callable[[int, int], None]] = None,
+) -> Evaluation:
     params = classifier.preprocessing
     n_lab = len(classifier.labels)
     probs = {v: np.full((len(samples), n_lab), np.nan, np.float32) for v in variants}
@@ -118,14 +129,23 @@ def write_predictions(ev: Evaluation, labels: Sequence[str], threshold: float, p
     scores = malignant_scores(p, labels)
     with open(path, "w", newline="") as f:
         w = csv.writer(f)
-        w.writerow(["path", "true_label", "predicted_label", "malignant_score", "verdict"]
-                   + [f"p_{lab}" for lab in labels])
+        w.writerow(
+            ["path", "true_label", "predicted_label", "malignant_score", "verdict"] + [f"p_{lab}" for lab in labels]
+        )
         for s, row, sc, why in zip(ev.samples, p, scores, ev.reasons["plain"]):
             if why:
                 w.writerow([str(s.path), s.label, "", "", f"unreadable: {why}"] + [""] * len(labels))
                 continue
-            w.writerow([str(s.path), s.label, labels[int(row.argmax())], f"{sc:.6f}",
-                        "malignant" if sc >= threshold else "benign"] + [f"{x:.6f}" for x in row])
+            w.writerow(
+                [
+                    str(s.path),
+                    s.label,
+                    labels[int(row.argmax())],
+                    f"{sc:.6f}",
+                    "malignant" if sc >= threshold else "benign",
+                ]
+                + [f"{x:.6f}" for x in row]
+            )
 
 
 def confusion_png(cm: Sequence[Sequence[int]], labels: Sequence[str], path: str | Path, title: str = "") -> None:

@@ -8,6 +8,7 @@ verdicts by the card's sample rule. For a source of blasts "flagged" (malignant,
 catch rate and "confidently benign" the miss rate; for normal cells "confidently malignant" is the
 false alarm and "flagged" the technologist's extra work.
 """
+
 from __future__ import annotations
 
 from collections import defaultdict
@@ -17,10 +18,10 @@ from typing import Callable, Dict, List, Optional, Sequence
 import numpy as np
 
 from edge.config import Config
-from edge.pipeline.domain import fit_range, statistics
 from edge.inference.classifier import Classifier
-from edge.pipeline.stages import Pipeline
+from edge.pipeline.domain import fit_range, statistics
 from edge.pipeline.results import CLASSIFIED, ImageResult
+from edge.pipeline.stages import Pipeline
 from edge.store.samples import SampleRule, judge
 
 from .data import Sample
@@ -36,8 +37,12 @@ class Screened:
         return self.sample.label != "Benign"
 
 
-def screen(clf: Classifier, samples: Sequence[Sample], progress: Optional[Callable[[int, int], None]] = None,
-           cfg: Optional[Config] = None) -> List[Screened]:
+def screen(
+    clf: Classifier,
+    samples: Sequence[Sample],
+    progress: Optional[Callable[[int, int], None]] = None,
+    cfg: Optional[Config] = None,
+) -> List[Screened]:
     pipe = Pipeline(cfg or Config(), clf)
     out = []
     for i, s in enumerate(samples):
@@ -53,16 +58,18 @@ def field_statistics(res: ImageResult) -> Dict[str, float]:
         return {}
     o = res.quality["optics"]
     seg = res.segmentation or {}
-    return statistics(o.get("magnification"), o.get("glass_rgb"), seg.get("cell_lab"),
-                      seg.get("ood_distances") or [])
+    return statistics(o.get("magnification"), o.get("glass_rgb"), seg.get("cell_lab"), seg.get("ood_distances") or [])
 
 
 def validated_range(screened: Sequence[Screened], sources: Sequence[str]) -> dict:
     rows = [field_statistics(x.result) for x in screened]
-    return {"ranges": fit_range([r for r in rows if r]), "sources": list(sources),
-            "rule": "each statistic's 0.5-99.5 % quantiles over the validation fields of these sources, "
-                    "widened by 5 % of the span",
-            "fields": int(sum(1 for r in rows if r))}
+    return {
+        "ranges": fit_range([r for r in rows if r]),
+        "sources": list(sources),
+        "rule": "each statistic's 0.5-99.5 % quantiles over the validation fields of these sources, "
+        "widened by 5 % of the span",
+        "fields": int(sum(1 for r in rows if r)),
+    }
 
 
 def _rate(n: int, d: int) -> Optional[float]:
@@ -80,14 +87,17 @@ def figures(screened: Sequence[Screened], rule: Optional[SampleRule], sample_siz
     for r in res:
         if r.status != CLASSIFIED:
             reasons[(r.reason or r.status).split(":")[0]] += 1
-    out = {"fields": n, "refused": _rate(n - len(classified), n),
-           "refused_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
-           "malignant": _rate(len(malignant), n),
-           "confidently_malignant": _rate(sum(1 for r in malignant if not r.needs_review), n),
-           "flagged": _rate(len(flagged), n),
-           "confidently_benign": _rate(sum(1 for r in classified if r.verdict == "benign" and not r.needs_review), n),
-           "outside_validated_range": _rate(sum(1 for r in classified if r.domain), n),
-           "labels": dict(sorted(_count(r.label for r in classified).items()))}
+    out = {
+        "fields": n,
+        "refused": _rate(n - len(classified), n),
+        "refused_reasons": dict(sorted(reasons.items(), key=lambda kv: -kv[1])),
+        "malignant": _rate(len(malignant), n),
+        "confidently_malignant": _rate(sum(1 for r in malignant if not r.needs_review), n),
+        "flagged": _rate(len(flagged), n),
+        "confidently_benign": _rate(sum(1 for r in classified if r.verdict == "benign" and not r.needs_review), n),
+        "outside_validated_range": _rate(sum(1 for r in classified if r.domain), n),
+        "labels": dict(sorted(_count(r.label for r in classified).items())),
+    }
     # Against the truth, among the fields that got an answer (a refusal is counted above, not here).
     answered = [x for x in screened if x.result.status == CLASSIFIED]
     blasts = [x for x in answered if x.blast]
@@ -98,16 +108,19 @@ def figures(screened: Sequence[Screened], rule: Optional[SampleRule], sample_siz
     # Samples of `sample_size` consecutive fields, as a clinic would send them.
     verdicts = []
     for i in range(0, n - sample_size + 1, sample_size):
-        chunk = res[i:i + sample_size]
+        chunk = res[i : i + sample_size]
         v = judge([r.status for r in chunk], [r.malignant_score for r in chunk], rule, [r.domain for r in chunk])
         verdicts.append(v)
     if verdicts:
-        out["samples"] = {"size": sample_size, "n": len(verdicts),
-                          "malignant": sum(v.verdict == "malignant" for v in verdicts),
-                          "benign": sum(v.verdict == "benign" for v in verdicts),
-                          "no_verdict": sum(v.verdict is None for v in verdicts),
-                          "needs_review": sum(v.needs_review for v in verdicts),
-                          "benign_without_review": sum(v.verdict == "benign" and not v.needs_review for v in verdicts)}
+        out["samples"] = {
+            "size": sample_size,
+            "n": len(verdicts),
+            "malignant": sum(v.verdict == "malignant" for v in verdicts),
+            "benign": sum(v.verdict == "benign" for v in verdicts),
+            "no_verdict": sum(v.verdict is None for v in verdicts),
+            "needs_review": sum(v.needs_review for v in verdicts),
+            "benign_without_review": sum(v.verdict == "benign" and not v.needs_review for v in verdicts),
+        }
     return out
 
 
@@ -128,8 +141,9 @@ def per_source(screened: Sequence[Screened], rule: Optional[SampleRule], sample_
         d = figures(xs, rule, sample_size)
         labels = sorted({x.sample.label for x in xs})
         if len(labels) > 1:
-            d["by_class"] = {lab: figures([x for x in xs if x.sample.label == lab], rule, sample_size)
-                             for lab in labels}
+            d["by_class"] = {
+                lab: figures([x for x in xs if x.sample.label == lab], rule, sample_size) for lab in labels
+            }
         out[src] = d
     return out
 
@@ -148,7 +162,7 @@ def ood_auroc(inside: Sequence[float], outside: Sequence[float]) -> Optional[flo
     _, inv, counts = np.unique(allv, return_inverse=True, return_counts=True)
     sums = np.bincount(inv, weights=ranks)
     ranks = (sums / counts)[inv]
-    rb = ranks[len(a):].sum()
+    rb = ranks[len(a) :].sum()
     return round(float((rb - len(b) * (len(b) + 1) / 2) / (len(a) * len(b))), 4)
 
 

@@ -1,10 +1,12 @@
 """After conversion: the device-side pieces of a model card, measured through the device's own code.
 
 :func:`finalize` fits the out-of-distribution reference (cell models), chooses the threshold, the review
-band and the sample rule (trainer/samplerule.py) on the validation blocks, runs the clinical reviewer's tests (trainer/robustness.py) and sets the
+band and the sample rule (trainer/samplerule.py) on the validation blocks, runs the clinical reviewer's tests
+(trainer/robustness.py) and sets the
 quality gate from their failure curves. It needs no TensorFlow, so it can be re-run on a shipped model
 (`edge-screen-train finalize MODEL`) when the rules change.
 """
+
 from __future__ import annotations
 
 import json
@@ -14,7 +16,15 @@ from typing import Callable, Optional
 
 import numpy as np
 
-from edge.inference.classifier import LABELS, Classifier, OodReference, card_path_for, load_card, ood_path_for, sha256_file
+from edge.inference.classifier import (
+    LABELS,
+    Classifier,
+    OodReference,
+    card_path_for,
+    load_card,
+    ood_path_for,
+    sha256_file,
+)
 
 from .cellset import build_cellset
 from .data import Split
@@ -25,11 +35,17 @@ from .samplerule import blocks_for, choose_rule, rule_card
 log = logging.getLogger(__name__)
 
 
-def finalize(tflite: Path, split: Split, work: Path, float_probs: Optional[np.ndarray] = None,
-             progress: Optional[Callable[[str, int, int], None]] = None, tests: bool = True) -> None:
+def finalize(
+    tflite: Path,
+    split: Split,
+    work: Path,
+    float_probs: Optional[np.ndarray] = None,
+    progress: Optional[Callable[[str, int, int], None]] = None,
+    tests: bool = True,
+) -> None:
     """``tests=False`` (experiments such as a leave-one-source-out run): threshold, band and sample rule
     only; no cell tests, quality gate, validated range or per-source figures. Not for a shipped model."""
-    prog = (lambda stage: (lambda i, n: progress(stage, i, n))) if progress else (lambda stage: None)
+    prog = (lambda stage: lambda i, n: progress(stage, i, n)) if progress else (lambda stage: None)
     work.mkdir(parents=True, exist_ok=True)
     card = load_card(card_path_for(tflite))
     card.extra.pop("ood", None)
@@ -48,7 +64,8 @@ def finalize(tflite: Path, split: Split, work: Path, float_probs: Optional[np.nd
     if float_probs is not None:
         both = ~refused & ~np.isnan(float_probs[:, 0])
         card.extra["float_int8_top1_agreement"] = round(
-            float((int8_probs[both].argmax(1) == float_probs[both].argmax(1)).mean()), 4)
+            float((int8_probs[both].argmax(1) == float_probs[both].argmax(1)).mean()), 4
+        )
     scores = malignant_scores(int8_probs[~refused])
     malignant = (ev.y != LABELS.index("Benign"))[~refused]
     threshold, _ = choose_threshold(scores, malignant, 0.995)
@@ -63,36 +80,45 @@ def finalize(tflite: Path, split: Split, work: Path, float_probs: Optional[np.nd
     ev.rescore(clf)
     save_evaluation(ev, clf, work)
     if not tests:
-        card.extra.update({"split": split.describe(), "validation": ev.to_dict(),
-                           "sample_rule": rule_card(sample_rule, sample_info), "size_bytes": tflite.stat().st_size,
-                           "experiment": "finalized without the cell tests, quality gate and validated range: "
-                                         "not for shipping"})
+        card.extra.update(
+            {
+                "split": split.describe(),
+                "validation": ev.to_dict(),
+                "sample_rule": rule_card(sample_rule, sample_info),
+                "size_bytes": tflite.stat().st_size,
+                "experiment": "finalized without the cell tests, quality gate and validated range: not for shipping",
+            }
+        )
         card.save(card_path_for(tflite))
         return
     from .robustness import run as run_robustness
 
     tests = run_robustness(clf, split.val, progress=progress)
     (work / "robustness.json").write_text(json.dumps(tests, indent=2) + "\n")
-    card.extra.update({
-        "split": split.describe(),
-        "threshold_rule": "highest malignant-score threshold with validation malignant sensitivity >= 99.5 % "
-                          "(int8 model, fields), capped at 0.5",
-        "review_band_rule": band_info,
-        "validation_at_threshold": {"malignant_sensitivity": round(sens, 4), "specificity": round(spec, 4)},
-        "sample_rule": rule_card(sample_rule, sample_info),
-        "validation": ev.to_dict(),
-        "cell_tests": tests,
-        "quality_gate": {k: tests["quality_gate"][k]["threshold"]
-                         for k in ("min_focus", "min_brightness", "max_brightness")},
-        "size_bytes": tflite.stat().st_size,
-    })
+    card.extra.update(
+        {
+            "split": split.describe(),
+            "threshold_rule": "highest malignant-score threshold with validation malignant sensitivity >= 99.5 % "
+            "(int8 model, fields), capped at 0.5",
+            "review_band_rule": band_info,
+            "validation_at_threshold": {"malignant_sensitivity": round(sens, 4), "specificity": round(spec, 4)},
+            "sample_rule": rule_card(sample_rule, sample_info),
+            "validation": ev.to_dict(),
+            "cell_tests": tests,
+            "quality_gate": {
+                k: tests["quality_gate"][k]["threshold"] for k in ("min_focus", "min_brightness", "max_brightness")
+            },
+            "size_bytes": tflite.stat().st_size,
+        }
+    )
     card.save(card_path_for(tflite))
     if card.preprocessing.field_scale == "optical":
         domain_and_sources(tflite, split, tests, progress)
 
 
-def domain_and_sources(tflite: Path, split: Split, tests: dict,
-                       progress: Optional[Callable[[str, int, int], None]] = None) -> None:
+def domain_and_sources(
+    tflite: Path, split: Split, tests: dict, progress: Optional[Callable[[str, int, int], None]] = None
+) -> None:
     """The domain monitor's validated range and every source's figures, through the daemon's pipeline.
 
     Sensitivity is validated on the primary source's blocks only (the other sources hold no blasts), so
@@ -104,7 +130,7 @@ def domain_and_sources(tflite: Path, split: Split, tests: dict,
 
     from .external import cell_distances, ood_auroc, per_source, screen, validated_range
 
-    prog = (lambda stage: (lambda i, n: progress(stage, i, n))) if progress else (lambda stage: None)
+    prog = (lambda stage: lambda i, n: progress(stage, i, n)) if progress else (lambda stage: None)
     card = load_card(card_path_for(tflite))
     card.extra.pop("validated_range", None)
     card.save(card_path_for(tflite))
@@ -121,34 +147,49 @@ def domain_and_sources(tflite: Path, split: Split, tests: dict,
     inside = cell_distances([x for x in every if x.sample.source == "taleqani"])
     card.extra["ood_auroc"] = {
         src: ood_auroc(inside, cell_distances([x for x in every if x.sample.source == src]))
-        for src in sorted({x.sample.source for x in every} - {"taleqani"})}
-    card.extra["ood_auroc"]["note"] = ("AUROC of the cells' embedding distance, primary validation cells vs "
-                                       "each other source's held-out cells; sources used in training are "
-                                       "meant to be close (they were learnt as benign)")
+        for src in sorted({x.sample.source for x in every} - {"taleqani"})
+    }
+    card.extra["ood_auroc"]["note"] = (
+        "AUROC of the cells' embedding distance, primary validation cells vs "
+        "each other source's held-out cells; sources used in training are "
+        "meant to be close (they were learnt as benign)"
+    )
     card.save(card_path_for(tflite))
 
 
 def widen_for_tests(ranges: dict, tests: dict, min_sensitivity: float = 0.99, min_agreement: float = 0.95) -> None:
     """Magnification and glass ranges widened to what the simulated-optics and exposure tests validated."""
     opt = tests.get("optics", {})
-    ok = [float(k.split("_")[1]) for k, d in opt.items() if k.startswith("rescale_")
-          and (d.get("sensitivity_among_classified") or 0) >= min_sensitivity
-          and (d.get("label_agreement_with_x1") or 0) >= min_agreement]
+    ok = [
+        float(k.split("_")[1])
+        for k, d in opt.items()
+        if k.startswith("rescale_")
+        and (d.get("sensitivity_among_classified") or 0) >= min_sensitivity
+        and (d.get("label_agreement_with_x1") or 0) >= min_agreement
+    ]
     if "magnification" in ranges and ok:
         lo, hi = ranges["magnification"]
         ranges["magnification"] = [round(min(lo, lo * min(ok)), 3), round(max(hi, hi * max(ok)), 3)]
     curve = tests.get("curves", {}).get("exposure_gain", {})
-    gains = [float(k) for k, d in curve.items() if (d.get("sensitivity_among_classified") or 0) >= min_sensitivity
-             and d.get("confident_misses", 99) <= 1]
+    gains = [
+        float(k)
+        for k, d in curve.items()
+        if (d.get("sensitivity_among_classified") or 0) >= min_sensitivity and d.get("confident_misses", 99) <= 1
+    ]
     if "glass_level" in ranges and gains:
         lo, hi = ranges["glass_level"]
         ranges["glass_level"] = [round(lo * min(1.0, min(gains)), 1), round(min(255.0, hi * max(1.0, max(gains))), 1)]
     # Tints the tests validated widen the glass chromaticity by their own channel ratios.
     from .robustness import TINTS
 
-    tints = [TINTS[k[len("tint_"):]] for k, d in opt.items() if k.startswith("tint_")
-             and (d.get("sensitivity_among_classified") or 0) >= min_sensitivity and d.get("confident_misses", 99) <= 1
-             and (d.get("verdict_agreement_with_x1") or 0) >= min_agreement]
+    tints = [
+        TINTS[k[len("tint_") :]]
+        for k, d in opt.items()
+        if k.startswith("tint_")
+        and (d.get("sensitivity_among_classified") or 0) >= min_sensitivity
+        and d.get("confident_misses", 99) <= 1
+        and (d.get("verdict_agreement_with_x1") or 0) >= min_agreement
+    ]
     for key, ratio in (("glass_rg", lambda t: t[0] / t[1]), ("glass_bg", lambda t: t[2] / t[1])):
         if key in ranges and tints:
             lo, hi = ranges[key]
@@ -156,14 +197,22 @@ def widen_for_tests(ranges: dict, tests: dict, min_sensitivity: float = 0.99, mi
             ranges[key] = [round(lo * min(1.0, min(f)), 3), round(hi * max(1.0, max(f)), 3)]
 
 
-def fit_ood(clf: Classifier, train_x: np.ndarray, val_x: np.ndarray, path: Path, k: int = 32,
-            margin: float = 1.05, n: int = 3000) -> dict:
+def fit_ood(
+    clf: Classifier,
+    train_x: np.ndarray,
+    val_x: np.ndarray,
+    path: Path,
+    k: int = 32,
+    margin: float = 1.05,
+    n: int = 3000,
+) -> dict:
     """Whitened PCA of the int8 model's embeddings of training cells.
 
     The limit is the farthest validation cell plus ``margin``: every real cell of the held-out slides
     passes, and photographs (cat, hot dog crops: 1.7-2.4 on the first cell model, where validation cells
     reach 1.64) do not. Noise lands *near* the mean of this space, so noise is refused by the
     segmentation's stain and shape checks, not here."""
+
     def embed(x):
         idx = np.linspace(0, len(x) - 1, min(n, len(x))).astype(int)
         return np.stack([clf.invoke_all(x[i])[1] for i in idx])
@@ -176,18 +225,22 @@ def fit_ood(clf: Classifier, train_x: np.ndarray, val_x: np.ndarray, path: Path,
     c = e - mean
     z = c @ axes.T
     resid = np.sqrt(np.maximum((c * c).sum(1) - (z * z).sum(1), 0))
-    ref = OodReference(mean=mean.astype(np.float32), axes=axes, sd=sd, residual_sd=float(resid.mean()) + 1e-6,
-                       max_distance=0.0)
+    ref = OodReference(
+        mean=mean.astype(np.float32), axes=axes, sd=sd, residual_sd=float(resid.mean()) + 1e-6, max_distance=0.0
+    )
     dv = np.array([ref.distance(v) for v in embed(val_x)])
     ref.max_distance = float(dv.max() * margin)
     ref.save(path)
-    return {"method": f"whitened PCA ({k} axes) of the pooled features + residual; limit = farthest "
-                      f"validation cell x {margin}", "max_distance": round(ref.max_distance, 4),
-            "axes": k, "train_cells": int(len(e))}
+    return {
+        "method": f"whitened PCA ({k} axes) of the pooled features + residual; limit = farthest "
+        f"validation cell x {margin}",
+        "max_distance": round(ref.max_distance, 4),
+        "axes": k,
+        "train_cells": int(len(e)),
+    }
 
 
-def choose_band(scores: np.ndarray, malignant: np.ndarray, threshold: float,
-                max_workload: float = 0.10) -> tuple:
+def choose_band(scores: np.ndarray, malignant: np.ndarray, threshold: float, max_workload: float = 0.10) -> tuple:
     """Review band around the threshold that holds the validation errors, within a review budget.
 
     Starts from half the threshold to halfway to 1 and widens to take in each benign/malignant error,
@@ -202,7 +255,10 @@ def choose_band(scores: np.ndarray, malignant: np.ndarray, threshold: float,
     lo, hi = float(np.floor(lo * 1e4) / 1e4), float(min(np.ceil(hi * 1e4) / 1e4, 1.0))
     inside = (scores >= lo) & (scores < hi)
     caught = float(inside[wrong].mean()) if wrong.any() else 1.0
-    info = {"rule": f"widen the band to hold validation errors while at most {max_workload:.0%} of fields "
-                    "fall inside", "errors": int(wrong.sum()), "errors_in_band": round(caught, 4),
-            "review_workload": round(float(inside.mean()), 4)}
+    info = {
+        "rule": f"widen the band to hold validation errors while at most {max_workload:.0%} of fields fall inside",
+        "errors": int(wrong.sum()),
+        "errors_in_band": round(caught, 4),
+        "review_workload": round(float(inside.mean()), 4),
+    }
     return (lo, hi), info

@@ -7,6 +7,7 @@ through at every strength, malignant sensitivity stays >= ``min_sensitivity`` an
 ``max_confident_misses`` malignant fields are called benign outside the review band, provided it refuses
 at most ``max_clean_refused`` of the undegraded fields. The chosen values and the curves go into the card.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -40,8 +41,14 @@ def _ok(trials: Sequence[Trial], min_sensitivity: float, max_confident_misses: i
     return True
 
 
-def knee(trials: Sequence[Trial], clean_level: float, side: str, min_sensitivity: float = 0.99,
-         max_confident_misses: int = 1, max_clean_refused: float = 0.02) -> dict:
+def knee(
+    trials: Sequence[Trial],
+    clean_level: float,
+    side: str,
+    min_sensitivity: float = 0.99,
+    max_confident_misses: int = 1,
+    max_clean_refused: float = 0.02,
+) -> dict:
     """``side``: "min" (refuse below the threshold, e.g. focus) or "max" (refuse above, e.g. brightness)."""
     metrics = np.array([t.metric for t in trials])
     clean = np.array([t.metric for t in trials if t.level == clean_level])
@@ -60,10 +67,14 @@ def knee(trials: Sequence[Trial], clean_level: float, side: str, min_sensitivity
     if chosen is None:
         chosen = float(limit)
     clean_refused = float(np.mean(clean < chosen) if side == "min" else np.mean(clean > chosen))
-    return {"threshold": round(chosen, 2), "goal_met": met, "clean_refused": round(clean_refused, 4),
-            "rule": f"least strict value keeping sensitivity >= {min_sensitivity:.0%} and <= "
-                    f"{max_confident_misses} confident miss at every strength among the fields it passes, "
-                    f"refusing at most {max_clean_refused:.0%} of undegraded fields"}
+    return {
+        "threshold": round(chosen, 2),
+        "goal_met": met,
+        "clean_refused": round(clean_refused, 4),
+        "rule": f"least strict value keeping sensitivity >= {min_sensitivity:.0%} and <= "
+        f"{max_confident_misses} confident miss at every strength among the fields it passes, "
+        f"refusing at most {max_clean_refused:.0%} of undegraded fields",
+    }
 
 
 def curve_with_gate(trials: Sequence[Trial], threshold: float, side: str) -> Dict[str, dict]:
@@ -73,9 +84,12 @@ def curve_with_gate(trials: Sequence[Trial], threshold: float, side: str) -> Dic
         gated = [t for t in ts if (t.metric < threshold if side == "min" else t.metric > threshold)]
         kept = [t for t in ts if t not in gated and not t.refused]
         mal = [t for t in kept if t.malignant]
-        out[str(lv)] = {"refused_by_gate": round(len(gated) / len(ts), 4),
-                        "refused_by_model": round(sum(t.refused for t in ts if t not in gated) / len(ts), 4),
-                        "sensitivity_among_classified": round(float(np.mean([t.verdict == "malignant" for t in mal])), 4)
-                        if mal else None,
-                        "confident_misses": int(sum(t.verdict == "benign" and not t.needs_review for t in mal))}
+        out[str(lv)] = {
+            "refused_by_gate": round(len(gated) / len(ts), 4),
+            "refused_by_model": round(sum(t.refused for t in ts if t not in gated) / len(ts), 4),
+            "sensitivity_among_classified": round(float(np.mean([t.verdict == "malignant" for t in mal])), 4)
+            if mal
+            else None,
+            "confident_misses": int(sum(t.verdict == "benign" and not t.needs_review for t in mal)),
+        }
     return out

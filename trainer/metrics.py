@@ -1,4 +1,5 @@
 """Classification metrics in plain numpy, so evaluation runs on a machine without TensorFlow."""
+
 from __future__ import annotations
 
 from typing import Dict, Sequence, Tuple
@@ -40,8 +41,7 @@ def binary_rates(scores: np.ndarray, malignant: np.ndarray, threshold: float) ->
     return sens, spec
 
 
-def summarize(probs: np.ndarray, y_true: Sequence[int], threshold: float = 0.5,
-              labels: Sequence[str] = LABELS) -> Dict:
+def summarize(probs: np.ndarray, y_true: Sequence[int], threshold: float = 0.5, labels: Sequence[str] = LABELS) -> Dict:
     probs = np.asarray(probs, dtype=np.float64)
     y = np.asarray(y_true, dtype=int)
     pred = probs.argmax(axis=1)
@@ -52,8 +52,12 @@ def summarize(probs: np.ndarray, y_true: Sequence[int], threshold: float = 0.5,
         prec = tp / cm[:, i].sum() if cm[:, i].sum() else 0.0
         rec = tp / cm[i, :].sum() if cm[i, :].sum() else 0.0
         f1 = 2 * prec * rec / (prec + rec) if prec + rec else 0.0
-        per_class[lab] = {"precision": round(float(prec), 4), "recall": round(float(rec), 4),
-                          "f1": round(float(f1), 4), "support": int(cm[i, :].sum())}
+        per_class[lab] = {
+            "precision": round(float(prec), 4),
+            "recall": round(float(rec), 4),
+            "f1": round(float(f1), 4),
+            "support": int(cm[i, :].sum()),
+        }
     malignant = y != list(labels).index(BENIGN)
     scores = malignant_scores(probs, labels)
     sens, spec = binary_rates(scores, malignant, threshold)
@@ -70,8 +74,9 @@ def summarize(probs: np.ndarray, y_true: Sequence[int], threshold: float = 0.5,
     }
 
 
-def choose_threshold(scores: np.ndarray, malignant: np.ndarray, min_sensitivity: float = 0.995,
-                     default: float = 0.5) -> Tuple[float, Tuple[float, float]]:
+def choose_threshold(
+    scores: np.ndarray, malignant: np.ndarray, min_sensitivity: float = 0.995, default: float = 0.5
+) -> Tuple[float, Tuple[float, float]]:
     """The highest threshold that keeps malignant sensitivity >= ``min_sensitivity`` on validation.
 
     Capped at ``default`` so a lucky validation set never makes the device less sensitive than the plain

@@ -3,6 +3,7 @@
 The model eats raw 0..255 pixels, exactly what the device feeds the int8 TFLite file; the rescaling to
 MobileNetV2's [-1, 1] range is the model's first layer, so no preprocessing step can drift between the two.
 """
+
 from __future__ import annotations
 
 import keras
@@ -15,12 +16,13 @@ from edge.inference.classifier import LABELS
 FINE_TUNE_FROM = "block_5_expand"
 
 
-def build_classifier(weights: str = "shared", size: int = 224, dropout: float = 0.2,
-                     n_classes: int = len(LABELS)) -> keras.Model:
+def build_classifier(
+    weights: str = "shared", size: int = 224, dropout: float = 0.2, n_classes: int = len(LABELS)
+) -> keras.Model:
     """weights: "imagenet" (Keras download), "shared" (../shared int8 checkpoint, dequantized) or "none"."""
     backbone = keras.applications.MobileNetV2(
-        input_shape=(size, size, 3), alpha=1.0, include_top=False,
-        weights="imagenet" if weights == "imagenet" else None)
+        input_shape=(size, size, 3), alpha=1.0, include_top=False, weights="imagenet" if weights == "imagenet" else None
+    )
     if weights == "shared":
         from .weights import load_imagenet_tflite
 
@@ -39,7 +41,7 @@ def build_classifier(weights: str = "shared", size: int = 224, dropout: float = 
 
 
 def backbone_of(model: keras.Model) -> keras.Model:
-    return next(l for l in model.layers if isinstance(l, keras.Model))
+    return next(layer for layer in model.layers if isinstance(layer, keras.Model))
 
 
 def unfreeze_top(model: keras.Model, from_layer: str = FINE_TUNE_FROM) -> int:

@@ -1,10 +1,11 @@
 """The short evaluation report shipped beside the model (markdown + confusion-matrix PNG)."""
+
 from __future__ import annotations
 
 import shutil
 from pathlib import Path
 
-from edge.inference.classifier import load_card, card_path_for
+from edge.inference.classifier import card_path_for, load_card
 
 from .samplerule import markdown_lines
 
@@ -18,34 +19,58 @@ def cell_test_lines(t) -> list:
     if not t:
         return []
     po, sw = t["painted_out"], t["cell_swap"]
-    out = ["", "## Does the answer follow the white cell? (validation, through the device's code)", "",
-           "| test | result |", "|---|---|",
-           f"| cells painted out: refused or flagged | {_pct(po['refused_or_flagged'])} "
-           f"(refused {_pct(po['refused'])}, called malignant with confidence {_pct(po['confident_malignant'])}) |",
-           f"| cell swap: answer follows the cell / the slide | {_pct(sw['follows_cell'])} / "
-           f"{_pct(sw['follows_slide'])} (refused {_pct(sw['refused'])}) |"]
+    out = [
+        "",
+        "## Does the answer follow the white cell? (validation, through the device's code)",
+        "",
+        "| test | result |",
+        "|---|---|",
+        f"| cells painted out: refused or flagged | {_pct(po['refused_or_flagged'])} "
+        f"(refused {_pct(po['refused'])}, called malignant with confidence {_pct(po['confident_malignant'])}) |",
+        f"| cell swap: answer follows the cell / the slide | {_pct(sw['follows_cell'])} / "
+        f"{_pct(sw['follows_slide'])} (refused {_pct(sw['refused'])}) |",
+    ]
     for lab, r in t["reinhard"].items():
-        out.append(f"| Reinhard onto {lab} statistics: label / verdict flips | {_pct(r['label_flips'])} / "
-                   f"{_pct(r['verdict_flips'])} |")
-    out += ["", "Capture changes, with the config's default gate (the card's `quality_gate` below refuses more; its "
-            "curves are in the card under cell_tests.quality_gate):", "",
-            "| capture change | refused | sensitivity among classified | specificity | confident misses |",
-            "|---|---|---|---|---|"]
+        out.append(
+            f"| Reinhard onto {lab} statistics: label / verdict flips | {_pct(r['label_flips'])} / "
+            f"{_pct(r['verdict_flips'])} |"
+        )
+    out += [
+        "",
+        "Capture changes, with the config's default gate (the card's `quality_gate` below refuses more; its "
+        "curves are in the card under cell_tests.quality_gate):",
+        "",
+        "| capture change | refused | sensitivity among classified | specificity | confident misses |",
+        "|---|---|---|---|---|",
+    ]
     for name, curve in t["curves"].items():
         for lv, c in curve.items():
-            out.append(f"| {name} {lv} | {_pct(c['refused'])} | {_pct(c['sensitivity_among_classified'])} | "
-                       f"{_pct(c['specificity_among_classified'])} | {c['confident_misses']} |")
-    out += ["", "| out-of-distribution set | n | refused | refused or flagged | called malignant with confidence |",
-            "|---|---|---|---|---|"]
+            out.append(
+                f"| {name} {lv} | {_pct(c['refused'])} | {_pct(c['sensitivity_among_classified'])} | "
+                f"{_pct(c['specificity_among_classified'])} | {c['confident_misses']} |"
+            )
+    out += [
+        "",
+        "| out-of-distribution set | n | refused | refused or flagged | called malignant with confidence |",
+        "|---|---|---|---|---|",
+    ]
     for name, r in t["ood"].items():
-        out.append(f"| {name} | {r['n']} | {_pct(r['refused'])} | {_pct(r.get('refused_or_flagged', r['refused']))} "
-                   f"| {r['confident_malignant']} |")
+        out.append(
+            f"| {name} | {r['n']} | {_pct(r['refused'])} | {_pct(r.get('refused_or_flagged', r['refused']))} "
+            f"| {r['confident_malignant']} |"
+        )
     g = t.get("quality_gate")
     if g:
-        out += ["", "Quality gate from the failure curves (see trainer/gate.py): "
-                + "; ".join(f"{k} {g[k]['threshold']} (clean fields refused {_pct(g[k]['clean_refused'])}, "
-                            f"goal {'met' if g[k]['goal_met'] else 'NOT met'})"
-                            for k in ("min_focus", "min_brightness", "max_brightness")) + "."]
+        out += [
+            "",
+            "Quality gate from the failure curves (see trainer/gate.py): "
+            + "; ".join(
+                f"{k} {g[k]['threshold']} (clean fields refused {_pct(g[k]['clean_refused'])}, "
+                f"goal {'met' if g[k]['goal_met'] else 'NOT met'})"
+                for k in ("min_focus", "min_brightness", "max_brightness")
+            )
+            + ".",
+        ]
     return out
 
 
@@ -54,34 +79,57 @@ def source_lines(e: dict) -> list:
     out = []
     opt = (e.get("cell_tests") or {}).get("optics")
     if opt:
-        out += ["", "## Another microscope, simulated on the validation fields (through the device's code)", "",
-                "| change | refused | sensitivity among classified | label / verdict agreement with x1 | "
-                "confident misses |", "|---|---|---|---|---|"]
+        out += [
+            "",
+            "## Another microscope, simulated on the validation fields (through the device's code)",
+            "",
+            "| change | refused | sensitivity among classified | label / verdict agreement with x1 | "
+            "confident misses |",
+            "|---|---|---|---|---|",
+        ]
         for name, d in opt.items():
-            out.append(f"| {name} | {_pct(d['refused'])} | {_pct(d['sensitivity_among_classified'])} | "
-                       f"{_pct(d['label_agreement_with_x1'])} / {_pct(d['verdict_agreement_with_x1'])} | "
-                       f"{d['confident_misses']} |")
+            out.append(
+                f"| {name} | {_pct(d['refused'])} | {_pct(d['sensitivity_among_classified'])} | "
+                f"{_pct(d['label_agreement_with_x1'])} / {_pct(d['verdict_agreement_with_x1'])} | "
+                f"{d['confident_misses']} |"
+            )
     ps = e.get("per_source")
     if ps:
-        out += ["", "## Per source, through the daemon's pipeline (held-out parts)", "",
-                "| source | fields | refused | malignant | confidently malignant | flagged (malignant or review) | "
-                "outside the validated range | 10-field samples: malignant / benign / to review |",
-                "|---|---|---|---|---|---|---|---|"]
+        out += [
+            "",
+            "## Per source, through the daemon's pipeline (held-out parts)",
+            "",
+            "| source | fields | refused | malignant | confidently malignant | flagged (malignant or review) | "
+            "outside the validated range | 10-field samples: malignant / benign / to review |",
+            "|---|---|---|---|---|---|---|---|",
+        ]
         for src, d in ps.items():
             smp = d.get("samples") or {}
-            out.append(f"| {src} | {d['fields']} | {_pct(d['refused'])} | {_pct(d['malignant'])} | "
-                       f"{_pct(d['confidently_malignant'])} | {_pct(d['flagged'])} | "
-                       f"{_pct(d['outside_validated_range'])} | {smp.get('malignant', '-')} / {smp.get('benign', '-')} "
-                       f"/ {smp.get('needs_review', '-')} |")
+            out.append(
+                f"| {src} | {d['fields']} | {_pct(d['refused'])} | {_pct(d['malignant'])} | "
+                f"{_pct(d['confidently_malignant'])} | {_pct(d['flagged'])} | "
+                f"{_pct(d['outside_validated_range'])} | {smp.get('malignant', '-')} / {smp.get('benign', '-')} "
+                f"/ {smp.get('needs_review', '-')} |"
+            )
     vr = e.get("validated_range")
     if vr:
-        out += ["", f"## Validated range (the domain monitor, edge/pipeline/domain.py): {vr['rule']}; sources "
-                f"{', '.join(vr['sources'])}, {vr['fields']} fields", "", "| statistic | low | high |", "|---|---|---|"]
+        out += [
+            "",
+            f"## Validated range (the domain monitor, edge/pipeline/domain.py): {vr['rule']}; sources "
+            f"{', '.join(vr['sources'])}, {vr['fields']} fields",
+            "",
+            "| statistic | low | high |",
+            "|---|---|---|",
+        ]
         out += [f"| {k} | {lo} | {hi} |" for k, (lo, hi) in vr["ranges"].items()]
     auroc = e.get("ood_auroc")
     if auroc:
-        out += ["", "Embedding-distance AUROC, primary validation cells vs each other source's held-out cells: "
-                + ", ".join(f"{k} {v}" for k, v in auroc.items() if k != "note") + f" ({auroc.get('note', '')})."]
+        out += [
+            "",
+            "Embedding-distance AUROC, primary validation cells vs each other source's held-out cells: "
+            + ", ".join(f"{k} {v}" for k, v in auroc.items() if k != "note")
+            + f" ({auroc.get('note', '')}).",
+        ]
     loso = e.get("leave_one_source_out")
     if loso:
         out += ["", "## Leave one source out", "", loso.get("summary", "")]
@@ -128,41 +176,66 @@ def write_report(tflite: Path, work_dir: Path) -> Path:
         lines.append(f"| {lab} | {c['precision']:.4f} | {c['recall']:.4f} | {c['f1']:.4f} | {c['support']} |")
     lines += ["", f"![confusion matrix]({png.name})"]
     if e["validation"]["robustness"]:
-        lines += ["", "## Robustness re-runs (validation)", "",
-                  "| variant | accuracy | drop (points) | sensitivity | specificity |", "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Robustness re-runs (validation)",
+            "",
+            "| variant | accuracy | drop (points) | sensitivity | specificity |",
+            "|---|---|---|---|---|",
+        ]
     for name, r in e["validation"]["robustness"].items():
-        lines.append(f"| {name} | {_pct(r['accuracy'])} | {r['accuracy_drop_points']} | "
-                     f"{_pct(r['malignant_sensitivity'])} | {_pct(r['specificity'])} |")
+        lines.append(
+            f"| {name} | {_pct(r['accuracy'])} | {r['accuracy_drop_points']} | "
+            f"{_pct(r['malignant_sensitivity'])} | {_pct(r['specificity'])} |"
+        )
     lines += [""] + markdown_lines(e.get("sample_rule")) if e.get("sample_rule") else []
     lines += cell_test_lines(e.get("cell_tests"))
     lines += source_lines(e)
     if e.get("backend_parity"):
-        lines += ["", "## Backends (validation fields, scripts/backend_parity.py)", "",
-                  "| comparison | verdict agreement | label agreement | refusal agreement | max score difference |",
-                  "|---|---|---|---|---|"]
+        lines += [
+            "",
+            "## Backends (validation fields, scripts/backend_parity.py)",
+            "",
+            "| comparison | verdict agreement | label agreement | refusal agreement | max score difference |",
+            "|---|---|---|---|---|",
+        ]
         for name, r in e["backend_parity"].items():
-            lines.append(f"| {name} | {_pct(r['verdict_agreement'])} | {_pct(r['label_agreement'])} | "
-                         f"{_pct(r['refusal_agreement'])} | {r['max_score_difference']} |")
-    lines += ["", "## Ablation: input mode (same split, same schedule)", "",
-              "| mode | val accuracy (float) | val macro F1 | fields without a cell | epochs | train time |",
-              "|---|---|---|---|---|---|"]
+            lines.append(
+                f"| {name} | {_pct(r['verdict_agreement'])} | {_pct(r['label_agreement'])} | "
+                f"{_pct(r['refusal_agreement'])} | {r['max_score_difference']} |"
+            )
+    lines += [
+        "",
+        "## Ablation: input mode (same split, same schedule)",
+        "",
+        "| mode | val accuracy (float) | val macro F1 | fields without a cell | epochs | train time |",
+        "|---|---|---|---|---|---|",
+    ]
     for mode, a in e["ablation"]["modes"].items():
         mark = " (shipped)" if mode == e["ablation"]["shipped"] else ""
-        lines.append(f"| {mode}{mark} | {_pct(a['val_accuracy'])} | {a['val_macro_f1']:.4f} | "
-                     f"{a.get('val_fields_without_cell', 0)} | {a['epochs']} | {a['train_seconds'] / 60:.1f} min |")
-    lines += ["", f"Rule: {e['ablation']['rule']}.", "",
-              "## Limits", "",
-              "- Validation uses whole slide blocks held out by file number, but the public dataset has no "
-              "patient IDs, so blocks from one patient may still sit on both sides; expect somewhat lower "
-              "figures on new patients and other microscopes.",
-              "- The scale-bar label in the bottom-right corner is painted over by the preprocessing before the "
-              "model sees anything.",
-              "- In this dataset each class comes from its own slides; the tests above measure how far the "
-              "answer rests on the cell, but only another laboratory's slides can show how it transfers.",
-              "- Sensitivity is validated on one hospital's Wright-Giemsa stained smears only (the other sources "
-              "hold no blasts); the domain monitor sends fields outside that range to review, and a clinic must "
-              "validate on its own slides (`edge-screen-train evaluate MODEL --external FOLDER`) before relying "
-              "on it.", ""]
+        lines.append(
+            f"| {mode}{mark} | {_pct(a['val_accuracy'])} | {a['val_macro_f1']:.4f} | "
+            f"{a.get('val_fields_without_cell', 0)} | {a['epochs']} | {a['train_seconds'] / 60:.1f} min |"
+        )
+    lines += [
+        "",
+        f"Rule: {e['ablation']['rule']}.",
+        "",
+        "## Limits",
+        "",
+        "- Validation uses whole slide blocks held out by file number, but the public dataset has no "
+        "patient IDs, so blocks from one patient may still sit on both sides; expect somewhat lower "
+        "figures on new patients and other microscopes.",
+        "- The scale-bar label in the bottom-right corner is painted over by the preprocessing before the "
+        "model sees anything.",
+        "- In this dataset each class comes from its own slides; the tests above measure how far the "
+        "answer rests on the cell, but only another laboratory's slides can show how it transfers.",
+        "- Sensitivity is validated on one hospital's Wright-Giemsa stained smears only (the other sources "
+        "hold no blasts); the domain monitor sends fields outside that range to review, and a clinic must "
+        "validate on its own slides (`edge-screen-train evaluate MODEL --external FOLDER`) before relying "
+        "on it.",
+        "",
+    ]
     out = Path(f"{stem}.md")
     out.write_text("\n".join(lines))
     return out

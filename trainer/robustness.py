@@ -14,6 +14,7 @@ preprocessing and int8 interpreter (:func:`trainer.evaluate.classify_field`):
 - ``ood``: noise, natural photos, blank glass, red-cells-only fields and corrupt JPEGs: none should be
   called malignant with confidence.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -23,11 +24,11 @@ from typing import Callable, Dict, List, Optional, Sequence
 import cv2
 import numpy as np
 
-from edge.pipeline import quality
 from edge.config import QualityConfig
 from edge.imaging.decode import DecodeError, decode_bytes, decode_file
-from edge.inference.classifier import BENIGN, Classifier
 from edge.imaging.preprocess import crop_resize, decode_target, preprocess, remove_scale_bar, segment, working_field
+from edge.inference.classifier import BENIGN, Classifier
+from edge.pipeline import quality
 
 from . import augment
 from .augment import jpeg_roundtrip, lab_stats, reinhard_to
@@ -39,8 +40,12 @@ EXPOSURE = (0.6, 0.7, 0.8, 1.0, 1.2, 1.4)
 # Another microscope's optics, simulated on the validation fields: the field resampled (magnification) and
 # the lamp/camera's colour (per-channel gains R, G, B).
 RESCALE = (0.75, 2.0, 3.0, 4.0)
-TINTS = {"warm": (1.12, 1.0, 0.88), "cool": (0.88, 1.0, 1.12), "green": (0.92, 1.08, 0.92),
-         "magenta": (1.08, 0.9, 1.08)}
+TINTS = {
+    "warm": (1.12, 1.0, 0.88),
+    "cool": (0.88, 1.0, 1.12),
+    "green": (0.92, 1.08, 0.92),
+    "magenta": (1.08, 0.9, 1.08),
+}
 JPEG = (95, 70, 50, 30, 15)
 PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "imagenet-mobilenetv2"
 
@@ -89,8 +94,9 @@ class Judge:
         if fp.prediction is None:
             return Outcome(refused=True, reason=fp.refusal)
         p = fp.prediction
-        return Outcome(refused=False, label=p.label, score=p.malignant_score, verdict=p.verdict,
-                       needs_review=p.needs_review)
+        return Outcome(
+            refused=False, label=p.label, score=p.malignant_score, verdict=p.verdict, needs_review=p.needs_review
+        )
 
 
 # Everything the exposure/focus gate could refuse let through, to see where the model itself fails.
@@ -128,17 +134,24 @@ def _rate(xs: Sequence[bool]) -> Optional[float]:
 def _summary(outs: List[Outcome], y_mal: np.ndarray, labels: Optional[List[str]] = None) -> dict:
     classified = [i for i, o in enumerate(outs) if not o.refused]
     mal = [i for i in classified if y_mal[i]]
-    d = {"n": len(outs), "refused": _rate([o.refused for o in outs]),
-         "sensitivity_among_classified": _rate([outs[i].verdict == "malignant" for i in mal]),
-         "specificity_among_classified": _rate([outs[i].verdict == "benign" for i in classified if not y_mal[i]]),
-         "confident_misses": int(sum(outs[i].verdict == "benign" and not outs[i].needs_review for i in mal))}
+    d = {
+        "n": len(outs),
+        "refused": _rate([o.refused for o in outs]),
+        "sensitivity_among_classified": _rate([outs[i].verdict == "malignant" for i in mal]),
+        "specificity_among_classified": _rate([outs[i].verdict == "benign" for i in classified if not y_mal[i]]),
+        "confident_misses": int(sum(outs[i].verdict == "benign" and not outs[i].needs_review for i in mal)),
+    }
     if labels is not None:
         d["accuracy_among_classified"] = _rate([outs[i].label == labels[i] for i in classified])
     return d
 
 
-def run(clf: Classifier, samples: Sequence[Sample], progress: Optional[Callable[[str, int, int], None]] = None,
-        seed: int = 0) -> Dict[str, dict]:
+def run(
+    clf: Classifier,
+    samples: Sequence[Sample],
+    progress: Optional[Callable[[str, int, int], None]] = None,
+    seed: int = 0,
+) -> Dict[str, dict]:
     """Every test on ``samples`` (a labelled folder's fields); returns a JSON-ready dict."""
     judge = Judge(clf)
     prog = progress or (lambda *a: None)
@@ -156,10 +169,13 @@ def run(clf: Classifier, samples: Sequence[Sample], progress: Optional[Callable[
     for i, f in enumerate(fields):
         painted.append(judge(paint_out(f, clf)))
         prog("cells painted out", i + 1, len(fields))
-    out["painted_out"] = {"n": len(painted), "refused": _rate([o.refused for o in painted]),
-                          "refused_or_flagged": _rate([o.refused or o.needs_review for o in painted]),
-                          "named_the_slide_class": _rate([o.label == lab for o, lab in zip(painted, labels)]),
-                          "confident_malignant": _rate([o.confident_malignant for o in painted])}
+    out["painted_out"] = {
+        "n": len(painted),
+        "refused": _rate([o.refused for o in painted]),
+        "refused_or_flagged": _rate([o.refused or o.needs_review for o in painted]),
+        "named_the_slide_class": _rate([o.label == lab for o, lab in zip(painted, labels)]),
+        "confident_malignant": _rate([o.confident_malignant for o in painted]),
+    }
 
     # Cell swap: each field's cells onto a field of another class, chosen at random.
     follow, follow_slide, refused, vflip = [], [], [], []
@@ -173,12 +189,19 @@ def run(clf: Classifier, samples: Sequence[Sample], progress: Optional[Callable[
             follow_slide.append(o.label == labels[j])
             vflip.append((o.verdict == "malignant") != y_mal[i])
         prog("cell swap", i + 1, len(fields))
-    out["cell_swap"] = {"n": len(fields), "refused": _rate(refused), "follows_cell": _rate(follow),
-                        "follows_slide": _rate(follow_slide), "verdict_not_the_cells": _rate(vflip)}
+    out["cell_swap"] = {
+        "n": len(fields),
+        "refused": _rate(refused),
+        "follows_cell": _rate(follow),
+        "follows_slide": _rate(follow_slide),
+        "verdict_not_the_cells": _rate(vflip),
+    }
 
     # Reinhard onto each other class's mean whole-field statistics.
-    stats = {lab: np.mean([lab_stats(f) for f, l2 in zip(fields, labels) if l2 == lab], axis=0)
-             for lab in sorted(set(labels))}
+    stats = {
+        lab: np.mean([lab_stats(f) for f, l2 in zip(fields, labels) if l2 == lab], axis=0)
+        for lab in sorted(set(labels))
+    }
     rein = {}
     for lab, target in stats.items():
         idx = [i for i, l2 in enumerate(labels) if l2 != lab]
@@ -194,8 +217,11 @@ def run(clf: Classifier, samples: Sequence[Sample], progress: Optional[Callable[
 
     curves, trials = {}, {"blur_sigma": [], "exposure_gain": []}
     open_judge = Judge(clf, OPEN_GATE)
-    for name, levels, fn in (("blur_sigma", BLUR, blur), ("exposure_gain", EXPOSURE, expose),
-                             ("jpeg_quality", JPEG, jpeg_roundtrip)):
+    for name, levels, fn in (
+        ("blur_sigma", BLUR, blur),
+        ("exposure_gain", EXPOSURE, expose),
+        ("jpeg_quality", JPEG, jpeg_roundtrip),
+    ):
         curve = {}
         for v in levels:
             outs = []
@@ -205,21 +231,33 @@ def run(clf: Classifier, samples: Sequence[Sample], progress: Optional[Callable[
                 if name in trials:  # the same field with the gate open: where does the model fail?
                     q = judge.measure(img)[2]
                     o = open_judge(img)
-                    trials[name].append(Trial(level=v, metric=q.focus if name == "blur_sigma" else q.brightness,
-                                              malignant=bool(y_mal[i]), refused=o.refused, verdict=o.verdict,
-                                              needs_review=o.needs_review))
+                    trials[name].append(
+                        Trial(
+                            level=v,
+                            metric=q.focus if name == "blur_sigma" else q.brightness,
+                            malignant=bool(y_mal[i]),
+                            refused=o.refused,
+                            verdict=o.verdict,
+                            needs_review=o.needs_review,
+                        )
+                    )
                 prog(f"{name} {v}", i + 1, len(fields))
             curve[str(v)] = _summary(outs, y_mal, labels)
         curves[name] = curve
-    gate = {"min_focus": knee(trials["blur_sigma"], 0.0, "min"),
-            "min_brightness": knee([t for t in trials["exposure_gain"] if t.level <= 1.0], 1.0, "min"),
-            "max_brightness": knee([t for t in trials["exposure_gain"] if t.level >= 1.0], 1.0, "max")}
+    gate = {
+        "min_focus": knee(trials["blur_sigma"], 0.0, "min"),
+        "min_brightness": knee([t for t in trials["exposure_gain"] if t.level <= 1.0], 1.0, "min"),
+        "max_brightness": knee([t for t in trials["exposure_gain"] if t.level >= 1.0], 1.0, "max"),
+    }
     gate["curves_at_these_thresholds"] = {
         "blur_sigma": curve_with_gate(trials["blur_sigma"], gate["min_focus"]["threshold"], "min"),
-        "exposure_gain_dark": curve_with_gate([t for t in trials["exposure_gain"] if t.level <= 1.0],
-                                              gate["min_brightness"]["threshold"], "min"),
-        "exposure_gain_bright": curve_with_gate([t for t in trials["exposure_gain"] if t.level >= 1.0],
-                                                gate["max_brightness"]["threshold"], "max")}
+        "exposure_gain_dark": curve_with_gate(
+            [t for t in trials["exposure_gain"] if t.level <= 1.0], gate["min_brightness"]["threshold"], "min"
+        ),
+        "exposure_gain_bright": curve_with_gate(
+            [t for t in trials["exposure_gain"] if t.level >= 1.0], gate["max_brightness"]["threshold"], "max"
+        ),
+    }
     out["quality_gate"] = gate
     out["curves"] = curves
     out["optics"] = optics_tests(judge, fields, base, y_mal, labels, prog)
@@ -227,13 +265,15 @@ def run(clf: Classifier, samples: Sequence[Sample], progress: Optional[Callable[
     return out
 
 
-def optics_tests(judge: "Judge", fields, base: List[Outcome], y_mal: np.ndarray, labels: List[str], prog) -> dict:
+def optics_tests(judge: Judge, fields, base: List[Outcome], y_mal: np.ndarray, labels: List[str], prog) -> dict:
     """Another microscope simulated on the validation fields: resampled (RESCALE) and tinted (TINTS).
     Agreement is with the same field's answer at x1 (label and verdict), among fields answered both times."""
     out: Dict[str, dict] = {}
     cases = [(f"rescale_{f:g}", lambda x, f=f: _resample(x, f)) for f in RESCALE]
-    cases += [(f"tint_{name}", lambda x, g=g: np.clip(x.astype(np.float32) * np.float32(g), 0, 255).astype(np.uint8))
-              for name, g in TINTS.items()]
+    cases += [
+        (f"tint_{name}", lambda x, g=g: np.clip(x.astype(np.float32) * np.float32(g), 0, 255).astype(np.uint8))
+        for name, g in TINTS.items()
+    ]
     for name, fn in cases:
         outs = []
         for i, f in enumerate(fields):
@@ -249,27 +289,41 @@ def optics_tests(judge: "Judge", fields, base: List[Outcome], y_mal: np.ndarray,
 
 def _resample(rgb: np.ndarray, f: float) -> np.ndarray:
     h, w = rgb.shape[:2]
-    return cv2.resize(rgb, (int(round(w * f)), int(round(h * f))),
-                      interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC)
+    return cv2.resize(
+        rgb, (int(round(w * f)), int(round(h * f))), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC
+    )
 
 
 def ood_fields(fields: Sequence[np.ndarray], clf: Classifier, rng: np.random.Generator, n: int = 40) -> dict:
     s = clf.preprocessing.size
     sets = {
         "uniform_noise": [rng.integers(0, 256, (s, s, 3), dtype=np.uint8) for _ in range(n)],
-        "gaussian_noise": [np.clip(rng.normal(rng.uniform(60, 200), rng.uniform(20, 70), (s, s, 3)), 0, 255)
-                           .astype(np.uint8) for _ in range(n)],
-        "blank_glass": [np.clip(np.full((s, s, 3), np.median(f.reshape(-1, 3), 0)) + rng.normal(0, 2, (s, s, 3)),
-                                0, 255).astype(np.uint8) for f in fields[:n]],
-        "red_cells_only": [paint_out(f, clf) for f in fields[::max(1, len(fields) // (2 * n))][:2 * n]],
+        "gaussian_noise": [
+            np.clip(rng.normal(rng.uniform(60, 200), rng.uniform(20, 70), (s, s, 3)), 0, 255).astype(np.uint8)
+            for _ in range(n)
+        ],
+        "blank_glass": [
+            np.clip(np.full((s, s, 3), np.median(f.reshape(-1, 3), 0)) + rng.normal(0, 2, (s, s, 3)), 0, 255).astype(
+                np.uint8
+            )
+            for f in fields[:n]
+        ],
+        "red_cells_only": [paint_out(f, clf) for f in fields[:: max(1, len(fields) // (2 * n))][: 2 * n]],
     }
     photos = sorted(p for p in PHOTOS.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
     if photos:
         imgs = [decode_file(p).rgb for p in photos]
         # Crops and flips of the few photos there are: different framings of the same natural scenes.
-        sets["natural_photos"] = [crop_resize(np.ascontiguousarray(
-            (img if k % 2 == 0 else img[:, ::-1])[int(img.shape[0] * f):, int(img.shape[1] * f):]), clf.preprocessing)
-            for img in imgs for k, f in enumerate((0.0, 0.1, 0.2, 0.3))]
+        sets["natural_photos"] = [
+            crop_resize(
+                np.ascontiguousarray(
+                    (img if k % 2 == 0 else img[:, ::-1])[int(img.shape[0] * f) :, int(img.shape[1] * f) :]
+                ),
+                clf.preprocessing,
+            )
+            for img in imgs
+            for k, f in enumerate((0.0, 0.1, 0.2, 0.3))
+        ]
     return sets
 
 
@@ -279,7 +333,7 @@ def corrupt_jpegs(fields: Sequence[np.ndarray], rng: np.random.Generator, n: int
         ok, buf = cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
         data = bytearray(buf.tobytes())
         sos = data.index(b"\xff\xda")
-        body = sos + 2 + int.from_bytes(data[sos + 2:sos + 4], "big")
+        body = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
         if len(out) % 2 == 0:  # random scan data behind a valid header
             scan = rng.integers(0, 255, len(data) - body - 2, dtype=np.uint8).tobytes()
             data[body:-2] = scan
@@ -297,16 +351,22 @@ def ood(judge: Judge, fields, clf: Classifier, rng: np.random.Generator, prog) -
         for i, img in enumerate(imgs):
             outs.append(judge(img))
             prog(f"ood {name}", i + 1, len(imgs))
-        res[name] = {"n": len(outs), "refused": _rate([o.refused for o in outs]),
-                     "refused_or_flagged": _rate([o.refused or o.needs_review for o in outs]),
-                     "confident_malignant": int(sum(o.confident_malignant for o in outs)),
-                     "max_score_when_classified": max((o.score for o in outs if not o.refused), default=None)}
+        res[name] = {
+            "n": len(outs),
+            "refused": _rate([o.refused for o in outs]),
+            "refused_or_flagged": _rate([o.refused or o.needs_review for o in outs]),
+            "confident_malignant": int(sum(o.confident_malignant for o in outs)),
+            "max_score_when_classified": max((o.score for o in outs if not o.refused), default=None),
+        }
     outs = []
     for data in corrupt_jpegs(fields, rng):
         try:
             outs.append(judge(decode_bytes(data, target=clf.preprocessing.size).rgb))
         except DecodeError as e:
             outs.append(Outcome(refused=True, reason=str(e)))
-    res["corrupt_jpeg"] = {"n": len(outs), "refused": _rate([o.refused for o in outs]),
-                           "confident_malignant": int(sum(o.confident_malignant for o in outs))}
+    res["corrupt_jpeg"] = {
+        "n": len(outs),
+        "refused": _rate([o.refused for o in outs]),
+        "confident_malignant": int(sum(o.confident_malignant for o in outs)),
+    }
     return res

@@ -5,6 +5,7 @@ neighbouring file numbers come from the same slide, so each held-out block of th
 for one sample. Candidate statistics are scored on those blocks through ``edge.store.samples`` itself, so the
 rule measured here is the rule the device runs. No TensorFlow.
 """
+
 from __future__ import annotations
 
 import csv
@@ -23,7 +24,12 @@ from .data import Sample, Split
 
 # (statistic, q) pairs tried; q only matters for "quantile".
 CANDIDATES: Tuple[Tuple[str, float], ...] = (
-    ("mean", 0.5), ("quantile", 0.5), ("quantile", 0.75), ("quantile", 0.9), ("fraction_malignant", 0.5))
+    ("mean", 0.5),
+    ("quantile", 0.5),
+    ("quantile", 0.75),
+    ("quantile", 0.9),
+    ("fraction_malignant", 0.5),
+)
 SUBSAMPLE_K = (3, 5, 10)
 MIN_READABLE_GOAL = 0.99
 DRAWS = 2000
@@ -33,6 +39,7 @@ MD_HEADING = "## Sample verdict (validation blocks as samples)"
 @dataclass
 class Block:
     """One held-out block of consecutive file numbers of one class: the stand-in for one sample."""
+
     label: str
     index: int  # file number // block_size
     numbers: Tuple[int, int]  # first and last file number present
@@ -55,8 +62,15 @@ def group_blocks(samples: Sequence[Sample], scores: Sequence[Optional[float]], b
     by: Dict[Tuple[str, int], list] = defaultdict(list)
     for s, sc in zip(samples, scores):
         by[(s.label, s.number // block_size)].append((s.number, None if sc is None or math.isnan(sc) else float(sc)))
-    return [Block(label=lab, index=b, numbers=(min(n for n, _ in rows), max(n for n, _ in rows)),
-                  scores=[sc for _, sc in sorted(rows)]) for (lab, b), rows in sorted(by.items())]
+    return [
+        Block(
+            label=lab,
+            index=b,
+            numbers=(min(n for n, _ in rows), max(n for n, _ in rows)),
+            scores=[sc for _, sc in sorted(rows)],
+        )
+        for (lab, b), rows in sorted(by.items())
+    ]
 
 
 def scores_from_csv(path: str | Path, samples: Sequence[Sample]) -> List[Optional[float]]:
@@ -67,15 +81,31 @@ def scores_from_csv(path: str | Path, samples: Sequence[Sample]) -> List[Optiona
             rows[str(Path(r["path"]).resolve())] = float(r["malignant_score"]) if r["malignant_score"] else None
     missing = [s.path for s in samples if str(Path(s.path).resolve()) not in rows]
     if missing:
-        raise ValueError(f"{path} has no row for {len(missing)} validation field(s), e.g. {missing[0]}: "
-                         "was it written with the same dataset and --block-size?")
+        raise ValueError(
+            f"{path} has no row for {len(missing)} validation field(s), e.g. {missing[0]}: "
+            "was it written with the same dataset and --block-size?"
+        )
     return [rows[str(Path(s.path).resolve())] for s in samples]
 
 
-def _rule(statistic: str, q: float, threshold: float, field_threshold: float, band=(0.0, 0.0),
-          min_readable: int = 1, disagreement: float = 1.0) -> SampleRule:
-    return SampleRule(statistic=statistic, q=q, threshold=threshold, review_band=tuple(band),
-                      min_readable=min_readable, disagreement=disagreement, field_threshold=field_threshold)
+def _rule(
+    statistic: str,
+    q: float,
+    threshold: float,
+    field_threshold: float,
+    band=(0.0, 0.0),
+    min_readable: int = 1,
+    disagreement: float = 1.0,
+) -> SampleRule:
+    return SampleRule(
+        statistic=statistic,
+        q=q,
+        threshold=threshold,
+        review_band=tuple(band),
+        min_readable=min_readable,
+        disagreement=disagreement,
+        field_threshold=field_threshold,
+    )
 
 
 def _stat(rule: SampleRule, scores: Sequence[float]) -> float:
@@ -96,14 +126,23 @@ def score_candidate(blocks: Sequence[Block], statistic: str, q: float, field_thr
     margin = lo_mal - hi_ben
     thr = (lo_mal + hi_ben) / 2 if margin > 0 else lo_mal
     thr = math.floor(thr * 1e6) / 1e6
-    return {"statistic": statistic, "q": q, "threshold": thr, "margin": round(margin, 6),
-            "lowest_malignant": lo_mal, "highest_benign": hi_ben,
-            "malignant_missed": sum(1 for v in mal if v < thr), "benign_wrong": sum(1 for v in ben if v >= thr),
-            "all_right": all(v >= thr for v in mal) and all(v < thr for v in ben), "stats": stats}
+    return {
+        "statistic": statistic,
+        "q": q,
+        "threshold": thr,
+        "margin": round(margin, 6),
+        "lowest_malignant": lo_mal,
+        "highest_benign": hi_ben,
+        "malignant_missed": sum(1 for v in mal if v < thr),
+        "benign_wrong": sum(1 for v in ben if v >= thr),
+        "all_right": all(v >= thr for v in mal) and all(v < thr for v in ben),
+        "stats": stats,
+    }
 
 
-def choose_statistic(blocks: Sequence[Block], field_threshold: float,
-                     candidates: Sequence[Tuple[str, float]] = CANDIDATES) -> Tuple[dict, List[dict]]:
+def choose_statistic(
+    blocks: Sequence[Block], field_threshold: float, candidates: Sequence[Tuple[str, float]] = CANDIDATES
+) -> Tuple[dict, List[dict]]:
     """No missed malignant sample first, then fewest wrong benign samples, then the widest margin."""
     scored = [score_candidate(blocks, s, q, field_threshold) for s, q in candidates]
     best = min(scored, key=lambda c: (c["malignant_missed"], c["benign_wrong"], -c["margin"]))
@@ -156,13 +195,18 @@ def subsample(blocks: Sequence[Block], rule: SampleRule, k: int, draws: int = DR
             right[b.malignant][1] += 1
             review += v.needs_review
     tot = right[True][1] + right[False][1]
-    return {"k": k, "sensitivity": round(right[True][0] / max(right[True][1], 1), 4),
-            "specificity": round(right[False][0] / max(right[False][1], 1), 4),
-            "needs_review": round(review / max(tot, 1), 4), "draws_per_block": draws}
+    return {
+        "k": k,
+        "sensitivity": round(right[True][0] / max(right[True][1], 1), 4),
+        "specificity": round(right[False][0] / max(right[False][1], 1), 4),
+        "needs_review": round(review / max(tot, 1), 4),
+        "draws_per_block": draws,
+    }
 
 
-def min_readable(blocks: Sequence[Block], rule: SampleRule, goal: float = MIN_READABLE_GOAL,
-                 k_max: int = 25, draws: int = DRAWS) -> Tuple[int, List[dict]]:
+def min_readable(
+    blocks: Sequence[Block], rule: SampleRule, goal: float = MIN_READABLE_GOAL, k_max: int = 25, draws: int = DRAWS
+) -> Tuple[int, List[dict]]:
     """Smallest k at which k-field sub-samples get both sensitivity and specificity >= ``goal``."""
     curve = []
     for k in range(1, k_max + 1):
@@ -187,32 +231,50 @@ def choose_rule(blocks: Sequence[Block], field_threshold: float, draws: int = DR
     per_block = []
     for b in blocks:
         v = judge(["classified" if s is not None else "unreadable" for s in b.scores], b.scores, rule)
-        per_block.append({"block": b.name, "files": f"{b.numbers[0]}-{b.numbers[1]}", "fields": len(b.scores),
-                          "readable": len(b.readable), "statistic": v.score, "verdict": v.verdict,
-                          "right": v.verdict == ("malignant" if b.malignant else "benign"),
-                          "needs_review": v.needs_review})
+        per_block.append(
+            {
+                "block": b.name,
+                "files": f"{b.numbers[0]}-{b.numbers[1]}",
+                "fields": len(b.scores),
+                "readable": len(b.readable),
+                "statistic": v.score,
+                "verdict": v.verdict,
+                "right": v.verdict == ("malignant" if b.malignant else "benign"),
+                "needs_review": v.needs_review,
+            }
+        )
     mal = [p for p, b in zip(per_block, blocks) if b.malignant]
     ben = [p for p, b in zip(per_block, blocks) if not b.malignant]
     info = {
         "method": "each held-out block of the trainer's split (consecutive file numbers of one class, i.e. "
-                  "about one slide) treated as one sample; candidates scored through edge.store.samples on the int8 "
-                  "model's field scores; chosen: no missed malignant sample, then fewest wrong benign samples, "
-                  "then the widest margin between the classes",
-        "blocks": len(blocks), "malignant_blocks": len(mal), "benign_blocks": len(ben),
-        "fields_per_block": {"min": min(p["fields"] for p in per_block), "max": max(p["fields"] for p in per_block),
-                             "median": float(np.median([p["fields"] for p in per_block]))},
+        "about one slide) treated as one sample; candidates scored through edge.store.samples on the int8 "
+        "model's field scores; chosen: no missed malignant sample, then fewest wrong benign samples, "
+        "then the widest margin between the classes",
+        "blocks": len(blocks),
+        "malignant_blocks": len(mal),
+        "benign_blocks": len(ben),
+        "fields_per_block": {
+            "min": min(p["fields"] for p in per_block),
+            "max": max(p["fields"] for p in per_block),
+            "median": float(np.median([p["fields"] for p in per_block])),
+        },
         "sensitivity": round(sum(p["right"] for p in mal) / max(len(mal), 1), 4),
         "specificity": round(sum(p["right"] for p in ben) / max(len(ben), 1), 4),
         "all_right": all(p["right"] for p in per_block),
         "margin": best["margin"],
-        "candidates": [{k: c[k] for k in ("statistic", "q", "threshold", "margin", "malignant_missed",
-                                          "benign_wrong", "all_right")} for c in scored],
+        "candidates": [
+            {
+                k: c[k]
+                for k in ("statistic", "q", "threshold", "margin", "malignant_missed", "benign_wrong", "all_right")
+            }
+            for c in scored
+        ],
         "review_band_rule": "the gap between the nearest benign and malignant validation samples' statistics, "
-                            "less a tenth of it at each end",
+        "less a tenth of it at each end",
         "disagreement_rule": f"next 5 % step above the largest share of fields against the verdict in a "
-                             f"validation block ({worst:.3f}), at least 10 %",
+        f"validation block ({worst:.3f}), at least 10 %",
         "min_readable_rule": f"smallest k at which bootstrapped k-field sub-samples of every block keep "
-                             f"sensitivity and specificity >= {MIN_READABLE_GOAL:.0%}",
+        f"sensitivity and specificity >= {MIN_READABLE_GOAL:.0%}",
         "min_readable_curve": [{k: c[k] for k in ("k", "sensitivity", "specificity")} for c in curve],
         "subsamples": [subsample(blocks, rule, k, draws) for k in SUBSAMPLE_K],
         "per_block": per_block,
@@ -234,24 +296,34 @@ def markdown_lines(sr: Optional[dict]) -> List[str]:
         return []
     v = sr["validation"]
     stat = f"{sr['statistic']} (q = {sr['q']})" if sr["statistic"] == "quantile" else sr["statistic"]
-    out = [MD_HEADING, "",
-           f"Rule: a sample is malignant when the **{stat}** of its readable fields' malignant scores "
-           f"(field threshold {sr['field_threshold']}) is >= **{sr['threshold']}**; review band "
-           f"{sr['review_band'][0]} – {sr['review_band'][1]}, at least {sr['min_readable']} readable fields, "
-           f"review when >= {sr['disagreement']:.0%} of fields disagree.", "",
-           f"On {v['blocks']} held-out blocks ({v['malignant_blocks']} malignant, {v['benign_blocks']} benign; "
-           f"{v['fields_per_block']['min']}–{v['fields_per_block']['max']} fields each, one block ≈ one slide): "
-           f"sensitivity {v['sensitivity']:.2%}, specificity {v['specificity']:.2%}, margin between the classes "
-           f"{v['margin']:.3f}.", "",
-           "| candidate | threshold | margin | malignant missed | benign wrong |", "|---|---|---|---|---|"]
+    out = [
+        MD_HEADING,
+        "",
+        f"Rule: a sample is malignant when the **{stat}** of its readable fields' malignant scores "
+        f"(field threshold {sr['field_threshold']}) is >= **{sr['threshold']}**; review band "
+        f"{sr['review_band'][0]} – {sr['review_band'][1]}, at least {sr['min_readable']} readable fields, "
+        f"review when >= {sr['disagreement']:.0%} of fields disagree.",
+        "",
+        f"On {v['blocks']} held-out blocks ({v['malignant_blocks']} malignant, {v['benign_blocks']} benign; "
+        f"{v['fields_per_block']['min']}–{v['fields_per_block']['max']} fields each, one block ≈ one slide): "
+        f"sensitivity {v['sensitivity']:.2%}, specificity {v['specificity']:.2%}, margin between the classes "
+        f"{v['margin']:.3f}.",
+        "",
+        "| candidate | threshold | margin | malignant missed | benign wrong |",
+        "|---|---|---|---|---|",
+    ]
     for c in v["candidates"]:
         name = f"quantile {c['q']}" if c["statistic"] == "quantile" else c["statistic"]
         out.append(f"| {name} | {c['threshold']} | {c['margin']} | {c['malignant_missed']} | {c['benign_wrong']} |")
     out += ["", "| fields per sample (bootstrap) | sensitivity | specificity | needs review |", "|---|---|---|---|"]
     for s in v["subsamples"]:
         out.append(f"| {s['k']} | {s['sensitivity']:.2%} | {s['specificity']:.2%} | {s['needs_review']:.2%} |")
-    out += ["", "The validation blocks are few (the public dataset has no patient ids) and the benign ones are "
-            "fewest, so these figures bound what the rule does on this dataset, not on new patients.", ""]
+    out += [
+        "",
+        "The validation blocks are few (the public dataset has no patient ids) and the benign ones are "
+        "fewest, so these figures bound what the rule does on this dataset, not on new patients.",
+        "",
+    ]
     return out
 
 
@@ -262,7 +334,7 @@ def write_markdown(md_path: Path, sr: dict) -> None:
     if MD_HEADING in text:
         head, _, rest = text.partition(MD_HEADING)
         nxt = rest.find("\n## ")
-        text = head + section + (rest[nxt + 1:] if nxt >= 0 else "")
+        text = head + section + (rest[nxt + 1 :] if nxt >= 0 else "")
     elif "\n## Limits" in text:
         head, _, rest = text.partition("\n## Limits")
         text = head + "\n" + section + "\n## Limits" + rest
@@ -283,5 +355,17 @@ def update_card(tflite: Path, rule: SampleRule, info: dict) -> dict:
     return card.extra["sample_rule"]
 
 
-__all__ = ["Block", "CANDIDATES", "blocks_for", "choose_rule", "choose_statistic", "group_blocks", "markdown_lines",
-           "rule_card", "scores_from_csv", "subsample", "update_card", "write_markdown"]
+__all__ = [
+    "Block",
+    "CANDIDATES",
+    "blocks_for",
+    "choose_rule",
+    "choose_statistic",
+    "group_blocks",
+    "markdown_lines",
+    "rule_card",
+    "scores_from_csv",
+    "subsample",
+    "update_card",
+    "write_markdown",
+]

@@ -11,6 +11,7 @@ Each source is split by its own rule (never image by image where neighbours are 
 - a labelled folder of another laboratory (``evaluate --external``): benign/blast class folders, or the
   PBC layout (every folder a normal cell type).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -23,8 +24,19 @@ from .data import IMAGE_SUFFIXES, Sample, Split, canonical_label, discover, file
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
 # Folder names that mean "a normal cell or field" in another lab's layout (PBC's eight types and plain words).
-NORMAL_FOLDERS = {"basophil", "eosinophil", "erythroblast", "ig", "lymphocyte", "monocyte", "neutrophil",
-                  "platelet", "benign", "normal", "negative"}
+NORMAL_FOLDERS = {
+    "basophil",
+    "eosinophil",
+    "erythroblast",
+    "ig",
+    "lymphocyte",
+    "monocyte",
+    "neutrophil",
+    "platelet",
+    "benign",
+    "normal",
+    "negative",
+}
 # Folder names that mean "a leukemic blast" (any lineage: lymphoid or myeloid).
 BLAST_FOLDERS = {"blast", "blasts", "malignant", "all", "aml", "apl", "lymphoblast", "myeloblast", "positive"}
 
@@ -68,9 +80,14 @@ def bccd(root: Path = SHARED / "bccd-fields", block: int = 10, step: int = 5) ->
     for f in _images(root):
         if f.parent != root:
             continue
-        s = Sample(path=f, label="Benign", number=file_number(f), sha256=hashlib.sha256(f.read_bytes()).hexdigest(),
-                   source="bccd")
-        ((held if (s.number // block) % step == step // 2 else train)).append(s)
+        s = Sample(
+            path=f,
+            label="Benign",
+            number=file_number(f),
+            sha256=hashlib.sha256(f.read_bytes()).hexdigest(),
+            source="bccd",
+        )
+        (held if (s.number // block) % step == step // 2 else train).append(s)
     return train, held
 
 
@@ -92,11 +109,20 @@ def add_sources(split: Split, names: Sequence[str]) -> Split:
         tr, held = loaders[name]()
         split.train = list(split.train) + tr
         split.extra_val = list(split.extra_val) + held
-        split.sources[name] = {"train": len(tr), "held_out": len(held),
-                               "split": "by class and file" if name == "pbc" else "by blocks of 10 file numbers",
-                               "label": "Benign"}
-    split.sources.setdefault("taleqani", {"train": sum(s.source == "taleqani" for s in split.train),
-                                          "held_out": len(split.val), "split": f"blocks of {split.block_size}"})
+        split.sources[name] = {
+            "train": len(tr),
+            "held_out": len(held),
+            "split": "by class and file" if name == "pbc" else "by blocks of 10 file numbers",
+            "label": "Benign",
+        }
+    split.sources.setdefault(
+        "taleqani",
+        {
+            "train": sum(s.source == "taleqani" for s in split.train),
+            "held_out": len(split.val),
+            "split": f"blocks of {split.block_size}",
+        },
+    )
     return split
 
 

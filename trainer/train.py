@@ -1,4 +1,5 @@
 """Transfer learning: a head-only phase, then fine-tuning of the upper MobileNetV2 blocks."""
+
 from __future__ import annotations
 
 import logging
@@ -10,9 +11,9 @@ from typing import Dict, List, Optional, Sequence
 
 import numpy as np
 
-from edge.inference.classifier import LABELS
 from edge.imaging.decode import decode_file
 from edge.imaging.preprocess import PreprocessParams, preprocess, white_balance
+from edge.inference.classifier import LABELS
 
 from .data import Sample
 
@@ -48,6 +49,7 @@ class Arrays:
     Both input modes are derived from these, and colour augmentation is applied to ``resized`` before the
     mask, so a stain jitter changes the cells, never the neutral background the device shows the model.
     """
+
     resized: np.ndarray  # N x S x S x 3 uint8
     mask: np.ndarray  # N x S x S bool
     y: np.ndarray  # N int
@@ -99,8 +101,7 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def source_weights(y: np.ndarray, primary: np.ndarray, other_share: float = 0.5,
-                   n: int = len(LABELS)) -> np.ndarray:
+def source_weights(y: np.ndarray, primary: np.ndarray, other_share: float = 0.5, n: int = len(LABELS)) -> np.ndarray:
     """Per-sample weights when other laboratories' benign cells join the primary source.
 
     The primary source's classes are balanced as before (class weights over its own samples), and all other
@@ -158,14 +159,19 @@ def _dataset(arr: Arrays, params: PreprocessParams, batch: int, train: bool, see
     if train:
         import keras
 
-        geo = keras.Sequential([keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed),
-                                keras.layers.RandomTranslation(0.05, 0.05, fill_mode="reflect", seed=seed)])
+        geo = keras.Sequential(
+            [
+                keras.layers.RandomZoom(0.1, fill_mode="reflect", seed=seed),
+                keras.layers.RandomTranslation(0.05, 0.05, fill_mode="reflect", seed=seed),
+            ]
+        )
         ds = ds.map(lambda x, y, w: (geo(x, training=True), y, w), num_parallel_calls=tf.data.AUTOTUNE)
     return ds.prefetch(tf.data.AUTOTUNE)
 
 
-def fit_head(model, train: Arrays, val: Arrays, params: PreprocessParams, cfg: TrainConfig,
-             history: Dict[str, List[float]]) -> None:
+def fit_head(
+    model, train: Arrays, val: Arrays, params: PreprocessParams, cfg: TrainConfig, history: Dict[str, List[float]]
+) -> None:
     """Phase 1: the softmax head on frozen, pooled backbone features, computed once.
 
     With the backbone frozen the features do not change between epochs, so fitting the head on cached
@@ -176,25 +182,38 @@ def fit_head(model, train: Arrays, val: Arrays, params: PreprocessParams, cfg: T
     from .model import backbone_of
 
     backbone = backbone_of(model)
-    pool = keras.Sequential([keras.Input(model.input_shape[1:]), model.get_layer("to_unit_range"), backbone,
-                             model.get_layer("pool")])
+    pool = keras.Sequential(
+        [keras.Input(model.input_shape[1:]), model.get_layer("to_unit_range"), backbone, model.get_layer("pool")]
+    )
     f_tr = pool.predict(train.model_inputs(params).astype(np.float32), batch_size=64, verbose=0)
     f_va = pool.predict(val.model_inputs(params).astype(np.float32), batch_size=64, verbose=0)
     dense = model.get_layer("probabilities")
-    head = keras.Sequential([keras.Input(f_tr.shape[1:]), keras.layers.Dropout(model.get_layer("dropout").rate),
-                             keras.layers.Dense(dense.units, activation="softmax",
-                                                kernel_regularizer=keras.regularizers.l2(cfg.head_l2))])
-    head.compile(optimizer=keras.optimizers.Adam(cfg.lr_head), loss="sparse_categorical_crossentropy",
-                 metrics=["accuracy"])
-    h = head.fit(f_tr, train.y, validation_data=(f_va, val.y), epochs=cfg.head_epochs, batch_size=64,
-                 sample_weight=train.weights(), verbose=0,
-                 callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=15,
-                                                          restore_best_weights=True)])
+    head = keras.Sequential(
+        [
+            keras.Input(f_tr.shape[1:]),
+            keras.layers.Dropout(model.get_layer("dropout").rate),
+            keras.layers.Dense(
+                dense.units, activation="softmax", kernel_regularizer=keras.regularizers.l2(cfg.head_l2)
+            ),
+        ]
+    )
+    head.compile(
+        optimizer=keras.optimizers.Adam(cfg.lr_head), loss="sparse_categorical_crossentropy", metrics=["accuracy"]
+    )
+    h = head.fit(
+        f_tr,
+        train.y,
+        validation_data=(f_va, val.y),
+        epochs=cfg.head_epochs,
+        batch_size=64,
+        sample_weight=train.weights(),
+        verbose=0,
+        callbacks=[keras.callbacks.EarlyStopping(monitor="val_loss", patience=15, restore_best_weights=True)],
+    )
     dense.set_weights(head.layers[-1].get_weights())
     for k, v in h.history.items():
         history.setdefault("head_" + k, []).extend(float(x) for x in v)
-    log.info("head: %d epochs on features, val accuracy %.4f", len(h.history["loss"]),
-             max(h.history["val_accuracy"]))
+    log.info("head: %d epochs on features, val accuracy %.4f", len(h.history["loss"]), max(h.history["val_accuracy"]))
 
 
 def train_model(train: Arrays, val: Arrays, params: PreprocessParams, cfg: TrainConfig) -> TrainResult:
@@ -225,27 +244,29 @@ def train_model(train: Arrays, val: Arrays, params: PreprocessParams, cfg: Train
         # Cosine decay: at a constant rate the validation loss jumped by 5x between neighbouring epochs.
         steps = cfg.fine_epochs * int(np.ceil(len(train.y) / cfg.batch_size))
         lr = keras.optimizers.schedules.CosineDecay(cfg.lr_fine, decay_steps=steps, alpha=0.05)
-        model.compile(optimizer=keras.optimizers.Adam(lr), loss=keras.losses.CategoricalCrossentropy(),
-                      metrics=["accuracy"])
+        model.compile(
+            optimizer=keras.optimizers.Adam(lr), loss=keras.losses.CategoricalCrossentropy(), metrics=["accuracy"]
+        )
         before = model.evaluate(va, verbose=0, return_dict=True)
         head_weights = model.get_weights()
         log.info("fine-tuning %d backbone layers from val loss %.4f", n, before["loss"])
-        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience,
-                                             restore_best_weights=True)
+        stop = keras.callbacks.EarlyStopping(monitor="val_loss", patience=cfg.patience, restore_best_weights=True)
         h = model.fit(tr, validation_data=va, epochs=cfg.fine_epochs, callbacks=[stop], verbose=cfg.verbose)
         for k, v in h.history.items():
             history.setdefault(k, []).extend(float(x) for x in v)
         epochs += len(h.history["loss"])
         if min(h.history["val_loss"]) >= before["loss"]:
             # Fine-tuning must earn its place on validation; otherwise ship the converged head.
-            log.info("fine-tuning did not lower val loss (%.4f >= %.4f): keeping the head-only model",
-                     min(h.history["val_loss"]), before["loss"])
+            log.info(
+                "fine-tuning did not lower val loss (%.4f >= %.4f): keeping the head-only model",
+                min(h.history["val_loss"]),
+                before["loss"],
+            )
             model.set_weights(head_weights)
             history["fine_tuning_kept"] = [0.0]
         else:
             history["fine_tuning_kept"] = [1.0]
-    return TrainResult(model=model, params=shipped, history=history, seconds=time.perf_counter() - t0,
-                       epochs=epochs)
+    return TrainResult(model=model, params=shipped, history=history, seconds=time.perf_counter() - t0, epochs=epochs)
 
 
 def with_embedding(model):

@@ -6,6 +6,7 @@ each BatchNorm into its convolution: the int8 kernel times its per-channel scale
 the int32 bias times its scale is the folded offset. Loading therefore sets each kernel to the dequantized
 folded kernel and turns the following BatchNorm into the identity plus that offset.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -49,11 +50,10 @@ def load_imagenet_tflite(model, path: Path = TFLITE_CHECKPOINT, include_top: boo
 
     convs = read_checkpoint(path)
     logits = convs.pop()  # 1x1 conv to 1,001 ImageNet classes (index 0 is "background")
-    layers = [l for l in model.layers
-              if isinstance(l, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
+    layers = [ly for ly in model.layers if isinstance(ly, (keras.layers.Conv2D, keras.layers.DepthwiseConv2D))]
     if len(layers) != len(convs):
         raise ValueError(f"checkpoint has {len(convs)} backbone convolutions, model has {len(layers)}")
-    by_name = {l.name: l for l in model.layers}
+    by_name = {ly.name: ly for ly in model.layers}
     for layer, (name, w, b) in zip(layers, convs):
         if isinstance(layer, keras.layers.DepthwiseConv2D):
             kernel = w.transpose(1, 2, 3, 0)  # (1, kh, kw, ch) -> (kh, kw, ch, 1)

@@ -2,6 +2,7 @@
 
 ``edge.cli:main`` is the console entry point (setup.cfg); the command tree is built in :mod:`edge.cli.app`.
 """
+
 from edge.cli.app import main
 
 __all__ = ["main"]

@@ -1,4 +1,5 @@
 """``edge-screen``: the command line. Click only parses and prints; the work is in the library modules."""
+
 from __future__ import annotations
 
 import importlib
@@ -9,9 +10,9 @@ from typing import List, Optional
 
 import click
 
-from edge.daemon import startup
 from edge.cli.common import started
 from edge.config import Config
+from edge.daemon import startup
 
 
 def _cfg(ctx: click.Context) -> Config:
@@ -27,8 +28,14 @@ def _store(cfg: Config, create: bool = True):
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.option("--config", "-c", "config", type=click.Path(dir_okay=False), envvar="EDGE_SCREEN_CONFIG",
-              help="TOML config file (default: $EDGE_SCREEN_CONFIG, else built-in defaults).")
+@click.option(
+    "--config",
+    "-c",
+    "config",
+    type=click.Path(dir_okay=False),
+    envvar="EDGE_SCREEN_CONFIG",
+    help="TOML config file (default: $EDGE_SCREEN_CONFIG, else built-in defaults).",
+)
 @click.pass_context
 def main(ctx: click.Context, config: Optional[str]) -> None:
     """edge-screen: blood-smear screening on an edge device (quality gate, int8 TFLite, SQLite)."""
@@ -53,9 +60,10 @@ def run(ctx: click.Context) -> None:
 @click.pass_context
 def classify(ctx: click.Context, paths: List[Path], as_json: bool, no_db: bool) -> None:
     """Classify image files or folders now, through the daemon's pipeline."""
-    from edge.pipeline.classify import classify_paths, expand_paths
     from rich.console import Console
     from rich.progress import Progress
+
+    from edge.pipeline.classify import classify_paths, expand_paths
 
     cfg = _cfg(ctx)
     clf = _classifier(cfg)
@@ -88,9 +96,16 @@ def _results_table(results, width: int):
     if width >= 100:
         t = Table("file", "status", "label", "score", "verdict", "review", "ms", "reason")
         for r in results:
-            t.add_row(Path(r.path).name, r.status, r.label or "", f"{r.malignant_score:.3f}"
-                      if r.malignant_score is not None else "", r.verdict or "", "yes" if r.needs_review else "",
-                      f"{r.timings.get('total', 0):.1f}", r.reason)
+            t.add_row(
+                Path(r.path).name,
+                r.status,
+                r.label or "",
+                f"{r.malignant_score:.3f}" if r.malignant_score is not None else "",
+                r.verdict or "",
+                "yes" if r.needs_review else "",
+                f"{r.timings.get('total', 0):.1f}",
+                r.reason,
+            )
         return t
     t = Table(box=None, pad_edge=False)
     t.add_column("file", overflow="fold", ratio=2)
@@ -105,10 +120,20 @@ def _results_table(results, width: int):
 
 
 def _json(r) -> dict:
-    return {"path": r.path, "status": r.status, "reason": r.reason, "label": r.label,
-            "probabilities": r.probabilities, "score": r.malignant_score, "verdict": r.verdict,
-            "needs_review": r.needs_review, "sha256": r.sha256, "timings": r.timings,
-            "recorded": r.recorded or r.already_recorded, "duplicate_of": r.duplicate_of}
+    return {
+        "path": r.path,
+        "status": r.status,
+        "reason": r.reason,
+        "label": r.label,
+        "probabilities": r.probabilities,
+        "score": r.malignant_score,
+        "verdict": r.verdict,
+        "needs_review": r.needs_review,
+        "sha256": r.sha256,
+        "timings": r.timings,
+        "recorded": r.recorded or r.already_recorded,
+        "duplicate_of": r.duplicate_of,
+    }
 
 
 @main.command()
@@ -189,8 +214,10 @@ def config_check(ctx: click.Context) -> None:
         click.echo(str(e), err=True)
         sys.exit(e.code)
     cfg, clf = loaded.cfg, loaded.classifier
-    click.echo(f"config OK ({cfg.source or 'built-in defaults'}); model {clf.name} on {clf.backend}; "
-               f"inbox {cfg.daemon.inbox}; database {redact_url(cfg.database.url)}")
+    click.echo(
+        f"config OK ({cfg.source or 'built-in defaults'}); model {clf.name} on {clf.backend}; "
+        f"inbox {cfg.daemon.inbox}; database {redact_url(cfg.database.url)}"
+    )
     from edge.web.bind import warnings
 
     for warning in warnings(cfg.web):
@@ -201,14 +228,29 @@ def config_check(ctx: click.Context) -> None:
 @click.option("--count", "-n", type=int, default=1, show_default=True, help="Stills to take (0 = until stopped).")
 @click.option("--interval", type=float, default=None, help="Seconds between stills (default: camera.interval_s).")
 # exists=True: a mistyped folder is a usage error (exit 2, one line), not a traceback.
-@click.option("--fake", "fake", type=click.Path(file_okay=False, exists=True, path_type=Path), default=None,
-              help="Use the fake camera cycling through this folder's JPEGs (for tests/demos).")
+@click.option(
+    "--fake",
+    "fake",
+    type=click.Path(file_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Use the fake camera cycling through this folder's JPEGs (for tests/demos).",
+)
 @click.option("--synthetic", is_flag=True, help="Use the fake camera with synthetic smears.")
-@click.option("--sample", "sample_id", default=None,
-              help="Patient sample id: the stills go to inbox/SAMPLE/ (default: the inbox root, one sample a day).")
+@click.option(
+    "--sample",
+    "sample_id",
+    default=None,
+    help="Patient sample id: the stills go to inbox/SAMPLE/ (default: the inbox root, one sample a day).",
+)
 @click.pass_context
-def capture(ctx: click.Context, count: int, interval: Optional[float], fake: Optional[Path], synthetic: bool,
-            sample_id: Optional[str]) -> None:
+def capture(
+    ctx: click.Context,
+    count: int,
+    interval: Optional[float],
+    fake: Optional[Path],
+    synthetic: bool,
+    sample_id: Optional[str],
+) -> None:
     """Take camera stills into the inbox atomically (picamera2 on a Raspberry Pi)."""
     import signal
 
@@ -232,8 +274,13 @@ def capture(ctx: click.Context, count: int, interval: Optional[float], fake: Opt
     stop = []
     signal.signal(signal.SIGTERM, lambda *_: stop.append(1))
     with src:
-        files = capture_loop(src, target, cfg.camera.interval_s if interval is None else interval,
-                             None if count == 0 else count, should_stop=lambda: bool(stop))
+        files = capture_loop(
+            src,
+            target,
+            cfg.camera.interval_s if interval is None else interval,
+            None if count == 0 else count,
+            should_stop=lambda: bool(stop),
+        )
     for f in files:
         click.echo(str(f))
 
@@ -262,9 +309,16 @@ def _accept_config_everywhere(group: click.Group) -> None:
         if isinstance(cmd, click.Group):
             _accept_config_everywhere(cmd)
         elif not any("--config" in getattr(p, "opts", ()) for p in cmd.params):
-            cmd.params.append(click.Option(["--config", "-c"], type=click.Path(dir_okay=False), expose_value=False,
-                                           is_eager=True, callback=_set_config,
-                                           help="TOML config file (as before the command name)."))
+            cmd.params.append(
+                click.Option(
+                    ["--config", "-c"],
+                    type=click.Path(dir_okay=False),
+                    expose_value=False,
+                    is_eager=True,
+                    callback=_set_config,
+                    help="TOML config file (as before the command name).",
+                )
+            )
 
 
 _register_plugins()

@@ -1,4 +1,5 @@
 """What every command module shares: start-up failures as one line with the README's exit code."""
+
 from __future__ import annotations
 
 from typing import Any, Callable, Optional

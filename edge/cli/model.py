@@ -1,4 +1,6 @@
-"""``edge-screen model install FILE | rollback | list``: option parsing and printing over :mod:`edge.inference.modelstore`."""
+"""``edge-screen model install FILE | rollback | list``: option parsing and printing over
+:mod:`edge.inference.modelstore`."""
+
 from __future__ import annotations
 
 import json
@@ -19,8 +21,12 @@ def _store(config: Optional[str]):
 
 def _pinned_note(cfg) -> str:
     # model.path wins over the installed current model; say so rather than let an install look ignored.
-    return (f"\nnote: model.path is set ({cfg.model.path}) and wins over the installed model; unset it to use "
-            "the installed one" if cfg.model.path is not None else "")
+    return (
+        f"\nnote: model.path is set ({cfg.model.path}) and wins over the installed model; unset it to use "
+        "the installed one"
+        if cfg.model.path is not None
+        else ""
+    )
 
 
 @click.group("model")
@@ -41,8 +47,10 @@ def install(file: str, config: Optional[str]) -> None:
         m = store.install(file, backend=cfg.model.backend)
     except ModelLoadError as e:
         raise Failure(f"model error: {e}", EXIT_MODEL) from None
-    click.echo(f"installed {m.name} {m.version} (sha256 {m.sha256[:12]}…) as current: {m.path}\n"
-               f"{RELOAD_HINT}{_pinned_note(cfg)}")
+    click.echo(
+        f"installed {m.name} {m.version} (sha256 {m.sha256[:12]}…) as current: {m.path}\n"
+        f"{RELOAD_HINT}{_pinned_note(cfg)}"
+    )
 
 
 @model_group.command("rollback")
@@ -58,8 +66,10 @@ def rollback(config: Optional[str]) -> None:
     except ModelLoadError as e:
         raise Failure(f"model error: {e}", EXIT_MODEL) from None
     what = "the bundled model " if m.bundled else ""
-    click.echo(f"rolled back to {what}{m.name} {m.version} (sha256 {m.sha256[:12]}…): {m.path}\n"
-               f"{RELOAD_HINT}{_pinned_note(cfg)}")
+    click.echo(
+        f"rolled back to {what}{m.name} {m.version} (sha256 {m.sha256[:12]}…): {m.path}\n"
+        f"{RELOAD_HINT}{_pinned_note(cfg)}"
+    )
 
 
 @model_group.command("list")
@@ -76,8 +86,16 @@ def list_models(fmt: str, config: Optional[str]) -> None:
     except ModelLoadError as e:
         raise Failure(f"model error: {e}", EXIT_MODEL) from None
     if fmt == "json":
-        click.echo(json.dumps({"install_dir": str(store.root), "in_use": str(cfg.model_path),
-                               "models": [m.to_json() for m in models]}, indent=2))
+        click.echo(
+            json.dumps(
+                {
+                    "install_dir": str(store.root),
+                    "in_use": str(cfg.model_path),
+                    "models": [m.to_json() for m in models],
+                },
+                indent=2,
+            )
+        )
         return
     for m in models:
         mark = "*" if m.current else "-" if m.previous else " "

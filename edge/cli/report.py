@@ -1,5 +1,6 @@
 """``edge-screen report`` and ``edge-screen explain``: option parsing only; the work is in
 :mod:`edge.report.window`, :mod:`edge.report.formats`, :mod:`edge.report.html` and :mod:`edge.inference.explain`."""
+
 from __future__ import annotations
 
 import sys
@@ -7,8 +8,9 @@ from pathlib import Path
 from typing import TYPE_CHECKING, NoReturn, Optional, Tuple
 
 import click
-from edge.config import ConfigError
+
 from edge.cli.common import Failure, load_cfg, started
+from edge.config import ConfigError
 from edge.daemon.startup import EXIT_CONFIG, EXIT_FAILURE, EXIT_MODEL
 from edge.vocabulary import LABELS, STATUSES, VERDICTS
 
@@ -21,7 +23,7 @@ def _fail(msg: str, code: int = EXIT_CONFIG) -> NoReturn:
     raise Failure(msg, code)
 
 
-def _classifier(config: Optional[str], model: Optional[str]) -> "Classifier":
+def _classifier(config: Optional[str], model: Optional[str]) -> Classifier:
     from edge.daemon import startup
 
     return started(startup.classifier, load_cfg(config), model)
@@ -42,26 +44,57 @@ def _labels(given: Tuple[str, ...]) -> Tuple[str, ...]:
 @click.option("--today", "today", is_flag=True, help="since local midnight (the default without --since/--until)")
 @click.option("--all", "all_time", is_flag=True, help="no time window")
 @click.option("--verdict", type=click.Choice(VERDICTS), help="only this verdict")
-@click.option("--label", "labels", multiple=True, callback=lambda ctx, param, v: _labels(v),
-              help=f"only this label (repeatable): {', '.join(LABELS)}")
+@click.option(
+    "--label",
+    "labels",
+    multiple=True,
+    callback=lambda ctx, param, v: _labels(v),
+    help=f"only this label (repeatable): {', '.join(LABELS)}",
+)
 @click.option("--needs-review", "needs_review", is_flag=True, help="only images that need review")
 @click.option("--status", "statuses", multiple=True, type=click.Choice(STATUSES), help="only this status (repeatable)")
 @click.option("--device", "devices", multiple=True, help="only this device id (repeatable)")
-@click.option("--format", "fmt", type=click.Choice(["table", "csv", "json", "html"]), default="table",
-              show_default=True)
+@click.option(
+    "--format", "fmt", type=click.Choice(["table", "csv", "json", "html"]), default="table", show_default=True
+)
 @click.option("--out", "out", type=click.Path(dir_okay=False, path_type=Path), help="write here instead of stdout")
-@click.option("--maps/--no-maps", default=False, show_default=True,
-              help="HTML: an occlusion explanation map per flagged image (about 50 model runs each)")
-@click.option("--gallery-limit", default=200, show_default=True, type=click.IntRange(0),
-              help="HTML: at most this many flagged images get a thumbnail")
+@click.option(
+    "--maps/--no-maps",
+    default=False,
+    show_default=True,
+    help="HTML: an occlusion explanation map per flagged image (about 50 model runs each)",
+)
+@click.option(
+    "--gallery-limit",
+    default=200,
+    show_default=True,
+    type=click.IntRange(0),
+    help="HTML: at most this many flagged images get a thumbnail",
+)
 @click.option("--db", help="database URL or SQLite file (default: database.url of the config)")
 @click.option("--model", type=click.Path(dir_okay=False), help="model for --maps (default: the configured one)")
 @click.option("--config", type=click.Path(dir_okay=False), help="config file (default: $EDGE_SCREEN_CONFIG)")
-def report(since, until, today, all_time, verdict, labels: Tuple[str, ...], needs_review, statuses, devices, fmt,
-           out: Optional[Path], maps, gallery_limit, db, model, config) -> None:
+def report(
+    since,
+    until,
+    today,
+    all_time,
+    verdict,
+    labels: Tuple[str, ...],
+    needs_review,
+    statuses,
+    devices,
+    fmt,
+    out: Optional[Path],
+    maps,
+    gallery_limit,
+    db,
+    model,
+    config,
+) -> None:
     """What was screened in a window, and which images need a human."""
-    from edge.report.window import Filters, ReportError, build_report, make_window
     from edge.report.formats import dumps_csv, dumps_json, render_table
+    from edge.report.window import Filters, ReportError, build_report, make_window
 
     try:
         if today and (since or until or all_time):
@@ -72,8 +105,13 @@ def report(since, until, today, all_time, verdict, labels: Tuple[str, ...], need
             _fail("--format html needs --out FILE")
         cfg = load_cfg(config)
         window = make_window(since, until, all_time=all_time)
-        filters = Filters(verdict=verdict, labels=labels, needs_review=True if needs_review else None, statuses=statuses,
-                          devices=devices)
+        filters = Filters(
+            verdict=verdict,
+            labels=labels,
+            needs_review=True if needs_review else None,
+            statuses=statuses,
+            devices=devices,
+        )
         data = build_report(db or cfg.database.url, window, filters)
     except ReportError as e:
         _fail(str(e), e.code)
@@ -83,14 +121,21 @@ def report(since, until, today, all_time, verdict, labels: Tuple[str, ...], need
         from edge.report.html import write_html
 
         assert out is not None  # refused above with exit 2
-        def factory() -> "Classifier":
+
+        def factory() -> Classifier:
             from edge.inference.classifier import classifier_from_config
 
             return classifier_from_config(cfg, model)
 
-        write_html(data, out, maps=maps, classifier_factory=factory, gallery_limit=gallery_limit,
-                   progress=sys.stderr.isatty(),
-                   roots=(cfg.daemon.inbox, cfg.daemon.done_dir, cfg.daemon.rejected_dir))
+        write_html(
+            data,
+            out,
+            maps=maps,
+            classifier_factory=factory,
+            gallery_limit=gallery_limit,
+            progress=sys.stderr.isatty(),
+            roots=(cfg.daemon.inbox, cfg.daemon.done_dir, cfg.daemon.rejected_dir),
+        )
         click.echo(f"wrote {out} ({data.total:,} images, {len(data.flagged):,} flagged)", err=True)
         return
     if fmt == "table":
@@ -120,20 +165,35 @@ def _point(text: str) -> tuple:
 @click.argument("image", type=click.Path(dir_okay=False, exists=True, path_type=Path))  # a typo: exit 2, as classify
 @click.option("--out", "out", required=True, type=click.Path(dir_okay=False, path_type=Path), help="PNG to write")
 @click.option("--grid", default=7, show_default=True, type=click.IntRange(1, 32), help="patches per side")
-@click.option("--target", type=click.Choice(["predicted", "malignant"]), default="predicted", show_default=True,
-              help="score whose drop is mapped: the predicted label's probability or the malignant score")
-@click.option("--method", type=click.Choice(["auto", "occlude", "keep"]), default="auto", show_default=True,
-              help="occlude: score drop per hidden patch; keep: score with only each region visible; "
-                   "auto: occlude, or keep when no single patch changes a saturated call")
-@click.option("--cell-at", "cell_at", metavar="Y,X", help="explain the cell nearest to this point of the working "
-              "field (a recorded cell position) instead of the most malignant one")
+@click.option(
+    "--target",
+    type=click.Choice(["predicted", "malignant"]),
+    default="predicted",
+    show_default=True,
+    help="score whose drop is mapped: the predicted label's probability or the malignant score",
+)
+@click.option(
+    "--method",
+    type=click.Choice(["auto", "occlude", "keep"]),
+    default="auto",
+    show_default=True,
+    help="occlude: score drop per hidden patch; keep: score with only each region visible; "
+    "auto: occlude, or keep when no single patch changes a saturated call",
+)
+@click.option(
+    "--cell-at",
+    "cell_at",
+    metavar="Y,X",
+    help="explain the cell nearest to this point of the working "
+    "field (a recorded cell position) instead of the most malignant one",
+)
 @click.option("--model", type=click.Path(dir_okay=False), help="model file (default: the configured one)")
 @click.option("--config", type=click.Path(dir_okay=False), help="config file (default: $EDGE_SCREEN_CONFIG)")
 def explain(image: Path, out: Path, grid: int, target: str, method: str, cell_at, model, config) -> None:
     """Occlusion-sensitivity map of IMAGE: which region drove the model's call."""
     from edge.imaging.decode import DecodeError
-    from edge.inference.explain import explain_image, save_png
     from edge.inference.classifier import ModelLoadError
+    from edge.inference.explain import explain_image, save_png
 
     try:
         at = _point(cell_at) if cell_at is not None else None
@@ -147,8 +207,10 @@ def explain(image: Path, out: Path, grid: int, target: str, method: str, cell_at
         _fail(f"{image}: {err}", EXIT_FAILURE)
     save_png(e, out)
     p = e.prediction
-    click.echo(f"{image}: {p.label} (malignant score {p.malignant_score:.3f}, {p.verdict}"
-               f"{', needs review' if p.needs_review else ''}) -> {out} ({e.seconds * 1000:.0f} ms)")
+    click.echo(
+        f"{image}: {p.label} (malignant score {p.malignant_score:.3f}, {p.verdict}"
+        f"{', needs review' if p.needs_review else ''}) -> {out} ({e.seconds * 1000:.0f} ms)"
+    )
     click.echo(f"  {e.describe()}")
 
 

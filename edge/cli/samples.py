@@ -1,5 +1,6 @@
 """``edge-screen samples``, ``edge-screen sample close`` and ``sample meta``: option parsing and printing over
 :mod:`edge.store.samples` and :mod:`edge.store.samplemeta`."""
+
 from __future__ import annotations
 
 import json
@@ -8,8 +9,8 @@ from typing import Optional
 
 import click
 
-from edge.daemon import startup
 from edge.cli.common import Failure, load_cfg, started
+from edge.daemon import startup
 
 
 def _samples(config: Optional[str], create: bool = False):
@@ -80,8 +81,10 @@ def sample_close(sample_id: str, config: Optional[str]) -> None:
         raise Failure(str(e)) from None
     finally:
         lib.store.close()
-    click.echo(f"sample {s.sample_id}: {s.status} ({s.readable} readable of {s.fields} fields, verdict "
-               f"{s.verdict or '-'}{', needs review' if s.needs_review else ''})")
+    click.echo(
+        f"sample {s.sample_id}: {s.status} ({s.readable} readable of {s.fields} fields, verdict "
+        f"{s.verdict or '-'}{', needs review' if s.needs_review else ''})"
+    )
 
 
 @sample_group.command("meta")
@@ -121,8 +124,11 @@ def sample_meta(sample_id: str, patient: Optional[str], specimen: Optional[str],
         raise Failure(str(e)) from None
     finally:
         lib.store.close()
-    click.echo(f"sample {meta.sample_id}: {meta.describe()}" + ("" if changed or not changes else " (unchanged)")
-               + (f"; {meta.error}" if meta.error else ""))
+    click.echo(
+        f"sample {meta.sample_id}: {meta.describe()}"
+        + ("" if changed or not changes else " (unchanged)")
+        + (f"; {meta.error}" if meta.error else "")
+    )
 
 
 COMMANDS = [samples, sample_group]

@@ -1,6 +1,7 @@
 """``edge-screen serve`` and ``edge-screen user``: option parsing only; the work is in :mod:`edge.web` and
 :mod:`edge.store.reviews`. Flask, waitress and bcrypt are imported inside the commands so `edge-screen --help`
 does not pay for them."""
+
 from __future__ import annotations
 
 import logging
@@ -24,10 +25,17 @@ def _open_store(cfg):
 
 @click.command("serve")
 @click.option("--host", default=None, help="address to bind (default: web.host of the config, 127.0.0.1)")
-@click.option("--port", default=None, type=click.IntRange(0, 65535),
-              help="port (default: web.port of the config, 8080; 0 picks a free one)")
-@click.option("--allow-remote", is_flag=True,
-              help="bind an address other machines can reach (not loopback); needs web.server_names for 0.0.0.0")
+@click.option(
+    "--port",
+    default=None,
+    type=click.IntRange(0, 65535),
+    help="port (default: web.port of the config, 8080; 0 picks a free one)",
+)
+@click.option(
+    "--allow-remote",
+    is_flag=True,
+    help="bind an address other machines can reach (not loopback); needs web.server_names for 0.0.0.0",
+)
 def serve(host: Optional[str], port: Optional[int], allow_remote: bool) -> None:
     """The review web app: the queue of ready samples, each sample's fields, field reviews and sign-off."""
     import dataclasses
@@ -40,12 +48,18 @@ def serve(host: Optional[str], port: Optional[int], allow_remote: bool) -> None:
     port = port if port is not None else cfg.web.port
     # Checked before anything is opened: the README promises loopback unless someone chose otherwise.
     if not is_loopback(host) and not allow_remote:
-        raise Failure(f"refusing to listen on {host}: not a loopback address, so other machines could reach the "
-                      "review app; give --allow-remote to mean it (better: an SSH tunnel or a TLS reverse proxy "
-                      "on this device)", EXIT_CONFIG)
+        raise Failure(
+            f"refusing to listen on {host}: not a loopback address, so other machines could reach the "
+            "review app; give --allow-remote to mean it (better: an SSH tunnel or a TLS reverse proxy "
+            "on this device)",
+            EXIT_CONFIG,
+        )
     if host in WILDCARDS and not cfg.web.server_names:
-        raise Failure(f"--host {host or '(all)'} needs web.server_names: the names clients will use to reach this "
-                      "device (the Host header is checked against them)", EXIT_CONFIG)
+        raise Failure(
+            f"--host {host or '(all)'} needs web.server_names: the names clients will use to reach this "
+            "device (the Host header is checked against them)",
+            EXIT_CONFIG,
+        )
     cfg = dataclasses.replace(cfg, web=dataclasses.replace(cfg.web, host=host, port=port))
     setup_logging(cfg.daemon.log_level)  # the daemon's format: journald stamps the time itself
     log = logging.getLogger("edge.web")
@@ -61,8 +75,14 @@ def serve(host: Optional[str], port: Optional[int], allow_remote: bool) -> None:
     try:
         # waitress drops X-Forwarded-* headers by default; with web.trusted_proxies the app's own check
         # (edge.web.auth.TrustedProxies, any number of proxy addresses) decides whose to believe.
-        server = create_server(app, host=host, port=port, threads=4, ident="edge-screen",
-                               clear_untrusted_proxy_headers=not cfg.web.trusted_proxies)
+        server = create_server(
+            app,
+            host=host,
+            port=port,
+            threads=4,
+            ident="edge-screen",
+            clear_untrusted_proxy_headers=not cfg.web.trusted_proxies,
+        )
     except OSError as e:
         store.close()
         raise Failure(f"cannot listen on {host}:{port}: {e.strerror or e}") from None
@@ -178,8 +198,10 @@ def user_log(name: Optional[str]) -> None:
     from edge.store.accounts import events
 
     for e in _account(events, name):
-        click.echo(f"{e.created_at:%Y-%m-%d %H:%M:%S} UTC\t{e.user_name}\t{e.action}\t{e.actor}"
-                   + (f"\t{e.detail}" if e.detail else ""))
+        click.echo(
+            f"{e.created_at:%Y-%m-%d %H:%M:%S} UTC\t{e.user_name}\t{e.action}\t{e.actor}"
+            + (f"\t{e.detail}" if e.detail else "")
+        )
 
 
 COMMANDS = [serve, user]

@@ -4,6 +4,7 @@ The daemon never imports this module's picamera2 path: a device without a camera
 classifies images that arrive by other means. Stills are written atomically (a dot-name in the inbox, fsync,
 rename) so the watcher's moved-in event fires only for a complete file.
 """
+
 from __future__ import annotations
 
 import io
@@ -14,13 +15,15 @@ import time
 from pathlib import Path
 from typing import Callable, Iterator, List, Optional, Tuple
 
-from edge.imaging import synthetic
 from edge.atomic import write_atomic
+from edge.imaging import synthetic
 
 log = logging.getLogger("edge.daemon.camera")
 
-PICAMERA2_MISSING = ("picamera2 is not installed: on Raspberry Pi OS `sudo apt install python3-picamera2` "
-                     "and create the venv with --system-site-packages")
+PICAMERA2_MISSING = (
+    "picamera2 is not installed: on Raspberry Pi OS `sudo apt install python3-picamera2` "
+    "and create the venv with --system-site-packages"
+)
 
 
 class CameraUnavailable(RuntimeError):
@@ -38,7 +41,7 @@ class ImageSource:
     def close(self) -> None:
         pass
 
-    def __enter__(self) -> "ImageSource":
+    def __enter__(self) -> ImageSource:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -57,8 +60,9 @@ class PiCamera2Source(ImageSource):
             self._cam.options["quality"] = quality
             self._cam.start()
         except Exception as e:  # noqa: BLE001 - libcamera raises many types; all mean "no usable camera"
-            raise CameraUnavailable(f"camera not usable: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-                                    ) from None
+            raise CameraUnavailable(
+                f"camera not usable: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
+            ) from None
 
     def capture(self) -> bytes:
         buf = io.BytesIO()
@@ -88,9 +92,14 @@ class FakeSource(ImageSource):
         return synthetic.smear_jpeg(next(self._seeds), self.size)
 
 
-def capture_loop(source: ImageSource, inbox: Path, interval: float = 0.0, count: Optional[int] = 1,
-                 should_stop: Callable[[], bool] = lambda: False,
-                 on_file: Callable[[Path], None] = lambda p: None) -> List[Path]:
+def capture_loop(
+    source: ImageSource,
+    inbox: Path,
+    interval: float = 0.0,
+    count: Optional[int] = 1,
+    should_stop: Callable[[], bool] = lambda: False,
+    on_file: Callable[[Path], None] = lambda p: None,
+) -> List[Path]:
     """Capture ``count`` stills (None: until ``should_stop``), ``interval`` seconds apart, into ``inbox``."""
     written: List[Path] = []
     counter: Iterator[int] = itertools.count() if count is None else iter(range(count))

@@ -4,6 +4,7 @@ exported files, and samples that became ready while the inbox was idle.
 Each runs on its own interval from the daemon's loop; none of them may stop screening: a failure is logged
 and tried again at the next interval, except a database that is gone (the daemon stops for that).
 """
+
 from __future__ import annotations
 
 import logging
@@ -51,8 +52,9 @@ class Housekeeping:
         state = disk_state(self.disk_paths, self.retention.min_free_mb, was_paused=self.paused)
         if state.paused != self.paused:
             self.paused = state.paused
-            (log.warning if state.paused else log.info)("%s", state.describe() if state.paused else
-                                                        f"disk space back ({state.describe()}): resuming intake")
+            (log.warning if state.paused else log.info)(
+                "%s", state.describe() if state.paused else f"disk space back ({state.describe()}): resuming intake"
+            )
             self.status(f"STATUS={state.describe()}" if state.paused else f"STATUS=watching, {queued} queued")
         if state.paused or now - self._purged >= RETENTION_S:
             self.purge()
@@ -76,12 +78,20 @@ class Housekeeping:
             log.warning("retention: cannot read the clinic database %s; its rows count as not received", where)
         if out.kept_unexported and not self.clinic_targets:
             if warn:
-                log.warning("retention: no clinic database configured ([retention] clinic_targets or [export] "
-                            "target), so no file is deleted: %d file(s) due", out.kept_unexported)
+                log.warning(
+                    "retention: no clinic database configured ([retention] clinic_targets or [export] "
+                    "target), so no file is deleted: %d file(s) due",
+                    out.kept_unexported,
+                )
         elif out.deleted or out.kept_unexported or out.errors:
-            log.info("retention: deleted %d file(s) the clinic holds, %.1f MB freed; %d kept until the clinic "
-                     "has their rows%s", out.deleted, out.freed_bytes / 1e6, out.kept_unexported,
-                     f"; {len(out.errors)} could not be deleted ({out.errors[0]})" if out.errors else "")
+            log.info(
+                "retention: deleted %d file(s) the clinic holds, %.1f MB freed; %d kept until the clinic "
+                "has their rows%s",
+                out.deleted,
+                out.freed_bytes / 1e6,
+                out.kept_unexported,
+                f"; {len(out.errors)} could not be deleted ({out.errors[0]})" if out.errors else "",
+            )
 
     def promote_samples(self) -> Optional[List[str]]:
         """Idle work: samples that have their fields and no new one for a while become ready for review."""

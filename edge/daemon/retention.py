@@ -14,6 +14,7 @@ free, the daemon stops taking new images (they wait, safe, in the inbox), says s
 STATUS and `edge-screen status`, runs retention at once, and resumes when free space is back above the
 watermark plus a margin (no flapping at the edge).
 """
+
 from __future__ import annotations
 
 import logging
@@ -44,8 +45,13 @@ class DiskState:
     missing: List[str] = field(default_factory=list)  # watched folders that do not exist (yet)
 
     def describe(self) -> str:
-        state = "intake PAUSED: low disk" if self.paused else "ok" if not self.missing else \
-            f"{', '.join(self.missing)} does not exist"
+        state = (
+            "intake PAUSED: low disk"
+            if self.paused
+            else "ok"
+            if not self.missing
+            else f"{', '.join(self.missing)} does not exist"
+        )
         return f"{state}: {self.free_mb:,.0f} MB free on {self.where} (minimum {self.min_free_mb:,.0f} MB)"
 
 
@@ -77,8 +83,13 @@ def disk_state(paths: List[Path], min_free_mb: float, was_paused: bool = False) 
     """Paused below ``min_free_mb``; once paused, stays so until free space reaches the margin above it."""
     worst = min(((free_mb(p), str(_existing(p))) for p in paths), default=(float("inf"), "-"))
     limit = min_free_mb * (RESUME_MARGIN if was_paused else 1.0)
-    return DiskState(paused=min_free_mb > 0 and worst[0] < limit, free_mb=worst[0], where=worst[1],
-                     min_free_mb=min_free_mb, missing=[str(p) for p in paths if not Path(p).exists()])
+    return DiskState(
+        paused=min_free_mb > 0 and worst[0] < limit,
+        free_mb=worst[0],
+        where=worst[1],
+        min_free_mb=min_free_mb,
+        missing=[str(p) for p in paths if not Path(p).exists()],
+    )
 
 
 @dataclass
@@ -111,7 +122,7 @@ def held_by(target: str, ids: Sequence[str]) -> Set[str]:
     try:
         with engine.connect() as conn:
             for i in range(0, len(ids), 500):
-                chunk = list(ids[i:i + 500])
+                chunk = list(ids[i : i + 500])
                 held.update(conn.execute(select(images.c.id).where(images.c.id.in_(chunk))).scalars())
     except SQLAlchemyError as e:
         raise RetentionTargetError(str(getattr(e, "orig", e)).splitlines()[0]) from None
@@ -137,8 +148,7 @@ class RetentionTargetError(RuntimeError):
     """A clinic target could not be read; ``str(err)`` is one line."""
 
 
-def purge(store, keep_days: float, max_mb: float, targets: Sequence[str] = (),
-          now: Optional[datetime] = None) -> Purge:
+def purge(store, keep_days: float, max_mb: float, targets: Sequence[str] = (), now: Optional[datetime] = None) -> Purge:
     """Delete screened files by age and by total size, oldest first, only those whose rows every clinic
     target in ``targets`` holds (none given: nothing is deleted)."""
     out = Purge()
@@ -146,11 +156,15 @@ def purge(store, keep_days: float, max_mb: float, targets: Sequence[str] = (),
         return out
     now = now or utcnow()
     device = store.device()
-    where = and_(images.c.device_id == device, images.c.purged_at.is_(None),
-                 images.c.status != "duplicate")  # a duplicate's file is its own, but its row points at another
+    where = and_(
+        images.c.device_id == device, images.c.purged_at.is_(None), images.c.status != "duplicate"
+    )  # a duplicate's file is its own, but its row points at another
     with store.engine.connect() as conn:
-        q = select(images.c.id, images.c.path, images.c.moved_to, images.c.recorded_at).where(where) \
+        q = (
+            select(images.c.id, images.c.path, images.c.moved_to, images.c.recorded_at)
+            .where(where)
             .order_by(images.c.recorded_at)
+        )
         files = []
         for r in conn.execute(q):
             p = Path(r.moved_to or r.path)
@@ -184,7 +198,7 @@ def purge(store, keep_days: float, max_mb: float, targets: Sequence[str] = (),
     if done:
         with store.write() as conn:
             for i in range(0, len(done), 500):
-                conn.execute(images.update().where(images.c.id.in_(done[i:i + 500])).values(purged_at=now))
+                conn.execute(images.update().where(images.c.id.in_(done[i : i + 500])).values(purged_at=now))
     return out
 
 
@@ -203,5 +217,14 @@ def _held_everywhere(ids: List[str], targets: Sequence[str], out: Purge) -> Set[
     return held or set()
 
 
-__all__ = ["DiskState", "Purge", "RetentionTargetError", "clinic_targets", "disk_state", "free_mb", "held_by",
-           "purge", "watched_paths"]
+__all__ = [
+    "DiskState",
+    "Purge",
+    "RetentionTargetError",
+    "clinic_targets",
+    "disk_state",
+    "free_mb",
+    "held_by",
+    "purge",
+    "watched_paths",
+]

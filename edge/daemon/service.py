@@ -6,6 +6,7 @@ Crash safety comes from the store (each image's row is written whole in one tran
 in one shared transaction, unique on device/path/sha256) plus the backlog scan on start, not from any state
 kept here: kill -9 at any moment, restart, and every inbox image ends up recorded exactly once.
 """
+
 from __future__ import annotations
 
 import faulthandler
@@ -20,23 +21,33 @@ from pathlib import Path
 from typing import Dict, List, Optional, Set, Tuple
 
 from edge.config import Config, redact_url
-from edge.inference.classifier import Classifier
-from edge.pipeline.stages import STOP, Pipeline
-from edge.pipeline.results import CLASSIFIED, DUPLICATE, ImageResult, Job
-from edge.daemon.startup import (EXIT_OK, EXIT_STORE, StartupError, check_inbox, load, lock_inbox, open_store,
-                                 setup_logging)
 from edge.daemon.housekeeping import Housekeeping
+from edge.daemon.startup import (
+    EXIT_OK,
+    EXIT_STORE,
+    StartupError,
+    check_inbox,
+    load,
+    lock_inbox,
+    open_store,
+    setup_logging,
+)
+from edge.daemon.watcher import InboxWatcher, backlog, unscreened, watch_options
+from edge.inference.classifier import Classifier
+from edge.pipeline.results import CLASSIFIED, DUPLICATE, ImageResult, Job
+from edge.pipeline.stages import STOP, Pipeline
+from edge.store.database import DatabaseGone, Store
 from edge.store.samplemeta import apply_meta_file, is_meta_file, meta_files
 from edge.store.samples import Samples
-from edge.store.database import DatabaseGone, Store
 from edge.vocabulary import printable
-from edge.daemon.watcher import InboxWatcher, backlog, unscreened, watch_options
 
 log = logging.getLogger("edge.daemon.service")
+
 
 def _version() -> str:
     try:
         from importlib.metadata import version
+
         return version("edge-screen")
     except Exception:  # noqa: BLE001 - running from a source tree that was never pip-installed
         return "0.1.0+src"
@@ -55,8 +66,7 @@ class Notifier:
         usec = environ.get("WATCHDOG_USEC", "")
         pid = environ.get("WATCHDOG_PID", "")
         # Ping at half the configured interval, as sd_watchdog_enabled(3) recommends.
-        self.watchdog_interval = (int(usec) / 2e6 if usec.isdigit() and (not pid or pid == str(os.getpid()))
-                                  else None)
+        self.watchdog_interval = int(usec) / 2e6 if usec.isdigit() and (not pid or pid == str(os.getpid())) else None
         self._last_ping = 0.0
 
     def send(self, *fields: str) -> None:
@@ -100,8 +110,7 @@ def _describe(res: ImageResult) -> str:
     if res.status in (CLASSIFIED, DUPLICATE) and res.label:
         dup = " (duplicate)" if res.status == DUPLICATE else ""
         review = " review" if res.needs_review else ""
-        return (f"{name}: {res.label} score={res.malignant_score:.3f} {res.verdict}{review}{dup} "
-                f"total={ms:.1f}ms")
+        return f"{name}: {res.label} score={res.malignant_score:.3f} {res.verdict}{review}{dup} total={ms:.1f}ms"
     return f"{name}: {res.status}: {res.reason} total={ms:.1f}ms"
 
 
@@ -109,7 +118,7 @@ class Daemon:
     def __init__(self, config_path: Optional[str] = None):
         self.config_path = config_path
         self.notify = Notifier()
-        self.jobs: "queue.Queue[Job]" = queue.Queue()
+        self.jobs: queue.Queue[Job] = queue.Queue()
         self._queued: Set[Path] = set()
         self._lock = threading.Lock()
         self._stop_reason: Optional[str] = None
@@ -178,8 +187,9 @@ class Daemon:
         except DatabaseGone:
             raise
         except Exception as e:  # noqa: BLE001 - a busy or full database: the file is still there, try again
-            log.warning("%s: could not record it (%s); retrying in %g s", printable(str(path)),
-                        str(e).splitlines()[0], RETRY_S)
+            log.warning(
+                "%s: could not record it (%s); retrying in %g s", printable(str(path)), str(e).splitlines()[0], RETRY_S
+            )
             self._retry.append((time.monotonic() + RETRY_S, path))
 
     # ------------------------------------------------------------------------------------ main
@@ -212,9 +222,18 @@ class Daemon:
             self._samples = Samples(store)
             self._housekeeping = Housekeeping(self._samples, cfg, lambda line: self.notify.send(line))
             inbox = cfg.daemon.inbox
-            log.info("edge-screen %s: model %s (%s, sha256 %s…) on %s, %d threads; inbox %s; database %s; device %s",
-                     __version__, clf.name, clf.path.name, clf.sha256[:12], clf.backend, clf.num_threads, inbox,
-                     redact_url(cfg.database.url), cfg.daemon.device_id)
+            log.info(
+                "edge-screen %s: model %s (%s, sha256 %s…) on %s, %d threads; inbox %s; database %s; device %s",
+                __version__,
+                clf.name,
+                clf.path.name,
+                clf.sha256[:12],
+                clf.backend,
+                clf.num_threads,
+                inbox,
+                redact_url(cfg.database.url),
+                cfg.daemon.device_id,
+            )
             watcher = self._watch(cfg, store, scan=cfg.daemon.backlog_scan)
             self.notify.send("READY=1", f"STATUS=watching {inbox}, {self.jobs.qsize()} queued")
             while True:
@@ -259,8 +278,14 @@ class Daemon:
 
     def _pipeline(self, cfg: Config, clf: Classifier, store: Store, run_id: str) -> Pipeline:
         polling = cfg.daemon.observer == "polling"
-        pipe = Pipeline(cfg, clf, store=store, inbox=cfg.daemon.inbox, move_after=cfg.daemon.after == "move",
-                        defer_incomplete_s=cfg.daemon.incomplete_wait_s if polling else 0.0)
+        pipe = Pipeline(
+            cfg,
+            clf,
+            store=store,
+            inbox=cfg.daemon.inbox,
+            move_after=cfg.daemon.after == "move",
+            defer_incomplete_s=cfg.daemon.incomplete_wait_s if polling else 0.0,
+        )
         pipe.run_id = run_id
         return pipe
 
@@ -291,8 +316,7 @@ class Daemon:
         try:
             new = load(self.config_path)
             if new.cfg.database != cfg.database or new.cfg.daemon.device_id != cfg.daemon.device_id:
-                log.warning("database and device_id changes need a restart; keeping %s",
-                            redact_url(cfg.database.url))
+                log.warning("database and device_id changes need a restart; keeping %s", redact_url(cfg.database.url))
             setup_logging(new.cfg.daemon.log_level)
             new_pipe = self._pipeline(new.cfg, new.classifier, store, run_id)
             if new.cfg.daemon.inbox != cfg.daemon.inbox:
@@ -302,8 +326,12 @@ class Daemon:
             if new.cfg.daemon.inbox != cfg.daemon.inbox or new.cfg.daemon.observer != cfg.daemon.observer:
                 watcher.stop()
                 watcher = self._watch(new.cfg, store, scan=True)
-            log.info("reloaded: model %s (sha256 %s…), inbox %s", new.classifier.name, new.classifier.sha256[:12],
-                     new.cfg.daemon.inbox)
+            log.info(
+                "reloaded: model %s (sha256 %s…), inbox %s",
+                new.classifier.name,
+                new.classifier.sha256[:12],
+                new.cfg.daemon.inbox,
+            )
             cfg, clf, pipe = new.cfg, new.classifier, new_pipe
             if self._housekeeping is not None:
                 self._housekeeping.configure(cfg)
@@ -334,12 +362,17 @@ class Daemon:
             self._retry.append((time.monotonic() + delay, Path(res.path)))
         else:
             self._attempts.pop(res.path, None)
-        log.log(level, "%s", describe(res) + ("" if res.recorded else
-                                              f" (NOT RECORDED{f'; retrying in {delay:g} s' if retry else ''})"))
+        log.log(
+            level,
+            "%s",
+            describe(res) + ("" if res.recorded else f" (NOT RECORDED{f'; retrying in {delay:g} s' if retry else ''})"),
+        )
         c = self.counts
-        self.notify.send(f"STATUS={self.processed} images: {c['classified']} classified, "
-                         f"{c['unreadable']} unreadable, {c['rejected']} rejected, {c['duplicate']} duplicate; "
-                         f"{self.jobs.qsize()} queued")
+        self.notify.send(
+            f"STATUS={self.processed} images: {c['classified']} classified, "
+            f"{c['unreadable']} unreadable, {c['rejected']} rejected, {c['duplicate']} duplicate; "
+            f"{self.jobs.qsize()} queued"
+        )
 
 
 def main(config_path: Optional[str] = None) -> int:

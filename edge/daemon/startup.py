@@ -2,6 +2,7 @@
 with its exit code. The daemon, every command and `config check` load through here, so the same mistake
 gets the same message and the same exit code everywhere (the table is in the README).
 """
+
 from __future__ import annotations
 
 import logging
@@ -37,7 +38,10 @@ def config(path: Optional[str]) -> Config:
 
 
 def classifier(cfg: Config, model: Optional[str] = None):
-    from edge.inference.classifier import ModelLoadError, classifier_from_config  # numpy and OpenCV: only when a model is needed
+    from edge.inference.classifier import (  # numpy and OpenCV: only when a model is needed
+        ModelLoadError,
+        classifier_from_config,
+    )
 
     try:
         return classifier_from_config(cfg, model)
@@ -53,8 +57,13 @@ def store(cfg: Config, create: bool = True, writable: bool = False):
 
     db = cfg.database
     try:
-        opened = Store.open(db.url, device_id=cfg.daemon.device_id, busy_timeout_ms=db.busy_timeout_ms,
-                            synchronous=db.synchronous, create=create)
+        opened = Store.open(
+            db.url,
+            device_id=cfg.daemon.device_id,
+            busy_timeout_ms=db.busy_timeout_ms,
+            synchronous=db.synchronous,
+            create=create,
+        )
     except StoreError as e:
         raise StartupError(f"database error: {e}", EXIT_STORE) from None
     if writable:
@@ -73,15 +82,18 @@ def review_store(cfg: Config):
 
     missing = missing_sqlite_file(cfg.database.url)
     if missing is not None:
-        raise StartupError(f"database error: no database at {missing}; the review app never creates one: start "
-                           f"the daemon (`edge-screen run`) or check database.url in the config", EXIT_STORE)
+        raise StartupError(
+            f"database error: no database at {missing}; the review app never creates one: start "
+            f"the daemon (`edge-screen run`) or check database.url in the config",
+            EXIT_STORE,
+        )
     return store(cfg, create=False, writable=True)
 
 
 @dataclass
 class Loaded:
     cfg: Config
-    classifier: "Classifier"
+    classifier: Classifier
 
 
 def load(config_path: Optional[str]) -> Loaded:
@@ -95,7 +107,7 @@ def load(config_path: Optional[str]) -> Loaded:
     return Loaded(cfg, clf)
 
 
-def open_store(cfg: Config) -> "Store":
+def open_store(cfg: Config) -> Store:
     """The database and the inbox, ready for the daemon; :class:`StartupError` (exit 4) with one line."""
     db = store(cfg, writable=True)
     try:
@@ -118,8 +130,11 @@ def check_inbox(inbox: Path) -> None:
         raise StartupError(f"inbox error: cannot read {inbox}: permission denied", EXIT_STORE)
     if not os.access(inbox, os.W_OK):
         why = "read-only file system" if _read_only_fs(inbox) else "permission denied"
-        raise StartupError(f"inbox error: cannot write to {inbox} ({why}): the daemon keeps its lock file there "
-                           f"and moves screened files out of it", EXIT_STORE)
+        raise StartupError(
+            f"inbox error: cannot write to {inbox} ({why}): the daemon keeps its lock file there "
+            f"and moves screened files out of it",
+            EXIT_STORE,
+        )
 
 
 def _read_only_fs(path: Path) -> bool:
@@ -137,16 +152,18 @@ def lock_inbox(inbox: Path):
     try:
         f = open(inbox / LOCK_NAME, "a+")
     except OSError as e:
-        raise StartupError(f"inbox error: cannot create the lock file {inbox / LOCK_NAME}: {e.strerror or e}",
-                           EXIT_STORE) from None
+        raise StartupError(
+            f"inbox error: cannot create the lock file {inbox / LOCK_NAME}: {e.strerror or e}", EXIT_STORE
+        ) from None
     try:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.seek(0)
         other = f.read().strip() or "?"
         f.close()
-        raise StartupError(f"inbox error: another edge-screen daemon (pid {other}) is already working on "
-                           f"{inbox}", EXIT_STORE) from None
+        raise StartupError(
+            f"inbox error: another edge-screen daemon (pid {other}) is already working on {inbox}", EXIT_STORE
+        ) from None
     f.seek(0)
     f.truncate()
     f.write(f"{os.getpid()}\n")
@@ -156,6 +173,9 @@ def lock_inbox(inbox: Path):
 
 def setup_logging(level: str = "INFO") -> None:
     # journald stamps every line itself; a terminal wants the time.
-    fmt = "%(levelname)s %(name)s: %(message)s" if os.environ.get("JOURNAL_STREAM") else \
-        "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    fmt = (
+        "%(levelname)s %(name)s: %(message)s"
+        if os.environ.get("JOURNAL_STREAM")
+        else "%(asctime)s %(levelname)s %(name)s: %(message)s"
+    )
     logging.basicConfig(level=getattr(logging, level, logging.INFO), format=fmt, stream=sys.stderr, force=True)

@@ -6,6 +6,7 @@ with inotify only IN_CLOSE_WRITE (the writer closed it) and IN_MOVED_TO (an atom
 from elsewhere) count; with polling, a file counts once its size and mtime stayed the same over
 ``stable_checks`` consecutive scans.
 """
+
 from __future__ import annotations
 
 import logging
@@ -15,14 +16,21 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Dict, Iterable, List, Optional, Tuple
 
-from watchdog.events import (DirCreatedEvent, DirMovedEvent, FileClosedEvent, FileCreatedEvent, FileModifiedEvent,
-                             FileMovedEvent, FileSystemEventHandler)
+from watchdog.events import (
+    DirCreatedEvent,
+    DirMovedEvent,
+    FileClosedEvent,
+    FileCreatedEvent,
+    FileModifiedEvent,
+    FileMovedEvent,
+    FileSystemEventHandler,
+)
 from watchdog.observers.api import BaseObserver
 from watchdog.observers.inotify import InotifyObserver
 from watchdog.observers.polling import PollingObserver
 
-from edge.store.samplemeta import is_meta_name
 from edge.pipeline.identity import path_text, possible
+from edge.store.samplemeta import is_meta_name
 
 log = logging.getLogger("edge.daemon.watcher")
 
@@ -45,6 +53,7 @@ class WatchOptions:
 def unchanged_since_recorded(recorded: dict) -> Callable[[Path], bool]:
     """A backlog ``skip`` from :meth:`edge.store.database.Store.recorded_files`: True for a file whose size was
     recorded for its path and that has not been modified since the last recording (1 s of clock slack)."""
+
     def skip(p: Path) -> bool:
         entry = recorded.get(path_text(p))
         if entry is None:
@@ -75,8 +84,11 @@ def unscreened(inbox: Path, store, max_file_bytes: Optional[int] = None) -> List
     for p in files:
         if skip(p):
             continue
-        if max_file_bytes is not None and path_text(p) in recorded and any(
-                store.is_recorded(path_text(p), sha) for sha in possible(p, max_file_bytes)):
+        if (
+            max_file_bytes is not None
+            and path_text(p) in recorded
+            and any(store.is_recorded(path_text(p), sha) for sha in possible(p, max_file_bytes))
+        ):
             continue
         out.append(p)
     return out
@@ -159,7 +171,6 @@ class _Handler(FileSystemEventHandler):
         else:
             self.emit(p)
 
-
     def _new_folder(self, event) -> None:
         """A sample folder created or moved into the inbox: its files may have been written before the
         recursive watch reached it (a moved-in folder arrives complete), so list them once."""
@@ -199,8 +210,12 @@ class InboxWatcher:
             # instead of a "created" event we could not tell apart from a file just opened for writing.
             self._observer = InotifyObserver(generate_full_events=True)
             # Recursive: a patient sample is a subfolder (edge.store.samples).
-            self._observer.schedule(self._handler, str(self.inbox), recursive=True,
-                                    event_filter=[FileClosedEvent, FileMovedEvent, DirCreatedEvent, DirMovedEvent])
+            self._observer.schedule(
+                self._handler,
+                str(self.inbox),
+                recursive=True,
+                event_filter=[FileClosedEvent, FileMovedEvent, DirCreatedEvent, DirMovedEvent],
+            )
         self._stop = threading.Event()
         self._stable_thread: Optional[threading.Thread] = None
 
@@ -244,7 +259,7 @@ class InboxWatcher:
         with self._handler.lock:
             self._handler.pending[p] = ((-1, -1.0), 0)
 
-    def __enter__(self) -> "InboxWatcher":
+    def __enter__(self) -> InboxWatcher:
         self.start()
         return self
 

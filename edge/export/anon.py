@@ -5,6 +5,7 @@ nobody without the key can test a guess ("is MRN 4711 in here?"); deterministic,
 still match row for row, and the same sample id hashes to the same value in images, samples and reviews,
 which therefore still join.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -17,8 +18,10 @@ from typing import Callable
 # "symlink points outside the inbox (to PATH)".
 _REASON_PATH = re.compile(r"^(same content as |symlink points outside the inbox \(to )(.+?)(\)?)$")
 # edge.store.samples' refusals quote the inbox folder, i.e. the would-be sample id (often a patient id).
-_REASON_FOLDER = (re.compile(r"^(invalid sample id )(['\"].*?['\"])(:.*)?$", re.S),
-                  re.compile(r"^()(.+?)( is nested too deep.*)$", re.S))
+_REASON_FOLDER = (
+    re.compile(r"^(invalid sample id )(['\"].*?['\"])(:.*)?$", re.S),
+    re.compile(r"^()(.+?)( is nested too deep.*)$", re.S),
+)
 
 
 def _safe_ext(name: str) -> str:
@@ -38,6 +41,7 @@ def anonymizer(key: bytes) -> Callable[..., dict]:
     - samples.patient_id and specimen_id: the laboratory's identifiers of the patient and the specimen;
     - reviews.comment: dropped, free text may name the patient and cannot be scrubbed reliably.
     """
+
     def h(s: str) -> str:
         return hmac.new(key, s.encode("utf-8"), hashlib.sha256).hexdigest()[:32]
 
@@ -87,6 +91,7 @@ def anonymizer(key: bytes) -> Callable[..., dict]:
                 reason = re.sub(rf"(?<![\w.-]){re.escape(sid)}(?![\w.-])", row["sample_id"], reason)
             row["reason"] = reason
         return row
+
     return apply
 
 

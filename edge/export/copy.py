@@ -10,6 +10,7 @@
 Sources may be older devices (schema 1 or 2, never upgraded by an export, which only reads them): columns
 and tables they lack are read as NULL / no rows.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -48,7 +49,9 @@ class Conflict:
     columns: List[str]  # the columns whose values differ
 
     def __str__(self) -> str:
-        return f"{self.table} {self.id} (device {self.device_id}) from {self.source}: differs in {', '.join(self.columns)}"
+        return (
+            f"{self.table} {self.id} (device {self.device_id}) from {self.source}: differs in {', '.join(self.columns)}"
+        )
 
 
 @dataclass
@@ -115,15 +118,23 @@ def sample_forward(new: dict, old: dict) -> bool:
 def late_forward(new: dict, old: dict, diff) -> bool:
     """A signed sample may still move one way: fields recorded after its sign-off (``late_fields``) only grow;
     everything that was signed stays as it was."""
-    return (old["status"] == new["status"] == "signed" and set(diff) <= {"late_fields", "updated_at"}
-            and (new.get("late_fields") or 0) > (old.get("late_fields") or 0))
+    return (
+        old["status"] == new["status"] == "signed"
+        and set(diff) <= {"late_fields", "updated_at"}
+        and (new.get("late_fields") or 0) > (old.get("late_fields") or 0)
+    )
 
 
 class Transfer:
     """Copies rows from sources into one open target transaction, counting into ``summary``."""
 
-    def __init__(self, tconn: Connection, summary: ExportSummary, anonymize: Optional[Callable[..., dict]],
-                 progress: Optional[Progress]):
+    def __init__(
+        self,
+        tconn: Connection,
+        summary: ExportSummary,
+        anonymize: Optional[Callable[..., dict]],
+        progress: Optional[Progress],
+    ):
         self.t, self.s, self.anon, self.progress = tconn, summary, anonymize, progress
         self.done = self.total = 0
 
@@ -140,8 +151,14 @@ class Transfer:
 
     def _split_known(self, table: Table, rows: List[dict]) -> Tuple[List[dict], List[Tuple[dict, dict]]]:
         """(rows the target lacks, [(row, the target's copy)] for the others), by id, in one query."""
-        have = {r.id: dict(r._mapping) for r in self.t.execute(
-            select(table).where(table.c.id.in_([r["id"] for r in rows])))} if rows else {}
+        have = (
+            {
+                r.id: dict(r._mapping)
+                for r in self.t.execute(select(table).where(table.c.id.in_([r["id"] for r in rows])))
+            }
+            if rows
+            else {}
+        )
         return [r for r in rows if r["id"] not in have], [(r, have[r["id"]]) for r in rows if r["id"] in have]
 
     def _unresolved(self, col, ids: Iterable[Optional[str]]) -> set:
@@ -169,8 +186,11 @@ class Transfer:
                 self.s.reviews_skipped += 1
         if table is models and new:  # (device_id, sha256) is unique: the same model under another id
             keys = {(r["device_id"], r["sha256"]): r for r in new}
-            for m in self.t.execute(select(models.c.id, models.c.device_id, models.c.sha256).where(
-                    models.c.sha256.in_([k[1] for k in keys]))):
+            for m in self.t.execute(
+                select(models.c.id, models.c.device_id, models.c.sha256).where(
+                    models.c.sha256.in_([k[1] for k in keys])
+                )
+            ):
                 if (m.device_id, m.sha256) in keys:
                     r = keys[(m.device_id, m.sha256)]
                     self._conflict("models", r, source, ["id"])
@@ -232,9 +252,15 @@ class Transfer:
             if sqlite and wm.get("last_seq") is not None:
                 below.append(and_(images.c.device_id == dev, seq <= wm["last_seq"]))
             elif wm.get("last_recorded_at") is not None:
-                below.append(and_(images.c.device_id == dev, or_(
-                    images.c.recorded_at < wm["last_recorded_at"],
-                    and_(images.c.recorded_at == wm["last_recorded_at"], images.c.id <= wm["last_id"]))))
+                below.append(
+                    and_(
+                        images.c.device_id == dev,
+                        or_(
+                            images.c.recorded_at < wm["last_recorded_at"],
+                            and_(images.c.recorded_at == wm["last_recorded_at"], images.c.id <= wm["last_id"]),
+                        ),
+                    )
+                )
         has_moved = "moved_to" in {c["name"] for c in sconn.dialect.get_columns(sconn, "images")}
         if below and has_moved:
             self._recheck_moved(sconn, or_(*below), seq, name)
@@ -258,8 +284,12 @@ class Transfer:
 
     def _recheck_moved(self, sconn: Connection, sent_already, seq, name: str) -> None:
         newest = (seq.desc(),) if seq is not None else (images.c.recorded_at.desc(), images.c.id.desc())
-        q = present_select(sconn, images).where(sent_already, images.c.moved_to.isnot(None)).order_by(*newest) \
+        q = (
+            present_select(sconn, images)
+            .where(sent_already, images.c.moved_to.isnot(None))
+            .order_by(*newest)
             .limit(RECHECK)
+        )
         rows = [full_row(images, r) for r in sconn.execute(q)]
         if rows:
             self.images_batch(rows, name, count=False)
@@ -271,8 +301,9 @@ class Transfer:
             diff = _diff(r, old)
             if not diff:
                 self.s.samples_skipped += 1
-            elif (old["status"] != "signed" and not set(diff) & set(SAMPLE_IDENTITY) and sample_forward(r, old)) \
-                    or late_forward(r, old, diff):
+            elif (
+                old["status"] != "signed" and not set(diff) & set(SAMPLE_IDENTITY) and sample_forward(r, old)
+            ) or late_forward(r, old, diff):
                 if self._unresolved(models.c.id, [r["model_id"]]):
                     self._conflict("samples", r, source, ["model_id"])
                     continue
@@ -282,8 +313,9 @@ class Transfer:
                 self._conflict("samples", r, source, diff)
         if new:  # (device_id, sample_id) is unique: the same sample under another id cannot be a second row
             keys: Dict[tuple, Optional[dict]] = {(r["device_id"], r["sample_id"]): r for r in new}
-            for o in self.t.execute(select(samples.c.device_id, samples.c.sample_id).where(
-                    samples.c.sample_id.in_({k[1] for k in keys}))):
+            for o in self.t.execute(
+                select(samples.c.device_id, samples.c.sample_id).where(samples.c.sample_id.in_({k[1] for k in keys}))
+            ):
                 clash = keys.pop((o.device_id, o.sample_id), None)
                 if clash is not None:
                     self._conflict("samples", clash, source, ["id"])
@@ -317,10 +349,12 @@ class Transfer:
     def source(self, sconn: Connection, name: str, watermarks: Optional[Dict[str, dict]]) -> Dict[str, dict]:
         """Send one source's runs, models, (new) images, samples and reviews; returns the new image
         watermark per device."""
-        self.s.runs_sent += self.small_table(runs, [full_row(runs, r) for r in sconn.execute(
-            present_select(sconn, runs))], name)
-        self.s.models_sent += self.small_table(models, [full_row(models, r) for r in sconn.execute(
-            present_select(sconn, models))], name)
+        self.s.runs_sent += self.small_table(
+            runs, [full_row(runs, r) for r in sconn.execute(present_select(sconn, runs))], name
+        )
+        self.s.models_sent += self.small_table(
+            models, [full_row(models, r) for r in sconn.execute(present_select(sconn, models))], name
+        )
         present = source_tables(sconn)
         for t in (samples, reviews):
             if t.name in present:
@@ -334,5 +368,17 @@ class Transfer:
         return marks
 
 
-__all__ = ["BATCH", "Conflict", "ExportError", "ExportSummary", "IMAGE_FILLED_LATER", "Progress",
-           "RUN_FILLED_LATER", "Transfer", "full_row", "present_select", "sample_forward", "source_tables"]
+__all__ = [
+    "BATCH",
+    "Conflict",
+    "ExportError",
+    "ExportSummary",
+    "IMAGE_FILLED_LATER",
+    "Progress",
+    "RUN_FILLED_LATER",
+    "Transfer",
+    "full_row",
+    "present_select",
+    "sample_forward",
+    "source_tables",
+]

@@ -1,6 +1,7 @@
 """CSV export: a store's tables as ``images.csv``, ``runs.csv``, ``models.csv``, ``samples.csv``,
 ``reviews.csv``, for spreadsheets and the clinic's own tools. Same sources, anonymisation and one-line errors
 as :mod:`edge.export.merge`; never the device-local users and web sessions."""
+
 from __future__ import annotations
 
 import csv
@@ -12,9 +13,19 @@ from typing import Optional, Union
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from edge.export.merge import (BATCH, ExportError, ExportSummary, Progress, Source, _check_source, _error, _source_engine,
-                     _where, anonymizer)
 from edge.export.copy import full_row, present_select, source_tables
+from edge.export.merge import (
+    BATCH,
+    ExportError,
+    ExportSummary,
+    Progress,
+    Source,
+    _check_source,
+    _error,
+    _source_engine,
+    _where,
+    anonymizer,
+)
 from edge.store.schema import SchemaError, images, models, reviews, runs, samples
 
 TABLES = (runs, models, images, samples, reviews)
@@ -33,8 +44,12 @@ def prepare_out_dir(path: Union[str, Path]) -> Path:
     return out
 
 
-def export_csv(source: Source, out_dir: Union[str, Path], anonymize_key: Optional[bytes] = None,
-               progress: Optional[Progress] = None) -> ExportSummary:
+def export_csv(
+    source: Source,
+    out_dir: Union[str, Path],
+    anonymize_key: Optional[bytes] = None,
+    progress: Optional[Progress] = None,
+) -> ExportSummary:
     """One CSV file per exported table in ``out_dir``, columns named as in the database (all of today's
     columns, also for an older device's database: what it lacks is empty). Each file is written under a
     temporary name and renamed, so a reader never sees half a file."""
@@ -55,8 +70,11 @@ def export_csv(source: Source, out_dir: Union[str, Path], anonymize_key: Optiona
                     w = csv.writer(f)
                     w.writerow([c.name for c in table.columns])
                     order = [table.c[n] for n in ORDER.get(table.name, ("id",))]
-                    rows = conn.execution_options(yield_per=BATCH).execute(
-                        present_select(conn, table).order_by(*order)) if table.name in present else ()
+                    rows = (
+                        conn.execution_options(yield_per=BATCH).execute(present_select(conn, table).order_by(*order))
+                        if table.name in present
+                        else ()
+                    )
                     for i, r in enumerate(rows, 1):
                         d = full_row(table, r)
                         d = anon(d, table.name) if anon else d

@@ -30,6 +30,7 @@ gives the same references, and a bundle re-sent after a sign-off replaces the pr
 that keys on them. Validated against the ``fhir.resources`` R4B models before it is written; that package
 is an extra (``pip install 'edge-screen[fhir]'``).
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -46,10 +47,10 @@ from sqlalchemy.engine import Connection
 from sqlalchemy.exc import SQLAlchemyError
 
 from edge.atomic import write_atomic
-from edge.export.merge import ExportError, Progress, Source, _check_source, _error, _source_engine, _where, anonymizer
 from edge.export.copy import full_row, present_select, source_tables
 from edge.export.csvfile import prepare_out_dir
 from edge.export.fhir_codes import ANON_SYSTEMS, DEFAULT_SYSTEMS, FhirSystems, interpretation, slug, smear_finding, who
+from edge.export.merge import ExportError, Progress, Source, _check_source, _error, _source_engine, _where, anonymizer
 from edge.store.schema import SchemaError, images, models, reviews, samples
 
 SYSTEM = "urn:edge-screen"  # our own code systems and identifiers: no registered terminology has them
@@ -84,6 +85,7 @@ class FhirSummary:
 @dataclass
 class SampleData:
     """What one bundle is made of, already anonymised when asked."""
+
     sample: dict
     fields: List[dict]
     reviews: List[dict]
@@ -128,8 +130,10 @@ def _needs_review(reasons: List[str]) -> dict:
 
 
 def _verdict_interpretation(verdict: Optional[str]) -> Optional[dict]:
-    return {"malignant": interpretation("A", "malignant: blasts suspected"),
-            "benign": interpretation("N", "benign: no blasts suspected")}.get(verdict or "")
+    return {
+        "malignant": interpretation("A", "malignant: blasts suspected"),
+        "benign": interpretation("N", "benign: no blasts suspected"),
+    }.get(verdict or "")
 
 
 def _note(r: dict) -> dict:
@@ -145,10 +149,14 @@ def _note(r: dict) -> dict:
 
 def _device(m: dict) -> dict:
     card = m.get("card_dict") or {}
-    d: dict = {"resourceType": "Device", "id": m["id"], "status": "active",
-               "identifier": [{"system": SHA256_SYSTEM, "value": m["sha256"]}],
-               "deviceName": [{"name": m["name"], "type": "model-name"}],
-               "type": _concept("blood-smear screening model (int8 TFLite)")}
+    d: dict = {
+        "resourceType": "Device",
+        "id": m["id"],
+        "status": "active",
+        "identifier": [{"system": SHA256_SYSTEM, "value": m["sha256"]}],
+        "deviceName": [{"name": m["name"], "type": "model-name"}],
+        "type": _concept("blood-smear screening model (int8 TFLite)"),
+    }
     if card.get("version"):
         d["version"] = [{"value": str(card["version"])}]
     return d
@@ -162,25 +170,33 @@ def _model_of(row: dict, data: SampleData) -> Optional[str]:
 
 
 def _field(img: dict, status: str, notes: List[dict], model: Optional[str], refs: dict) -> dict:
-    o: dict = {"resourceType": "Observation", "id": img["id"], "status": status,
-               "category": [{"coding": [{"system": OBS_CATEGORY, "code": "laboratory"}]}],
-               "code": _concept(FIELD_CODE, "field-classification"), **refs,
-               "identifier": [{"system": f"{SYSTEM}:image-sha256", "value": img["sha256"]}],
-               "effectiveDateTime": _ts(img["capture_time"] or img["recorded_at"]),
-               "issued": _ts(img["recorded_at"])}
+    o: dict = {
+        "resourceType": "Observation",
+        "id": img["id"],
+        "status": status,
+        "category": [{"coding": [{"system": OBS_CATEGORY, "code": "laboratory"}]}],
+        "code": _concept(FIELD_CODE, "field-classification"),
+        **refs,
+        "identifier": [{"system": f"{SYSTEM}:image-sha256", "value": img["sha256"]}],
+        "effectiveDateTime": _ts(img["capture_time"] or img["recorded_at"]),
+        "issued": _ts(img["recorded_at"]),
+    }
     if img["status"] == "classified" and img["label"]:
         o["valueCodeableConcept"] = _label(img["label"])
         comps = []
         if img["malignant_score"] is not None:
             comps.append(_ratio("malignant score", img["malignant_score"], "malignant-score"))
         probs = json.loads(img["probabilities"]) if img["probabilities"] else {}
-        comps += [_ratio(f"probability of {lab}", float(p), f"probability-{slug(lab)}")
-                  for lab, p in sorted(probs.items())]
+        comps += [
+            _ratio(f"probability of {lab}", float(p), f"probability-{slug(lab)}") for lab, p in sorted(probs.items())
+        ]
         if comps:
             o["component"] = comps
     else:
-        o["dataAbsentReason"] = {"coding": [{"system": DATA_ABSENT, "code": "error"}],
-                                 "text": f"{img['status']}: {img['reason'] or 'no result'}"}
+        o["dataAbsentReason"] = {
+            "coding": [{"system": DATA_ABSENT, "code": "error"}],
+            "text": f"{img['status']}: {img['reason'] or 'no result'}",
+        }
     if model:
         o["device"] = _ref(model)
     if img["needs_review"]:
@@ -213,21 +229,30 @@ def build_bundle(data: SampleData, systems: FhirSystems = DEFAULT_SYSTEMS) -> di
     if sm:
         used[sm] = data.models[sm]
 
-    verdict = (s["final_verdict"] if signed and s["final_verdict"] else s["verdict"])
+    verdict = s["final_verdict"] if signed and s["final_verdict"] else s["verdict"]
     vid = str(uuid.uuid5(NAMESPACE, f"verdict:{s['id']}"))
-    v: dict = {"resourceType": "Observation", "id": vid, "status": status,
-               "category": [{"coding": [{"system": OBS_CATEGORY, "code": "laboratory"}]}],
-               "code": smear_finding(VERDICT_CODE, "sample-verdict"), **refs,
-               "effectiveDateTime": _ts(s["last_field_at"] or s["created_at"]), "issued": _ts(s["updated_at"]),
-               "component": [{"code": _concept("fields", "fields"), "valueInteger": int(s["fields"] or 0)},
-                             {"code": _concept("readable fields", "readable-fields"),
-                              "valueInteger": int(s["readable"] or 0)}],
-               "derivedFrom": [_ref(f["id"]) for f in fields]}
+    v: dict = {
+        "resourceType": "Observation",
+        "id": vid,
+        "status": status,
+        "category": [{"coding": [{"system": OBS_CATEGORY, "code": "laboratory"}]}],
+        "code": smear_finding(VERDICT_CODE, "sample-verdict"),
+        **refs,
+        "effectiveDateTime": _ts(s["last_field_at"] or s["created_at"]),
+        "issued": _ts(s["updated_at"]),
+        "component": [
+            {"code": _concept("fields", "fields"), "valueInteger": int(s["fields"] or 0)},
+            {"code": _concept("readable fields", "readable-fields"), "valueInteger": int(s["readable"] or 0)},
+        ],
+        "derivedFrom": [_ref(f["id"]) for f in fields],
+    }
     if verdict:
         v["valueCodeableConcept"] = _concept(verdict, verdict, VERDICT_SYSTEM)
     else:
-        v["dataAbsentReason"] = {"coding": [{"system": DATA_ABSENT, "code": "unknown"}],
-                                 "text": "no verdict: " + ("; ".join(_reasons(s)) or "no readable field")}
+        v["dataAbsentReason"] = {
+            "coding": [{"system": DATA_ABSENT, "code": "unknown"}],
+            "text": "no verdict: " + ("; ".join(_reasons(s)) or "no readable field"),
+        }
     if s["score"] is not None:
         v["component"].insert(0, _ratio("sample malignant score", s["score"], "sample-malignant-score"))
     rule = json.loads(s["rule"]) if s.get("rule") else None
@@ -242,16 +267,26 @@ def build_bundle(data: SampleData, systems: FhirSystems = DEFAULT_SYSTEMS) -> di
     if sample_notes:
         v["note"] = sample_notes
 
-    report: dict = {"resourceType": "DiagnosticReport", "id": s["id"], "status": status,
-                    "identifier": [{"system": SAMPLE_SYSTEM, "value": f"{s['device_id']}/{s['sample_id']}"}],
-                    "category": [{"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0074",
-                                              "code": "HM", "display": "Hematology"}]}],
-                    "code": smear_finding("blood smear screening for B-ALL blasts (screening aid, not a diagnosis)",
-                                          "blast-screening"),
-                    "effectiveDateTime": _ts(s["last_field_at"] or s["created_at"]),
-                    "issued": _ts(s["signed_at"] if signed and s["signed_at"] else s["updated_at"]),
-                    "result": [_ref(vid)] + [_ref(f["id"]) for f in fields],
-                    "conclusion": _conclusion(s, signed)}
+    report: dict = {
+        "resourceType": "DiagnosticReport",
+        "id": s["id"],
+        "status": status,
+        "identifier": [{"system": SAMPLE_SYSTEM, "value": f"{s['device_id']}/{s['sample_id']}"}],
+        "category": [
+            {
+                "coding": [
+                    {"system": "http://terminology.hl7.org/CodeSystem/v2-0074", "code": "HM", "display": "Hematology"}
+                ]
+            }
+        ],
+        "code": smear_finding(
+            "blood smear screening for B-ALL blasts (screening aid, not a diagnosis)", "blast-screening"
+        ),
+        "effectiveDateTime": _ts(s["last_field_at"] or s["created_at"]),
+        "issued": _ts(s["signed_at"] if signed and s["signed_at"] else s["updated_at"]),
+        "result": [_ref(vid)] + [_ref(f["id"]) for f in fields],
+        "conclusion": _conclusion(s, signed),
+    }
     codes = [_concept(verdict, verdict, VERDICT_SYSTEM)] if verdict else []
     if signed and s.get("final_label"):
         codes.append(_label(s["final_label"]))
@@ -266,10 +301,14 @@ def build_bundle(data: SampleData, systems: FhirSystems = DEFAULT_SYSTEMS) -> di
     if signed and s["signed_by"]:
         report["performer"] = [{"type": "Practitioner", "display": s["signed_by"]}]
     entries = [report, v] + fields + subject.resources + [_device(m) for m in used.values()]
-    return {"resourceType": "Bundle", "id": str(uuid.uuid5(NAMESPACE, f"bundle:{s['id']}")),
-            "identifier": {"system": SAMPLE_SYSTEM, "value": f"{s['device_id']}/{s['sample_id']}"},
-            "type": "collection", "timestamp": _ts(s["updated_at"]),
-            "entry": [{"fullUrl": f"urn:uuid:{e['id']}", "resource": e} for e in entries]}
+    return {
+        "resourceType": "Bundle",
+        "id": str(uuid.uuid5(NAMESPACE, f"bundle:{s['id']}")),
+        "identifier": {"system": SAMPLE_SYSTEM, "value": f"{s['device_id']}/{s['sample_id']}"},
+        "type": "collection",
+        "timestamp": _ts(s["updated_at"]),
+        "entry": [{"fullUrl": f"urn:uuid:{e['id']}", "resource": e} for e in entries],
+    }
 
 
 def _reasons(s: dict) -> List[str]:
@@ -297,19 +336,42 @@ def _read(conn: Connection, anon: Optional[Callable[..., dict]]) -> Tuple[List[d
         m = full_row(models, r)
         m["card_dict"] = json.loads(m["card"]) if m["card"] else {}
         mods[m["id"]] = anon(m, "models") if anon else m
-    rows = [full_row(samples, r) for r in conn.execute(
-        present_select(conn, samples).order_by(samples.c.created_at, samples.c.device_id, samples.c.sample_id))]
+    rows = [
+        full_row(samples, r)
+        for r in conn.execute(
+            present_select(conn, samples).order_by(samples.c.created_at, samples.c.device_id, samples.c.sample_id)
+        )
+    ]
 
     def load(s: dict) -> SampleData:
-        f = [full_row(images, r) for r in conn.execute(present_select(conn, images).where(
-            images.c.device_id == s["device_id"], images.c.sample_id == s["sample_id"],
-            images.c.status != "duplicate").order_by(images.c.recorded_at, images.c.id))]
-        rv = [full_row(reviews, r) for r in conn.execute(present_select(conn, reviews).where(
-            reviews.c.device_id == s["device_id"], reviews.c.sample_id == s["sample_id"]).order_by(
-            reviews.c.created_at, reviews.c.id))] if "reviews" in present else []
+        f = [
+            full_row(images, r)
+            for r in conn.execute(
+                present_select(conn, images)
+                .where(
+                    images.c.device_id == s["device_id"],
+                    images.c.sample_id == s["sample_id"],
+                    images.c.status != "duplicate",
+                )
+                .order_by(images.c.recorded_at, images.c.id)
+            )
+        ]
+        rv = (
+            [
+                full_row(reviews, r)
+                for r in conn.execute(
+                    present_select(conn, reviews)
+                    .where(reviews.c.device_id == s["device_id"], reviews.c.sample_id == s["sample_id"])
+                    .order_by(reviews.c.created_at, reviews.c.id)
+                )
+            ]
+            if "reviews" in present
+            else []
+        )
         if anon:
             s, f, rv = anon(s, "samples"), [anon(x, "images") for x in f], [anon(x, "reviews") for x in rv]
         return SampleData(s, f, rv, mods)
+
     return rows, load
 
 
@@ -326,8 +388,13 @@ def file_name(sample_id: str, device_id: Optional[str] = None) -> str:
     return safe + ".json"
 
 
-def export_fhir(source: Source, out_dir: Union[str, Path], anonymize_key: Optional[bytes] = None,
-                progress: Optional[Progress] = None, systems: FhirSystems = DEFAULT_SYSTEMS) -> FhirSummary:
+def export_fhir(
+    source: Source,
+    out_dir: Union[str, Path],
+    anonymize_key: Optional[bytes] = None,
+    progress: Optional[Progress] = None,
+    systems: FhirSystems = DEFAULT_SYSTEMS,
+) -> FhirSummary:
     """Write ``<sample id>.json`` per sample into ``out_dir`` (``<device>__<sample id>.json`` when a
     merged database holds the same sample id from several devices). ``systems``: the identifier systems
     of the samples' patient and specimen ids (an anonymised export uses its own: its ids are hashes)."""
@@ -351,8 +418,9 @@ def export_fhir(source: Source, out_dir: Union[str, Path], anonymize_key: Option
                 current = s["sample_id"]
                 data = load(s)
                 doc = Bundle.model_validate(build_bundle(data, systems))
-                name = file_name(data.sample["sample_id"],
-                                 data.sample["device_id"] if seen[s["sample_id"]] > 1 else None)
+                name = file_name(
+                    data.sample["sample_id"], data.sample["device_id"] if seen[s["sample_id"]] > 1 else None
+                )
                 # Atomic: an interface engine polling the folder never reads half a bundle.
                 write_atomic(out, name, doc.model_dump_json(indent=1).encode("utf-8"))
                 summary.bundles += 1
@@ -365,8 +433,9 @@ def export_fhir(source: Source, out_dir: Union[str, Path], anonymize_key: Option
     except (SQLAlchemyError, SchemaError) as e:
         raise _error(e, summary.sources[0]) from None
     except ValueError as e:  # pydantic's ValidationError: a bundle we built is not valid FHIR (our bug)
-        raise ExportError(f"cannot build the FHIR bundle of sample {current}: "
-                          + " ".join(x.strip() for x in str(e).splitlines()[:3])) from None
+        raise ExportError(
+            f"cannot build the FHIR bundle of sample {current}: " + " ".join(x.strip() for x in str(e).splitlines()[:3])
+        ) from None
     finally:
         if own:
             eng.dispose()

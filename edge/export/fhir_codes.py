@@ -14,6 +14,7 @@ Standard codes only where they mean what we report, checked against the code sys
 A single field's class and the model's probabilities have no standard code: they keep ours
 (``urn:edge-screen:…``), always without spaces.
 """
+
 from __future__ import annotations
 
 import re
@@ -36,6 +37,7 @@ NAMESPACE = uuid.UUID("0f3c5d7e-2a4b-4c8d-9e1f-6a7b8c9d0e21")
 @dataclass(frozen=True)
 class FhirSystems:
     """Identifier systems of the laboratory's patient and specimen ids ([export] in the config)."""
+
     patient: str = f"{SYSTEM}:patient"
     specimen: str = f"{SYSTEM}:specimen"
 
@@ -77,14 +79,20 @@ def _rid(kind: str, system: str, value: str) -> str:
 
 
 def patient(value: str, systems: FhirSystems) -> dict:
-    return {"resourceType": "Patient", "id": _rid("patient", systems.patient, value),
-            "identifier": [_identifier(systems.patient, value)]}
+    return {
+        "resourceType": "Patient",
+        "id": _rid("patient", systems.patient, value),
+        "identifier": [_identifier(systems.patient, value)],
+    }
 
 
 def blood_specimen(value: str, systems: FhirSystems, subject: Optional[dict]) -> dict:
-    s: dict = {"resourceType": "Specimen", "id": _rid("specimen", systems.specimen, value),
-               "accessionIdentifier": _identifier(systems.specimen, value),
-               "type": {"coding": [coding(SNOMED, *BLOOD_SPECIMEN)], "text": "blood smear"}}
+    s: dict = {
+        "resourceType": "Specimen",
+        "id": _rid("specimen", systems.specimen, value),
+        "accessionIdentifier": _identifier(systems.specimen, value),
+        "type": {"coding": [coding(SNOMED, *BLOOD_SPECIMEN)], "text": "blood smear"},
+    }
     if subject:
         s["subject"] = _reference(subject, "identifier")
     return s
@@ -100,6 +108,7 @@ def _reference(resource: dict, key: str) -> dict:
 @dataclass
 class Who:
     """A sample's Patient and Specimen resources (either may be absent) and the references to them."""
+
     resources: List[dict]
     subject: Optional[dict] = None
     specimen: Optional[dict] = None
@@ -119,6 +128,20 @@ def who(sample: dict, systems: FhirSystems) -> Who:
     return out
 
 
-__all__ = ["ANON_SYSTEMS", "DEFAULT_SYSTEMS", "FhirSystems", "LOINC", "SMEAR_FINDING", "SNOMED",
-           "V3_INTERPRETATION", "Who", "blood_specimen", "coding", "interpretation", "patient", "slug",
-           "smear_finding", "who"]
+__all__ = [
+    "ANON_SYSTEMS",
+    "DEFAULT_SYSTEMS",
+    "FhirSystems",
+    "LOINC",
+    "SMEAR_FINDING",
+    "SNOMED",
+    "V3_INTERPRETATION",
+    "Who",
+    "blood_specimen",
+    "coding",
+    "interpretation",
+    "patient",
+    "slug",
+    "smear_finding",
+    "who",
+]

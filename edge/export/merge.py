@@ -9,6 +9,7 @@ Incremental export remembers, in the source, the last image sent to each target 
 one table whose rows change) and reviews are compared row by row on every export. users and web_sessions
 (the review app's accounts) are device-local and never leave the device.
 """
+
 from __future__ import annotations
 
 import errno
@@ -21,11 +22,19 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from sqlalchemy.exc import SQLAlchemyError
 
 from edge.export.anon import anonymizer
-from edge.export.copy import (BATCH, IMAGE_FILLED_LATER, RUN_FILLED_LATER, Conflict, ExportError, ExportSummary,
-                          Progress, Transfer)
+from edge.export.copy import (
+    BATCH,
+    IMAGE_FILLED_LATER,
+    RUN_FILLED_LATER,
+    Conflict,
+    ExportError,
+    ExportSummary,
+    Progress,
+    Transfer,
+)
+from edge.store.database import Store
 from edge.store.engine import make_engine, normalize_url, writer
 from edge.store.schema import SchemaError, ensure_schema, existing_version, export_watermarks, images, utcnow
-from edge.store.database import Store
 
 Source = Union[Store, str, Path, Engine]
 
@@ -89,11 +98,15 @@ def _load_watermarks(sconn: Connection, tconn: Connection, key: str) -> Dict[str
     out: Dict[str, dict] = {}
     for row in sconn.execute(select(export_watermarks).where(export_watermarks.c.target == key)):
         wm = dict(row._mapping)
-        if wm["last_id"] is None or tconn.execute(select(images.c.id).where(images.c.id == wm["last_id"])).first() is None:
+        if (
+            wm["last_id"] is None
+            or tconn.execute(select(images.c.id).where(images.c.id == wm["last_id"])).first() is None
+        ):
             continue
         if sqlite and wm["last_seq"] is not None:
-            now = sconn.execute(select(literal_column("rowid")).select_from(images).where(
-                images.c.id == wm["last_id"])).scalar()
+            now = sconn.execute(
+                select(literal_column("rowid")).select_from(images).where(images.c.id == wm["last_id"])
+            ).scalar()
             if now != wm["last_seq"]:
                 continue
         out[wm["device_id"]] = wm
@@ -106,17 +119,28 @@ def _save_watermarks(engine: Engine, key: str, marks: Dict[str, dict], summary: 
             if "export_watermarks" not in conn.dialect.get_table_names(conn):
                 return False  # a schema-1 source that we must not upgrade behind the user's back
             for dev, m in marks.items():
-                conn.execute(export_watermarks.delete().where(export_watermarks.c.target == key,
-                                                              export_watermarks.c.device_id == dev))
-                conn.execute(export_watermarks.insert().values(target=key, device_id=dev, exported_at=utcnow(),
-                                                               rows=summary.rows_sent, **m))
+                conn.execute(
+                    export_watermarks.delete().where(
+                        export_watermarks.c.target == key, export_watermarks.c.device_id == dev
+                    )
+                )
+                conn.execute(
+                    export_watermarks.insert().values(
+                        target=key, device_id=dev, exported_at=utcnow(), rows=summary.rows_sent, **m
+                    )
+                )
         return True
     except SQLAlchemyError:
         return False  # a read-only source: the export itself is committed, the next one is just not incremental
 
 
-def _run(sources: Sequence[Source], target: Union[str, Path, Engine], anonymize_key: Optional[bytes],
-         progress: Optional[Progress], incremental: bool) -> ExportSummary:
+def _run(
+    sources: Sequence[Source],
+    target: Union[str, Path, Engine],
+    anonymize_key: Optional[bytes],
+    progress: Optional[Progress],
+    incremental: bool,
+) -> ExportSummary:
     t0 = time.perf_counter()
     if isinstance(target, Engine):
         tengine, own_t = target, False
@@ -175,19 +199,39 @@ def _cleanup(created: bool, tpath: Optional[Path], engine: Engine) -> None:
             Path(str(tpath) + suffix).unlink(missing_ok=True)
 
 
-def export_to(source: Source, target: Union[str, Path, Engine], anonymize_key: Optional[bytes] = None,
-              progress: Optional[Progress] = None, incremental: bool = True) -> ExportSummary:
+def export_to(
+    source: Source,
+    target: Union[str, Path, Engine],
+    anonymize_key: Optional[bytes] = None,
+    progress: Optional[Progress] = None,
+    incremental: bool = True,
+) -> ExportSummary:
     """Upsert a store's rows into ``target`` (a SQLite path or SQLAlchemy URL), in one transaction."""
     return _run([source], target, anonymize_key, progress, incremental)
 
 
-def merge(sources: Sequence[Source], into: Union[str, Path, Engine], anonymize_key: Optional[bytes] = None,
-          progress: Optional[Progress] = None) -> ExportSummary:
+def merge(
+    sources: Sequence[Source],
+    into: Union[str, Path, Engine],
+    anonymize_key: Optional[bytes] = None,
+    progress: Optional[Progress] = None,
+) -> ExportSummary:
     """Merge device databases into one, all in one transaction; sources are only read."""
     if not sources:
         raise ExportError("merge needs at least one source database")
     return _run(list(sources), into, anonymize_key, progress, incremental=False)
 
 
-__all__ = ["BATCH", "Conflict", "ExportError", "ExportSummary", "IMAGE_FILLED_LATER", "Progress",
-           "RUN_FILLED_LATER", "Source", "anonymizer", "export_to", "merge"]
+__all__ = [
+    "BATCH",
+    "Conflict",
+    "ExportError",
+    "ExportSummary",
+    "IMAGE_FILLED_LATER",
+    "Progress",
+    "RUN_FILLED_LATER",
+    "Source",
+    "anonymizer",
+    "export_to",
+    "merge",
+]

@@ -10,6 +10,7 @@ Contract: :func:`find_cells` returns the plausible leukocytes of a field, larges
 with none is not given a class ("no white cell found"). :func:`cell_crops` returns one
 ``cell_input x cell_input x 3`` uint8 array per cell, in the same order.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -42,13 +43,20 @@ class StainTransform:
     background cannot blow the cell colours up. The arithmetic is :mod:`edge.imaging.pixels`', so a field gives
     the same bytes on every CPU (OpenCV's float LAB did not).
     """
+
     gain: np.ndarray
     offset: np.ndarray
     source: np.ndarray  # the fitted pixels' LAB means then spreads (what the domain monitor compares)
 
     @classmethod
-    def fit(cls, rgb: np.ndarray, region: np.ndarray, reference: Sequence[float],
-            max_gain: float, keep_lightness: bool = False) -> "StainTransform":
+    def fit(
+        cls,
+        rgb: np.ndarray,
+        region: np.ndarray,
+        reference: Sequence[float],
+        max_gain: float,
+        keep_lightness: bool = False,
+    ) -> StainTransform:
         """Fitted on the pixels of uint8 RGB ``rgb`` where ``region`` is set. ``keep_lightness``: map only
         the colour (A, B) and leave L alone. Fitted on the cells themselves, a full transfer would also
         erase how dark a nucleus is (its chromatin), which tells a hematogone from a blast; lightness is
@@ -70,8 +78,7 @@ class StainTransform:
         return pixels.lab_to_rgb8(out)
 
 
-def stain_normalize(rgb: np.ndarray, background: np.ndarray, reference: Sequence[float],
-                    max_gain: float) -> np.ndarray:
+def stain_normalize(rgb: np.ndarray, background: np.ndarray, reference: Sequence[float], max_gain: float) -> np.ndarray:
     """The whole field through :class:`StainTransform` (the device only converts the cells' pixels)."""
     return StainTransform.fit(rgb, background, reference, max_gain).apply(rgb)
 
@@ -118,8 +125,8 @@ def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params, ski
     work = dist.copy()
     h, w = mask.shape
     sp = int(np.ceil(params.cell_spacing))
-    yy, xx = np.ogrid[-sp:sp + 1, -sp:sp + 1]
-    disc = yy ** 2 + xx ** 2 <= params.cell_spacing ** 2
+    yy, xx = np.ogrid[-sp : sp + 1, -sp : sp + 1]
+    disc = yy**2 + xx**2 <= params.cell_spacing**2
     while len(cells) < params.max_cells:
         y, x = np.unravel_index(int(np.argmax(work)), work.shape)
         r = float(work[y, x])
@@ -127,13 +134,16 @@ def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params, ski
             break
         comp = labels[y, x]
         cut = skip_cut and min(y, x, h - 1 - y, w - 1 - x) <= r + 1.0
-        if not cut and (excess["A"][comp] >= params.cell_min_stain and excess["B"][comp] <= params.cell_max_b_excess
-                and excess["L"][comp] <= params.cell_max_l_excess):
+        if not cut and (
+            excess["A"][comp] >= params.cell_min_stain
+            and excess["B"][comp] <= params.cell_max_b_excess
+            and excess["L"][comp] <= params.cell_max_l_excess
+        ):
             cells.append(Cell(y=int(y), x=int(x), radius=r, stain=float(excess["A"][comp])))
         # Suppress the whole neighbourhood, kept or not, so the next maximum is another cell.
         y0, y1, x0, x1 = max(y - sp, 0), min(y + sp + 1, h), max(x - sp, 0), min(x + sp + 1, w)
         win = work[y0:y1, x0:x1]
-        win[disc[y0 - y + sp:y1 - y + sp, x0 - x + sp:x1 - x + sp]] = 0
+        win[disc[y0 - y + sp : y1 - y + sp, x0 - x + sp : x1 - x + sp]] = 0
     return cells
 
 
@@ -152,8 +162,15 @@ def _median_hist(hist: np.ndarray) -> float:
     return (lo + hi) / 2.0
 
 
-def cell_crops(rgb: np.ndarray, mask: np.ndarray, cells: Sequence[Cell], window: int, out_size: int,
-               fill: Tuple[int, int, int], stain: StainTransform) -> List[np.ndarray]:
+def cell_crops(
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    cells: Sequence[Cell],
+    window: int,
+    out_size: int,
+    fill: Tuple[int, int, int],
+    stain: StainTransform,
+) -> List[np.ndarray]:
     """One crop per cell: ``window`` pixels square around its centre of the stain-normalised field
     (``rgb``, uint8), non-cell pixels ``fill``, resized to ``out_size`` (:func:`edge.imaging.pixels.resize`)."""
     half = window // 2
@@ -164,11 +181,11 @@ def cell_crops(rgb: np.ndarray, mask: np.ndarray, cells: Sequence[Cell], window:
     crops = []
     for c in cells:
         y0, x0 = c.y + pad - half, c.x + pad - half
-        on = msk[y0:y0 + window, x0:x0 + window] != 0
+        on = msk[y0 : y0 + window, x0 : x0 + window] != 0
         crop = np.empty((window, window, 3), np.uint8)
         crop[:] = fill_px
         # Only the cell's pixels are converted: the rest is the fill, and the conversion is the costly part.
-        crop[on] = stain.apply(padded[y0:y0 + window, x0:x0 + window][on])
+        crop[on] = stain.apply(padded[y0 : y0 + window, x0 : x0 + window][on])
         if window != out_size:
             crop = pixels.resize(crop, out_size, out_size)
         crops.append(np.ascontiguousarray(crop))

@@ -9,6 +9,7 @@ the same pixels, the same refusals. Only with neither does OpenCV decode JPEGs, 
 marker is still refused); the log says so once. Other formats (and JPEG colour spaces simplejpeg does not
 convert) go through OpenCV.
 """
+
 from __future__ import annotations
 
 import logging
@@ -68,8 +69,13 @@ def sniff_format(data: bytes) -> str | None:
 
 
 # Recognised but not supported: naming them beats "not an image" for a technician.
-OTHER_FORMATS = ((b"GIF87a", "GIF"), (b"GIF89a", "GIF"), (b"RIFF", "WebP"), (b"%PDF", "PDF"),
-                 (b"\x00\x00\x00", "HEIF/HEIC or MP4"))
+OTHER_FORMATS = (
+    (b"GIF87a", "GIF"),
+    (b"GIF89a", "GIF"),
+    (b"RIFF", "WebP"),
+    (b"%PDF", "PDF"),
+    (b"\x00\x00\x00", "HEIF/HEIC or MP4"),
+)
 
 
 def unsupported_format(data: bytes) -> str | None:
@@ -93,10 +99,10 @@ def _jpeg_size(data: bytes) -> Tuple[int, int] | None:
         if marker in (0xD8, 0x01) or 0xD0 <= marker <= 0xD7 or marker == 0xFF:
             i += 1 if marker == 0xFF else 2
             continue
-        seg_len = struct.unpack(">H", data[i + 2:i + 4])[0]
+        seg_len = struct.unpack(">H", data[i + 2 : i + 4])[0]
         # SOF0..SOF15 except DHT (C4), JPG (C8), DAC (CC) carry the frame size.
         if 0xC0 <= marker <= 0xCF and marker not in (0xC4, 0xC8, 0xCC):
-            h, w = struct.unpack(">HH", data[i + 5:i + 9])
+            h, w = struct.unpack(">HH", data[i + 5 : i + 9])
             return w, h
         i += 2 + seg_len
     return None
@@ -123,13 +129,13 @@ def _tiff_size(data: bytes) -> Tuple[int, int] | None:
     """ImageWidth and ImageLength of the first IFD: a 389-byte TIFF can declare 20000 x 20000."""
     end = "<" if data[:2] == b"II" else ">"
     off = struct.unpack(end + "I", data[4:8])[0]
-    n = struct.unpack(end + "H", data[off:off + 2])[0]
+    n = struct.unpack(end + "H", data[off : off + 2])[0]
     dims = {}
     for k in range(n):
         e = off + 2 + 12 * k
-        tag, typ = struct.unpack(end + "HH", data[e:e + 4])
+        tag, typ = struct.unpack(end + "HH", data[e : e + 4])
         if tag in (256, 257):  # SHORT (3) or LONG (4), stored in the value field
-            dims[tag] = struct.unpack(end + ("H" if typ == 3 else "I"), data[e + 8:e + (10 if typ == 3 else 12)])[0]
+            dims[tag] = struct.unpack(end + ("H" if typ == 3 else "I"), data[e + 8 : e + (10 if typ == 3 else 12)])[0]
     return (dims[256], dims[257]) if len(dims) == 2 else None
 
 
@@ -187,8 +193,9 @@ def decode_bytes(data: bytes, target: int = 224, max_pixels: int = MAX_PIXELS) -
         size = (rgb.shape[1] * reduced, rgb.shape[0] * reduced)
         if size[0] * size[1] > max_pixels:
             raise DecodeError(f"image too large: {size[0]}x{size[1]} pixels exceeds the {max_pixels:,} pixel limit")
-    return DecodedImage(rgb=np.ascontiguousarray(rgb), format=fmt, width=int(size[0]), height=int(size[1]),
-                        reduced_by=reduced)
+    return DecodedImage(
+        rgb=np.ascontiguousarray(rgb), format=fmt, width=int(size[0]), height=int(size[1]), reduced_by=reduced
+    )
 
 
 def jpeg_decoder() -> str:
@@ -200,8 +207,10 @@ def jpeg_decoder() -> str:
         return "turbojpeg"
     if not _warned_lenient:
         _warned_lenient = True
-        log.warning("neither simplejpeg nor libturbojpeg is installed: JPEGs are decoded by OpenCV, which "
-                    "cannot refuse corrupt scan data (apt install libturbojpeg0, or pip install simplejpeg)")
+        log.warning(
+            "neither simplejpeg nor libturbojpeg is installed: JPEGs are decoded by OpenCV, which "
+            "cannot refuse corrupt scan data (apt install libturbojpeg0, or pip install simplejpeg)"
+        )
     return "opencv"
 
 
@@ -252,8 +261,11 @@ def _decode_cv2(data: bytes, fmt: str, size, target: int):
     if fmt == "jpeg":
         w, h = size if size else (0, 0)
         short = min(w, h)
-        for factor, flag in ((8, cv2.IMREAD_REDUCED_COLOR_8), (4, cv2.IMREAD_REDUCED_COLOR_4),
-                             (2, cv2.IMREAD_REDUCED_COLOR_2)):
+        for factor, flag in (
+            (8, cv2.IMREAD_REDUCED_COLOR_8),
+            (4, cv2.IMREAD_REDUCED_COLOR_4),
+            (2, cv2.IMREAD_REDUCED_COLOR_2),
+        ):
             if short and short // factor >= target:
                 reduced = factor
                 img = cv2.imdecode(buf, flag)
@@ -285,8 +297,14 @@ def _decode_jpeg_strict(data: bytes, size, target: int):
     factor = _reduction(w, h, target)
     try:
         # min_factor only takes effect together with a minimum size.
-        bgr = _simplejpeg.decode_jpeg(data, colorspace="BGR", min_height=min(h // factor, target),
-                                      min_width=min(w // factor, target), min_factor=factor, strict=True)
+        bgr = _simplejpeg.decode_jpeg(
+            data,
+            colorspace="BGR",
+            min_height=min(h // factor, target),
+            min_width=min(w // factor, target),
+            min_factor=factor,
+            strict=True,
+        )
     except ValueError as e:
         msg = _first_line(e)
         if "premature end of jpeg file" in msg.lower():
@@ -311,4 +329,3 @@ def decode_file(path: str | Path, target: int = 224, max_pixels: int = MAX_PIXEL
     except OSError as e:
         raise DecodeError(f"cannot read file: {e.strerror or e}") from e
     return decode_bytes(data, target=target, max_pixels=max_pixels)
-

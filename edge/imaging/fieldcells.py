@@ -9,6 +9,7 @@ or loading OpenCV; the model's class per counted cell is stored beside its score
 Reading (the review app): :func:`field_cells` pairs each box with its score and class, most malignant
 first, numbered in that order (the number a cell has in the gallery is the one drawn on the field).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -29,8 +30,15 @@ class FieldCell:
     centre: Tuple[int, int]  # (y, x) in the device's working field (what `explain --cell-at` takes)
 
 
-def cell_boxes(cells, work_shape: Sequence[int], decoded_shape: Sequence[int], file_size: Tuple[int, int],
-               window: int, field_scale: str, crop: str) -> List[List[int]]:
+def cell_boxes(
+    cells,
+    work_shape: Sequence[int],
+    decoded_shape: Sequence[int],
+    file_size: Tuple[int, int],
+    window: int,
+    field_scale: str,
+    crop: str,
+) -> List[List[int]]:
     """Each cell's model window (``window`` working pixels around its centre) as [x, y, w, h] in the file.
 
     ``work_shape``/``decoded_shape``: (height, width) of the working field and of the decoded image;
@@ -51,8 +59,9 @@ def cell_boxes(cells, work_shape: Sequence[int], decoded_shape: Sequence[int], f
     for c in cells:
         half = window / 2.0
         x0, y0 = (ox + (c.x - half) * sx) * fx, (oy + (c.y - half) * sy) * fy
-        out.append([int(round(x0)), int(round(y0)), max(1, int(round(window * sx * fx))),
-                    max(1, int(round(window * sy * fy)))])
+        out.append(
+            [int(round(x0)), int(round(y0)), max(1, int(round(window * sx * fx))), max(1, int(round(window * sy * fy)))]
+        )
     return out
 
 
@@ -88,9 +97,21 @@ def field_cells(segmentation: Optional[dict]) -> List[FieldCell]:
             k += 1
         out.append((i, box, pos, score, label, counted[i]))
     out.sort(key=lambda t: (not t[5], -(t[3] if t[3] is not None else -1.0), t[0]))
-    return [FieldCell(number=n + 1, index=i, x=b[0], y=b[1], w=b[2], h=b[3], score=s, label=lab, counted=c,
-                      centre=(int(p["y"]), int(p["x"])))
-            for n, (i, b, p, s, lab, c) in enumerate(out)]
+    return [
+        FieldCell(
+            number=n + 1,
+            index=i,
+            x=b[0],
+            y=b[1],
+            w=b[2],
+            h=b[3],
+            score=s,
+            label=lab,
+            counted=c,
+            centre=(int(p["y"]), int(p["x"])),
+        )
+        for n, (i, b, p, s, lab, c) in enumerate(out)
+    ]
 
 
 __all__ = ["FieldCell", "cell_boxes", "field_cells"]

@@ -19,6 +19,7 @@ with the glass at the reference, plus an :class:`Optics` record (measured diamet
 factor came from, glass colour before balancing, gains). It never raises on a real image; a field whose
 scale is outside ``SUPPORTED_MAGNIFICATION`` is marked so the pipeline refuses it with the figure.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -116,8 +117,16 @@ def _circle_diameters(rgb: np.ndarray, scale: float, r_min: float, r_max: float,
         rgb = pixels.resize(rgb, *size)
     g = cv2.GaussianBlur(pixels.gray(rgb), (0, 0), sigma)
     with _one_opencv_thread():
-        found = cv2.HoughCircles(g, cv2.HOUGH_GRADIENT_ALT, dp=1.5, minDist=max(3.0, r_min), param1=60,
-                                 param2=0.6, minRadius=max(2, int(r_min)), maxRadius=max(3, int(np.ceil(r_max))))
+        found = cv2.HoughCircles(
+            g,
+            cv2.HOUGH_GRADIENT_ALT,
+            dp=1.5,
+            minDist=max(3.0, r_min),
+            param1=60,
+            param2=0.6,
+            minRadius=max(2, int(r_min)),
+            maxRadius=max(3, int(np.ceil(r_max))),
+        )
     if found is None:
         return np.zeros(0, np.float32)
     return found[0][:, 2] * 2.0 / scale
@@ -146,7 +155,7 @@ def measure_rbc_diameter(rgb: np.ndarray) -> Tuple[Optional[float], int]:
     win = int(np.ceil(_PASS2_WINDOW / scale))
     if h > win or w > win:
         y0, x0 = max(0, (h - win) // 2), max(0, (w - win) // 2)
-        rgb = rgb[y0:y0 + win, x0:x0 + win]
+        rgb = rgb[y0 : y0 + win, x0 : x0 + win]
     r = _PASS2_DIAMETER / 2.0
     second = _circle_diameters(rgb, scale, 0.5 * r, 1.6 * r, 0.8)
     if second.size < MIN_RBC_COUNT:
@@ -170,8 +179,9 @@ def _hist_median(v: np.ndarray) -> float:
     return float(np.searchsorted(cum, (cum[-1] + 1) // 2))
 
 
-def balance_glass(rgb: np.ndarray, reference: Tuple[float, float, float], max_gain: float
-                  ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
+def balance_glass(
+    rgb: np.ndarray, reference: Tuple[float, float, float], max_gain: float
+) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(balanced field, glass colour before, per-channel gains). Gains are bounded by ``max_gain`` either
     way: beyond that the picture has lost the information (the gate refuses it by its raw levels)."""
     glass = glass_colour(rgb)
@@ -191,10 +201,17 @@ def resample(rgb: np.ndarray, factor: float) -> np.ndarray:
     return pixels.resize(rgb, max(1, int(round(w * factor))), max(1, int(round(h * factor))))
 
 
-def normalise(rgb: np.ndarray, rbc_diameter_px: float, glass_reference: Tuple[float, float, float],
-              max_gain: float = 2.5, px_per_um: Optional[float] = None, scale_source: str = "auto",
-              decode_factor: float = 1.0, tolerance: Tuple[float, float] = (0.8, 1.25),
-              known_magnification: Optional[float] = None) -> Tuple[np.ndarray, Optics]:
+def normalise(
+    rgb: np.ndarray,
+    rbc_diameter_px: float,
+    glass_reference: Tuple[float, float, float],
+    max_gain: float = 2.5,
+    px_per_um: Optional[float] = None,
+    scale_source: str = "auto",
+    decode_factor: float = 1.0,
+    tolerance: Tuple[float, float] = (0.8, 1.25),
+    known_magnification: Optional[float] = None,
+) -> Tuple[np.ndarray, Optics]:
     """Field at the training scale with the glass at the reference colour, and what was done to it.
 
     ``rbc_diameter_px`` is the training scale (a red cell's diameter in training pixels). ``px_per_um``
@@ -250,10 +267,17 @@ def normalise(rgb: np.ndarray, rbc_diameter_px: float, glass_reference: Tuple[fl
     factor = 1.0 if tolerance[0] <= decoded_mag <= tolerance[1] else 1.0 / decoded_mag
     scaled = resample(rgb, factor) if lo <= decoded_mag <= hi else rgb
     balanced, glass, gains = balance_glass(scaled, glass_reference, max_gain)
-    return balanced, Optics(rbc_diameter_px=measured, rbc_count=count, magnification=float(mag),
-                            scale_source=source, glass_rgb=tuple(float(v) for v in glass),
-                            gains=tuple(float(g) for g in gains), px_per_um=float(optics_px_per_um),
-                            clipped_fraction=clipped, resample_magnification=float(decoded_mag))
+    return balanced, Optics(
+        rbc_diameter_px=measured,
+        rbc_count=count,
+        magnification=float(mag),
+        scale_source=source,
+        glass_rgb=(float(glass[0]), float(glass[1]), float(glass[2])),
+        gains=(float(gains[0]), float(gains[1]), float(gains[2])),
+        px_per_um=float(optics_px_per_um),
+        clipped_fraction=clipped,
+        resample_magnification=float(decoded_mag),
+    )
 
 
 def black_surround(rgb: np.ndarray) -> Optional[np.ndarray]:
@@ -291,12 +315,12 @@ class ScaleMemory:
             return None
         # The last few measurements: one field's estimate moves by up to ~1.35x (5th-95th percentile,
         # scripts/measure_scale.py), so agreement within that is one magnification.
-        last = sorted(got[-self.need:])
+        last = sorted(got[-self.need :])
         if last[-1] / max(last[0], 1e-6) > self.spread:
             return None
         return last[len(last) // 2]
 
-    def add(self, key: Optional[tuple], optics: "Optics") -> None:
+    def add(self, key: Optional[tuple], optics: Optics) -> None:
         if key is None or optics.scale_source != "measured":
             return
         self._seen.setdefault(key, []).append(optics.magnification)

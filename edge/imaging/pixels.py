@@ -14,10 +14,11 @@ no libm's last-bit difference can move (``_grid_round`` checks the margin when t
   L 0..100) of uint8 RGB pixels and back to uint8 RGB;
 - :func:`masked_mean_std`: per-channel mean and spread, summed exactly on a 1/4096 grid.
 """
+
 from __future__ import annotations
 
 import math
-from functools import lru_cache
+from functools import cache, lru_cache
 from typing import Tuple
 
 import numpy as np
@@ -38,14 +39,14 @@ def _grid_round(values: np.ndarray, bits: int) -> np.ndarray:
     or cbrt() differently, which moves a value by a few 1e-16; that changes the rounding only if the value
     lies that close to a rounding boundary, so the margin is checked: >= 2e-5 grid steps, i.e. > 20 units
     in the last place at 2**-32."""
-    scaled = np.asarray(values, np.float64) * float(2 ** bits)
+    scaled = np.asarray(values, np.float64) * float(2**bits)
     frac = np.abs(scaled - np.floor(scaled) - 0.5)
     if float(frac.min()) < 2e-5:
         raise ArithmeticError("table entry too close to a rounding boundary for a CPU-independent table")
-    return np.floor(scaled + 0.5) / float(2 ** bits)
+    return np.floor(scaled + 0.5) / float(2**bits)
 
 
-@lru_cache(maxsize=None)
+@cache
 def _tables() -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(uint8 -> linear light, 255 thresholds linear -> uint8 sRGB, cube-root seeds)."""
     c = np.arange(256, dtype=np.float64) / 255.0
@@ -122,7 +123,7 @@ def lab_to_rgb8(lab: np.ndarray) -> np.ndarray:
     return out
 
 
-@lru_cache(maxsize=None)
+@cache
 def _buckets() -> Tuple[np.ndarray, np.ndarray, int]:
     """For 1/4096 buckets of linear light: how many thresholds lie below the bucket (a start), the
     thresholds with +inf appended, and the most any bucket holds (the steps left to take)."""
@@ -192,6 +193,7 @@ def otsu_threshold(img: np.ndarray) -> int:
 
 
 # ------------------------------------------------------------------------------------------- resize
+
 
 def _axis_weights(n: int, m: int) -> Tuple[np.ndarray, np.ndarray, int]:
     """Source indices (m x k), integer weights (m x k) and their common denominator for resampling one
@@ -292,7 +294,7 @@ def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
     den = dy * dx
     ix, iy = ix.astype(np.intp), iy.astype(np.intp)  # np.take wants the platform's index type (32-bit ARM)
     # Exact sums: int32 while the largest (255 * den) fits, else int64.
-    it = np.int32 if 255 * den < 2 ** 31 else np.int64
+    it = np.int32 if 255 * den < 2**31 else np.int64
     src = img.astype(it)
     ex = (None, slice(None), None) if img.ndim == 3 else (None, slice(None))
     ey = (slice(None), None, None) if img.ndim == 3 else (slice(None), None)

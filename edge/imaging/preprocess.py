@@ -4,6 +4,7 @@ One function, :func:`preprocess`, turns decoded RGB pixels into the model input.
 so that the pixels a model is trained on are, byte for byte, the pixels the device feeds it. Every knob is
 in :class:`PreprocessParams`, which is saved in the model card and read back by the device.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -87,7 +88,8 @@ class PreprocessParams:
         if self.version not in KNOWN_VERSIONS:
             raise UnknownPreprocessing(
                 f"preprocessing {self.version!r} is not known to this edge-screen (it knows "
-                f"{', '.join(map(repr, KNOWN_VERSIONS))})")
+                f"{', '.join(map(repr, KNOWN_VERSIONS))})"
+            )
         if self.input_mode not in INPUT_MODES:
             raise UnknownPreprocessing(f"input_mode {self.input_mode!r} is not one of {', '.join(INPUT_MODES)}")
         if self.input_mode == "cell" and self.version == "lab-kmeans-1":
@@ -96,8 +98,11 @@ class PreprocessParams:
             raise UnknownPreprocessing("stain_reference must hold 3 means and 3 spreads")
         if self.crop not in ("center-square", "none"):
             raise UnknownPreprocessing(f"crop {self.crop!r} is not 'center-square' or 'none'")
-        if self.field_scale not in ("fixed", "optical") or self.stain_fit not in ("background", "cells",
-                                                                                  "cells-chroma"):
+        if self.field_scale not in ("fixed", "optical") or self.stain_fit not in (
+            "background",
+            "cells",
+            "cells-chroma",
+        ):
             raise UnknownPreprocessing(f"field_scale {self.field_scale!r} / stain_fit {self.stain_fit!r} unknown")
         if self.field_scale == "optical" and (self.version != PREPROCESS_VERSION or self.crop != "none"):
             raise UnknownPreprocessing("field_scale 'optical' needs preprocessing 'lab-kmeans-3' and crop 'none'")
@@ -106,7 +111,7 @@ class PreprocessParams:
         return dataclasses.asdict(self)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "PreprocessParams":
+    def from_dict(cls, d: dict) -> PreprocessParams:
         known = {f.name for f in dataclasses.fields(cls)}
         unknown = sorted(set(d) - known)
         if unknown:
@@ -117,14 +122,13 @@ class PreprocessParams:
                 kw[k] = tuple(kw[k])
         return cls(**kw)
 
-    def with_mode(self, mode: str) -> "PreprocessParams":
+    def with_mode(self, mode: str) -> PreprocessParams:
         return dataclasses.replace(self, input_mode=mode)
 
     @property
     def input_size(self) -> int:
         """Side of the model's input tensor: the field, or one cell crop."""
         return self.cell_input if self.input_mode == "cell" else self.size
-
 
 
 @dataclass
@@ -154,9 +158,11 @@ class Preprocessed:
 
 # ------------------------------------------------------------------------------------------ preprocess
 
+
 @dataclass(frozen=True)
 class OpticsSettings:
     """The microscope's side of optical normalisation (config ``[optics]``)."""
+
     px_per_um: Optional[float] = None  # of the camera's image; None: measure every field
     scale_source: str = "auto"  # "auto": measure, fall back to px_per_um | "config": always px_per_um
 
@@ -167,9 +173,13 @@ def decode_target(params: PreprocessParams) -> int:
     return params.size * 2 if params.field_scale == "optical" else params.size
 
 
-def working_field(rgb: np.ndarray, params: PreprocessParams, optics: OpticsSettings = OpticsSettings(),
-                  decode_factor: float = 1.0, known_magnification: Optional[float] = None
-                  ) -> Tuple[np.ndarray, Optional[Optics]]:
+def working_field(
+    rgb: np.ndarray,
+    params: PreprocessParams,
+    optics: OpticsSettings = OpticsSettings(),
+    decode_factor: float = 1.0,
+    known_magnification: Optional[float] = None,
+) -> Tuple[np.ndarray, Optional[Optics]]:
     """The decoded image -> the field every later stage works on, and the optics record ("optical" only).
 
     "fixed": the centre square resized to ``size`` (v1, v2). "optical": the scale-bar box painted over,
@@ -178,9 +188,17 @@ def working_field(rgb: np.ndarray, params: PreprocessParams, optics: OpticsSetti
     if params.field_scale != "optical":
         return crop_resize(rgb, params), None
     painted = remove_scale_bar(rgb, params)
-    out, rec = normalise(painted, params.rbc_diameter_px, params.glass_reference, params.glass_max_gain,
-                         optics.px_per_um, optics.scale_source, decode_factor, params.scale_tolerance,
-                         known_magnification)
+    out, rec = normalise(
+        painted,
+        params.rbc_diameter_px,
+        params.glass_reference,
+        params.glass_max_gain,
+        optics.px_per_um,
+        optics.scale_source,
+        decode_factor,
+        params.scale_tolerance,
+        known_magnification,
+    )
     return np.ascontiguousarray(out), rec
 
 
@@ -191,7 +209,7 @@ def crop_resize(rgb: np.ndarray, params: PreprocessParams) -> np.ndarray:
     if params.crop == "center-square" and h != w:
         s = min(h, w)
         y0, x0 = (h - s) // 2, (w - s) // 2
-        rgb = rgb[y0:y0 + s, x0:x0 + s]
+        rgb = rgb[y0 : y0 + s, x0 : x0 + s]
     if rgb.shape[0] != params.size or rgb.shape[1] != params.size:
         rgb = pixels.resize(rgb, params.size, params.size)  # area / bilinear, the same bytes on every CPU
     return np.ascontiguousarray(rgb)
@@ -225,13 +243,15 @@ def _kmeans_1d(values: np.ndarray, sample: np.ndarray, params: PreprocessParams)
     qs = np.quantile(sample, np.linspace(0.1, 0.95, k))
     init = np.argmin(np.abs(sample[:, None] - qs[None, :]), axis=1).astype(np.int32).reshape(-1, 1)
     crit = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, params.kmeans_iters, 0.1)
-    _, _, centers = cv2.kmeans(sample.reshape(-1, 1).astype(np.float32), k, init, crit, 1,
-                               cv2.KMEANS_USE_INITIAL_LABELS)
+    _, _, centers = cv2.kmeans(
+        sample.reshape(-1, 1).astype(np.float32), k, init, crit, 1, cv2.KMEANS_USE_INITIAL_LABELS
+    )
     return np.sort(centers.ravel())
 
 
-def segment(rgb: np.ndarray, params: PreprocessParams, lab: Optional[np.ndarray] = None
-            ) -> Tuple[np.ndarray, SegmentationStats]:
+def segment(
+    rgb: np.ndarray, params: PreprocessParams, lab: Optional[np.ndarray] = None
+) -> Tuple[np.ndarray, SegmentationStats]:
     """Stained-cell mask and statistics; ``lab`` (uint8 LAB of ``rgb``) when the caller has it already."""
     if lab is None:
         lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
@@ -266,8 +286,12 @@ def segment(rgb: np.ndarray, params: PreprocessParams, lab: Optional[np.ndarray]
     n_comp = 0
     if mask.any():
         n_comp = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)[0] - 1
-    stats = SegmentationStats(cell_fraction=float(mask.mean()), n_components=int(n_comp),
-                              centers=[round(float(c), 2) for c in centers], stain_contrast=round(contrast, 2))
+    stats = SegmentationStats(
+        cell_fraction=float(mask.mean()),
+        n_components=int(n_comp),
+        centers=[round(float(c), 2) for c in centers],
+        stain_contrast=round(contrast, 2),
+    )
     return mask, stats
 
 
@@ -301,8 +325,13 @@ def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
         if cells:
             on_cells = params.stain_fit.startswith("cells")
             fit_on = mask & valid if on_cells else valid & ~mask
-            stain = StainTransform.fit(resized, fit_on, params.stain_reference, params.stain_max_gain,
-                                       keep_lightness=params.stain_fit == "cells-chroma")
+            stain = StainTransform.fit(
+                resized,
+                fit_on,
+                params.stain_reference,
+                params.stain_max_gain,
+                keep_lightness=params.stain_fit == "cells-chroma",
+            )
             cell_lab = tuple(round(float(v), 2) for v in stain.source)
             inputs = cell_crops(resized, mask, cells, params.cell_window, params.cell_input, params.background, stain)
     else:
@@ -310,15 +339,22 @@ def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
         seg[:] = np.array(params.background, dtype=np.uint8)
         seg[mask] = resized[mask]
         inputs = [seg]
-    return Preprocessed(model_input=inputs[0] if inputs else None, resized=resized, mask=mask, stats=stats,
-                        model_inputs=inputs, cells=cells, cell_lab=cell_lab)
+    return Preprocessed(
+        model_input=inputs[0] if inputs else None,
+        resized=resized,
+        mask=mask,
+        stats=stats,
+        model_inputs=inputs,
+        cells=cells,
+        cell_lab=cell_lab,
+    )
 
 
-def preprocess_image(rgb: np.ndarray, params: PreprocessParams, optics: OpticsSettings = OpticsSettings(),
-                     decode_factor: float = 1.0) -> Preprocessed:
+def preprocess_image(
+    rgb: np.ndarray, params: PreprocessParams, optics: OpticsSettings = OpticsSettings(), decode_factor: float = 1.0
+) -> Preprocessed:
     """A decoded image of any size -> :func:`working_field` then :func:`preprocess` (what the device runs)."""
     fld, rec = working_field(rgb, params, optics, decode_factor)
     pre = preprocess(fld, params)
     pre.optics = rec
     return pre
-

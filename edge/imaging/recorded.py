@@ -8,6 +8,7 @@ O_NOFOLLOW relative to its parent (openat), the file itself with O_NOFOLLOW, and
 are checked against the row's size and sha256 (the daemon's identity of the file, edge.pipeline.identity): what is
 shown is exactly what was classified, or nothing, with the reason.
 """
+
 from __future__ import annotations
 
 import errno
@@ -68,9 +69,13 @@ def _open_below(root: Path, parts: Tuple[str, ...]) -> int:
         os.close(fd)
 
 
-def open_recorded(candidates: Iterable[Optional[str]], sha256: Optional[str], size: Optional[int],
-                  roots: Optional[Sequence[Path]] = None,
-                  known: Optional[Tuple[int, int, int, int]] = None) -> RecordedFile:
+def open_recorded(
+    candidates: Iterable[Optional[str]],
+    sha256: Optional[str],
+    size: Optional[int],
+    roots: Optional[Sequence[Path]] = None,
+    known: Optional[Tuple[int, int, int, int]] = None,
+) -> RecordedFile:
     """The first of ``candidates`` (moved_to, then the inbox path) that exists, read safely and checked.
 
     ``known``: a key already verified (a cache hit); when the file's key is the same its bytes are not read
@@ -88,16 +93,18 @@ def open_recorded(candidates: Iterable[Optional[str]], sha256: Optional[str], si
         except OSError as e:
             if e.errno in (errno.ELOOP, errno.ENOTDIR):  # O_NOFOLLOW met a link (a folder link: ENOTDIR)
                 raise RecordedFileError(f"refused: {path} (or a folder on its way) is a symbolic link", 403) from None
-            raise RecordedFileError(f"cannot read {path}: {e.strerror or e}", 403 if e.errno == errno.EACCES
-                                    else 500) from None
+            raise RecordedFileError(
+                f"cannot read {path}: {e.strerror or e}", 403 if e.errno == errno.EACCES else 500
+            ) from None
         try:
             st = os.fstat(fd)
             if not stat.S_ISREG(st.st_mode):
                 raise RecordedFileError(f"refused: {path} is not a regular file", 403)
             key = (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns)
             if size is not None and st.st_size != size:
-                raise RecordedFileError(f"refused: {path} is not the recorded file ({st.st_size:,} bytes, "
-                                        f"recorded {size:,})", 409)
+                raise RecordedFileError(
+                    f"refused: {path} is not the recorded file ({st.st_size:,} bytes, recorded {size:,})", 409
+                )
             if known == key:
                 return RecordedFile(path, b"", key)
             with os.fdopen(fd, "rb", closefd=False) as f:
@@ -110,8 +117,9 @@ def open_recorded(candidates: Iterable[Optional[str]], sha256: Optional[str], si
     raise RecordedFileError(f"file missing: {tried[0] if tried else '(no path recorded)'}", 404)
 
 
-def plain_path(candidates: Iterable[Optional[str]], size: Optional[int],
-               roots: Optional[Sequence[Path]] = None) -> Optional[Path]:
+def plain_path(
+    candidates: Iterable[Optional[str]], size: Optional[int], roots: Optional[Sequence[Path]] = None
+) -> Optional[Path]:
     """The first candidate reachable without a link, a regular file of the recorded size; else None. For
     showing "file missing" and for readers that need a path: cheaper than :func:`open_recorded` (no read,
     no hash), so it cannot tell a same-size content swap; whoever serves bytes uses open_recorded."""

@@ -4,6 +4,7 @@ They are not meant to fool the model, only to exercise every stage the way a rea
 background, pink red-cell discs with a paler centre, and a few purple nucleated cells that the LAB/KMeans
 segmentation picks up. The same seed always gives the same bytes (for a given OpenCV encoder).
 """
+
 from __future__ import annotations
 
 from typing import Iterator
@@ -14,8 +15,9 @@ import numpy as np
 BAD_KINDS = ("blurred", "black", "white", "uniform", "gray-noise")
 
 
-def smear(seed: int = 0, size: int | tuple[int, int] = 224, n_rbc: int | None = None,
-          n_wbc: int | None = None) -> np.ndarray:
+def smear(
+    seed: int = 0, size: int | tuple[int, int] = 224, n_rbc: int | None = None, n_wbc: int | None = None
+) -> np.ndarray:
     """An RGB uint8 smear of ``size`` (an int for a square, or (width, height))."""
     w, h = (size, size) if isinstance(size, int) else size
     rng = np.random.default_rng(seed)
@@ -24,7 +26,7 @@ def smear(seed: int = 0, size: int | tuple[int, int] = 224, n_rbc: int | None = 
     img: np.ndarray = np.empty((h, w, 3), dtype=np.float32)
     img[:] = bg
     # The same density of red cells at any frame size (their radius grows with `scale`).
-    n_rbc = int(rng.integers(25, 45) * (w * h) / (224 * 224) / scale ** 2) if n_rbc is None else n_rbc
+    n_rbc = int(rng.integers(25, 45) * (w * h) / (224 * 224) / scale**2) if n_rbc is None else n_rbc
     for _ in range(n_rbc):
         c = (int(rng.uniform(0, w)), int(rng.uniform(0, h)))
         r = max(2, int(rng.uniform(8, 12) * scale))
@@ -42,8 +44,7 @@ def smear(seed: int = 0, size: int | tuple[int, int] = 224, n_rbc: int | None = 
         cv2.circle(img, c, r, cyto.tolist(), -1, lineType=cv2.LINE_AA)
         nucleus = np.array([105, 45, 150], dtype=np.float32) + rng.uniform(-15, 15, 3)
         axes = (max(2, int(r * rng.uniform(0.6, 0.85))), max(2, int(r * rng.uniform(0.5, 0.8))))
-        cv2.ellipse(img, c, axes, float(rng.uniform(0, 180)), 0, 360, nucleus.tolist(), -1,
-                    lineType=cv2.LINE_AA)
+        cv2.ellipse(img, c, axes, float(rng.uniform(0, 180)), 0, 360, nucleus.tolist(), -1, lineType=cv2.LINE_AA)
     img = cv2.GaussianBlur(img, (0, 0), 0.7 * max(scale, 1.0))
     img = img + rng.normal(0, 2.5, img.shape).astype(np.float32)
     return np.clip(img, 0, 255).astype(np.uint8)

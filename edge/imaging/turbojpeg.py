@@ -11,6 +11,7 @@ Contract: :func:`available` says whether the library loaded; :func:`decode` retu
 array (BGR, or CMYK with 4 channels) at ``eighths``/8 scale, or raises ``ValueError`` with libjpeg's
 message.
 """
+
 from __future__ import annotations
 
 import ctypes
@@ -42,10 +43,20 @@ def _load() -> Optional[ctypes.CDLL]:
             try:
                 lib = ctypes.CDLL(name)
                 lib.tjInitDecompress.restype = ctypes.c_void_p
-                lib.tjDecompressHeader3.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_ulong] + \
-                    [ctypes.POINTER(ctypes.c_int)] * 4
-                lib.tjDecompress2.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_ulong, ctypes.c_void_p,
-                                              ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int, ctypes.c_int]
+                lib.tjDecompressHeader3.argtypes = [ctypes.c_void_p, ctypes.c_char_p, ctypes.c_ulong] + [  # type: ignore[assignment]
+                    ctypes.POINTER(ctypes.c_int)
+                ] * 4
+                lib.tjDecompress2.argtypes = [
+                    ctypes.c_void_p,
+                    ctypes.c_char_p,
+                    ctypes.c_ulong,
+                    ctypes.c_void_p,
+                    ctypes.c_int,
+                    ctypes.c_int,
+                    ctypes.c_int,
+                    ctypes.c_int,
+                    ctypes.c_int,
+                ]
                 lib.tjGetErrorStr2.argtypes = [ctypes.c_void_p]
                 lib.tjGetErrorStr2.restype = ctypes.c_char_p
                 lib.tjGetErrorCode.argtypes = [ctypes.c_void_p]
@@ -69,11 +80,16 @@ def _error(lib, handle) -> str:
 def header(data: bytes) -> Tuple[int, int, int]:
     """(width, height, TurboJPEG colour space: 0 RGB, 1 YCbCr, 2 grey, 3 CMYK, 4 YCCK)."""
     lib = _load()
+    assert lib is not None  # callers check available() first
     handle = lib.tjInitDecompress()
     try:
         w, h, sub, cs = (ctypes.c_int() for _ in range(4))
-        if lib.tjDecompressHeader3(handle, data, len(data), ctypes.byref(w), ctypes.byref(h), ctypes.byref(sub),
-                                   ctypes.byref(cs)) != 0:
+        if (
+            lib.tjDecompressHeader3(
+                handle, data, len(data), ctypes.byref(w), ctypes.byref(h), ctypes.byref(sub), ctypes.byref(cs)
+            )
+            != 0
+        ):
             raise ValueError(_error(lib, handle))
         return w.value, h.value, cs.value
     finally:
@@ -88,14 +104,24 @@ def scaled_size(w: int, h: int, eighths: int) -> Tuple[int, int]:
 def decode(data: bytes, eighths: int = 8, cmyk: bool = False) -> np.ndarray:
     """Decode strictly at ``eighths``/8 of the full size (libjpeg's scaled IDCT: 1..8 eighths)."""
     lib = _load()
+    assert lib is not None  # callers check available() first
     w, h, _ = header(data)
     sw, sh = scaled_size(w, h, eighths)
     channels = 4 if cmyk else 3
     out = np.empty((sh, sw, channels), np.uint8)
     handle = lib.tjInitDecompress()
     try:
-        rc = lib.tjDecompress2(handle, data, len(data), out.ctypes.data, sw, sw * channels, sh,
-                               _TJPF_CMYK if cmyk else _TJPF_BGR, _TJFLAG_STOPONWARNING)
+        rc = lib.tjDecompress2(
+            handle,
+            data,
+            len(data),
+            out.ctypes.data,
+            sw,
+            sw * channels,
+            sh,
+            _TJPF_CMYK if cmyk else _TJPF_BGR,
+            _TJFLAG_STOPONWARNING,
+        )
         if rc != 0:
             # With STOPONWARNING a warning is as final as an error: the pixels are not to be used.
             raise ValueError(_error(lib, handle))

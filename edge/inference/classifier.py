@@ -1,4 +1,5 @@
 """Inference on the device: a TFLite model plus its JSON model card. Never imports TensorFlow."""
+
 from __future__ import annotations
 
 import hashlib
@@ -9,13 +10,29 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edge.inference.backends import BackendUnavailable, load_backend
 from edge.imaging.preprocess import PreprocessParams, UnknownPreprocessing
+from edge.inference.backends import BackendUnavailable, load_backend
 from edge.vocabulary import BENIGN, LABELS
 
-__all__ = ["BENIGN", "LABELS", "CARD_SCHEMA", "Classifier", "FieldPrediction", "ModelCard", "ModelLoadError",
-           "OodReference", "Prediction", "card_path_for", "classifier_from_config", "combine_cells",
-           "load_card", "ood_path_for", "sha256_file", "DEFAULT_MODEL", "MODELS_DIR"]
+__all__ = [
+    "BENIGN",
+    "LABELS",
+    "CARD_SCHEMA",
+    "Classifier",
+    "FieldPrediction",
+    "ModelCard",
+    "ModelLoadError",
+    "OodReference",
+    "Prediction",
+    "card_path_for",
+    "classifier_from_config",
+    "combine_cells",
+    "load_card",
+    "ood_path_for",
+    "sha256_file",
+    "DEFAULT_MODEL",
+    "MODELS_DIR",
+]
 
 CARD_SCHEMA = 1
 MODELS_DIR = Path(__file__).resolve().parent.parent / "models"  # edge/models, not edge/inference/models
@@ -40,14 +57,21 @@ class ModelCard:
 
     def to_dict(self) -> dict:
         d = dict(self.extra)
-        d.update(card_schema=CARD_SCHEMA, name=self.name, version=self.version, sha256=self.sha256,
-                 labels=list(self.labels), input_mode=self.input_mode,
-                 preprocessing=self.preprocessing.to_dict(), threshold=self.threshold,
-                 review_band=list(self.review_band))
+        d.update(
+            card_schema=CARD_SCHEMA,
+            name=self.name,
+            version=self.version,
+            sha256=self.sha256,
+            labels=list(self.labels),
+            input_mode=self.input_mode,
+            preprocessing=self.preprocessing.to_dict(),
+            threshold=self.threshold,
+            review_band=list(self.review_band),
+        )
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelCard":
+    def from_dict(cls, d: dict) -> ModelCard:
         try:
             if d.get("card_schema") != CARD_SCHEMA:
                 raise ModelLoadError(f"model card schema {d.get('card_schema')!r} is not {CARD_SCHEMA}")
@@ -55,12 +79,28 @@ class ModelCard:
             if pre.input_mode != d["input_mode"]:
                 raise ModelLoadError("model card input_mode disagrees with its preprocessing parameters")
             lo, hi = (float(x) for x in d["review_band"])
-            core = {"card_schema", "name", "version", "sha256", "labels", "input_mode", "preprocessing",
-                    "threshold", "review_band"}
-            card = cls(name=str(d["name"]), version=str(d["version"]), sha256=str(d["sha256"]),
-                       labels=[str(x) for x in d["labels"]], input_mode=str(d["input_mode"]), preprocessing=pre,
-                       threshold=float(d["threshold"]), review_band=(lo, hi),
-                       extra={k: v for k, v in d.items() if k not in core})
+            core = {
+                "card_schema",
+                "name",
+                "version",
+                "sha256",
+                "labels",
+                "input_mode",
+                "preprocessing",
+                "threshold",
+                "review_band",
+            }
+            card = cls(
+                name=str(d["name"]),
+                version=str(d["version"]),
+                sha256=str(d["sha256"]),
+                labels=[str(x) for x in d["labels"]],
+                input_mode=str(d["input_mode"]),
+                preprocessing=pre,
+                threshold=float(d["threshold"]),
+                review_band=(lo, hi),
+                extra={k: v for k, v in d.items() if k not in core},
+            )
         except UnknownPreprocessing as e:
             raise ModelLoadError(f"model card: {e}") from e
         except (KeyError, TypeError, ValueError) as e:
@@ -106,6 +146,7 @@ class OodReference:
     axes do not explain (in units of the training residual), so both "unusual mix of familiar features"
     and "features the training cells never had" count. Stored beside the model as ``<model>.ood.npz``.
     """
+
     mean: np.ndarray
     axes: np.ndarray  # k x d
     sd: np.ndarray  # k
@@ -119,18 +160,28 @@ class OodReference:
         return float(np.sqrt(np.mean((z / self.sd) ** 2)) + resid / self.residual_sd) / 2.0
 
     def save(self, path: str | Path) -> None:
-        np.savez(path, mean=self.mean, axes=self.axes, sd=self.sd, residual_sd=self.residual_sd,
-                 max_distance=self.max_distance)
+        np.savez(
+            path,
+            mean=self.mean,
+            axes=self.axes,
+            sd=self.sd,
+            residual_sd=self.residual_sd,
+            max_distance=self.max_distance,
+        )
 
     @classmethod
-    def load(cls, path: str | Path) -> "OodReference":
+    def load(cls, path: str | Path) -> OodReference:
         with np.load(path) as z:
-            return cls(mean=z["mean"].astype(np.float32), axes=z["axes"].astype(np.float32),
-                       sd=z["sd"].astype(np.float32), residual_sd=float(z["residual_sd"]),
-                       max_distance=float(z["max_distance"]))
+            return cls(
+                mean=z["mean"].astype(np.float32),
+                axes=z["axes"].astype(np.float32),
+                sd=z["sd"].astype(np.float32),
+                residual_sd=float(z["residual_sd"]),
+                max_distance=float(z["max_distance"]),
+            )
 
     @classmethod
-    def for_model(cls, model_path: Path, card: "ModelCard") -> Optional["OodReference"]:
+    def for_model(cls, model_path: Path, card: ModelCard) -> Optional[OodReference]:
         meta = card.extra.get("ood")
         if not meta:
             return None
@@ -155,14 +206,19 @@ class Prediction:
     needs_review: bool
 
     def to_dict(self) -> dict:
-        return {"label": self.label, "probabilities": self.probabilities,
-                "malignant_score": self.malignant_score, "verdict": self.verdict,
-                "needs_review": self.needs_review}
+        return {
+            "label": self.label,
+            "probabilities": self.probabilities,
+            "malignant_score": self.malignant_score,
+            "verdict": self.verdict,
+            "needs_review": self.needs_review,
+        }
 
 
 @dataclass
 class FieldPrediction:
     """One field's answer, or why it gets none; per-cell detail for the record."""
+
     prediction: Optional[Prediction] = None
     refusal: str = ""
     cell_scores: List[float] = field(default_factory=list)
@@ -171,23 +227,35 @@ class FieldPrediction:
     cell_labels: List[str] = field(default_factory=list)  # the class of each counted cell (the reviewer sees it)
 
     def to_dict(self) -> dict:
-        return {"cells": len(self.distances), "cell_scores": self.cell_scores, "ood_distances": self.distances,
-                "cells_ignored": self.n_ignored, "cell_labels": self.cell_labels}
+        return {
+            "cells": len(self.distances),
+            "cell_scores": self.cell_scores,
+            "ood_distances": self.distances,
+            "cells_ignored": self.n_ignored,
+            "cell_labels": self.cell_labels,
+        }
 
 
 class Classifier:
     """A loaded model: ``predict(model_input)`` for one preprocessed uint8 image."""
 
-    def __init__(self, model_path: str | Path | None = None, backend: str = "auto", num_threads: int = 2,
-                 kernels: str = "xnnpack"):
+    def __init__(
+        self,
+        model_path: str | Path | None = None,
+        backend: str = "auto",
+        num_threads: int = 2,
+        kernels: str = "xnnpack",
+    ):
         self.path = Path(model_path) if model_path else DEFAULT_MODEL
         if not self.path.is_file():
             raise ModelLoadError(f"model file not found: {self.path}")
         self.card = load_card(card_path_for(self.path))
         self.sha256 = sha256_file(self.path)
         if self.card.sha256 != self.sha256:
-            raise ModelLoadError(f"model {self.path.name} does not match its card (sha256 {self.sha256[:12]}… "
-                                 f"vs card {self.card.sha256[:12]}…): corrupt or replaced file")
+            raise ModelLoadError(
+                f"model {self.path.name} does not match its card (sha256 {self.sha256[:12]}… "
+                f"vs card {self.card.sha256[:12]}…): corrupt or replaced file"
+            )
         try:
             self._interp = load_backend(backend, str(self.path), num_threads, kernels)
         except BackendUnavailable as e:
@@ -202,8 +270,9 @@ class Classifier:
         # Output order in a converted file is not the Keras order: tell them apart by width.
         probs = [i for i, o in enumerate(outs) if o.shape[-1] == n]
         if len(probs) != 1:
-            raise ModelLoadError(f"model outputs {[o.shape for o in outs]}: none or several match "
-                                 f"the card's {n} labels")
+            raise ModelLoadError(
+                f"model outputs {[o.shape for o in outs]}: none or several match the card's {n} labels"
+            )
         self._probs_out = probs[0]
         self._emb_out = next((i for i in range(len(outs)) if i != self._probs_out), None)
         self.ood = OodReference.for_model(self.path, self.card) if self._emb_out is not None else None
@@ -262,31 +331,41 @@ class Classifier:
         limit = self.ood.max_distance if self.ood is not None else float("inf")
         kept = [i for i, d in enumerate(dists) if d <= limit]
         if not kept:
-            return FieldPrediction(refusal=f"not a blood smear: no cell resembles the training cells "
-                                           f"(distance {min(dists):.1f} > {limit:.1f})",
-                                   cell_scores=[], distances=[round(d, 2) for d in dists])
+            return FieldPrediction(
+                refusal=f"not a blood smear: no cell resembles the training cells "
+                f"(distance {min(dists):.1f} > {limit:.1f})",
+                cell_scores=[],
+                distances=[round(d, 2) for d in dists],
+            )
         scores = [1.0 - float(probs[i][self._benign]) for i in kept]
-        pred = self.decide(combine_cells(np.stack([probs[i] for i in kept]), self.card.extra.get("cell_rule"),
-                                         self._benign))
+        pred = self.decide(
+            combine_cells(np.stack([probs[i] for i in kept]), self.card.extra.get("cell_rule"), self._benign)
+        )
         if len(kept) > 1:
             # A benign answer that outvoted a confidently malignant cell goes to a human: a lone blast among
             # normal cells is exactly the case a screen must not miss.
             hi = self.card.review_band[1]
             if pred.verdict == "benign" and max(scores) >= hi:
                 pred.needs_review = True
-        return FieldPrediction(prediction=pred, cell_scores=[round(s, 4) for s in scores],
-                               distances=[round(d, 2) for d in dists], n_ignored=len(inputs) - len(kept),
-                               cell_labels=[self.labels[int(np.argmax(probs[i]))] for i in kept])
+        return FieldPrediction(
+            prediction=pred,
+            cell_scores=[round(s, 4) for s in scores],
+            distances=[round(d, 2) for d in dists],
+            n_ignored=len(inputs) - len(kept),
+            cell_labels=[self.labels[int(np.argmax(probs[i]))] for i in kept],
+        )
 
     def decide(self, probs: Union[Sequence[float], np.ndarray]) -> Prediction:
         probs = [float(p) for p in probs]
         score = 1.0 - probs[self._benign]
         lo, hi = self.card.review_band
-        return Prediction(label=self.labels[int(np.argmax(probs))],
-                          probabilities={lab: round(p, 6) for lab, p in zip(self.labels, probs)},
-                          malignant_score=round(score, 6),
-                          verdict="malignant" if score >= self.card.threshold else "benign",
-                          needs_review=bool(lo <= score < hi))
+        return Prediction(
+            label=self.labels[int(np.argmax(probs))],
+            probabilities={lab: round(p, 6) for lab, p in zip(self.labels, probs)},
+            malignant_score=round(score, 6),
+            verdict="malignant" if score >= self.card.threshold else "benign",
+            needs_review=bool(lo <= score < hi),
+        )
 
     def predict(self, model_input: np.ndarray) -> Prediction:
         return self.decide(self.probabilities(model_input))

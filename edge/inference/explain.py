@@ -15,6 +15,7 @@ The method needs nothing but forward passes, so it works on the quantized TFLite
 with no gradients and no TensorFlow. Its cost is ``grid**2 + 1`` model runs per image; reuse one
 :class:`~edge.inference.classifier.Classifier` for a batch so the interpreter is loaded once.
 """
+
 from __future__ import annotations
 
 import time
@@ -25,9 +26,9 @@ from typing import Iterable, Iterator, Optional, Tuple
 import cv2
 import numpy as np
 
-from edge.inference.classifier import Classifier, Prediction
 from edge.imaging.decode import DecodeError, decode_file
 from edge.imaging.preprocess import Preprocessed, PreprocessParams, decode_target, preprocess_image
+from edge.inference.classifier import Classifier, Prediction
 
 TARGETS = ("predicted", "malignant")
 METHODS = ("auto", "occlude", "keep")
@@ -56,8 +57,10 @@ class Explanation:
         what = f"P({self.prediction.label})" if self.target == "predicted" else "the malignant score"
         peak = f"largest effect {100 * float(np.clip(self.map, 0, None).max()):.1f} points"
         if self.method == "keep":
-            return (f"{self.grid}×{self.grid} map: hiding any single patch leaves {what} unchanged (several "
-                    f"regions support the call); shown instead: {what} with only each region visible ({peak})")
+            return (
+                f"{self.grid}×{self.grid} map: hiding any single patch leaves {what} unchanged (several "
+                f"regions support the call); shown instead: {what} with only each region visible ({peak})"
+            )
         return f"{self.grid}×{self.grid} occlusion map: drop in {what} when each patch is hidden ({peak})"
 
     def png_bytes(self, side_by_side: bool = True) -> bytes:
@@ -86,8 +89,13 @@ def _setup(classifier: Classifier, model_input: np.ndarray, grid: int, target: s
     return prediction, index, _target_score(classifier, base_probs, target, index)
 
 
-def occlusion_map(classifier: Classifier, model_input: np.ndarray, grid: int = 7, target: str = "predicted",
-                  fill: Optional[Tuple[int, int, int]] = None) -> Tuple[np.ndarray, float, Prediction]:
+def occlusion_map(
+    classifier: Classifier,
+    model_input: np.ndarray,
+    grid: int = 7,
+    target: str = "predicted",
+    fill: Optional[Tuple[int, int, int]] = None,
+) -> Tuple[np.ndarray, float, Prediction]:
     """Score drop per occluded patch of ``model_input``; returns (map, base score, prediction)."""
     prediction, index, base = _setup(classifier, model_input, grid, target)
     fill = fill if fill is not None else classifier.preprocessing.background
@@ -106,8 +114,14 @@ def occlusion_map(classifier: Classifier, model_input: np.ndarray, grid: int = 7
     return out, base, prediction
 
 
-def keep_map(classifier: Classifier, model_input: np.ndarray, grid: int = 7, target: str = "predicted",
-             fill: Optional[Tuple[int, int, int]] = None, window: int = 3) -> Tuple[np.ndarray, float, Prediction]:
+def keep_map(
+    classifier: Classifier,
+    model_input: np.ndarray,
+    grid: int = 7,
+    target: str = "predicted",
+    fill: Optional[Tuple[int, int, int]] = None,
+    window: int = 3,
+) -> Tuple[np.ndarray, float, Prediction]:
     """Score with only a ``window`` x ``window``-patch region around each patch visible, minus the score
     of an image with nothing visible; returns (map, base score, prediction).
 
@@ -133,8 +147,9 @@ def keep_map(classifier: Classifier, model_input: np.ndarray, grid: int = 7, tar
     return out, base, prediction
 
 
-def heat_overlay(rgb: np.ndarray, sensitivity: np.ndarray, alpha: float = 0.6,
-                 full_scale: float = FULL_SCALE) -> np.ndarray:
+def heat_overlay(
+    rgb: np.ndarray, sensitivity: np.ndarray, alpha: float = 0.6, full_scale: float = FULL_SCALE
+) -> np.ndarray:
     """Upsample the map to the image and blend a colour ramp in where the map is positive.
 
     Only regions that supported the call are coloured, scaled to the strongest patch but never to less
@@ -172,9 +187,15 @@ def occluder_colour(pre: Preprocessed, params: PreprocessParams) -> Tuple[int, i
     return r, g, b
 
 
-def explain_rgb(rgb: np.ndarray, classifier: Classifier, grid: int = 7, target: str = "predicted",
-                path: Optional[Path] = None, method: str = "auto",
-                cell_at: Optional[Tuple[int, int]] = None) -> Explanation:
+def explain_rgb(
+    rgb: np.ndarray,
+    classifier: Classifier,
+    grid: int = 7,
+    target: str = "predicted",
+    path: Optional[Path] = None,
+    method: str = "auto",
+    cell_at: Optional[Tuple[int, int]] = None,
+) -> Explanation:
     """``method``: "occlude", "keep", or "auto" (occlusion, and the keep map when no single hidden
     patch moves the score by more than one int8 output step, i.e. the occlusion map would be blank).
     ``cell_at``: (y, x) in the working field (a recorded ``cell_positions`` entry): explain the cell found
@@ -193,8 +214,9 @@ def explain_rgb(rgb: np.ndarray, classifier: Classifier, grid: int = 7, target: 
             x = shown = pre.model_inputs[int(np.argmin(near))]
         else:
             # The field's answer is its most malignant cell's: explain that crop, on that crop.
-            scores = [1.0 - float(classifier.probabilities(c)[classifier.labels.index("Benign")])
-                      for c in pre.model_inputs]
+            scores = [
+                1.0 - float(classifier.probabilities(c)[classifier.labels.index("Benign")]) for c in pre.model_inputs
+            ]
             x = shown = pre.model_inputs[int(np.argmax(scores))]
     if x is None:
         raise DecodeError("nothing for the model to explain")
@@ -205,21 +227,37 @@ def explain_rgb(rgb: np.ndarray, classifier: Classifier, grid: int = 7, target: 
     if method == "auto" and float(np.abs(smap).max()) < FLAT:
         used = "keep"
         smap, base, prediction = keep_map(classifier, x, grid=grid, target=target, fill=fill)
-    return Explanation(prediction=prediction, target=target, base_score=base, grid=grid, map=smap,
-                       resized=shown, overlay=heat_overlay(shown, smap),
-                       seconds=time.perf_counter() - t0, path=path, method=used)
+    return Explanation(
+        prediction=prediction,
+        target=target,
+        base_score=base,
+        grid=grid,
+        map=smap,
+        resized=shown,
+        overlay=heat_overlay(shown, smap),
+        seconds=time.perf_counter() - t0,
+        path=path,
+        method=used,
+    )
 
 
-def explain_image(path: str | Path, classifier: Classifier, grid: int = 7, target: str = "predicted",
-                  method: str = "auto", cell_at: Optional[Tuple[int, int]] = None) -> Explanation:
+def explain_image(
+    path: str | Path,
+    classifier: Classifier,
+    grid: int = 7,
+    target: str = "predicted",
+    method: str = "auto",
+    cell_at: Optional[Tuple[int, int]] = None,
+) -> Explanation:
     """Decode, preprocess and explain one image file. Raises ``DecodeError`` for unreadable files."""
     path = Path(path)
     rgb = decode_file(path, target=decode_target(classifier.preprocessing)).rgb
     return explain_rgb(rgb, classifier, grid=grid, target=target, path=path, method=method, cell_at=cell_at)
 
 
-def explain_many(paths: Iterable[str | Path], classifier: Classifier, grid: int = 7,
-                 target: str = "predicted") -> Iterator[Tuple[Path, Optional[Explanation], Optional[str]]]:
+def explain_many(
+    paths: Iterable[str | Path], classifier: Classifier, grid: int = 7, target: str = "predicted"
+) -> Iterator[Tuple[Path, Optional[Explanation], Optional[str]]]:
     """(path, explanation, None) or (path, None, one-line reason) per path, one interpreter for all."""
     for p in paths:
         p = Path(p)

@@ -9,10 +9,12 @@ Layout under ``model.install_dir``::
 ``current.json`` is the only thing the daemon reads, and it is replaced in one ``os.replace``: a power cut
 during an install leaves either the old model current or the new one, never half of each. Paths inside it
 are relative to the folder so a copied or restored folder still works. The bundled model is the one in use
-before the first install, so it is that install's "previous" (null) and `rollback` goes back to it. A model is installed only after the
+before the first install, so it is that install's "previous" (null) and `rollback` goes back to it. A model is
+installed only after the
 device's own loader accepted it (card present, sha256, labels, input shape, interpreter), so a SIGHUP can
 never switch the daemon to a file it would refuse.
 """
+
 from __future__ import annotations
 
 import json
@@ -24,8 +26,16 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import List, Optional
 
-from edge.inference.classifier import (DEFAULT_MODEL, Classifier, LABELS, ModelLoadError, card_path_for, load_card, ood_path_for,
-                    sha256_file)
+from edge.inference.classifier import (
+    DEFAULT_MODEL,
+    LABELS,
+    Classifier,
+    ModelLoadError,
+    card_path_for,
+    load_card,
+    ood_path_for,
+    sha256_file,
+)
 
 CURRENT = "current.json"
 RELOAD_HINT = "the daemon picks it up on `systemctl reload edge-screen` (SIGHUP)"
@@ -48,9 +58,16 @@ class InstalledModel:
     lineage: Optional[dict] = None  # the card's "lineage": what it was made from (retrained models)
 
     def to_json(self) -> dict:
-        return {"path": str(self.path), "name": self.name, "version": self.version, "sha256": self.sha256,
-                "current": self.current, "previous": self.previous, "bundled": self.bundled,
-                "lineage": self.lineage}
+        return {
+            "path": str(self.path),
+            "name": self.name,
+            "version": self.version,
+            "sha256": self.sha256,
+            "current": self.current,
+            "previous": self.previous,
+            "bundled": self.bundled,
+            "lineage": self.lineage,
+        }
 
     def describe_lineage(self) -> str:
         """One line: how this model came to be, from its card ("" for a model without a lineage record)."""
@@ -70,8 +87,14 @@ def describe_lineage(lineage: Optional[dict]) -> str:
 def _installed(tfl: Path, bundled: bool = False) -> InstalledModel:
     try:
         card = load_card(card_path_for(tfl))
-        return InstalledModel(path=tfl, name=card.name, version=card.version, sha256=card.sha256, bundled=bundled,
-                              lineage=card.extra.get("lineage"))
+        return InstalledModel(
+            path=tfl,
+            name=card.name,
+            version=card.version,
+            sha256=card.sha256,
+            bundled=bundled,
+            lineage=card.extra.get("lineage"),
+        )
     except ModelLoadError:
         return InstalledModel(path=tfl, name=tfl.stem, version="?", sha256="?", bundled=bundled)
 
@@ -85,8 +108,9 @@ def _read_pointer(root: Path) -> dict:
     except (OSError, ValueError) as e:
         raise ModelStoreError(f"{f} cannot be read: {e}") from None
     # "current": null is the bundled model, after a rollback past the first install.
-    if not isinstance(d, dict) or not (isinstance(d.get("current"), str) or
-                                       (d.get("current") is None and isinstance(d.get("previous"), str))):
+    if not isinstance(d, dict) or not (
+        isinstance(d.get("current"), str) or (d.get("current") is None and isinstance(d.get("previous"), str))
+    ):
         raise ModelStoreError(f"{f} names no current model")
     return d
 
@@ -109,7 +133,7 @@ def verify(tflite: Path, backend: str = "auto", num_threads: int = 1) -> Classif
     try:
         clf.warm_up()
     except Exception as e:  # noqa: BLE001 - an interpreter that loads but cannot invoke is not installable
-        raise ModelStoreError(f"{tflite.name} loads but cannot run: {str(e).splitlines()[0] if str(e) else e}")
+        raise ModelStoreError(f"{tflite.name} loads but cannot run: {str(e).splitlines()[0] if str(e) else e}") from e
     return clf
 
 
@@ -155,9 +179,11 @@ class ModelStore:
 
     # ----------------------------------------------------------------------------------------- writes
     def _write_pointer(self, current: Optional[Path], previous: Optional[Path]) -> None:
-        d = {"current": str(current.relative_to(self.root)) if current else None,
-             "previous": str(previous.relative_to(self.root)) if previous else None,
-             "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds")}
+        d = {
+            "current": str(current.relative_to(self.root)) if current else None,
+            "previous": str(previous.relative_to(self.root)) if previous else None,
+            "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+        }
         fd, tmp = tempfile.mkstemp(prefix=".current-", suffix=".json", dir=self.root)
         try:
             with os.fdopen(fd, "w") as f:
@@ -187,8 +213,14 @@ class ModelStore:
         verify(dest, backend=backend)  # the copy, not the source, is what the daemon will load
         old = self.current()  # None: the bundled model was in use, and becomes the previous one
         self._write_pointer(dest, old if old != dest else self._previous_or_none(dest))
-        return InstalledModel(path=dest, name=card.name, version=card.version, sha256=card.sha256, current=True,
-                              lineage=card.extra.get("lineage"))
+        return InstalledModel(
+            path=dest,
+            name=card.name,
+            version=card.version,
+            sha256=card.sha256,
+            current=True,
+            lineage=card.extra.get("lineage"),
+        )
 
     def _previous_or_none(self, dest: Path) -> Optional[Path]:
         # Re-installing the current model keeps the previous one it already had (None: the bundled one).
@@ -221,8 +253,15 @@ class ModelStore:
         prev = self.root / p["previous"] if p.get("previous") else None
         clf = verify(prev if prev is not None else DEFAULT_MODEL, backend=backend)
         self._write_pointer(prev, cur)
-        return InstalledModel(path=clf.path, name=clf.card.name, version=clf.card.version, sha256=clf.card.sha256,
-                              current=True, bundled=prev is None, lineage=clf.card.extra.get("lineage"))
+        return InstalledModel(
+            path=clf.path,
+            name=clf.card.name,
+            version=clf.card.version,
+            sha256=clf.card.sha256,
+            current=True,
+            bundled=prev is None,
+            lineage=clf.card.extra.get("lineage"),
+        )
 
 
 def _fsync_dir(path: Path) -> None:
@@ -238,5 +277,13 @@ def _fsync_dir(path: Path) -> None:
         os.close(fd)
 
 
-__all__ = ["CURRENT", "InstalledModel", "ModelStore", "ModelStoreError", "RELOAD_HINT", "current_model",
-           "describe_lineage", "verify"]
+__all__ = [
+    "CURRENT",
+    "InstalledModel",
+    "ModelStore",
+    "ModelStoreError",
+    "RELOAD_HINT",
+    "current_model",
+    "describe_lineage",
+    "verify",
+]

@@ -4,25 +4,26 @@ Everything runs for real: files on disk, the quality gate, preprocessing, the TF
 SQLite store with the configured durability, in a temporary folder. Numbers, not assertions: they go in
 the README.
 """
+
 from __future__ import annotations
 
 import statistics
 import tempfile
 import time
-
-import numpy as np
 from pathlib import Path
 from typing import Callable, Dict, List, Optional
 
+import numpy as np
+
 from edge.config import Config
+from edge.imaging import synthetic
+from edge.imaging.decode import decode_bytes
+from edge.imaging.preprocess import decode_target, preprocess_image
 from edge.inference.classifier import Classifier
 from edge.pipeline.classify import expand_paths
 from edge.pipeline.stages import Pipeline
-from edge.vocabulary import STAGES
-from edge.imaging.decode import decode_bytes
-from edge.imaging.preprocess import decode_target, preprocess_image
 from edge.store.database import Store
-from edge.imaging import synthetic
+from edge.vocabulary import STAGES
 
 
 def _pct(values: List[float], q: float) -> float:
@@ -43,20 +44,30 @@ def _write_unique(folder: Path, blobs: List[bytes], n: int, prefix: str) -> List
 
 
 def _pipeline(cfg: Config, clf: Classifier, db: Path, inbox: Optional[Path] = None) -> tuple[Pipeline, Store]:
-    store = Store.open(f"sqlite:///{db}", device_id="bench", synchronous=cfg.database.synchronous,
-                       busy_timeout_ms=cfg.database.busy_timeout_ms)
+    store = Store.open(
+        f"sqlite:///{db}",
+        device_id="bench",
+        synchronous=cfg.database.synchronous,
+        busy_timeout_ms=cfg.database.busy_timeout_ms,
+    )
     return Pipeline(cfg, clf, store=store, inbox=inbox), store
 
 
-def run_bench(cfg: Config, clf: Classifier, paths: List[Path], n: int = 200,
-              progress: Optional[Callable[[str, int, int], None]] = None) -> Dict:
+def run_bench(
+    cfg: Config,
+    clf: Classifier,
+    paths: List[Path],
+    n: int = 200,
+    progress: Optional[Callable[[str, int, int], None]] = None,
+) -> Dict:
     """``progress(stage, i, n)`` is called as each stage advances (the whole run takes minutes on a Pi)."""
     tick = progress or (lambda *_: None)
     files = [p for p in expand_paths(paths)] if paths else []
     blobs = [p.read_bytes() for p in files[:n]] if files else [synthetic.smear_jpeg(s) for s in range(32)]
     source = f"{len(blobs)} image(s) from {', '.join(map(str, paths))}" if files else "32 synthetic 224x224 smears"
-    x = preprocess_image(decode_bytes(blobs[0], target=decode_target(clf.preprocessing)).rgb,
-                         clf.preprocessing).model_input
+    x = preprocess_image(
+        decode_bytes(blobs[0], target=decode_target(clf.preprocessing)).rgb, clf.preprocessing
+    ).model_input
     if x is None:  # a cell model on a field without a cell: time the bare invoke on a blank crop
         x = np.full((clf.preprocessing.input_size,) * 2 + (3,), 200, np.uint8)
     for _ in range(5):
@@ -94,19 +105,28 @@ def run_bench(cfg: Config, clf: Classifier, paths: List[Path], n: int = 200,
         store.close()
         big = _size_cost(cfg, clf, tmp)
     med_bare = statistics.median(bare)
-    stages = {s: {"median": round(statistics.median(v), 3), "p95": round(_pct(v, 0.95), 3)}
-              for s, v in per_stage.items() if v}
+    stages = {
+        s: {"median": round(statistics.median(v), 3), "p95": round(_pct(v, 0.95), 3)} for s, v in per_stage.items() if v
+    }
     total = stages["total"]["median"]
     return {
-        "device": _device(), "backend": clf.backend, "threads": clf.num_threads, "model": clf.name,
-        "images": source, "n": n, "synchronous": cfg.database.synchronous,
+        "device": _device(),
+        "backend": clf.backend,
+        "threads": clf.num_threads,
+        "model": clf.name,
+        "images": source,
+        "n": n,
+        "synchronous": cfg.database.synchronous,
         "bare_invoke_ms": {"median": round(med_bare, 3), "p95": round(_pct(bare, 0.95), 3)},
         "pipeline_ms": stages,
         "pipeline_over_invoke": round(total / med_bare, 3),
         # The ceiling is the bare invoke rate of this same interpreter, so at the same thread count.
-        "batch": {"images_per_s": round(n / batch_s, 2), "inference_ceiling_per_s": round(1000 / med_bare, 2),
-                  "fraction_of_ceiling": round((n / batch_s) / (1000 / med_bare), 3),
-                  "statuses": {s: statuses.count(s) for s in sorted(set(statuses))}},
+        "batch": {
+            "images_per_s": round(n / batch_s, 2),
+            "inference_ceiling_per_s": round(1000 / med_bare, 2),
+            "fraction_of_ceiling": round((n / batch_s) / (1000 / med_bare), 3),
+            "statuses": {s: statuses.count(s) for s in sorted(set(statuses))},
+        },
         "size_cost": big,
     }
 
@@ -121,8 +141,10 @@ def _size_cost(cfg: Config, clf: Classifier, tmp: Path, n: int = 12) -> Dict:
         totals = [pipe.process(p).timings["total"] for p in files][2:]
         store.close()
         out[name] = {"median_total_ms": round(statistics.median(totals), 3), "bytes": len(blobs[0])}
-    ratios = {"ratio": round(out["4056x3040"]["median_total_ms"] / out["224x224"]["median_total_ms"], 3),
-              "ratio_640x480": round(out["640x480"]["median_total_ms"] / out["224x224"]["median_total_ms"], 3)}
+    ratios = {
+        "ratio": round(out["4056x3040"]["median_total_ms"] / out["224x224"]["median_total_ms"], 3),
+        "ratio_640x480": round(out["640x480"]["median_total_ms"] / out["224x224"]["median_total_ms"], 3),
+    }
     return {**out, **ratios}
 
 
@@ -134,22 +156,26 @@ def _device() -> str:
 
 
 def format_report(r: Dict) -> str:
-    lines = [f"edge-screen bench on {r['device']}: model {r['model']}, {r['backend']} with {r['threads']} threads",
-             f"images: {r['images']}, {r['n']} timed; SQLite synchronous={r['synchronous']}",
-             f"bare interpreter invoke   median {r['bare_invoke_ms']['median']:8.3f} ms   p95 "
-             f"{r['bare_invoke_ms']['p95']:8.3f} ms",
-             "full pipeline per image (sequential):"]
+    lines = [
+        f"edge-screen bench on {r['device']}: model {r['model']}, {r['backend']} with {r['threads']} threads",
+        f"images: {r['images']}, {r['n']} timed; SQLite synchronous={r['synchronous']}",
+        f"bare interpreter invoke   median {r['bare_invoke_ms']['median']:8.3f} ms   p95 "
+        f"{r['bare_invoke_ms']['p95']:8.3f} ms",
+        "full pipeline per image (sequential):",
+    ]
     for s, v in r["pipeline_ms"].items():
         lines.append(f"  {s:11s}             median {v['median']:8.3f} ms   p95 {v['p95']:8.3f} ms")
     b, sc = r["batch"], r["size_cost"]
-    lines += [f"pipeline / bare invoke    {r['pipeline_over_invoke']:.2f}x",
-              f"batch (overlapped)        {b['images_per_s']:.1f} images/s = {b['fraction_of_ceiling']:.2f} of the "
-              f"inference ceiling {b['inference_ceiling_per_s']:.1f}/s (bare invoke, same {r['threads']} "
-              f"interpreter thread{'s' if r['threads'] != 1 else ''})",
-              f"640x480 vs 224x224 JPEG   {sc['640x480']['median_total_ms']:.1f} ms vs "
-              f"{sc['224x224']['median_total_ms']:.1f} ms = {sc['ratio_640x480']:.2f}x",
-              f"12 MP vs 224x224 JPEG     {sc['4056x3040']['median_total_ms']:.1f} ms vs "
-              f"{sc['224x224']['median_total_ms']:.1f} ms = {sc['ratio']:.2f}x"]
+    lines += [
+        f"pipeline / bare invoke    {r['pipeline_over_invoke']:.2f}x",
+        f"batch (overlapped)        {b['images_per_s']:.1f} images/s = {b['fraction_of_ceiling']:.2f} of the "
+        f"inference ceiling {b['inference_ceiling_per_s']:.1f}/s (bare invoke, same {r['threads']} "
+        f"interpreter thread{'s' if r['threads'] != 1 else ''})",
+        f"640x480 vs 224x224 JPEG   {sc['640x480']['median_total_ms']:.1f} ms vs "
+        f"{sc['224x224']['median_total_ms']:.1f} ms = {sc['ratio_640x480']:.2f}x",
+        f"12 MP vs 224x224 JPEG     {sc['4056x3040']['median_total_ms']:.1f} ms vs "
+        f"{sc['224x224']['median_total_ms']:.1f} ms = {sc['ratio']:.2f}x",
+    ]
     return "\n".join(lines)
 
 

@@ -3,6 +3,7 @@
 Folders are expanded to the image files in them; each file goes through :class:`edge.pipeline.stages.Pipeline`
 exactly as the daemon would take it from the inbox.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -10,8 +11,8 @@ from typing import Callable, Iterable, List, Optional, Union
 
 from edge.config import Config
 from edge.inference.classifier import Classifier, classifier_from_config
-from edge.pipeline.stages import Pipeline
 from edge.pipeline.results import ImageResult
+from edge.pipeline.stages import Pipeline
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
@@ -21,15 +22,25 @@ def expand_paths(paths: Iterable[Union[str, Path]]) -> List[Path]:
     out: List[Path] = []
     for p in map(Path, paths):
         if p.is_dir():
-            out.extend(sorted(f for f in p.rglob("*") if f.is_file() and not f.name.startswith(".")
-                              and f.suffix.lower() in IMAGE_SUFFIXES))
+            out.extend(
+                sorted(
+                    f
+                    for f in p.rglob("*")
+                    if f.is_file() and not f.name.startswith(".") and f.suffix.lower() in IMAGE_SUFFIXES
+                )
+            )
         else:
             out.append(p)
     return out
 
 
-def classify_paths(paths: Iterable[Union[str, Path]], cfg: Config, classifier: Optional[Classifier] = None,
-                   store=None, progress: Optional[Callable[[ImageResult], None]] = None) -> List[ImageResult]:
+def classify_paths(
+    paths: Iterable[Union[str, Path]],
+    cfg: Config,
+    classifier: Optional[Classifier] = None,
+    store=None,
+    progress: Optional[Callable[[ImageResult], None]] = None,
+) -> List[ImageResult]:
     """The daemon's pipeline for files or folders given now. ``store=None`` records nothing."""
     clf = classifier or classifier_from_config(cfg)
     pipe = Pipeline(cfg, clf, store=store)

@@ -14,6 +14,7 @@ the training scale, validated 0.7-1.6x"), its sample needs review, and ``status`
 that the microscope is outside the validated range. Inside, nothing is added. A card without a
 ``validated_range`` (models before 3.0) is not checked.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -41,52 +42,79 @@ class ValidatedRange:
     sources: Tuple[str, ...] = ()
 
     @classmethod
-    def from_card(cls, extra: dict) -> Optional["ValidatedRange"]:
+    def from_card(cls, extra: dict) -> Optional[ValidatedRange]:
         vr = extra.get("validated_range")
         if not vr:
             return None
-        return cls(ranges={k: (float(v[0]), float(v[1])) for k, v in vr["ranges"].items()},
-                   sources=tuple(vr.get("sources", ())))
+        return cls(
+            ranges={k: (float(v[0]), float(v[1])) for k, v in vr["ranges"].items()},
+            sources=tuple(vr.get("sources", ())),
+        )
 
-    def check(self, optics: Optional[Optics], cell_lab: Optional[Sequence[float]],
-              distances: Sequence[float]) -> List[str]:
+    def check(
+        self, optics: Optional[Optics], cell_lab: Optional[Sequence[float]], distances: Sequence[float]
+    ) -> List[str]:
         """Plain reasons the field lies outside the validated range; empty inside it."""
         out: List[str] = []
         r = self.ranges
-        stats = statistics(optics.magnification if optics else None, optics.glass_rgb if optics else None,
-                           cell_lab, distances)
+        stats = statistics(
+            optics.magnification if optics else None, optics.glass_rgb if optics else None, cell_lab, distances
+        )
         if optics is not None and optics.scale_source in ("cell", "assumed"):
-            out.append("magnification not measured: no red cells to measure it by ("
-                       + ("guessed from the white cell's size" if optics.scale_source == "cell" else
-                          "set [optics] px_per_um for this microscope") + ")")
+            out.append(
+                "magnification not measured: no red cells to measure it by ("
+                + (
+                    "guessed from the white cell's size"
+                    if optics.scale_source == "cell"
+                    else "set [optics] px_per_um for this microscope"
+                )
+                + ")"
+            )
         elif optics is not None and self._outside("magnification", stats):
             lo, hi = r["magnification"]
-            how = "measured from its red cells" if optics.scale_source == "measured" else \
-                f"{optics.scale_source}, not measured"
-            out.append(f"magnification {optics.magnification:.1f}x the training scale ({how}), "
-                       f"validated {lo:.1f}-{hi:.1f}x")
+            how = (
+                "measured from its red cells"
+                if optics.scale_source == "measured"
+                else f"{optics.scale_source}, not measured"
+            )
+            out.append(
+                f"magnification {optics.magnification:.1f}x the training scale ({how}), validated {lo:.1f}-{hi:.1f}x"
+            )
         off = [k for k in _GLASS_NAMES if self._outside(k, stats)]
         if off:
             k = off[0]
-            out.append(f"glass unlike the validated slides ({_GLASS_NAMES[k]} {stats[k]:.2f}, validated "
-                       f"{r[k][0]:.2f}-{r[k][1]:.2f}): another lamp, camera or slide")
+            out.append(
+                f"glass unlike the validated slides ({_GLASS_NAMES[k]} {stats[k]:.2f}, validated "
+                f"{r[k][0]:.2f}-{r[k][1]:.2f}): another lamp, camera or slide"
+            )
         off = [k for k, _ in _CELL_AXES if self._outside(k, stats)]
         if off:
             k = off[0]
-            out.append(f"stain unlike the validated slides (cell {dict(_CELL_AXES)[k]} {stats[k]:.1f}, validated "
-                       f"{r[k][0]:.1f}-{r[k][1]:.1f})")
-        if "embedding_distance" in stats and "embedding_distance" in r \
-                and stats["embedding_distance"] > r["embedding_distance"][1]:
-            out.append(f"cells unlike the validated cells (embedding distance {stats['embedding_distance']:.1f} "
-                       f"> {r['embedding_distance'][1]:.1f})")
+            out.append(
+                f"stain unlike the validated slides (cell {dict(_CELL_AXES)[k]} {stats[k]:.1f}, validated "
+                f"{r[k][0]:.1f}-{r[k][1]:.1f})"
+            )
+        if (
+            "embedding_distance" in stats
+            and "embedding_distance" in r
+            and stats["embedding_distance"] > r["embedding_distance"][1]
+        ):
+            out.append(
+                f"cells unlike the validated cells (embedding distance {stats['embedding_distance']:.1f} "
+                f"> {r['embedding_distance'][1]:.1f})"
+            )
         return out
 
     def _outside(self, key: str, stats: Dict[str, float]) -> bool:
         return key in stats and key in self.ranges and not self.ranges[key][0] <= stats[key] <= self.ranges[key][1]
 
 
-def statistics(magnification: Optional[float], glass_rgb: Optional[Sequence[float]],
-               cell_lab: Optional[Sequence[float]], distances: Sequence[float]) -> Dict[str, float]:
+def statistics(
+    magnification: Optional[float],
+    glass_rgb: Optional[Sequence[float]],
+    cell_lab: Optional[Sequence[float]],
+    distances: Sequence[float],
+) -> Dict[str, float]:
     """The monitored statistics of one field (what the trainer collects to set the range)."""
     out: Dict[str, float] = {}
     if magnification is not None:
@@ -100,8 +128,9 @@ def statistics(magnification: Optional[float], glass_rgb: Optional[Sequence[floa
     return out
 
 
-def fit_range(rows: Sequence[Dict[str, float]], lo_q: float = 0.005, hi_q: float = 0.995,
-              margin: float = 0.05) -> Dict[str, List[float]]:
+def fit_range(
+    rows: Sequence[Dict[str, float]], lo_q: float = 0.005, hi_q: float = 0.995, margin: float = 0.05
+) -> Dict[str, List[float]]:
     """Each statistic's validated interval: the validation fields' 0.5-99.5 % quantiles, widened by
     ``margin`` of their span (so the validation fields themselves are not flagged by rounding)."""
     import numpy as np
@@ -121,6 +150,7 @@ def fit_range(rows: Sequence[Dict[str, float]], lo_q: float = 0.005, hi_q: float
 @dataclass
 class DomainSummary:
     """The microscope's recent fields against the validated range (``status``, the review app)."""
+
     fields: int  # recent classified fields with optics measured
     outside: int  # of those, outside the validated range
     reason: Optional[str]  # the most common first reason among them
@@ -133,12 +163,15 @@ class DomainSummary:
         mag = f"magnification {self.magnification:.1f}x the training scale; " if self.magnification else ""
         if not self.outside:
             return f"{mag}inside the validated range ({self.fields} recent fields)"
-        return (f"OUTSIDE the validated range ({self.outside} of {self.fields} recent fields): to review"
-                f"\n{self.reason}")
+        return f"OUTSIDE the validated range ({self.outside} of {self.fields} recent fields): to review\n{self.reason}"
 
     def to_dict(self) -> dict:
-        return {"fields": self.fields, "outside": self.outside, "reason": self.reason,
-                "magnification": self.magnification}
+        return {
+            "fields": self.fields,
+            "outside": self.outside,
+            "reason": self.reason,
+            "magnification": self.magnification,
+        }
 
 
 def recent(store, n: int = 50) -> DomainSummary:
@@ -149,16 +182,23 @@ def recent(store, n: int = 50) -> DomainSummary:
 
     from edge.store.schema import images
 
-    q = (select(images.c.magnification, images.c.domain)
-         .where(images.c.status == "classified", images.c.device_id == store.device(),
-                images.c.magnification.is_not(None))
-         .order_by(images.c.recorded_at.desc()).limit(n))
+    q = (
+        select(images.c.magnification, images.c.domain)
+        .where(
+            images.c.status == "classified", images.c.device_id == store.device(), images.c.magnification.is_not(None)
+        )
+        .order_by(images.c.recorded_at.desc())
+        .limit(n)
+    )
     with store.engine.connect() as conn:
         rows = conn.execute(q).all()
     if not rows:
         return DomainSummary(0, 0, None, None)
     mags = sorted(float(r.magnification) for r in rows)
     reasons = Counter(r.domain.split("; ")[0] for r in rows if r.domain)
-    return DomainSummary(fields=len(rows), outside=sum(reasons.values()),
-                         reason=reasons.most_common(1)[0][0] if reasons else None,
-                         magnification=round(mags[len(mags) // 2], 2))
+    return DomainSummary(
+        fields=len(rows),
+        outside=sum(reasons.values()),
+        reason=reasons.most_common(1)[0][0] if reasons else None,
+        magnification=round(mags[len(mags) // 2], 2),
+    )

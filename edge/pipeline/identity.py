@@ -5,6 +5,7 @@ can be known without reading them, so their row still counts for exactly-once: a
 (size, modification time, first and last 64 KiB), a symlink out of the inbox (its target text), a special
 file (its path), a file that could not be read (the failure itself: a later readable copy is a new file).
 """
+
 from __future__ import annotations
 
 import hashlib

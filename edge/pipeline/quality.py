@@ -9,6 +9,7 @@ defaults were calibrated by ``scripts/calibrate_quality.py`` so that none of the
 Focus and exposure are measured on the same centre square, at the same working size, as the model sees,
 with the scale-bar label box left out (its sharp digital text would make a blurred field look focused).
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -85,25 +86,36 @@ def measure(rgb: np.ndarray, params: PreprocessParams, optics: Optional[Optics] 
         brightness, clipped = float(np.mean(optics.glass_rgb)), optics.clipped_fraction
     else:
         brightness, clipped = float(g.mean()), float(((g <= DARK_LEVEL) | (g >= BRIGHT_LEVEL)).mean())
-    return QualityReport(focus=round(float(lap[inner].var()), 3), brightness=round(brightness, 3),
-                         clipped_fraction=round(clipped, 5), optical=optics is not None)
+    return QualityReport(
+        focus=round(float(lap[inner].var()), 3),
+        brightness=round(brightness, 3),
+        clipped_fraction=round(clipped, 5),
+        optical=optics is not None,
+    )
 
 
 def check_exposure_focus(report: QualityReport, t: Thresholds) -> QualityReport:
     """Sets ``passed``/``reason`` from focus and exposure; the first failing check wins."""
     # Exposure before focus: a black frame also has no edges, but "too dark" is the useful message.
     checks = (
-        (report.optical and report.brightness < t.min_brightness,
-         f"too dark to correct: glass brightness {report.brightness:.1f} < {t.min_brightness:g}"),
-        (not report.optical and report.brightness < t.min_brightness,
-         f"too dark: mean brightness {report.brightness:.1f} < {t.min_brightness:g}"),
-        (not report.optical and report.brightness > t.max_brightness,
-         f"overexposed: mean brightness {report.brightness:.1f} > {t.max_brightness:g}"),
-        (report.clipped_fraction > t.max_clipped_fraction,
-         f"badly exposed: {report.clipped_fraction:.1%} of {'cell ' if report.optical else ''}pixels clipped "
-         f"black or white > {t.max_clipped_fraction:.1%}"),
-        (report.focus < t.min_focus,
-         f"out of focus: Laplacian variance {report.focus:.1f} < {t.min_focus:g}"),
+        (
+            report.optical and report.brightness < t.min_brightness,
+            f"too dark to correct: glass brightness {report.brightness:.1f} < {t.min_brightness:g}",
+        ),
+        (
+            not report.optical and report.brightness < t.min_brightness,
+            f"too dark: mean brightness {report.brightness:.1f} < {t.min_brightness:g}",
+        ),
+        (
+            not report.optical and report.brightness > t.max_brightness,
+            f"overexposed: mean brightness {report.brightness:.1f} > {t.max_brightness:g}",
+        ),
+        (
+            report.clipped_fraction > t.max_clipped_fraction,
+            f"badly exposed: {report.clipped_fraction:.1%} of {'cell ' if report.optical else ''}pixels clipped "
+            f"black or white > {t.max_clipped_fraction:.1%}",
+        ),
+        (report.focus < t.min_focus, f"out of focus: Laplacian variance {report.focus:.1f} < {t.min_focus:g}"),
     )
     for failed, reason in checks:
         if failed:
@@ -126,12 +138,15 @@ def check_content(report: QualityReport, stats: SegmentationStats, t: Thresholds
     min_contrast = getattr(t, "min_stain_contrast", 0.0)
     if report.stain_contrast < min_contrast:
         report.passed = False
-        report.reason = (f"no stain: stain contrast {report.stain_contrast:.1f} < {min_contrast:g}"
-                         f" (empty field or not a smear)")
+        report.reason = (
+            f"no stain: stain contrast {report.stain_contrast:.1f} < {min_contrast:g} (empty field or not a smear)"
+        )
     elif report.cell_fraction < t.min_cell_fraction:
         report.passed = False
-        report.reason = (f"no stained cells: cell fraction {report.cell_fraction:.2%} < {t.min_cell_fraction:.2%}"
-                         f" (empty field or not a smear)")
+        report.reason = (
+            f"no stained cells: cell fraction {report.cell_fraction:.2%} < {t.min_cell_fraction:.2%}"
+            f" (empty field or not a smear)"
+        )
     return report
 
 
@@ -145,8 +160,9 @@ def stricter(t: Thresholds, gate: dict) -> Thresholds:
     return dataclasses.replace(t, **changes) if changes else t  # type: ignore[type-var]  # a dataclass in practice
 
 
-def assess(rgb: np.ndarray, params: PreprocessParams, t: Thresholds,
-           stats: Optional[SegmentationStats] = None) -> QualityReport:
+def assess(
+    rgb: np.ndarray, params: PreprocessParams, t: Thresholds, stats: Optional[SegmentationStats] = None
+) -> QualityReport:
     """All checks at once (the pipeline calls the two halves separately to skip preprocessing early)."""
     report = check_exposure_focus(measure(rgb, params), t)
     if stats is None:

@@ -1,5 +1,6 @@
 """What the pipeline hands along per file: the job (a path and when it was seen), the result that is
 recorded and reported, and the in-between state of a prepared image waiting for inference."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -69,7 +70,7 @@ class Prepared:
     model_inputs: Optional[List[np.ndarray]] = None  # None: no inference (rejected/unreadable)
     started: float = 0.0
     inferred: float = 0.0  # when stage 2 was done with it; its store time counts from here
-    optics: Optional["Optics"] = None  # the field's optics record, for the domain monitor in stage 2
+    optics: Optional[Optics] = None  # the field's optics record, for the domain monitor in stage 2
     cell_lab: Optional[Tuple[float, ...]] = None  # stained pixels' LAB statistics before normalisation
 
 

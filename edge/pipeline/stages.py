@@ -10,6 +10,7 @@ commits up to GROUP_MAX images in one transaction: one fsync instead of one per 
 Every failure of one file becomes a recorded status with a one-line reason; nothing here raises for a bad
 image, so one bad file never stops the others.
 """
+
 from __future__ import annotations
 
 import logging
@@ -22,23 +23,23 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, List, Optional, Union, cast
 
-from edge.pipeline import identity, quality
 from edge.config import Config
+from edge.imaging.decode import DecodeError, decode_bytes, unsupported_format
 from edge.imaging.exif import exif_datetime
 from edge.imaging.fieldcells import cell_boxes
-from edge.inference.classifier import Classifier
-from edge.store.records import DatabaseGone, ImageRecord
-from edge.imaging.decode import DecodeError, decode_bytes, unsupported_format
-from edge.pipeline.domain import ValidatedRange
 from edge.imaging.optics import SUPPORTED_MAGNIFICATION, ScaleMemory
 from edge.imaging.preprocess import OpticsSettings, decode_target, preprocess, working_field
+from edge.inference.classifier import Classifier
+from edge.pipeline import identity, quality
+from edge.pipeline.domain import ValidatedRange
 from edge.pipeline.results import CLASSIFIED, DUPLICATE, REJECTED, UNREADABLE, ImageResult, Job, Prepared
+from edge.store.records import DatabaseGone, ImageRecord
 from edge.store.samplerule import SampleError, SampleRule, sample_of
 
 log = logging.getLogger("edge.pipeline.stages")
 
 
-def _cannot_read(res: "ImageResult", e: OSError) -> None:
+def _cannot_read(res: ImageResult, e: OSError) -> None:
     res.reason = f"cannot read file: {e.strerror or e}"
     # Nothing was read, so the identity is the failure itself: a later, readable copy is a new file.
     res.sha256 = identity.of_bytes(b"unreadable:" + res.reason.encode())
@@ -62,8 +63,15 @@ def _within(path: Path, folder: Path) -> bool:
 class Pipeline:
     """Processes images with one classifier into one store (or none, for ``classify --no-db``)."""
 
-    def __init__(self, cfg: Config, classifier: Classifier, store=None, inbox: Optional[Path] = None,
-                 move_after: bool = False, defer_incomplete_s: float = 0.0):
+    def __init__(
+        self,
+        cfg: Config,
+        classifier: Classifier,
+        store=None,
+        inbox: Optional[Path] = None,
+        move_after: bool = False,
+        defer_incomplete_s: float = 0.0,
+    ):
         self.cfg = cfg
         self.clf = classifier
         self.store = store
@@ -154,8 +162,11 @@ class Pipeline:
         except DecodeError as e:
             res.reason = str(e)
             self._lap(res, "decode", t)
-            if self.defer_incomplete_s and "truncated" in res.reason and \
-                    time.time() - st.st_mtime < self.defer_incomplete_s:
+            if (
+                self.defer_incomplete_s
+                and "truncated" in res.reason
+                and time.time() - st.st_mtime < self.defer_incomplete_s
+            ):
                 res.deferred = True
             return
         del data
@@ -172,11 +183,19 @@ class Pipeline:
             res.px_per_um, res.magnification = round(optics.px_per_um, 3), round(optics.magnification, 3)
             if not optics.supported:
                 lo, hi = SUPPORTED_MAGNIFICATION
-                how = f"measured from {optics.rbc_count} red cells" if optics.scale_source == "measured" else \
-                    f"{optics.scale_source} scale"
-                res.status, res.reason = UNREADABLE, (f"magnification {optics.resample_magnification:.1f}x the "
-                                                      f"training scale ({how}) is outside the supported "
-                                                      f"{lo:g}-{hi:g}x")
+                how = (
+                    f"measured from {optics.rbc_count} red cells"
+                    if optics.scale_source == "measured"
+                    else f"{optics.scale_source} scale"
+                )
+                res.status, res.reason = (
+                    UNREADABLE,
+                    (
+                        f"magnification {optics.resample_magnification:.1f}x the "
+                        f"training scale ({how}) is outside the supported "
+                        f"{lo:g}-{hi:g}x"
+                    ),
+                )
                 res.quality = _with_optics({}, optics)
                 return
         q = quality.check_exposure_focus(quality.measure(rgb, self.params, optics), self.gate)
@@ -199,9 +218,15 @@ class Pipeline:
             # "cells" (their number) comes with the model's answer; this is where each one is, and the
             # window the model saw in the file's own pixels (the review app cuts those out).
             res.segmentation["cell_positions"] = [c.to_dict() for c in pre.cells]
-            res.segmentation["cell_boxes"] = cell_boxes(pre.cells, rgb.shape, img.rgb.shape, (img.width, img.height),
-                                                        self.params.cell_window, self.params.field_scale,
-                                                        self.params.crop)
+            res.segmentation["cell_boxes"] = cell_boxes(
+                pre.cells,
+                rgb.shape,
+                img.rgb.shape,
+                (img.width, img.height),
+                self.params.cell_window,
+                self.params.field_scale,
+                self.params.crop,
+            )
             res.segmentation["file_px"] = [img.width, img.height]
         if not pre.model_inputs:
             # Cell mode with no plausible leukocyte: a smear without the cell to judge gets no class.
@@ -258,8 +283,11 @@ class Pipeline:
                     return True
                 pred = field.prediction
                 res.label, res.probabilities = pred.label, pred.probabilities
-                res.malignant_score, res.verdict, res.needs_review = (pred.malignant_score, pred.verdict,
-                                                                      pred.needs_review)
+                res.malignant_score, res.verdict, res.needs_review = (
+                    pred.malignant_score,
+                    pred.verdict,
+                    pred.needs_review,
+                )
                 if self.validated is not None:
                     outside = self.validated.check(prep.optics, prep.cell_lab, field.distances)
                     if outside:
@@ -285,8 +313,11 @@ class Pipeline:
             except Exception as e:  # noqa: BLE001
                 if len(group) > 1:
                     # One bad row must not cost the others their record: retry them one at a time.
-                    log.warning("group commit of %d images failed (%s); recording one by one", len(group),
-                                str(e).splitlines()[0])
+                    log.warning(
+                        "group commit of %d images failed (%s); recording one by one",
+                        len(group),
+                        str(e).splitlines()[0],
+                    )
                     for prep in group:
                         self._commit([prep])
                     return
@@ -305,19 +336,38 @@ class Pipeline:
     def to_record(self, res: ImageResult) -> ImageRecord:
         tm = res.timings
         return ImageRecord(
-            path=res.path, sha256=res.sha256, status=res.status, reason=res.reason or None, bytes=res.size_bytes,
-            capture_time=res.capture_time, label=res.label, probabilities=res.probabilities,
-            malignant_score=res.malignant_score, verdict=res.verdict, needs_review=bool(res.needs_review),
-            duplicate_of=res.duplicate_of, quality=res.quality, segmentation=res.segmentation,
-            t_queue_ms=tm.get("queue"), t_decode_ms=tm.get("decode"), t_quality_ms=tm.get("quality"),
-            t_preprocess_ms=tm.get("preprocess"), t_inference_ms=tm.get("inference"), t_total_ms=tm.get("total"),
+            path=res.path,
+            sha256=res.sha256,
+            status=res.status,
+            reason=res.reason or None,
+            bytes=res.size_bytes,
+            capture_time=res.capture_time,
+            label=res.label,
+            probabilities=res.probabilities,
+            malignant_score=res.malignant_score,
+            verdict=res.verdict,
+            needs_review=bool(res.needs_review),
+            duplicate_of=res.duplicate_of,
+            quality=res.quality,
+            segmentation=res.segmentation,
+            t_queue_ms=tm.get("queue"),
+            t_decode_ms=tm.get("decode"),
+            t_quality_ms=tm.get("quality"),
+            t_preprocess_ms=tm.get("preprocess"),
+            t_inference_ms=tm.get("inference"),
+            t_total_ms=tm.get("total"),
             model_id=self.model_id if res.status in (CLASSIFIED, DUPLICATE) else None,
-            model_name=self.clf.name, model_sha256=self.clf.sha256, run_id=self.run_id, sample_id=res.sample_id,
-            px_per_um=res.px_per_um, magnification=res.magnification, domain=res.domain)
+            model_name=self.clf.name,
+            model_sha256=self.clf.sha256,
+            run_id=self.run_id,
+            sample_id=res.sample_id,
+            px_per_um=res.px_per_um,
+            magnification=res.magnification,
+            domain=res.domain,
+        )
 
     def _move(self, res: ImageResult, src: Path) -> None:
-        if not (self.move_after and self.inbox is not None and res.sha256 and
-                (res.recorded or res.already_recorded)):
+        if not (self.move_after and self.inbox is not None and res.sha256 and (res.recorded or res.already_recorded)):
             return
         if not src.exists() and not src.is_symlink():
             return
@@ -382,8 +432,7 @@ class Pipeline:
             yield prep.result
         else:
             group.append(prep)
-        if group and (not more or len(group) >= GROUP_MAX or
-                      time.monotonic() - group[0].inferred >= GROUP_WAIT_S):
+        if group and (not more or len(group) >= GROUP_MAX or time.monotonic() - group[0].inferred >= GROUP_WAIT_S):
             yield from self._flush(group)
 
     def _flush(self, group: List[Prepared]) -> Iterator[ImageResult]:

@@ -3,6 +3,7 @@
 The CSV and JSON names are an interface that spreadsheets and clinic scripts depend on; they are
 documented in ``docs/report-format.md``. Add columns and keys at the end; never rename or reorder.
 """
+
 from __future__ import annotations
 
 import csv
@@ -19,9 +20,31 @@ from edge.report.window import ReportData, _fmt
 from edge.vocabulary import LABELS
 
 JSON_SCHEMA = "edge-screen-report/1"
-CSV_COLUMNS = ("section", "day", "device_id", "status", "label", "verdict", "needs_review", "count",
-               "image_id", "time", "path", "malignant_score", "model_name", "model_sha256", "reason",
-               "stage", "n", "median_ms", "p95_ms", "max_ms", "first_seen", "last_seen", "moved_to")
+CSV_COLUMNS = (
+    "section",
+    "day",
+    "device_id",
+    "status",
+    "label",
+    "verdict",
+    "needs_review",
+    "count",
+    "image_id",
+    "time",
+    "path",
+    "malignant_score",
+    "model_name",
+    "model_sha256",
+    "reason",
+    "stage",
+    "n",
+    "median_ms",
+    "p95_ms",
+    "max_ms",
+    "first_seen",
+    "last_seen",
+    "moved_to",
+)
 # Rows shown on a terminal before pointing at the complete CSV/HTML; a shift can flag thousands.
 TERMINAL_ROWS = 50
 
@@ -65,11 +88,18 @@ def dumps_csv(data: ReportData) -> str:
 def to_json(data: ReportData) -> dict:
     w = data.window
     return {
-        "schema": JSON_SCHEMA, "generated_at": data.generated_at, "database": data.database,
+        "schema": JSON_SCHEMA,
+        "generated_at": data.generated_at,
+        "database": data.database,
         "window": {"since": _fmt(w.since) or None, "until": _fmt(w.until) or None, "description": w.description},
         "filters": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(data.filters).items()},
-        "totals": {"images": data.total, "by_status": data.by_status(), "by_label": data.by_label(),
-                   "by_verdict": data.by_verdict(), "needs_review": data.needs_review},
+        "totals": {
+            "images": data.total,
+            "by_status": data.by_status(),
+            "by_label": data.by_label(),
+            "by_verdict": data.by_verdict(),
+            "needs_review": data.needs_review,
+        },
         "per_day": data.per("day"),
         "per_device": data.per("device_id"),
         "counts": [asdict(r) for r in data.counts],
@@ -88,6 +118,7 @@ def dumps_json(data: ReportData) -> str:
 
 # ------------------------------------------------------------------------------------------ terminal
 
+
 def _ms(v: Optional[float]) -> str:
     return "-" if v is None else f"{v:,.1f}"
 
@@ -97,14 +128,30 @@ def _score(v: Optional[float]) -> str:
 
 
 # A Pi console is 80 columns: short headings there (the legend is printed under the table).
-SHORT = {"images": "img", "classified": "cls", "malignant": "mal", "needs_review": "rev", "unreadable": "unr", "rejected": "rej",
-         "duplicate": "dup", "Benign": "Ben", "Early Pre-B": "EPreB", "Pre-B": "PreB", "Pro-B": "ProB"}
+SHORT = {
+    "images": "img",
+    "classified": "cls",
+    "malignant": "mal",
+    "needs_review": "rev",
+    "unreadable": "unr",
+    "rejected": "rej",
+    "duplicate": "dup",
+    "Benign": "Ben",
+    "Early Pre-B": "EPreB",
+    "Pre-B": "PreB",
+    "Pro-B": "ProB",
+}
 NARROW = 110  # below this many columns the compact layout is used
 
 
 def _per_table(title: str, key_name: str, per: dict, labels: list, narrow: bool = False) -> Table:
-    t = Table(title=title, box=box.SIMPLE_HEAD, title_justify="left", pad_edge=not narrow,
-              padding=(0, 1) if narrow else (0, 1))
+    t = Table(
+        title=title,
+        box=box.SIMPLE_HEAD,
+        title_justify="left",
+        pad_edge=not narrow,
+        padding=(0, 1) if narrow else (0, 1),
+    )
     cols = ["images", *labels, "malignant", "needs_review", "unreadable", "rejected", "duplicate"]
     t.add_column(key_name, no_wrap=True)
     for c in cols:
@@ -122,15 +169,23 @@ def render_table(data: ReportData, console: Console, rows: int = TERMINAL_ROWS) 
     summary = Table(box=box.SIMPLE_HEAD, show_header=True)
     for c in ("images", "classified", "malignant", "needs_review", "unreadable", "rejected", "duplicate"):
         summary.add_column(SHORT[c] if narrow else c.replace("_", " "), justify="right", no_wrap=True)
-    summary.add_row(str(data.total), str(st.get("classified", 0)), f"[bold red]{verdicts.get('malignant', 0)}[/]",
-                    f"[bold yellow]{data.needs_review}[/]", str(st.get("unreadable", 0)),
-                    str(st.get("rejected", 0)), str(st.get("duplicate", 0)))
+    summary.add_row(
+        str(data.total),
+        str(st.get("classified", 0)),
+        f"[bold red]{verdicts.get('malignant', 0)}[/]",
+        f"[bold yellow]{data.needs_review}[/]",
+        str(st.get("unreadable", 0)),
+        str(st.get("rejected", 0)),
+        str(st.get("duplicate", 0)),
+    )
     console.print(summary)
     late = [b for b in data.samples if b.late_fields]
     if late:  # fields nobody signed: they must not go unseen
         where = ", ".join(f"{b.sample_id} ({b.late_fields})" for b in late)
-        console.print(f"[bold yellow]{sum(b.late_fields for b in late)} field(s) arrived after sign-off[/] in "
-                      f"{where}: look at them in the review app")
+        console.print(
+            f"[bold yellow]{sum(b.late_fields for b in late)} field(s) arrived after sign-off[/] in "
+            f"{where}: look at them in the review app"
+        )
 
     if narrow:  # lines, not a table: a file name is never folded (edge.report.narrow)
         from edge.report.narrow import flagged_lines, print_lines
@@ -138,14 +193,21 @@ def render_table(data: ReportData, console: Console, rows: int = TERMINAL_ROWS) 
         console.print(f"Malignant or needs review ({len(data.flagged)})", style="italic")
         print_lines(console, flagged_lines(data.flagged[:rows], console.width))
     else:
-        fl = Table(title=f"Malignant or needs review ({len(data.flagged)})", box=box.SIMPLE_HEAD,
-                   title_justify="left")
+        fl = Table(title=f"Malignant or needs review ({len(data.flagged)})", box=box.SIMPLE_HEAD, title_justify="left")
         for c in ("time", "device", "label", "score", "verdict", "review", "model", "path"):
             fl.add_column(c, justify="right" if c == "score" else "left", overflow="fold")
         for f in data.flagged[:rows]:
             style = "red" if f.verdict == "malignant" else "yellow"
-            fl.add_row(f.time, f.device_id, f.label or "-", _score(f.malignant_score), f"[{style}]{f.verdict}[/]",
-                       "yes" if f.needs_review else "", f.model_name or "-", f.path)
+            fl.add_row(
+                f.time,
+                f.device_id,
+                f.label or "-",
+                _score(f.malignant_score),
+                f"[{style}]{f.verdict}[/]",
+                "yes" if f.needs_review else "",
+                f.model_name or "-",
+                f.path,
+            )
         console.print(fl)
     if len(data.flagged) > rows:
         console.print(f"  … {len(data.flagged) - rows} more; use --format csv or --format html for all")
@@ -157,8 +219,9 @@ def render_table(data: ReportData, console: Console, rows: int = TERMINAL_ROWS) 
         print_lines(console, problem_lines(data.problems[:rows], console.width))
     if data.problems:
         if not narrow:
-            pr = Table(title=f"Unreadable or rejected ({len(data.problems)})", box=box.SIMPLE_HEAD,
-                       title_justify="left")
+            pr = Table(
+                title=f"Unreadable or rejected ({len(data.problems)})", box=box.SIMPLE_HEAD, title_justify="left"
+            )
             for c in ("time", "device", "status", "reason", "path"):
                 pr.add_column(c, overflow="fold", no_wrap=c in ("time", "status"))
             for p in data.problems[:rows]:
@@ -186,6 +249,11 @@ def render_table(data: ReportData, console: Console, rows: int = TERMINAL_ROWS) 
     for c in ("model", "sha256", "images", "first", "last"):
         mt.add_column(c, justify="right" if c == "images" else "left")
     for m in data.models:
-        mt.add_row(m.model_name or "-", (m.model_sha256 or "-")[:12], str(m.count),
-                   m.first_seen[:16] if narrow else m.first_seen, m.last_seen[:16] if narrow else m.last_seen)
+        mt.add_row(
+            m.model_name or "-",
+            (m.model_sha256 or "-")[:12],
+            str(m.count),
+            m.first_seen[:16] if narrow else m.first_seen,
+            m.last_seen[:16] if narrow else m.last_seen,
+        )
     console.print(mt)

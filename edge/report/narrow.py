@@ -6,6 +6,7 @@ its file name at the end when the name fits there, else on the next line by itse
 reason wraps below it at word boundaries. A name is never cut or folded: it is what a technician searches
 the inbox for (a name longer than the whole terminal is printed whole, past the edge).
 """
+
 from __future__ import annotations
 
 import textwrap
@@ -20,13 +21,20 @@ from edge.report.window import FlaggedImage, ProblemImage
 
 def flagged_lines(flagged: Sequence[FlaggedImage], width: int) -> List[Text]:
     many_devices = len({f.device_id for f in flagged}) > 1
-    out = [Text("  time         " + ("device        " if many_devices else "") + "label        score  verdict  file",
-                style="bold")]
+    out = [
+        Text(
+            "  time         " + ("device        " if many_devices else "") + "label        score  verdict  file",
+            style="bold",
+        )
+    ]
     for f in flagged:
         score = "-" if f.malignant_score is None else f"{f.malignant_score:.3f}"
         verdict = ("mal" if f.verdict == "malignant" else "ben") + (" REV" if f.needs_review else "")
-        head = Text(f"  {f.time[5:16]:<11}  " + (f"{f.device_id:<12.12}  " if many_devices else "")
-                    + f"{(f.label or '-'):<11.11}  {score:>5}  ")
+        head = Text(
+            f"  {f.time[5:16]:<11}  "
+            + (f"{f.device_id:<12.12}  " if many_devices else "")
+            + f"{(f.label or '-'):<11.11}  {score:>5}  "
+        )
         head.append(f"{verdict:<7}", style="red" if f.verdict == "malignant" else "yellow")
         head.append("  ")
         out.extend(_with_name(head, Path(f.path).name, width))
@@ -37,9 +45,17 @@ def problem_lines(problems: Sequence[ProblemImage], width: int) -> List[Text]:
     out = [Text("  time         status      file, then the reason", style="bold")]
     for p in problems:
         out.extend(_with_name(Text(f"  {p.time[5:16]:<11}  {p.status:<10}  "), Path(p.path).name, width))
-        out.extend(Text(line, style="dim") for line in textwrap.wrap(
-            p.reason or "-", width=max(width - 4, 20), initial_indent="    ", subsequent_indent="    ",
-            break_long_words=False, break_on_hyphens=False))
+        out.extend(
+            Text(line, style="dim")
+            for line in textwrap.wrap(
+                p.reason or "-",
+                width=max(width - 4, 20),
+                initial_indent="    ",
+                subsequent_indent="    ",
+                break_long_words=False,
+                break_on_hyphens=False,
+            )
+        )
     return out
 
 

@@ -1,6 +1,7 @@
 """`edge-screen samples` as text for a terminal: one line of figures per sample and its review reasons,
 or its sign-off, on the lines below at the full width. A table squeezed the reasons into a 10-column
 cell on an 80-column Pi console (17 lines for one sample, words cut as "0.230-0.906" / "; 2 of 5")."""
+
 from __future__ import annotations
 
 import textwrap
@@ -11,8 +12,9 @@ from edge.store.samples import Sample
 FIXED = 43  # the columns after the sample id: status, fields, readable, verdict, score and their gaps
 
 
-def sample_lines(items: Sequence[Sample], width: int = 80,
-                 extra: Optional[Dict[Tuple[str, str], str]] = None) -> List[str]:
+def sample_lines(
+    items: Sequence[Sample], width: int = 80, extra: Optional[Dict[Tuple[str, str], str]] = None
+) -> List[str]:
     """The samples as lines no longer than ``width`` (a sample id longer than its column gets a line of
     its own: never cut, it is what the technician types next). ``extra`` adds a note per (device id,
     sample id), e.g. the laboratory's patient and specimen ids."""
@@ -23,12 +25,29 @@ def sample_lines(items: Sequence[Sample], width: int = 80,
         if len(sid) > id_width:
             out.append(sid)
             sid = ""
-        out.append(_row(sid, s.status, str(s.fields), str(s.readable), s.final_verdict or s.verdict or "-",
-                        "-" if s.score is None else f"{s.score:.3f}", id_width))
+        out.append(
+            _row(
+                sid,
+                s.status,
+                str(s.fields),
+                str(s.readable),
+                s.final_verdict or s.verdict or "-",
+                "-" if s.score is None else f"{s.score:.3f}",
+                id_width,
+            )
+        )
         note = "; ".join(n for n in ((extra or {}).get((s.device_id, s.sample_id), ""), _note(s)) if n)
         if note:
-            out.extend(textwrap.wrap(note, width=width, initial_indent="  ", subsequent_indent="    ",
-                                     break_long_words=False, break_on_hyphens=False))
+            out.extend(
+                textwrap.wrap(
+                    note,
+                    width=width,
+                    initial_indent="  ",
+                    subsequent_indent="    ",
+                    break_long_words=False,
+                    break_on_hyphens=False,
+                )
+            )
     return out
 
 

@@ -12,6 +12,7 @@ in ``edge/report/html.py``.
 Conventions: times are UTC and written ``YYYY-MM-DDTHH:MM:SSZ``; a "day" is a UTC date; the window is
 ``since <= recorded_at < until``; percentiles are nearest-rank (p50 of 4 values is the 2nd smallest).
 """
+
 from __future__ import annotations
 
 import math
@@ -24,10 +25,10 @@ from typing import Dict, List, Optional, Sequence, Tuple
 
 import sqlalchemy as sa
 
-from edge.store.records import nearest_rank
-from edge.store.engine import open_existing
-from edge.store.schema import SchemaError, images
 from edge.daemon.startup import EXIT_CONFIG, EXIT_STORE
+from edge.store.engine import open_existing
+from edge.store.records import nearest_rank
+from edge.store.schema import SchemaError, images
 from edge.vocabulary import STAGES, STATUSES, VERDICTS
 
 PERCENTILES = (0.5, 0.95)
@@ -46,6 +47,7 @@ class ReportError(ValueError):
 
 
 # ------------------------------------------------------------------------------------ window, filters
+
 
 @dataclass(frozen=True)
 class Window:
@@ -95,8 +97,10 @@ def parse_when(text: str, now: datetime, tz: tzinfo, end: bool = False, option: 
             return _day_start(date.fromisoformat(s) + timedelta(days=1 if end else 0), tz)
         dt = datetime.fromisoformat(s.replace("Z", "+00:00"))
     except ValueError:
-        raise ReportError(f"{option}: expected a date (2024-05-01), a date-time (2024-05-01T08:00) or a "
-                          f"relative time (8h, 7d), got {text!r}") from None
+        raise ReportError(
+            f"{option}: expected a date (2024-05-01), a date-time (2024-05-01T08:00) or a "
+            f"relative time (8h, 7d), got {text!r}"
+        ) from None
     return (dt if dt.tzinfo else dt.replace(tzinfo=tz)).astimezone(timezone.utc)
 
 
@@ -104,8 +108,13 @@ def _day_start(d: date, tz: tzinfo) -> datetime:
     return datetime.combine(d, time(0), tzinfo=tz).astimezone(timezone.utc)
 
 
-def make_window(since: Optional[str] = None, until: Optional[str] = None, all_time: bool = False,
-                now: Optional[datetime] = None, tz: Optional[tzinfo] = None) -> Window:
+def make_window(
+    since: Optional[str] = None,
+    until: Optional[str] = None,
+    all_time: bool = False,
+    now: Optional[datetime] = None,
+    tz: Optional[tzinfo] = None,
+) -> Window:
     """No bounds given means today (local); ``all_time`` means no bounds at all."""
     tz = tz or local_tz()
     now = (now or datetime.now(timezone.utc)).astimezone(timezone.utc)
@@ -132,6 +141,7 @@ def _fmt(dt: Optional[datetime]) -> str:
 
 
 # ------------------------------------------------------------------------------------------ the data
+
 
 @dataclass
 class CountRow:
@@ -263,6 +273,7 @@ class ReportData:
 
 # ---------------------------------------------------------------------------------------------- query
 
+
 def open_database(db: str | Path | sa.Engine, busy_timeout_ms: int = 5000) -> Tuple[sa.Engine, int]:
     """Engine and schema version of an existing edge-screen database (read only: never created or upgraded)."""
     try:
@@ -300,8 +311,11 @@ def _percentiles(conn, col, where: list, n: int) -> List[Optional[float]]:
     if n == 0:
         return [None] * len(PERCENTILES)
     ranks = [nearest_rank(p, n) for p in PERCENTILES]
-    sub = (sa.select(col.label("v"), sa.func.row_number().over(order_by=col).label("rn"))
-           .where(*where, col.is_not(None)).subquery())
+    sub = (
+        sa.select(col.label("v"), sa.func.row_number().over(order_by=col).label("rn"))
+        .where(*where, col.is_not(None))
+        .subquery()
+    )
     got = dict(conn.execute(sa.select(sub.c.rn, sub.c.v).where(sub.c.rn.in_(sorted(set(ranks))))).all())
     return [None if got.get(r) is None else float(got[r]) for r in ranks]
 
@@ -314,10 +328,15 @@ def _histogram(conn, col, where: list, lo: Optional[float], hi: Optional[float])
     edges = [start + width * (i + 1) for i in range(HIST_BINS - 1)]
     # A CASE ladder bins the same way on SQLite and PostgreSQL (CAST rounds on one, truncates on the other).
     bucket = sa.case(*[(col < e, i) for i, e in enumerate(edges)], else_=HIST_BINS - 1).label("bucket")
-    rows = dict(conn.execute(sa.select(bucket, sa.func.count()).where(*where, col.is_not(None))
-                             .group_by(bucket)).all())
-    return [HistBin(lo_ms=round(start + width * i, 6), hi_ms=round(edges[i], 6) if i < len(edges) else None,
-                    count=int(rows.get(i, 0))) for i in range(HIST_BINS)]
+    rows = dict(conn.execute(sa.select(bucket, sa.func.count()).where(*where, col.is_not(None)).group_by(bucket)).all())
+    return [
+        HistBin(
+            lo_ms=round(start + width * i, 6),
+            hi_ms=round(edges[i], 6) if i < len(edges) else None,
+            count=int(rows.get(i, 0)),
+        )
+        for i in range(HIST_BINS)
+    ]
 
 
 def _nice(x: float) -> float:
@@ -332,8 +351,9 @@ def _utc_day(engine: sa.Engine, col):
     return sa.func.date(col)  # SQLite holds naive UTC text
 
 
-def build_report(db: str | sa.Engine, window: Window, filters: Filters = Filters(),
-                 now: Optional[datetime] = None) -> ReportData:
+def build_report(
+    db: str | sa.Engine, window: Window, filters: Filters = Filters(), now: Optional[datetime] = None
+) -> ReportData:
     engine, version = open_database(db)
     try:
         data = _query(engine, window, filters, now, version)
@@ -353,48 +373,113 @@ def _query(engine: sa.Engine, window: Window, filters: Filters, now: Optional[da
     with engine.connect() as conn:
         grouped = conn.execute(
             sa.select(day, c.device_id, c.status, c.label, c.verdict, c.needs_review, sa.func.count())
-            .where(*where).group_by(day, c.device_id, c.status, c.label, c.verdict, c.needs_review)).all()
-        counts = [CountRow(day=str(r[0]), device_id=str(r[1]), status=str(r[2]), label=r[3], verdict=r[4],
-                           needs_review=bool(r[5]), count=int(r[6])) for r in grouped]
+            .where(*where)
+            .group_by(day, c.device_id, c.status, c.label, c.verdict, c.needs_review)
+        ).all()
+        counts = [
+            CountRow(
+                day=str(r[0]),
+                device_id=str(r[1]),
+                status=str(r[2]),
+                label=r[3],
+                verdict=r[4],
+                needs_review=bool(r[5]),
+                count=int(r[6]),
+            )
+            for r in grouped
+        ]
         urgent = sa.case((c.verdict == "malignant", 0), else_=1)
-        flagged = [FlaggedImage(image_id=str(r.id), device_id=str(r.device_id), time=_fmt(r.recorded_at),
-                                path=str(r.path), label=r.label,
-                                malignant_score=None if r.malignant_score is None else float(r.malignant_score),
-                                verdict=r.verdict, needs_review=bool(r.needs_review), model_name=r.model_name,
-                                model_sha256=r.model_sha256, moved_to=r.moved_to, sha256=r.sha256, size=r.bytes)
-                   for r in conn.execute(
-                       sa.select(c.id, c.device_id, c.recorded_at, c.path, c.label, c.malignant_score, c.verdict,
-                                 c.needs_review, c.model_name, c.model_sha256, c.sha256, c.bytes,
-                                 c.moved_to if version >= 3 else sa.null().label("moved_to"))
-                       .where(*where, c.status == "classified",
-                              sa.or_(c.verdict == "malignant", c.needs_review == sa.true()))
-                       .order_by(urgent, c.malignant_score.desc(), c.recorded_at, c.id))]
-        problems = [ProblemImage(image_id=str(r.id), device_id=str(r.device_id), time=_fmt(r.recorded_at),
-                                 path=str(r.path), status=str(r.status), reason=r.reason)
-                    for r in conn.execute(
-                        sa.select(c.id, c.device_id, c.recorded_at, c.path, c.status, c.reason)
-                        .where(*where, c.status.in_(("unreadable", "rejected"))).order_by(c.recorded_at, c.id))]
+        flagged = [
+            FlaggedImage(
+                image_id=str(r.id),
+                device_id=str(r.device_id),
+                time=_fmt(r.recorded_at),
+                path=str(r.path),
+                label=r.label,
+                malignant_score=None if r.malignant_score is None else float(r.malignant_score),
+                verdict=r.verdict,
+                needs_review=bool(r.needs_review),
+                model_name=r.model_name,
+                model_sha256=r.model_sha256,
+                moved_to=r.moved_to,
+                sha256=r.sha256,
+                size=r.bytes,
+            )
+            for r in conn.execute(
+                sa.select(
+                    c.id,
+                    c.device_id,
+                    c.recorded_at,
+                    c.path,
+                    c.label,
+                    c.malignant_score,
+                    c.verdict,
+                    c.needs_review,
+                    c.model_name,
+                    c.model_sha256,
+                    c.sha256,
+                    c.bytes,
+                    c.moved_to if version >= 3 else sa.null().label("moved_to"),
+                )
+                .where(*where, c.status == "classified", sa.or_(c.verdict == "malignant", c.needs_review == sa.true()))
+                .order_by(urgent, c.malignant_score.desc(), c.recorded_at, c.id)
+            )
+        ]
+        problems = [
+            ProblemImage(
+                image_id=str(r.id),
+                device_id=str(r.device_id),
+                time=_fmt(r.recorded_at),
+                path=str(r.path),
+                status=str(r.status),
+                reason=r.reason,
+            )
+            for r in conn.execute(
+                sa.select(c.id, c.device_id, c.recorded_at, c.path, c.status, c.reason)
+                .where(*where, c.status.in_(("unreadable", "rejected")))
+                .order_by(c.recorded_at, c.id)
+            )
+        ]
         cols = [getattr(c, f"t_{s}_ms") for s in STAGES]
-        agg = conn.execute(sa.select(*[f(col) for col in cols for f in (sa.func.count, sa.func.max)])
-                           .where(*where)).one()
+        agg = conn.execute(
+            sa.select(*[f(col) for col in cols for f in (sa.func.count, sa.func.max)]).where(*where)
+        ).one()
         timings = []
         for i, (stage, col) in enumerate(zip(STAGES, cols)):
             n, mx = int(agg[2 * i]), agg[2 * i + 1]
             med, p95 = _percentiles(conn, col, where, n)
-            timings.append(StageTiming(stage=stage, n=n, median_ms=med, p95_ms=p95,
-                                       max_ms=None if mx is None else float(mx)))
+            timings.append(
+                StageTiming(stage=stage, n=n, median_ms=med, p95_ms=p95, max_ms=None if mx is None else float(mx))
+            )
         total = timings[-1]
         # Up to twice the p95, so that one stalled image does not squash the useful range into a bar.
         lo = conn.execute(sa.select(sa.func.min(c.t_total_ms)).where(*where)).scalar()
         hi = None if total.max_ms is None else min(total.max_ms, 2 * (total.p95_ms or 0))
         hist = _histogram(conn, c.t_total_ms, where, None if lo is None else float(lo), hi)
-        models = [ModelUsage(model_name=r[0], model_sha256=r[1], count=int(r[2]), first_seen=_fmt(r[3]),
-                             last_seen=_fmt(r[4]))
-                  for r in conn.execute(
-                      sa.select(c.model_name, c.model_sha256, sa.func.count(), sa.func.min(c.recorded_at),
-                                sa.func.max(c.recorded_at))
-                      .where(*where, c.model_sha256.is_not(None))
-                      .group_by(c.model_name, c.model_sha256).order_by(sa.func.min(c.recorded_at)))]
-    return ReportData(generated_at=_fmt(now or datetime.now(timezone.utc)), database=_safe_url(engine),
-                      window=window, filters=filters, counts=counts, flagged=flagged, problems=problems,
-                      timings=timings, models=models, total_histogram=hist)
+        models = [
+            ModelUsage(model_name=r[0], model_sha256=r[1], count=int(r[2]), first_seen=_fmt(r[3]), last_seen=_fmt(r[4]))
+            for r in conn.execute(
+                sa.select(
+                    c.model_name,
+                    c.model_sha256,
+                    sa.func.count(),
+                    sa.func.min(c.recorded_at),
+                    sa.func.max(c.recorded_at),
+                )
+                .where(*where, c.model_sha256.is_not(None))
+                .group_by(c.model_name, c.model_sha256)
+                .order_by(sa.func.min(c.recorded_at))
+            )
+        ]
+    return ReportData(
+        generated_at=_fmt(now or datetime.now(timezone.utc)),
+        database=_safe_url(engine),
+        window=window,
+        filters=filters,
+        counts=counts,
+        flagged=flagged,
+        problems=problems,
+        timings=timings,
+        models=models,
+        total_histogram=hist,
+    )

@@ -6,6 +6,7 @@ it in any case. A new password must not be one of the 19,640 common passwords Dj
 (bundled in edge/data, see its LICENSE file) nor the user name. Every change is a row in the append-only
 ``user_events`` table, with who made it.
 """
+
 from __future__ import annotations
 
 import getpass
@@ -123,8 +124,16 @@ def find_row(conn, name: str):
 
 
 def _event(conn, user_name: str, action: str, actor: str, detail: Optional[str] = None) -> None:
-    conn.execute(user_events.insert().values(id=str(uuid.uuid4()), created_at=utcnow(), user_name=user_name,
-                                             action=action, actor=actor[:128], detail=detail))
+    conn.execute(
+        user_events.insert().values(
+            id=str(uuid.uuid4()),
+            created_at=utcnow(),
+            user_name=user_name,
+            action=action,
+            actor=actor[:128],
+            detail=detail,
+        )
+    )
 
 
 def add_user(store, name: str, password: str, role: str, actor: Optional[str] = None) -> User:
@@ -141,8 +150,11 @@ def add_user(store, name: str, password: str, role: str, actor: Optional[str] = 
             if clash is not None:
                 same = "" if clash.name == name else f" (as {clash.name!r}: names do not differ by case alone)"
                 raise ReviewError(f"user {name!r} already exists{same}")
-            conn.execute(users.insert().values(name=name, password_hash=hashed, role=role,
-                                               created_at=user.created_at, disabled=False))
+            conn.execute(
+                users.insert().values(
+                    name=name, password_hash=hashed, role=role, created_at=user.created_at, disabled=False
+                )
+            )
             _event(conn, name, "add", actor or os_actor(), f"role {role}")
     except IntegrityError:  # PostgreSQL: another process added the same name between check and insert
         raise ReviewError(f"user {name!r} already exists") from None
@@ -182,8 +194,13 @@ def set_password(store, name: str, password: str, actor: Optional[str] = None) -
         conn.execute(users.update().where(users.c.name == real).values(password_hash=hashed))
         ended = conn.execute(delete(web_sessions).where(web_sessions.c.user_name == real)).rowcount
         unlocked = throttle.clear_user(conn, real)
-        _event(conn, real, "passwd", actor or os_actor(),
-               f"{ended} session(s) ended" + ("; log-in lock lifted" if unlocked else ""))
+        _event(
+            conn,
+            real,
+            "passwd",
+            actor or os_actor(),
+            f"{ended} session(s) ended" + ("; log-in lock lifted" if unlocked else ""),
+        )
     return f"password of {real} changed ({ended} session(s) ended)"
 
 
@@ -229,6 +246,23 @@ def verify_user(store, name: str, password: str) -> Optional[User]:
     return user_from_row(row)
 
 
-__all__ = ["MIN_PASSWORD", "ReviewError", "User", "UserEvent", "WRITERS", "add_user", "check_new_password",
-           "common_passwords", "events", "find_row", "get_user", "list_users", "os_actor", "set_disabled",
-           "set_password", "user_from_row", "validate_name", "verify_user"]
+__all__ = [
+    "MIN_PASSWORD",
+    "ReviewError",
+    "User",
+    "UserEvent",
+    "WRITERS",
+    "add_user",
+    "check_new_password",
+    "common_passwords",
+    "events",
+    "find_row",
+    "get_user",
+    "list_users",
+    "os_actor",
+    "set_disabled",
+    "set_password",
+    "user_from_row",
+    "validate_name",
+    "verify_user",
+]

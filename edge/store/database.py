@@ -6,6 +6,7 @@ survive a power cut). Writers take the lock up front (BEGIN IMMEDIATE): a deferr
 and then writes can fail with SQLITE_BUSY without waiting, which the busy timeout cannot help. PostgreSQL
 works too (a clinic server). The schema and its migrations live in :mod:`edge.store.schema`.
 """
+
 from __future__ import annotations
 
 import json
@@ -22,11 +23,11 @@ from sqlalchemy import and_, false, func, or_, select, true
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import DatabaseError, IntegrityError
 
-from edge.store.samples import update_samples
-from edge.store.records import Counts, DatabaseGone, ImageRecord, RunInfo, StoreError, TimingStats, timing_stats
-from edge.vocabulary import STAGES, STATUSES, VERDICTS
 from edge.store.engine import make_engine, missing_sqlite_file, normalize_url, open_schema, readonly_reason, writer
+from edge.store.records import Counts, DatabaseGone, ImageRecord, RunInfo, StoreError, TimingStats, timing_stats
+from edge.store.samples import update_samples
 from edge.store.schema import SchemaError, images, models, runs, utcnow
+from edge.vocabulary import STAGES, STATUSES, VERDICTS
 
 TIMING_COLUMNS = tuple(f"t_{s}_ms" for s in STAGES)
 
@@ -57,14 +58,22 @@ class Store:
             raise DatabaseGone(f"database file {self._file} was deleted or replaced while open")
 
     @classmethod
-    def open(cls, url: str | Path, device_id: Optional[str] = None, busy_timeout_ms: int = 5000,
-             synchronous: str = "FULL", create: bool = True) -> "Store":
+    def open(
+        cls,
+        url: str | Path,
+        device_id: Optional[str] = None,
+        busy_timeout_ms: int = 5000,
+        synchronous: str = "FULL",
+        create: bool = True,
+    ) -> Store:
         """Open (creating or upgrading the schema) a store. ``create=False``: a missing SQLite file is an
         error instead of a new empty database (for readers such as `status` and `report`)."""
         u = make_url(normalize_url(url))
         if not create and missing_sqlite_file(url):
-            raise StoreError(f"database not found: {u.database} (the daemon creates it when it starts, as does "
-                             f"`edge-screen config check`)")
+            raise StoreError(
+                f"database not found: {u.database} (the daemon creates it when it starts, as does "
+                f"`edge-screen config check`)"
+            )
         try:
             engine = make_engine(u.render_as_string(hide_password=False), busy_timeout_ms, synchronous)
         except SchemaError as e:
@@ -83,15 +92,16 @@ class Store:
             if folder is not None and folder.is_dir() and not os.access(folder, os.W_OK):
                 # SQLite in WAL mode creates its -wal and -shm files beside the database, so a read-only
                 # folder (or filesystem) cannot even be opened.
-                raise StoreError(f"cannot open {where}: its folder {folder} is read-only or not writable "
-                                 f"({e.orig})") from None
+                raise StoreError(
+                    f"cannot open {where}: its folder {folder} is read-only or not writable ({e.orig})"
+                ) from None
             raise StoreError(f"cannot open {where}: {e.orig}") from None
         return cls(engine, device_id)
 
     def close(self) -> None:
         self.engine.dispose()
 
-    def __enter__(self) -> "Store":
+    def __enter__(self) -> Store:
         return self
 
     def __exit__(self, *exc) -> None:
@@ -134,7 +144,9 @@ class Store:
     def where(self) -> str:
         """The database for messages: the SQLite file, or the URL without its password."""
         u = self.engine.url
-        return (u.database or ":memory:") if u.get_backend_name() == "sqlite" else u.render_as_string(hide_password=True)
+        return (
+            (u.database or ":memory:") if u.get_backend_name() == "sqlite" else u.render_as_string(hide_password=True)
+        )
 
     # -------------------------------------------------------------------------------------------- writes
     def record(self, rec: ImageRecord) -> str:
@@ -176,8 +188,14 @@ class Store:
                     # its sample's aggregate, nor an aggregate counting a field that was not recorded.
                     touched = [r for r in new if r.get("sample_id")]
                     if touched:
-                        update_samples(conn, self._device(), (r["sample_id"] for r in touched), sample_rule,
-                                       touched[-1]["model_id"], touched[-1]["model_sha256"])
+                        update_samples(
+                            conn,
+                            self._device(),
+                            (r["sample_id"] for r in touched),
+                            sample_rule,
+                            touched[-1]["model_id"],
+                            touched[-1]["model_sha256"],
+                        )
         except IntegrityError:
             # PostgreSQL has no BEGIN IMMEDIATE: a concurrent writer may have inserted the same file between
             # our check and our insert. The constraint caught it; one record gets the winner's id.
@@ -213,7 +231,8 @@ class Store:
     def _existing(conn, rows: List[Dict[str, Any]]) -> Dict[tuple, str]:
         """(device_id, path, sha256) -> id of the rows already recorded for these keys, in one query."""
         q = select(images.c.device_id, images.c.path, images.c.sha256, images.c.id).where(
-            images.c.device_id.in_({r["device_id"] for r in rows}), images.c.path.in_({r["path"] for r in rows}))
+            images.c.device_id.in_({r["device_id"] for r in rows}), images.c.path.in_({r["path"] for r in rows})
+        )
         wanted = {(r["device_id"], r["path"], r["sha256"]) for r in rows}
         return {(d, p, s): i for d, p, s, i in conn.execute(q) if (d, p, s) in wanted}
 
@@ -225,9 +244,16 @@ class Store:
             mid = conn.execute(q).scalar()
             if mid is None:
                 mid = str(uuid.uuid4())
-                conn.execute(models.insert().values(
-                    id=mid, device_id=device, name=name, sha256=sha256, first_seen=utcnow(),
-                    card=json.dumps(card, sort_keys=True) if card is not None else None))
+                conn.execute(
+                    models.insert().values(
+                        id=mid,
+                        device_id=device,
+                        name=name,
+                        sha256=sha256,
+                        first_seen=utcnow(),
+                        card=json.dumps(card, sort_keys=True) if card is not None else None,
+                    )
+                )
         return mid
 
     def start_run(self, version: str, pid: Optional[int] = None, hostname: Optional[str] = None) -> str:
@@ -237,15 +263,24 @@ class Store:
         hostname = hostname or socket.gethostname()
         rid = str(uuid.uuid4())
         with self._w.begin() as conn:
-            for r in conn.execute(select(runs).where(runs.c.device_id == device, runs.c.hostname == hostname,
-                                                     runs.c.stopped_at.is_(None))).all():
+            for r in conn.execute(
+                select(runs).where(runs.c.device_id == device, runs.c.hostname == hostname, runs.c.stopped_at.is_(None))
+            ).all():
                 if r.pid and _alive(r.pid):
                     continue
                 last = conn.execute(select(func.max(images.c.recorded_at)).where(images.c.run_id == r.id)).scalar()
-                conn.execute(runs.update().where(runs.c.id == r.id).values(
-                    stopped_at=last or r.started_at, exit_reason="unclean: process ended without a recorded stop"))
-            conn.execute(runs.insert().values(id=rid, device_id=device, started_at=utcnow(), version=version,
-                                              pid=pid, hostname=hostname))
+                conn.execute(
+                    runs.update()
+                    .where(runs.c.id == r.id)
+                    .values(
+                        stopped_at=last or r.started_at, exit_reason="unclean: process ended without a recorded stop"
+                    )
+                )
+            conn.execute(
+                runs.insert().values(
+                    id=rid, device_id=device, started_at=utcnow(), version=version, pid=pid, hostname=hostname
+                )
+            )
         return rid
 
     def stop_run(self, run_id: str, reason: str) -> None:
@@ -269,8 +304,11 @@ class Store:
     def lookup(self, path: str, sha256: str, device_id: Optional[str] = None) -> Tuple[bool, Optional[ImageRecord]]:
         """:meth:`is_recorded` and :meth:`find_by_sha256` in one query: the pipeline asks both for every
         image, and each query is a connection checkout plus BEGIN and rollback."""
-        q = (select(images).where(images.c.sha256 == sha256, self._mine(device_id))
-             .order_by(images.c.recorded_at, images.c.id))
+        q = (
+            select(images)
+            .where(images.c.sha256 == sha256, self._mine(device_id))
+            .order_by(images.c.recorded_at, images.c.id)
+        )
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
         first = next((r for r in rows if r.status != "duplicate"), None)
@@ -279,8 +317,9 @@ class Store:
     def is_recorded(self, path: str, sha256: str, device_id: Optional[str] = None) -> bool:
         return self.lookup(path, sha256, device_id)[0]
 
-    def recorded_files(self, paths: Optional[Iterable[str]] = None,
-                       device_id: Optional[str] = None) -> Dict[str, Tuple[Set[int], float]]:
+    def recorded_files(
+        self, paths: Optional[Iterable[str]] = None, device_id: Optional[str] = None
+    ) -> Dict[str, Tuple[Set[int], float]]:
         """path -> (sizes recorded for it, the latest recording time as a Unix timestamp), for ``paths``
         (the files in the inbox now; None: every recorded path).
 
@@ -294,8 +333,11 @@ class Store:
         transient = (images.c.status == "rejected") & images.c.reason.like("cannot read file:%")
         q = select(images.c.path, images.c.bytes, images.c.recorded_at).where(self._mine(device_id), ~transient)
         wanted = list(paths) if paths is not None else None
-        chunks = ([q.where(images.c.path.in_(wanted[i:i + 500])) for i in range(0, len(wanted), 500)]
-                  if wanted is not None else [q])
+        chunks = (
+            [q.where(images.c.path.in_(wanted[i : i + 500])) for i in range(0, len(wanted), 500)]
+            if wanted is not None
+            else [q]
+        )
         with self.engine.connect() as conn:
             for path, size, at in (row for chunk in chunks for row in conn.execute(chunk)):
                 if at is not None and at.tzinfo is None:
@@ -306,8 +348,9 @@ class Store:
                 out[path] = (sizes, max(latest, ts))
         return out
 
-    def counts(self, since: Optional[datetime] = None, until: Optional[datetime] = None,
-               device_id: Optional[str] = None) -> Counts:
+    def counts(
+        self, since: Optional[datetime] = None, until: Optional[datetime] = None, device_id: Optional[str] = None
+    ) -> Counts:
         """Images recorded in [since, until) by status and by verdict (verdict only for classified rows)."""
         w = [self._mine(device_id)] + _window(since, until)
         out = Counts()
@@ -315,18 +358,28 @@ class Store:
             for status, n in conn.execute(select(images.c.status, func.count()).where(*w).group_by(images.c.status)):
                 out.by_status[status] = n
                 out.total += n
-            for verdict, n in conn.execute(select(images.c.verdict, func.count()).where(
-                    *w, images.c.status == "classified").group_by(images.c.verdict)):
+            for verdict, n in conn.execute(
+                select(images.c.verdict, func.count())
+                .where(*w, images.c.status == "classified")
+                .group_by(images.c.verdict)
+            ):
                 out.by_verdict[verdict or "none"] = n
-            out.needs_review = conn.execute(select(func.count()).where(*w, images.c.needs_review.is_(True))).scalar() or 0
+            out.needs_review = (
+                conn.execute(select(func.count()).where(*w, images.c.needs_review.is_(True))).scalar() or 0
+            )
         return out
 
-    def last_error(self, device_id: Optional[str] = None,
-                   statuses: Sequence[str] = ("unreadable", "rejected")) -> Optional[ImageRecord]:
+    def last_error(
+        self, device_id: Optional[str] = None, statuses: Sequence[str] = ("unreadable", "rejected")
+    ) -> Optional[ImageRecord]:
         """The most recent image with one of ``statuses`` (its reason is the error). `status` asks for
         "rejected" only: an unreadable field is a quality refusal, not an error."""
-        q = (select(images).where(images.c.status.in_(tuple(statuses)), self._mine(device_id))
-             .order_by(images.c.recorded_at.desc(), images.c.id.desc()).limit(1))
+        q = (
+            select(images)
+            .where(images.c.status.in_(tuple(statuses)), self._mine(device_id))
+            .order_by(images.c.recorded_at.desc(), images.c.id.desc())
+            .limit(1)
+        )
         with self.engine.connect() as conn:
             row = conn.execute(q).first()
         return ImageRecord.from_row(row) if row else None
@@ -334,8 +387,12 @@ class Store:
     def recent_timings(self, n: int = 100, device_id: Optional[str] = None) -> Dict[str, List[float]]:
         """Per-stage times (ms) of the last ``n`` classified images, stage name -> values."""
         cols = [images.c[c] for c in TIMING_COLUMNS]
-        q = (select(*cols).where(images.c.status == "classified", self._mine(device_id))
-             .order_by(images.c.recorded_at.desc(), images.c.id.desc()).limit(n))
+        q = (
+            select(*cols)
+            .where(images.c.status == "classified", self._mine(device_id))
+            .order_by(images.c.recorded_at.desc(), images.c.id.desc())
+            .limit(n)
+        )
         out: Dict[str, List[float]] = {s: [] for s in STAGES}
         with self.engine.connect() as conn:
             for row in conn.execute(q):
@@ -354,8 +411,13 @@ class Store:
             row = conn.execute(q).first()
         return RunInfo(**row._mapping) if row else None
 
-    def iter_images(self, since: Optional[datetime] = None, until: Optional[datetime] = None,
-                    device_id: Optional[str] = None, batch: int = 2000) -> Iterator[ImageRecord]:
+    def iter_images(
+        self,
+        since: Optional[datetime] = None,
+        until: Optional[datetime] = None,
+        device_id: Optional[str] = None,
+        batch: int = 2000,
+    ) -> Iterator[ImageRecord]:
         """Rows recorded in [since, until), oldest first, all devices unless ``device_id`` is given.
         Keyset pagination: memory stays flat and no read transaction is held across a slow consumer."""
         w = _window(since, until) + ([images.c.device_id == device_id] if device_id else [])
@@ -363,8 +425,9 @@ class Store:
         while True:
             q = select(images).where(*w)
             if after is not None:
-                q = q.where(or_(images.c.recorded_at > after[0],
-                                and_(images.c.recorded_at == after[0], images.c.id > after[1])))
+                q = q.where(
+                    or_(images.c.recorded_at > after[0], and_(images.c.recorded_at == after[0], images.c.id > after[1]))
+                )
             with self.engine.connect() as conn:
                 rows = conn.execute(q.order_by(images.c.recorded_at, images.c.id).limit(batch)).all()
             for row in rows:

@@ -1,5 +1,6 @@
 """Engines on edge-screen databases: URLs, SQLite pragmas and locking, and opening a database to write
 (creating or upgrading its schema, :mod:`edge.store.schema`) or to read (never changing it)."""
+
 from __future__ import annotations
 
 import sqlite3
@@ -20,12 +21,13 @@ def normalize_url(url: str | Path) -> str:
         return f"sqlite:///{Path(s).expanduser().resolve()}"
     for prefix in ("postgresql://", "postgres://"):
         if s.startswith(prefix):
-            return "postgresql+psycopg://" + s[len(prefix):]
+            return "postgresql+psycopg://" + s[len(prefix) :]
     return s
 
 
-def make_engine(url: str | Path, busy_timeout_ms: int = 5000, synchronous: str = "FULL",
-                create_dirs: bool = True) -> Engine:
+def make_engine(
+    url: str | Path, busy_timeout_ms: int = 5000, synchronous: str = "FULL", create_dirs: bool = True
+) -> Engine:
     url = normalize_url(url)
     u = make_url(url)
     if u.get_backend_name() != "sqlite":
@@ -83,8 +85,11 @@ def open_existing(url: str | Path | Engine, busy_timeout_ms: int = 5000) -> Tupl
         engine = url
     else:
         u = make_url(normalize_url(url))
-        if u.get_backend_name() == "sqlite" and u.database not in (None, "", ":memory:") \
-                and not Path(u.database).is_file():
+        if (
+            u.get_backend_name() == "sqlite"
+            and u.database not in (None, "", ":memory:")
+            and not Path(u.database).is_file()
+        ):
             raise SchemaError(f"no database at {u.database}")
         engine = make_engine(u.render_as_string(hide_password=False), busy_timeout_ms, create_dirs=False)
     try:

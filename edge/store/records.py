@@ -1,4 +1,5 @@
 """What crosses the store's boundary: one image's result, a daemon run, counts and timing statistics."""
+
 from __future__ import annotations
 
 import dataclasses
@@ -22,6 +23,7 @@ class ImageRecord:
     (device_id, path, sha256) is what makes recording exactly-once. ``t_total_ms`` is the pipeline's total
     before storing; ``record`` measures ``t_store_ms`` and adds it to the total.
     """
+
     path: str
     sha256: str
     status: str  # classified | unreadable | rejected | duplicate
@@ -68,7 +70,7 @@ class ImageRecord:
         return row
 
     @classmethod
-    def from_row(cls, row: Any) -> "ImageRecord":
+    def from_row(cls, row: Any) -> ImageRecord:
         d = dict(row._mapping) if hasattr(row, "_mapping") else dict(row)
         for k in JSON_FIELDS:
             if d.get(k) is not None:

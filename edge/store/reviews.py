@@ -9,6 +9,7 @@ its status becomes ``signed`` with the reviewer's final verdict, in the same tra
 Every refusal is a :class:`ReviewError` with a one-line message, raised before anything is written (or
 inside the write transaction, which then rolls back), so a refused call changes nothing.
 """
+
 from __future__ import annotations
 
 import json
@@ -59,7 +60,7 @@ class Review:
     comment: Optional[str]
 
     @classmethod
-    def from_row(cls, row) -> "Review":
+    def from_row(cls, row) -> Review:
         d = row._mapping
         return cls(**{k: d[k] for k in cls.__dataclass_fields__})
 
@@ -114,8 +115,7 @@ def _comment(text: Optional[str]) -> Optional[str]:
 
 
 # ------------------------------------------------------------------------------------------- reviews
-def review_field(store, reviewer: str, image_id: str, reviewer_label: str,
-                 comment: Optional[str] = None) -> Review:
+def review_field(store, reviewer: str, image_id: str, reviewer_label: str, comment: Optional[str] = None) -> Review:
     """Confirm (same label) or correct (another label) the model's call on one field of a sample."""
     device = store.device()
     comment = _comment(comment)
@@ -126,17 +126,29 @@ def review_field(store, reviewer: str, image_id: str, reviewer_label: str,
             raise ReviewError(f"no field {image_id!r} in a sample of device {device}")
         if img.status == "duplicate":
             raise ReviewError(f"field {image_id} is a duplicate: review the original ({img.duplicate_of})")
-        st = conn.execute(select(samples.c.status).where(samples.c.device_id == device,
-                                                         samples.c.sample_id == img.sample_id)).scalar()
+        st = conn.execute(
+            select(samples.c.status).where(samples.c.device_id == device, samples.c.sample_id == img.sample_id)
+        ).scalar()
         if st is None:
             raise ReviewError(f"no sample {img.sample_id!r} on device {device}")
         if st == "signed":
             raise ReviewConflict(f"sample {img.sample_id} is signed off: its reviews are closed")
         _check_label(reviewer_label, _card_labels(conn, img.model_id))
-        rev = Review(id=str(uuid.uuid4()), device_id=device, created_at=utcnow(), reviewer=reviewer, kind="field",
-                     sample_id=img.sample_id, image_id=img.id, model_label=img.label,
-                     model_score=img.malignant_score, model_sha256=img.model_sha256,
-                     reviewer_label=reviewer_label, reviewer_verdict=None, comment=comment)
+        rev = Review(
+            id=str(uuid.uuid4()),
+            device_id=device,
+            created_at=utcnow(),
+            reviewer=reviewer,
+            kind="field",
+            sample_id=img.sample_id,
+            image_id=img.id,
+            model_label=img.label,
+            model_score=img.malignant_score,
+            model_sha256=img.model_sha256,
+            reviewer_label=reviewer_label,
+            reviewer_verdict=None,
+            comment=comment,
+        )
         conn.execute(reviews.insert().values(**rev.__dict__))
     return rev
 
@@ -147,18 +159,22 @@ CHANGED = "the sample changed: reload"
 def check_consistent(s: Sample, final_verdict: str, final_label: Optional[str], comment: Optional[str]) -> None:
     """Refuse a sign-off that contradicts itself or signs more than the fields can carry."""
     if final_verdict == "benign" and final_label not in (None, BENIGN):
-        raise ReviewError(f"a benign sign-off cannot carry the malignant subtype {final_label}: sign malignant, "
-                          f"or leave the label empty")
+        raise ReviewError(
+            f"a benign sign-off cannot carry the malignant subtype {final_label}: sign malignant, "
+            f"or leave the label empty"
+        )
     if final_verdict == "malignant" and final_label == BENIGN:
         raise ReviewError(f"a malignant sign-off cannot be labelled {BENIGN}: choose the subtype or leave it empty")
     need = s.min_readable
     if need is not None and s.readable < need and not comment:
-        raise ReviewError(f"only {s.readable} readable field(s), the rule needs {need}: say in the comment why it "
-                          "can be signed anyway, or ask for a new smear")
+        raise ReviewError(
+            f"only {s.readable} readable field(s), the rule needs {need}: say in the comment why it "
+            "can be signed anyway, or ask for a new smear"
+        )
 
 
 def confirm_fields(store, reviewer: str, sample_id: str, image_ids: Sequence[str]) -> List[Review]:
-    """"Confirm all as shown": a confirming field review (the model's own label) of each named field that
+    """ "Confirm all as shown": a confirming field review (the model's own label) of each named field that
     has no review yet, in one transaction. Only the fields the reviewer was shown are named, so a field
     that arrived since is not confirmed unseen; unreadable fields have no label to confirm and are refused."""
     device = store.device()
@@ -168,16 +184,29 @@ def confirm_fields(store, reviewer: str, sample_id: str, image_ids: Sequence[str
     out: List[Review] = []
     with store.write() as conn:
         _reviewer(conn, reviewer)
-        st = conn.execute(select(samples.c.status).where(samples.c.device_id == device,
-                                                         samples.c.sample_id == sample_id)).scalar()
+        st = conn.execute(
+            select(samples.c.status).where(samples.c.device_id == device, samples.c.sample_id == sample_id)
+        ).scalar()
         if st is None:
             raise ReviewError(f"no sample {sample_id!r} on device {device}")
         if st == "signed":
             raise ReviewConflict(f"sample {sample_id} is signed off: its reviews are closed")
-        rows = {r.id: r for r in conn.execute(select(images).where(
-            images.c.device_id == device, images.c.sample_id == sample_id, images.c.id.in_(ids)))}
-        reviewed = {r.image_id for r in conn.execute(select(reviews.c.image_id).where(
-            reviews.c.device_id == device, reviews.c.kind == "field", reviews.c.image_id.in_(ids)))}
+        rows = {
+            r.id: r
+            for r in conn.execute(
+                select(images).where(
+                    images.c.device_id == device, images.c.sample_id == sample_id, images.c.id.in_(ids)
+                )
+            )
+        }
+        reviewed = {
+            r.image_id
+            for r in conn.execute(
+                select(reviews.c.image_id).where(
+                    reviews.c.device_id == device, reviews.c.kind == "field", reviews.c.image_id.in_(ids)
+                )
+            )
+        }
         now = utcnow()
         for i in ids:
             img = rows.get(i)
@@ -187,25 +216,46 @@ def confirm_fields(store, reviewer: str, sample_id: str, image_ids: Sequence[str
                 raise ReviewError(f"field {img.filename} is {img.status}: it has no label to confirm")
             if i in reviewed:
                 continue
-            rev = Review(id=str(uuid.uuid4()), device_id=device, created_at=now, reviewer=reviewer, kind="field",
-                         sample_id=sample_id, image_id=img.id, model_label=img.label,
-                         model_score=img.malignant_score, model_sha256=img.model_sha256,
-                         reviewer_label=img.label, reviewer_verdict=None, comment=None)
+            rev = Review(
+                id=str(uuid.uuid4()),
+                device_id=device,
+                created_at=now,
+                reviewer=reviewer,
+                kind="field",
+                sample_id=sample_id,
+                image_id=img.id,
+                model_label=img.label,
+                model_score=img.malignant_score,
+                model_sha256=img.model_sha256,
+                reviewer_label=img.label,
+                reviewer_verdict=None,
+                comment=None,
+            )
             conn.execute(reviews.insert().values(**rev.__dict__))
             out.append(rev)
     return out
 
 
-def _signable(conn, device: str, reviewer: str, sample_id: str, final_verdict: str, final_label: Optional[str],
-              comment: Optional[str], version: Optional[str]):
+def _signable(
+    conn,
+    device: str,
+    reviewer: str,
+    sample_id: str,
+    final_verdict: str,
+    final_label: Optional[str],
+    comment: Optional[str],
+    version: Optional[str],
+):
     """The sample row when this sign-off may be made now; every refusal a :class:`ReviewError`."""
     _reviewer(conn, reviewer)
     s = conn.execute(select(samples).where(samples.c.device_id == device, samples.c.sample_id == sample_id)).first()
     if s is None:
         raise ReviewError(f"no sample {sample_id!r} on device {device}")
     if s.status != "ready":
-        raise ReviewConflict(f"sample {sample_id} is {s.status}, not ready: only a ready sample can be signed off"
-                             + (f" (signed by {s.signed_by})" if s.status == "signed" else ""))
+        raise ReviewConflict(
+            f"sample {sample_id} is {s.status}, not ready: only a ready sample can be signed off"
+            + (f" (signed by {s.signed_by})" if s.status == "signed" else "")
+        )
     if final_label is not None:
         _check_label(final_label, _card_labels(conn, s.model_id))
     seen = Sample.from_row(s)
@@ -225,18 +275,33 @@ def _signoff_input(sample_id: str, final_verdict: str, comment: Optional[str]) -
     return _comment(comment)
 
 
-def check_sign_off(store, reviewer: str, sample_id: str, final_verdict: str, final_label: Optional[str] = None,
-                   comment: Optional[str] = None, version: Optional[str] = None) -> Sample:
+def check_sign_off(
+    store,
+    reviewer: str,
+    sample_id: str,
+    final_verdict: str,
+    final_label: Optional[str] = None,
+    comment: Optional[str] = None,
+    version: Optional[str] = None,
+) -> Sample:
     """Every check of :func:`sign_off`, writing nothing: the sample as it would be signed (the review app
     shows it for confirmation before the real sign-off, which checks again)."""
     comment = _signoff_input(sample_id, final_verdict, comment)
     with store.engine.connect() as conn:
-        return Sample.from_row(_signable(conn, store.device(), reviewer, sample_id, final_verdict,
-                                         final_label or None, comment, version))
+        return Sample.from_row(
+            _signable(conn, store.device(), reviewer, sample_id, final_verdict, final_label or None, comment, version)
+        )
 
 
-def sign_off(store, reviewer: str, sample_id: str, final_verdict: str, final_label: Optional[str] = None,
-             comment: Optional[str] = None, version: Optional[str] = None) -> Review:
+def sign_off(
+    store,
+    reviewer: str,
+    sample_id: str,
+    final_verdict: str,
+    final_label: Optional[str] = None,
+    comment: Optional[str] = None,
+    version: Optional[str] = None,
+) -> Review:
     """The reviewer's final word on a ``ready`` sample: one review row (kind ``signoff``) and the sample
     marked ``signed``, in one write transaction. ``version``: the :attr:`Sample.version` the reviewer saw;
     a sample that changed since is refused (:data:`CHANGED`), so the row never holds a score nobody saw."""
@@ -246,16 +311,35 @@ def sign_off(store, reviewer: str, sample_id: str, final_verdict: str, final_lab
     with store.write() as conn:  # BEGIN IMMEDIATE: the state read below cannot go stale before the write
         s = _signable(conn, device, reviewer, sample_id, final_verdict, final_label, comment, version)
         now = utcnow()
-        rev = Review(id=str(uuid.uuid4()), device_id=device, created_at=now, reviewer=reviewer, kind="signoff",
-                     sample_id=sample_id, image_id=None, model_label=None, model_score=s.score,
-                     model_sha256=s.model_sha256, reviewer_label=final_label, reviewer_verdict=final_verdict,
-                     comment=comment)
+        rev = Review(
+            id=str(uuid.uuid4()),
+            device_id=device,
+            created_at=now,
+            reviewer=reviewer,
+            kind="signoff",
+            sample_id=sample_id,
+            image_id=None,
+            model_label=None,
+            model_score=s.score,
+            model_sha256=s.model_sha256,
+            reviewer_label=final_label,
+            reviewer_verdict=final_verdict,
+            comment=comment,
+        )
         conn.execute(reviews.insert().values(**rev.__dict__))
         # PostgreSQL has no BEGIN IMMEDIATE: the row must still be the one checked (same status, same update).
-        done = conn.execute(samples.update().where(samples.c.id == s.id, samples.c.status == "ready",
-                                                   samples.c.updated_at == s.updated_at).values(
-            status="signed", signed_at=now, signed_by=reviewer, final_verdict=final_verdict,
-            final_label=final_label, updated_at=now))
+        done = conn.execute(
+            samples.update()
+            .where(samples.c.id == s.id, samples.c.status == "ready", samples.c.updated_at == s.updated_at)
+            .values(
+                status="signed",
+                signed_at=now,
+                signed_by=reviewer,
+                final_verdict=final_verdict,
+                final_label=final_label,
+                updated_at=now,
+            )
+        )
         if done.rowcount != 1:
             raise ReviewConflict(CHANGED)
     return rev
@@ -263,8 +347,11 @@ def sign_off(store, reviewer: str, sample_id: str, final_verdict: str, final_lab
 
 def history(store, sample_id: str) -> List[Review]:
     """Every review of a sample on this device, oldest first."""
-    q = (select(reviews).where(reviews.c.device_id == store.device(), reviews.c.sample_id == sample_id)
-         .order_by(reviews.c.created_at, reviews.c.id))
+    q = (
+        select(reviews)
+        .where(reviews.c.device_id == store.device(), reviews.c.sample_id == sample_id)
+        .order_by(reviews.c.created_at, reviews.c.id)
+    )
     with store.engine.connect() as conn:
         return [Review.from_row(r) for r in conn.execute(q)]
 
@@ -272,10 +359,29 @@ def history(store, sample_id: str) -> List[Review]:
 def latest_field_reviews(store, sample_id: str, hist: Optional[Sequence[Review]] = None) -> Dict[str, Review]:
     """image id -> the newest field review of it (what the sample page shows beside the model's call);
     ``hist``: the sample's :func:`history` when the caller has it already."""
-    return {r.image_id: r for r in (history(store, sample_id) if hist is None else hist)
-            if r.kind == "field" and r.image_id}
+    return {
+        r.image_id: r for r in (history(store, sample_id) if hist is None else hist) if r.kind == "field" and r.image_id
+    }
 
 
-__all__ = ["CHANGED", "MIN_PASSWORD", "ROLES", "Review", "ReviewConflict", "ReviewError", "User", "add_user",
-           "card_labels", "check_consistent", "check_sign_off", "confirm_fields", "get_user", "history",
-           "latest_field_reviews", "list_users", "review_field", "sign_off", "verify_user"]
+__all__ = [
+    "CHANGED",
+    "MIN_PASSWORD",
+    "ROLES",
+    "Review",
+    "ReviewConflict",
+    "ReviewError",
+    "User",
+    "add_user",
+    "card_labels",
+    "check_consistent",
+    "check_sign_off",
+    "confirm_fields",
+    "get_user",
+    "history",
+    "latest_field_reviews",
+    "list_users",
+    "review_field",
+    "sign_off",
+    "verify_user",
+]

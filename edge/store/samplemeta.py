@@ -18,6 +18,7 @@ sample keeps the identifiers it had, and its row says why the file was not used 
 shown by ``samples``); a corrected file clears it. A signed sample's identifiers are part of what was signed
 and never change. Messages never quote an identifier's value: they end up in logs and exports.
 """
+
 from __future__ import annotations
 
 import errno
@@ -57,6 +58,7 @@ class MetaConflict(SampleError):
 @dataclass(frozen=True)
 class SampleMeta:
     """A sample's identifiers (None: not known) and where they came from."""
+
     sample_id: str
     device_id: str
     patient_id: Optional[str] = None
@@ -65,8 +67,12 @@ class SampleMeta:
     error: Optional[str] = None  # why the folder's sample.json was not used
 
     def to_json(self) -> dict:
-        return {"patient_id": self.patient_id, "specimen_id": self.specimen_id, "meta_source": self.source,
-                "meta_error": self.error}
+        return {
+            "patient_id": self.patient_id,
+            "specimen_id": self.specimen_id,
+            "meta_source": self.source,
+            "meta_error": self.error,
+        }
 
     def describe(self) -> str:
         parts = [f"patient {self.patient_id or '-'}", f"specimen {self.specimen_id or '-'}"]
@@ -107,9 +113,10 @@ def parse_meta(data: bytes) -> Dict[str, Optional[str]]:
     except json.JSONDecodeError as e:
         raise MetaError(f"not valid JSON (line {e.lineno} column {e.colno}: {e.msg})") from None
     if not isinstance(doc, dict):
-        raise MetaError('expected an object like {"patient": "...", "specimen": "..."}, got '
-                        + ("a list" if isinstance(doc, list) else "a string" if isinstance(doc, str)
-                           else type(doc).__name__))
+        raise MetaError(
+            'expected an object like {"patient": "...", "specimen": "..."}, got '
+            + ("a list" if isinstance(doc, list) else "a string" if isinstance(doc, str) else type(doc).__name__)
+        )
     unknown = sorted(k for k in doc if k not in KEYS)
     if unknown:
         shown = unknown[0] if unknown[0].isprintable() and len(unknown[0]) <= 40 else "(unprintable)"
@@ -154,8 +161,7 @@ def is_meta_file(path: Path, inbox: Optional[Path]) -> bool:
 def meta_files(inbox: Path) -> List[Path]:
     """Every sample folder's ``sample.json`` (the daemon reads them all again at start)."""
     try:
-        folders = sorted(p for p in inbox.iterdir() if p.is_dir() and not p.is_symlink()
-                         and not p.name.startswith("."))
+        folders = sorted(p for p in inbox.iterdir() if p.is_dir() and not p.is_symlink() and not p.name.startswith("."))
     except OSError:
         return []
     out = []
@@ -169,27 +175,49 @@ def meta_files(inbox: Path) -> List[Path]:
 
 # ---------------------------------------------------------------------------------------------- storage
 def _row(conn, device: str, sample_id: str):
-    return conn.execute(select(samples).where(samples.c.device_id == device,
-                                              samples.c.sample_id == sample_id)).first()
+    return conn.execute(select(samples).where(samples.c.device_id == device, samples.c.sample_id == sample_id)).first()
 
 
 def _insert_empty(conn, device: str, sample_id: str):
     """The row of a sample whose metadata came before its first field (the fields recompute the rest)."""
     now = utcnow()
-    conn.execute(samples.insert().values(id=str(uuid.uuid4()), device_id=device, sample_id=sample_id,
-                                         created_at=now, updated_at=now, fields=0, readable=0,
-                                         status="collecting", needs_review=False, review_reasons="[]"))
+    conn.execute(
+        samples.insert().values(
+            id=str(uuid.uuid4()),
+            device_id=device,
+            sample_id=sample_id,
+            created_at=now,
+            updated_at=now,
+            fields=0,
+            readable=0,
+            status="collecting",
+            needs_review=False,
+            review_reasons="[]",
+        )
+    )
     return _row(conn, device, sample_id)
 
 
 def _meta(row) -> SampleMeta:
     m = row._mapping
-    return SampleMeta(sample_id=m["sample_id"], device_id=m["device_id"], patient_id=m["patient_id"],
-                      specimen_id=m["specimen_id"], source=m["meta_source"], error=m["meta_error"])
+    return SampleMeta(
+        sample_id=m["sample_id"],
+        device_id=m["device_id"],
+        patient_id=m["patient_id"],
+        specimen_id=m["specimen_id"],
+        source=m["meta_source"],
+        error=m["meta_error"],
+    )
 
 
-def set_meta(store, sample_id: str, changes: Dict[str, Optional[str]], source: str, create: bool = False,
-             clear_error: bool = False) -> Tuple[SampleMeta, bool]:
+def set_meta(
+    store,
+    sample_id: str,
+    changes: Dict[str, Optional[str]],
+    source: str,
+    create: bool = False,
+    clear_error: bool = False,
+) -> Tuple[SampleMeta, bool]:
     """Apply ``changes`` (column -> identifier or None) to a sample; returns its metadata and whether
     anything changed. ``create``: a sample without a row yet gets one (its folder exists: the metadata
     came first). Raises :class:`SampleError` for an unknown sample and :class:`MetaConflict` for a signed
@@ -206,14 +234,18 @@ def set_meta(store, sample_id: str, changes: Dict[str, Optional[str]], source: s
         row = _row(conn, device, sample_id)
         if row is None:
             if not create:
-                raise SampleError(f"no sample {sample_id!r} on device {device}: its first field must be "
-                                  f"recorded first, or put a {META_FILE} into inbox/{sample_id}/")
+                raise SampleError(
+                    f"no sample {sample_id!r} on device {device}: its first field must be "
+                    f"recorded first, or put a {META_FILE} into inbox/{sample_id}/"
+                )
             row = _insert_empty(conn, device, sample_id)
         m = row._mapping
         differs = {c: v for c, v in changes.items() if m[c] != v}
         if differs and m["status"] == "signed":
-            raise MetaConflict(f"sample {sample_id} is signed (by {m['signed_by']}): its patient and specimen are "
-                               "part of what was signed and cannot change")
+            raise MetaConflict(
+                f"sample {sample_id} is signed (by {m['signed_by']}): its patient and specimen are "
+                "part of what was signed and cannot change"
+            )
         values: dict = dict(differs)
         if differs:
             values["meta_source"] = source
@@ -224,8 +256,7 @@ def set_meta(store, sample_id: str, changes: Dict[str, Optional[str]], source: s
             conn.execute(samples.update().where(samples.c.id == m["id"]).values(updated_at=utcnow(), **values))
             row = _row(conn, device, sample_id)
     if differs:
-        log.info("sample %s: %s set from %s", sample_id,
-                 " and ".join(c.split("_")[0] for c in sorted(differs)), source)
+        log.info("sample %s: %s set from %s", sample_id, " and ".join(c.split("_")[0] for c in sorted(differs)), source)
     return _meta(row), bool(differs)
 
 
@@ -239,8 +270,7 @@ def record_error(store, sample_id: str, reason: str) -> bool:
         if row.status == "signed":
             return False
         if row.meta_error != reason:
-            conn.execute(samples.update().where(samples.c.id == row.id).values(meta_error=reason,
-                                                                              updated_at=utcnow()))
+            conn.execute(samples.update().where(samples.c.id == row.id).values(meta_error=reason, updated_at=utcnow()))
     return True
 
 
@@ -261,8 +291,13 @@ def apply_meta_file(store, path: Path, inbox: Path) -> Optional[SampleMeta]:
     except MetaError as e:
         reason = f"{META_FILE}: {e}"
         recorded = record_error(store, sample_id, reason)
-        log.warning("sample %s: %s not used, the identifiers stay as they were: %s%s", sample_id, META_FILE, e,
-                    "" if recorded else " (sample is signed)")
+        log.warning(
+            "sample %s: %s not used, the identifiers stay as they were: %s%s",
+            sample_id,
+            META_FILE,
+            e,
+            "" if recorded else " (sample is signed)",
+        )
         return None
     try:
         meta, _ = set_meta(store, sample_id, changes, SOURCE_FILE, create=True, clear_error=True)
@@ -276,11 +311,17 @@ def meta_for(store, keys: Iterable[Tuple[str, str]]) -> Dict[Tuple[str, str], Sa
     """The metadata of the given (device id, sample id) pairs, in one query per 500."""
     keys = list(dict.fromkeys(keys))
     out: Dict[Tuple[str, str], SampleMeta] = {}
-    cols = (samples.c.device_id, samples.c.sample_id, samples.c.patient_id, samples.c.specimen_id,
-            samples.c.meta_source, samples.c.meta_error)
+    cols = (
+        samples.c.device_id,
+        samples.c.sample_id,
+        samples.c.patient_id,
+        samples.c.specimen_id,
+        samples.c.meta_source,
+        samples.c.meta_error,
+    )
     with store.engine.connect() as conn:
         for i in range(0, len(keys), 500):
-            chunk = keys[i:i + 500]
+            chunk = keys[i : i + 500]
             for r in conn.execute(select(*cols).where(tuple_(samples.c.device_id, samples.c.sample_id).in_(chunk))):
                 out[(r.device_id, r.sample_id)] = _meta(r)
     return out
@@ -293,6 +334,23 @@ def get_meta(store, sample_id: str) -> Optional[SampleMeta]:
     return _meta(row) if row is not None else None
 
 
-__all__ = ["KEYS", "META_FILE", "MetaConflict", "MetaError", "SOURCE_CLI", "SOURCE_FILE", "SampleMeta",
-           "apply_meta_file", "get_meta", "is_meta_file", "is_meta_name", "meta_files", "meta_for", "parse_meta",
-           "read_meta_file", "record_error", "set_meta", "validate_identifier"]
+__all__ = [
+    "KEYS",
+    "META_FILE",
+    "MetaConflict",
+    "MetaError",
+    "SOURCE_CLI",
+    "SOURCE_FILE",
+    "SampleMeta",
+    "apply_meta_file",
+    "get_meta",
+    "is_meta_file",
+    "is_meta_name",
+    "meta_files",
+    "meta_for",
+    "parse_meta",
+    "read_meta_file",
+    "record_error",
+    "set_meta",
+    "validate_identifier",
+]

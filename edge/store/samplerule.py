@@ -1,6 +1,7 @@
 """A sample's pure rules: what a sample id may be, which sample a file belongs to, and the verdict rule
 over its fields' scores. No database here (the pipeline imports it on `classify --no-db`); the store's
 aggregation is :mod:`edge.store.samples`."""
+
 from __future__ import annotations
 
 import re
@@ -20,8 +21,9 @@ class SampleError(ValueError):
 
 def validate_sample_id(text: str) -> str:
     if not isinstance(text, str) or not SAMPLE_ID_RE.match(text) or ".." in text:
-        raise SampleError(f"invalid sample id {text!r}: use 1-64 of A-Z a-z 0-9 . _ - , starting with a letter "
-                          "or digit, no '..'")
+        raise SampleError(
+            f"invalid sample id {text!r}: use 1-64 of A-Z a-z 0-9 . _ - , starting with a letter or digit, no '..'"
+        )
     return text
 
 
@@ -44,6 +46,7 @@ def sample_of(path: Path, inbox: Path, when: datetime) -> str:
 @dataclass(frozen=True)
 class SampleRule:
     """The card's ``sample_rule``: how the fields' malignant scores become one sample verdict."""
+
     statistic: str  # mean | quantile | fraction_malignant (share of readable fields at/above field threshold)
     threshold: float  # the sample is malignant when statistic >= threshold
     review_band: tuple  # (lo, hi): a statistic inside it needs review
@@ -53,16 +56,21 @@ class SampleRule:
     field_threshold: float = 0.5
 
     @classmethod
-    def from_card(cls, card_extra: dict, field_threshold: float) -> Optional["SampleRule"]:
+    def from_card(cls, card_extra: dict, field_threshold: float) -> Optional[SampleRule]:
         raw = card_extra.get("sample_rule")
         if not raw:
             return None
         if raw.get("statistic") not in STATISTICS:
             raise ValueError(f"sample_rule.statistic {raw.get('statistic')!r} is not one of {', '.join(STATISTICS)}")
-        return cls(statistic=raw["statistic"], threshold=float(raw["threshold"]),
-                   review_band=tuple(float(x) for x in raw["review_band"]),
-                   min_readable=int(raw["min_readable"]), disagreement=float(raw["disagreement"]),
-                   q=float(raw.get("q", 0.5)), field_threshold=float(raw.get("field_threshold", field_threshold)))
+        return cls(
+            statistic=raw["statistic"],
+            threshold=float(raw["threshold"]),
+            review_band=tuple(float(x) for x in raw["review_band"]),
+            min_readable=int(raw["min_readable"]),
+            disagreement=float(raw["disagreement"]),
+            q=float(raw.get("q", 0.5)),
+            field_threshold=float(raw.get("field_threshold", field_threshold)),
+        )
 
     def statistic_of(self, scores: Sequence[float]) -> float:
         xs = sorted(scores)
@@ -76,9 +84,15 @@ class SampleRule:
         return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
 
     def to_dict(self) -> dict:
-        return {"statistic": self.statistic, "q": self.q, "threshold": self.threshold,
-                "review_band": list(self.review_band), "min_readable": self.min_readable,
-                "disagreement": self.disagreement, "field_threshold": self.field_threshold}
+        return {
+            "statistic": self.statistic,
+            "q": self.q,
+            "threshold": self.threshold,
+            "review_band": list(self.review_band),
+            "min_readable": self.min_readable,
+            "disagreement": self.disagreement,
+            "field_threshold": self.field_threshold,
+        }
 
 
 @dataclass
@@ -91,8 +105,12 @@ class SampleVerdict:
     reasons: List[str] = field(default_factory=list)
 
 
-def judge(statuses: Sequence[str], scores: Sequence[Optional[float]], rule: Optional[SampleRule],
-          domains: Sequence[Optional[str]] = ()) -> SampleVerdict:
+def judge(
+    statuses: Sequence[str],
+    scores: Sequence[Optional[float]],
+    rule: Optional[SampleRule],
+    domains: Sequence[Optional[str]] = (),
+) -> SampleVerdict:
     """The sample verdict from its fields (status, malignant score and domain-monitor reason of each,
     duplicates left out)."""
     readable = [s for st, s in zip(statuses, scores) if st == "classified" and s is not None]
@@ -100,8 +118,10 @@ def judge(statuses: Sequence[str], scores: Sequence[Optional[float]], rule: Opti
     outside = [d for st, d in zip(statuses, domains) if st == "classified" and d]
     if outside:
         # The model was not validated on slides like these: its verdict is a hint, a person decides.
-        out.reasons.append(f"outside the validated range on {len(outside)} of {len(readable)} readable "
-                           f"fields: {outside[0].split('; ')[0]}")
+        out.reasons.append(
+            f"outside the validated range on {len(outside)} of {len(readable)} readable "
+            f"fields: {outside[0].split('; ')[0]}"
+        )
     if rule is None:
         out.reasons.append("the model card has no sample rule")
         return out

@@ -11,6 +11,7 @@ seconds, or closed by hand) -> ``signed`` (a reviewer's sign-off, :mod:`edge.sto
 is recorded, so it is never out of step with them. The verdict rule and its parameters come from the model
 card's ``sample_rule`` (chosen by the trainer on validation blocks treated as samples), never from here.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -22,9 +23,18 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence
 
 from sqlalchemy import and_, func, select
 
+from edge.store.samplerule import (
+    SAMPLE_STATUSES,
+    SampleError,
+    SampleRule,
+    SampleVerdict,
+    day_sample,
+    judge,
+    sample_of,
+    validate_sample_id,
+)
 from edge.store.schema import images, samples, utcnow
-from edge.store.samplerule import (SAMPLE_STATUSES, SampleError, SampleRule, SampleVerdict, day_sample, judge, sample_of,
-                                    validate_sample_id)
+
 
 @dataclass
 class Sample:
@@ -53,7 +63,7 @@ class Sample:
     rule: Optional[dict] = None  # the card's sample rule that produced verdict and score
 
     @classmethod
-    def from_row(cls, row) -> "Sample":
+    def from_row(cls, row) -> Sample:
         d = dict(row._mapping)
         d["review_reasons"] = json.loads(d["review_reasons"]) if d.get("review_reasons") else []
         d["needs_review"] = bool(d["needs_review"])
@@ -66,8 +76,18 @@ class Sample:
     def version(self) -> str:
         """Changes whenever what a reviewer sees of the sample changes (a field recorded, closed, signed):
         a sign-off names the version it was made on, and one made on an older page is refused."""
-        key = "|".join(str(v) for v in (self.status, self.fields, self.readable, self.verdict, self.score,
-                                         self.updated_at.isoformat(), self.late_fields))
+        key = "|".join(
+            str(v)
+            for v in (
+                self.status,
+                self.fields,
+                self.readable,
+                self.verdict,
+                self.score,
+                self.updated_at.isoformat(),
+                self.late_fields,
+            )
+        )
         return hashlib.sha256(key.encode()).hexdigest()[:16]
 
     @property
@@ -76,36 +96,79 @@ class Sample:
 
     def to_json(self) -> dict:
         """The `samples --format json` shape (stable keys; times as ISO 8601 UTC)."""
-        return {"sample_id": self.sample_id, "device_id": self.device_id, "fields": self.fields,
-                "readable": self.readable, "status": self.status, "verdict": self.verdict, "score": self.score,
-                "needs_review": self.needs_review, "review_reasons": self.review_reasons,
-                "created_at": self.created_at.isoformat(), "updated_at": self.updated_at.isoformat(),
-                "last_field_at": _iso(self.last_field_at), "ready_at": _iso(self.ready_at),
-                "closed_by": self.closed_by, "signed_at": _iso(self.signed_at), "signed_by": self.signed_by,
-                "final_verdict": self.final_verdict, "final_label": self.final_label,
-                "model_sha256": self.model_sha256, "late_fields": self.late_fields}
+        return {
+            "sample_id": self.sample_id,
+            "device_id": self.device_id,
+            "fields": self.fields,
+            "readable": self.readable,
+            "status": self.status,
+            "verdict": self.verdict,
+            "score": self.score,
+            "needs_review": self.needs_review,
+            "review_reasons": self.review_reasons,
+            "created_at": self.created_at.isoformat(),
+            "updated_at": self.updated_at.isoformat(),
+            "last_field_at": _iso(self.last_field_at),
+            "ready_at": _iso(self.ready_at),
+            "closed_by": self.closed_by,
+            "signed_at": _iso(self.signed_at),
+            "signed_by": self.signed_by,
+            "final_verdict": self.final_verdict,
+            "final_label": self.final_label,
+            "model_sha256": self.model_sha256,
+            "late_fields": self.late_fields,
+        }
 
 
 def _iso(t: Optional[datetime]) -> Optional[str]:
     return t.isoformat() if t is not None else None
 
 
-def _recompute(conn, device_id: str, sample_id: str, rule: Optional[SampleRule], model_id: Optional[str],
-               model_sha256: Optional[str], now: datetime) -> None:
-    rows = conn.execute(select(images.c.status, images.c.malignant_score, images.c.recorded_at,
-                               images.c.domain).where(
-        images.c.device_id == device_id, images.c.sample_id == sample_id, images.c.status != "duplicate")).all()
+def _recompute(
+    conn,
+    device_id: str,
+    sample_id: str,
+    rule: Optional[SampleRule],
+    model_id: Optional[str],
+    model_sha256: Optional[str],
+    now: datetime,
+) -> None:
+    rows = conn.execute(
+        select(images.c.status, images.c.malignant_score, images.c.recorded_at, images.c.domain).where(
+            images.c.device_id == device_id, images.c.sample_id == sample_id, images.c.status != "duplicate"
+        )
+    ).all()
     v = judge([r.status for r in rows], [r.malignant_score for r in rows], rule, [r.domain for r in rows])
     last = max((r.recorded_at for r in rows), default=None)
-    values = dict(fields=v.fields, readable=v.readable, verdict=v.verdict, score=v.score,
-                  needs_review=v.needs_review, review_reasons=json.dumps(v.reasons),
-                  rule=json.dumps(rule.to_dict(), sort_keys=True) if rule else None, model_id=model_id,
-                  model_sha256=model_sha256, last_field_at=last, updated_at=now)
-    existing = conn.execute(select(samples.c.id, samples.c.status, samples.c.fields, samples.c.late_fields).where(
-        samples.c.device_id == device_id, samples.c.sample_id == sample_id)).first()
+    values = dict(
+        fields=v.fields,
+        readable=v.readable,
+        verdict=v.verdict,
+        score=v.score,
+        needs_review=v.needs_review,
+        review_reasons=json.dumps(v.reasons),
+        rule=json.dumps(rule.to_dict(), sort_keys=True) if rule else None,
+        model_id=model_id,
+        model_sha256=model_sha256,
+        last_field_at=last,
+        updated_at=now,
+    )
+    existing = conn.execute(
+        select(samples.c.id, samples.c.status, samples.c.fields, samples.c.late_fields).where(
+            samples.c.device_id == device_id, samples.c.sample_id == sample_id
+        )
+    ).first()
     if existing is None:
-        conn.execute(samples.insert().values(id=str(uuid.uuid4()), device_id=device_id, sample_id=sample_id,
-                                             created_at=now, status="collecting", **values))
+        conn.execute(
+            samples.insert().values(
+                id=str(uuid.uuid4()),
+                device_id=device_id,
+                sample_id=sample_id,
+                created_at=now,
+                status="collecting",
+                **values,
+            )
+        )
     elif existing.status != "signed":
         conn.execute(samples.update().where(samples.c.id == existing.id).values(**values))
     else:
@@ -113,12 +176,17 @@ def _recompute(conn, device_id: str, sample_id: str, rule: Optional[SampleRule],
         # as signed, so the fields beyond it arrived after the sign-off: counted, so they are seen.
         late = max(0, v.fields - (existing.fields or 0))
         if late != (existing.late_fields or 0):
-            conn.execute(samples.update().where(samples.c.id == existing.id).values(late_fields=late,
-                                                                                   updated_at=now))
+            conn.execute(samples.update().where(samples.c.id == existing.id).values(late_fields=late, updated_at=now))
 
 
-def update_samples(conn, device_id: str, sample_ids: Iterable[str], rule: Optional[SampleRule],
-                   model_id: Optional[str], model_sha256: Optional[str]) -> None:
+def update_samples(
+    conn,
+    device_id: str,
+    sample_ids: Iterable[str],
+    rule: Optional[SampleRule],
+    model_id: Optional[str],
+    model_sha256: Optional[str],
+) -> None:
     """Recompute the named samples inside the caller's (write) transaction."""
     now = utcnow()
     for sid in sorted({s for s in sample_ids if s}):
@@ -131,7 +199,7 @@ def late_field_ids(sample: Sample, recs: Sequence) -> set:
     if sample.status != "signed":
         return set()
     counted = sorted((r for r in recs if r.status != "duplicate"), key=lambda r: (r.recorded_at, r.id or ""))
-    late = {r.id for r in counted[len(counted) - sample.late_fields:]} if sample.late_fields else set()
+    late = {r.id for r in counted[len(counted) - sample.late_fields :]} if sample.late_fields else set()
     if sample.signed_at is not None:
         late |= {r.id for r in recs if r.status == "duplicate" and r.recorded_at > sample.signed_at}
     return late
@@ -156,8 +224,13 @@ class Samples:
     def __init__(self, store):
         self.store = store
 
-    def list(self, status: Optional[str] = None, device_id: Optional[str] = None, order: Sequence = (),
-             limit: Optional[int] = None) -> List[Sample]:
+    def list(
+        self,
+        status: Optional[str] = None,
+        device_id: Optional[str] = None,
+        order: Sequence = (),
+        limit: Optional[int] = None,
+    ) -> List[Sample]:
         """Samples, oldest first unless ``order`` (SQL order-by terms) says otherwise."""
         q = select(samples).order_by(*(order or (samples.c.created_at, samples.c.sample_id)))
         if status:
@@ -170,8 +243,9 @@ class Samples:
             return [Sample.from_row(r) for r in conn.execute(q)]
 
     def get(self, sample_id: str, device_id: Optional[str] = None) -> Optional[Sample]:
-        q = select(samples).where(samples.c.sample_id == sample_id,
-                                  samples.c.device_id == (device_id or self.store.device()))
+        q = select(samples).where(
+            samples.c.sample_id == sample_id, samples.c.device_id == (device_id or self.store.device())
+        )
         with self.store.engine.connect() as conn:
             row = conn.execute(q).first()
         return Sample.from_row(row) if row else None
@@ -179,6 +253,7 @@ class Samples:
     def fields(self, sample: Sample) -> List[Any]:
         """The sample's image records, flagged first, then by malignant score (highest first)."""
         from edge.store.records import ImageRecord
+
         q = select(images).where(images.c.device_id == sample.device_id, images.c.sample_id == sample.sample_id)
         with self.store.engine.connect() as conn:
             recs = [ImageRecord.from_row(r) for r in conn.execute(q)]
@@ -188,15 +263,20 @@ class Samples:
         """Mark a collecting sample ready now (a technician says no more fields are coming)."""
         validate_sample_id(sample_id)
         with self.store.write() as conn:
-            row = conn.execute(select(samples.c.status).where(samples.c.device_id == self.store.device(),
-                                                             samples.c.sample_id == sample_id)).first()
+            row = conn.execute(
+                select(samples.c.status).where(
+                    samples.c.device_id == self.store.device(), samples.c.sample_id == sample_id
+                )
+            ).first()
             if row is None:
                 raise SampleError(f"no sample {sample_id!r} on device {self.store.device()}")
             if row.status == "collecting":
                 now = utcnow()
-                conn.execute(samples.update().where(samples.c.device_id == self.store.device(),
-                                                    samples.c.sample_id == sample_id)
-                             .values(status="ready", ready_at=now, closed_by=by, updated_at=now))
+                conn.execute(
+                    samples.update()
+                    .where(samples.c.device_id == self.store.device(), samples.c.sample_id == sample_id)
+                    .values(status="ready", ready_at=now, closed_by=by, updated_at=now)
+                )
         closed = self.get(sample_id)
         assert closed is not None  # the row was there inside the transaction
         return closed
@@ -205,13 +285,18 @@ class Samples:
         """Collecting samples with >= min_readable readable fields and no field for idle_s become ready."""
         now = now or utcnow()
         cutoff = now - timedelta(seconds=idle_s)
-        cond = and_(samples.c.device_id == self.store.device(), samples.c.status == "collecting",
-                    samples.c.readable >= min_readable, samples.c.last_field_at <= cutoff)
+        cond = and_(
+            samples.c.device_id == self.store.device(),
+            samples.c.status == "collecting",
+            samples.c.readable >= min_readable,
+            samples.c.last_field_at <= cutoff,
+        )
         with self.store.write() as conn:
             ids = [r.sample_id for r in conn.execute(select(samples.c.sample_id).where(cond))]
             if ids:
-                conn.execute(samples.update().where(cond).values(status="ready", ready_at=now, closed_by="rule",
-                                                                 updated_at=now))
+                conn.execute(
+                    samples.update().where(cond).values(status="ready", ready_at=now, closed_by="rule", updated_at=now)
+                )
         return ids
 
     def subtypes(self, sample_ids: Sequence[str]) -> Dict[str, tuple]:
@@ -219,10 +304,16 @@ class Samples:
         subtype a reviewer reads beside a malignant verdict."""
         if not sample_ids:
             return {}
-        q = (select(images.c.sample_id, images.c.label, func.count()).where(
-            images.c.device_id == self.store.device(), images.c.sample_id.in_(list(sample_ids)),
-            images.c.status == "classified", images.c.verdict == "malignant")
-             .group_by(images.c.sample_id, images.c.label))
+        q = (
+            select(images.c.sample_id, images.c.label, func.count())
+            .where(
+                images.c.device_id == self.store.device(),
+                images.c.sample_id.in_(list(sample_ids)),
+                images.c.status == "classified",
+                images.c.verdict == "malignant",
+            )
+            .group_by(images.c.sample_id, images.c.label)
+        )
         by: Dict[str, Dict[str, int]] = {}
         with self.store.engine.connect() as conn:
             for sid, label, n in conn.execute(q):
@@ -233,9 +324,16 @@ class Samples:
         """sample id -> how many of its classified fields the model marked for review."""
         if not sample_ids:
             return {}
-        q = (select(images.c.sample_id, func.count()).where(
-            images.c.device_id == self.store.device(), images.c.sample_id.in_(list(sample_ids)),
-            images.c.status == "classified", images.c.needs_review.is_(True)).group_by(images.c.sample_id))
+        q = (
+            select(images.c.sample_id, func.count())
+            .where(
+                images.c.device_id == self.store.device(),
+                images.c.sample_id.in_(list(sample_ids)),
+                images.c.status == "classified",
+                images.c.needs_review.is_(True),
+            )
+            .group_by(images.c.sample_id)
+        )
         with self.store.engine.connect() as conn:
             return {sid: n for sid, n in conn.execute(q)}
 
@@ -245,5 +343,19 @@ class Samples:
         return {s: n for s, n in rows}
 
 
-__all__ = ["SAMPLE_STATUSES", "Sample", "SampleError", "SampleRule", "SampleVerdict", "Samples", "day_sample",
-           "field_key", "judge", "late_field_ids", "risk_key", "sample_of", "update_samples", "validate_sample_id"]
+__all__ = [
+    "SAMPLE_STATUSES",
+    "Sample",
+    "SampleError",
+    "SampleRule",
+    "SampleVerdict",
+    "Samples",
+    "day_sample",
+    "field_key",
+    "judge",
+    "late_field_ids",
+    "risk_key",
+    "sample_of",
+    "update_samples",
+    "validate_sample_id",
+]

@@ -4,13 +4,29 @@ Every row carries a UUID text primary key and the id of the device that produced
 many microscopes merge without renumbering. Times are stored as UTC. JSON values are stored as text with
 sorted keys, so equal content is equal text on every backend (merge compares rows to find conflicts).
 """
+
 from __future__ import annotations
 
 from datetime import datetime, timezone
 from typing import Callable, Dict, Sequence
 
-from sqlalchemy import (BigInteger, Boolean, CheckConstraint, Column, DateTime, Float, ForeignKey, Index,
-                        Integer, MetaData, String, Table, Text, UniqueConstraint, inspect)
+from sqlalchemy import (
+    BigInteger,
+    Boolean,
+    CheckConstraint,
+    Column,
+    DateTime,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Table,
+    Text,
+    UniqueConstraint,
+    inspect,
+)
 from sqlalchemy.engine import Connection
 from sqlalchemy.types import TypeDecorator
 
@@ -39,6 +55,7 @@ class SchemaTooNew(SchemaError):
 class UTCDateTime(TypeDecorator):
     """Aware UTC datetimes in, aware UTC datetimes out. SQLite keeps no zone, so naive values are refused
     on the way in (a local-time stamp would silently shift by the device's offset)."""
+
     impl = DateTime(timezone=True)
     cache_ok = True
 
@@ -66,14 +83,16 @@ DEVICE = String(64)
 SHA = String(64)
 
 schema_info = Table(
-    "schema_info", metadata,
+    "schema_info",
+    metadata,
     Column("application", String(32), primary_key=True),
     Column("version", Integer, nullable=False),
     Column("updated_at", UTCDateTime, nullable=False),
 )
 
 runs = Table(
-    "runs", metadata,
+    "runs",
+    metadata,
     Column("id", UUID, primary_key=True),
     Column("device_id", DEVICE, nullable=False),
     Column("started_at", UTCDateTime, nullable=False),
@@ -85,7 +104,8 @@ runs = Table(
 )
 
 models = Table(
-    "models", metadata,
+    "models",
+    metadata,
     Column("id", UUID, primary_key=True),
     Column("device_id", DEVICE, nullable=False),
     Column("name", String(255), nullable=False),
@@ -96,7 +116,8 @@ models = Table(
 )
 
 images = Table(
-    "images", metadata,
+    "images",
+    metadata,
     Column("id", UUID, primary_key=True),
     Column("device_id", DEVICE, nullable=False),
     Column("run_id", UUID, ForeignKey("runs.id")),  # NULL for `classify` outside a daemon run
@@ -144,7 +165,8 @@ Index("ix_images_sample", images.c.device_id, images.c.sample_id)
 # v3: one patient smear = one inbox subfolder. Its aggregate is recomputed from its fields on every change
 # (the fields are the truth); status moves collecting -> ready -> signed and never back.
 samples = Table(
-    "samples", metadata,
+    "samples",
+    metadata,
     Column("id", UUID, primary_key=True),
     Column("device_id", DEVICE, nullable=False),
     Column("sample_id", String(64), nullable=False),  # the subfolder name, validated (edge.store.samples)
@@ -185,7 +207,8 @@ samples = Table(
 # what a person said about one field or one whole sample, and a sign-off is a sample review with
 # kind = 'signoff'.
 reviews = Table(
-    "reviews", metadata,
+    "reviews",
+    metadata,
     Column("id", UUID, primary_key=True),
     Column("device_id", DEVICE, nullable=False),
     Column("created_at", UTCDateTime, nullable=False),
@@ -200,15 +223,17 @@ reviews = Table(
     Column("reviewer_verdict", String(16)),
     Column("comment", Text),
     CheckConstraint("kind IN ('field', 'sample', 'signoff')", name="ck_reviews_kind"),
-    CheckConstraint("reviewer_verdict IS NULL OR reviewer_verdict IN ('benign', 'malignant')",
-                    name="ck_reviews_verdict"),
+    CheckConstraint(
+        "reviewer_verdict IS NULL OR reviewer_verdict IN ('benign', 'malignant')", name="ck_reviews_verdict"
+    ),
 )
 Index("ix_reviews_sample", reviews.c.device_id, reviews.c.sample_id)
 Index("ix_reviews_image", reviews.c.image_id)
 
 # v3: the review app's accounts and sessions. Device-local: never exported.
 users = Table(
-    "users", metadata,
+    "users",
+    metadata,
     Column("name", String(64), primary_key=True),
     Column("password_hash", Text, nullable=False),
     Column("role", String(16), nullable=False),
@@ -218,7 +243,8 @@ users = Table(
 )
 
 web_sessions = Table(
-    "web_sessions", metadata,
+    "web_sessions",
+    metadata,
     Column("token_sha256", SHA, primary_key=True),  # the cookie holds the token; a stolen DB holds no cookie
     Column("user_name", String(64), ForeignKey("users.name"), nullable=False),
     Column("csrf", String(64), nullable=False),
@@ -229,7 +255,8 @@ web_sessions = Table(
 # v7: failed log-ins per user name and per client (edge.store.throttle): in the database, not in the server's
 # memory, so `edge-screen user enable` (another process) can lift a lock and a restart does not.
 login_throttle = Table(
-    "login_throttle", metadata,
+    "login_throttle",
+    metadata,
     Column("key", String(160), primary_key=True),  # "user:<casefolded name>" or "client:<address>"
     Column("failures", Integer, nullable=False),
     Column("last_failure_at", UTCDateTime, nullable=False),
@@ -239,20 +266,21 @@ login_throttle = Table(
 # v7: append-only audit of account changes (added, disabled, enabled, password changed, locked by failed
 # log-ins; `user enable` lifting a lock is an "enable" with that detail).
 user_events = Table(
-    "user_events", metadata,
+    "user_events",
+    metadata,
     Column("id", UUID, primary_key=True),
     Column("created_at", UTCDateTime, nullable=False),
     Column("user_name", String(64), nullable=False),
     Column("action", String(16), nullable=False),
     Column("actor", String(128), nullable=False),  # who did it: "os:<login>" for the CLI
     Column("detail", Text),
-    CheckConstraint("action IN ('add', 'disable', 'enable', 'passwd', 'lock')",
-                    name="ck_user_events_action"),
+    CheckConstraint("action IN ('add', 'disable', 'enable', 'passwd', 'lock')", name="ck_user_events_action"),
 )
 Index("ix_user_events_user", user_events.c.user_name)
 
 export_watermarks = Table(
-    "export_watermarks", metadata,
+    "export_watermarks",
+    metadata,
     Column("target", Text, primary_key=True),  # normalised URL or absolute path, without password
     Column("device_id", DEVICE, primary_key=True),
     Column("last_recorded_at", UTCDateTime),
@@ -273,6 +301,7 @@ LOCAL_TABLES = ("users", "web_sessions", "login_throttle", "user_events")  # dev
 # order, so the upgrade path of a device in the field is the same code that every new database runs.
 # A migration must only ADD (tables, nullable columns, indexes) and must spell out its own DDL for
 # anything a later version changes; tables that later versions never alter may use the objects above.
+
 
 def _v1_initial(conn: Connection) -> None:
     metadata.create_all(conn, tables=[runs, models, images])
@@ -296,7 +325,8 @@ def _v3_samples_reviews(conn: Connection) -> None:
         for op in ("UPDATE", "DELETE"):
             conn.exec_driver_sql(
                 f"CREATE TRIGGER IF NOT EXISTS reviews_no_{op.lower()} BEFORE {op} ON reviews "
-                "BEGIN SELECT RAISE(ABORT, 'reviews are append-only'); END")
+                "BEGIN SELECT RAISE(ABORT, 'reviews are append-only'); END"
+            )
 
 
 _V4_IMAGE_COLUMNS = ("px_per_um", "magnification", "domain")
@@ -325,7 +355,8 @@ def _v7_web_security(conn: Connection) -> None:
         for op in ("UPDATE", "DELETE"):
             conn.exec_driver_sql(
                 f"CREATE TRIGGER IF NOT EXISTS user_events_no_{op.lower()} BEFORE {op} ON user_events "
-                "BEGIN SELECT RAISE(ABORT, 'user events are append-only'); END")
+                "BEGIN SELECT RAISE(ABORT, 'user events are append-only'); END"
+            )
 
 
 def _add_image_columns(conn: Connection, names: Sequence[str]) -> None:
@@ -343,16 +374,25 @@ def _v6_late_fields(conn: Connection) -> None:
         conn.exec_driver_sql(f"ALTER TABLE samples ADD COLUMN late_fields {ddl}")
 
 
-MIGRATIONS: Dict[int, Callable[[Connection], None]] = {1: _v1_initial, 2: _v2_export_watermarks,
-                                                       3: _v3_samples_reviews, 4: _v4_optics,
-                                                       5: _v5_sample_meta, 6: _v6_late_fields,
-                                                       7: _v7_web_security}
+MIGRATIONS: Dict[int, Callable[[Connection], None]] = {
+    1: _v1_initial,
+    2: _v2_export_watermarks,
+    3: _v3_samples_reviews,
+    4: _v4_optics,
+    5: _v5_sample_meta,
+    6: _v6_late_fields,
+    7: _v7_web_security,
+}
 assert sorted(MIGRATIONS) == list(range(1, SCHEMA_VERSION + 1))
 
 
 def _where(conn: Connection) -> str:
     url = conn.engine.url
-    return (url.database or ":memory:") if url.drivername.startswith("sqlite") else url.render_as_string(hide_password=True)
+    return (
+        (url.database or ":memory:")
+        if url.drivername.startswith("sqlite")
+        else url.render_as_string(hide_password=True)
+    )
 
 
 def schema_version(conn: Connection) -> int | None:
@@ -361,7 +401,8 @@ def schema_version(conn: Connection) -> int | None:
     if "schema_info" not in names:
         if names:
             raise NotEdgeScreenDatabase(
-                f"{_where(conn)} is not an edge-screen database (it has tables {', '.join(sorted(names)[:5])})")
+                f"{_where(conn)} is not an edge-screen database (it has tables {', '.join(sorted(names)[:5])})"
+            )
         return None
     row = conn.execute(schema_info.select().where(schema_info.c.application == APPLICATION)).first()
     if row is None:
@@ -371,8 +412,10 @@ def schema_version(conn: Connection) -> int | None:
 
 def check_version(conn: Connection, version: int | None) -> None:
     if version is not None and version > SCHEMA_VERSION:
-        raise SchemaTooNew(f"{_where(conn)} has schema version {version}, newer than the {SCHEMA_VERSION} this "
-                           "edge-screen knows: upgrade edge-screen to use it")
+        raise SchemaTooNew(
+            f"{_where(conn)} has schema version {version}, newer than the {SCHEMA_VERSION} this "
+            "edge-screen knows: upgrade edge-screen to use it"
+        )
 
 
 def existing_version(conn: Connection) -> int:
@@ -408,9 +451,11 @@ def ensure_schema(conn: Connection, create: bool = True) -> int:
     for v in range(start + 1, SCHEMA_VERSION + 1):
         MIGRATIONS[v](conn)
     if version is None:
-        conn.execute(schema_info.insert().values(application=APPLICATION, version=SCHEMA_VERSION,
-                                                 updated_at=utcnow()))
+        conn.execute(schema_info.insert().values(application=APPLICATION, version=SCHEMA_VERSION, updated_at=utcnow()))
     else:
-        conn.execute(schema_info.update().where(schema_info.c.application == APPLICATION)
-                     .values(version=SCHEMA_VERSION, updated_at=utcnow()))
+        conn.execute(
+            schema_info.update()
+            .where(schema_info.c.application == APPLICATION)
+            .values(version=SCHEMA_VERSION, updated_at=utcnow())
+        )
     return start

@@ -12,6 +12,7 @@ Why not Flask-Limiter: it counts requests per key in the server's memory (or in 
 must survive a restart of `serve` and be lifted by `edge-screen user enable`, another process. The
 database is the one state they share; a log-in costs one small write beside the bcrypt check.
 """
+
 from __future__ import annotations
 
 import logging
@@ -39,6 +40,7 @@ class Policy:
 @dataclass(frozen=True)
 class Refusal:
     """Why a log-in is not even checked: ``retry_at`` is when the next try will be."""
+
     message: str
     retry_at: datetime
     locked: bool
@@ -58,21 +60,28 @@ def client_key(address: Optional[str]) -> str:
 def check(store, name: str, address: Optional[str], policy: Policy) -> Optional[Refusal]:
     """A refusal when the name or the client must wait; None when the password may be checked."""
     now = utcnow()
-    keys = {user_key(name): ("for this user name", policy.lock_after),
-            client_key(address): ("from this computer", policy.client_lock_after)}
+    keys = {
+        user_key(name): ("for this user name", policy.lock_after),
+        client_key(address): ("from this computer", policy.client_lock_after),
+    }
     with store.engine.connect() as conn:
         rows = conn.execute(select(login_throttle).where(login_throttle.c.key.in_(list(keys)))).all()
-    worst = max((r for r in rows if r.retry_at is not None and r.retry_at > now), key=lambda r: r.retry_at,
-                default=None)
+    worst = max(
+        (r for r in rows if r.retry_at is not None and r.retry_at > now), key=lambda r: r.retry_at, default=None
+    )
     if worst is None:
         return None
     who, lock_after = keys[worst.key]
     locked = worst.failures >= lock_after
     if locked:
-        unlock = (", or until an administrator unlocks it with: edge-screen user enable NAME"
-                  if worst.key.startswith("user:") else "")
-        return Refusal(f"too many failed log-ins {who}: locked until {worst.retry_at:%H:%M} UTC{unlock}",
-                       worst.retry_at, True)
+        unlock = (
+            ", or until an administrator unlocks it with: edge-screen user enable NAME"
+            if worst.key.startswith("user:")
+            else ""
+        )
+        return Refusal(
+            f"too many failed log-ins {who}: locked until {worst.retry_at:%H:%M} UTC{unlock}", worst.retry_at, True
+        )
     wait = Refusal("", worst.retry_at, False).retry_after_s(now)
     return Refusal(f"too many failed log-ins {who}: wait {wait} s before trying again", worst.retry_at, False)
 
@@ -88,14 +97,23 @@ def failed(store, name: str, address: Optional[str], policy: Policy) -> None:
             retry_at = None
             if n >= lock_after:
                 retry_at = now + window
-                log.warning("log-in LOCKED for %s until %s UTC after %d failed log-ins (last from %s)", key,
-                            f"{retry_at:%H:%M:%S}", n, address)
+                log.warning(
+                    "log-in LOCKED for %s until %s UTC after %d failed log-ins (last from %s)",
+                    key,
+                    f"{retry_at:%H:%M:%S}",
+                    n,
+                    address,
+                )
                 if key.startswith("user:"):
                     _audit_lock(conn, name, n, address, retry_at)
             elif n >= policy.slowdown_after:
                 retry_at = now + timedelta(seconds=min(MAX_DELAY_S, 2 ** (n - policy.slowdown_after)))
-                log.warning("log-in slowed down for %s: %d failed log-ins, next try in %d s", key, n,
-                            (retry_at - now).total_seconds())
+                log.warning(
+                    "log-in slowed down for %s: %d failed log-ins, next try in %d s",
+                    key,
+                    n,
+                    (retry_at - now).total_seconds(),
+                )
             values = dict(failures=n, last_failure_at=now, retry_at=retry_at)
             if row is None:
                 conn.execute(login_throttle.insert().values(key=key, **values))
@@ -105,12 +123,23 @@ def failed(store, name: str, address: Optional[str], policy: Policy) -> None:
 
 def _audit_lock(conn, name: str, n: int, address: Optional[str], until: datetime) -> None:
     # Into the accounts' audit when the name is an account (a guessed name has no history to keep).
-    row = conn.execute(select(users.c.name).where(func.lower(users.c.name) == name.strip().lower())
-                       .order_by(users.c.name != name.strip()).limit(1)).first()
+    row = conn.execute(
+        select(users.c.name)
+        .where(func.lower(users.c.name) == name.strip().lower())
+        .order_by(users.c.name != name.strip())
+        .limit(1)
+    ).first()
     if row is not None:
-        conn.execute(user_events.insert().values(
-            id=str(uuid.uuid4()), created_at=utcnow(), user_name=row.name, action="lock", actor=f"web:{address}",
-            detail=f"{n} failed log-ins; locked until {until:%Y-%m-%d %H:%M} UTC"))
+        conn.execute(
+            user_events.insert().values(
+                id=str(uuid.uuid4()),
+                created_at=utcnow(),
+                user_name=row.name,
+                action="lock",
+                actor=f"web:{address}",
+                detail=f"{n} failed log-ins; locked until {until:%Y-%m-%d %H:%M} UTC",
+            )
+        )
 
 
 def succeeded(store, name: str) -> None:

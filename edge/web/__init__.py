@@ -5,6 +5,7 @@ Flask for routing and templates, waitress to serve it (see the README for why on
 login (:mod:`.auth`); the pages are :mod:`.routes`, images :mod:`.media`. The app holds no state of its
 own beyond two small caches: the database is the only truth, so the daemon, `serve` and the CLI agree.
 """
+
 from __future__ import annotations
 
 import logging
@@ -27,8 +28,10 @@ HERE = Path(__file__).resolve().parent
 
 # No inline script or style, nothing from elsewhere: a page cannot be made to load or run anything but the
 # app's own static/review.js (keyboard and in-place form posts; every form works without it).
-CSP = ("default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; "
-       "form-action 'self'; frame-ancestors 'none'; base-uri 'none'")
+CSP = (
+    "default-src 'none'; img-src 'self'; style-src 'self'; script-src 'self'; connect-src 'self'; "
+    "form-action 'self'; frame-ancestors 'none'; base-uri 'none'"
+)
 
 
 @dataclass
@@ -43,15 +46,23 @@ def create_app(cfg: Config, store, classifier=None, thumb_cache: int = 256, map_
     """The app on an open store. Explanation maps come from ``classifier`` when one is given, else from the
     configured model in a child process (the server never holds a model)."""
     app = Flask(__name__, template_folder=str(HERE / "templates"), static_folder=str(HERE / "static"))
-    app.config.update(MAX_CONTENT_LENGTH=64 * 1024, TEMPLATES_AUTO_RELOAD=False,
-                      TRUSTED_HOSTS=list(allowed_hosts(cfg.web)))
+    app.config.update(
+        MAX_CONTENT_LENGTH=64 * 1024, TEMPLATES_AUTO_RELOAD=False, TRUSTED_HOSTS=list(allowed_hosts(cfg.web))
+    )
     if cfg.web.trusted_proxies:
         app.wsgi_app = auth.TrustedProxies(app.wsgi_app, cfg.web.trusted_proxies)  # type: ignore[method-assign]
     explain = explain_in_process(lambda: classifier) if classifier is not None else explain_in_child(cfg.source)
-    app.extensions["edge"] = WebContext(cfg=cfg, store=store, samples=Samples(store),
-                                        media=Media(explain, LRU(thumb_cache), LRU(map_cache),
-                                                    roots=(cfg.daemon.inbox, cfg.daemon.done_dir,
-                                                           cfg.daemon.rejected_dir)))
+    app.extensions["edge"] = WebContext(
+        cfg=cfg,
+        store=store,
+        samples=Samples(store),
+        media=Media(
+            explain,
+            LRU(thumb_cache),
+            LRU(map_cache),
+            roots=(cfg.daemon.inbox, cfg.daemon.done_dir, cfg.daemon.rejected_dir),
+        ),
+    )
     app.register_blueprint(auth.bp)
     app.register_blueprint(routes.bp)
     # First of the request hooks: a deleted or read-only database is answered before a session is looked up.

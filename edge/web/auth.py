@@ -8,6 +8,7 @@ from log-in (one shift), then the next request goes back to the login page with 
 slow down and then lock the name and the client (:mod:`edge.store.throttle`); a Host header that is not this
 server's name is a 400; behind a configured proxy that says HTTPS, the cookie is Secure.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -58,16 +59,32 @@ def start_session(store, user: User, minutes: int) -> Tuple[str, WebSession]:
     sess = WebSession(user=user, csrf=secrets.token_urlsafe(32), expires_at=now + timedelta(minutes=minutes))
     with store.write() as conn:
         conn.execute(delete(web_sessions).where(web_sessions.c.expires_at < now - KEEP_EXPIRED))
-        conn.execute(web_sessions.insert().values(token_sha256=_digest(token), user_name=user.name, csrf=sess.csrf,
-                                                  created_at=now, expires_at=sess.expires_at))
+        conn.execute(
+            web_sessions.insert().values(
+                token_sha256=_digest(token),
+                user_name=user.name,
+                csrf=sess.csrf,
+                created_at=now,
+                expires_at=sess.expires_at,
+            )
+        )
     return token, sess
 
 
 def find_session(store, token: str) -> Tuple[Optional[WebSession], bool]:
     """(session, expired): (None, False) for an unknown token or a disabled user."""
-    q = (select(web_sessions.c.csrf, web_sessions.c.expires_at, users.c.name, users.c.role, users.c.created_at,
-                users.c.disabled)
-         .join(users, users.c.name == web_sessions.c.user_name).where(web_sessions.c.token_sha256 == _digest(token)))
+    q = (
+        select(
+            web_sessions.c.csrf,
+            web_sessions.c.expires_at,
+            users.c.name,
+            users.c.role,
+            users.c.created_at,
+            users.c.disabled,
+        )
+        .join(users, users.c.name == web_sessions.c.user_name)
+        .where(web_sessions.c.token_sha256 == _digest(token))
+    )
     with store.engine.connect() as conn:
         row = conn.execute(q).first()
     if row is None or row.disabled:
@@ -109,11 +126,17 @@ def check_host() -> Optional[Response]:
     try:
         _ = request.host  # read for its check
     except SecurityError:
-        log.warning("refused %s %s from %s: Host %r is not one of web.server_names", request.method,
-                    request.path, request.remote_addr, request.headers.get("Host", "")[:100])
+        log.warning(
+            "refused %s %s from %s: Host %r is not one of web.server_names",
+            request.method,
+            request.path,
+            request.remote_addr,
+            request.headers.get("Host", "")[:100],
+        )
         # Plain text: without a trusted host Flask has no URL adapter, so no page with links can be made.
-        return Response("refused: this server does not answer to that host name (web.server_names)\n", 400,
-                        mimetype="text/plain")
+        return Response(
+            "refused: this server does not answer to that host name (web.server_names)\n", 400, mimetype="text/plain"
+        )
     return None
 
 
@@ -141,7 +164,7 @@ def _safe_next(target: Optional[str]) -> str:
     if any(c < " " or c == "\x7f" for c in target):
         abort(400, description="refused: the address to return to after log-in has a control character")
     parts = urlsplit(target)
-    if (not target.startswith("/") or target.startswith("//") or "\\" in target or parts.scheme or parts.netloc):
+    if not target.startswith("/") or target.startswith("//") or "\\" in target or parts.scheme or parts.netloc:
         return url_for("pages.queue")
     return target
 
@@ -179,8 +202,9 @@ def check_request():
         if not sent or not hmac.compare_digest(sent, g.session.csrf):
             _forbidden("refused: the form's security token is missing or wrong; reload the page and try again")
         if request.endpoint != "auth.logout" and not g.session.user.can_review:
-            _forbidden(f"refused: {g.session.user.name} is a {g.session.user.role} and can only look, "
-                       "not review or sign off")
+            _forbidden(
+                f"refused: {g.session.user.name} is a {g.session.user.role} and can only look, not review or sign off"
+            )
     return None
 
 
@@ -201,8 +225,15 @@ def login():
             token, _ = start_session(ctx.store, user, ctx.cfg.web.session_minutes)
             log.info("login %s (%s) from %s", user.name, user.role, addr)
             resp = redirect(target, 303)
-            resp.set_cookie(COOKIE, token, max_age=ctx.cfg.web.session_minutes * 60, httponly=True,
-                            samesite="Strict", secure=request.is_secure, path="/")
+            resp.set_cookie(
+                COOKIE,
+                token,
+                max_age=ctx.cfg.web.session_minutes * 60,
+                httponly=True,
+                samesite="Strict",
+                secure=request.is_secure,
+                path="/",
+            )
             return resp
         if refusal is not None:  # not checked, not counted: the password was not even looked at
             log.warning("log-in refused for %r from %s: %s", name[:64], addr, refusal.message)
@@ -220,8 +251,12 @@ def login():
 
 def login_policy(cfg) -> throttle.Policy:
     w = cfg.web
-    return throttle.Policy(slowdown_after=w.login_slowdown_after, lock_after=w.login_lock_after,
-                           client_lock_after=w.login_client_lock_after, lock_minutes=w.login_lock_minutes)
+    return throttle.Policy(
+        slowdown_after=w.login_slowdown_after,
+        lock_after=w.login_lock_after,
+        client_lock_after=w.login_client_lock_after,
+        lock_minutes=w.login_lock_minutes,
+    )
 
 
 @bp.post("/logout")

@@ -1,5 +1,6 @@
 """Where `edge-screen serve` may listen and which host names it answers to (no Flask here: `config check`
 uses it too and must stay cheap)."""
+
 from __future__ import annotations
 
 import ipaddress
@@ -23,9 +24,11 @@ def warnings(web) -> Tuple[str, ...]:
     """What `config check` warns about in a WebConfig: settings that work but expose the app."""
     if is_loopback(web.host):
         return ()
-    return (f'web.host = "{web.host}" is not a loopback address: `edge-screen serve` refuses to bind it without '
-            "--allow-remote; the README's way in is an SSH tunnel or a TLS reverse proxy on this device "
-            "(web.trusted_proxies)",)
+    return (
+        f'web.host = "{web.host}" is not a loopback address: `edge-screen serve` refuses to bind it without '
+        "--allow-remote; the README's way in is an SSH tunnel or a TLS reverse proxy on this device "
+        "(web.trusted_proxies)",
+    )
 
 
 def allowed_hosts(web) -> Tuple[str, ...]:

@@ -5,6 +5,7 @@ No preprocessing runs here and OpenCV is not loaded for a JPEG (the server's mem
 ``CROP_MIN`` pixels across, and numpy cuts the boxes out. A crop is the cell as the slide shows it, not the
 stain-normalised model input (that one is in the cell's explanation map).
 """
+
 from __future__ import annotations
 
 from typing import List, Sequence, Tuple
@@ -20,8 +21,9 @@ def _decode(data: bytes, min_side: Tuple[int, int]):
         import simplejpeg
 
         w, h = _jpeg_size(data)
-        rgb = simplejpeg.decode_jpeg(data, colorspace="RGB", min_width=min(w, min_side[0]),
-                                     min_height=min(h, min_side[1]))
+        rgb = simplejpeg.decode_jpeg(
+            data, colorspace="RGB", min_width=min(w, min_side[0]), min_height=min(h, min_side[1])
+        )
         return rgb, rgb.shape[1] / max(w, 1)
     from edge.imaging.decode import decode_bytes
 
@@ -46,7 +48,7 @@ def _cut(rgb, box: Sequence[float]):
     H, W = rgb.shape[:2]
     x0, y0, x1, y1 = max(x, 0), max(y, 0), min(x + w, W), min(y + h, H)
     if x1 > x0 and y1 > y0:
-        out[y0 - y:y1 - y, x0 - x:x1 - x] = rgb[y0:y1, x0:x1]
+        out[y0 - y : y1 - y, x0 - x : x1 - x] = rgb[y0:y1, x0:x1]
     step = max(1, max(w, h) // CROP_MAX)
     if step > 1:  # box filter by a whole factor, as the thumbnails
         h2, w2 = h // step * step, w // step * step

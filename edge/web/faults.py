@@ -9,6 +9,7 @@ that exists (never on an empty one: `serve` does not create databases). A read-o
 remounted read-only) cannot save a login or a sign-off: a 503 page that says so and one log line a
 minute, instead of a 500 on every login.
 """
+
 from __future__ import annotations
 
 import logging
@@ -20,16 +21,20 @@ from flask import Flask, render_template, request
 from sqlalchemy.exc import DatabaseError
 
 from edge.daemon.startup import EXIT_STORE
-from edge.store.engine import is_readonly
 from edge.store.database import DatabaseGone
+from edge.store.engine import is_readonly
 
 log = logging.getLogger("edge.web")
 CHECK_S = 1.0  # how often an idle server checks its database file (a request checks it at once)
 READONLY_LOG_S = 60.0  # a read-only database is logged at most once a minute, not once per request
-GONE = ("The database was deleted or replaced while the review app had it open. Nothing was saved by this "
-        "request. The review app is stopping so that it starts again on the database that exists.")
-READONLY = ("The database is read-only (the storage may have been remounted read-only, or it is full), so "
-            "nothing can be saved now: not a login, a review or a sign-off. Tell the administrator.")
+GONE = (
+    "The database was deleted or replaced while the review app had it open. Nothing was saved by this "
+    "request. The review app is stopping so that it starts again on the database that exists."
+)
+READONLY = (
+    "The database is read-only (the storage may have been remounted read-only, or it is full), so "
+    "nothing can be saved now: not a login, a review or a sign-off. Tell the administrator."
+)
 
 
 class DatabaseWatch:
@@ -50,7 +55,7 @@ class DatabaseWatch:
         app.register_error_handler(DatabaseGone, self._gone)
         app.register_error_handler(DatabaseError, self._database_error)
 
-    def start(self) -> "DatabaseWatch":
+    def start(self) -> DatabaseWatch:
         self._thread = threading.Thread(target=self._run, name="database-watch", daemon=True)
         self._thread.start()
         return self
@@ -95,8 +100,12 @@ class DatabaseWatch:
         now = time.monotonic()
         if now - self._readonly_logged >= READONLY_LOG_S:
             self._readonly_logged = now
-            log.error("database is read-only: %s %s refused (%s)", request.method, request.path,
-                      str(getattr(e, "orig", e)).splitlines()[0])
+            log.error(
+                "database is read-only: %s %s refused (%s)",
+                request.method,
+                request.path,
+                str(getattr(e, "orig", e)).splitlines()[0],
+            )
         return _page(503, READONLY)
 
 

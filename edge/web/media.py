@@ -11,6 +11,7 @@ needs only libjpeg-turbo's scaled decode and numpy (OpenCV, +17 MB, only for the
 and an explanation map is made by a child process (`edge-screen explain`), so the model and its interpreter
 (+35 MB) are never loaded into the long-running server.
 """
+
 from __future__ import annotations
 
 import logging
@@ -43,7 +44,7 @@ class LRU:
 
     def __init__(self, size: int):
         self.size = size
-        self._d: "OrderedDict[Hashable, Any]" = OrderedDict()
+        self._d: OrderedDict[Hashable, Any] = OrderedDict()
         self._lock = threading.Lock()
 
     def get(self, key: Hashable) -> Any:
@@ -160,6 +161,7 @@ class Media:
                 return make_crops(f.data, boxes, size or file_size(f.data))
             except ValueError as e:  # simplejpeg's error for data libjpeg cannot read
                 raise MediaError(f"file unreadable: {e}", 422) from None
+
         return self._cached(rec, self.crops, make)
 
     def field_image(self, rec) -> tuple:
@@ -203,8 +205,8 @@ def explain_in_process(classifier_factory: Callable[[], object]) -> Callable[[Pa
 
     def run(path: Path, cell_at: Optional[tuple] = None) -> bytes:
         from edge.imaging.decode import DecodeError
-        from edge.inference.explain import explain_image
         from edge.inference.classifier import ModelLoadError
+        from edge.inference.explain import explain_image
 
         try:
             if not clf:
@@ -214,6 +216,7 @@ def explain_in_process(classifier_factory: Callable[[], object]) -> Callable[[Pa
             raise MediaError(f"no model for explanation maps: {err}", 503) from None
         except DecodeError as err:
             raise MediaError(f"file unreadable: {err}", 422) from None
+
     return run
 
 
@@ -241,4 +244,5 @@ def explain_in_child(config_path: Optional[Path], timeout_s: float = 120.0) -> C
                 log.warning("explanation of %s failed: %s", path, why)
                 raise MediaError(f"no explanation map: {why}", 503 if "model" in why else 422)
             return out.read_bytes()
+
     return run

@@ -7,6 +7,7 @@ below are the reason formats written by :mod:`edge.pipeline.quality`, :mod:`edge
 :func:`edge.store.samples.judge`; a reason that matches none is shown as it is, so nothing is ever hidden
 behind a translation.
 """
+
 from __future__ import annotations
 
 import re
@@ -35,14 +36,19 @@ _FIELD: Tuple[Tuple[str, str], ...] = (
 )
 
 _SAMPLE: Tuple[Tuple[str, str], ...] = (
-    (r"^only (?P<n>\d+) readable field\(s\), the rule needs (?P<k>\d+)",
-     "too few readable fields: {n} of the {k} needed"),
-    (r"^score (?P<s>[\d.]+) is inside the review band (?P<lo>[\d.]+)-(?P<hi>[\d.]+)",
-     "uncertain: the score is neither clearly benign nor clearly malignant"),
-    (r"^(?P<a>\d+) of (?P<n>\d+) fields disagree",
-     "fields disagree: {a} of {n} point the other way"),
-    (r"^outside the validated range on (?P<a>\d+) of (?P<n>\d+) readable fields: (?P<why>.*)",
-     "the microscope or stain is outside what the model was validated on ({a} of {n} fields)"),
+    (
+        r"^only (?P<n>\d+) readable field\(s\), the rule needs (?P<k>\d+)",
+        "too few readable fields: {n} of the {k} needed",
+    ),
+    (
+        r"^score (?P<s>[\d.]+) is inside the review band (?P<lo>[\d.]+)-(?P<hi>[\d.]+)",
+        "uncertain: the score is neither clearly benign nor clearly malignant",
+    ),
+    (r"^(?P<a>\d+) of (?P<n>\d+) fields disagree", "fields disagree: {a} of {n} point the other way"),
+    (
+        r"^outside the validated range on (?P<a>\d+) of (?P<n>\d+) readable fields: (?P<why>.*)",
+        "the microscope or stain is outside what the model was validated on ({a} of {n} fields)",
+    ),
     (r"^the model card has no sample rule", "the model gives no sample verdict: a person decides"),
 )
 
@@ -71,8 +77,9 @@ def sample_reasons(reasons: Sequence[str]) -> List[Reason]:
     return [_translate(r, _SAMPLE) for r in reasons]
 
 
-def field_review_reasons(rec, review_band: Optional[Sequence[float]], cell_scores: Sequence[float] = ()
-                         ) -> List[Reason]:
+def field_review_reasons(
+    rec, review_band: Optional[Sequence[float]], cell_scores: Sequence[float] = ()
+) -> List[Reason]:
     """Why a classified field is marked "review": the model's own reasons re-told from the record (the
     card's review band, a benign call that outvoted a malignant-looking cell, the domain monitor)."""
     out: List[Reason] = []
@@ -82,12 +89,19 @@ def field_review_reasons(rec, review_band: Optional[Sequence[float]], cell_score
     if rec.domain:
         out.append(Reason("outside what the model was validated on", rec.domain))
     if review_band and review_band[0] <= score < review_band[1]:
-        out.append(Reason("uncertain call: neither clearly benign nor clearly malignant",
-                          f"malignant score {score:.3f} inside the review band "
-                          f"{review_band[0]:.3f}-{review_band[1]:.3f}"))
+        out.append(
+            Reason(
+                "uncertain call: neither clearly benign nor clearly malignant",
+                f"malignant score {score:.3f} inside the review band {review_band[0]:.3f}-{review_band[1]:.3f}",
+            )
+        )
     if rec.verdict == "benign" and review_band and cell_scores and max(cell_scores) >= review_band[1]:
-        out.append(Reason("called benign, but one cell looks malignant",
-                          f"a cell scored {max(cell_scores):.3f} >= {review_band[1]:.3f}"))
+        out.append(
+            Reason(
+                "called benign, but one cell looks malignant",
+                f"a cell scored {max(cell_scores):.3f} >= {review_band[1]:.3f}",
+            )
+        )
     if not out:
         out.append(Reason("marked for review by the model", f"malignant score {score:.3f}"))
     return out

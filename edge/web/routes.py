@@ -6,6 +6,7 @@ the writing :mod:`edge.store.reviews`. A refused form answers with the library's
 that fits it (400 bad input, 404 unknown sample or field, 409 the sample's state); nothing is written before
 the library says yes. Every form works without JavaScript; ``static/review.js`` only saves round trips.
 """
+
 from __future__ import annotations
 
 import logging
@@ -28,8 +29,11 @@ log = logging.getLogger("edge.web")
 bp = Blueprint("pages", __name__)
 
 SIDE_LIST = 20  # collecting and signed samples shown under the queue
-NOTICES = {"field": "field review recorded", "signed": "sample signed off",  # no reflected text in pages
-           "confirmed": "fields confirmed as shown"}
+NOTICES = {
+    "field": "field review recorded",
+    "signed": "sample signed off",  # no reflected text in pages
+    "confirmed": "fields confirmed as shown",
+}
 
 
 def _ctx():
@@ -70,8 +74,9 @@ def _field_or_404(image_id: str, sample_id: Optional[str] = None) -> ImageRecord
 def _refused(e: ReviewError, sample_id: str):
     status = 409 if isinstance(e, ReviewConflict) else 400
     log.warning("refused %s by %s on %s: %s", request.path, g.session.user.name, sample_id, e)
-    return render_template("errors.html", code=status, message=str(e),
-                           back=url_for("pages.sample", sample_id=sample_id)), status
+    return render_template(
+        "errors.html", code=status, message=str(e), back=url_for("pages.sample", sample_id=sample_id)
+    ), status
 
 
 def _view(s: Sample) -> views.SampleView:
@@ -86,15 +91,22 @@ def queue():
     ready = views.ready_in_order(lib, _device())
     collecting = _samples("collecting", [samples.c.updated_at.desc()], SIDE_LIST)
     signed = _samples("signed", [samples.c.signed_at.desc()], SIDE_LIST)
-    return render_template("queue.html", rows=views.queue_rows(lib, ready), collecting=collecting, signed=signed,
-                           late=views.late_signed(lib, _device()), optics=recent_optics(_ctx().store))
+    return render_template(
+        "queue.html",
+        rows=views.queue_rows(lib, ready),
+        collecting=collecting,
+        signed=signed,
+        late=views.late_signed(lib, _device()),
+        optics=recent_optics(_ctx().store),
+    )
 
 
 @bp.get("/sample/<sample_id>")
 def sample(sample_id: str):
     s = _sample_or_404(sample_id)
-    return render_template("sample.html", v=_view(s), s=s, verdicts=VERDICTS,
-                           notice=NOTICES.get(request.args.get("done", "")))
+    return render_template(
+        "sample.html", v=_view(s), s=s, verdicts=VERDICTS, notice=NOTICES.get(request.args.get("done", ""))
+    )
 
 
 @bp.get("/sample/<sample_id>/field/<image_id>")
@@ -106,9 +118,16 @@ def field(sample_id: str, image_id: str):
     ids = [f.rec.id for f in v.fields]
     i = ids.index(rec.id)
     size = (rec.segmentation or {}).get("file_px")
-    return render_template("field.html", v=v, s=s, f=v.fields[i], size=size,
-                           prev_id=ids[i - 1] if i > 0 else None, next_id=ids[i + 1] if i + 1 < len(ids) else None,
-                           notice=NOTICES.get(request.args.get("done", "")))
+    return render_template(
+        "field.html",
+        v=v,
+        s=s,
+        f=v.fields[i],
+        size=size,
+        prev_id=ids[i - 1] if i > 0 else None,
+        next_id=ids[i + 1] if i + 1 < len(ids) else None,
+        notice=NOTICES.get(request.args.get("done", "")),
+    )
 
 
 # ---------------------------------------------------------------------------------------------- forms
@@ -121,8 +140,14 @@ def review(sample_id: str, image_id: str):
         review_field(_ctx().store, user, rec.id or "", request.form.get("label", ""), request.form.get("comment"))
     except ReviewError as e:
         return _refused(e, s.sample_id)
-    log.info("field review by %s: sample %s field %s %s -> %s", user, s.sample_id, rec.filename, rec.label,
-             request.form.get("label"))
+    log.info(
+        "field review by %s: sample %s field %s %s -> %s",
+        user,
+        s.sample_id,
+        rec.filename,
+        rec.label,
+        request.form.get("label"),
+    )
     if request.form.get("back") == "field":
         return redirect(url_for("pages.field", sample_id=s.sample_id, image_id=rec.id, done="field"), 303)
     return redirect(url_for("pages.sample", sample_id=s.sample_id, done="field", _anchor=f"f-{rec.id}"), 303)
@@ -130,7 +155,7 @@ def review(sample_id: str, image_id: str):
 
 @bp.post("/sample/<sample_id>/confirm")
 def confirm_all(sample_id: str):
-    """"Confirm all as shown": the fields the page listed as not yet reviewed, each with the model's label."""
+    """ "Confirm all as shown": the fields the page listed as not yet reviewed, each with the model's label."""
     s = _sample_or_404(sample_id)
     user = g.session.user.name
     try:
@@ -148,15 +173,25 @@ def signoff(sample_id: str):
     s = _sample_or_404(sample_id)
     user = g.session.user.name
     f = request.form
-    verdict, label, comment, version = f.get("verdict", ""), f.get("label") or None, f.get("comment"), \
-        f.get("version", "")
+    verdict, label, comment, version = (
+        f.get("verdict", ""),
+        f.get("label") or None,
+        f.get("comment"),
+        f.get("version", ""),
+    )
     try:
         if f.get("confirmed") != "yes":
             seen = check_sign_off(_ctx().store, user, s.sample_id, verdict, label, comment, version)
             v = _view(seen)
-            return render_template("confirm.html", v=v, s=seen, verdict=verdict, label=label,
-                                   comment=(comment or "").strip(),
-                                   summary=views.signoff_summary(v, verdict, label, (comment or "").strip()))
+            return render_template(
+                "confirm.html",
+                v=v,
+                s=seen,
+                verdict=verdict,
+                label=label,
+                comment=(comment or "").strip(),
+                summary=views.signoff_summary(v, verdict, label, (comment or "").strip()),
+            )
         sign_off(_ctx().store, user, s.sample_id, verdict, label, comment, version)
     except ReviewError as e:
         return _refused(e, s.sample_id)

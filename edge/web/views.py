@@ -3,6 +3,7 @@ it needs a look, its review and whether it arrived after the sign-off; the queue
 
 No Flask here and nothing written: :mod:`.routes` calls these and hands the result to the templates.
 """
+
 from __future__ import annotations
 
 import json
@@ -119,8 +120,17 @@ def field_views(store, s: Sample, recs: Sequence[ImageRecord], hist: Sequence[Re
             why = field_review_reasons(rec, bands.get(rec.model_id), [c.score for c in cells if c.score is not None])
         else:
             why = [field_reason(rec.reason)]
-        out.append(FieldView(rec, labels[rec.model_id], image_file(rec) is not None, latest.get(rec.id or ""), cells,
-                             why, rec.id in late))
+        out.append(
+            FieldView(
+                rec,
+                labels[rec.model_id],
+                image_file(rec) is not None,
+                latest.get(rec.id or ""),
+                cells,
+                why,
+                rec.id in late,
+            )
+        )
     # Late fields first: they are what the signer never saw.
     return sorted(out, key=lambda f: not f.late)
 
@@ -160,9 +170,16 @@ def sample_view(store, lib: Samples, s: Sample, device: str) -> SampleView:
     elif order:
         next_id = order[0]
     subtype = lib.subtypes([s.sample_id]).get(s.sample_id) if s.verdict == "malignant" else None
-    return SampleView(sample=s, fields=fields, history=hist, sample_labels=card_labels(store, s.model_id),
-                      reasons=sample_reasons(s.review_reasons) if s.needs_review else [], subtype=subtype,
-                      prev_id=prev_id, next_id=next_id)
+    return SampleView(
+        sample=s,
+        fields=fields,
+        history=hist,
+        sample_labels=card_labels(store, s.model_id),
+        reasons=sample_reasons(s.review_reasons) if s.needs_review else [],
+        subtype=subtype,
+        prev_id=prev_id,
+        next_id=next_id,
+    )
 
 
 def signoff_summary(view: SampleView, verdict: str, label: Optional[str], comment: Optional[str]) -> List[str]:
@@ -174,9 +191,12 @@ def signoff_summary(view: SampleView, verdict: str, label: Optional[str], commen
     if label and view.subtype and label != view.subtype[0] and label != BENIGN:
         lines.append(f"Subtype {label}; the model's most common subtype was {view.subtype[0]}.")
     lines.append(f"Final verdict: {verdict}" + (f", {label}" if label else ", no label") + ".")
-    lines.append(f"Model: {s.verdict or 'no verdict'}" + (f" {s.score:.3f}" if s.score is not None else "")
-                 + f" on {s.readable} readable of {s.fields} fields" + (f" ({c['unreadable']} unreadable)."
-                                                                       if c["unreadable"] else "."))
+    lines.append(
+        f"Model: {s.verdict or 'no verdict'}"
+        + (f" {s.score:.3f}" if s.score is not None else "")
+        + f" on {s.readable} readable of {s.fields} fields"
+        + (f" ({c['unreadable']} unreadable)." if c["unreadable"] else ".")
+    )
     lines.append(f"Field reviews: {c['confirmed']} confirmed, {c['corrected']} corrected, {c['open']} not reviewed.")
     if s.min_readable is not None and s.readable < s.min_readable:
         lines.append(f"Fewer readable fields than the rule needs ({s.readable} of {s.min_readable}).")
@@ -184,5 +204,14 @@ def signoff_summary(view: SampleView, verdict: str, label: Optional[str], commen
     return lines
 
 
-__all__ = ["FieldView", "QueueRow", "SampleView", "field_views", "late_signed", "queue_rows", "ready_in_order",
-           "sample_view", "signoff_summary"]
+__all__ = [
+    "FieldView",
+    "QueueRow",
+    "SampleView",
+    "field_views",
+    "late_signed",
+    "queue_rows",
+    "ready_in_order",
+    "sample_view",
+    "signoff_summary",
+]

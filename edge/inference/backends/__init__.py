@@ -3,6 +3,7 @@
 Each backend module exposes ``NAME`` and ``Backend`` (a :class:`edge.inference.backends.base.Interpreter`). Imports of
 the runtime packages happen only when a backend is chosen, so a device with only one of them installed works.
 """
+
 from __future__ import annotations
 
 import importlib
@@ -37,7 +38,7 @@ def resolve(name: str) -> str:
     return next((n for n in BACKENDS if find_spec(MODULES[n]) is not None), "none installed")
 
 
-def load_backend(name: str, model_path: str, num_threads: int, kernels: str = "xnnpack") -> "Interpreter":
+def load_backend(name: str, model_path: str, num_threads: int, kernels: str = "xnnpack") -> Interpreter:
     names = BACKENDS if name == "auto" else (name,)
     if name != "auto" and name not in BACKENDS:
         raise BackendUnavailable(f"unknown backend {name!r}; choose one of auto, {', '.join(BACKENDS)}")
@@ -49,8 +50,8 @@ def load_backend(name: str, model_path: str, num_threads: int, kernels: str = "x
         except ImportError:
             missing.append(PACKAGES[n])
     raise BackendUnavailable(
-        "no TFLite runtime is installed: pip install " + " or ".join(missing)
-        + " (tflite-runtime needs numpy<2)")
+        "no TFLite runtime is installed: pip install " + " or ".join(missing) + " (tflite-runtime needs numpy<2)"
+    )
 
 
 __all__ = ["BACKENDS", "KERNELS", "resolve", "BackendUnavailable", "load_backend"]

@@ -9,7 +9,6 @@ import numpy as np
 
 from edge.inference.backends import KERNELS, BackendUnavailable, cpuinfo
 
-
 # The runtimes' C++ code prints this to file descriptor 2 when it builds an interpreter: every command and
 # every daemon start would show it, and it says nothing a technician can act on.
 NATIVE_NOTICES = (b"INFO: Created TensorFlow Lite XNNPACK delegate for CPU.",)
@@ -41,8 +40,9 @@ def without_native_notices():
                 break
             chunks.append(chunk)
         os.close(r)
-        kept = [ln for ln in b"".join(chunks).splitlines(keepends=True)
-                if not any(ln.startswith(n) for n in NATIVE_NOTICES)]
+        kept = [
+            ln for ln in b"".join(chunks).splitlines(keepends=True) if not any(ln.startswith(n) for n in NATIVE_NOTICES)
+        ]
         if kept:
             os.write(2, b"".join(kept))
 
@@ -90,5 +90,4 @@ class Interpreter:
 
 def _info(d: dict) -> TensorInfo:
     scale, zp = d.get("quantization", (0.0, 0))
-    return TensorInfo(shape=tuple(int(s) for s in d["shape"]), dtype=d["dtype"], scale=float(scale),
-                      zero_point=int(zp))
+    return TensorInfo(shape=tuple(int(s) for s in d["shape"]), dtype=d["dtype"], scale=float(scale), zero_point=int(zp))

@@ -12,6 +12,7 @@ README "Raspberry Pi"): a real Pi 4 listing loads, and so does any listing with 
 architecture`` lines, or with ``CPU implementer`` and ``CPU part`` lines; none, only ``processor`` lines,
 ``Features`` alone, ``CPU implementer`` alone or ``CPU part`` alone crash it.
 """
+
 from __future__ import annotations
 
 import platform
@@ -29,10 +30,14 @@ def problem(machine: Optional[str] = None, path: str = "/proc/cpuinfo") -> Optio
         with open(path, encoding="utf-8", errors="replace") as f:
             keys = {line.split(":", 1)[0].strip() for line in f if ":" in line}
     except OSError as e:
-        return (f"{path} cannot be read ({e.strerror or e}); the TFLite runtime would crash (SIGSEGV) "
-                f"identifying the CPU: do not hide it from edge-screen (e.g. systemd ProcSubset=pid)")
+        return (
+            f"{path} cannot be read ({e.strerror or e}); the TFLite runtime would crash (SIGSEGV) "
+            f"identifying the CPU: do not hide it from edge-screen (e.g. systemd ProcSubset=pid)"
+        )
     if ({"Features", "CPU architecture"} <= keys) or ({"CPU implementer", "CPU part"} <= keys):
         return None
-    return (f"{path} lists no ARM core (no 'Features'/'CPU architecture' or 'CPU implementer'/'CPU part' "
-            f"lines): the TFLite runtime would crash (SIGSEGV) identifying the CPU, so the model is not "
-            f"loaded (an emulator or a container that rewrites /proc/cpuinfo?)")
+    return (
+        f"{path} lists no ARM core (no 'Features'/'CPU architecture' or 'CPU implementer'/'CPU part' "
+        f"lines): the TFLite runtime would crash (SIGSEGV) identifying the CPU, so the model is not "
+        f"loaded (an emulator or a container that rewrites /proc/cpuinfo?)"
+    )

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import List, Optional, Tuple
 
 import cv2
@@ -16,6 +17,7 @@ import numpy as np
 
 from edge.imaging import pixels
 from edge.imaging.cells import Cell, StainTransform, cell_crops, find_cells
+from edge.imaging.decode import decode_file
 from edge.imaging.optics import Optics, normalise
 
 PREPROCESS_VERSION = "lab-kmeans-3"
@@ -358,3 +360,10 @@ def preprocess_image(
     pre = preprocess(fld, params)
     pre.optics = rec
     return pre
+
+
+def preprocess_file(path: str | Path, params: PreprocessParams) -> Preprocessed:
+    """A file as the device reads it (decoded at the card's target size) through :func:`preprocess_image`:
+    what `scripts/model_inputs.py` digests."""
+    img = decode_file(path, target=decode_target(params))
+    return preprocess_image(img.rgb, params, decode_factor=img.scale)

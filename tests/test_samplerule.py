@@ -123,5 +123,5 @@ def test_shipped_card_rule_gets_every_validation_block_right(validation_blocks):
     for b in blocks:
         v = judge(["classified" if s is not None else "unreadable" for s in b.scores], b.scores, rule)
         assert v.verdict == ("malignant" if b.malignant else "benign"), (b.name, v)
-        # A block smaller than the rule's minimum (3.0.0 needs 8 readable fields) is right and goes to review.
+        # A block smaller than the rule's minimum (the card's min_readable) is right and goes to review.
         assert v.readable >= rule.min_readable or v.needs_review, (b.name, v)

@@ -141,9 +141,10 @@ def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params, ski
         ):
             cells.append(Cell(y=int(y), x=int(x), radius=r, stain=float(excess["A"][comp])))
         # Suppress the whole neighbourhood, kept or not, so the next maximum is another cell.
-        y0, y1, x0, x1 = max(y - sp, 0), min(y + sp + 1, h), max(x - sp, 0), min(x + sp + 1, w)
+        yi, xi = int(y), int(x)
+        y0, y1, x0, x1 = max(yi - sp, 0), min(yi + sp + 1, h), max(xi - sp, 0), min(xi + sp + 1, w)
         win = work[y0:y1, x0:x1]
-        win[disc[y0 - y + sp : y1 - y + sp, x0 - x + sp : x1 - x + sp]] = 0
+        win[disc[y0 - yi + sp : y1 - yi + sp, x0 - xi + sp : x1 - xi + sp]] = 0
     return cells
 
 

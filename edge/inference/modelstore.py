@@ -30,6 +30,7 @@ from edge.inference.classifier import (
     DEFAULT_MODEL,
     LABELS,
     Classifier,
+    ModelCard,
     ModelLoadError,
     card_path_for,
     load_card,
@@ -56,6 +57,19 @@ class InstalledModel:
     previous: bool = False
     bundled: bool = False  # the model shipped inside the package (never copied into the install folder)
     lineage: Optional[dict] = None  # the card's "lineage": what it was made from (retrained models)
+
+    @classmethod
+    def of(cls, path: Path, card: ModelCard, current: bool = False, bundled: bool = False) -> InstalledModel:
+        """The listing of the model at ``path`` from its card."""
+        return cls(
+            path=path,
+            name=card.name,
+            version=card.version,
+            sha256=card.sha256,
+            current=current,
+            bundled=bundled,
+            lineage=card.extra.get("lineage"),
+        )
 
     def to_json(self) -> dict:
         return {
@@ -87,14 +101,7 @@ def describe_lineage(lineage: Optional[dict]) -> str:
 def _installed(tfl: Path, bundled: bool = False) -> InstalledModel:
     try:
         card = load_card(card_path_for(tfl))
-        return InstalledModel(
-            path=tfl,
-            name=card.name,
-            version=card.version,
-            sha256=card.sha256,
-            bundled=bundled,
-            lineage=card.extra.get("lineage"),
-        )
+        return InstalledModel.of(tfl, card, bundled=bundled)
     except ModelLoadError:
         return InstalledModel(path=tfl, name=tfl.stem, version="?", sha256="?", bundled=bundled)
 
@@ -213,14 +220,7 @@ class ModelStore:
         verify(dest, backend=backend)  # the copy, not the source, is what the daemon will load
         old = self.current()  # None: the bundled model was in use, and becomes the previous one
         self._write_pointer(dest, old if old != dest else self._previous_or_none(dest))
-        return InstalledModel(
-            path=dest,
-            name=card.name,
-            version=card.version,
-            sha256=card.sha256,
-            current=True,
-            lineage=card.extra.get("lineage"),
-        )
+        return InstalledModel.of(dest, card, current=True)
 
     def _previous_or_none(self, dest: Path) -> Optional[Path]:
         # Re-installing the current model keeps the previous one it already had (None: the bundled one).
@@ -253,15 +253,7 @@ class ModelStore:
         prev = self.root / p["previous"] if p.get("previous") else None
         clf = verify(prev if prev is not None else DEFAULT_MODEL, backend=backend)
         self._write_pointer(prev, cur)
-        return InstalledModel(
-            path=clf.path,
-            name=clf.card.name,
-            version=clf.card.version,
-            sha256=clf.card.sha256,
-            current=True,
-            bundled=prev is None,
-            lineage=clf.card.extra.get("lineage"),
-        )
+        return InstalledModel.of(clf.path, clf.card, current=True, bundled=prev is None)
 
 
 def _fsync_dir(path: Path) -> None:

@@ -1,4 +1,4 @@
-"""Renderers of :class:`edge.report.window.ReportData`: CSV and JSON (stable, documented) and rich tables.
+"""Renderers of :class:`edge.report.query.ReportData`: CSV and JSON (stable, documented) and rich tables.
 
 The CSV and JSON names are an interface that spreadsheets and clinic scripts depend on; they are
 documented in ``docs/report-format.md``. Add columns and keys at the end; never rename or reorder.
@@ -16,7 +16,7 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from edge.report.window import ReportData, _fmt
+from edge.report.query import ReportData, _fmt
 from edge.vocabulary import LABELS
 
 JSON_SCHEMA = "edge-screen-report/1"

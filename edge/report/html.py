@@ -24,7 +24,7 @@ from edge.imaging.decode import DecodeError, decode_bytes
 from edge.imaging.recorded import RecordedFileError, open_recorded
 from edge.inference.classifier import Classifier, ModelLoadError
 from edge.inference.explain import explain_rgb
-from edge.report.window import FlaggedImage, HistBin, ReportData, StageTiming
+from edge.report.query import FlaggedImage, HistBin, ReportData, StageTiming
 
 PALETTE = ["#4c9a2a", "#e6a700", "#d9534f", "#8e44ad", "#1f77b4", "#17becf", "#bcbd22", "#7f7f7f"]
 OTHER_COLOUR = "#b0b0b0"

@@ -144,7 +144,8 @@ def test_timing_stats_nearest_rank():
 
 
 def test_status_and_report_agree_on_medians(tmp_path):
-    from edge.report.query import Filters, build_report, make_window
+    from edge.report.query import build_report
+    from edge.report.window import Filters, make_window
 
     store = Store.open(tmp_path / "db.sqlite", device_id="dev")
     store.record_many(

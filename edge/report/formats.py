@@ -1,4 +1,4 @@
-"""Renderers of :class:`edge.report.query.ReportData`: CSV and JSON (stable, documented) and rich tables.
+"""Renderers of :class:`edge.report.data.ReportData`: CSV and JSON (stable, documented) and rich tables.
 
 The CSV and JSON names are an interface that spreadsheets and clinic scripts depend on; they are
 documented in ``docs/report-format.md``. Add columns and keys at the end; never rename or reorder.
@@ -16,7 +16,8 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from edge.report.query import ReportData, _fmt
+from edge.report.data import ReportData
+from edge.report.window import fmt_time
 from edge.vocabulary import LABELS
 
 JSON_SCHEMA = "edge-screen-report/1"
@@ -91,7 +92,11 @@ def to_json(data: ReportData) -> dict:
         "schema": JSON_SCHEMA,
         "generated_at": data.generated_at,
         "database": data.database,
-        "window": {"since": _fmt(w.since) or None, "until": _fmt(w.until) or None, "description": w.description},
+        "window": {
+            "since": fmt_time(w.since) or None,
+            "until": fmt_time(w.until) or None,
+            "description": w.description,
+        },
         "filters": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(data.filters).items()},
         "totals": {
             "images": data.total,

@@ -127,7 +127,7 @@ def export(
     try:
         if fmt == "fhir":
             assert out is not None  # checked above: a UsageError without it
-            from edge.export.fhir_bundle import FhirSystems, bundle_model, export_fhir
+            from edge.export.fhir import FhirSystems, bundle_model, export_fhir
 
             bundle_model()  # the missing extra is said before a progress bar or a folder appears
             systems = FhirSystems(patient=cfg.export.patient_system, specimen=cfg.export.specimen_system)

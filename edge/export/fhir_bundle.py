@@ -1,4 +1,4 @@
-"""FHIR R4 export: one Bundle (JSON) per sample, for a clinic's EHR or LIS.
+"""The FHIR R4 Bundle of one sample, as plain JSON-able dicts (written by :mod:`edge.export.fhir`).
 
 Bundle layout (type ``collection``)::
 
@@ -27,31 +27,18 @@ terminology has (a model's per-field class and probabilities). Codes never hold 
 
 fullUrls are ``urn:uuid:<row id>`` (samples.id, images.id, models.id), so the same sample exported twice
 gives the same references, and a bundle re-sent after a sign-off replaces the preliminary one in a server
-that keys on them. Validated against the ``fhir.resources`` R4B models before it is written; that package
-is an extra (``pip install 'edge-screen[fhir]'``).
+that keys on them.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
-import re
-import time
 import uuid
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import datetime
-from pathlib import Path
-from typing import Callable, Dict, List, Optional, Tuple, Union
+from typing import Dict, List, Optional
 
-from sqlalchemy.engine import Connection
-from sqlalchemy.exc import SQLAlchemyError
-
-from edge.atomic import write_atomic
-from edge.export.copy import full_row, present_select, source_tables
-from edge.export.csvfile import prepare_out_dir
-from edge.export.fhir_codes import ANON_SYSTEMS, DEFAULT_SYSTEMS, FhirSystems, interpretation, slug, smear_finding, who
-from edge.export.merge import ExportError, Progress, Source, _check_source, _error, _source_engine, _where, anonymizer
-from edge.store.schema import SchemaError, images, models, reviews, samples
+from edge.export.fhir_codes import DEFAULT_SYSTEMS, FhirSystems, interpretation, slug, smear_finding, who
 
 SYSTEM = "urn:edge-screen"  # our own code systems and identifiers: no registered terminology has them
 LABEL_SYSTEM = f"{SYSTEM}:label"
@@ -65,21 +52,6 @@ FIELD_CODE = "blast classification of field"
 VERDICT_CODE = "blood smear sample verdict"
 # uuid5 namespace for the one resource without a row of its own (the verdict observation): stable ids.
 NAMESPACE = uuid.UUID("6c1b0a8e-5f0e-4c3e-9a55-2f1d8d6b7e10")
-INSTALL = "pip install 'edge-screen[fhir]'"
-
-
-class FhirMissing(ExportError):
-    """fhir.resources is not installed."""
-
-
-@dataclass
-class FhirSummary:
-    out: str
-    bundles: int = 0
-    observations: int = 0
-    files: List[str] = field(default_factory=list)
-    sources: List[str] = field(default_factory=list)
-    seconds: float = 0.0
 
 
 @dataclass
@@ -92,16 +64,6 @@ class SampleData:
     models: Dict[str, dict]  # model row id -> models row (card parsed into "card_dict")
 
 
-def bundle_model():
-    """The R4B Bundle class; one line naming the extra when fhir.resources is missing."""
-    try:
-        from fhir.resources.R4B.bundle import Bundle
-    except ImportError:
-        raise FhirMissing(f"--format fhir needs the fhir.resources package: {INSTALL}") from None
-    return Bundle
-
-
-# -------------------------------------------------------------------------------------------- building
 def _ts(t: Optional[datetime]) -> Optional[str]:
     return t.isoformat() if t is not None else None
 
@@ -323,124 +285,3 @@ def _conclusion(s: dict, signed: bool) -> str:
         return f"{final}{label}; signed by {s['signed_by']}; model: {model}"
     text = f"model: {model}; not signed"
     return text + ("; needs review: " + "; ".join(_reasons(s)) if s["needs_review"] and _reasons(s) else "")
-
-
-# --------------------------------------------------------------------------------------------- reading
-def _read(conn: Connection, anon: Optional[Callable[..., dict]]) -> Tuple[List[dict], Callable[[dict], SampleData]]:
-    """The source's samples, and a loader of one sample's rows (run per sample, so memory stays flat)."""
-    present = source_tables(conn)
-    if "samples" not in present:  # a schema-1/2 device: no samples yet
-        return [], lambda s: SampleData(s, [], [], {})
-    mods = {}
-    for r in conn.execute(present_select(conn, models)):
-        m = full_row(models, r)
-        m["card_dict"] = json.loads(m["card"]) if m["card"] else {}
-        mods[m["id"]] = anon(m, "models") if anon else m
-    rows = [
-        full_row(samples, r)
-        for r in conn.execute(
-            present_select(conn, samples).order_by(samples.c.created_at, samples.c.device_id, samples.c.sample_id)
-        )
-    ]
-
-    def load(s: dict) -> SampleData:
-        f = [
-            full_row(images, r)
-            for r in conn.execute(
-                present_select(conn, images)
-                .where(
-                    images.c.device_id == s["device_id"],
-                    images.c.sample_id == s["sample_id"],
-                    images.c.status != "duplicate",
-                )
-                .order_by(images.c.recorded_at, images.c.id)
-            )
-        ]
-        rv = (
-            [
-                full_row(reviews, r)
-                for r in conn.execute(
-                    present_select(conn, reviews)
-                    .where(reviews.c.device_id == s["device_id"], reviews.c.sample_id == s["sample_id"])
-                    .order_by(reviews.c.created_at, reviews.c.id)
-                )
-            ]
-            if "reviews" in present
-            else []
-        )
-        if anon:
-            s, f, rv = anon(s, "samples"), [anon(x, "images") for x in f], [anon(x, "reviews") for x in rv]
-        return SampleData(s, f, rv, mods)
-
-    return rows, load
-
-
-_UNSAFE = re.compile(r"[^A-Za-z0-9._-]")
-
-
-def file_name(sample_id: str, device_id: Optional[str] = None) -> str:
-    """A file name that is the sample id when that is safe (device ids are validated), else a readable
-    form plus a short hash so that two unsafe ids cannot land in the same file."""
-    base = sample_id if device_id is None else f"{device_id}__{sample_id}"
-    safe = _UNSAFE.sub("_", base).lstrip(".") or "sample"
-    if safe != base or len(safe) > 120:
-        safe = f"{safe[:100]}-{hashlib.sha256(base.encode()).hexdigest()[:8]}"
-    return safe + ".json"
-
-
-def export_fhir(
-    source: Source,
-    out_dir: Union[str, Path],
-    anonymize_key: Optional[bytes] = None,
-    progress: Optional[Progress] = None,
-    systems: FhirSystems = DEFAULT_SYSTEMS,
-) -> FhirSummary:
-    """Write ``<sample id>.json`` per sample into ``out_dir`` (``<device>__<sample id>.json`` when a
-    merged database holds the same sample id from several devices). ``systems``: the identifier systems
-    of the samples' patient and specimen ids (an anonymised export uses its own: its ids are hashes)."""
-    t0 = time.perf_counter()
-    Bundle = bundle_model()
-    eng, own = _source_engine(source)
-    out = Path(out_dir)
-    summary = FhirSummary(out=str(out.resolve()), sources=[_where(eng)])
-    anon = anonymizer(anonymize_key) if anonymize_key else None
-    systems = ANON_SYSTEMS if anon else systems
-    current = None
-    try:
-        prepare_out_dir(out)
-        with eng.connect() as conn:
-            _check_source(conn)
-            rows, load = _read(conn, anon)
-            seen: Dict[str, int] = {}
-            for s in rows:
-                seen[s["sample_id"]] = seen.get(s["sample_id"], 0) + 1
-            for i, s in enumerate(rows, 1):
-                current = s["sample_id"]
-                data = load(s)
-                doc = Bundle.model_validate(build_bundle(data, systems))
-                name = file_name(
-                    data.sample["sample_id"], data.sample["device_id"] if seen[s["sample_id"]] > 1 else None
-                )
-                # Atomic: an interface engine polling the folder never reads half a bundle.
-                write_atomic(out, name, doc.model_dump_json(indent=1).encode("utf-8"))
-                summary.bundles += 1
-                summary.observations += len(data.fields) + 1
-                summary.files.append(name)
-                if progress:
-                    progress(i, len(rows))
-    except OSError as e:
-        raise _error(e, str(out)) from None
-    except (SQLAlchemyError, SchemaError) as e:
-        raise _error(e, summary.sources[0]) from None
-    except ValueError as e:  # pydantic's ValidationError: a bundle we built is not valid FHIR (our bug)
-        raise ExportError(
-            f"cannot build the FHIR bundle of sample {current}: " + " ".join(x.strip() for x in str(e).splitlines()[:3])
-        ) from None
-    finally:
-        if own:
-            eng.dispose()
-    summary.seconds = time.perf_counter() - t0
-    return summary
-
-
-__all__ = ["FhirMissing", "FhirSummary", "FhirSystems", "SampleData", "build_bundle", "export_fhir", "file_name"]

@@ -33,7 +33,8 @@ from edge.export.copy import (
 )
 from edge.export.sources import Source, check_source, export_error, location, source_engine
 from edge.store.engine import make_engine, normalize_url, writer
-from edge.store.schema import SchemaError, ensure_schema, export_watermarks, images, utcnow
+from edge.store.migrations import ensure_schema
+from edge.store.schema import SchemaError, export_watermarks, images, utcnow
 
 
 def target_key(engine: Engine) -> str:

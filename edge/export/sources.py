@@ -15,7 +15,8 @@ from sqlalchemy.engine import Connection, Engine, make_url
 from edge.export.copy import ExportError
 from edge.store.database import Store
 from edge.store.engine import make_engine, normalize_url
-from edge.store.schema import SchemaError, existing_version
+from edge.store.migrations import existing_version
+from edge.store.schema import SchemaError
 
 Source = Union[Store, str, Path, Engine]
 

@@ -27,6 +27,7 @@ from edge.export.fhir_bundle import SampleData, build_bundle
 from edge.export.fhir_codes import ANON_SYSTEMS, DEFAULT_SYSTEMS, FhirSystems
 from edge.export.sources import Source, check_source, export_error, location, source_engine
 from edge.store.schema import SchemaError, images, models, reviews, samples
+from edge.vocabulary import Status
 
 INSTALL = "pip install 'edge-screen[fhir]'"
 
@@ -80,7 +81,7 @@ def _read(conn: Connection, anon: Optional[Callable[..., dict]]) -> Tuple[List[d
                 .where(
                     images.c.device_id == s["device_id"],
                     images.c.sample_id == s["sample_id"],
-                    images.c.status != "duplicate",
+                    images.c.status != Status.DUPLICATE,
                 )
                 .order_by(images.c.recorded_at, images.c.id)
             )

@@ -39,6 +39,7 @@ from datetime import datetime
 from typing import Dict, List, Optional
 
 from edge.export.fhir_codes import DEFAULT_SYSTEMS, FhirSystems, interpretation, slug, smear_finding, who
+from edge.vocabulary import Status
 
 SYSTEM = "urn:edge-screen"  # our own code systems and identifiers: no registered terminology has them
 LABEL_SYSTEM = f"{SYSTEM}:label"
@@ -143,7 +144,7 @@ def _field(img: dict, status: str, notes: List[dict], model: Optional[str], refs
         "effectiveDateTime": _ts(img["capture_time"] or img["recorded_at"]),
         "issued": _ts(img["recorded_at"]),
     }
-    if img["status"] == "classified" and img["label"]:
+    if img["status"] == Status.CLASSIFIED and img["label"]:
         o["valueCodeableConcept"] = _label(img["label"])
         comps = []
         if img["malignant_score"] is not None:

@@ -10,6 +10,7 @@ from dataclasses import dataclass, field
 from typing import Dict, List, Optional, Sequence
 
 from edge.report.window import Filters, Window
+from edge.vocabulary import Status
 
 
 @dataclass
@@ -107,14 +108,14 @@ class ReportData:
         return self._by("status")
 
     def by_label(self) -> Dict[str, int]:
-        return self._by("label", [r for r in self.counts if r.status == "classified"])
+        return self._by("label", [r for r in self.counts if r.status == Status.CLASSIFIED])
 
     def by_verdict(self) -> Dict[str, int]:
-        return self._by("verdict", [r for r in self.counts if r.status == "classified"])
+        return self._by("verdict", [r for r in self.counts if r.status == Status.CLASSIFIED])
 
     @property
     def needs_review(self) -> int:
-        return sum(r.count for r in self.counts if r.status == "classified" and r.needs_review)
+        return sum(r.count for r in self.counts if r.status == Status.CLASSIFIED and r.needs_review)
 
     def days(self) -> List[str]:
         return sorted({r.day for r in self.counts})
@@ -132,7 +133,7 @@ class ReportData:
             rows = [r for r in self.counts if getattr(r, key) == k]
             d = {"images": sum(r.count for r in rows)}
             d.update(self._by("status", rows))
-            cls = [r for r in rows if r.status == "classified"]
+            cls = [r for r in rows if r.status == Status.CLASSIFIED]
             d.update(self._by("label", cls))
             d.update(self._by("verdict", cls))
             d["needs_review"] = sum(r.count for r in cls if r.needs_review)

@@ -19,6 +19,7 @@ from edge.inference.classifier import Classifier, ModelLoadError
 from edge.report.charts import svg_histogram, svg_stacked_bars, svg_stage_bars
 from edge.report.data import ReportData
 from edge.report.gallery import build_gallery, gallery_html, thumb_html
+from edge.vocabulary import Status
 
 PALETTE = ["#4c9a2a", "#e6a700", "#d9534f", "#8e44ad", "#1f77b4", "#17becf", "#bcbd22", "#7f7f7f"]
 OTHER_COLOUR = "#b0b0b0"
@@ -85,7 +86,7 @@ def _samples_html(blocks, budget: int, roots: Optional[Sequence[Path]] = None) -
                 thumb = '<span class="missing small">not shown (gallery limit)</span>'
             what = (
                 f"{escape(f.label or '-')} · {'-' if f.malignant_score is None else f'{f.malignant_score:.3f}'}"
-                if f.status == "classified"
+                if f.status == Status.CLASSIFIED
                 else f"{escape(f.status)}: {escape(f.reason or '')}"
             )
             tag = ' <span class="review">review</span>' if f.needs_review else ""
@@ -131,20 +132,18 @@ def render_html(
     st, verdicts = data.by_status(), data.by_verdict()
     cards = [
         ("images", data.total, ""),
-        ("classified", st.get("classified", 0), ""),
+        (Status.CLASSIFIED, st.get(Status.CLASSIFIED, 0), ""),
         ("malignant", verdicts.get("malignant", 0), "mal"),
         ("needs review", data.needs_review, "rev"),
-        ("unreadable", st.get("unreadable", 0), ""),
-        ("rejected", st.get("rejected", 0), ""),
-        ("duplicate", st.get("duplicate", 0), ""),
+        *((s, st.get(s, 0), "") for s in (Status.UNREADABLE, Status.REJECTED, Status.DUPLICATE)),
     ]
     per_day, labels = data.per("day"), data.labels()
     days = list(per_day)
     series = {lab: [per_day[d].get(lab, 0) for d in days] for lab in labels}
-    series["not classified"] = [per_day[d]["images"] - per_day[d].get("classified", 0) for d in days]
+    series["not classified"] = [per_day[d]["images"] - per_day[d].get(Status.CLASSIFIED, 0) for d in days]
     colours = {lab: PALETTE[i % len(PALETTE)] for i, lab in enumerate(labels)}
     colours["not classified"] = OTHER_COLOUR
-    per_cols = ["images", *labels, "malignant", "needs_review", "unreadable", "rejected", "duplicate"]
+    per_cols = ["images", *labels, "malignant", "needs_review", Status.UNREADABLE, Status.REJECTED, Status.DUPLICATE]
     filters = ", ".join(f"{k}={v}" for k, v in vars(data.filters).items() if v not in (None, ())) or "none"
 
     parts = [

@@ -29,7 +29,7 @@ from edge.report.window import Filters, ReportError, Window, fmt_time
 from edge.store.engine import open_existing
 from edge.store.records import nearest_rank
 from edge.store.schema import SchemaError, images
-from edge.vocabulary import STAGES
+from edge.vocabulary import STAGES, Status
 
 PERCENTILES = (0.5, 0.95)
 HIST_BINS = 20
@@ -182,7 +182,9 @@ def _query(engine: sa.Engine, window: Window, filters: Filters, now: Optional[da
                     c.bytes,
                     c.moved_to if version >= 3 else sa.null().label("moved_to"),
                 )
-                .where(*where, c.status == "classified", sa.or_(c.verdict == "malignant", c.needs_review == sa.true()))
+                .where(
+                    *where, c.status == Status.CLASSIFIED, sa.or_(c.verdict == "malignant", c.needs_review == sa.true())
+                )
                 .order_by(urgent, c.malignant_score.desc(), c.recorded_at, c.id)
             )
         ]
@@ -197,7 +199,7 @@ def _query(engine: sa.Engine, window: Window, filters: Filters, now: Optional[da
             )
             for r in conn.execute(
                 sa.select(c.id, c.device_id, c.recorded_at, c.path, c.status, c.reason)
-                .where(*where, c.status.in_(("unreadable", "rejected")))
+                .where(*where, c.status.in_((Status.UNREADABLE, Status.REJECTED)))
                 .order_by(c.recorded_at, c.id)
             )
         ]

@@ -148,6 +148,8 @@ images = Table(
     Column("px_per_um", Float),
     Column("magnification", Float),
     Column("domain", Text),
+    # The statuses spelled out, not built from vocabulary.Status: this is the DDL databases in the field were
+    # created with, and a new status needs a migration that changes it (tests/test_layout.py checks they agree).
     CheckConstraint("status IN ('classified', 'unreadable', 'rejected', 'duplicate')", name="ck_images_status"),
     CheckConstraint("verdict IS NULL OR verdict IN ('benign', 'malignant')", name="ck_images_verdict"),
     # Exactly-once: the same inbox file with the same content can be recorded only once per device, so

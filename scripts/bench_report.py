@@ -35,7 +35,8 @@ from edge.inference.classifier import DEFAULT_MODEL, Classifier  # noqa: E402
 from edge.inference.explain import explain_image  # noqa: E402
 from edge.report.formats import dumps_csv, dumps_json  # noqa: E402
 from edge.report.html import write_html  # noqa: E402
-from edge.report.window import build_report, make_window  # noqa: E402
+from edge.report.query import build_report  # noqa: E402
+from edge.report.window import make_window  # noqa: E402
 from edge.store.database import Store  # noqa: E402
 from edge.store.schema import images  # noqa: E402
 

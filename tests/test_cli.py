@@ -42,6 +42,31 @@ def test_every_command_has_help(prog, path):
     assert (cmd.help or cmd.short_help or "").strip(), f"{prog} {' '.join(path)} has no help text"
 
 
+def test_every_command_defined_is_in_the_tree():
+    """The help test walks the tree; a command defined in a module but never added to it (a new
+    ``edge/cli/*.py`` missing from ``_register_plugins``, a forgotten ``COMMANDS`` entry) would escape it."""
+    import importlib
+    import pkgutil
+
+    import edge.cli
+
+    def walk(cmd: click.Command) -> list:
+        subs = cmd.commands.values() if isinstance(cmd, click.Group) else ()
+        return [cmd, *(c for s in subs for c in walk(s))]
+
+    in_tree = {id(c) for c in walk(edge_cli.main) + walk(trainer_cli.main)}
+    mods = [importlib.import_module(f"edge.cli.{m.name}") for m in pkgutil.iter_modules(edge.cli.__path__)]
+    defined = {
+        f"{mod.__name__}.{name}": obj
+        for mod in [*mods, trainer_cli]
+        for name, obj in vars(mod).items()
+        if isinstance(obj, click.Command)
+    }
+    assert defined
+    missing = sorted(k for k, c in defined.items() if id(c) not in in_tree)
+    assert not missing, f"defined but not reachable from the command line: {missing}"
+
+
 def test_help_from_the_installed_entry_point():
     p = cli("--help")
     assert "Usage:" in p.stdout and "run" in p.stdout

@@ -15,7 +15,7 @@ from test_export import cli, count, dump
 
 from edge.export.csvfile import export_csv
 from edge.export.merge import export_to, merge
-from edge.store import schema
+from edge.store import migrations, schema
 from edge.store.database import Store
 from edge.store.samples import SampleRule, Samples
 from edge.store.schema import images, reviews, samples, schema_info, users, utcnow, web_sessions
@@ -303,8 +303,8 @@ def make_v2(path, device_id="old-device", n=3):
     eng = create_engine(f"sqlite:///{path}")
     with eng.begin() as c:
         schema.metadata.create_all(c, tables=[schema_info])
-        schema.MIGRATIONS[1](c)  # today's images table: the v3 columns are dropped again below
-        schema.MIGRATIONS[2](c)
+        migrations.MIGRATIONS[1](c)  # today's images table: the v3 columns are dropped again below
+        migrations.MIGRATIONS[2](c)
         c.exec_driver_sql("DROP INDEX ix_images_sample")
         for col in [r[1] for r in c.exec_driver_sql("PRAGMA table_info(images)")]:
             if col not in V2_IMAGE_COLUMNS:

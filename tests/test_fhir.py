@@ -8,7 +8,8 @@ from conftest import ImageRecord
 from test_export import cli
 from test_export_samples import KEY, add_fields, device, make_v2
 
-from edge.export.fhir import FIELD_CODE, SHA256_SYSTEM, VERDICT_CODE, FhirSystems, export_fhir
+from edge.export.fhir import FhirSystems, export_fhir
+from edge.export.fhir_bundle import FIELD_CODE, SHA256_SYSTEM, VERDICT_CODE
 from edge.export.fhir_codes import V3_INTERPRETATION as V3
 from edge.export.merge import ExportError
 from edge.store.reviews import add_user, review_field, sign_off

@@ -21,7 +21,8 @@ from report_support import model_path, report_db, report_record, sql, synthetic_
 
 from edge.cli.report import COMMANDS, explain, report
 from edge.report.formats import CSV_COLUMNS, dumps_csv, to_json
-from edge.report.window import Filters, ReportError, build_report, make_window, parse_when
+from edge.report.query import build_report
+from edge.report.window import Filters, ReportError, make_window, parse_when
 from edge.store.database import Store
 
 UTC = timezone.utc

@@ -15,7 +15,8 @@ from report_support import model_path, report_db
 
 from edge.inference.classifier import Classifier
 from edge.report.html import render_html, write_html
-from edge.report.window import build_report, make_window
+from edge.report.query import build_report
+from edge.report.window import make_window
 
 
 @pytest.fixture(scope="module")

@@ -16,7 +16,8 @@ from daemon_support import cli, model_path
 from edge.export.merge import export_to
 from edge.imaging.fieldcells import cell_boxes, field_cells
 from edge.report.formats import to_json
-from edge.report.window import build_report, make_window
+from edge.report.query import build_report
+from edge.report.window import make_window
 from edge.store import reviews
 from edge.store.database import Store
 from edge.store.records import ImageRecord

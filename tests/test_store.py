@@ -10,7 +10,7 @@ from conftest import T0, add_records, fake_record
 from sqlalchemy import create_engine, inspect, select
 from sqlalchemy.exc import IntegrityError, StatementError
 
-from edge.store import schema
+from edge.store import migrations, schema
 from edge.store.database import ImageRecord, Store, StoreError, timing_stats
 from edge.store.schema import SCHEMA_VERSION, images, runs, schema_info
 
@@ -144,7 +144,8 @@ def test_timing_stats_nearest_rank():
 
 
 def test_status_and_report_agree_on_medians(tmp_path):
-    from edge.report.window import Filters, build_report, make_window
+    from edge.report.query import build_report
+    from edge.report.window import Filters, make_window
 
     store = Store.open(tmp_path / "db.sqlite", device_id="dev")
     store.record_many(
@@ -255,7 +256,7 @@ def make_v1(path):
     eng = create_engine(f"sqlite:///{path}")
     with eng.begin() as c:
         schema.metadata.create_all(c, tables=[schema_info])
-        schema.MIGRATIONS[1](c)
+        migrations.MIGRATIONS[1](c)
         # MIGRATIONS[1] builds today's images table; a real v1 device has no v3 columns.
         c.exec_driver_sql("DROP INDEX ix_images_sample")
         for col in ("moved_to", "sample_id", "purged_at"):
@@ -283,11 +284,11 @@ def test_failed_migration_leaves_the_old_version(tmp_path, monkeypatch):
     make_v1(tmp_path / "old.sqlite")
 
     def broken(conn):
-        schema.MIGRATIONS_ORIG[2](conn)
+        migrations.MIGRATIONS_ORIG[2](conn)
         raise RuntimeError("disk pulled mid-upgrade")
 
-    monkeypatch.setattr(schema, "MIGRATIONS_ORIG", dict(schema.MIGRATIONS), raising=False)
-    monkeypatch.setitem(schema.MIGRATIONS, 2, broken)
+    monkeypatch.setattr(migrations, "MIGRATIONS_ORIG", dict(migrations.MIGRATIONS), raising=False)
+    monkeypatch.setitem(migrations.MIGRATIONS, 2, broken)
     with pytest.raises(RuntimeError, match="mid-upgrade"):
         Store.open(tmp_path / "old.sqlite", device_id="d")
     c = raw(tmp_path / "old.sqlite")

@@ -1,5 +1,6 @@
 """``edge-screen report`` and ``edge-screen explain``: option parsing only; the work is in
-:mod:`edge.report.window`, :mod:`edge.report.formats`, :mod:`edge.report.html` and :mod:`edge.inference.explain`."""
+:mod:`edge.report.window`, :mod:`edge.report.query`, :mod:`edge.report.formats`, :mod:`edge.report.html`
+and :mod:`edge.inference.explain`."""
 
 from __future__ import annotations
 
@@ -94,7 +95,8 @@ def report(
 ) -> None:
     """What was screened in a window, and which images need a human."""
     from edge.report.formats import dumps_csv, dumps_json, render_table
-    from edge.report.window import Filters, ReportError, build_report, make_window
+    from edge.report.query import build_report
+    from edge.report.window import Filters, ReportError, make_window
 
     try:
         if today and (since or until or all_time):

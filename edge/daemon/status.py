@@ -17,6 +17,7 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Optional
 
+from edge import vocabulary  # the module: this one has a Status class of its own
 from edge.config import Config
 
 if TYPE_CHECKING:  # SQLAlchemy and friends: imported by collect() when status runs
@@ -227,7 +228,7 @@ def collect(cfg: Config, store, last_n: int = 100) -> Status:
         disk=disk_state(watched_paths(cfg), cfg.retention.min_free_mb),
         samples=Samples(store).counts(),
         optics=recent_optics(store),
-        last_error=store.last_error(statuses=("rejected",)),
+        last_error=store.last_error(statuses=(vocabulary.Status.REJECTED,)),
         run=store.last_run(),
         timings=store.timing_stats(last_n),
         last_n=last_n,

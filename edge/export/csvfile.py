@@ -13,19 +13,9 @@ from typing import Optional, Union
 from sqlalchemy import func, select
 from sqlalchemy.exc import SQLAlchemyError
 
-from edge.export.copy import full_row, present_select, source_tables
-from edge.export.merge import (
-    BATCH,
-    ExportError,
-    ExportSummary,
-    Progress,
-    Source,
-    _check_source,
-    _error,
-    _source_engine,
-    _where,
-    anonymizer,
-)
+from edge.export.anon import anonymizer
+from edge.export.copy import BATCH, ExportError, ExportSummary, Progress, full_row, present_select, source_tables
+from edge.export.sources import Source, check_source, export_error, location, source_engine
 from edge.store.schema import SchemaError, images, models, reviews, runs, samples
 
 TABLES = (runs, models, images, samples, reviews)
@@ -54,14 +44,14 @@ def export_csv(
     columns, also for an older device's database: what it lacks is empty). Each file is written under a
     temporary name and renamed, so a reader never sees half a file."""
     t0 = time.perf_counter()
-    eng, own = _source_engine(source)
+    eng, own = source_engine(source)
     out = Path(out_dir)
-    summary = ExportSummary(target=str(out.resolve()), sources=[_where(eng)])
+    summary = ExportSummary(target=str(out.resolve()), sources=[location(eng)])
     anon = anonymizer(anonymize_key) if anonymize_key else None
     try:
         prepare_out_dir(out)
         with eng.connect() as conn:
-            _check_source(conn)
+            check_source(conn)
             present = source_tables(conn)
             total = conn.execute(select(func.count()).select_from(images)).scalar() or 0
             for table in TABLES:
@@ -91,9 +81,9 @@ def export_csv(
                     os.fsync(f.fileno())
                 os.replace(tmp, out / f"{table.name}.csv")
     except OSError as e:
-        raise _error(e, str(out)) from None
+        raise export_error(e, str(out)) from None
     except (SQLAlchemyError, SchemaError) as e:
-        raise _error(e, summary.sources[0]) from None
+        raise export_error(e, summary.sources[0]) from None
     finally:
         if own:
             eng.dispose()

@@ -1,4 +1,4 @@
-"""The FHIR export's terminology and its Patient and Specimen (edge/export/fhir.py builds the bundle).
+"""The FHIR export's terminology and its Patient and Specimen (edge/export/fhir_bundle.py builds the bundle).
 
 Standard codes only where they mean what we report, checked against the code systems' own pages:
 

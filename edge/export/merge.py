@@ -12,13 +12,12 @@ one table whose rows change) and reviews are compared row by row on every export
 
 from __future__ import annotations
 
-import errno
 import time
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 from sqlalchemy import literal_column, select
-from sqlalchemy.engine import Connection, Engine, make_url
+from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
 from edge.export.anon import anonymizer
@@ -32,11 +31,10 @@ from edge.export.copy import (
     Progress,
     Transfer,
 )
-from edge.store.database import Store
+from edge.export.sources import Source, check_source, export_error, location, source_engine
 from edge.store.engine import make_engine, normalize_url, writer
-from edge.store.schema import SchemaError, ensure_schema, existing_version, export_watermarks, images, utcnow
-
-Source = Union[Store, str, Path, Engine]
+from edge.store.migrations import ensure_schema
+from edge.store.schema import SchemaError, export_watermarks, images, utcnow
 
 
 def target_key(engine: Engine) -> str:
@@ -44,48 +42,6 @@ def target_key(engine: Engine) -> str:
     if u.get_backend_name() == "sqlite":
         return f"sqlite:///{Path(u.database).resolve()}" if u.database else "sqlite://"
     return u.set(password=None).render_as_string(hide_password=True)
-
-
-def _where(engine: Engine) -> str:
-    u = engine.url
-    return (u.database or ":memory:") if u.get_backend_name() == "sqlite" else u.render_as_string(hide_password=True)
-
-
-def _error(e: BaseException, where: str) -> ExportError:
-    """One line that tells a technician what went wrong, from whatever the driver raised."""
-    if isinstance(e, SchemaError):
-        return ExportError(str(e))
-    orig = getattr(e, "orig", None) or e
-    msg = str(orig).strip().splitlines()[0] if str(orig).strip() else type(orig).__name__
-    code = getattr(orig, "sqlstate", None) or ""
-    low = msg.lower()
-    if "readonly" in low or "read-only" in low or code in ("25006", "42501"):
-        return ExportError(f"{where} is read-only or not writable for this user ({msg}); nothing was changed")
-    if "disk is full" in low or code == "53100" or getattr(orig, "errno", None) == errno.ENOSPC:
-        return ExportError(f"{where}: the disk is full; nothing was changed")
-    if "unable to open database" in low:
-        return ExportError(f"cannot open {where} (missing folder or no permission)")
-    if "not a database" in low:
-        return ExportError(f"{where} is not an edge-screen database (not an SQLite file)")
-    return ExportError(f"{where}: {msg}")
-
-
-def _source_engine(src: Source) -> Tuple[Engine, bool]:
-    if isinstance(src, Store):
-        return src.engine, False
-    if isinstance(src, Engine):
-        return src, False
-    u = make_url(normalize_url(src))
-    if u.get_backend_name() == "sqlite" and not Path(u.database or "").is_file():
-        raise ExportError(f"source not found: {u.database}")
-    return make_engine(normalize_url(src), create_dirs=False), True
-
-
-def _check_source(conn: Connection) -> None:
-    try:
-        existing_version(conn)
-    except SchemaError as e:
-        raise ExportError(f"source {e}") from None
 
 
 def _load_watermarks(sconn: Connection, tconn: Connection, key: str) -> Dict[str, dict]:
@@ -148,16 +104,16 @@ def _run(
         try:
             tengine, own_t = make_engine(normalize_url(target)), True
         except (OSError, SchemaError) as e:
-            raise _error(e, str(target)) from None
-    where, key = _where(tengine), target_key(tengine)
+            raise export_error(e, str(target)) from None
+    where, key = location(tengine), target_key(tengine)
     tpath = Path(tengine.url.database) if tengine.url.get_backend_name() == "sqlite" and tengine.url.database else None
     created = tpath is not None and not tpath.exists()
     summary = ExportSummary(target=key)
     opened: List[Tuple[Engine, bool, str]] = []
     try:
         for s in sources:
-            eng, own = _source_engine(s)
-            opened.append((eng, own, _where(eng)))
+            eng, own = source_engine(s)
+            opened.append((eng, own, location(eng)))
             if target_key(eng) == key:
                 raise ExportError(f"{where} is both a source and the target")
         marks_by_source = []
@@ -167,7 +123,7 @@ def _run(
             transfer = Transfer(tconn, summary, anonymizer(anonymize_key) if anonymize_key else None, progress)
             for eng, _, name in opened:
                 with eng.connect() as sconn:
-                    _check_source(sconn)
+                    check_source(sconn)
                     wms = _load_watermarks(sconn, tconn, key) if incremental else None
                     marks_by_source.append(transfer.source(sconn, name, wms))
                     summary.sources.append(name)
@@ -179,7 +135,7 @@ def _run(
         raise
     except (SQLAlchemyError, SchemaError, OSError) as e:
         _cleanup(created, tpath, tengine)
-        raise _error(e, where) from None
+        raise export_error(e, where) from None
     finally:
         for eng, own, _ in opened:
             if own:

@@ -181,11 +181,14 @@ def recent(store, n: int = 50) -> DomainSummary:
     from sqlalchemy import select
 
     from edge.store.schema import images
+    from edge.vocabulary import Status
 
     q = (
         select(images.c.magnification, images.c.domain)
         .where(
-            images.c.status == "classified", images.c.device_id == store.device(), images.c.magnification.is_not(None)
+            images.c.status == Status.CLASSIFIED,
+            images.c.device_id == store.device(),
+            images.c.magnification.is_not(None),
         )
         .order_by(images.c.recorded_at.desc())
         .limit(n)

@@ -1,4 +1,4 @@
-"""Renderers of :class:`edge.report.window.ReportData`: CSV and JSON (stable, documented) and rich tables.
+"""Renderers of :class:`edge.report.data.ReportData`: CSV and JSON (stable, documented) and rich tables.
 
 The CSV and JSON names are an interface that spreadsheets and clinic scripts depend on; they are
 documented in ``docs/report-format.md``. Add columns and keys at the end; never rename or reorder.
@@ -16,8 +16,9 @@ from rich import box
 from rich.console import Console
 from rich.table import Table
 
-from edge.report.window import ReportData, _fmt
-from edge.vocabulary import LABELS
+from edge.report.data import ReportData
+from edge.report.window import fmt_time
+from edge.vocabulary import LABELS, Status
 
 JSON_SCHEMA = "edge-screen-report/1"
 CSV_COLUMNS = (
@@ -91,7 +92,11 @@ def to_json(data: ReportData) -> dict:
         "schema": JSON_SCHEMA,
         "generated_at": data.generated_at,
         "database": data.database,
-        "window": {"since": _fmt(w.since) or None, "until": _fmt(w.until) or None, "description": w.description},
+        "window": {
+            "since": fmt_time(w.since) or None,
+            "until": fmt_time(w.until) or None,
+            "description": w.description,
+        },
         "filters": {k: list(v) if isinstance(v, tuple) else v for k, v in asdict(data.filters).items()},
         "totals": {
             "images": data.total,
@@ -130,12 +135,12 @@ def _score(v: Optional[float]) -> str:
 # A Pi console is 80 columns: short headings there (the legend is printed under the table).
 SHORT = {
     "images": "img",
-    "classified": "cls",
+    Status.CLASSIFIED: "cls",
     "malignant": "mal",
     "needs_review": "rev",
-    "unreadable": "unr",
-    "rejected": "rej",
-    "duplicate": "dup",
+    Status.UNREADABLE: "unr",
+    Status.REJECTED: "rej",
+    Status.DUPLICATE: "dup",
     "Benign": "Ben",
     "Early Pre-B": "EPreB",
     "Pre-B": "PreB",
@@ -152,7 +157,7 @@ def _per_table(title: str, key_name: str, per: dict, labels: list, narrow: bool 
         pad_edge=not narrow,
         padding=(0, 1) if narrow else (0, 1),
     )
-    cols = ["images", *labels, "malignant", "needs_review", "unreadable", "rejected", "duplicate"]
+    cols = ["images", *labels, "malignant", "needs_review", Status.UNREADABLE, Status.REJECTED, Status.DUPLICATE]
     t.add_column(key_name, no_wrap=True)
     for c in cols:
         t.add_column(SHORT.get(c, c) if narrow else c.replace("_", " "), justify="right", no_wrap=True)
@@ -167,16 +172,22 @@ def render_table(data: ReportData, console: Console, rows: int = TERMINAL_ROWS) 
     console.print(f"[bold]edge-screen report[/] — {data.window.description} — {data.database}")
     narrow = console.width < NARROW
     summary = Table(box=box.SIMPLE_HEAD, show_header=True)
-    for c in ("images", "classified", "malignant", "needs_review", "unreadable", "rejected", "duplicate"):
+    for c in (
+        "images",
+        Status.CLASSIFIED,
+        "malignant",
+        "needs_review",
+        Status.UNREADABLE,
+        Status.REJECTED,
+        Status.DUPLICATE,
+    ):
         summary.add_column(SHORT[c] if narrow else c.replace("_", " "), justify="right", no_wrap=True)
     summary.add_row(
         str(data.total),
-        str(st.get("classified", 0)),
+        str(st.get(Status.CLASSIFIED, 0)),
         f"[bold red]{verdicts.get('malignant', 0)}[/]",
         f"[bold yellow]{data.needs_review}[/]",
-        str(st.get("unreadable", 0)),
-        str(st.get("rejected", 0)),
-        str(st.get("duplicate", 0)),
+        *(str(st.get(s, 0)) for s in (Status.UNREADABLE, Status.REJECTED, Status.DUPLICATE)),
     )
     console.print(summary)
     late = [b for b in data.samples if b.late_fields]

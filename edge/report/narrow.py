@@ -16,7 +16,7 @@ from typing import List, Sequence
 from rich.console import Console
 from rich.text import Text
 
-from edge.report.window import FlaggedImage, ProblemImage
+from edge.report.data import FlaggedImage, ProblemImage
 
 
 def flagged_lines(flagged: Sequence[FlaggedImage], width: int) -> List[Text]:

@@ -11,6 +11,7 @@ import sqlalchemy as sa
 
 from edge.store.samples import field_key, risk_key
 from edge.store.schema import images, samples
+from edge.vocabulary import Status
 
 
 @dataclass
@@ -92,7 +93,7 @@ def sample_blocks(engine: sa.Engine, where: list) -> List[SampleBlock]:
                 c.needs_review,
                 c.sha256,
                 c.bytes,
-            ).where(c.sample_id.in_(ids), c.status != "duplicate")
+            ).where(c.sample_id.in_(ids), c.status != Status.DUPLICATE)
         ):
             items.setdefault((r.device_id, r.sample_id), []).append(
                 SampleField(

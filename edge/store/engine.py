@@ -1,5 +1,5 @@
 """Engines on edge-screen databases: URLs, SQLite pragmas and locking, and opening a database to write
-(creating or upgrading its schema, :mod:`edge.store.schema`) or to read (never changing it)."""
+(creating or upgrading its schema, :mod:`edge.store.migrations`) or to read (never changing it)."""
 
 from __future__ import annotations
 
@@ -11,7 +11,8 @@ from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine, make_url
 from sqlalchemy.exc import NoSuchModuleError, SQLAlchemyError
 
-from edge.store.schema import DriverMissing, SchemaError, ensure_schema, existing_version, needs_upgrade
+from edge.store.migrations import ensure_schema, existing_version, needs_upgrade
+from edge.store.schema import DriverMissing, SchemaError
 
 
 def normalize_url(url: str | Path) -> str:

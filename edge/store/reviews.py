@@ -34,7 +34,7 @@ from edge.store.accounts import (
 )
 from edge.store.samples import Sample, SampleError, validate_sample_id
 from edge.store.schema import images, models, reviews, samples, utcnow
-from edge.vocabulary import BENIGN, LABELS, ROLES, VERDICTS
+from edge.vocabulary import BENIGN, LABELS, ROLES, VERDICTS, Status
 
 MAX_COMMENT = 2000
 
@@ -124,7 +124,7 @@ def review_field(store, reviewer: str, image_id: str, reviewer_label: str, comme
         img = conn.execute(select(images).where(images.c.id == str(image_id), images.c.device_id == device)).first()
         if img is None or not img.sample_id:
             raise ReviewError(f"no field {image_id!r} in a sample of device {device}")
-        if img.status == "duplicate":
+        if img.status == Status.DUPLICATE:
             raise ReviewError(f"field {image_id} is a duplicate: review the original ({img.duplicate_of})")
         st = conn.execute(
             select(samples.c.status).where(samples.c.device_id == device, samples.c.sample_id == img.sample_id)
@@ -212,7 +212,7 @@ def confirm_fields(store, reviewer: str, sample_id: str, image_ids: Sequence[str
             img = rows.get(i)
             if img is None:
                 raise ReviewError(f"no field {i!r} in sample {sample_id}")
-            if img.status != "classified" or not img.label:
+            if img.status != Status.CLASSIFIED or not img.label:
                 raise ReviewError(f"field {img.filename} is {img.status}: it has no label to confirm")
             if i in reviewed:
                 continue

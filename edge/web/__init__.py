@@ -18,6 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from edge.config import Config
 from edge.store.samples import Samples
+from edge.vocabulary import Status
 from edge.web import auth, routes
 from edge.web.bind import allowed_hosts
 from edge.web.faults import DatabaseWatch
@@ -73,7 +74,8 @@ def create_app(cfg: Config, store, classifier=None, thumb_cache: int = 256, map_
     app.before_request(auth.check_request)
     app.after_request(_headers)
     app.register_error_handler(HTTPException, _error)
-    app.jinja_env.globals.update(device_id=store.device())
+    # Status: the templates compare a field's status with the vocabulary's members, never a spelled-out word.
+    app.jinja_env.globals.update(device_id=store.device(), Status=Status)
     app.jinja_env.filters["when"] = lambda t: t.strftime("%Y-%m-%d %H:%M UTC") if t else ""
     return app
 

@@ -17,7 +17,7 @@ from edge.store.records import ImageRecord
 from edge.store.reviews import Review, card_labels, history, latest_field_reviews
 from edge.store.samples import Sample, Samples, late_field_ids, risk_key
 from edge.store.schema import models, samples
-from edge.vocabulary import BENIGN
+from edge.vocabulary import BENIGN, Status
 from edge.web.media import image_file
 from edge.web.plain import Reason, field_reason, field_review_reasons, queue_reason, sample_reasons
 
@@ -37,11 +37,11 @@ class FieldView:
         """The label the page shows as current: the newest review's, else the model's (None: no label)."""
         if self.review is not None:
             return self.review.reviewer_label
-        return self.rec.label if self.rec.status == "classified" else None
+        return self.rec.label if self.rec.status == Status.CLASSIFIED else None
 
     @property
     def confirmable(self) -> bool:
-        return self.rec.status == "classified" and bool(self.rec.label) and self.review is None
+        return self.rec.status == Status.CLASSIFIED and bool(self.rec.label) and self.review is None
 
 
 @dataclass
@@ -74,9 +74,9 @@ class SampleView:
             if f.late:  # not part of what was signed: counted apart
                 out["late"] += 1
                 continue
-            if f.rec.status == "duplicate":
+            if f.rec.status == Status.DUPLICATE:
                 continue
-            if f.rec.status != "classified":
+            if f.rec.status != Status.CLASSIFIED:
                 out["unreadable"] += 1
             elif f.review is None:
                 out["open"] += 1
@@ -116,7 +116,7 @@ def field_views(store, s: Sample, recs: Sequence[ImageRecord], hist: Sequence[Re
         if rec.model_id not in labels:
             labels[rec.model_id] = card_labels(store, rec.model_id)
         cells = field_cells(rec.segmentation)
-        if rec.status == "classified":
+        if rec.status == Status.CLASSIFIED:
             why = field_review_reasons(rec, bands.get(rec.model_id), [c.score for c in cells if c.score is not None])
         else:
             why = [field_reason(rec.reason)]

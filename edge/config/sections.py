@@ -209,18 +209,6 @@ class Config:
     optics: OpticsConfig = field(default_factory=OpticsConfig)
     source: Optional[Path] = field(default=None, compare=False)  # the file it came from, for messages
 
-    @property
-    def model_path(self) -> Path:
-        from edge.inference.classifier import (
-            DEFAULT_MODEL,  # lazy: model pulls numpy, config should stay cheap to import
-        )
-        from edge.inference.modelstore import current_model
-
-        if self.model.path is not None:
-            return self.model.path
-        # Read on every call, so a SIGHUP after `edge-screen model install` loads the new current model.
-        return current_model(self.model.install_dir) or DEFAULT_MODEL
-
     def to_dict(self) -> Dict[str, Dict[str, Any]]:
         """Plain TOML-able values; unset optional keys are left out (TOML has no null)."""
         out: Dict[str, Dict[str, Any]] = {}

@@ -17,14 +17,16 @@ import signal
 import socket
 import threading
 import time
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Dict, List, Optional, Set, TextIO, Tuple
 
 from edge.config import Config, redact_url
 from edge.daemon.housekeeping import Housekeeping
 from edge.daemon.startup import (
     EXIT_OK,
     EXIT_STORE,
+    Loaded,
     StartupError,
     check_inbox,
     load,
@@ -114,32 +116,16 @@ def _describe(res: ImageResult) -> str:
     return f"{name}: {res.status}: {res.reason} total={ms:.1f}ms"
 
 
-class Daemon:
-    def __init__(self, config_path: Optional[str] = None):
-        self.config_path = config_path
-        self.notify = Notifier()
+class Intake:
+    """The files waiting to be screened: each path queued once however often it is reported, and the files
+    whose result could not be committed, queued again after a back-off (5, 10, 20 ... s, at most 5 min)."""
+
+    def __init__(self) -> None:
         self.jobs: queue.Queue[Job] = queue.Queue()
         self._queued: Set[Path] = set()
-        self._lock = threading.Lock()
-        self._stop_reason: Optional[str] = None
-        self._reload = False
-        self._inbox_gone = False
+        self._lock = threading.Lock()  # enqueue() runs in the watcher's thread too
         self._retry: List[Tuple[float, Path]] = []  # (when, file) whose result could not be committed
         self._attempts: Dict[str, int] = {}
-        self._watched: Optional[tuple] = None  # (inbox, its (st_dev, st_ino) when the watch started)
-        self._checked = 0.0
-        self._watcher: Optional[InboxWatcher] = None
-        self._samples: Optional[Samples] = None
-        self._housekeeping: Optional[Housekeeping] = None  # disk, retention, idle samples (after start-up)
-        self.processed = 0
-        self.counts = {"classified": 0, "unreadable": 0, "rejected": 0, "duplicate": 0}
-
-    # ------------------------------------------------------------------------------------ signals
-    def _on_term(self, signum, _frame) -> None:
-        self._stop_reason = f"stopped by {signal.Signals(signum).name}"
-
-    def _on_hup(self, _signum, _frame) -> None:
-        self._reload = True
 
     def enqueue(self, path: Path) -> None:
         with self._lock:
@@ -148,14 +134,11 @@ class Daemon:
             self._queued.add(path)
         self.jobs.put(Job(path))
 
-    def _next_job(self, block: bool):
-        self.notify.watchdog()
-        if self._stop_reason or self._reload or self._inbox_gone:
-            return STOP
-        if self._housekeeping is not None and self._housekeeping.low_disk(self.jobs.qsize()):
-            # New images wait in the inbox (queued or not): screening them now could fail to record them.
-            time.sleep(0.25 if block else 0.0)
-            return None
+    def qsize(self) -> int:
+        return self.jobs.qsize()
+
+    def next(self, block: bool) -> Optional[Job]:
+        """The next queued file (the due retries queued first); None when there is none (after 0.25 s)."""
         if self._retry:
             now = time.monotonic()
             due = [p for t, p in self._retry if t <= now]
@@ -165,32 +148,152 @@ class Daemon:
         try:
             job = self.jobs.get(timeout=0.25) if block else self.jobs.get_nowait()
         except queue.Empty:
-            if time.monotonic() - self._checked >= INBOX_CHECK_S:
-                self._checked = time.monotonic()
-                # An inotify watch dies with its folder: a deleted (and re-created) inbox would be
-                # silently unwatched from then on.
-                self._inbox_gone = self._watched is not None and _identity(self._watched[0]) != self._watched[1]
-            if self._housekeeping is not None:
-                self._housekeeping.promote_samples()
             return None
         with self._lock:
             self._queued.discard(job.path)
-        if self._samples is not None and is_meta_file(job.path, self._watched[0] if self._watched else None):
+        return job
+
+    def retry_later(self, path: Path, delay: float = RETRY_S) -> None:
+        self._retry.append((time.monotonic() + delay, path))
+
+    def not_recorded(self, path: str) -> float:
+        """A file whose result could not be committed: queued again later; returns the delay."""
+        n = self._attempts[path] = self._attempts.get(path, 0) + 1
+        delay = min(RETRY_S * 2 ** (n - 1), RETRY_MAX_S)
+        self.retry_later(Path(path), delay)
+        return delay
+
+    def done(self, path: str) -> None:
+        self._attempts.pop(path, None)
+
+
+@dataclass
+class Tally:
+    """What this run has screened, for the systemd status line and the exit message."""
+
+    processed: int = 0
+    counts: Dict[str, int] = field(
+        default_factory=lambda: {"classified": 0, "unreadable": 0, "rejected": 0, "duplicate": 0}
+    )
+
+    def add(self, status: str) -> None:
+        self.processed += 1
+        self.counts[status] = self.counts.get(status, 0) + 1
+
+    def status_line(self, queued: int) -> str:
+        c = self.counts
+        return (
+            f"STATUS={self.processed} images: {c['classified']} classified, "
+            f"{c['unreadable']} unreadable, {c['rejected']} rejected, {c['duplicate']} duplicate; "
+            f"{queued} queued"
+        )
+
+
+@dataclass
+class WatchedInbox:
+    """The inbox being watched: its watcher, which folder it was when the watch started, and its lock."""
+
+    folder: Optional[Path] = None
+    identity: Optional[tuple] = None  # its (st_dev, st_ino) when the watch started
+    watcher: Optional[InboxWatcher] = None
+    lock: Optional[TextIO] = None  # the lock file held while this daemon works on it
+    checked: float = 0.0
+
+    def gone(self) -> bool:
+        """At most every INBOX_CHECK_S: the folder was deleted or replaced since the watch started (an
+        inotify watch dies with its folder: a re-created inbox would be silently unwatched from then on)."""
+        if time.monotonic() - self.checked < INBOX_CHECK_S:
+            return False
+        self.checked = time.monotonic()
+        return self.folder is not None and _identity(self.folder) != self.identity
+
+    def relock(self, folder: Path, release_first: bool = False) -> None:
+        """Lock ``folder`` (a StartupError when another daemon holds it) and let the old lock go: after the
+        new one is held, or first (``release_first``: the same inbox again, whose lock file may be the one
+        this daemon holds)."""
+        if release_first and self.lock is not None:
+            self.lock.close()
+            self.lock = None
+        old, self.lock = self.lock, lock_inbox(folder)
+        if old is not None:
+            old.close()
+
+    def stop(self) -> None:
+        if self.watcher is not None:
+            self.watcher.stop()
+
+
+@dataclass
+class Running:
+    """What the daemon screens with now: config, model and pipeline settings (built once by startup.load)
+    and the pipeline over them. A reload returns the next one, or the same one when it is refused."""
+
+    loaded: Loaded
+    pipe: Pipeline
+
+    @property
+    def cfg(self) -> Config:
+        return self.loaded.cfg
+
+    @property
+    def classifier(self) -> Classifier:
+        return self.loaded.classifier
+
+
+class Daemon:
+    def __init__(self, config_path: Optional[str] = None):
+        self.config_path = config_path
+        self.notify = Notifier()
+        self.intake = Intake()
+        self.tally = Tally()
+        self._inbox = WatchedInbox()
+        # Set by signals and by the loop; each ends the current pipeline stream.
+        self._stop_reason: Optional[str] = None
+        self._reload = False
+        self._inbox_gone = False
+        self._samples: Optional[Samples] = None
+        self._housekeeping: Optional[Housekeeping] = None  # disk, retention, idle samples (after start-up)
+
+    # ------------------------------------------------------------------------------------ signals
+    def _on_term(self, signum, _frame) -> None:
+        self._stop_reason = f"stopped by {signal.Signals(signum).name}"
+
+    def _on_hup(self, _signum, _frame) -> None:
+        self._reload = True
+
+    def enqueue(self, path: Path) -> None:
+        self.intake.enqueue(path)
+
+    def _next_job(self, block: bool):
+        self.notify.watchdog()
+        if self._stop_reason or self._reload or self._inbox_gone:
+            return STOP
+        if self._housekeeping is not None and self._housekeeping.low_disk(self.intake.qsize()):
+            # New images wait in the inbox (queued or not): screening them now could fail to record them.
+            time.sleep(0.25 if block else 0.0)
+            return None
+        job = self.intake.next(block)
+        if job is None:
+            self._inbox_gone = self._inbox.gone()
+            if self._housekeeping is not None:
+                self._housekeeping.promote_samples()
+            return None
+        if self._samples is not None and is_meta_file(job.path, self._inbox.folder):
             self._apply_meta(job.path)  # a sample's identifiers, not a field: never goes down the pipeline
             return None
         return job
 
     def _apply_meta(self, path: Path) -> None:
-        assert self._samples is not None and self._watched is not None  # checked by the caller
+        assert self._samples is not None and self._inbox.folder is not None  # checked by the caller
         try:
-            apply_meta_file(self._samples.store, path, self._watched[0])
+            apply_meta_file(self._samples.store, path, self._inbox.folder)
         except DatabaseGone:
             raise
         except Exception as e:  # noqa: BLE001 - a busy or full database: the file is still there, try again
             log.warning(
                 "%s: could not record it (%s); retrying in %g s", printable(str(path)), str(e).splitlines()[0], RETRY_S
             )
-            self._retry.append((time.monotonic() + RETRY_S, path))
+            self.intake.retry_later(path)
 
     # ------------------------------------------------------------------------------------ main
     def run(self) -> int:
@@ -205,7 +308,7 @@ class Daemon:
             setup_logging(loaded.cfg.daemon.log_level)
             store = open_store(loaded.cfg)
             try:
-                self._inbox_lock = lock_inbox(loaded.cfg.daemon.inbox)
+                self._inbox.relock(loaded.cfg.daemon.inbox)
             except StartupError:
                 store.close()
                 raise
@@ -213,12 +316,11 @@ class Daemon:
             log.error("%s", e)
             self.notify.send(f"STATUS=failed: {e}")
             return e.code
-        cfg, clf = loaded.cfg, loaded.classifier
         run_id = store.start_run(__version__)
         exit_reason = "error"
-        watcher = None
         try:
-            pipe = self._pipeline(cfg, clf, store, run_id)
+            now = Running(loaded, self._pipeline(loaded, store, run_id))
+            cfg, clf = loaded.cfg, loaded.classifier
             self._samples = Samples(store)
             self._housekeeping = Housekeeping(self._samples, cfg, lambda line: self.notify.send(line))
             inbox = cfg.daemon.inbox
@@ -234,25 +336,26 @@ class Daemon:
                 redact_url(cfg.database.url),
                 cfg.daemon.device_id,
             )
-            watcher = self._watch(cfg, store, scan=cfg.daemon.backlog_scan)
-            self.notify.send("READY=1", f"STATUS=watching {inbox}, {self.jobs.qsize()} queued")
+            self._watch(cfg, store, scan=cfg.daemon.backlog_scan)
+            self.notify.send("READY=1", f"STATUS=watching {inbox}, {self.intake.qsize()} queued")
             while True:
-                for res in pipe.stream(self._next_job):
+                for res in now.pipe.stream(self._next_job):
                     self._report(res)
                 if self._stop_reason:
                     break
                 if self._inbox_gone:
-                    log.warning("inbox %s was deleted or replaced: watching it again", cfg.daemon.inbox)
-                    watcher.stop()
-                    check_inbox(cfg.daemon.inbox)  # re-created, or a StartupError: exit 4 in one line
-                    self._inbox_lock.close()
-                    self._inbox_lock = lock_inbox(cfg.daemon.inbox)
-                    watcher, self._inbox_gone = self._watch(cfg, store, scan=True), False
+                    inbox = now.cfg.daemon.inbox
+                    log.warning("inbox %s was deleted or replaced: watching it again", inbox)
+                    self._inbox.stop()
+                    check_inbox(inbox)  # re-created, or a StartupError: exit 4 in one line
+                    self._inbox.relock(inbox, release_first=True)
+                    self._watch(now.cfg, store, scan=True)
+                    self._inbox_gone = False
                 if self._reload:
-                    cfg, clf, pipe, watcher = self._do_reload(cfg, clf, pipe, watcher, store, run_id)
+                    now = self._do_reload(now, store, run_id)
             exit_reason = self._stop_reason or "stopped"
             self.notify.send("STOPPING=1", f"STATUS={exit_reason}")
-            log.info("%s after %d images; exiting", exit_reason, self.processed)
+            log.info("%s after %d images; exiting", exit_reason, self.tally.processed)
             return EXIT_OK
         except StartupError as e:  # the inbox re-created read-only, or its lock file cannot be made
             exit_reason = str(e)
@@ -269,37 +372,26 @@ class Daemon:
             log.exception("daemon failed")
             return 1
         finally:
-            if watcher is not None:
-                watcher.stop()
+            self._inbox.stop()
             try:
                 store.stop_run(run_id, exit_reason)
             finally:
                 store.close()
 
-    def _pipeline(self, cfg: Config, clf: Classifier, store: Store, run_id: str) -> Pipeline:
-        polling = cfg.daemon.observer == "polling"
-        pipe = Pipeline(
-            cfg,
-            clf,
-            store=store,
-            inbox=cfg.daemon.inbox,
-            move_after=cfg.daemon.after == "move",
-            defer_incomplete_s=cfg.daemon.incomplete_wait_s if polling else 0.0,
-        )
+    def _pipeline(self, loaded: Loaded, store: Store, run_id: str) -> Pipeline:
+        pipe = Pipeline(loaded.settings, loaded.classifier, store=store)
         pipe.run_id = run_id
         return pipe
 
-    def _watch(self, cfg: Config, store: Store, scan: bool) -> InboxWatcher:
+    def _watch(self, cfg: Config, store: Store, scan: bool) -> None:
         """Watch first, then scan: a file arriving in between is seen twice (harmless, the pipeline skips
         what is recorded) rather than not at all."""
         inbox = cfg.daemon.inbox
         watcher = InboxWatcher(inbox, self.enqueue, watch_options(cfg))
         watcher.start()
-        self._watcher = watcher
-        self._watched = (inbox, _identity(inbox))
+        self._inbox.watcher, self._inbox.folder, self._inbox.identity = watcher, inbox, _identity(inbox)
         if scan:
             self._scan_backlog(cfg, store, inbox)
-        return watcher
 
     def _scan_backlog(self, cfg: Config, store: Store, inbox: Path) -> None:
         # With after=move, a recorded file still in the inbox was committed but not moved before a crash:
@@ -309,70 +401,63 @@ class Daemon:
             self.enqueue(p)
         log.info("backlog: %d file(s) in %s not yet recorded", len(files), inbox)
 
-    def _do_reload(self, cfg, clf, pipe, watcher, store, run_id):
+    def _do_reload(self, now: Running, store: Store, run_id: str) -> Running:
+        """SIGHUP: the config and model again; what the daemon runs with next (``now`` when refused)."""
         self._reload = False
         log.info("SIGHUP: reloading config and model")
         self.notify.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        cfg = now.cfg
         try:
             new = load(self.config_path)
             if new.cfg.database != cfg.database or new.cfg.daemon.device_id != cfg.daemon.device_id:
                 log.warning("database and device_id changes need a restart; keeping %s", redact_url(cfg.database.url))
             setup_logging(new.cfg.daemon.log_level)
-            new_pipe = self._pipeline(new.cfg, new.classifier, store, run_id)
+            new_pipe = self._pipeline(new, store, run_id)
             if new.cfg.daemon.inbox != cfg.daemon.inbox:
                 check_inbox(new.cfg.daemon.inbox)  # a StartupError: the reload is refused, the old inbox kept
-                old_lock, self._inbox_lock = self._inbox_lock, lock_inbox(new.cfg.daemon.inbox)
-                old_lock.close()
+                self._inbox.relock(new.cfg.daemon.inbox)
             if new.cfg.daemon.inbox != cfg.daemon.inbox or new.cfg.daemon.observer != cfg.daemon.observer:
-                watcher.stop()
-                watcher = self._watch(new.cfg, store, scan=True)
+                self._inbox.stop()
+                self._watch(new.cfg, store, scan=True)
             log.info(
                 "reloaded: model %s (sha256 %s…), inbox %s",
                 new.classifier.name,
                 new.classifier.sha256[:12],
                 new.cfg.daemon.inbox,
             )
-            cfg, clf, pipe = new.cfg, new.classifier, new_pipe
+            now = Running(new, new_pipe)
             if self._housekeeping is not None:
-                self._housekeeping.configure(cfg)
+                self._housekeeping.configure(new.cfg)
         except StartupError as e:
             log.error("reload failed, keeping the running config and model: %s", e)
-        self.notify.send("READY=1", f"STATUS=watching {cfg.daemon.inbox}")
-        return cfg, clf, pipe, watcher
+        self.notify.send("READY=1", f"STATUS=watching {now.cfg.daemon.inbox}")
+        return now
 
     def _report(self, res: ImageResult) -> None:
         if res.deferred:
             log.debug("%s: still being written (%s); watching it again", printable(res.path), res.reason)
-            if self._watcher is not None:
-                self._watcher.recheck(Path(res.path))
+            if self._inbox.watcher is not None:
+                self._inbox.watcher.recheck(Path(res.path))
             return
         if res.already_recorded:
             log.debug("%s: already recorded", res.path)
             return
-        self.processed += 1
-        self.counts[res.status] = self.counts.get(res.status, 0) + 1
+        self.tally.add(res.status)
         level = logging.INFO if res.recorded else logging.ERROR
         retry = not res.recorded and Path(res.path).exists()
         delay = 0.0
         if retry:
             # The file is still in the inbox; the commit failed (disk full, read-only remount, a locked
             # database): try again while running, not only after a restart, backing off to 5 minutes.
-            n = self._attempts[res.path] = self._attempts.get(res.path, 0) + 1
-            delay = min(RETRY_S * 2 ** (n - 1), RETRY_MAX_S)
-            self._retry.append((time.monotonic() + delay, Path(res.path)))
+            delay = self.intake.not_recorded(res.path)
         else:
-            self._attempts.pop(res.path, None)
+            self.intake.done(res.path)
         log.log(
             level,
             "%s",
             describe(res) + ("" if res.recorded else f" (NOT RECORDED{f'; retrying in {delay:g} s' if retry else ''})"),
         )
-        c = self.counts
-        self.notify.send(
-            f"STATUS={self.processed} images: {c['classified']} classified, "
-            f"{c['unreadable']} unreadable, {c['rejected']} rejected, {c['duplicate']} duplicate; "
-            f"{self.jobs.qsize()} queued"
-        )
+        self.notify.send(self.tally.status_line(self.intake.qsize()))
 
 
 def main(config_path: Optional[str] = None) -> int:

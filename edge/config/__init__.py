@@ -1,11 +1,23 @@
-"""All configuration of edge-screen, in one place: one TOML file, a frozen dataclass tree."""
+"""All configuration of edge-screen, in one place: one TOML file, a frozen dataclass tree.
 
-from edge.config.sections import (
-    DEFAULT_DB_URL,
+:mod:`~edge.config.sections` holds the sections with their defaults and documentation,
+:mod:`~edge.config.loading` checks and converts TOML into them, :mod:`~edge.config.render` writes a
+configuration back out (``config show``). Import from here.
+"""
+
+from edge.config.loading import (
     DEVICE_ID_RE,
     ENV_CONFIG,
-    SECTIONS,
     URI_RE,
+    config_from_dict,
+    default_device_id,
+    load_config,
+    resolve_db_url,
+)
+from edge.config.render import redact_url
+from edge.config.sections import (
+    DEFAULT_DB_URL,
+    SECTIONS,
     CameraConfig,
     Config,
     ConfigError,
@@ -18,11 +30,6 @@ from edge.config.sections import (
     RetentionConfig,
     SamplesConfig,
     WebConfig,
-    config_from_dict,
-    default_device_id,
-    load_config,
-    redact_url,
-    resolve_db_url,
 )
 
 __all__ = [

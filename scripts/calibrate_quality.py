@@ -5,7 +5,7 @@ Measures every image in ../shared/datasets/all-taleqani (or the folder given), t
 and places each threshold with a margin beyond the real range: a lower bound at half the real minimum, an
 upper bound halfway between the real maximum and the metric's ceiling. It then checks that no real image is
 refused and that each kind of bad image (blurred, black, white, uniform, gray noise) is, and prints the
-``[quality]`` TOML block to paste into config/edge-screen.toml and edge/config.py's defaults.
+``[quality]`` TOML block to paste into config/edge-screen.toml and edge/config/sections.py's defaults.
 
     .venv/bin/python scripts/calibrate_quality.py [FOLDER] [--json out.json]
 """

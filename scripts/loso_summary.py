@@ -15,7 +15,6 @@ import json
 from pathlib import Path
 
 from edge.inference.classifier import Classifier, card_path_for, load_card
-from edge.store.samples import SampleRule
 from trainer.data import SHARED_DATASET, load_split
 from trainer.external import cell_distances, ood_auroc, per_source, screen
 from trainer.sources import FOLDERS, bccd, labelled_folder
@@ -37,7 +36,7 @@ def main() -> None:
     split = load_split(SHARED_DATASET)
     left = labelled_folder(FOLDERS["pbc"], "pbc") if args.source == "pbc" else sum(bccd(), [])
     scr = screen(clf, list(split.val) + left)
-    rule = SampleRule.from_card(clf.card.extra, clf.card.threshold)
+    rule = clf.card.sample_rule
     figs = per_source(scr, rule)
     inside = cell_distances([x for x in scr if x.sample.source == "taleqani"])
     out = {

@@ -23,6 +23,7 @@ sys.path.insert(0, str(ROOT))
 
 from edge.config import config_from_dict  # noqa: E402
 from edge.inference.classifier import classifier_from_config  # noqa: E402
+from edge.pipeline.settings import PipelineSettings  # noqa: E402
 from edge.pipeline.stages import Pipeline  # noqa: E402
 from edge.store.database import Store  # noqa: E402
 from edge.store.samples import Samples  # noqa: E402
@@ -59,7 +60,7 @@ def main() -> int:
         cfg = config_from_dict(raw)
         clf = classifier_from_config(cfg)
         store = Store.open(cfg.database.url, device_id="validation")
-        pipe = Pipeline(cfg, clf, store=store, inbox=inbox)
+        pipe = Pipeline(PipelineSettings.of(cfg, clf.card, inbox=inbox), clf, store=store)
         for _ in pipe.run_paths(sorted(files)):
             pass
         results = Samples(store).list()

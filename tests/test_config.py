@@ -6,6 +6,7 @@ from pathlib import Path
 import pytest
 
 from edge.config import SECTIONS, Config, ConfigError, config_from_dict, default_device_id, load_config, resolve_db_url
+from edge.inference.modelstore import model_in_use
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,7 +31,7 @@ def test_defaults_resolve_against_working_directory(tmp_path, monkeypatch):
     assert cfg.daemon.done_dir == tmp_path.resolve() / "done"
     assert cfg.database.url == f"sqlite:///{tmp_path.resolve()}/data/edge-screen.sqlite"
     assert cfg.database.synchronous == "FULL"
-    assert cfg.model.path is None and cfg.model_path.name == "edge-screen-mnv2-int8.tflite"
+    assert cfg.model.path is None and model_in_use(cfg.model).name == "edge-screen-mnv2-int8.tflite"
     assert cfg.model.backend == "auto" and cfg.model.num_threads == 2
     assert re.match(r"^[A-Za-z0-9._-]+-[0-9a-f]{8}$", cfg.daemon.device_id)
 
@@ -122,7 +123,7 @@ path = "m/model.tflite"
     assert cfg.database.url == f"sqlite:///{tmp_path.resolve()}/rel/x.sqlite"
     assert cfg.quality.min_focus == 35.0 and isinstance(cfg.quality.min_focus, float)
     assert cfg.camera.resolution == (1920, 1080)
-    assert cfg.model_path == tmp_path.resolve() / "m" / "model.tflite"
+    assert model_in_use(cfg.model) == tmp_path.resolve() / "m" / "model.tflite"
     with pytest.raises(dataclasses.FrozenInstanceError):
         cfg.daemon.inbox = Path("x")
 

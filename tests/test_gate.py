@@ -3,6 +3,7 @@
 import numpy as np
 
 from edge.config import QualityConfig
+from edge.inference.card import QualityGate
 from edge.pipeline import quality
 from trainer.finalize import choose_band
 from trainer.gate import Trial, curve_with_gate, knee
@@ -65,9 +66,9 @@ def test_brightness_limit_from_above():
 
 def test_card_gate_only_tightens_the_config():
     cfg = QualityConfig(min_focus=6.0, min_brightness=80.0, max_brightness=250.0)
-    t = quality.stricter(cfg, {"min_focus": 12.0, "min_brightness": 60.0, "max_brightness": 230.0})
+    t = quality.stricter(cfg, QualityGate(min_focus=12.0, min_brightness=60.0, max_brightness=230.0))
     assert (t.min_focus, t.min_brightness, t.max_brightness) == (12.0, 80.0, 230.0)
-    assert quality.stricter(cfg, {}) is cfg
+    assert quality.stricter(cfg, QualityGate()) is cfg
 
 
 def test_review_band_widens_to_hold_errors_within_the_workload():

@@ -15,6 +15,7 @@ from daemon_support import cli
 
 from edge.config import load_config
 from edge.inference.classifier import DEFAULT_MODEL, card_path_for, load_card, ood_path_for
+from edge.inference.modelstore import model_in_use
 from trainer.corrections import corrected_version, lineage
 
 
@@ -42,7 +43,7 @@ def test_rollback_after_the_first_install_goes_back_to_the_bundled_model(tmp_pat
     assert r.returncode == 3 and "no model installed" in r.stderr and "bundled model is in use" in r.stderr
     new = _model(tmp_path, "3.0.1-test", {})
     assert "installed" in cli("model", "install", str(new), "--config", str(cfg)).stdout
-    assert load_config(str(cfg)).model_path != DEFAULT_MODEL
+    assert model_in_use(load_config(str(cfg)).model) != DEFAULT_MODEL
     listed = json.loads(cli("model", "list", "--format", "json", "--config", str(cfg)).stdout)["models"]
     assert [(m["version"], m["current"], m["previous"], m["bundled"]) for m in listed] == [
         ("3.0.1-test", True, False, False),
@@ -51,11 +52,11 @@ def test_rollback_after_the_first_install_goes_back_to_the_bundled_model(tmp_pat
     r = cli("model", "rollback", "--config", str(cfg), check=False)
     assert r.returncode == 0, r.stderr  # it said "no previous model to roll back to" (exit 3)
     assert "the bundled model" in r.stdout and str(DEFAULT_MODEL) in r.stdout
-    assert load_config(str(cfg)).model_path == DEFAULT_MODEL  # what the daemon loads on its next SIGHUP
+    assert model_in_use(load_config(str(cfg)).model) == DEFAULT_MODEL  # what the daemon loads on its next SIGHUP
     text = cli("model", "list", "--config", str(cfg)).stdout
     assert "* edge-screen-mnv2-int8" in text and "(bundled)" in text.split("*")[1].splitlines()[0]
     r = cli("model", "rollback", "--config", str(cfg))  # and forward again
-    assert "3.0.1-test" in r.stdout and load_config(str(cfg)).model_path.parent.parent == tmp_path / "inst"
+    assert "3.0.1-test" in r.stdout and model_in_use(load_config(str(cfg)).model).parent.parent == tmp_path / "inst"
 
 
 def test_a_model_retrained_with_corrections_says_so_in_its_version_card_and_list(tmp_path):

@@ -11,7 +11,7 @@ from click.testing import CliRunner
 
 from edge.config import config_from_dict
 from edge.inference.classifier import DEFAULT_MODEL, ModelLoadError, card_path_for, classifier_from_config, ood_path_for
-from edge.inference.modelstore import CURRENT, ModelStore, ModelStoreError, current_model
+from edge.inference.modelstore import CURRENT, ModelStore, ModelStoreError, current_model, model_in_use
 
 
 def _copy_model(dest: Path, version: str | None = None, tamper: bool = False) -> Path:
@@ -89,7 +89,7 @@ def test_classifier_from_config_follows_current_json(tmp_path, two_models):
     a, b = two_models
     cfg = config_from_dict({"model": {"install_dir": "inst"}}, base_dir=tmp_path)
     assert cfg.model.install_dir == tmp_path / "inst"
-    assert cfg.model_path == DEFAULT_MODEL  # nothing installed: the bundled model
+    assert model_in_use(cfg.model) == DEFAULT_MODEL  # nothing installed: the bundled model
     store = ModelStore(cfg.model.install_dir)
     store.install(a)
     ib = store.install(b)
@@ -98,7 +98,7 @@ def test_classifier_from_config_follows_current_json(tmp_path, two_models):
     store.rollback()
     assert classifier_from_config(cfg).card.version == "2.0.0"  # what a SIGHUP reload now loads
     pinned = config_from_dict({"model": {"install_dir": "inst", "path": str(DEFAULT_MODEL)}}, base_dir=tmp_path)
-    assert pinned.model_path == DEFAULT_MODEL  # model.path set by hand wins
+    assert model_in_use(pinned.model) == DEFAULT_MODEL  # model.path set by hand wins
 
 
 def test_broken_current_json_is_a_model_error(tmp_path):

@@ -16,6 +16,7 @@ from edge.config import config_from_dict
 from edge.imaging import synthetic
 from edge.inference.classifier import Classifier
 from edge.pipeline.classify import classify_paths
+from edge.pipeline.settings import PipelineSettings
 from edge.pipeline.stages import Pipeline, exif_datetime
 from edge.store.database import Store
 
@@ -33,7 +34,7 @@ def env(tmp_path, clf):
         {"daemon": {"inbox": str(inbox), "device_id": "t", "max_file_bytes": 2_000_000}}, base_dir=tmp_path
     )
     store = Store.open(tmp_path / "db.sqlite", device_id="t")
-    yield inbox, Pipeline(cfg, clf, store=store, inbox=inbox), store
+    yield inbox, Pipeline(PipelineSettings.of(cfg, clf.card, inbox=inbox), clf, store=store), store
     store.close()
 
 

@@ -13,6 +13,7 @@ from edge.config import config_from_dict
 from edge.imaging import synthetic
 from edge.imaging.decode import decode_file
 from edge.inference.classifier import Classifier, OodReference
+from edge.pipeline.settings import PipelineSettings
 from edge.pipeline.stages import Pipeline
 from edge.store.database import Store
 from tests.shared_data import HAVE_DATASET, WEIGHTS, real_images
@@ -30,7 +31,7 @@ def clf(model_path):
 def run(tmp_path, clf):
     cfg = config_from_dict({"daemon": {"inbox": str(tmp_path / "in"), "device_id": "t"}}, base_dir=tmp_path)
     store = Store.open(tmp_path / "db.sqlite", device_id="t")
-    pipe = Pipeline(cfg, clf, store=store)
+    pipe = Pipeline(PipelineSettings.of(cfg, clf.card), clf, store=store)
 
     def _run(name: str, data: bytes):
         p = tmp_path / name

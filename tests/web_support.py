@@ -128,10 +128,12 @@ def build_db(folder: Path, specs: List[SampleSpec], device: str = DEVICE) -> Pat
 def _screen(db: Path, inbox: Path, model: Path, files: List[Path], device: str) -> None:
     from edge.config import Config
     from edge.inference.classifier import Classifier
+    from edge.pipeline.settings import PipelineSettings
     from edge.pipeline.stages import Pipeline
 
     with Store.open(db, device_id=device) as store:
-        pipe = Pipeline(Config(), Classifier(model, num_threads=1), store=store, inbox=inbox)
+        clf = Classifier(model, num_threads=1)
+        pipe = Pipeline(PipelineSettings.of(Config(), clf.card, inbox=inbox), clf, store=store)
         for _ in pipe.run_paths(files):
             pass
 

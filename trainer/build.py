@@ -219,7 +219,7 @@ def build(
         }
     )
     if ship == "cell":
-        card.extra["cell_rule"] = "geometric-mean"
+        card.set_section("cell_rule", "geometric-mean")
     card.save(card_path_for(tflite))
     finalize(tflite, split, work, float_probs=float_probs, progress=progress, tests=tests)
     card = load_card(card_path_for(tflite))

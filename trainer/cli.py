@@ -507,8 +507,6 @@ def evaluate(
 
 
 def _evaluate_external(clf, folders, sample_size: int, out_dir) -> None:
-    from edge.store.samples import SampleRule
-
     from .external import per_source, screen
     from .sources import labelled_folder
 
@@ -521,7 +519,7 @@ def _evaluate_external(clf, folders, sample_size: int, out_dir) -> None:
     with _progress() as prog:
         bars = _Bars(prog)
         screened = screen(clf, samples, progress=lambda i, n: bars("screen", i, n))
-    figs = per_source(screened, SampleRule.from_card(clf.card.extra, clf.card.threshold), sample_size)
+    figs = per_source(screened, clf.card.sample_rule, sample_size)
     t = Table(title=f"{clf.path.name} on {len(samples)} images of {len(folders)} source(s), through the pipeline")
     for c in (
         "source",

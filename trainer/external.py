@@ -21,6 +21,7 @@ from edge.config import Config
 from edge.inference.classifier import Classifier
 from edge.pipeline.domain import fit_range, statistics
 from edge.pipeline.results import CLASSIFIED, ImageResult
+from edge.pipeline.settings import PipelineSettings
 from edge.pipeline.stages import Pipeline
 from edge.store.samples import SampleRule, judge
 
@@ -43,7 +44,7 @@ def screen(
     progress: Optional[Callable[[int, int], None]] = None,
     cfg: Optional[Config] = None,
 ) -> List[Screened]:
-    pipe = Pipeline(cfg or Config(), clf)
+    pipe = Pipeline(PipelineSettings.of(cfg or Config(), clf.card), clf)
     out = []
     for i, s in enumerate(samples):
         out.append(Screened(s, pipe.process(s.path)))

@@ -48,15 +48,15 @@ def finalize(
     prog = (lambda stage: lambda i, n: progress(stage, i, n)) if progress else (lambda stage: None)
     work.mkdir(parents=True, exist_ok=True)
     card = load_card(card_path_for(tflite))
-    card.extra.pop("ood", None)
-    card.extra.pop("quality_gate", None)
+    card.set_section("ood", None)
+    card.set_section("quality_gate", None)
     card.save(card_path_for(tflite))
     if card.input_mode == "cell":
         clf = Classifier(tflite, num_threads=2)
         tr = build_cellset(split.train, card.preprocessing, progress=prog("cells: train fields (clean)"))
         va = build_cellset(split.val, card.preprocessing, progress=prog("cells: validation fields"))
         ref = fit_ood(clf, tr.x, va.x, ood_path_for(tflite))
-        card.extra["ood"] = {"file": ood_path_for(tflite).name, "sha256": sha256_file(ood_path_for(tflite)), **ref}
+        card.set_section("ood", {"file": ood_path_for(tflite).name, "sha256": sha256_file(ood_path_for(tflite)), **ref})
         card.save(card_path_for(tflite))
     clf = Classifier(tflite, num_threads=2)
     ev = evaluate(clf, split.val, variants=("plain",), progress=prog("evaluate int8 on validation"))
@@ -84,11 +84,11 @@ def finalize(
             {
                 "split": split.describe(),
                 "validation": ev.to_dict(),
-                "sample_rule": rule_card(sample_rule, sample_info),
                 "size_bytes": tflite.stat().st_size,
                 "experiment": "finalized without the cell tests, quality gate and validated range: not for shipping",
             }
         )
+        card.set_section("sample_rule", rule_card(sample_rule, sample_info))
         card.save(card_path_for(tflite))
         return
     from .robustness import run as run_robustness
@@ -102,14 +102,15 @@ def finalize(
             "(int8 model, fields), capped at 0.5",
             "review_band_rule": band_info,
             "validation_at_threshold": {"malignant_sensitivity": round(sens, 4), "specificity": round(spec, 4)},
-            "sample_rule": rule_card(sample_rule, sample_info),
             "validation": ev.to_dict(),
             "cell_tests": tests,
-            "quality_gate": {
-                k: tests["quality_gate"][k]["threshold"] for k in ("min_focus", "min_brightness", "max_brightness")
-            },
             "size_bytes": tflite.stat().st_size,
         }
+    )
+    card.set_section("sample_rule", rule_card(sample_rule, sample_info))
+    card.set_section(
+        "quality_gate",
+        {k: tests["quality_gate"][k]["threshold"] for k in ("min_focus", "min_brightness", "max_brightness")},
     )
     card.save(card_path_for(tflite))
     if card.preprocessing.field_scale == "optical":
@@ -126,24 +127,21 @@ def domain_and_sources(
     the simulated optics (``tests["optics"]``) that kept sensitivity and agreement, and the glass to the
     exposures that did. Other laboratories' fields then go to review until a clinic validates locally.
     """
-    from edge.store.samples import SampleRule
-
     from .external import cell_distances, ood_auroc, per_source, screen, validated_range
 
     prog = (lambda stage: lambda i, n: progress(stage, i, n)) if progress else (lambda stage: None)
     card = load_card(card_path_for(tflite))
-    card.extra.pop("validated_range", None)
+    card.set_section("validated_range", None)
     card.save(card_path_for(tflite))
     clf = Classifier(tflite, num_threads=2)
     primary = screen(clf, split.val, prog("monitor statistics: validation blocks"))
     vr = validated_range(primary, ["taleqani"])
     widen_for_tests(vr["ranges"], tests)
-    card.extra["validated_range"] = vr
+    card.set_section("validated_range", vr)
     card.save(card_path_for(tflite))
     clf = Classifier(tflite, num_threads=2)
     every = screen(clf, list(split.val) + list(split.extra_val), prog("per-source figures"))
-    rule = SampleRule.from_card(card.extra, card.threshold)
-    card.extra["per_source"] = per_source(every, rule)
+    card.extra["per_source"] = per_source(every, card.sample_rule)
     inside = cell_distances([x for x in every if x.sample.source == "taleqani"])
     card.extra["ood_auroc"] = {
         src: ood_auroc(inside, cell_distances([x for x in every if x.sample.source == src]))

@@ -70,7 +70,7 @@ class Judge:
 
     def __init__(self, classifier: Classifier, gate: Optional[QualityConfig] = None):
         self.clf = classifier
-        self.gate = gate or quality.stricter(QualityConfig(), classifier.card.extra.get("quality_gate", {}))
+        self.gate = gate or quality.stricter(QualityConfig(), classifier.card.quality_gate)
 
     def measure(self, rgb: np.ndarray):
         """(working field, optics record, quality report) as the pipeline computes them."""

@@ -346,7 +346,7 @@ def write_markdown(md_path: Path, sr: dict) -> None:
 def update_card(tflite: Path, rule: SampleRule, info: dict) -> dict:
     """Write ``sample_rule`` into the model's card .json and its .md; returns the card entry."""
     card = load_card(card_path_for(tflite))
-    card.extra["sample_rule"] = rule_card(rule, info)
+    card.set_section("sample_rule", rule_card(rule, info))
     # The device reads it back through the same parser, so a format slip fails here, not on a Pi.
     if SampleRule.from_card(card.extra, card.threshold) != rule:
         raise ValueError("sample_rule does not read back through edge.store.samples.SampleRule.from_card")

@@ -79,18 +79,20 @@ def list_models(fmt: str, config: Optional[str]) -> None:
     """Installed models and the bundled one, with version, sha256 and lineage; * marks the current one, - the
     previous one (what `model rollback` goes back to)."""
     from edge.inference.classifier import ModelLoadError
+    from edge.inference.modelstore import model_in_use
 
     cfg, store = _store(config)
     try:
         models = store.list(bundled=True)
     except ModelLoadError as e:
         raise Failure(f"model error: {e}", EXIT_MODEL) from None
+    in_use = model_in_use(cfg.model)
     if fmt == "json":
         click.echo(
             json.dumps(
                 {
                     "install_dir": str(store.root),
-                    "in_use": str(cfg.model_path),
+                    "in_use": str(in_use),
                     "models": [m.to_json() for m in models],
                 },
                 indent=2,
@@ -105,7 +107,7 @@ def list_models(fmt: str, config: Optional[str]) -> None:
             click.echo(f"    {m.describe_lineage()}")
     if len(models) == 1:
         click.echo(f"no models installed in {store.root}")
-    click.echo(f"in use: {cfg.model_path}")
+    click.echo(f"in use: {in_use}")
 
 
 COMMANDS = [model_group]

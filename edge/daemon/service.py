@@ -12,29 +12,28 @@ from __future__ import annotations
 import faulthandler
 import logging
 import os
-import queue
 import signal
 import socket
-import threading
 import time
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Set, Tuple
+from typing import Optional
 
 from edge.config import Config, redact_url
 from edge.daemon.housekeeping import Housekeeping
+from edge.daemon.intake import RETRY_S, Intake, Tally, WatchedInbox
 from edge.daemon.startup import (
     EXIT_OK,
     EXIT_STORE,
+    Loaded,
     StartupError,
     check_inbox,
     load,
-    lock_inbox,
     open_store,
     setup_logging,
 )
 from edge.daemon.watcher import InboxWatcher, backlog, unscreened, watch_options
-from edge.inference.classifier import Classifier
-from edge.pipeline.results import CLASSIFIED, DUPLICATE, ImageResult, Job
+from edge.pipeline.results import CLASSIFIED, DUPLICATE, ImageResult
 from edge.pipeline.stages import STOP, Pipeline
 from edge.store.database import DatabaseGone, Store
 from edge.store.samplemeta import apply_meta_file, is_meta_file, meta_files
@@ -88,18 +87,6 @@ class Notifier:
             self.send("WATCHDOG=1")
 
 
-INBOX_CHECK_S = 1.0  # how often an idle daemon checks that its inbox is still the folder it watches
-RETRY_S, RETRY_MAX_S = 5.0, 300.0  # a result that could not be committed is tried again after 5, 10, 20 ... s
-
-
-def _identity(folder: Path) -> Optional[tuple]:
-    try:
-        st = folder.stat()
-    except OSError:
-        return None
-    return st.st_dev, st.st_ino
-
-
 def describe(res: ImageResult) -> str:
     return printable(_describe(res))
 
@@ -114,25 +101,32 @@ def _describe(res: ImageResult) -> str:
     return f"{name}: {res.status}: {res.reason} total={ms:.1f}ms"
 
 
+@dataclass
+class Running:
+    """What the daemon screens with now: config, model and pipeline settings (built once by startup.load)
+    and the pipeline over them. A reload returns the next one, or the same one when it is refused."""
+
+    loaded: Loaded
+    pipe: Pipeline
+
+    @property
+    def cfg(self) -> Config:
+        return self.loaded.cfg
+
+
 class Daemon:
     def __init__(self, config_path: Optional[str] = None):
         self.config_path = config_path
         self.notify = Notifier()
-        self.jobs: queue.Queue[Job] = queue.Queue()
-        self._queued: Set[Path] = set()
-        self._lock = threading.Lock()
+        self.intake = Intake()
+        self.tally = Tally()
+        self._inbox = WatchedInbox()
+        # Set by signals and by the loop; each ends the current pipeline stream.
         self._stop_reason: Optional[str] = None
         self._reload = False
         self._inbox_gone = False
-        self._retry: List[Tuple[float, Path]] = []  # (when, file) whose result could not be committed
-        self._attempts: Dict[str, int] = {}
-        self._watched: Optional[tuple] = None  # (inbox, its (st_dev, st_ino) when the watch started)
-        self._checked = 0.0
-        self._watcher: Optional[InboxWatcher] = None
         self._samples: Optional[Samples] = None
         self._housekeeping: Optional[Housekeeping] = None  # disk, retention, idle samples (after start-up)
-        self.processed = 0
-        self.counts = {"classified": 0, "unreadable": 0, "rejected": 0, "duplicate": 0}
 
     # ------------------------------------------------------------------------------------ signals
     def _on_term(self, signum, _frame) -> None:
@@ -142,55 +136,38 @@ class Daemon:
         self._reload = True
 
     def enqueue(self, path: Path) -> None:
-        with self._lock:
-            if path in self._queued:
-                return
-            self._queued.add(path)
-        self.jobs.put(Job(path))
+        self.intake.enqueue(path)
 
     def _next_job(self, block: bool):
         self.notify.watchdog()
         if self._stop_reason or self._reload or self._inbox_gone:
             return STOP
-        if self._housekeeping is not None and self._housekeeping.low_disk(self.jobs.qsize()):
+        if self._housekeeping is not None and self._housekeeping.low_disk(self.intake.qsize()):
             # New images wait in the inbox (queued or not): screening them now could fail to record them.
             time.sleep(0.25 if block else 0.0)
             return None
-        if self._retry:
-            now = time.monotonic()
-            due = [p for t, p in self._retry if t <= now]
-            self._retry = [(t, p) for t, p in self._retry if t > now]
-            for p in due:
-                self.enqueue(p)
-        try:
-            job = self.jobs.get(timeout=0.25) if block else self.jobs.get_nowait()
-        except queue.Empty:
-            if time.monotonic() - self._checked >= INBOX_CHECK_S:
-                self._checked = time.monotonic()
-                # An inotify watch dies with its folder: a deleted (and re-created) inbox would be
-                # silently unwatched from then on.
-                self._inbox_gone = self._watched is not None and _identity(self._watched[0]) != self._watched[1]
+        job = self.intake.next(block)
+        if job is None:
+            self._inbox_gone = self._inbox.gone()
             if self._housekeeping is not None:
                 self._housekeeping.promote_samples()
             return None
-        with self._lock:
-            self._queued.discard(job.path)
-        if self._samples is not None and is_meta_file(job.path, self._watched[0] if self._watched else None):
+        if self._samples is not None and is_meta_file(job.path, self._inbox.folder):
             self._apply_meta(job.path)  # a sample's identifiers, not a field: never goes down the pipeline
             return None
         return job
 
     def _apply_meta(self, path: Path) -> None:
-        assert self._samples is not None and self._watched is not None  # checked by the caller
+        assert self._samples is not None and self._inbox.folder is not None  # checked by the caller
         try:
-            apply_meta_file(self._samples.store, path, self._watched[0])
+            apply_meta_file(self._samples.store, path, self._inbox.folder)
         except DatabaseGone:
             raise
         except Exception as e:  # noqa: BLE001 - a busy or full database: the file is still there, try again
             log.warning(
                 "%s: could not record it (%s); retrying in %g s", printable(str(path)), str(e).splitlines()[0], RETRY_S
             )
-            self._retry.append((time.monotonic() + RETRY_S, path))
+            self.intake.retry_later(path)
 
     # ------------------------------------------------------------------------------------ main
     def run(self) -> int:
@@ -205,7 +182,7 @@ class Daemon:
             setup_logging(loaded.cfg.daemon.log_level)
             store = open_store(loaded.cfg)
             try:
-                self._inbox_lock = lock_inbox(loaded.cfg.daemon.inbox)
+                self._inbox.relock(loaded.cfg.daemon.inbox)
             except StartupError:
                 store.close()
                 raise
@@ -213,12 +190,11 @@ class Daemon:
             log.error("%s", e)
             self.notify.send(f"STATUS=failed: {e}")
             return e.code
-        cfg, clf = loaded.cfg, loaded.classifier
         run_id = store.start_run(__version__)
         exit_reason = "error"
-        watcher = None
         try:
-            pipe = self._pipeline(cfg, clf, store, run_id)
+            now = Running(loaded, self._pipeline(loaded, store, run_id))
+            cfg, clf = loaded.cfg, loaded.classifier
             self._samples = Samples(store)
             self._housekeeping = Housekeeping(self._samples, cfg, lambda line: self.notify.send(line))
             inbox = cfg.daemon.inbox
@@ -234,25 +210,26 @@ class Daemon:
                 redact_url(cfg.database.url),
                 cfg.daemon.device_id,
             )
-            watcher = self._watch(cfg, store, scan=cfg.daemon.backlog_scan)
-            self.notify.send("READY=1", f"STATUS=watching {inbox}, {self.jobs.qsize()} queued")
+            self._watch(cfg, store, scan=cfg.daemon.backlog_scan)
+            self.notify.send("READY=1", f"STATUS=watching {inbox}, {self.intake.qsize()} queued")
             while True:
-                for res in pipe.stream(self._next_job):
+                for res in now.pipe.stream(self._next_job):
                     self._report(res)
                 if self._stop_reason:
                     break
                 if self._inbox_gone:
-                    log.warning("inbox %s was deleted or replaced: watching it again", cfg.daemon.inbox)
-                    watcher.stop()
-                    check_inbox(cfg.daemon.inbox)  # re-created, or a StartupError: exit 4 in one line
-                    self._inbox_lock.close()
-                    self._inbox_lock = lock_inbox(cfg.daemon.inbox)
-                    watcher, self._inbox_gone = self._watch(cfg, store, scan=True), False
+                    inbox = now.cfg.daemon.inbox
+                    log.warning("inbox %s was deleted or replaced: watching it again", inbox)
+                    self._inbox.stop()
+                    check_inbox(inbox)  # re-created, or a StartupError: exit 4 in one line
+                    self._inbox.relock(inbox, release_first=True)
+                    self._watch(now.cfg, store, scan=True)
+                    self._inbox_gone = False
                 if self._reload:
-                    cfg, clf, pipe, watcher = self._do_reload(cfg, clf, pipe, watcher, store, run_id)
+                    now = self._do_reload(now, store, run_id)
             exit_reason = self._stop_reason or "stopped"
             self.notify.send("STOPPING=1", f"STATUS={exit_reason}")
-            log.info("%s after %d images; exiting", exit_reason, self.processed)
+            log.info("%s after %d images; exiting", exit_reason, self.tally.processed)
             return EXIT_OK
         except StartupError as e:  # the inbox re-created read-only, or its lock file cannot be made
             exit_reason = str(e)
@@ -269,37 +246,26 @@ class Daemon:
             log.exception("daemon failed")
             return 1
         finally:
-            if watcher is not None:
-                watcher.stop()
+            self._inbox.stop()
             try:
                 store.stop_run(run_id, exit_reason)
             finally:
                 store.close()
 
-    def _pipeline(self, cfg: Config, clf: Classifier, store: Store, run_id: str) -> Pipeline:
-        polling = cfg.daemon.observer == "polling"
-        pipe = Pipeline(
-            cfg,
-            clf,
-            store=store,
-            inbox=cfg.daemon.inbox,
-            move_after=cfg.daemon.after == "move",
-            defer_incomplete_s=cfg.daemon.incomplete_wait_s if polling else 0.0,
-        )
+    def _pipeline(self, loaded: Loaded, store: Store, run_id: str) -> Pipeline:
+        pipe = Pipeline(loaded.settings, loaded.classifier, store=store)
         pipe.run_id = run_id
         return pipe
 
-    def _watch(self, cfg: Config, store: Store, scan: bool) -> InboxWatcher:
+    def _watch(self, cfg: Config, store: Store, scan: bool) -> None:
         """Watch first, then scan: a file arriving in between is seen twice (harmless, the pipeline skips
         what is recorded) rather than not at all."""
         inbox = cfg.daemon.inbox
         watcher = InboxWatcher(inbox, self.enqueue, watch_options(cfg))
         watcher.start()
-        self._watcher = watcher
-        self._watched = (inbox, _identity(inbox))
+        self._inbox.watching(watcher, inbox)
         if scan:
             self._scan_backlog(cfg, store, inbox)
-        return watcher
 
     def _scan_backlog(self, cfg: Config, store: Store, inbox: Path) -> None:
         # With after=move, a recorded file still in the inbox was committed but not moved before a crash:
@@ -309,70 +275,63 @@ class Daemon:
             self.enqueue(p)
         log.info("backlog: %d file(s) in %s not yet recorded", len(files), inbox)
 
-    def _do_reload(self, cfg, clf, pipe, watcher, store, run_id):
+    def _do_reload(self, now: Running, store: Store, run_id: str) -> Running:
+        """SIGHUP: the config and model again; what the daemon runs with next (``now`` when refused)."""
         self._reload = False
         log.info("SIGHUP: reloading config and model")
         self.notify.send("RELOADING=1", f"MONOTONIC_USEC={time.clock_gettime_ns(time.CLOCK_MONOTONIC) // 1000}")
+        cfg = now.cfg
         try:
             new = load(self.config_path)
             if new.cfg.database != cfg.database or new.cfg.daemon.device_id != cfg.daemon.device_id:
                 log.warning("database and device_id changes need a restart; keeping %s", redact_url(cfg.database.url))
             setup_logging(new.cfg.daemon.log_level)
-            new_pipe = self._pipeline(new.cfg, new.classifier, store, run_id)
+            new_pipe = self._pipeline(new, store, run_id)
             if new.cfg.daemon.inbox != cfg.daemon.inbox:
                 check_inbox(new.cfg.daemon.inbox)  # a StartupError: the reload is refused, the old inbox kept
-                old_lock, self._inbox_lock = self._inbox_lock, lock_inbox(new.cfg.daemon.inbox)
-                old_lock.close()
+                self._inbox.relock(new.cfg.daemon.inbox)
             if new.cfg.daemon.inbox != cfg.daemon.inbox or new.cfg.daemon.observer != cfg.daemon.observer:
-                watcher.stop()
-                watcher = self._watch(new.cfg, store, scan=True)
+                self._inbox.stop()
+                self._watch(new.cfg, store, scan=True)
             log.info(
                 "reloaded: model %s (sha256 %s…), inbox %s",
                 new.classifier.name,
                 new.classifier.sha256[:12],
                 new.cfg.daemon.inbox,
             )
-            cfg, clf, pipe = new.cfg, new.classifier, new_pipe
+            now = Running(new, new_pipe)
             if self._housekeeping is not None:
-                self._housekeeping.configure(cfg)
+                self._housekeeping.configure(new.cfg)
         except StartupError as e:
             log.error("reload failed, keeping the running config and model: %s", e)
-        self.notify.send("READY=1", f"STATUS=watching {cfg.daemon.inbox}")
-        return cfg, clf, pipe, watcher
+        self.notify.send("READY=1", f"STATUS=watching {now.cfg.daemon.inbox}")
+        return now
 
     def _report(self, res: ImageResult) -> None:
         if res.deferred:
             log.debug("%s: still being written (%s); watching it again", printable(res.path), res.reason)
-            if self._watcher is not None:
-                self._watcher.recheck(Path(res.path))
+            if self._inbox.watcher is not None:
+                self._inbox.watcher.recheck(Path(res.path))
             return
         if res.already_recorded:
             log.debug("%s: already recorded", res.path)
             return
-        self.processed += 1
-        self.counts[res.status] = self.counts.get(res.status, 0) + 1
+        self.tally.add(res.status)
         level = logging.INFO if res.recorded else logging.ERROR
         retry = not res.recorded and Path(res.path).exists()
         delay = 0.0
         if retry:
             # The file is still in the inbox; the commit failed (disk full, read-only remount, a locked
             # database): try again while running, not only after a restart, backing off to 5 minutes.
-            n = self._attempts[res.path] = self._attempts.get(res.path, 0) + 1
-            delay = min(RETRY_S * 2 ** (n - 1), RETRY_MAX_S)
-            self._retry.append((time.monotonic() + delay, Path(res.path)))
+            delay = self.intake.not_recorded(res.path)
         else:
-            self._attempts.pop(res.path, None)
+            self.intake.done(res.path)
         log.log(
             level,
             "%s",
             describe(res) + ("" if res.recorded else f" (NOT RECORDED{f'; retrying in {delay:g} s' if retry else ''})"),
         )
-        c = self.counts
-        self.notify.send(
-            f"STATUS={self.processed} images: {c['classified']} classified, "
-            f"{c['unreadable']} unreadable, {c['rejected']} rejected, {c['duplicate']} duplicate; "
-            f"{self.jobs.qsize()} queued"
-        )
+        self.notify.send(self.tally.status_line(self.intake.qsize()))
 
 
 def main(config_path: Optional[str] = None) -> int:

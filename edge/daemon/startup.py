@@ -16,6 +16,7 @@ from edge.config import Config, ConfigError, load_config
 
 if TYPE_CHECKING:  # numpy, OpenCV and SQLAlchemy: imported by the functions that need them
     from edge.inference.classifier import Classifier
+    from edge.pipeline.settings import PipelineSettings
     from edge.store.database import Store
 
 EXIT_OK, EXIT_FAILURE, EXIT_CONFIG, EXIT_MODEL, EXIT_STORE, EXIT_CONFLICTS = 0, 1, 2, 3, 4, 5
@@ -90,21 +91,27 @@ def review_store(cfg: Config):
     return store(cfg, create=False, writable=True)
 
 
-@dataclass
+@dataclass(frozen=True)
 class Loaded:
+    """What the daemon runs with, built once on start and on each reload: the config, the model, and the
+    pipeline's typed settings from both (the pipeline never reads the config)."""
+
     cfg: Config
     classifier: Classifier
+    settings: PipelineSettings
 
 
 def load(config_path: Optional[str]) -> Loaded:
     """Config and model, checked; raises :class:`StartupError` with the exit code to use."""
+    from edge.pipeline.settings import PipelineSettings
+
     cfg = config(config_path)
     clf = classifier(cfg)
     try:
         clf.warm_up()
     except Exception as e:  # noqa: BLE001 - an interpreter that loads but cannot invoke is a model error
         raise StartupError(f"model error: {e}".splitlines()[0], EXIT_MODEL) from None
-    return Loaded(cfg, clf)
+    return Loaded(cfg, clf, PipelineSettings.of(cfg, clf.card, daemon=True))
 
 
 def open_store(cfg: Config) -> Store:

@@ -200,7 +200,8 @@ def collect(cfg: Config, store, last_n: int = 100) -> Status:
     from edge.daemon.retention import disk_state, watched_paths
     from edge.daemon.watcher import unscreened
     from edge.inference.backends import resolve
-    from edge.inference.classifier import ModelLoadError, card_path_for, load_card
+    from edge.inference.card import ModelLoadError, card_path_for, load_card
+    from edge.inference.modelstore import model_in_use
     from edge.pipeline.domain import recent as recent_optics
     from edge.store.samples import Samples
 
@@ -210,7 +211,7 @@ def collect(cfg: Config, store, last_n: int = 100) -> Status:
     backlog = len(unscreened(inbox, store, cfg.daemon.max_file_bytes)) if inbox.is_dir() else None
     model_path, version = "?", None
     try:
-        model_path = str(cfg.model_path)  # may read the installed models' current.json
+        model_path = str(model_in_use(cfg.model))  # may read current.json
         card = load_card(card_path_for(Path(model_path)))
         model, version = card.name, card.version
     except ModelLoadError as e:

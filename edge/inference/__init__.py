@@ -1,1 +1,1 @@
-"""The model: the classifier and its runtimes, installed models, explanations."""
+"""The model: its card, the classifier and its runtimes, installed models, explanations."""

@@ -2,22 +2,32 @@
 
 from __future__ import annotations
 
-import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
-from edge.imaging.preprocess import PreprocessParams, UnknownPreprocessing
+from edge.imaging.preprocess import PreprocessParams
 from edge.inference.backends import BackendUnavailable, load_backend
+from edge.inference.card import (
+    CARD_SCHEMA,
+    CELL_RULES,
+    DEFAULT_MODEL,
+    MODELS_DIR,
+    ModelCard,
+    ModelLoadError,
+    card_path_for,
+    load_card,
+    sha256_file,
+)
 from edge.vocabulary import BENIGN, LABELS
 
 __all__ = [
     "BENIGN",
     "LABELS",
     "CARD_SCHEMA",
+    "CELL_RULES",
     "Classifier",
     "FieldPrediction",
     "ModelCard",
@@ -33,109 +43,6 @@ __all__ = [
     "DEFAULT_MODEL",
     "MODELS_DIR",
 ]
-
-CARD_SCHEMA = 1
-MODELS_DIR = Path(__file__).resolve().parent.parent / "models"  # edge/models, not edge/inference/models
-DEFAULT_MODEL = MODELS_DIR / "edge-screen-mnv2-int8.tflite"
-
-
-class ModelLoadError(RuntimeError):
-    """The model or its card is missing, corrupt, or asks for something this code does not know."""
-
-
-@dataclass
-class ModelCard:
-    name: str
-    version: str
-    sha256: str
-    labels: List[str]
-    input_mode: str
-    preprocessing: PreprocessParams
-    threshold: float  # malignant score at or above which the verdict is "malignant"
-    review_band: Tuple[float, float]  # scores in [lo, hi) need a human
-    extra: dict = field(default_factory=dict)  # everything else in the card (metrics, ablation, ...)
-
-    def to_dict(self) -> dict:
-        d = dict(self.extra)
-        d.update(
-            card_schema=CARD_SCHEMA,
-            name=self.name,
-            version=self.version,
-            sha256=self.sha256,
-            labels=list(self.labels),
-            input_mode=self.input_mode,
-            preprocessing=self.preprocessing.to_dict(),
-            threshold=self.threshold,
-            review_band=list(self.review_band),
-        )
-        return d
-
-    @classmethod
-    def from_dict(cls, d: dict) -> ModelCard:
-        try:
-            if d.get("card_schema") != CARD_SCHEMA:
-                raise ModelLoadError(f"model card schema {d.get('card_schema')!r} is not {CARD_SCHEMA}")
-            pre = PreprocessParams.from_dict(d["preprocessing"])
-            if pre.input_mode != d["input_mode"]:
-                raise ModelLoadError("model card input_mode disagrees with its preprocessing parameters")
-            lo, hi = (float(x) for x in d["review_band"])
-            core = {
-                "card_schema",
-                "name",
-                "version",
-                "sha256",
-                "labels",
-                "input_mode",
-                "preprocessing",
-                "threshold",
-                "review_band",
-            }
-            card = cls(
-                name=str(d["name"]),
-                version=str(d["version"]),
-                sha256=str(d["sha256"]),
-                labels=[str(x) for x in d["labels"]],
-                input_mode=str(d["input_mode"]),
-                preprocessing=pre,
-                threshold=float(d["threshold"]),
-                review_band=(lo, hi),
-                extra={k: v for k, v in d.items() if k not in core},
-            )
-        except UnknownPreprocessing as e:
-            raise ModelLoadError(f"model card: {e}") from e
-        except (KeyError, TypeError, ValueError) as e:
-            raise ModelLoadError(f"model card is malformed: {type(e).__name__}: {e}") from e
-        if BENIGN not in card.labels:
-            raise ModelLoadError(f"model card labels {card.labels} have no {BENIGN!r} class")
-        if not 0.0 <= lo <= card.threshold <= hi <= 1.0:
-            raise ModelLoadError(f"review band {card.review_band} must contain the threshold {card.threshold}")
-        return card
-
-    def save(self, path: str | Path) -> None:
-        Path(path).write_text(json.dumps(self.to_dict(), indent=2, sort_keys=False) + "\n")
-
-
-def card_path_for(model_path: str | Path) -> Path:
-    return Path(model_path).with_suffix(".json")
-
-
-def load_card(path: str | Path) -> ModelCard:
-    path = Path(path)
-    try:
-        d = json.loads(path.read_text())
-    except FileNotFoundError:
-        raise ModelLoadError(f"model card not found: {path}") from None
-    except (OSError, ValueError) as e:
-        raise ModelLoadError(f"model card {path} is not valid JSON: {e}") from None
-    return ModelCard.from_dict(d)
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 @dataclass
@@ -182,13 +89,13 @@ class OodReference:
 
     @classmethod
     def for_model(cls, model_path: Path, card: ModelCard) -> Optional[OodReference]:
-        meta = card.extra.get("ood")
-        if not meta:
+        meta = card.ood
+        if meta is None:
             return None
-        path = model_path.parent / meta["file"]
+        path = model_path.parent / meta.file
         if not path.is_file():
             raise ModelLoadError(f"out-of-distribution reference not found: {path}")
-        if sha256_file(path) != meta.get("sha256"):
+        if sha256_file(path) != meta.sha256:
             raise ModelLoadError(f"out-of-distribution reference {path.name} does not match the card's sha256")
         return cls.load(path)
 
@@ -338,9 +245,7 @@ class Classifier:
                 distances=[round(d, 2) for d in dists],
             )
         scores = [1.0 - float(probs[i][self._benign]) for i in kept]
-        pred = self.decide(
-            combine_cells(np.stack([probs[i] for i in kept]), self.card.extra.get("cell_rule"), self._benign)
-        )
+        pred = self.decide(combine_cells(np.stack([probs[i] for i in kept]), self.card.cell_rule, self._benign))
         if len(kept) > 1:
             # A benign answer that outvoted a confidently malignant cell goes to a human: a lone blast among
             # normal cells is exactly the case a screen must not miss.
@@ -386,9 +291,6 @@ class Classifier:
         self.invoke_all(x)
 
 
-CELL_RULES = ("geometric-mean", "most-malignant")
-
-
 def combine_cells(probs: np.ndarray, rule: Optional[str], benign: int = 0) -> np.ndarray:
     """One field's probabilities from its cells' (rows of ``probs``), by the card's ``cell_rule``.
 
@@ -420,5 +322,8 @@ def _normalize(p: np.ndarray, n: int) -> np.ndarray:
 
 def classifier_from_config(cfg, model_path: Optional[str | Path] = None) -> Classifier:
     """The one place a Classifier is built from an :class:`edge.config.Config`."""
+    from edge.inference.modelstore import model_in_use  # modelstore imports this module
+
     m = cfg.model
-    return Classifier(model_path or cfg.model_path, backend=m.backend, num_threads=m.num_threads, kernels=m.kernels)
+    path = model_path or model_in_use(m)
+    return Classifier(path, backend=m.backend, num_threads=m.num_threads, kernels=m.kernels)

@@ -24,7 +24,7 @@ import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import List, Optional
+from typing import TYPE_CHECKING, List, Optional
 
 from edge.inference.classifier import (
     DEFAULT_MODEL,
@@ -37,6 +37,9 @@ from edge.inference.classifier import (
     ood_path_for,
     sha256_file,
 )
+
+if TYPE_CHECKING:
+    from edge.config import ModelConfig
 
 CURRENT = "current.json"
 RELOAD_HINT = "the daemon picks it up on `systemctl reload edge-screen` (SIGHUP)"
@@ -127,6 +130,15 @@ def current_model(install_dir: Path) -> Optional[Path]:
     or rolled back to it): the daemon's fallback."""
     d = _read_pointer(Path(install_dir))
     return Path(install_dir) / d["current"] if d.get("current") else None
+
+
+def model_in_use(model: ModelConfig) -> Path:
+    """The model the config's ``[model]`` names: ``path`` when set, else the installed current model, else
+    the bundled one. Read on every call, so a SIGHUP after `edge-screen model install` loads the new current
+    model."""
+    if model.path is not None:
+        return model.path
+    return current_model(model.install_dir) or DEFAULT_MODEL
 
 
 def verify(tflite: Path, backend: str = "auto", num_threads: int = 1) -> Classifier:
@@ -277,5 +289,6 @@ __all__ = [
     "RELOAD_HINT",
     "current_model",
     "describe_lineage",
+    "model_in_use",
     "verify",
 ]

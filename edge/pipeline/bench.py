@@ -21,6 +21,7 @@ from edge.imaging.decode import decode_bytes
 from edge.imaging.preprocess import decode_target, preprocess_image
 from edge.inference.classifier import Classifier
 from edge.pipeline.classify import expand_paths
+from edge.pipeline.settings import PipelineSettings
 from edge.pipeline.stages import Pipeline
 from edge.store.database import Store
 from edge.vocabulary import STAGES
@@ -50,7 +51,7 @@ def _pipeline(cfg: Config, clf: Classifier, db: Path, inbox: Optional[Path] = No
         synchronous=cfg.database.synchronous,
         busy_timeout_ms=cfg.database.busy_timeout_ms,
     )
-    return Pipeline(cfg, clf, store=store, inbox=inbox), store
+    return Pipeline(PipelineSettings.of(cfg, clf.card, inbox=inbox), clf, store=store), store
 
 
 def run_bench(

@@ -12,6 +12,7 @@ from typing import Callable, Iterable, List, Optional, Union
 from edge.config import Config
 from edge.inference.classifier import Classifier, classifier_from_config
 from edge.pipeline.results import ImageResult
+from edge.pipeline.settings import PipelineSettings
 from edge.pipeline.stages import Pipeline
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
@@ -43,7 +44,7 @@ def classify_paths(
 ) -> List[ImageResult]:
     """The daemon's pipeline for files or folders given now. ``store=None`` records nothing."""
     clf = classifier or classifier_from_config(cfg)
-    pipe = Pipeline(cfg, clf, store=store)
+    pipe = Pipeline(PipelineSettings.of(cfg, clf.card), clf, store=store)
     results = []
     for res in pipe.run_paths(expand_paths(paths)):
         results.append(res)

@@ -21,6 +21,7 @@ import numpy as np
 
 from edge.imaging.optics import Optics
 from edge.imaging.preprocess import PreprocessParams, SegmentationStats, crop_resize, scale_bar_slice
+from edge.inference.card import QualityGate
 
 # Pixels this close to 0 or 255 carry no information (the sensor or the JPEG encoder clipped them).
 DARK_LEVEL = 8
@@ -150,13 +151,14 @@ def check_content(report: QualityReport, stats: SegmentationStats, t: Thresholds
     return report
 
 
-def stricter(t: Thresholds, gate: dict) -> Thresholds:
+def stricter(t: Thresholds, gate: QualityGate) -> Thresholds:
     """The config's thresholds, tightened to the model card's ``quality_gate`` (set by the trainer where
     the model starts failing); a config can be stricter than the card, never looser."""
     changes = {}
     for key, pick in (("min_focus", max), ("min_brightness", max), ("max_brightness", min)):
-        if gate.get(key) is not None:
-            changes[key] = pick(getattr(t, key), float(gate[key]))
+        limit = getattr(gate, key)
+        if limit is not None:
+            changes[key] = pick(getattr(t, key), limit)
     return dataclasses.replace(t, **changes) if changes else t  # type: ignore[type-var]  # a dataclass in practice
 
 

@@ -23,18 +23,17 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, List, Optional, Union, cast
 
-from edge.config import Config
 from edge.imaging.decode import DecodeError, decode_bytes, unsupported_format
 from edge.imaging.exif import exif_datetime
 from edge.imaging.fieldcells import cell_boxes
 from edge.imaging.optics import SUPPORTED_MAGNIFICATION, ScaleMemory
-from edge.imaging.preprocess import OpticsSettings, decode_target, preprocess, working_field
+from edge.imaging.preprocess import decode_target, preprocess, working_field
 from edge.inference.classifier import Classifier
 from edge.pipeline import identity, quality
-from edge.pipeline.domain import ValidatedRange
 from edge.pipeline.results import CLASSIFIED, DUPLICATE, REJECTED, UNREADABLE, ImageResult, Job, Prepared
+from edge.pipeline.settings import PipelineSettings
 from edge.store.records import DatabaseGone, ImageRecord
-from edge.store.samplerule import SampleError, SampleRule, sample_of
+from edge.store.samplerule import SampleError, sample_of
 
 log = logging.getLogger("edge.pipeline.stages")
 
@@ -63,30 +62,21 @@ def _within(path: Path, folder: Path) -> bool:
 class Pipeline:
     """Processes images with one classifier into one store (or none, for ``classify --no-db``)."""
 
-    def __init__(
-        self,
-        cfg: Config,
-        classifier: Classifier,
-        store=None,
-        inbox: Optional[Path] = None,
-        move_after: bool = False,
-        defer_incomplete_s: float = 0.0,
-    ):
-        self.cfg = cfg
+    def __init__(self, settings: PipelineSettings, classifier: Classifier, store=None):
+        """``settings`` for ``classifier``'s card (:meth:`PipelineSettings.of`)."""
+        self.settings = settings
         self.clf = classifier
         self.store = store
-        self.inbox = Path(inbox).resolve() if inbox else None
-        self.move_after = move_after
+        self.inbox = settings.inbox
+        self.move_after = settings.move_after
         self.params = classifier.preprocessing
-        self.gate = quality.stricter(cfg.quality, classifier.card.extra.get("quality_gate", {}))
-        self.sample_rule = SampleRule.from_card(classifier.card.extra, classifier.card.threshold)
-        self.optics = OpticsSettings(px_per_um=cfg.optics.px_per_um or None, scale_source=cfg.optics.scale_source)
-        self.validated = ValidatedRange.from_card(classifier.card.extra)
+        self.gate = settings.gate
+        self.sample_rule = settings.sample_rule
+        self.optics = settings.optics
+        self.validated = settings.validated
         # prepare() runs in one worker thread at a time (see stream()), so this needs no lock.
         self.scales = ScaleMemory()
-        # Polling only (inotify reports the writer's close): a file that reads as truncated and was written
-        # to less than this long ago is probably still arriving, so it is watched again, not recorded.
-        self.defer_incomplete_s = defer_incomplete_s
+        self.defer_incomplete_s = settings.defer_incomplete_s
         self.model_id: Optional[str] = None
         if store is not None:
             self.model_id = store.ensure_model(classifier.name, classifier.sha256, classifier.card.to_dict())
@@ -137,9 +127,9 @@ class Pipeline:
             res.reason = "not a regular file"
             res.sha256 = identity.of_bytes(b"special:" + os.fsencode(str(path)))
             return
-        if st.st_size > self.cfg.daemon.max_file_bytes:
+        if st.st_size > self.settings.max_file_bytes:
             res.sha256 = identity.of_oversize_file(path, st)
-            res.reason = f"file too large: {st.st_size:,} bytes > the {self.cfg.daemon.max_file_bytes:,} byte limit"
+            res.reason = f"file too large: {st.st_size:,} bytes > the {self.settings.max_file_bytes:,} byte limit"
             return
         try:
             data = path.read_bytes()
@@ -372,7 +362,7 @@ class Pipeline:
         if not src.exists() and not src.is_symlink():
             return
         ok = res.status in (CLASSIFIED, DUPLICATE)
-        dest_dir = self.cfg.daemon.done_dir if ok else self.cfg.daemon.rejected_dir
+        dest_dir = self.settings.done_dir if ok else self.settings.rejected_dir
         if src.parent != self.inbox and _within(src, self.inbox):
             dest_dir = dest_dir / src.parent.name  # keep the sample's fields together
         try:

@@ -1,0 +1,73 @@
+"""The model card's typed sections: parsed once on load, defaults for older cards, written back unchanged."""
+
+import json
+
+import pytest
+
+from edge.inference.card import (
+    DEFAULT_CELL_RULE,
+    DEFAULT_MODEL,
+    ModelCard,
+    ModelLoadError,
+    OodSpec,
+    QualityGate,
+    card_path_for,
+    load_card,
+)
+
+
+def _shipped() -> dict:
+    return json.loads(card_path_for(DEFAULT_MODEL).read_text())
+
+
+def test_shipped_card_sections_are_typed():
+    d = _shipped()
+    card = ModelCard.from_dict(d)
+    assert card.quality_gate == QualityGate(**{k: float(v) for k, v in d["quality_gate"].items()})
+    assert card.sample_rule is not None and card.sample_rule.threshold == d["sample_rule"]["threshold"]
+    assert card.cell_rule == d["cell_rule"]
+    assert card.ood == OodSpec(file=d["ood"]["file"], sha256=d["ood"]["sha256"])
+    assert card.validated_range is not None and set(card.validated_range.ranges) == set(d["validated_range"]["ranges"])
+
+
+def test_card_without_sections_gets_the_defaults():
+    d = {
+        k: v
+        for k, v in _shipped().items()
+        if k not in ("quality_gate", "sample_rule", "cell_rule", "ood", "validated_range")
+    }
+    card = ModelCard.from_dict(d)
+    assert card.quality_gate == QualityGate()
+    assert (card.sample_rule, card.ood, card.validated_range) == (None, None, None)
+    assert card.cell_rule == DEFAULT_CELL_RULE
+
+
+def test_card_round_trips_unchanged(tmp_path):
+    d = _shipped()
+    d["some_future_key"] = {"kept": [1, 2]}
+    d["quality_gate"]["note"] = "documentation the device does not read"
+    card = ModelCard.from_dict(d)
+    card.save(tmp_path / "c.json")
+    assert json.loads((tmp_path / "c.json").read_text()) == d
+    assert load_card(tmp_path / "c.json").quality_gate == card.quality_gate
+
+
+def test_bad_section_fails_the_load():
+    d = _shipped()
+    d["cell_rule"] = "majority"
+    with pytest.raises(ModelLoadError, match="unknown cell_rule 'majority'"):
+        ModelCard.from_dict(d)
+    d = _shipped()
+    d["sample_rule"]["statistic"] = "mode"
+    with pytest.raises(ModelLoadError, match="malformed"):
+        ModelCard.from_dict(d)
+
+
+def test_set_section_and_replaced_sections_are_parsed_again():
+    card = ModelCard.from_dict(_shipped())
+    card.set_section("quality_gate", {"min_focus": 3})
+    assert card.quality_gate == QualityGate(min_focus=3.0)
+    card.set_section("ood", None)
+    assert card.ood is None and "ood" not in card.to_dict()
+    card.extra["validated_range"] = {"ranges": {"magnification": [0.3, 1.2]}}  # as the trainer and tests do
+    assert card.validated_range is not None and card.validated_range.ranges == {"magnification": (0.3, 1.2)}

@@ -34,11 +34,12 @@ from edge.daemon.startup import (
 )
 from edge.daemon.watcher import InboxWatcher, backlog, unscreened, watch_options
 from edge.inference.classifier import Classifier
-from edge.pipeline.results import CLASSIFIED, DUPLICATE, ImageResult, Job
+from edge.pipeline.results import CLASSIFIED, DUPLICATE, Job
 from edge.pipeline.stages import STOP, Pipeline
 from edge.store.database import DatabaseGone, Store
+from edge.store.records import ImageRecord
 from edge.store.samplemeta import apply_meta_file, is_meta_file, meta_files
-from edge.store.samples import Samples
+from edge.store.samplerule import SampleRule
 from edge.vocabulary import printable
 
 log = logging.getLogger("edge.daemon.service")
@@ -100,12 +101,12 @@ def _identity(folder: Path) -> Optional[tuple]:
     return st.st_dev, st.st_ino
 
 
-def describe(res: ImageResult) -> str:
+def describe(res: ImageRecord) -> str:
     return printable(_describe(res))
 
 
-def _describe(res: ImageResult) -> str:
-    ms = res.timings.get("total", 0.0)
+def _describe(res: ImageRecord) -> str:
+    ms = res.timings.total or 0.0
     name = Path(res.path).name
     if res.status in (CLASSIFIED, DUPLICATE) and res.label:
         dup = " (duplicate)" if res.status == DUPLICATE else ""
@@ -129,7 +130,7 @@ class Daemon:
         self._watched: Optional[tuple] = None  # (inbox, its (st_dev, st_ino) when the watch started)
         self._checked = 0.0
         self._watcher: Optional[InboxWatcher] = None
-        self._samples: Optional[Samples] = None
+        self._store: Optional[Store] = None  # after start-up
         self._housekeeping: Optional[Housekeeping] = None  # disk, retention, idle samples (after start-up)
         self.processed = 0
         self.counts = {"classified": 0, "unreadable": 0, "rejected": 0, "duplicate": 0}
@@ -175,15 +176,15 @@ class Daemon:
             return None
         with self._lock:
             self._queued.discard(job.path)
-        if self._samples is not None and is_meta_file(job.path, self._watched[0] if self._watched else None):
+        if self._store is not None and is_meta_file(job.path, self._watched[0] if self._watched else None):
             self._apply_meta(job.path)  # a sample's identifiers, not a field: never goes down the pipeline
             return None
         return job
 
     def _apply_meta(self, path: Path) -> None:
-        assert self._samples is not None and self._watched is not None  # checked by the caller
+        assert self._store is not None and self._watched is not None  # checked by the caller
         try:
-            apply_meta_file(self._samples.store, path, self._watched[0])
+            apply_meta_file(self._store, path, self._watched[0])
         except DatabaseGone:
             raise
         except Exception as e:  # noqa: BLE001 - a busy or full database: the file is still there, try again
@@ -203,7 +204,7 @@ class Daemon:
         try:
             loaded = load(self.config_path)
             setup_logging(loaded.cfg.daemon.log_level)
-            store = open_store(loaded.cfg)
+            store = open_store(loaded.cfg, SampleRule.of(loaded.classifier.card))
             try:
                 self._inbox_lock = lock_inbox(loaded.cfg.daemon.inbox)
             except StartupError:
@@ -219,8 +220,8 @@ class Daemon:
         watcher = None
         try:
             pipe = self._pipeline(cfg, clf, store, run_id)
-            self._samples = Samples(store)
-            self._housekeeping = Housekeeping(self._samples, cfg, lambda line: self.notify.send(line))
+            self._store = store
+            self._housekeeping = Housekeeping(store, cfg, lambda line: self.notify.send(line))
             inbox = cfg.daemon.inbox
             log.info(
                 "edge-screen %s: model %s (%s, sha256 %s…) on %s, %d threads; inbox %s; database %s; device %s",
@@ -333,6 +334,7 @@ class Daemon:
                 new.cfg.daemon.inbox,
             )
             cfg, clf, pipe = new.cfg, new.classifier, new_pipe
+            store.samples.rule = SampleRule.of(clf.card)  # the new model's rule for the samples from now on
             if self._housekeeping is not None:
                 self._housekeeping.configure(cfg)
         except StartupError as e:
@@ -340,7 +342,7 @@ class Daemon:
         self.notify.send("READY=1", f"STATUS=watching {cfg.daemon.inbox}")
         return cfg, clf, pipe, watcher
 
-    def _report(self, res: ImageResult) -> None:
+    def _report(self, res: ImageRecord) -> None:
         if res.deferred:
             log.debug("%s: still being written (%s); watching it again", printable(res.path), res.reason)
             if self._watcher is not None:

@@ -32,14 +32,14 @@ from edge.imaging.preprocess import OpticsSettings, decode_target, preprocess, w
 from edge.inference.classifier import Classifier
 from edge.pipeline import identity, quality
 from edge.pipeline.domain import ValidatedRange
-from edge.pipeline.results import CLASSIFIED, DUPLICATE, REJECTED, UNREADABLE, ImageResult, Job, Prepared
+from edge.pipeline.results import CLASSIFIED, DUPLICATE, REJECTED, UNREADABLE, Job, Prepared
 from edge.store.records import DatabaseGone, ImageRecord
-from edge.store.samplerule import SampleError, SampleRule, sample_of
+from edge.store.samplerule import SampleError, sample_of
 
 log = logging.getLogger("edge.pipeline.stages")
 
 
-def _cannot_read(res: ImageResult, e: OSError) -> None:
+def _cannot_read(res: ImageRecord, e: OSError) -> None:
     res.reason = f"cannot read file: {e.strerror or e}"
     # Nothing was read, so the identity is the failure itself: a later, readable copy is a new file.
     res.sha256 = identity.of_bytes(b"unreadable:" + res.reason.encode())
@@ -79,7 +79,6 @@ class Pipeline:
         self.move_after = move_after
         self.params = classifier.preprocessing
         self.gate = quality.stricter(cfg.quality, classifier.card.extra.get("quality_gate", {}))
-        self.sample_rule = SampleRule.from_card(classifier.card.extra, classifier.card.threshold)
         self.optics = OpticsSettings(px_per_um=cfg.optics.px_per_um or None, scale_source=cfg.optics.scale_source)
         self.validated = ValidatedRange.from_card(classifier.card.extra)
         # prepare() runs in one worker thread at a time (see stream()), so this needs no lock.
@@ -95,8 +94,16 @@ class Pipeline:
     # ------------------------------------------------------------------------------------ stage 1
     def prepare(self, job: Job) -> Prepared:
         started = time.monotonic()
-        res = ImageResult(path=identity.path_text(job.path), status=REJECTED)
-        res.timings["queue"] = round((started - job.discovered) * 1000, 3)
+        res = ImageRecord(
+            path=identity.path_text(job.path),
+            status=REJECTED,
+            reason="",
+            bytes=0,
+            model_name=self.clf.name,
+            model_sha256=self.clf.sha256,
+            run_id=self.run_id,
+        )
+        res.timings.add("queue", (started - job.discovered) * 1000)
         prep = Prepared(job=job, result=res, started=started)
         try:
             self._prepare(job.path, prep)
@@ -131,7 +138,7 @@ class Pipeline:
             st = path.stat()
         except OSError as e:
             return _cannot_read(res, e)
-        res.size_bytes = st.st_size
+        res.bytes = st.st_size
         res.capture_time, res.capture_source = datetime.fromtimestamp(st.st_mtime, timezone.utc), "mtime"
         if not path.is_file():
             res.reason = "not a regular file"
@@ -236,13 +243,13 @@ class Pipeline:
         prep.model_inputs = pre.model_inputs
 
     @staticmethod
-    def _lap(res: ImageResult, stage: str, t0: float, add: bool = False) -> float:
+    def _lap(res: ImageRecord, stage: str, t0: float, add: bool = False) -> float:
         now = time.monotonic()
-        res.timings[stage] = round((res.timings.get(stage, 0.0) if add else 0.0) + (now - t0) * 1000, 3)
+        res.timings.add(stage, (now - t0) * 1000, accumulate=add)
         return now
 
     # ------------------------------------------------------------------------------------ stage 2
-    def finish(self, prep: Prepared) -> ImageResult:
+    def finish(self, prep: Prepared) -> ImageRecord:
         if self._infer(prep):
             self._commit([prep])
         return prep.result
@@ -259,15 +266,14 @@ class Pipeline:
                     # report the recorded answer, record nothing.
                     res.already_recorded = True
                     if first is not None and res.status == CLASSIFIED:
-                        for k in ("status", "label", "probabilities", "malignant_score", "verdict", "needs_review"):
-                            setattr(res, k, getattr(first, k))
+                        res.status = first.status
+                        res.copy_answer(first)
                     self._move(res, prep.job.path)
                     return False
                 if first is not None and res.status == CLASSIFIED:
                     res.status, res.duplicate_of = DUPLICATE, str(first.id)
                     res.reason = f"same content as {first.path}"
-                    for k in ("label", "probabilities", "malignant_score", "verdict", "needs_review"):
-                        setattr(res, k, getattr(first, k, None))
+                    res.copy_answer(first)
                     prep.model_inputs = None
                 # The lookup is store work: counted as inference it made inference look twice the bare invoke.
                 t = self._lap(res, "store", t)
@@ -304,10 +310,15 @@ class Pipeline:
         """Record a group of inferred images in one transaction, then move their files (never before)."""
         if self.store is not None and group:
             now = time.monotonic()
-            for prep in group:  # "total before storing"; the store adds its own time
-                prep.result.timings["total"] = round((now - prep.started) * 1000, 3)
+            looked_up = [p.result.timings.store for p in group]  # the duplicate lookup's time (stage 2)
+            for prep in group:
+                res = prep.result
+                res.model_id = self.model_id if res.status in (CLASSIFIED, DUPLICATE) else None
+                # The row's total is the one before storing and its store time the store's own (the store
+                # measures it and adds it to the total); the result's store time is the whole wait, below.
+                res.timings.total, res.timings.store = round((now - prep.started) * 1000, 3), None
             try:
-                ids = self.store.record_many([self.to_record(p.result) for p in group], self.sample_rule)
+                ids = self.store.record_many([p.result for p in group])
             except DatabaseGone:
                 raise  # nothing can be recorded any more: stop, move nothing (see edge/daemon/service.py)
             except Exception as e:  # noqa: BLE001
@@ -318,55 +329,23 @@ class Pipeline:
                         len(group),
                         str(e).splitlines()[0],
                     )
-                    for prep in group:
+                    for prep, ms in zip(group, looked_up):
+                        prep.result.timings.store = ms
                         self._commit([prep])
                     return
                 ids = [None]
                 res = group[0].result
                 log.error("could not record %s: %s", res.path, str(e).splitlines()[0])
                 res.reason = res.reason or f"not recorded: {e}".splitlines()[0]
-            for prep, rid in zip(group, ids):
-                prep.result.record_id, prep.result.recorded = rid, rid is not None
+            for prep, rid, ms in zip(group, ids, looked_up):
+                prep.result.id, prep.result.recorded, prep.result.timings.store = rid, rid is not None, ms
                 # Plus the time from the end of inference to the durable commit, waiting in the group included.
                 self._lap(prep.result, "store", prep.inferred, add=True)
         for prep in group:
-            prep.result.timings["total"] = round((time.monotonic() - prep.started) * 1000, 3)
+            prep.result.timings.total = round((time.monotonic() - prep.started) * 1000, 3)
             self._move(prep.result, prep.job.path)
 
-    def to_record(self, res: ImageResult) -> ImageRecord:
-        tm = res.timings
-        return ImageRecord(
-            path=res.path,
-            sha256=res.sha256,
-            status=res.status,
-            reason=res.reason or None,
-            bytes=res.size_bytes,
-            capture_time=res.capture_time,
-            label=res.label,
-            probabilities=res.probabilities,
-            malignant_score=res.malignant_score,
-            verdict=res.verdict,
-            needs_review=bool(res.needs_review),
-            duplicate_of=res.duplicate_of,
-            quality=res.quality,
-            segmentation=res.segmentation,
-            t_queue_ms=tm.get("queue"),
-            t_decode_ms=tm.get("decode"),
-            t_quality_ms=tm.get("quality"),
-            t_preprocess_ms=tm.get("preprocess"),
-            t_inference_ms=tm.get("inference"),
-            t_total_ms=tm.get("total"),
-            model_id=self.model_id if res.status in (CLASSIFIED, DUPLICATE) else None,
-            model_name=self.clf.name,
-            model_sha256=self.clf.sha256,
-            run_id=self.run_id,
-            sample_id=res.sample_id,
-            px_per_um=res.px_per_um,
-            magnification=res.magnification,
-            domain=res.domain,
-        )
-
-    def _move(self, res: ImageResult, src: Path) -> None:
+    def _move(self, res: ImageRecord, src: Path) -> None:
         if not (self.move_after and self.inbox is not None and res.sha256 and (res.recorded or res.already_recorded)):
             return
         if not src.exists() and not src.is_symlink():
@@ -386,17 +365,17 @@ class Pipeline:
         except OSError as e:
             log.warning("could not move %s to %s: %s", src, dest_dir, e)
             return
-        if self.store is not None and res.record_id:
+        if self.store is not None and res.id:
             try:
-                self.store.set_moved_to(res.record_id, res.moved_to)
+                self.store.set_moved_to(res.id, res.moved_to)
             except Exception as e:  # noqa: BLE001 - the file is safe in done/; only the pointer is missing
                 log.warning("moved %s to %s but could not record where: %s", src, dest, str(e).splitlines()[0])
 
     # ------------------------------------------------------------------------------------ driving
-    def process(self, path: Union[str, Path]) -> ImageResult:
+    def process(self, path: Union[str, Path]) -> ImageRecord:
         return self.finish(self.prepare(Job(Path(path))))
 
-    def stream(self, next_job: Callable[[bool], object]) -> Iterator[ImageResult]:
+    def stream(self, next_job: Callable[[bool], object]) -> Iterator[ImageRecord]:
         """Overlapped processing: while image i is inferred and committed, image i+1 is prepared.
 
         ``next_job(block)`` returns the next :class:`Job`, None when there is none yet (waiting a little
@@ -421,7 +400,7 @@ class Pipeline:
             finally:  # non-empty only when the consumer stopped early: record what is already inferred
                 self._commit(group)
 
-    def _step(self, prep: Prepared, group: List[Prepared], more: bool) -> Iterator[ImageResult]:
+    def _step(self, prep: Prepared, group: List[Prepared], more: bool) -> Iterator[ImageRecord]:
         if any(g.result.sha256 == prep.result.sha256 for g in group):
             # Same content as an uncommitted image: its duplicate and exactly-once checks must see that
             # image's row, so commit the group first.
@@ -435,13 +414,13 @@ class Pipeline:
         if group and (not more or len(group) >= GROUP_MAX or time.monotonic() - group[0].inferred >= GROUP_WAIT_S):
             yield from self._flush(group)
 
-    def _flush(self, group: List[Prepared]) -> Iterator[ImageResult]:
+    def _flush(self, group: List[Prepared]) -> Iterator[ImageRecord]:
         done, group[:] = group[:], []
         self._commit(done)
         for prep in done:
             yield prep.result
 
-    def run_paths(self, paths: Iterable[Path]) -> Iterator[ImageResult]:
+    def run_paths(self, paths: Iterable[Path]) -> Iterator[ImageRecord]:
         queue = deque(Job(Path(p)) for p in paths)
         return self.stream(lambda block: queue.popleft() if queue else STOP)
 

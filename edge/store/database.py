@@ -25,20 +25,22 @@ from sqlalchemy.exc import DatabaseError, IntegrityError
 
 from edge.store.engine import make_engine, missing_sqlite_file, normalize_url, open_schema, readonly_reason, writer
 from edge.store.records import Counts, DatabaseGone, ImageRecord, RunInfo, StoreError, TimingStats, timing_stats
-from edge.store.samples import update_samples
+from edge.store.rows import TIMING_COLUMNS, image_record, image_row
+from edge.store.samplerule import SampleRule
+from edge.store.samples import Samples
 from edge.store.schema import SchemaError, images, models, runs, utcnow
-from edge.vocabulary import STAGES, STATUSES, VERDICTS
-
-TIMING_COLUMNS = tuple(f"t_{s}_ms" for s in STAGES)
+from edge.vocabulary import STAGES
 
 
 class Store:
     """One device's view of a result database. Thread-safe: each call uses its own pooled connection."""
 
-    def __init__(self, engine: Engine, device_id: Optional[str]):
+    def __init__(self, engine: Engine, device_id: Optional[str], sample_rule: Optional[SampleRule] = None):
         self.engine = engine
         self._w = writer(engine)
         self.device_id = device_id
+        # The store's samples, aggregated with the model card's sample rule as their fields are recorded.
+        self.samples = Samples(engine, self.write, self.device, sample_rule)
         db = engine.url.database if engine.url.get_backend_name() == "sqlite" else None
         self._file = Path(db) if db and db != ":memory:" and Path(db).is_file() else None
         self._identity = self._file_identity() if self._file else None
@@ -65,9 +67,12 @@ class Store:
         busy_timeout_ms: int = 5000,
         synchronous: str = "FULL",
         create: bool = True,
+        sample_rule: Optional[SampleRule] = None,
     ) -> Store:
         """Open (creating or upgrading the schema) a store. ``create=False``: a missing SQLite file is an
-        error instead of a new empty database (for readers such as `status` and `report`)."""
+        error instead of a new empty database (for readers such as `status` and `report`). ``sample_rule``:
+        the model card's rule that :attr:`samples` aggregates the recorded fields with (a writer's; see
+        :meth:`edge.store.samplerule.SampleRule.of`)."""
         u = make_url(normalize_url(url))
         if not create and missing_sqlite_file(url):
             raise StoreError(
@@ -96,7 +101,7 @@ class Store:
                     f"cannot open {where}: its folder {folder} is read-only or not writable ({e.orig})"
                 ) from None
             raise StoreError(f"cannot open {where}: {e.orig}") from None
-        return cls(engine, device_id)
+        return cls(engine, device_id, sample_rule)
 
     def close(self) -> None:
         self.engine.dispose()
@@ -154,17 +159,18 @@ class Store:
         path, sha256) again returns the id of the existing row and changes nothing."""
         return self.record_many([rec])[0]
 
-    def record_many(self, recs: Sequence[ImageRecord], sample_rule=None) -> List[str]:
+    def record_many(self, recs: Sequence[ImageRecord]) -> List[str]:
         """Insert several image results in ONE transaction and return their ids, in order.
 
         A burst commits many images per fsync this way (synchronous=FULL costs one fsync per commit, about
         as much as an inference). All or nothing: after a crash before the commit none of them is recorded
         and the backlog scan processes them again. Exactly-once as :meth:`record`: a (device, path, sha256)
-        that is already recorded, or repeated in ``recs``, gets the existing id and no new row.
+        that is already recorded, or repeated in ``recs``, gets the existing id and no new row. The samples
+        of the new rows are recomputed in the same transaction (:meth:`Samples.update`).
         """
         t0 = time.perf_counter()
         self.check_file()
-        rows = [self._row(rec) for rec in recs]
+        rows = [image_row(rec, self._device(rec.device_id)) for rec in recs]
         ids: List[str] = []
         try:
             with self._w.begin() as conn:
@@ -188,11 +194,9 @@ class Store:
                     # its sample's aggregate, nor an aggregate counting a field that was not recorded.
                     touched = [r for r in new if r.get("sample_id")]
                     if touched:
-                        update_samples(
+                        self.samples.update(
                             conn,
-                            self._device(),
                             (r["sample_id"] for r in touched),
-                            sample_rule,
                             touched[-1]["model_id"],
                             touched[-1]["model_sha256"],
                         )
@@ -212,20 +216,6 @@ class Store:
         """Where `daemon.after = "move"` put the file (recorded after the move: the move follows the commit)."""
         with self._w.begin() as conn:
             conn.execute(images.update().where(images.c.id == record_id).values(moved_to=path))
-
-    def _row(self, rec: ImageRecord) -> Dict[str, Any]:
-        if rec.status not in STATUSES:
-            raise ValueError(f"status {rec.status!r} is not one of {', '.join(STATUSES)}")
-        if rec.verdict is not None and rec.verdict not in VERDICTS:
-            raise ValueError(f"verdict {rec.verdict!r} is not one of {', '.join(VERDICTS)}")
-        if not rec.sha256:
-            raise ValueError("sha256 is required (it makes recording exactly-once)")
-        row = rec.to_row()
-        row["id"] = rec.id or str(uuid.uuid4())
-        row["device_id"] = self._device(rec.device_id)
-        row["filename"] = rec.filename or os.path.basename(rec.path)
-        row["recorded_at"] = rec.recorded_at or utcnow()
-        return row
 
     @staticmethod
     def _existing(conn, rows: List[Dict[str, Any]]) -> Dict[tuple, str]:
@@ -295,7 +285,7 @@ class Store:
     def get(self, image_id: str) -> Optional[ImageRecord]:
         with self.engine.connect() as conn:
             row = conn.execute(select(images).where(images.c.id == image_id)).first()
-        return ImageRecord.from_row(row) if row else None
+        return image_record(row) if row else None
 
     def find_by_sha256(self, sha256: str, device_id: Optional[str] = None) -> Optional[ImageRecord]:
         """The first result for this content (never a duplicate row), for pointing a second copy at it."""
@@ -312,7 +302,7 @@ class Store:
         with self.engine.connect() as conn:
             rows = conn.execute(q).all()
         first = next((r for r in rows if r.status != "duplicate"), None)
-        return any(r.path == str(path) for r in rows), ImageRecord.from_row(first) if first else None
+        return any(r.path == str(path) for r in rows), image_record(first) if first else None
 
     def is_recorded(self, path: str, sha256: str, device_id: Optional[str] = None) -> bool:
         return self.lookup(path, sha256, device_id)[0]
@@ -382,7 +372,7 @@ class Store:
         )
         with self.engine.connect() as conn:
             row = conn.execute(q).first()
-        return ImageRecord.from_row(row) if row else None
+        return image_record(row) if row else None
 
     def recent_timings(self, n: int = 100, device_id: Optional[str] = None) -> Dict[str, List[float]]:
         """Per-stage times (ms) of the last ``n`` classified images, stage name -> values."""
@@ -431,7 +421,7 @@ class Store:
             with self.engine.connect() as conn:
                 rows = conn.execute(q.order_by(images.c.recorded_at, images.c.id).limit(batch)).all()
             for row in rows:
-                yield ImageRecord.from_row(row)
+                yield image_record(row)
             if len(rows) < batch:
                 return
             after = (rows[-1].recorded_at, rows[-1].id)

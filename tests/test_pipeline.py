@@ -14,9 +14,10 @@ from daemon_support import model_path  # noqa: F401
 
 from edge.config import config_from_dict
 from edge.imaging import synthetic
+from edge.imaging.exif import exif_datetime
 from edge.inference.classifier import Classifier
 from edge.pipeline.classify import classify_paths
-from edge.pipeline.stages import Pipeline, exif_datetime
+from edge.pipeline.stages import Pipeline
 from edge.store.database import Store
 
 

@@ -15,7 +15,11 @@ from edge.store.records import ImageRecord
 from edge.vocabulary import Status
 
 if TYPE_CHECKING:
+    from os import stat_result
+
+    from edge.imaging.decode import DecodedImage
     from edge.imaging.optics import Optics
+    from edge.pipeline.quality import QualityReport
 
 CLASSIFIED, UNREADABLE, REJECTED, DUPLICATE = Status.CLASSIFIED, Status.UNREADABLE, Status.REJECTED, Status.DUPLICATE
 
@@ -35,6 +39,13 @@ class Prepared:
     inferred: float = 0.0  # when stage 2 was done with it; its store time counts from here
     optics: Optional[Optics] = None  # the field's optics record, for the domain monitor in stage 2
     cell_lab: Optional[Tuple[float, ...]] = None  # stained pixels' LAB statistics before normalisation
+    # What stage 1's steps hand each other (edge/pipeline/prepare.py), dropped when stage 1 ends:
+    clock: float = 0.0  # when the last timed step ended
+    stat: Optional[stat_result] = None
+    data: Optional[bytes] = None
+    image: Optional[DecodedImage] = None
+    field: Optional[np.ndarray] = None  # the working field (RGB) the gate and preprocessing share
+    report: Optional[QualityReport] = None  # exposure and focus
 
 
 __all__ = ["CLASSIFIED", "DUPLICATE", "REJECTED", "UNREADABLE", "Job", "Prepared"]

@@ -1,11 +1,12 @@
 """Per-image processing: identity, decode, quality gate, preprocess, inference, one committed record.
 
 Two stages so that the two cores overlap: :meth:`Pipeline.prepare` (read, hash, decode, quality,
-preprocess; OpenCV releases the GIL) runs in a worker thread for the next image while stage 2 (duplicate
-check, inference, which also releases the GIL, and the commit) runs for the current one. Stage 2 is only
-ever run from one thread, in order, so the duplicate and exactly-once checks see every earlier commit
-(an image whose content is in the uncommitted group first commits the group). In a burst, stage 2
-commits up to GROUP_MAX images in one transaction: one fsync instead of one per image.
+preprocess, in the steps of :mod:`edge.pipeline.prepare`; OpenCV releases the GIL) runs in a worker thread
+for the next image while stage 2 (duplicate check, inference, which also releases the GIL, and the commit)
+runs for the current one. Stage 2 is only ever run from one thread, in order, so the duplicate and
+exactly-once checks see every earlier commit (an image whose content is in the uncommitted group first
+commits the group). In a burst, stage 2 commits up to GROUP_MAX images in one transaction: one fsync
+instead of one per image.
 
 Every failure of one file becomes a recorded status with a one-line reason; nothing here raises for a bad
 image, so one bad file never stops the others.
@@ -14,50 +15,23 @@ image, so one bad file never stops the others.
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
-from datetime import datetime, timezone
 from pathlib import Path
 from typing import Callable, Iterable, Iterator, List, Optional, Union, cast
 
 from edge.config import Config
-from edge.imaging.decode import DecodeError, decode_bytes, unsupported_format
-from edge.imaging.exif import exif_datetime
-from edge.imaging.fieldcells import cell_boxes
-from edge.imaging.optics import SUPPORTED_MAGNIFICATION, ScaleMemory
-from edge.imaging.preprocess import OpticsSettings, decode_target, preprocess, working_field
+from edge.imaging.preprocess import OpticsSettings
 from edge.inference.classifier import Classifier
 from edge.pipeline import identity, quality
 from edge.pipeline.domain import ValidatedRange
+from edge.pipeline.prepare import Preparer, lap, within
 from edge.pipeline.results import CLASSIFIED, DUPLICATE, REJECTED, UNREADABLE, Job, Prepared
 from edge.store.records import DatabaseGone, ImageRecord
-from edge.store.samplerule import SampleError, sample_of
 
 log = logging.getLogger("edge.pipeline.stages")
-
-
-def _cannot_read(res: ImageRecord, e: OSError) -> None:
-    res.reason = f"cannot read file: {e.strerror or e}"
-    # Nothing was read, so the identity is the failure itself: a later, readable copy is a new file.
-    res.sha256 = identity.of_bytes(b"unreadable:" + res.reason.encode())
-
-
-def _with_optics(quality_dict: dict, optics) -> dict:
-    """The quality record with the field's optics in it (v3 cards), whichever stage stopped the field."""
-    if optics is not None:
-        quality_dict["optics"] = optics.to_dict()
-    return quality_dict
-
-
-def _within(path: Path, folder: Path) -> bool:
-    try:
-        path.relative_to(folder)
-        return True
-    except ValueError:
-        return False
 
 
 class Pipeline:
@@ -77,15 +51,15 @@ class Pipeline:
         self.store = store
         self.inbox = Path(inbox).resolve() if inbox else None
         self.move_after = move_after
-        self.params = classifier.preprocessing
-        self.gate = quality.stricter(cfg.quality, classifier.card.extra.get("quality_gate", {}))
-        self.optics = OpticsSettings(px_per_um=cfg.optics.px_per_um or None, scale_source=cfg.optics.scale_source)
+        self.preparer = Preparer(
+            params=classifier.preprocessing,
+            thresholds=quality.stricter(cfg.quality, classifier.card.extra.get("quality_gate", {})),
+            optics=OpticsSettings(px_per_um=cfg.optics.px_per_um or None, scale_source=cfg.optics.scale_source),
+            max_file_bytes=cfg.daemon.max_file_bytes,
+            inbox=self.inbox,
+            defer_incomplete_s=defer_incomplete_s,
+        )
         self.validated = ValidatedRange.from_card(classifier.card.extra)
-        # prepare() runs in one worker thread at a time (see stream()), so this needs no lock.
-        self.scales = ScaleMemory()
-        # Polling only (inotify reports the writer's close): a file that reads as truncated and was written
-        # to less than this long ago is probably still arriving, so it is watched again, not recorded.
-        self.defer_incomplete_s = defer_incomplete_s
         self.model_id: Optional[str] = None
         if store is not None:
             self.model_id = store.ensure_model(classifier.name, classifier.sha256, classifier.card.to_dict())
@@ -93,6 +67,8 @@ class Pipeline:
 
     # ------------------------------------------------------------------------------------ stage 1
     def prepare(self, job: Job) -> Prepared:
+        """Stage 1 (:class:`edge.pipeline.prepare.Preparer`): the file's result, settled or waiting for the
+        model with its inputs. Never raises: an unexpected error is the file's ``rejected`` reason."""
         started = time.monotonic()
         res = ImageRecord(
             path=identity.path_text(job.path),
@@ -106,147 +82,14 @@ class Pipeline:
         res.timings.add("queue", (started - job.discovered) * 1000)
         prep = Prepared(job=job, result=res, started=started)
         try:
-            self._prepare(job.path, prep)
+            self.preparer.run(prep)
         except Exception as e:  # noqa: BLE001 - a bug on one file must not stop the others
             log.exception("unexpected error on %s", job.path)
             res.status, res.reason = REJECTED, f"processing error: {type(e).__name__}: {e}".splitlines()[0]
             prep.model_inputs = None
         return prep
 
-    def _prepare(self, path: Path, prep: Prepared) -> None:
-        res, t = prep.result, time.monotonic()
-        if self.inbox is not None and _within(path, self.inbox):
-            try:
-                res.sample_id = sample_of(path, self.inbox, datetime.now(timezone.utc))
-            except SampleError as e:
-                res.reason = str(e)
-                res.sha256 = identity.of_bytes(b"sample:" + os.fsencode(str(path)))
-                return
-        if self.inbox is not None and path.is_symlink():
-            try:
-                target = path.resolve(strict=True)
-            except (OSError, RuntimeError):  # a loop (RuntimeError before Python 3.13) or a dangling link
-                res.reason = "symlink loop or dangling symlink"
-                res.sha256 = identity.of_bytes(b"symlink:" + os.fsencode(os.readlink(path)))
-                return
-            if not _within(target, self.inbox):
-                res.reason = f"symlink points outside the inbox (to {target})"
-                # Not followed, so not read: its identity is the link itself.
-                res.sha256 = identity.of_bytes(b"symlink:" + os.fsencode(os.readlink(path)))
-                return
-        try:
-            st = path.stat()
-        except OSError as e:
-            return _cannot_read(res, e)
-        res.bytes = st.st_size
-        res.capture_time, res.capture_source = datetime.fromtimestamp(st.st_mtime, timezone.utc), "mtime"
-        if not path.is_file():
-            res.reason = "not a regular file"
-            res.sha256 = identity.of_bytes(b"special:" + os.fsencode(str(path)))
-            return
-        if st.st_size > self.cfg.daemon.max_file_bytes:
-            res.sha256 = identity.of_oversize_file(path, st)
-            res.reason = f"file too large: {st.st_size:,} bytes > the {self.cfg.daemon.max_file_bytes:,} byte limit"
-            return
-        try:
-            data = path.read_bytes()
-        except OSError as e:
-            return _cannot_read(res, e)
-        res.sha256 = identity.of_bytes(data)
-        exif = exif_datetime(data)
-        if exif is not None:
-            # Exif times are the camera's local wall clock, without a zone: read them as this device's.
-            try:
-                res.capture_time, res.capture_source = exif.astimezone(timezone.utc), "exif"
-            except (OverflowError, ValueError, OSError):  # outside what this platform's clock can represent
-                pass
-        other = unsupported_format(data)
-        if other:
-            res.reason = f"unsupported format {other} (expected JPEG, PNG, TIFF or BMP)"
-            return
-        try:
-            img = decode_bytes(data, target=decode_target(self.params))
-        except DecodeError as e:
-            res.reason = str(e)
-            self._lap(res, "decode", t)
-            if (
-                self.defer_incomplete_s
-                and "truncated" in res.reason
-                and time.time() - st.st_mtime < self.defer_incomplete_s
-            ):
-                res.deferred = True
-            return
-        del data
-        res.width, res.height, res.format = img.width, img.height, img.format
-        t = self._lap(res, "decode", t)
-        # Once, for the quality gate and preprocessing alike: v1/v2 the centre square at 224 px; v3 the
-        # whole field at the training scale with the glass at the reference (edge/imaging/optics.py).
-        key = (res.sample_id, img.width, img.height) if res.sample_id else None
-        rgb, optics = working_field(img.rgb, self.params, self.optics, img.scale, self.scales.known(key))
-        t = self._lap(res, "preprocess", t)
-        if optics is not None:
-            self.scales.add(key, optics)
-            prep.optics = optics
-            res.px_per_um, res.magnification = round(optics.px_per_um, 3), round(optics.magnification, 3)
-            if not optics.supported:
-                lo, hi = SUPPORTED_MAGNIFICATION
-                how = (
-                    f"measured from {optics.rbc_count} red cells"
-                    if optics.scale_source == "measured"
-                    else f"{optics.scale_source} scale"
-                )
-                res.status, res.reason = (
-                    UNREADABLE,
-                    (
-                        f"magnification {optics.resample_magnification:.1f}x the "
-                        f"training scale ({how}) is outside the supported "
-                        f"{lo:g}-{hi:g}x"
-                    ),
-                )
-                res.quality = _with_optics({}, optics)
-                return
-        q = quality.check_exposure_focus(quality.measure(rgb, self.params, optics), self.gate)
-        t = self._lap(res, "quality", t)
-        if not q.passed:
-            res.status, res.reason, res.quality = UNREADABLE, q.reason, _with_optics(q.to_dict(), optics)
-            return
-        pre = preprocess(rgb, self.params)
-        t = self._lap(res, "preprocess", t, add=True)
-        q = quality.check_content(q, pre.stats, self.gate)
-        res.quality, res.segmentation = _with_optics(q.to_dict(), optics), pre.stats.to_dict()
-        if optics is not None:
-            prep.cell_lab = pre.cell_lab
-            res.segmentation["cell_lab"] = list(pre.cell_lab) if pre.cell_lab else None
-        self._lap(res, "quality", t, add=True)
-        if not q.passed:
-            res.status, res.reason = UNREADABLE, q.reason
-            return
-        if pre.cells:
-            # "cells" (their number) comes with the model's answer; this is where each one is, and the
-            # window the model saw in the file's own pixels (the review app cuts those out).
-            res.segmentation["cell_positions"] = [c.to_dict() for c in pre.cells]
-            res.segmentation["cell_boxes"] = cell_boxes(
-                pre.cells,
-                rgb.shape,
-                img.rgb.shape,
-                (img.width, img.height),
-                self.params.cell_window,
-                self.params.field_scale,
-                self.params.crop,
-            )
-            res.segmentation["file_px"] = [img.width, img.height]
-        if not pre.model_inputs:
-            # Cell mode with no plausible leukocyte: a smear without the cell to judge gets no class.
-            res.status, res.reason = UNREADABLE, "no white cell found"
-            return
-        res.status = CLASSIFIED
-        prep.model_inputs = pre.model_inputs
-
-    @staticmethod
-    def _lap(res: ImageRecord, stage: str, t0: float, add: bool = False) -> float:
-        now = time.monotonic()
-        res.timings.add(stage, (now - t0) * 1000, accumulate=add)
-        return now
+    _lap = staticmethod(lap)  # stage 2 times its work as stage 1's steps do
 
     # ------------------------------------------------------------------------------------ stage 2
     def finish(self, prep: Prepared) -> ImageRecord:
@@ -352,7 +195,7 @@ class Pipeline:
             return
         ok = res.status in (CLASSIFIED, DUPLICATE)
         dest_dir = self.cfg.daemon.done_dir if ok else self.cfg.daemon.rejected_dir
-        if src.parent != self.inbox and _within(src, self.inbox):
+        if src.parent != self.inbox and within(src, self.inbox):
             dest_dir = dest_dir / src.parent.name  # keep the sample's fields together
         try:
             dest_dir.mkdir(parents=True, exist_ok=True)

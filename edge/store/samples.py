@@ -24,6 +24,7 @@ from typing import Any, Callable, ContextManager, Dict, Iterable, List, Optional
 from sqlalchemy import and_, func, select
 from sqlalchemy.engine import Connection, Engine
 
+from edge.store.records import ImageRecord
 from edge.store.rows import image_record
 from edge.store.samplerule import (
     SAMPLE_STATUSES,
@@ -261,7 +262,7 @@ class Samples:
             row = conn.execute(q).first()
         return Sample.from_row(row) if row else None
 
-    def fields(self, sample: Sample) -> List[Any]:
+    def fields(self, sample: Sample) -> List[ImageRecord]:
         """The sample's image records, flagged first, then by malignant score (highest first)."""
         q = select(images).where(images.c.device_id == sample.device_id, images.c.sample_id == sample.sample_id)
         with self.engine.connect() as conn:

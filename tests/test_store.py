@@ -3,6 +3,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -13,7 +14,7 @@ from sqlalchemy.exc import IntegrityError, StatementError
 from edge.store import schema
 from edge.store.database import ImageRecord, Store, StoreError, timing_stats
 from edge.store.records import Timings
-from edge.store.rows import image_row
+from edge.store.rows import image_record, image_row
 from edge.store.schema import SCHEMA_VERSION, images, runs, schema_info
 
 
@@ -32,6 +33,14 @@ def test_pragmas_wal_foreign_keys_full_sync(tmp_path):
     with normal.engine.connect() as c:
         assert c.exec_driver_sql("PRAGMA synchronous").scalar() == 1
         assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() == 250
+
+
+def test_one_mapping_between_a_result_and_its_row():
+    rec = fake_record(3, device_id="dev-a")
+    row = image_row(rec)
+    assert set(row) == {c.name for c in images.columns}
+    assert (row["t_decode_ms"], row["t_store_ms"]) == (rec.timings.decode, None)
+    assert image_record(row) == replace(rec, filename="patient-000003_smear.jpg")
 
 
 def test_record_round_trip_and_exactly_once(tmp_path):

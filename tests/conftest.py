@@ -12,6 +12,8 @@ from typing import Callable, Optional
 import pytest
 
 from edge.store.database import ImageRecord, Store
+from edge.store.records import Timings
+from edge.store.rows import image_row
 from edge.store.schema import images
 
 LABELS = ("Benign", "Early Pre-B", "Pre-B", "Pro-B")
@@ -39,18 +41,18 @@ def fake_record(
         capture_time=t0 + timedelta(seconds=10 * i - 2),
         recorded_at=t0 + timedelta(seconds=10 * i),
         id=str(uuid.UUID(bytes=hashlib.md5(f"{device_id}:{i}".encode()).digest(), version=4)),
-        t_queue_ms=1.0,
-        t_decode_ms=5.0 + i % 3,
-        t_quality_ms=2.0,
-        t_total_ms=30.0 + i % 10,
     )
+    tm = dict(queue=1.0, decode=5.0 + i % 3, quality=2.0, total=30.0 + i % 10)
     if i % 11 == 10:
-        return ImageRecord(status="rejected", reason="not an image (no known file signature)", **common)
+        return ImageRecord(
+            status="rejected", reason="not an image (no known file signature)", timings=Timings(**tm), **common
+        )
     if i % 7 == 6:
         return ImageRecord(
             status="unreadable",
             reason=f"out of focus (focus {i % 20}.0 < 20.0)",
             quality={"focus": float(i % 20), "brightness": 128.0},
+            timings=Timings(**tm),
             **common,
         )
     label = LABELS[i % 4]
@@ -65,8 +67,7 @@ def fake_record(
         needs_review=(i % 5 == 0),
         quality={"focus": 150.0, "brightness": 180.0},
         segmentation={"cell_fraction": 0.12},
-        t_preprocess_ms=8.0,
-        t_inference_ms=3.0 + (i % 4),
+        timings=Timings(**tm, preprocess=8.0, inference=3.0 + (i % 4)),
         model_id=model_id,
         model_name="edge-screen-mnv2-int8",
         model_sha256="ab" * 32,
@@ -105,7 +106,7 @@ def add_records(store: Store, numbers, run_id=None, model_id=None, bulk: bool = 
         return
     rows = []
     for r in recs:
-        row = r.to_row()
+        row = image_row(r)
         row["filename"] = os.path.basename(r.path)
         rows.append(row)
     if rows:

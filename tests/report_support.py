@@ -21,6 +21,7 @@ import numpy as np
 from edge.imaging.preprocess import PreprocessParams
 from edge.inference.classifier import DEFAULT_MODEL, ModelCard, card_path_for, sha256_file
 from edge.store.database import ImageRecord, Store
+from edge.store.records import Timings
 
 STANDIN_DIR = Path(os.environ.get("EDGE_SCREEN_STANDIN_DIR", "/tmp/edge-screen-standin"))
 STANDIN_LABELS = ["Benign", "Early Pre-B", "Pre-B", "Pro-B"]
@@ -118,20 +119,19 @@ def report_record(i: int, inbox: Path) -> ImageRecord:
         sha256=hashlib.sha256(b"%d" % i).hexdigest(),
         device_id="dev-a" if i % 2 == 0 else "dev-b",
         recorded_at=datetime(2026, 5, day, 8 + (i // 3) % 8, i, tzinfo=timezone.utc),
-        t_queue_ms=1.0 + i % 2,
-        t_decode_ms=4.0 + i % 3,
-        t_store_ms=0.5 + (i % 4) / 4,
-        t_total_ms=20.0 + i,
         model_name="model-a" if i < 24 else "model-b",
         model_sha256=("a" if i < 24 else "b") * 64,
     )
+    tm = dict(queue=1.0 + i % 2, decode=4.0 + i % 3, store=0.5 + (i % 4) / 4, total=20.0 + i)
     kind = i % 8
     if kind == 5:
-        return ImageRecord(status="unreadable", reason=f"out of focus ({i})", **common)
+        return ImageRecord(status="unreadable", reason=f"out of focus ({i})", timings=Timings(**tm), **common)
     if kind == 6:
-        return ImageRecord(status="rejected", reason="not an image", **common)
+        return ImageRecord(status="rejected", reason="not an image", timings=Timings(**tm), **common)
     if kind == 7:
-        return ImageRecord(status="duplicate", reason="same content as an earlier image", **common)
+        return ImageRecord(
+            status="duplicate", reason="same content as an earlier image", timings=Timings(**tm), **common
+        )
     malignant, review = i % 6 == 0, i % 9 == 4
     score = 0.92 if malignant else (0.4 if review else 0.05)
     label = REPORT_LABELS[1 + (i // 6) % 3] if malignant else "Benign"
@@ -141,7 +141,7 @@ def report_record(i: int, inbox: Path) -> ImageRecord:
         verdict="malignant" if malignant else "benign",
         malignant_score=score,
         needs_review=review,
-        t_inference_ms=3.0 + i % 5,
+        timings=Timings(**tm, inference=3.0 + i % 5),
         probabilities={lab: (score if lab == label else 0.0) for lab in REPORT_LABELS},
         **common,
     )

@@ -17,7 +17,8 @@ from edge.export.csvfile import export_csv
 from edge.export.merge import export_to, merge
 from edge.store import migrations, schema
 from edge.store.database import Store
-from edge.store.samples import SampleRule, Samples
+from edge.store.rows import image_row
+from edge.store.samples import SampleRule
 from edge.store.schema import images, reviews, samples, schema_info, users, utcnow, web_sessions
 
 pg_db = test_export.pg_db  # the fixture: a fresh PostgreSQL database per test
@@ -28,7 +29,7 @@ CARD = {"name": "edge-screen-mnv2-int8", "version": "2.0.0", "sha256": "ab" * 32
 
 
 def device(tmp_path, device_id="dev-a", name=None):
-    store = Store.open(tmp_path / (name or f"{device_id}.sqlite"), device_id=device_id)
+    store = Store.open(tmp_path / (name or f"{device_id}.sqlite"), device_id=device_id, sample_rule=RULE)
     run_id = store.start_run("0.1.0-test")
     model_id = store.ensure_model("edge-screen-mnv2-int8", "ab" * 32, CARD)
     return store, run_id, model_id
@@ -42,7 +43,7 @@ def add_fields(store, sample_id, numbers, run_id=None, model_id=None):
         )
         for i in numbers
     ]
-    return store.record_many(recs, sample_rule=RULE)
+    return store.record_many(recs)
 
 
 def add_review(
@@ -129,7 +130,7 @@ def test_samples_and_reviews_are_exported_once_and_again_when_they_change(dev, t
     assert (again.samples_skipped, again.reviews_skipped, again.conflicts) == (2, 2, [])
     # The sample keeps collecting fields, another is closed by hand, after the export.
     add_fields(store, "S-001", range(3, 5), run_id, model_id)
-    Samples(store).close("S-002")
+    store.samples.close("S-002")
     s = export_to(store, target)
     assert (s.samples_updated, s.samples_sent, s.rows_sent, s.conflicts) == (2, 0, 2, [])
     assert (target_sample(target, "S-001").fields, target_sample(target, "S-002").status) == (5, "ready")
@@ -141,8 +142,8 @@ def test_samples_and_reviews_are_exported_once_and_again_when_they_change(dev, t
     assert (row.status, row.signed_by, row.final_verdict) == ("signed", "dr-smith", "malignant")
     assert export_to(store, target).samples_updated == 0
     assert count(target, "reviews") == 3 and count(target, "samples") == 2
-    src = Samples(store).get("S-001")
-    assert Samples(Store.open(target)).get("S-001", device_id="dev-a") == src  # every column survives
+    src = store.samples.get("S-001")
+    assert Store.open(target).samples.get("S-001", device_id="dev-a") == src  # every column survives
 
 
 def test_a_change_made_while_the_clock_was_behind_still_moves_the_sample_forward(dev, tmp_path):
@@ -311,7 +312,7 @@ def make_v2(path, device_id="old-device", n=3):
                 c.exec_driver_sql(f"ALTER TABLE images DROP COLUMN {col}")
         c.execute(schema_info.insert().values(application="edge-screen", version=2, updated_at=T0))
         for i in range(n):
-            row = {k: v for k, v in fake_record(i, device_id).to_row().items() if k in V2_IMAGE_COLUMNS}
+            row = {k: v for k, v in image_row(fake_record(i, device_id)).items() if k in V2_IMAGE_COLUMNS}
             row["filename"] = f"patient-{i:06d}_smear.jpg"
             c.execute(images.insert().values(**row))
     eng.dispose()
@@ -384,7 +385,7 @@ def test_pg_samples_and_reviews(dev, pg_db):
     assert (s.samples_updated, s.reviews_sent, s.conflicts) == (2, 1, [])
     assert target_sample(pg_db, "S-001").fields == 5 and target_sample(pg_db, "S-002").status == "signed"
     pg = Store.open(pg_db, create=False)
-    assert Samples(pg).get("S-002", device_id="dev-a") == Samples(store).get("S-002")
+    assert pg.samples.get("S-002", device_id="dev-a") == store.samples.get("S-002")
     pg.close()
     with store.engine.begin() as c:
         c.execute(samples.update().where(samples.c.sample_id == "S-002").values(status="ready"))

@@ -14,7 +14,6 @@ from edge.export.fhir_codes import V3_INTERPRETATION as V3
 from edge.export.merge import ExportError
 from edge.store.reviews import add_user, review_field, sign_off
 from edge.store.samplemeta import set_meta
-from edge.store.samples import Samples
 from edge.store.schema import images
 
 fhir_bundle = pytest.importorskip("fhir.resources.R4B.bundle")
@@ -30,7 +29,7 @@ def clinic(tmp_path):
     # Through the review library, as the review app does it (a user, a field review, a sign-off).
     add_user(store, "dr-smith", "a long enough password", "reviewer")
     review_field(store, "dr-smith", ids[2], "Pro-B", comment="Jane Doe's smear")
-    Samples(store).close("S-SIGNED")
+    store.samples.close("S-SIGNED")
     sign_off(store, "dr-smith", "S-SIGNED", "malignant", final_label="Pro-B")
     yield store, ids
     store.close()
@@ -51,7 +50,7 @@ def test_one_valid_bundle_per_sample(clinic, tmp_path):
         path = tmp_path / "fhir" / f"{name}.json"
         b = Bundle.model_validate_json(path.read_text())
         assert b.type == "collection"
-        sample = Samples(store).get(name)
+        sample = store.samples.get(name)
         full_urls = {e.fullUrl for e in b.entry}
         assert f"urn:uuid:{sample.id}" in full_urls
         [report] = resources(b, "DiagnosticReport")
@@ -198,7 +197,7 @@ def lab(tmp_path):
     set_meta(store, "S-A", {"patient_id": "MRN-004711", "specimen_id": "ACC-2026-000123"}, "cli")
     set_meta(store, "S-B", {"patient_id": "MRN-004711"}, "sample.json")
     add_user(store, "dr-smith", "a long enough password", "reviewer")
-    Samples(store).close("S-B")
+    store.samples.close("S-B")
     sign_off(store, "dr-smith", "S-B", "malignant", final_label="Early Pre-B")
     yield store, ids
     store.close()
@@ -256,7 +255,7 @@ def test_standard_codes_conclusion_codes_and_no_spaces_in_codes(lab, tmp_path):
         [verdict] = [o for o in resources(b, "Observation") if o.code.text == VERDICT_CODE]
         for concept in (report.code, verdict.code):  # LOINC "Blood smear finding ... by Light microscopy"
             assert ("http://loinc.org", "5909-7") in [(c.system, c.code) for c in concept.coding]
-        sample = Samples(store).get(name)
+        sample = store.samples.get(name)
         final = sample.final_verdict or sample.verdict
         concl = [(c.system, c.code) for cc in report.conclusionCode for c in cc.coding]
         assert ("urn:edge-screen:verdict", final) in concl

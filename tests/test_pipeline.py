@@ -14,10 +14,11 @@ from daemon_support import model_path  # noqa: F401
 
 from edge.config import config_from_dict
 from edge.imaging import synthetic
+from edge.imaging.exif import exif_datetime
 from edge.inference.classifier import Classifier
 from edge.pipeline.classify import classify_paths
 from edge.pipeline.settings import PipelineSettings
-from edge.pipeline.stages import Pipeline, exif_datetime
+from edge.pipeline.stages import Pipeline
 from edge.store.database import Store
 
 
@@ -120,7 +121,7 @@ def test_duplicate_points_at_the_first_and_same_file_is_recorded_once(env):
     second = pipe.process(inbox / "b.jpg")
     again = pipe.process(inbox / "a.jpg")
     assert first.status == "classified" and second.status == "duplicate"
-    assert second.duplicate_of == first.record_id and second.label == first.label
+    assert second.duplicate_of == first.id and second.label == first.label
     assert again.already_recorded and not again.recorded and again.label == first.label
     assert store.count_images() == 2
 
@@ -131,7 +132,7 @@ def test_a_burst_is_committed_in_groups_with_duplicates_and_repeats_resolved(env
     monkeypatch.setattr("edge.pipeline.stages.GROUP_MAX", 4)
     groups = []
     record_many = store.record_many
-    monkeypatch.setattr(store, "record_many", lambda recs, *a: groups.append(len(recs)) or record_many(recs, *a))
+    monkeypatch.setattr(store, "record_many", lambda recs: groups.append(len(recs)) or record_many(recs))
     data = synthetic.smear_jpeg(7)
     names = [f"{i}.jpg" for i in range(9)]
     for i, name in enumerate(names):
@@ -143,7 +144,7 @@ def test_a_burst_is_committed_in_groups_with_duplicates_and_repeats_resolved(env
     by = {}
     for r in results:
         by.setdefault(Path(r.path).name, []).append(r)
-    assert by["copy.jpg"][0].status == "duplicate" and by["copy.jpg"][0].duplicate_of == by["5.jpg"][0].record_id
+    assert by["copy.jpg"][0].status == "duplicate" and by["copy.jpg"][0].duplicate_of == by["5.jpg"][0].id
     assert [r.already_recorded for r in by["0.jpg"]] == [False, True]
     assert all(r.recorded for r in results if not r.already_recorded)
     assert store.count_images() == 10
@@ -154,15 +155,15 @@ def test_a_failed_group_commit_still_records_the_good_images(env, monkeypatch):
     monkeypatch.setattr("edge.pipeline.stages.GROUP_WAIT_S", 60.0)
     for i in range(3):
         (inbox / f"{i}.jpg").write_bytes(synthetic.smear_jpeg(40 + i))
-    to_record = pipe.to_record
+    prepare = pipe.prepare
 
-    def broken_second(res):
-        rec = to_record(res)
-        if res.path.endswith("1.jpg"):
-            rec.run_id = "no-such-run"  # violates the foreign key: this row cannot be written
-        return rec
+    def broken_second(job):
+        prep = prepare(job)
+        if prep.result.path.endswith("1.jpg"):
+            prep.result.run_id = "no-such-run"  # violates the foreign key: this row cannot be written
+        return prep
 
-    monkeypatch.setattr(pipe, "to_record", broken_second)
+    monkeypatch.setattr(pipe, "prepare", broken_second)
     results = {Path(r.path).name: r for r in pipe.run_paths(sorted(inbox.iterdir()))}
     assert results["0.jpg"].recorded and results["2.jpg"].recorded
     assert not results["1.jpg"].recorded and "not recorded" in results["1.jpg"].reason
@@ -174,9 +175,9 @@ def test_timings_and_capture_time_are_recorded(env):
     p = inbox / "t.jpg"
     p.write_bytes(synthetic.smear_jpeg(5))
     r = pipe.process(p)
-    rec = store.get(r.record_id)
+    rec = store.get(r.id)
     for stage in ("queue", "decode", "quality", "preprocess", "inference", "store", "total"):
-        assert rec.timings()[stage] is not None and rec.timings()[stage] >= 0, stage
+        assert getattr(rec.timings, stage) is not None and getattr(rec.timings, stage) >= 0, stage
     assert rec.capture_time == datetime.fromtimestamp(p.stat().st_mtime, timezone.utc)
     assert rec.model_sha256 == pipe.clf.sha256 and rec.quality["focus"] > 0
 

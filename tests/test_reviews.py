@@ -12,7 +12,6 @@ from sqlalchemy.exc import IntegrityError
 from edge.store import reviews
 from edge.store.database import Store
 from edge.store.reviews import ReviewConflict, ReviewError
-from edge.store.samples import Samples
 from edge.store.schema import models
 
 
@@ -133,7 +132,7 @@ def test_sign_off_once_and_only_when_ready(env):
     assert state(db) == before
 
     r = reviews.sign_off(store, "rev", "S1", "malignant", "Pro-B", "clear")
-    s = Samples(store).get("S1")
+    s = store.samples.get("S1")
     assert (s.status, s.signed_by, s.final_verdict, s.final_label) == ("signed", "rev", "malignant", "Pro-B")
     assert s.signed_at == r.created_at and (r.kind, r.reviewer_verdict) == ("signoff", "malignant")
     after = state(db)

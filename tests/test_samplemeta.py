@@ -26,13 +26,13 @@ from edge.store.samplemeta import (
     set_meta,
     validate_identifier,
 )
-from edge.store.samples import SampleError, SampleRule, Samples
+from edge.store.samples import SampleError, SampleRule
 
 RULE = SampleRule(statistic="mean", threshold=0.5, review_band=(0.4, 0.6), min_readable=1, disagreement=1.0)
 
 
 def _store(tmp_path, *sample_ids, device="dev"):
-    store = Store.open(tmp_path / "db.sqlite", device_id=device)
+    store = Store.open(tmp_path / "db.sqlite", device_id=device, sample_rule=RULE)
     store.record_many(
         [
             ImageRecord(
@@ -45,8 +45,7 @@ def _store(tmp_path, *sample_ids, device="dev"):
                 sample_id=s,
             )
             for s in sample_ids
-        ],
-        RULE,
+        ]
     )
     return store
 
@@ -118,10 +117,10 @@ def test_set_meta_stores_changes_keeps_what_is_not_named_and_never_changes_a_sig
         set_meta(store, "S-9", {"patient_id": "MRN-1"}, "cli")
     with pytest.raises(SampleError, match="invalid sample id"):
         set_meta(store, "../S-1", {"patient_id": "MRN-1"}, "cli")
-    before = Samples(store).get("S-1").updated_at
+    before = store.samples.get("S-1").updated_at
     meta, changed = set_meta(store, "S-1", {"patient_id": "MRN-1", "specimen_id": "ACC-1"}, "cli")
     assert changed and (meta.patient_id, meta.specimen_id, meta.source) == ("MRN-1", "ACC-1", "cli")
-    after = Samples(store).get("S-1").updated_at
+    after = store.samples.get("S-1").updated_at
     assert after > before  # the clinic export sends the sample again
     meta, changed = set_meta(store, "S-1", {"specimen_id": None}, "sample.json")
     assert changed and (meta.patient_id, meta.specimen_id, meta.source) == ("MRN-1", None, "sample.json")
@@ -130,7 +129,7 @@ def test_set_meta_stores_changes_keeps_what_is_not_named_and_never_changes_a_sig
     # Signed: the ids are part of what was signed.
     set_meta(store, "S-2", {"patient_id": "MRN-2"}, "cli")
     add_user(store, "dr-smith", "a long enough password", "reviewer")
-    Samples(store).close("S-2")
+    store.samples.close("S-2")
     sign_off(store, "dr-smith", "S-2", "malignant")
     with pytest.raises(MetaConflict, match="S-2 is signed .by dr-smith.: its patient and specimen"):
         set_meta(store, "S-2", {"patient_id": "MRN-3"}, "cli")
@@ -157,7 +156,7 @@ def test_a_bad_sample_json_is_recorded_and_loses_nothing(tmp_path):
     (inbox / "S-NEW").mkdir()
     (inbox / "S-NEW" / "sample.json").write_text('{"specimen": "ACC-7"}')
     assert apply_meta_file(store, inbox / "S-NEW" / "sample.json", inbox).specimen_id == "ACC-7"
-    s = Samples(store).get("S-NEW")
+    s = store.samples.get("S-NEW")
     assert (s.fields, s.status) == (0, "collecting")
 
 

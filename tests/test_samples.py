@@ -13,7 +13,7 @@ from daemon_support import DaemonProc, cli, model_path, poll, rows, write_config
 from edge.imaging import synthetic
 from edge.store.database import Store
 from edge.store.records import ImageRecord
-from edge.store.samples import SampleError, SampleRule, Samples, judge, validate_sample_id
+from edge.store.samples import SampleError, SampleRule, judge, validate_sample_id
 from edge.store.schema import samples as samples_table
 from edge.store.schema import utcnow
 
@@ -75,27 +75,27 @@ def _rec(i: int, sample: str, score, status="classified") -> ImageRecord:
 
 
 def test_aggregates_follow_their_fields_and_a_signed_sample_does_not_move(tmp_path):
-    store = Store.open(tmp_path / "db.sqlite", device_id="dev")
-    store.record_many([_rec(i, "PAT-1", 0.9) for i in range(3)] + [_rec(9, "PAT-2", None, "unreadable")], RULE)
-    lib = Samples(store)
+    store = Store.open(tmp_path / "db.sqlite", device_id="dev", sample_rule=RULE)
+    store.record_many([_rec(i, "PAT-1", 0.9) for i in range(3)] + [_rec(9, "PAT-2", None, "unreadable")])
+    lib = store.samples
     s = lib.get("PAT-1")
     assert (s.fields, s.readable, s.status, s.verdict, s.needs_review) == (3, 3, "collecting", "malignant", False)
     assert s.score == pytest.approx(0.9)
     s2 = lib.get("PAT-2")
     assert (s2.fields, s2.readable, s2.verdict, s2.needs_review) == (1, 0, None, True)
-    store.record_many([_rec(3, "PAT-1", 0.1)], RULE)  # one more field, recomputed in its own transaction
+    store.record_many([_rec(3, "PAT-1", 0.1)])  # one more field, recomputed in its own transaction
     assert lib.get("PAT-1").fields == 4 and lib.get("PAT-1").score == pytest.approx(0.7)
     with store.engine.begin() as c:  # a reviewer signed it (edge.store.reviews does this in its transaction)
         c.execute(samples_table.update().where(samples_table.c.sample_id == "PAT-1").values(status="signed"))
-    store.record_many([_rec(4, "PAT-1", 0.0)], RULE)
+    store.record_many([_rec(4, "PAT-1", 0.0)])
     assert lib.get("PAT-1").fields == 4  # a late field is recorded but does not change what was signed
     assert [r.path for r in lib.fields(lib.get("PAT-1"))][0] == "/inbox/PAT-1/0.jpg"  # highest score first
 
 
 def test_ready_rule_needs_enough_readable_fields_and_quiet_time(tmp_path):
-    store = Store.open(tmp_path / "db.sqlite", device_id="dev")
-    store.record_many([_rec(i, "FULL", 0.1) for i in range(3)] + [_rec(0, "THIN", 0.1)], RULE)
-    lib = Samples(store)
+    store = Store.open(tmp_path / "db.sqlite", device_id="dev", sample_rule=RULE)
+    store.record_many([_rec(i, "FULL", 0.1) for i in range(3)] + [_rec(0, "THIN", 0.1)])
+    lib = store.samples
     assert lib.promote_idle(min_readable=3, idle_s=60) == []  # enough fields, but the last came just now
     later = utcnow() + timedelta(seconds=61)
     assert lib.promote_idle(min_readable=3, idle_s=60, now=later) == ["FULL"]

@@ -22,7 +22,7 @@ from edge.store import reviews
 from edge.store.database import Store
 from edge.store.records import ImageRecord
 from edge.store.reviews import CHANGED, ReviewConflict, ReviewError
-from edge.store.samples import SampleRule, Samples, late_field_ids
+from edge.store.samples import late_field_ids
 from edge.store.schema import utcnow
 from edge.web.plain import field_reason, field_review_reasons, queue_reason, sample_reasons
 
@@ -31,7 +31,7 @@ from edge.web.plain import field_reason, field_review_reasons, queue_reason, sam
 def env(tmp_path):
     # S1: 3 fields (the shipped rule wants 8 readable); S9: 9 fields, enough.
     db = ws.build_db(tmp_path, [ws.SampleSpec("S1", 3, [0.9, 0.2]), ws.SampleSpec("S9", 9, [0.95, 0.9, 0.97])])
-    store = Store.open(db, device_id=ws.DEVICE)
+    store = Store.open(db, device_id=ws.DEVICE, sample_rule=ws.card_rule())
     reviews.add_user(store, "rev", ws.PASSWORD, "reviewer")
     yield store, db, tmp_path
     store.close()
@@ -46,9 +46,8 @@ MIN_READABLE = ws.card()["sample_rule"]["min_readable"]
 
 
 def add_field(store, tmp_path, sample_id: str, score: float, n: int) -> str:
-    """One more field recorded the way the pipeline records it (record_many with the card's rule)."""
-    c = ws.card()
-    rule = SampleRule.from_card(c, float(c.get("threshold", 0.5)))
+    """One more field recorded the way the pipeline records it (record_many, the store opened with the card's
+    rule)."""
     path = tmp_path / "inbox" / sample_id / f"late-{n}.jpg"
     path.write_bytes(b"late field %d" % n)
     model_id = ws.q(tmp_path / "db.sqlite", "SELECT id FROM models")[0]["id"]
@@ -64,13 +63,13 @@ def add_field(store, tmp_path, sample_id: str, score: float, n: int) -> str:
         probabilities={"Benign": 1 - score, "Pro-B": score},
         recorded_at=utcnow(),
     )
-    return store.record_many([rec], sample_rule=rule)[0]
+    return store.record_many([rec])[0]
 
 
 def test_inconsistent_sign_offs_are_refused_and_change_nothing(env):
     store, db, _ = env
     before = state(db)
-    version = {sid: Samples(store).get(sid).version for sid in ("S1", "S9")}
+    version = {sid: store.samples.get(sid).version for sid in ("S1", "S9")}
     for args, kw, message in (
         (("S9", "benign", "Pro-B"), {}, "a benign sign-off cannot carry the malignant subtype Pro-B"),
         (("S9", "malignant", "Benign"), {}, "a malignant sign-off cannot be labelled Benign"),
@@ -92,19 +91,19 @@ def test_inconsistent_sign_offs_are_refused_and_change_nothing(env):
         "malignant",
         "Pro-B",
         "only 3 fields on this smear, blasts in 2",
-        version=Samples(store).get("S1").version,
+        version=store.samples.get("S1").version,
     )
     assert r.reviewer_verdict == "malignant"
 
 
 def test_a_sample_that_changed_since_the_page_is_refused(env):
     store, db, tmp_path = env
-    seen = Samples(store).get("S9")
+    seen = store.samples.get("S9")
     assert seen.verdict == "malignant"
     # Fields arrive while the reviewer looks at the page: the aggregate moves on.
     for n in range(12):
         add_field(store, tmp_path, "S9", 0.02, n)
-    now = Samples(store).get("S9")
+    now = store.samples.get("S9")
     assert now.verdict == "benign" and now.version != seen.version
     before = state(db)
     with pytest.raises(ReviewConflict, match=f"^{CHANGED}$"):
@@ -116,14 +115,14 @@ def test_a_sample_that_changed_since_the_page_is_refused(env):
 
 def test_fields_after_sign_off_are_late_and_counted(env):
     store, db, tmp_path = env
-    s = Samples(store).get("S9")
+    s = store.samples.get("S9")
     reviews.sign_off(store, "rev", "S9", "malignant", "Pro-B", version=s.version)
-    signed = Samples(store).get("S9")
+    signed = store.samples.get("S9")
     assert signed.late_fields == 0
     clinic = tmp_path / "clinic.sqlite"
     assert export_to(store, clinic).conflicts == []
     ids = [add_field(store, tmp_path, "S9", 0.9, n) for n in range(2)]
-    after = Samples(store).get("S9")
+    after = store.samples.get("S9")
     # What was signed stays as it was; the two new fields are counted apart, and the row moved on (export).
     assert (after.fields, after.readable, after.verdict, after.score) == (
         signed.fields,
@@ -133,7 +132,7 @@ def test_fields_after_sign_off_are_late_and_counted(env):
     )
     assert after.late_fields == 2 and after.updated_at > signed.updated_at
     assert after.to_json()["late_fields"] == 2
-    assert late_field_ids(after, Samples(store).fields(after)) == set(ids)
+    assert late_field_ids(after, store.samples.fields(after)) == set(ids)
     assert ws.q(db, "SELECT late_fields FROM samples WHERE sample_id = 'S9'")[0]["late_fields"] == 2
     # ... in `samples` (the table and the JSON), the report, and the export (the clinic's copy moves on).
     config = ws.write_config(tmp_path)
@@ -261,7 +260,7 @@ def test_a_field_racing_the_sign_off_is_never_attached_silently(tmp_path):
     with Store.open(db, device_id=ws.DEVICE) as a, Store.open(db, device_id=ws.DEVICE) as b:
         reviews.add_user(a, "rev", ws.PASSWORD, "reviewer")
         for i, spec in enumerate(specs):
-            seen = Samples(a).get(spec.sample_id)
+            seen = a.samples.get(spec.sample_id)
             go = threading.Barrier(2)
             result = {}
 
@@ -278,7 +277,7 @@ def test_a_field_racing_the_sign_off_is_never_attached_silently(tmp_path):
             go.wait()
             add_field(b, tmp_path, spec.sample_id, 0.02, i)
             t.join()
-            now = Samples(a).get(spec.sample_id)
+            now = a.samples.get(spec.sample_id)
             if "signed" in result:
                 assert (now.status, now.fields, now.late_fields) == ("signed", seen.fields, 1)
                 outcomes.append("late")

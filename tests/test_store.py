@@ -3,6 +3,7 @@ import sqlite3
 import subprocess
 import sys
 import textwrap
+from dataclasses import replace
 from datetime import datetime, timedelta, timezone
 
 import pytest
@@ -12,6 +13,8 @@ from sqlalchemy.exc import IntegrityError, StatementError
 
 from edge.store import migrations, schema
 from edge.store.database import ImageRecord, Store, StoreError, timing_stats
+from edge.store.records import Timings
+from edge.store.rows import image_record, image_row
 from edge.store.schema import SCHEMA_VERSION, images, runs, schema_info
 
 
@@ -32,6 +35,14 @@ def test_pragmas_wal_foreign_keys_full_sync(tmp_path):
         assert c.exec_driver_sql("PRAGMA busy_timeout").scalar() == 250
 
 
+def test_one_mapping_between_a_result_and_its_row():
+    rec = fake_record(3, device_id="dev-a")
+    row = image_row(rec)
+    assert set(row) == {c.name for c in images.columns}
+    assert (row["t_decode_ms"], row["t_store_ms"]) == (rec.timings.decode, None)
+    assert image_record(row) == replace(rec, filename="patient-000003_smear.jpg")
+
+
 def test_record_round_trip_and_exactly_once(tmp_path):
     store = Store.open(tmp_path / "x.sqlite", device_id="dev-a")
     rid = store.start_run("0.1.0")
@@ -39,14 +50,14 @@ def test_record_round_trip_and_exactly_once(tmp_path):
     assert store.ensure_model("m", "ab" * 32, {"threshold": 0.5}) == mid
     rec = fake_record(1, run_id=rid, model_id=mid)
     rec.id = rec.device_id = None
-    rec.t_store_ms = None
+    rec.timings.store = None
     first = store.record(rec)
     got = store.get(first)
     assert got.device_id == "dev-a" and got.filename == "patient-000001_smear.jpg"
     assert got.probabilities == rec.probabilities and got.quality == rec.quality
     assert got.recorded_at == rec.recorded_at and got.recorded_at.tzinfo is not None
-    assert got.needs_review is False and got.t_store_ms >= 0
-    assert got.t_total_ms == pytest.approx(rec.t_total_ms + got.t_store_ms)
+    assert got.needs_review is False and got.timings.store >= 0
+    assert got.timings.total == pytest.approx(rec.timings.total + got.timings.store)
     # The same file again (a restart after kill -9 re-finds it in the inbox): same id, no new row.
     assert store.record(fake_record(1, run_id=rid, model_id=mid)) == first
     assert store.count_images() == 1
@@ -154,8 +165,7 @@ def test_status_and_report_agree_on_medians(tmp_path):
                 path=f"/i/{k}.jpg",
                 sha256=str(k).ljust(64, "0"),
                 status="classified",
-                t_inference_ms=float(k),
-                t_total_ms=float(k) * 2,
+                timings=Timings(inference=float(k), total=float(k) * 2),
             )
             for k in range(1, 11)
         ]
@@ -262,7 +272,7 @@ def make_v1(path):
         for col in ("moved_to", "sample_id", "purged_at"):
             c.exec_driver_sql(f"ALTER TABLE images DROP COLUMN {col}")
         c.execute(schema_info.insert().values(application="edge-screen", version=1, updated_at=T0))
-        row = fake_record(1, "old-device").to_row()
+        row = image_row(fake_record(1, "old-device"))
         del row["moved_to"], row["sample_id"], row["purged_at"]
         row["filename"] = "patient-000001_smear.jpg"
         c.execute(images.insert().values(**row))

@@ -26,7 +26,7 @@ from edge.imaging.synthetic import smear_jpeg
 from edge.inference.classifier import DEFAULT_MODEL, card_path_for
 from edge.store.database import Store
 from edge.store.records import ImageRecord
-from edge.store.samples import SampleRule, Samples
+from edge.store.samples import SampleRule
 from edge.store.schema import utcnow
 from edge.vocabulary import LABELS
 
@@ -53,6 +53,12 @@ def card() -> dict:
             "field_threshold": 0.5,
         },
     }
+
+
+def card_rule() -> Optional[SampleRule]:
+    """The sample rule of :func:`card`, what a store recording its fields is opened with."""
+    c = card()
+    return SampleRule.from_card(c, float(c.get("threshold", 0.5)))
 
 
 def write_config(folder: Path, model: Optional[Path] = None, port: int = 8080) -> Path:
@@ -89,10 +95,9 @@ def build_db(folder: Path, specs: List[SampleSpec], device: str = DEVICE) -> Pat
     """A store in ``folder/db.sqlite`` with one sample per spec (closed -> ready when ``close``)."""
     c = card()
     db = folder / "db.sqlite"
-    with Store.open(db, device_id=device) as store:
+    with Store.open(db, device_id=device, sample_rule=card_rule()) as store:
         sha = hashlib.sha256(json.dumps(c, sort_keys=True).encode()).hexdigest()
         model_id = store.ensure_model(c.get("name", "model"), sha, c)
-        rule = SampleRule.from_card(c, float(c.get("threshold", 0.5)))
         start = 0
         for spec in specs:
             recs = []
@@ -119,9 +124,9 @@ def build_db(folder: Path, specs: List[SampleSpec], device: str = DEVICE) -> Pat
                     )
                 )
             start += spec.n
-            store.record_many(recs, sample_rule=rule)
+            store.record_many(recs)
             if spec.close:
-                Samples(store).close(spec.sample_id)
+                store.samples.close(spec.sample_id)
     return db
 
 
@@ -131,8 +136,8 @@ def _screen(db: Path, inbox: Path, model: Path, files: List[Path], device: str) 
     from edge.pipeline.settings import PipelineSettings
     from edge.pipeline.stages import Pipeline
 
-    with Store.open(db, device_id=device) as store:
-        clf = Classifier(model, num_threads=1)
+    clf = Classifier(model, num_threads=1)
+    with Store.open(db, device_id=device, sample_rule=SampleRule.of(clf.card)) as store:
         pipe = Pipeline(PipelineSettings.of(Config(), clf.card, inbox=inbox), clf, store=store)
         for _ in pipe.run_paths(files):
             pass
@@ -151,7 +156,7 @@ def screen_db(folder: Path, model: Path, samples: Dict[str, int], device: str = 
     if close:
         with Store.open(db, device_id=device) as store:
             for sid in samples:
-                Samples(store).close(sid)
+                store.samples.close(sid)
     return db
 
 

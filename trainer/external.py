@@ -20,9 +20,10 @@ import numpy as np
 from edge.config import Config
 from edge.inference.classifier import Classifier
 from edge.pipeline.domain import fit_range, statistics
-from edge.pipeline.results import CLASSIFIED, ImageResult
+from edge.pipeline.results import CLASSIFIED
 from edge.pipeline.settings import PipelineSettings
 from edge.pipeline.stages import Pipeline
+from edge.store.records import ImageRecord
 from edge.store.samples import SampleRule, judge
 
 from .data import Sample
@@ -31,7 +32,7 @@ from .data import Sample
 @dataclass
 class Screened:
     sample: Sample
-    result: ImageResult
+    result: ImageRecord
 
     @property
     def blast(self) -> bool:
@@ -53,7 +54,7 @@ def screen(
     return out
 
 
-def field_statistics(res: ImageResult) -> Dict[str, float]:
+def field_statistics(res: ImageRecord) -> Dict[str, float]:
     """The domain monitor's statistics of one screened field (empty when it got no answer)."""
     if res.status != CLASSIFIED or not res.quality or "optics" not in res.quality:
         return {}

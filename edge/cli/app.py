@@ -23,8 +23,8 @@ def _classifier(cfg: Config):
     return started(startup.classifier, cfg)
 
 
-def _store(cfg: Config, create: bool = True):
-    return started(startup.store, cfg, create=create)
+def _store(cfg: Config, create: bool = True, sample_rule=None):
+    return started(startup.store, cfg, create=create, sample_rule=sample_rule)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -67,7 +67,12 @@ def classify(ctx: click.Context, paths: List[Path], as_json: bool, no_db: bool) 
 
     cfg = _cfg(ctx)
     clf = _classifier(cfg)
-    store = None if no_db else _store(cfg)
+    if no_db:
+        store = None
+    else:
+        from edge.store.samplerule import SampleRule
+
+        store = _store(cfg, sample_rule=SampleRule.of(clf.card))
     files = expand_paths(paths)
     err = Console(stderr=True)
     try:
@@ -103,7 +108,7 @@ def _results_table(results, width: int):
                 f"{r.malignant_score:.3f}" if r.malignant_score is not None else "",
                 r.verdict or "",
                 "yes" if r.needs_review else "",
-                f"{r.timings.get('total', 0):.1f}",
+                f"{r.timings.total or 0:.1f}",
                 r.reason,
             )
         return t
@@ -130,7 +135,7 @@ def _json(r) -> dict:
         "verdict": r.verdict,
         "needs_review": r.needs_review,
         "sha256": r.sha256,
-        "timings": r.timings,
+        "timings": r.timings.to_dict(),
         "recorded": r.recorded or r.already_recorded,
         "duplicate_of": r.duplicate_of,
     }

@@ -13,12 +13,10 @@ from edge.cli.common import Failure, load_cfg, started
 from edge.daemon import startup
 
 
-def _samples(config: Optional[str], create: bool = False):
-    from edge.daemon import startup
-    from edge.store.samples import Samples
-
+def _store(config: Optional[str], create: bool = False):
+    """The configured store; its samples are ``store.samples``."""
     cfg = load_cfg(config)
-    return Samples(started(startup.store, cfg, create=create))
+    return started(startup.store, cfg, create=create)
 
 
 def _meta_notes(metas) -> dict:
@@ -38,12 +36,12 @@ def samples(status: Optional[str], fmt: str, config: Optional[str]) -> None:
     """Patient samples (one inbox subfolder each): fields, readable fields, status, verdict, score."""
     from edge.store.samplemeta import meta_for
 
-    lib = _samples(config)
+    store = _store(config)
     try:
-        items = lib.list(status=status)
-        metas = meta_for(lib.store, [(s.device_id, s.sample_id) for s in items])
+        items = store.samples.list(status=status)
+        metas = meta_for(store, [(s.device_id, s.sample_id) for s in items])
     finally:
-        lib.store.close()
+        store.close()
     if fmt == "json":
         click.echo(json.dumps([{**s.to_json(), **_meta_json(s, metas)} for s in items], indent=2))
         return
@@ -74,13 +72,13 @@ def sample_close(sample_id: str, config: Optional[str]) -> None:
     """Mark SAMPLE_ID ready for review now: no more fields are coming."""
     from edge.store.samples import SampleError
 
-    lib = _samples(config)
+    store = _store(config)
     try:
-        s = lib.close(sample_id)
+        s = store.samples.close(sample_id)
     except SampleError as e:
         raise Failure(str(e)) from None
     finally:
-        lib.store.close()
+        store.close()
     click.echo(
         f"sample {s.sample_id}: {s.status} ({s.readable} readable of {s.fields} fields, verdict "
         f"{s.verdict or '-'}{', needs review' if s.needs_review else ''})"
@@ -109,21 +107,21 @@ def sample_meta(sample_id: str, patient: Optional[str], specimen: Optional[str],
                 changes[f"{key}_id"] = validate_identifier(key, value) if value else None
     except MetaError as e:
         raise Failure(f"--{e}", startup.EXIT_CONFIG) from None
-    lib = _samples(config)
+    store = _store(config)
     try:
         if changes:
-            meta, changed = set_meta(lib.store, sample_id, changes, SOURCE_CLI)
+            meta, changed = set_meta(store, sample_id, changes, SOURCE_CLI)
         else:
-            found = get_meta(lib.store, sample_id)
+            found = get_meta(store, sample_id)
             if found is None:
-                raise SampleError(f"no sample {sample_id!r} on device {lib.store.device()}")
+                raise SampleError(f"no sample {sample_id!r} on device {store.device()}")
             meta, changed = found, False
     except MetaConflict as e:
         raise Failure(str(e)) from None
     except SampleError as e:  # an unknown or invalid sample id: exit 1, as `sample close`
         raise Failure(str(e)) from None
     finally:
-        lib.store.close()
+        store.close()
     click.echo(
         f"sample {meta.sample_id}: {meta.describe()}"
         + ("" if changed or not changes else " (unchanged)")

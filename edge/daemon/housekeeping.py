@@ -13,8 +13,7 @@ from typing import Callable, List, Optional
 
 from edge.config import Config
 from edge.daemon.retention import clinic_targets, disk_state, purge, watched_paths
-from edge.store.database import DatabaseGone
-from edge.store.samples import Samples
+from edge.store.database import DatabaseGone, Store
 from edge.vocabulary import printable
 
 log = logging.getLogger("edge.daemon.housekeeping")
@@ -26,8 +25,8 @@ SAMPLES_CHECK_S = 2.0  # how often an idle daemon looks for samples that became 
 class Housekeeping:
     """``low_disk()`` before each file, ``promote_samples()`` when idle; ``configure(cfg)`` on reload."""
 
-    def __init__(self, samples: Samples, cfg: Config, status: Callable[[str], None] = lambda s: None):
-        self.samples = samples
+    def __init__(self, store: Store, cfg: Config, status: Callable[[str], None] = lambda s: None):
+        self.store = store
         self.status = status  # the daemon's systemd STATUS= line
         self.paused = False
         self._disk_checked = -DISK_CHECK_S
@@ -64,7 +63,7 @@ class Housekeeping:
         self._purged = time.monotonic()
         r = self.retention
         try:
-            out = purge(self.samples.store, r.keep_days, r.max_mb, self.clinic_targets)
+            out = purge(self.store, r.keep_days, r.max_mb, self.clinic_targets)
         except DatabaseGone:
             raise
         except Exception as e:  # noqa: BLE001 - retention is housekeeping: never stop screening for it
@@ -100,7 +99,7 @@ class Housekeeping:
         self._samples_checked = time.monotonic()
         c = self.sample_cfg
         try:
-            ready = self.samples.promote_idle(c.min_readable, c.idle_s)
+            ready = self.store.samples.promote_idle(c.min_readable, c.idle_s)
         except DatabaseGone:
             raise
         except Exception as e:  # noqa: BLE001 - a busy database now is retried at the next idle moment

@@ -33,11 +33,11 @@ from edge.daemon.startup import (
     setup_logging,
 )
 from edge.daemon.watcher import InboxWatcher, backlog, unscreened, watch_options
-from edge.pipeline.results import CLASSIFIED, DUPLICATE, ImageResult
+from edge.pipeline.results import CLASSIFIED, DUPLICATE
 from edge.pipeline.stages import STOP, Pipeline
 from edge.store.database import DatabaseGone, Store
+from edge.store.records import ImageRecord
 from edge.store.samplemeta import apply_meta_file, is_meta_file, meta_files
-from edge.store.samples import Samples
 from edge.vocabulary import printable
 
 log = logging.getLogger("edge.daemon.service")
@@ -87,12 +87,12 @@ class Notifier:
             self.send("WATCHDOG=1")
 
 
-def describe(res: ImageResult) -> str:
+def describe(res: ImageRecord) -> str:
     return printable(_describe(res))
 
 
-def _describe(res: ImageResult) -> str:
-    ms = res.timings.get("total", 0.0)
+def _describe(res: ImageRecord) -> str:
+    ms = res.timings.total or 0.0
     name = Path(res.path).name
     if res.status in (CLASSIFIED, DUPLICATE) and res.label:
         dup = " (duplicate)" if res.status == DUPLICATE else ""
@@ -125,7 +125,7 @@ class Daemon:
         self._stop_reason: Optional[str] = None
         self._reload = False
         self._inbox_gone = False
-        self._samples: Optional[Samples] = None
+        self._store: Optional[Store] = None  # after start-up
         self._housekeeping: Optional[Housekeeping] = None  # disk, retention, idle samples (after start-up)
 
     # ------------------------------------------------------------------------------------ signals
@@ -152,15 +152,15 @@ class Daemon:
             if self._housekeeping is not None:
                 self._housekeeping.promote_samples()
             return None
-        if self._samples is not None and is_meta_file(job.path, self._inbox.folder):
+        if self._store is not None and is_meta_file(job.path, self._inbox.folder):
             self._apply_meta(job.path)  # a sample's identifiers, not a field: never goes down the pipeline
             return None
         return job
 
     def _apply_meta(self, path: Path) -> None:
-        assert self._samples is not None and self._inbox.folder is not None  # checked by the caller
+        assert self._store is not None and self._inbox.folder is not None  # checked by the caller
         try:
-            apply_meta_file(self._samples.store, path, self._inbox.folder)
+            apply_meta_file(self._store, path, self._inbox.folder)
         except DatabaseGone:
             raise
         except Exception as e:  # noqa: BLE001 - a busy or full database: the file is still there, try again
@@ -180,7 +180,7 @@ class Daemon:
         try:
             loaded = load(self.config_path)
             setup_logging(loaded.cfg.daemon.log_level)
-            store = open_store(loaded.cfg)
+            store = open_store(loaded.cfg, loaded.settings.sample_rule)
             try:
                 self._inbox.relock(loaded.cfg.daemon.inbox)
             except StartupError:
@@ -195,8 +195,8 @@ class Daemon:
         try:
             now = Running(loaded, self._pipeline(loaded, store, run_id))
             cfg, clf = loaded.cfg, loaded.classifier
-            self._samples = Samples(store)
-            self._housekeeping = Housekeeping(self._samples, cfg, lambda line: self.notify.send(line))
+            self._store = store
+            self._housekeeping = Housekeeping(store, cfg, lambda line: self.notify.send(line))
             inbox = cfg.daemon.inbox
             log.info(
                 "edge-screen %s: model %s (%s, sha256 %s…) on %s, %d threads; inbox %s; database %s; device %s",
@@ -300,6 +300,7 @@ class Daemon:
                 new.cfg.daemon.inbox,
             )
             now = Running(new, new_pipe)
+            store.samples.rule = new.settings.sample_rule  # the new model's rule for the samples from now on
             if self._housekeeping is not None:
                 self._housekeeping.configure(new.cfg)
         except StartupError as e:
@@ -307,7 +308,7 @@ class Daemon:
         self.notify.send("READY=1", f"STATUS=watching {now.cfg.daemon.inbox}")
         return now
 
-    def _report(self, res: ImageResult) -> None:
+    def _report(self, res: ImageRecord) -> None:
         if res.deferred:
             log.debug("%s: still being written (%s); watching it again", printable(res.path), res.reason)
             if self._inbox.watcher is not None:

@@ -50,10 +50,11 @@ def classifier(cfg: Config, model: Optional[str] = None):
         raise StartupError(f"model error: {e}", EXIT_MODEL) from None
 
 
-def store(cfg: Config, create: bool = True, writable: bool = False):
+def store(cfg: Config, create: bool = True, writable: bool = False, sample_rule=None):
     """The configured database; ``create=False`` for readers: a missing SQLite file is an error, not a new
     empty database. ``writable=True``: a database that cannot be written (read-only file, folder or
-    filesystem) is refused now, in one line, rather than at the first result or sign-off."""
+    filesystem) is refused now, in one line, rather than at the first result or sign-off. ``sample_rule``:
+    the model card's, for a store that records fields (:meth:`edge.store.samplerule.SampleRule.of`)."""
     from edge.store.database import Store, StoreError
 
     db = cfg.database
@@ -64,6 +65,7 @@ def store(cfg: Config, create: bool = True, writable: bool = False):
             busy_timeout_ms=db.busy_timeout_ms,
             synchronous=db.synchronous,
             create=create,
+            sample_rule=sample_rule,
         )
     except StoreError as e:
         raise StartupError(f"database error: {e}", EXIT_STORE) from None
@@ -114,9 +116,9 @@ def load(config_path: Optional[str]) -> Loaded:
     return Loaded(cfg, clf, PipelineSettings.of(cfg, clf.card, daemon=True))
 
 
-def open_store(cfg: Config) -> Store:
+def open_store(cfg: Config, sample_rule=None) -> Store:
     """The database and the inbox, ready for the daemon; :class:`StartupError` (exit 4) with one line."""
-    db = store(cfg, writable=True)
+    db = store(cfg, writable=True, sample_rule=sample_rule)
     try:
         check_inbox(cfg.daemon.inbox)
     except StartupError:

@@ -203,7 +203,6 @@ def collect(cfg: Config, store, last_n: int = 100) -> Status:
     from edge.inference.card import ModelLoadError, card_path_for, load_card
     from edge.inference.modelstore import model_in_use
     from edge.pipeline.domain import recent as recent_optics
-    from edge.store.samples import Samples
 
     now = datetime.now(timezone.utc)
     midnight = now.astimezone().replace(hour=0, minute=0, second=0, microsecond=0)
@@ -227,7 +226,7 @@ def collect(cfg: Config, store, last_n: int = 100) -> Status:
         today=store.counts(since=midnight.astimezone(timezone.utc)),
         backlog=backlog,
         disk=disk_state(watched_paths(cfg), cfg.retention.min_free_mb),
-        samples=Samples(store).counts(),
+        samples=store.samples.counts(),
         optics=recent_optics(store),
         last_error=store.last_error(statuses=(vocabulary.Status.REJECTED,)),
         run=store.last_run(),

@@ -24,6 +24,7 @@ from edge.pipeline.classify import expand_paths
 from edge.pipeline.settings import PipelineSettings
 from edge.pipeline.stages import Pipeline
 from edge.store.database import Store
+from edge.store.samplerule import SampleRule
 from edge.vocabulary import STAGES
 
 
@@ -50,6 +51,7 @@ def _pipeline(cfg: Config, clf: Classifier, db: Path, inbox: Optional[Path] = No
         device_id="bench",
         synchronous=cfg.database.synchronous,
         busy_timeout_ms=cfg.database.busy_timeout_ms,
+        sample_rule=SampleRule.of(clf.card),
     )
     return Pipeline(PipelineSettings.of(cfg, clf.card, inbox=inbox), clf, store=store), store
 
@@ -91,9 +93,9 @@ def run_bench(
         for i, p in enumerate(seq_files[3:]):
             res = pipe.process(p)
             tick("pipeline, one at a time", i + 1, len(seq_files) - 3)
-            for s in STAGES:
-                if s in res.timings and s != "queue":
-                    per_stage[s].append(res.timings[s])
+            for s, ms in res.timings.to_dict().items():
+                if s != "queue":
+                    per_stage[s].append(ms)
         store.close()
         batch_files = _write_unique(tmp / "batch", blobs, n, "batch")
         pipe, store = _pipeline(cfg, clf, tmp / "batch.sqlite")
@@ -139,7 +141,7 @@ def _size_cost(cfg: Config, clf: Classifier, tmp: Path, n: int = 12) -> Dict:
         blobs = [synthetic.smear_jpeg(s, size) for s in range(2)]
         files = _write_unique(tmp / name, blobs, n + 2, name)
         pipe, store = _pipeline(cfg, clf, tmp / f"{name}.sqlite")
-        totals = [pipe.process(p).timings["total"] for p in files][2:]
+        totals = [pipe.process(p).timings.total or 0.0 for p in files][2:]
         store.close()
         out[name] = {"median_total_ms": round(statistics.median(totals), 3), "bytes": len(blobs[0])}
     ratios = {

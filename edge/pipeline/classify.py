@@ -11,9 +11,9 @@ from typing import Callable, Iterable, List, Optional, Union
 
 from edge.config import Config
 from edge.inference.classifier import Classifier, classifier_from_config
-from edge.pipeline.results import ImageResult
 from edge.pipeline.settings import PipelineSettings
 from edge.pipeline.stages import Pipeline
+from edge.store.records import ImageRecord
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".tif", ".tiff", ".bmp")
 
@@ -40,8 +40,8 @@ def classify_paths(
     cfg: Config,
     classifier: Optional[Classifier] = None,
     store=None,
-    progress: Optional[Callable[[ImageResult], None]] = None,
-) -> List[ImageResult]:
+    progress: Optional[Callable[[ImageRecord], None]] = None,
+) -> List[ImageRecord]:
     """The daemon's pipeline for files or folders given now. ``store=None`` records nothing."""
     clf = classifier or classifier_from_config(cfg)
     pipe = Pipeline(PipelineSettings.of(cfg, clf.card), clf, store=store)

@@ -19,10 +19,13 @@ import json
 import uuid
 from dataclasses import dataclass
 from datetime import datetime, timedelta
-from typing import Any, Dict, Iterable, List, Optional, Sequence
+from typing import Any, Callable, ContextManager, Dict, Iterable, List, Optional, Sequence
 
 from sqlalchemy import and_, func, select
+from sqlalchemy.engine import Connection, Engine
 
+from edge.store.records import ImageRecord
+from edge.store.rows import image_record
 from edge.store.samplerule import (
     SAMPLE_STATUSES,
     SampleError,
@@ -179,20 +182,6 @@ def _recompute(
             conn.execute(samples.update().where(samples.c.id == existing.id).values(late_fields=late, updated_at=now))
 
 
-def update_samples(
-    conn,
-    device_id: str,
-    sample_ids: Iterable[str],
-    rule: Optional[SampleRule],
-    model_id: Optional[str],
-    model_sha256: Optional[str],
-) -> None:
-    """Recompute the named samples inside the caller's (write) transaction."""
-    now = utcnow()
-    for sid in sorted({s for s in sample_ids if s}):
-        _recompute(conn, device_id, sid, rule, model_id, model_sha256, now)
-
-
 def late_field_ids(sample: Sample, recs: Sequence) -> set:
     """Ids of the fields recorded after the sample was signed: the newest ``late_fields`` counted fields (the
     signed count never moves, so the rest are what was signed) and any duplicate recorded after it."""
@@ -219,10 +208,35 @@ def field_key(f) -> tuple:
 
 
 class Samples:
-    """Queries and state changes on a store's samples (the library under `samples`, `sample close`, `serve`)."""
+    """A store's samples: their aggregation as fields are recorded, and the queries and state changes the
+    library offers (`samples`, `sample close`, `serve`, the daemon's idle promotion).
 
-    def __init__(self, store):
-        self.store = store
+    The store makes one (``Store.samples``) with the sample rule it was opened with: the model card's rule
+    that turns the fields' scores into the sample's verdict (``rule``; None: a card without one, every
+    sample then needs review). It is given the store's connections, not the store: ``engine`` for reads,
+    ``write()`` for a write transaction (:meth:`Store.write`), ``device()`` for this device's id.
+    """
+
+    def __init__(
+        self,
+        engine: Engine,
+        write: Callable[[], ContextManager[Connection]],
+        device: Callable[[], str],
+        rule: Optional[SampleRule] = None,
+    ):
+        self.engine = engine
+        self.write = write
+        self.device = device
+        self.rule = rule  # replaced only when a reload of the daemon changes the model
+
+    def update(
+        self, conn: Connection, sample_ids: Iterable[str], model_id: Optional[str], model_sha256: Optional[str]
+    ) -> None:
+        """Recompute the named samples with :attr:`rule` inside the caller's write transaction (the one that
+        records their new fields: never a field without its sample's aggregate, nor the reverse)."""
+        now = utcnow()
+        for sid in sorted({s for s in sample_ids if s}):
+            _recompute(conn, self.device(), sid, self.rule, model_id, model_sha256, now)
 
     def list(
         self,
@@ -239,42 +253,36 @@ class Samples:
             q = q.where(samples.c.device_id == device_id)
         if limit:
             q = q.limit(limit)
-        with self.store.engine.connect() as conn:
+        with self.engine.connect() as conn:
             return [Sample.from_row(r) for r in conn.execute(q)]
 
     def get(self, sample_id: str, device_id: Optional[str] = None) -> Optional[Sample]:
-        q = select(samples).where(
-            samples.c.sample_id == sample_id, samples.c.device_id == (device_id or self.store.device())
-        )
-        with self.store.engine.connect() as conn:
+        q = select(samples).where(samples.c.sample_id == sample_id, samples.c.device_id == (device_id or self.device()))
+        with self.engine.connect() as conn:
             row = conn.execute(q).first()
         return Sample.from_row(row) if row else None
 
-    def fields(self, sample: Sample) -> List[Any]:
+    def fields(self, sample: Sample) -> List[ImageRecord]:
         """The sample's image records, flagged first, then by malignant score (highest first)."""
-        from edge.store.records import ImageRecord
-
         q = select(images).where(images.c.device_id == sample.device_id, images.c.sample_id == sample.sample_id)
-        with self.store.engine.connect() as conn:
-            recs = [ImageRecord.from_row(r) for r in conn.execute(q)]
+        with self.engine.connect() as conn:
+            recs = [image_record(r) for r in conn.execute(q)]
         return sorted(recs, key=field_key)
 
     def close(self, sample_id: str, by: str = "manual") -> Sample:
         """Mark a collecting sample ready now (a technician says no more fields are coming)."""
         validate_sample_id(sample_id)
-        with self.store.write() as conn:
+        with self.write() as conn:
             row = conn.execute(
-                select(samples.c.status).where(
-                    samples.c.device_id == self.store.device(), samples.c.sample_id == sample_id
-                )
+                select(samples.c.status).where(samples.c.device_id == self.device(), samples.c.sample_id == sample_id)
             ).first()
             if row is None:
-                raise SampleError(f"no sample {sample_id!r} on device {self.store.device()}")
+                raise SampleError(f"no sample {sample_id!r} on device {self.device()}")
             if row.status == "collecting":
                 now = utcnow()
                 conn.execute(
                     samples.update()
-                    .where(samples.c.device_id == self.store.device(), samples.c.sample_id == sample_id)
+                    .where(samples.c.device_id == self.device(), samples.c.sample_id == sample_id)
                     .values(status="ready", ready_at=now, closed_by=by, updated_at=now)
                 )
         closed = self.get(sample_id)
@@ -286,12 +294,12 @@ class Samples:
         now = now or utcnow()
         cutoff = now - timedelta(seconds=idle_s)
         cond = and_(
-            samples.c.device_id == self.store.device(),
+            samples.c.device_id == self.device(),
             samples.c.status == "collecting",
             samples.c.readable >= min_readable,
             samples.c.last_field_at <= cutoff,
         )
-        with self.store.write() as conn:
+        with self.write() as conn:
             ids = [r.sample_id for r in conn.execute(select(samples.c.sample_id).where(cond))]
             if ids:
                 conn.execute(
@@ -307,7 +315,7 @@ class Samples:
         q = (
             select(images.c.sample_id, images.c.label, func.count())
             .where(
-                images.c.device_id == self.store.device(),
+                images.c.device_id == self.device(),
                 images.c.sample_id.in_(list(sample_ids)),
                 images.c.status == "classified",
                 images.c.verdict == "malignant",
@@ -315,7 +323,7 @@ class Samples:
             .group_by(images.c.sample_id, images.c.label)
         )
         by: Dict[str, Dict[str, int]] = {}
-        with self.store.engine.connect() as conn:
+        with self.engine.connect() as conn:
             for sid, label, n in conn.execute(q):
                 by.setdefault(sid, {})[label] = n
         return {sid: (max(c, key=lambda k: (c[k], k)), max(c.values()), sum(c.values())) for sid, c in by.items()}
@@ -327,18 +335,18 @@ class Samples:
         q = (
             select(images.c.sample_id, func.count())
             .where(
-                images.c.device_id == self.store.device(),
+                images.c.device_id == self.device(),
                 images.c.sample_id.in_(list(sample_ids)),
                 images.c.status == "classified",
                 images.c.needs_review.is_(True),
             )
             .group_by(images.c.sample_id)
         )
-        with self.store.engine.connect() as conn:
+        with self.engine.connect() as conn:
             return {sid: n for sid, n in conn.execute(q)}
 
     def counts(self) -> Dict[str, int]:
-        with self.store.engine.connect() as conn:
+        with self.engine.connect() as conn:
             rows = conn.execute(select(samples.c.status, func.count()).group_by(samples.c.status)).all()
         return {s: n for s, n in rows}
 
@@ -356,6 +364,5 @@ __all__ = [
     "late_field_ids",
     "risk_key",
     "sample_of",
-    "update_samples",
     "validate_sample_id",
 ]

@@ -56,7 +56,7 @@ def create_app(cfg: Config, store, classifier=None, thumb_cache: int = 256, map_
     app.extensions["edge"] = WebContext(
         cfg=cfg,
         store=store,
-        samples=Samples(store),
+        samples=store.samples,
         media=Media(
             explain,
             LRU(thumb_cache),

@@ -19,6 +19,7 @@ from edge.imaging.fieldcells import field_cells
 from edge.pipeline.domain import recent as recent_optics
 from edge.store.records import ImageRecord
 from edge.store.reviews import ReviewConflict, ReviewError, check_sign_off, confirm_fields, review_field, sign_off
+from edge.store.rows import image_record
 from edge.store.samples import Sample, SampleError, validate_sample_id
 from edge.store.schema import images, samples
 from edge.vocabulary import VERDICTS
@@ -68,7 +69,7 @@ def _field_or_404(image_id: str, sample_id: Optional[str] = None) -> ImageRecord
     if row is None:
         where = f"sample {sample_id!r}" if sample_id is not None else "a sample"
         abort(404, description=f"no field {image_id!r} in {where} on this device ({_device()})")
-    return ImageRecord.from_row(row)
+    return image_record(row)
 
 
 def _refused(e: ReviewError, sample_id: str):

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import cv2
+import numpy as np
 import pytest
 from daemon_support import real_images
 
 from edge.config import QualityConfig
 from edge.imaging import synthetic
 from edge.imaging.decode import decode_file
-from edge.imaging.preprocess import PreprocessParams, preprocess
+from edge.imaging.preprocess import PreprocessParams, preprocess, working_field
 from edge.pipeline import quality
 
 P = PreprocessParams()
@@ -58,3 +60,51 @@ def test_the_scale_bar_label_does_not_make_a_blurred_field_look_sharp():
     rgb[h - 15 : h - 5, w - 30 : w - 5] = 0  # a sharp black label in the bottom-right box
     rgb[h - 12 : h - 8, w - 28 : w - 8] = 255
     assert not _assess(rgb).passed
+
+
+def _shipped_params():
+    from edge.inference.classifier import DEFAULT_MODEL, load_card
+
+    return load_card(DEFAULT_MODEL.with_suffix(".json")).preprocessing
+
+
+def _gate_exposed(rgb, params, gain):
+    """A field as the pipeline sees it after the lamp was turned up by ``gain``: normalised, then gated."""
+    field, _ = working_field(rgb, params)
+    brighter = np.clip(field.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+    work, rec = working_field(brighter, params)
+    return quality.check_exposure_focus(quality.measure(work, params, rec), T)
+
+
+def test_a_brighter_lamp_is_not_called_out_of_focus_but_blur_still_is():
+    # Taleqani's glass is already at 246-254: +40 % clips it flat at 255, and the variance of the Laplacian
+    # over the whole field fell with it (25 of 165 sharp validation fields were refused as out of focus).
+    params = _shipped_params()
+    fields = [decode_file(p, target=448).rgb for p in real_images(6)] or [synthetic.smear(s) for s in range(8)]
+    for rgb in fields:
+        sharp = _gate_exposed(rgb, params, 1.4)
+        assert "out of focus" not in sharp.reason, sharp.reason
+        blurred = _gate_exposed(cv2.GaussianBlur(rgb, (0, 0), 3.0), params, 1.4)
+        assert blurred.focus < sharp.focus / 4
+    refused = [_gate_exposed(cv2.GaussianBlur(rgb, (0, 0), 3.0), params, 1.4) for rgb in fields]
+    assert sum("out of focus" in r.reason for r in refused) >= len(fields) // 2
+
+
+def test_a_field_without_a_cell_under_clipped_glass_says_what_to_do():
+    from edge.imaging.optics import Optics
+
+    def rec(glass):
+        return Optics(
+            rbc_diameter_px=21.0,
+            rbc_count=40,
+            magnification=1.0,
+            scale_source="measured",
+            glass_rgb=glass,
+            gains=(1.0, 1.0, 1.0),
+            px_per_um=2.7,
+        )
+
+    assert quality.no_cell_reason(None) == "no white cell found"
+    assert quality.no_cell_reason(rec((246.0, 254.0, 250.0))) == "no white cell found"
+    clipped = quality.no_cell_reason(rec((255.0, 255.0, 255.0)))
+    assert clipped.startswith("no white cell found") and "lower the lamp" in clipped

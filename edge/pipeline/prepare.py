@@ -276,7 +276,7 @@ class Preparer:
             res.segmentation["file_px"] = [img.width, img.height]
         if not pre.model_inputs:
             # Cell mode with no plausible leukocyte: a smear without the cell to judge gets no class.
-            res.status, res.reason = UNREADABLE, "no white cell found"
+            res.status, res.reason = UNREADABLE, quality.no_cell_reason(prep.optics)
             return False
         res.status = CLASSIFIED
         prep.model_inputs = pre.model_inputs

@@ -61,7 +61,18 @@ class StainTransform:
         the colour (A, B) and leave L alone. Fitted on the cells themselves, a full transfer would also
         erase how dark a nucleus is (its chromatin), which tells a hematogone from a blast; lightness is
         the glass balance's job (edge/imaging/optics.py)."""
-        mean, std = _lab_stats(rgb, region)
+        return cls.from_stats(*_lab_stats(rgb, region), reference, max_gain, keep_lightness)
+
+    @classmethod
+    def from_stats(
+        cls,
+        mean: np.ndarray,
+        std: np.ndarray,
+        reference: Sequence[float],
+        max_gain: float,
+        keep_lightness: bool = False,
+    ) -> StainTransform:
+        """The transform from the fitted pixels' LAB means and spreads (:meth:`fit` without the pixels)."""
         ref_mean, ref_std = np.asarray(reference[:3], np.float64), np.asarray(reference[3:], np.float64)
         gain = np.clip(ref_std / np.maximum(std, 1e-3), 1.0 / max_gain, max_gain)
         offset = ref_mean - mean * gain
@@ -72,7 +83,10 @@ class StainTransform:
     def apply(self, rgb: np.ndarray) -> np.ndarray:
         """uint8 RGB pixels (any shape ... x 3) -> normalised uint8 RGB. Pixel by pixel, so a window of
         the field comes out exactly as the same window of the normalised field."""
-        lab = pixels.rgb_to_lab(rgb)
+        return self.apply_lab(pixels.rgb_to_lab(rgb))
+
+    def apply_lab(self, lab: np.ndarray) -> np.ndarray:
+        """float LAB pixels (:func:`edge.imaging.pixels.rgb_to_lab`, ... x 3) -> normalised uint8 RGB."""
         out = lab * self.gain + self.offset  # two ufuncs: nothing to fuse into one rounding
         np.clip(out[..., 0], 0, 100, out=out[..., 0])
         return pixels.lab_to_rgb8(out)
@@ -90,8 +104,36 @@ def background_stats(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
 
 def _lab_stats(rgb: np.ndarray, region: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Per-channel LAB mean and spread of a region (the whole field when it has almost none)."""
-    sample = region if np.count_nonzero(region) >= 64 else np.ones(rgb.shape[:2], bool)
-    return pixels.masked_mean_std(pixels.rgb_to_lab(rgb[sample.astype(bool)]))
+    return pixels.masked_mean_std(pixels.rgb_to_lab(rgb[_stats_sample(region)]))
+
+
+def _stats_sample(region: np.ndarray) -> np.ndarray:
+    """The pixels :func:`_lab_stats` fits on: ``region``, or the whole field when it has almost none."""
+    return region.astype(bool) if np.count_nonzero(region) >= 64 else np.ones(region.shape[:2], bool)
+
+
+def normalised_cells(
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    region: np.ndarray,
+    reference: Sequence[float],
+    max_gain: float,
+    keep_lightness: bool,
+    fill: Tuple[int, int, int],
+) -> Tuple[StainTransform, np.ndarray]:
+    """:meth:`StainTransform.fit` on ``region`` and the field with the ``mask`` pixels normalised by it,
+    every other pixel ``fill``: the same bytes as fitting, then converting each crop's cell pixels, but
+    each pixel is converted to LAB once (the fit and the cells share most of their pixels) and the
+    transform is applied to the field's cell pixels in one pass instead of once per overlapping crop."""
+    sample = _stats_sample(region)
+    cells = mask.astype(bool)
+    both = sample | cells
+    lab = pixels.rgb_to_lab(rgb[both])  # pixel by pixel: a pixel's LAB does not depend on the others
+    stain = StainTransform.from_stats(*pixels.masked_mean_std(lab[sample[both]]), reference, max_gain, keep_lightness)
+    out = np.empty(rgb.shape, np.uint8)
+    out[:] = np.asarray(fill, np.uint8)
+    out[cells] = stain.apply_lab(lab[cells[both]])
+    return stain, out
 
 
 def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params, skip_cut: bool = False) -> List[Cell]:
@@ -161,6 +203,25 @@ def _median_hist(hist: np.ndarray) -> float:
     lo = int(np.searchsorted(cum, (n - 1) // 2 + 1))
     hi = int(np.searchsorted(cum, n // 2 + 1))
     return (lo + hi) / 2.0
+
+
+def crops_of(normalised: np.ndarray, cells: Sequence[Cell], window: int, out_size: int, fill) -> List[np.ndarray]:
+    """One crop per cell of a field already normalised outside-in (:func:`normalised_cells`: cell pixels
+    normalised, the rest ``fill``): the same bytes as :func:`cell_crops`, all crops resized in one pass."""
+    if not cells:
+        return []
+    half = window // 2
+    h, w = normalised.shape[:2]
+    batch = np.empty((len(cells), window, window, 3), np.uint8)
+    for i, c in enumerate(cells):
+        y0, x0 = c.y - half, c.x - half
+        ys, xs = slice(max(y0, 0), min(y0 + window, h)), slice(max(x0, 0), min(x0 + window, w))
+        if ys.stop - ys.start < window or xs.stop - xs.start < window:  # beyond the border: the fill
+            batch[i] = np.asarray(fill, np.uint8)
+        batch[i, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = normalised[ys, xs]
+    if window != out_size:
+        batch = pixels.resize_batch(batch, out_size, out_size)
+    return list(batch)
 
 
 def cell_crops(

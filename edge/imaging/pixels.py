@@ -281,6 +281,44 @@ def resize_linear(img: np.ndarray, width: int, height: int) -> np.ndarray:
     return np.clip(acc, 0, 255).astype(np.uint8)
 
 
+def resize_batch(imgs: np.ndarray, width: int, height: int) -> np.ndarray:
+    """n images (n x H x W x C uint8) -> n x ``height`` x ``width`` x C: image i is exactly
+    ``resize(imgs[i], width, height)``; enlarging runs :func:`resize_linear`'s arithmetic on all at once."""
+    n, h, w = imgs.shape[:3]
+    if (h, w) == (height, width):
+        return imgs.copy()
+    if not (height >= h and width >= w) or imgs.ndim != 4:
+        if not n:
+            return np.empty((0, height, width, *imgs.shape[3:]), imgs.dtype)
+        return np.stack([resize(im, width, height) for im in imgs])
+    iy, by = _cached_linear(h, height, False)
+    ix, ax = _cached_linear(w, width, True)
+    src = imgs.astype(np.int32)
+    rows = np.take(src, ix[:, 0], axis=2)
+    rows *= ax[:, 0][:, None]
+    tmp = np.take(src, ix[:, 1], axis=2)
+    tmp *= ax[:, 1][:, None]
+    rows += tmp
+    rows >>= 4
+    acc = np.take(rows, iy[:, 0], axis=1)
+    acc *= by[:, 0][:, None, None]
+    acc >>= 16
+    tmp = np.take(rows, iy[:, 1], axis=1)
+    tmp *= by[:, 1][:, None, None]
+    tmp >>= 16
+    acc += tmp
+    acc += 2
+    acc >>= 2
+    np.clip(acc, 0, 255, out=acc)
+    return acc.astype(np.uint8)
+
+
+@lru_cache(maxsize=64)
+def _cached_linear(n: int, m: int, clamp_fraction: bool) -> Tuple[np.ndarray, np.ndarray]:
+    idx, w = _cv_linear_weights(n, m, clamp_fraction)
+    return idx.astype(np.intp), w.astype(np.int32)
+
+
 def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
     """uint8 image (H x W or H x W x C) -> ``height`` x ``width``: :func:`resize_linear` when enlarging,
     exact area averages (rounded to nearest, halves up) when shrinking, as ``cv2.resize`` with INTER_AREA."""

@@ -16,7 +16,7 @@ import cv2
 import numpy as np
 
 from edge.imaging import pixels
-from edge.imaging.cells import Cell, StainTransform, cell_crops, find_cells
+from edge.imaging.cells import Cell, crops_of, find_cells, normalised_cells
 from edge.imaging.decode import decode_file
 from edge.imaging.optics import Optics, normalise
 
@@ -327,15 +327,17 @@ def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
         if cells:
             on_cells = params.stain_fit.startswith("cells")
             fit_on = mask & valid if on_cells else valid & ~mask
-            stain = StainTransform.fit(
+            stain, normalised = normalised_cells(
                 resized,
+                mask,
                 fit_on,
                 params.stain_reference,
                 params.stain_max_gain,
-                keep_lightness=params.stain_fit == "cells-chroma",
+                params.stain_fit == "cells-chroma",
+                params.background,
             )
             cell_lab = tuple(round(float(v), 2) for v in stain.source)
-            inputs = cell_crops(resized, mask, cells, params.cell_window, params.cell_input, params.background, stain)
+            inputs = crops_of(normalised, cells, params.cell_window, params.cell_input, params.background)
     else:
         seg = np.empty_like(resized)
         seg[:] = np.array(params.background, dtype=np.uint8)

@@ -128,11 +128,13 @@ def normalised_cells(
     sample = _stats_sample(region)
     cells = mask.astype(bool)
     both = sample | cells
-    lab = pixels.rgb_to_lab(rgb[both])  # pixel by pixel: a pixel's LAB does not depend on the others
-    stain = StainTransform.from_stats(*pixels.masked_mean_std(lab[sample[both]]), reference, max_gain, keep_lightness)
-    out = np.empty(rgb.shape, np.uint8)
-    out[:] = np.asarray(fill, np.uint8)
-    out[cells] = stain.apply_lab(lab[cells[both]])
+    at = np.flatnonzero(both)  # flat indices: row gathers and scatters, much cheaper than boolean masks
+    lab = pixels.rgb_to_lab(rgb.reshape(-1, 3)[at])  # pixel by pixel: a pixel's LAB does not depend on the others
+    fit = lab if np.array_equal(sample, both) else lab[sample.ravel()[at]]
+    stain = StainTransform.from_stats(*pixels.masked_mean_std(fit), reference, max_gain, keep_lightness)
+    on = np.array_equal(cells, both)
+    out = _filled(rgb.shape, fill)
+    out.reshape(-1, 3)[at if on else np.flatnonzero(cells)] = stain.apply_lab(lab if on else lab[cells.ravel()[at]])
     return stain, out
 
 
@@ -205,6 +207,16 @@ def _median_hist(hist: np.ndarray) -> float:
     return (lo + hi) / 2.0
 
 
+def _filled(shape: Tuple[int, ...], fill: Sequence[int]) -> np.ndarray:
+    """A uint8 image of ``shape`` (... x 3) filled with the colour ``fill`` (a memset when it is a grey)."""
+    if len(set(fill)) == 1:
+        return np.full(shape, fill[0], np.uint8)
+    out = np.empty(shape, np.uint8)
+    for i, v in enumerate(fill):
+        out[..., i] = v
+    return out
+
+
 def crops_of(normalised: np.ndarray, cells: Sequence[Cell], window: int, out_size: int, fill) -> List[np.ndarray]:
     """One crop per cell of a field already normalised outside-in (:func:`normalised_cells`: cell pixels
     normalised, the rest ``fill``): the same bytes as :func:`cell_crops`, all crops resized in one pass."""
@@ -212,12 +224,10 @@ def crops_of(normalised: np.ndarray, cells: Sequence[Cell], window: int, out_siz
         return []
     half = window // 2
     h, w = normalised.shape[:2]
-    batch = np.empty((len(cells), window, window, 3), np.uint8)
+    batch = _filled((len(cells), window, window, 3), fill)
     for i, c in enumerate(cells):
         y0, x0 = c.y - half, c.x - half
         ys, xs = slice(max(y0, 0), min(y0 + window, h)), slice(max(x0, 0), min(x0 + window, w))
-        if ys.stop - ys.start < window or xs.stop - xs.start < window:  # beyond the border: the fill
-            batch[i] = np.asarray(fill, np.uint8)
         batch[i, ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = normalised[ys, xs]
     if window != out_size:
         batch = pixels.resize_batch(batch, out_size, out_size)

@@ -65,35 +65,64 @@ def _tables() -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _cbrt(t: np.ndarray) -> np.ndarray:
     """Cube root of t in [0, ~1.2] from a table seed and three Newton steps (each step one ufunc per
-    operation, so no CPU can fuse them): seed error < 2 % -> < 1e-15 relative."""
+    operation, so no CPU can fuse them): seed error < 2 % -> < 1e-15 relative. In place, operation by
+    operation: y = (2.0 * y + t / (y * y)) / 3.0, the same roundings as the expression."""
     _, _, seeds = _tables()
-    idx = np.clip((t * 256.0).astype(np.int64), 0, len(seeds) - 1)
+    idx = (t * 256.0).astype(np.int64)
+    np.clip(idx, 0, len(seeds) - 1, out=idx)
     y = seeds[idx]
+    q = np.empty_like(y)
     for _ in range(4):
-        y = (2.0 * y + t / (y * y)) / 3.0
+        np.multiply(y, y, out=q)
+        np.divide(t, q, out=q)
+        y *= 2.0
+        y += q
+        y /= 3.0
     return y
 
 
 def _f(t: np.ndarray) -> np.ndarray:
-    big = t > _T
-    out = t * _SLOPE + _F0
-    if big.any():
-        out[big] = _cbrt(t[big])
-    return out
+    """CIE's f(t): the cube root above _T, the linear segment below (each pixel by its own value)."""
+    lin = t * _SLOPE
+    lin += _F0
+    return np.where(t > _T, _cbrt(t), lin)
+
+
+@cache
+def _xyz_rows() -> Tuple[Tuple[float, float, float], ...]:
+    return tuple((row[0] / w, row[1] / w, row[2] / w) for row, w in zip(_RGB2XYZ, _WHITE))
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """uint8 RGB (..., 3) -> float64 L*a*b* (..., 3), L in 0..100 (OpenCV's float scale)."""
     lin_tab = _tables()[0]
     rgb = np.asarray(rgb)
-    r, g, b = (lin_tab[rgb[..., i]] for i in range(3))
-    xyz = []
-    for row, w in zip(_RGB2XYZ, _WHITE):
-        xyz.append((r * (row[0] / w) + g * (row[1] / w)) + b * (row[2] / w))
-    fx, fy, fz = (_f(v) for v in xyz)
-    y = xyz[1]
-    L = np.where(y > _T, fy * 116.0 - 16.0, y * _K)
-    return np.stack([L, (fx - fy) * 500.0, (fy - fz) * 200.0], axis=-1)
+    shape = rgb.shape[:-1]
+    flat = rgb.reshape(-1, 3)
+    r, g, b = (lin_tab[flat[:, i]] for i in range(3))
+    # X, Y, Z as rows of one array, so f() below is one pass over all three: ((r*c0 + g*c1) + b*c2).
+    xyz = np.empty((3, flat.shape[0]))
+    tmp = np.empty(flat.shape[0])
+    for i, (c0, c1, c2) in enumerate(_xyz_rows()):
+        v = xyz[i]
+        np.multiply(r, c0, out=v)
+        np.multiply(g, c1, out=tmp)
+        v += tmp
+        np.multiply(b, c2, out=tmp)
+        v += tmp
+    f = _f(xyz)
+    y, fx, fy, fz = xyz[1], f[0], f[1], f[2]
+    out = np.empty((flat.shape[0], 3))
+    L = fy * 116.0
+    L -= 16.0
+    out[:, 0] = np.where(y > _T, L, y * _K)
+    np.subtract(fx, fy, out=tmp)
+    tmp *= 500.0
+    out[:, 1] = tmp
+    np.subtract(fy, fz, out=tmp)
+    tmp *= 200.0
+    out[:, 2] = tmp
+    return out.reshape(*shape, 3)
 
 
 _FTHRESH = _SLOPE * _T + _F0  # OpenCV's switch back (arithmetic, not a pow(), so no libm decides it)
@@ -102,23 +131,40 @@ _XYZ2RGB = ((3.240479, -1.53715, -0.498535), (-0.969256, 1.875991, 0.041556), (0
 
 
 def _finv(f: np.ndarray) -> np.ndarray:
-    return np.where(f > _FTHRESH, (f * f) * f, (f - _F0) / _SLOPE)
+    cube = f * f
+    cube *= f
+    big = f > _FTHRESH
+    if big.all():  # the usual case: np.where would pick every cube
+        return cube
+    return np.where(big, cube, (f - _F0) / _SLOPE)
 
 
 def lab_to_rgb8(lab: np.ndarray) -> np.ndarray:
     """float L*a*b* (..., 3) -> uint8 RGB, out-of-gamut colours clipped (as OpenCV does)."""
-    _, thr, _ = _tables()
     lab = np.asarray(lab, np.float64)
     L, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
     lthr = _T * _K
-    y = np.where(L <= lthr, L / _K, 0.0)
-    fy = np.where(L <= lthr, y * _SLOPE + _F0, (L + 16.0) / 116.0)
-    y = np.where(L <= lthr, y, (fy * fy) * fy)
+    low = L <= lthr
+    if low.any():
+        y = np.where(low, L / _K, 0.0)
+        fy = np.where(low, y * _SLOPE + _F0, (L + 16.0) / 116.0)
+        y = np.where(low, y, (fy * fy) * fy)
+    else:  # no pixel that dark: every np.where above picks its second branch
+        fy = L + 16.0
+        fy /= 116.0
+        y = fy * fy
+        y *= fy
     x = _finv(fy + a / 500.0)
     z = _finv(fy - b / 200.0)
     out = np.empty(lab.shape, np.uint8)
+    lin = np.empty(L.shape)
+    tmp = np.empty(L.shape)
     for i, row in enumerate(_XYZ2RGB):
-        lin = (x * (row[0] * _WHITE[0]) + y * (row[1] * _WHITE[1])) + z * (row[2] * _WHITE[2])
+        np.multiply(x, row[0] * _WHITE[0], out=lin)
+        np.multiply(y, row[1] * _WHITE[1], out=tmp)
+        lin += tmp
+        np.multiply(z, row[2] * _WHITE[2], out=tmp)
+        lin += tmp
         out[..., i] = _encode(lin)
     return out
 

@@ -14,7 +14,7 @@ with none is not given a class ("no white cell found"). :func:`cell_crops` retur
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -138,7 +138,14 @@ def normalised_cells(
     return stain, out
 
 
-def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params, skip_cut: bool = False) -> List[Cell]:
+def find_cells(
+    lab: np.ndarray,
+    mask: np.ndarray,
+    valid: np.ndarray,
+    params,
+    skip_cut: bool = False,
+    components: Optional[Tuple[int, np.ndarray]] = None,
+) -> List[Cell]:
     """Plausible leukocytes: greedy maxima of the mask's distance transform, one per ``cell_spacing`` px.
 
     ``lab`` is the field in OpenCV's uint8 LAB. A maximum is a cell when the stained region around it is
@@ -148,7 +155,7 @@ def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params, ski
     regions of photographs are not), on a background light enough to be glass. Touching cells give one
     maximum each, so a cluster of blasts is several cells, not one blob. With ``skip_cut`` a cell whose
     disc reaches the image border is passed over: it may be cut, and half a neutrophil can look like
-    anything.
+    anything. ``components``: the mask's 8-connected components (count, labels) when the caller has them.
     """
     if not mask.any():
         return []
@@ -162,7 +169,7 @@ def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params, ski
     # Zero border: a cell cut by the image edge is measured to the edge, not as if it went on beyond it.
     padded = cv2.copyMakeBorder(mask.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
-    n_lab, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    n_lab, labels = components or cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
     ids, px = labels[mask], lab[mask]
     excess = {k: _label_means(px[:, i], ids, n_lab) - ref[k] for i, k in enumerate("LAB")}
     cells: List[Cell] = []

@@ -208,33 +208,48 @@ def masked_mean_std(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return np.array(means), np.array(stds)
 
 
+_GRAY_WEIGHTS = np.array([9798, 19235, 3735], np.float32)
+
+
 def gray(rgb: np.ndarray) -> np.ndarray:
     """uint8 RGB -> uint8 grey with OpenCV's fixed-point coefficients (0.299, 0.587, 0.114 in 1/32768):
-    the same bytes as ``cv2.cvtColor(RGB2GRAY)`` on x86, without depending on a CPU's HAL."""
-    v = rgb.astype(np.int32)
-    return ((v[..., 0] * 9798 + v[..., 1] * 19235 + v[..., 2] * 3735 + 16384) >> 15).astype(np.uint8)
+    the same bytes as ``cv2.cvtColor(RGB2GRAY)`` on x86, without depending on a CPU's HAL. The weighted
+    sum is a float32 product with the three weights: every product and partial sum is a whole number below
+    2**24 (255 * 32768 at most), so exact in any order, fused or not."""
+    flat = np.ascontiguousarray(rgb).reshape(-1, 3).astype(np.float32)
+    v = (flat @ _GRAY_WEIGHTS).astype(np.int32)
+    v += 16384
+    v >>= 15
+    return v.astype(np.uint8).reshape(rgb.shape[:-1])
 
 
 def otsu_threshold(img: np.ndarray) -> int:
     """Otsu's threshold of a uint8 image, the between-class variance compared in exact integers (OpenCV's
     float version can pick a different level of two near-equal ones on another CPU); pixels <= the
-    threshold are the dark class, as with ``cv2.THRESH_BINARY``."""
+    threshold are the dark class, as with ``cv2.THRESH_BINARY``.
+
+    The first level of greatest ``(n * s0 - n0 * total)**2 / (n0 * n1)`` (below, ``s0``/``n0``: sum and
+    count of the levels up to t): found in float64 for all levels at once, then decided in exact
+    integers among the levels that float64 cannot tell from the greatest."""
     hist = np.bincount(img.ravel(), minlength=256).astype(np.int64)
     n = int(hist.sum())
     total = int((hist * np.arange(256)).sum())
+    n0 = np.cumsum(hist)[:255]
+    s0 = np.cumsum(hist * np.arange(256))[:255]
+    n1 = n - n0
+    ok = (n0 > 0) & (n1 > 0)
+    if not ok.any():
+        return 0
+    diff = (n * s0 - n0 * total).astype(np.float64)  # exact int64: |n * s0| <= n * n * 255
+    den = np.where(ok, n0 * n1, 1).astype(np.float64)
+    val = np.where(ok, diff * diff / den, -1.0)
+    near = np.flatnonzero(ok & (val >= val.max() * (1.0 - 1e-9)))
     best, best_num, best_den = 0, -1, 1
-    n0 = s0 = 0
-    for t in range(255):
-        n0 += int(hist[t])
-        s0 += t * int(hist[t])
-        n1 = n - n0
-        if n0 == 0 or n1 == 0:
-            continue
-        # sigma_b^2 * n^2 = (n * s0 - n0 * total)^2 / (n0 * n1): compared by cross-multiplying.
-        num = (n * s0 - n0 * total) ** 2
-        den = n0 * n1
-        if num * best_den > best_num * den:
-            best, best_num, best_den = t, num, den
+    for t in near.tolist():
+        num = (n * int(s0[t]) - int(n0[t]) * total) ** 2
+        den_t = int(n0[t]) * int(n1[t])
+        if num * best_den > best_num * den_t:
+            best, best_num, best_den = t, num, den_t
     return best
 
 

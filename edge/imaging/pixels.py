@@ -325,59 +325,70 @@ def resize_linear(img: np.ndarray, width: int, height: int) -> np.ndarray:
     INTER_LINEAR)`` computes in its SIMD loops on x86 and NEON alike), in numpy integers: the same bytes
     on every CPU, where OpenCV itself rounds its row tails and ARM HAL paths differently."""
     h, w = img.shape[:2]
-    iy, by = _cv_linear_weights(h, height, clamp_fraction=False)
-    ix, ax = _cv_linear_weights(w, width, clamp_fraction=True)
-    # int32 is enough: a row value is at most 255 * 2048, a product (255 * 128) * 2048.
-    src = img.astype(np.int32)
-    ix, ax, iy, by = ix.astype(np.intp), ax.astype(np.int32), iy.astype(np.intp), by.astype(np.int32)
-    ex = (None, slice(None), None) if img.ndim == 3 else (None, slice(None))
-    rows = np.take(src, ix[:, 0], axis=1) * ax[:, 0][ex]
-    rows += np.take(src, ix[:, 1], axis=1) * ax[:, 1][ex]  # H x width, in 1/2048ths
-    rows >>= 4
-    ey = (slice(None), None, None) if img.ndim == 3 else (slice(None), None)
-    acc = (np.take(rows, iy[:, 0], axis=0) * by[:, 0][ey]) >> 16  # int16 "multiply high" (OpenCV's SIMD)
-    acc += (np.take(rows, iy[:, 1], axis=0) * by[:, 1][ey]) >> 16
-    acc += 2
-    acc >>= 2
-    return np.clip(acc, 0, 255).astype(np.uint8)
+    out = _linear(np.ascontiguousarray(img).reshape(1, h, w, -1), width, height)
+    return out.reshape((height, width) + img.shape[2:])
 
 
 def resize_batch(imgs: np.ndarray, width: int, height: int) -> np.ndarray:
     """n images (n x H x W x C uint8) -> n x ``height`` x ``width`` x C: image i is exactly
-    ``resize(imgs[i], width, height)``; enlarging runs :func:`resize_linear`'s arithmetic on all at once."""
+    ``resize(imgs[i], width, height)``; enlarging runs on all of them at once."""
     n, h, w = imgs.shape[:3]
     if (h, w) == (height, width):
         return imgs.copy()
-    if not (height >= h and width >= w) or imgs.ndim != 4:
-        if not n:
-            return np.empty((0, height, width, *imgs.shape[3:]), imgs.dtype)
-        return np.stack([resize(im, width, height) for im in imgs])
-    iy, by = _cached_linear(h, height, False)
-    ix, ax = _cached_linear(w, width, True)
-    src = imgs.astype(np.int32)
-    rows = np.take(src, ix[:, 0], axis=2)
-    rows *= ax[:, 0][:, None]
-    tmp = np.take(src, ix[:, 1], axis=2)
-    tmp *= ax[:, 1][:, None]
-    rows += tmp
+    if height >= h and width >= w:
+        return _linear(imgs.reshape(n, h, w, -1), width, height).reshape((n, height, width) + imgs.shape[3:])
+    if not n:
+        return np.empty((0, height, width) + imgs.shape[3:], imgs.dtype)
+    return np.stack([resize(im, width, height) for im in imgs])
+
+
+@lru_cache(maxsize=64)
+def _columns(n: int, m: int, c: int) -> Tuple[Tuple[np.ndarray, np.ndarray], ...]:
+    """Per tap: the source columns and weights for rows of ``n`` pixels of ``c`` interleaved channels
+    enlarged to ``m`` pixels (OpenCV's bilinear taps in 1/2048ths, clamped at the borders as its x pass
+    does). Laid out as whole rows, every numpy operation below runs over a row at a time instead of
+    3-value channel runs."""
+    idx, wts = _cv_linear_weights(n, m, clamp_fraction=True)
+    ch = np.arange(c)
+    return tuple(
+        ((idx[:, t, None] * c + ch).ravel().astype(np.intp), np.repeat(wts[:, t], c)) for t in range(idx.shape[1])
+    )
+
+
+def _x_pass(src: np.ndarray, n: int, m: int, c: int) -> np.ndarray:
+    """Rows of ``n`` pixels x ``c`` channels (``src``: rows x n*c, int32) -> rows of ``m`` pixels: the
+    exact integer weighted sums of the bilinear taps (no rounding)."""
+    taps = _columns(n, m, c)
+    cols, wts = taps[0]
+    out = src[:, cols]
+    out *= wts.astype(src.dtype)
+    for cols, wts in taps[1:]:
+        tmp = src[:, cols]
+        tmp *= wts.astype(src.dtype)
+        out += tmp
+    return out
+
+
+def _linear(imgs: np.ndarray, width: int, height: int) -> np.ndarray:
+    """:func:`resize_linear` of each of n images (n x H x W x C): OpenCV's fixed-point steps, in order."""
+    n, h, w, c = imgs.shape
+    iy, by = _cv_linear_weights(h, height, clamp_fraction=False)
+    iy, by = iy.astype(np.intp), by.astype(np.int32)  # np.take wants the platform's index type (32-bit ARM)
+    # int32 is enough: a row value is at most 255 * 2048, a product (255 * 128) * 2048.
+    rows = _x_pass(imgs.reshape(n * h, w * c).astype(np.int32), w, width, c)
     rows >>= 4
+    rows = rows.reshape(n, h, width * c)
     acc = np.take(rows, iy[:, 0], axis=1)
-    acc *= by[:, 0][:, None, None]
-    acc >>= 16
+    acc *= by[:, 0][:, None]
+    acc >>= 16  # int16 "multiply high" (OpenCV's SIMD)
     tmp = np.take(rows, iy[:, 1], axis=1)
-    tmp *= by[:, 1][:, None, None]
+    tmp *= by[:, 1][:, None]
     tmp >>= 16
     acc += tmp
     acc += 2
     acc >>= 2
     np.clip(acc, 0, 255, out=acc)
-    return acc.astype(np.uint8)
-
-
-@lru_cache(maxsize=64)
-def _cached_linear(n: int, m: int, clamp_fraction: bool) -> Tuple[np.ndarray, np.ndarray]:
-    idx, w = _cv_linear_weights(n, m, clamp_fraction)
-    return idx.astype(np.intp), w.astype(np.int32)
+    return acc.astype(np.uint8).reshape(n, height, width, c)
 
 
 def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:

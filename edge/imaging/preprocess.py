@@ -235,7 +235,22 @@ def remove_scale_bar(rgb: np.ndarray, params: PreprocessParams) -> np.ndarray:
     outside = np.ones(out.shape[:2], bool)
     outside[ys, xs] = False
     sample = out[::4, ::4][outside[::4, ::4]]
-    out[ys, xs] = np.median(sample, axis=0).astype(np.uint8)
+    out[ys, xs] = _median_u8(sample).astype(np.uint8)
+    return out
+
+
+def _median_u8(px: np.ndarray) -> np.ndarray:
+    """``np.median(px, axis=0)`` of uint8 pixels (N x C), from each channel's 256-bin histogram: the
+    middle value, or the mean of the two middle values, as float64 (exactly what np.median returns)."""
+    if px.shape[0] == 0:
+        return np.median(px, axis=0)
+    n = px.shape[0]
+    out = np.empty(px.shape[1])
+    for c in range(px.shape[1]):
+        cum = np.cumsum(np.bincount(px[:, c], minlength=256))
+        lo = int(np.searchsorted(cum, (n - 1) // 2, side="right"))
+        hi = int(np.searchsorted(cum, n // 2, side="right"))
+        out[c] = (lo + hi) / 2.0
     return out
 
 

@@ -171,10 +171,19 @@ def glass_colour(rgb: np.ndarray, glass: Optional[np.ndarray] = None) -> np.ndar
     sub = rgb[::2, ::2] if min(rgb.shape[:2]) >= 64 else rgb
     if glass is None:
         _, glass = _cells_and_glass(sub)
-    px = sub[glass] if np.count_nonzero(glass) >= 64 else sub.reshape(-1, 3)
-    lum = px.astype(np.uint16).sum(axis=1)
-    top = px[lum >= np.median(lum)]
-    return np.array([_hist_median(top[:, c]) for c in range(3)], np.float32)
+    sub = np.ascontiguousarray(sub)
+    # The glass pixels (all of them when Otsu found almost none) by flat index, their R+G+B, the median
+    # of that from its histogram (np.median's value: the middle one or the mean of the two), and the
+    # channels' medians over the pixels at or above it.
+    at = np.flatnonzero(glass) if np.count_nonzero(glass) >= 64 else np.arange(sub.shape[0] * sub.shape[1])
+    flat = sub.reshape(-1, 3)
+    lum = flat[:, 0].astype(np.uint16) + flat[:, 1] + flat[:, 2]
+    lum = lum[at]
+    cum = np.cumsum(np.bincount(lum, minlength=766))
+    n = lum.size
+    med = (int(np.searchsorted(cum, (n - 1) // 2, side="right")) + int(np.searchsorted(cum, n // 2, side="right"))) / 2
+    top = at[lum >= med]
+    return np.array([_hist_median(flat[top, c]) for c in range(3)], np.float32)
 
 
 def _hist_median(v: np.ndarray) -> float:
@@ -194,9 +203,8 @@ def balance_glass(
     glass = glass_colour(rgb, glass_mask)
     gains = np.clip(np.asarray(reference, np.float32) / np.maximum(glass, 1.0), 1.0 / max_gain, max_gain)
     lut = np.stack([np.clip(np.arange(256, dtype=np.float32) * g + 0.5, 0, 255) for g in gains]).astype(np.uint8)
-    out = np.empty_like(rgb)
-    for c in range(3):
-        out[..., c] = cv2.LUT(rgb[..., c], lut[c])
+    # One 3-channel table: channel c of every pixel through lut[c], in one pass.
+    out = cv2.LUT(np.ascontiguousarray(rgb), np.ascontiguousarray(lut.T).reshape(256, 1, 3))
     return out, glass, gains
 
 

@@ -208,16 +208,17 @@ def masked_mean_std(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     return np.array(means), np.array(stds)
 
 
-_GRAY_WEIGHTS = np.array([9798, 19235, 3735], np.float32)
-
-
 def gray(rgb: np.ndarray) -> np.ndarray:
     """uint8 RGB -> uint8 grey with OpenCV's fixed-point coefficients (0.299, 0.587, 0.114 in 1/32768):
-    the same bytes as ``cv2.cvtColor(RGB2GRAY)`` on x86, without depending on a CPU's HAL. The weighted
-    sum is a float32 product with the three weights: every product and partial sum is a whole number below
-    2**24 (255 * 32768 at most), so exact in any order, fused or not."""
-    flat = np.ascontiguousarray(rgb).reshape(-1, 3).astype(np.float32)
-    v = (flat @ _GRAY_WEIGHTS).astype(np.int32)
+    the same bytes as ``cv2.cvtColor(RGB2GRAY)`` on x86, without depending on a CPU's HAL."""
+    flat = np.ascontiguousarray(rgb).reshape(-1, 3)
+    v = flat[:, 0].astype(np.int32)
+    v *= 9798
+    t = flat[:, 1].astype(np.int32)
+    t *= 19235
+    v += t
+    np.multiply(flat[:, 2], 3735, out=t, dtype=np.int32)
+    v += t
     v += 16384
     v >>= 15
     return v.astype(np.uint8).reshape(rgb.shape[:-1])

@@ -8,6 +8,7 @@ in :class:`PreprocessParams`, which is saved in the model card and read back by 
 from __future__ import annotations
 
 import dataclasses
+import threading
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Tuple
@@ -312,6 +313,28 @@ def _kmeans_hist(sample: np.ndarray, qs: np.ndarray, k: int, max_iter: int, eps:
         old = centers
 
 
+_LAB_TABLES: Optional[threading.Thread] = None
+
+
+def start_lab_tables() -> None:
+    """Have OpenCV build its RGB -> LAB tables now, on another thread (its first 8-bit LAB conversion
+    costs ~0.1 s, once per process): a command that classifies one image overlaps it with loading the
+    model. :func:`to_lab` waits for it, so no conversion runs while the tables are being built."""
+    global _LAB_TABLES
+    if _LAB_TABLES is None:
+        _LAB_TABLES = threading.Thread(
+            target=cv2.cvtColor, args=(np.zeros((1, 1, 3), np.uint8), cv2.COLOR_RGB2LAB), daemon=True
+        )
+        _LAB_TABLES.start()
+
+
+def to_lab(rgb: np.ndarray) -> np.ndarray:
+    """OpenCV's uint8 LAB of uint8 RGB (after :func:`start_lab_tables`' table build, if one was started)."""
+    if _LAB_TABLES is not None and _LAB_TABLES.is_alive():
+        _LAB_TABLES.join()
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+
+
 def segment(
     rgb: np.ndarray, params: PreprocessParams, lab: Optional[np.ndarray] = None
 ) -> Tuple[np.ndarray, SegmentationStats]:
@@ -326,7 +349,7 @@ def _segment(
     """:func:`segment` plus the mask's connected components (count with the background, labels) when it
     has any: :func:`edge.imaging.cells.find_cells` needs the same ones."""
     if lab is None:
-        lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)
+        lab = to_lab(rgb)
     a = lab[:, :, 1]
     if params.blur_ksize > 1:
         a = cv2.GaussianBlur(a, (params.blur_ksize, params.blur_ksize), 0)
@@ -382,8 +405,8 @@ def white_balance(rgb: np.ndarray, params: PreprocessParams) -> np.ndarray:
 def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
     """RGB uint8 of any size -> model input(s) for ``params.input_mode`` plus segmentation statistics."""
     resized = remove_scale_bar(crop_resize(rgb, params), params)
-    lab = cv2.cvtColor(resized, cv2.COLOR_RGB2LAB)
-    mask, stats, components = _segment(resized, params, lab)
+    field_lab = to_lab(resized)
+    mask, stats, components = _segment(resized, params, field_lab)
     cells: List[Cell] = []
     cell_lab = None
     if params.input_mode == "raw":
@@ -393,7 +416,7 @@ def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
     elif params.input_mode == "cell":
         valid = np.ones(mask.shape, bool)
         valid[scale_bar_slice(params, mask.shape)] = False
-        cells = find_cells(lab, mask, valid, params, skip_cut=params.field_scale == "optical", components=components)
+        cells = find_cells(field_lab, mask, valid, params, skip_cut=params.field_scale == "optical", components=components)
         inputs = []
         if cells:
             on_cells = params.stain_fit.startswith("cells")

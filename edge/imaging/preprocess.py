@@ -416,7 +416,8 @@ def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
     elif params.input_mode == "cell":
         valid = np.ones(mask.shape, bool)
         valid[scale_bar_slice(params, mask.shape)] = False
-        cells = find_cells(field_lab, mask, valid, params, skip_cut=params.field_scale == "optical", components=components)
+        cut = params.field_scale == "optical"
+        cells = find_cells(field_lab, mask, valid, params, skip_cut=cut, components=components)
         inputs = []
         if cells:
             on_cells = params.stain_fit.startswith("cells")

@@ -362,7 +362,7 @@ def _segment(
         # Nearest centre for every pixel reduces to a threshold halfway between the top two centres; the
         # pixels are whole numbers, so "at or above it" is "at or above its ceiling".
         thr = (centers[-1] + centers[-2]) / 2.0
-        m = (a >= int(np.ceil(thr))).view(np.uint8)
+        m: np.ndarray = (a >= int(np.ceil(thr))).view(np.uint8)
         if params.morph_open > 1:
             m = cv2.morphologyEx(m, cv2.MORPH_OPEN, _ellipse(params.morph_open))
         if params.morph_close > 1:

@@ -390,10 +390,13 @@ class Classifier:
         OpenCV and XNNPACK set up thread pools and packed weights lazily; without this the first image
         after start or reload paid ~0.4 s for it.
         """
-        from edge.imaging.preprocess import preprocess_image
+        from edge.imaging.preprocess import OpticsSettings, preprocess, working_field
         from edge.imaging.synthetic import smear
 
-        pre = preprocess_image(smear(0, self.preprocessing.size), self.preprocessing)
+        # At the training scale: measuring a synthetic field's red cells (two Hough passes, tens of ms)
+        # would warm nothing that the first real field does not set up by itself.
+        fld, _ = working_field(smear(0, self.preprocessing.size), self.preprocessing, OpticsSettings(), 1.0, 1.0)
+        pre = preprocess(fld, self.preprocessing)
         x = pre.model_input
         if x is None:
             x = np.full((self.preprocessing.input_size,) * 2 + (3,), 200, np.uint8)

@@ -25,7 +25,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from edge import synthetic  # noqa: E402
+from edge.imaging import synthetic  # noqa: E402
 from edge.inference.classifier import DEFAULT_MODEL  # noqa: E402
 
 

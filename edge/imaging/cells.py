@@ -14,7 +14,7 @@ with none is not given a class ("no white cell found"). :func:`cell_crops` retur
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Sequence, Tuple
+from typing import List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -61,7 +61,18 @@ class StainTransform:
         the colour (A, B) and leave L alone. Fitted on the cells themselves, a full transfer would also
         erase how dark a nucleus is (its chromatin), which tells a hematogone from a blast; lightness is
         the glass balance's job (edge/imaging/optics.py)."""
-        mean, std = _lab_stats(rgb, region)
+        return cls.from_stats(*_lab_stats(rgb, region), reference, max_gain, keep_lightness)
+
+    @classmethod
+    def from_stats(
+        cls,
+        mean: np.ndarray,
+        std: np.ndarray,
+        reference: Sequence[float],
+        max_gain: float,
+        keep_lightness: bool = False,
+    ) -> StainTransform:
+        """The transform from the fitted pixels' LAB means and spreads (:meth:`fit` without the pixels)."""
         ref_mean, ref_std = np.asarray(reference[:3], np.float64), np.asarray(reference[3:], np.float64)
         gain = np.clip(ref_std / np.maximum(std, 1e-3), 1.0 / max_gain, max_gain)
         offset = ref_mean - mean * gain
@@ -72,7 +83,10 @@ class StainTransform:
     def apply(self, rgb: np.ndarray) -> np.ndarray:
         """uint8 RGB pixels (any shape ... x 3) -> normalised uint8 RGB. Pixel by pixel, so a window of
         the field comes out exactly as the same window of the normalised field."""
-        lab = pixels.rgb_to_lab(rgb)
+        return self.apply_lab(pixels.rgb_to_lab(rgb))
+
+    def apply_lab(self, lab: np.ndarray) -> np.ndarray:
+        """float LAB pixels (:func:`edge.imaging.pixels.rgb_to_lab`, ... x 3) -> normalised uint8 RGB."""
         out = lab * self.gain + self.offset  # two ufuncs: nothing to fuse into one rounding
         np.clip(out[..., 0], 0, 100, out=out[..., 0])
         return pixels.lab_to_rgb8(out)
@@ -90,11 +104,48 @@ def background_stats(rgb: np.ndarray, background: np.ndarray) -> np.ndarray:
 
 def _lab_stats(rgb: np.ndarray, region: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
     """Per-channel LAB mean and spread of a region (the whole field when it has almost none)."""
-    sample = region if np.count_nonzero(region) >= 64 else np.ones(rgb.shape[:2], bool)
-    return pixels.masked_mean_std(pixels.rgb_to_lab(rgb[sample.astype(bool)]))
+    return pixels.masked_mean_std(pixels.rgb_to_lab(rgb[_stats_sample(region)]))
 
 
-def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params, skip_cut: bool = False) -> List[Cell]:
+def _stats_sample(region: np.ndarray) -> np.ndarray:
+    """The pixels :func:`_lab_stats` fits on: ``region``, or the whole field when it has almost none."""
+    return region.astype(bool) if np.count_nonzero(region) >= 64 else np.ones(region.shape[:2], bool)
+
+
+def normalised_cells(
+    rgb: np.ndarray,
+    mask: np.ndarray,
+    region: np.ndarray,
+    reference: Sequence[float],
+    max_gain: float,
+    keep_lightness: bool,
+    fill: Tuple[int, int, int],
+) -> Tuple[StainTransform, np.ndarray]:
+    """:meth:`StainTransform.fit` on ``region`` and the field with the ``mask`` pixels normalised by it,
+    every other pixel ``fill``: the same bytes as fitting, then converting each crop's cell pixels, but
+    each pixel is converted to LAB once (the fit and the cells share most of their pixels) and the
+    transform is applied to the field's cell pixels in one pass instead of once per overlapping crop."""
+    sample = _stats_sample(region)
+    cells = mask.astype(bool)
+    both = sample | cells
+    at = np.flatnonzero(both)  # flat indices: row gathers and scatters, much cheaper than boolean masks
+    lab = pixels.rgb_to_lab(rgb.reshape(-1, 3)[at])  # pixel by pixel: a pixel's LAB does not depend on the others
+    fit = lab if np.array_equal(sample, both) else lab[sample.ravel()[at]]
+    stain = StainTransform.from_stats(*pixels.masked_mean_std(fit), reference, max_gain, keep_lightness)
+    on = np.array_equal(cells, both)
+    out = _filled(rgb.shape, fill)
+    out.reshape(-1, 3)[at if on else np.flatnonzero(cells)] = stain.apply_lab(lab if on else lab[cells.ravel()[at]])
+    return stain, out
+
+
+def find_cells(
+    lab: np.ndarray,
+    mask: np.ndarray,
+    valid: np.ndarray,
+    params,
+    skip_cut: bool = False,
+    components: Optional[Tuple[int, np.ndarray]] = None,
+) -> List[Cell]:
     """Plausible leukocytes: greedy maxima of the mask's distance transform, one per ``cell_spacing`` px.
 
     ``lab`` is the field in OpenCV's uint8 LAB. A maximum is a cell when the stained region around it is
@@ -104,7 +155,7 @@ def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params, ski
     regions of photographs are not), on a background light enough to be glass. Touching cells give one
     maximum each, so a cluster of blasts is several cells, not one blob. With ``skip_cut`` a cell whose
     disc reaches the image border is passed over: it may be cut, and half a neutrophil can look like
-    anything.
+    anything. ``components``: the mask's 8-connected components (count, labels) when the caller has them.
     """
     if not mask.any():
         return []
@@ -118,9 +169,11 @@ def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params, ski
     # Zero border: a cell cut by the image edge is measured to the edge, not as if it went on beyond it.
     padded = cv2.copyMakeBorder(mask.astype(np.uint8), 1, 1, 1, 1, cv2.BORDER_CONSTANT, value=0)
     dist = cv2.distanceTransform(padded, cv2.DIST_L2, 5)[1:-1, 1:-1]
-    n_lab, labels = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
-    ids, px = labels[mask], lab[mask]
-    excess = {k: _label_means(px[:, i], ids, n_lab) - ref[k] for i, k in enumerate("LAB")}
+    n_lab, labels = components or cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    at = np.flatnonzero(mask)  # flat indices: cheaper gathers than a boolean mask over 3 channels
+    ids, px = labels.ravel()[at], np.ascontiguousarray(lab).reshape(-1, 3)[at]
+    counts = np.maximum(np.bincount(ids, minlength=n_lab), 1)
+    excess = {k: np.bincount(ids, weights=px[:, i], minlength=n_lab) / counts - ref[k] for i, k in enumerate("LAB")}
     cells: List[Cell] = []
     work = dist.copy()
     h, w = mask.shape
@@ -148,12 +201,6 @@ def find_cells(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params, ski
     return cells
 
 
-def _label_means(values: np.ndarray, labels: np.ndarray, n: int) -> np.ndarray:
-    sums = np.bincount(labels, weights=values, minlength=n)
-    counts = np.bincount(labels, minlength=n)
-    return sums / np.maximum(counts, 1)
-
-
 def _median_hist(hist: np.ndarray) -> float:
     """np.median of the uint8 values a 256-bin histogram counts (a fraction of the time of a sort)."""
     cum = np.cumsum(hist)
@@ -161,6 +208,34 @@ def _median_hist(hist: np.ndarray) -> float:
     lo = int(np.searchsorted(cum, (n - 1) // 2 + 1))
     hi = int(np.searchsorted(cum, n // 2 + 1))
     return (lo + hi) / 2.0
+
+
+def _filled(shape: Tuple[int, ...], fill: Sequence[int]) -> np.ndarray:
+    """A uint8 image of ``shape`` (... x 3) filled with the colour ``fill`` (a memset when it is a grey)."""
+    if len(set(fill)) == 1:
+        return np.full(shape, fill[0], np.uint8)
+    out = np.empty(shape, np.uint8)
+    for i, v in enumerate(fill):
+        out[..., i] = v
+    return out
+
+
+def crops_of(normalised: np.ndarray, cells: Sequence[Cell], window: int, out_size: int, fill) -> List[np.ndarray]:
+    """One crop per cell of a field already normalised outside-in (:func:`normalised_cells`: cell pixels
+    normalised, the rest ``fill``): the same bytes as :func:`cell_crops`."""
+    half = window // 2
+    h, w = normalised.shape[:2]
+    crops = []
+    for c in cells:
+        y0, x0 = c.y - half, c.x - half
+        ys, xs = slice(max(y0, 0), min(y0 + window, h)), slice(max(x0, 0), min(x0 + window, w))
+        if ys.stop - ys.start == window and xs.stop - xs.start == window:
+            crop = normalised[ys, xs]
+        else:  # beyond the border: the fill
+            crop = _filled((window, window, 3), fill)
+            crop[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = normalised[ys, xs]
+        crops.append(np.ascontiguousarray(pixels.resize(crop, out_size, out_size) if window != out_size else crop))
+    return crops
 
 
 def cell_crops(

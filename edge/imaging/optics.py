@@ -82,9 +82,10 @@ class Optics:
         return lo <= self.resample_magnification <= hi
 
 
-def _cells_and_glass(rgb: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
-    """Boolean masks of cell pixels and of glass (brighter than any cell), by Otsu on blurred grey."""
-    gray = pixels.gray(rgb)
+def _cells_and_glass(rgb: np.ndarray, gray: Optional[np.ndarray] = None) -> Tuple[np.ndarray, np.ndarray]:
+    """Boolean masks of cell pixels and of glass (brighter than any cell), by Otsu on blurred grey
+    (``gray``: :func:`edge.imaging.pixels.gray` of ``rgb`` when the caller has it)."""
+    gray = pixels.gray(rgb) if gray is None else np.ascontiguousarray(gray)
     blur = cv2.GaussianBlur(gray, (0, 0), max(1.0, min(gray.shape) / 300))  # 8-bit: OpenCV's fixed point
     cells = blur <= pixels.otsu_threshold(blur)
     return cells, ~cells
@@ -163,15 +164,26 @@ def measure_rbc_diameter(rgb: np.ndarray) -> Tuple[Optional[float], int]:
     return float(np.median(second)), int(second.size)
 
 
-def glass_colour(rgb: np.ndarray) -> np.ndarray:
+def glass_colour(rgb: np.ndarray, glass: Optional[np.ndarray] = None) -> np.ndarray:
     """Median RGB of the glass (brighter than every cell), float: the brighter half of the pixels Otsu
-    calls glass (the darker half holds cell rims), on every other pixel of every other row."""
+    calls glass (the darker half holds cell rims), on every other pixel of every other row (``glass``:
+    that Otsu mask of the subsampled field, when the caller has it)."""
     sub = rgb[::2, ::2] if min(rgb.shape[:2]) >= 64 else rgb
-    _, glass = _cells_and_glass(sub)
-    px = sub[glass] if np.count_nonzero(glass) >= 64 else sub.reshape(-1, 3)
-    lum = px.astype(np.uint16).sum(axis=1)
-    top = px[lum >= np.median(lum)]
-    return np.array([_hist_median(top[:, c]) for c in range(3)], np.float32)
+    if glass is None:
+        _, glass = _cells_and_glass(sub)
+    sub = np.ascontiguousarray(sub)
+    # The glass pixels (all of them when Otsu found almost none) by flat index, their R+G+B, the median
+    # of that from its histogram (np.median's value: the middle one or the mean of the two), and the
+    # channels' medians over the pixels at or above it.
+    at = np.flatnonzero(glass) if np.count_nonzero(glass) >= 64 else np.arange(sub.shape[0] * sub.shape[1])
+    flat = sub.reshape(-1, 3)
+    lum = flat[:, 0].astype(np.uint16) + flat[:, 1] + flat[:, 2]
+    lum = lum[at]
+    cum = np.cumsum(np.bincount(lum, minlength=766))
+    n = lum.size
+    med = (int(np.searchsorted(cum, (n - 1) // 2, side="right")) + int(np.searchsorted(cum, n // 2, side="right"))) / 2
+    top = at[lum >= med]
+    return np.array([_hist_median(flat[top, c]) for c in range(3)], np.float32)
 
 
 def _hist_median(v: np.ndarray) -> float:
@@ -180,16 +192,19 @@ def _hist_median(v: np.ndarray) -> float:
 
 
 def balance_glass(
-    rgb: np.ndarray, reference: Tuple[float, float, float], max_gain: float
+    rgb: np.ndarray,
+    reference: Tuple[float, float, float],
+    max_gain: float,
+    glass_mask: Optional[np.ndarray] = None,
 ) -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
     """(balanced field, glass colour before, per-channel gains). Gains are bounded by ``max_gain`` either
-    way: beyond that the picture has lost the information (the gate refuses it by its raw levels)."""
-    glass = glass_colour(rgb)
+    way: beyond that the picture has lost the information (the gate refuses it by its raw levels).
+    ``glass_mask``: :func:`glass_colour`'s Otsu glass of this field, when the caller has it."""
+    glass = glass_colour(rgb, glass_mask)
     gains = np.clip(np.asarray(reference, np.float32) / np.maximum(glass, 1.0), 1.0 / max_gain, max_gain)
     lut = np.stack([np.clip(np.arange(256, dtype=np.float32) * g + 0.5, 0, 255) for g in gains]).astype(np.uint8)
-    out = np.empty_like(rgb)
-    for c in range(3):
-        out[..., c] = cv2.LUT(rgb[..., c], lut[c])
+    # One 3-channel table: channel c of every pixel through lut[c], in one pass.
+    out = cv2.LUT(np.ascontiguousarray(rgb), np.ascontiguousarray(lut.T).reshape(256, 1, 3))
     return out, glass, gains
 
 
@@ -221,13 +236,16 @@ def normalise(
     ``known_magnification`` (from :class:`ScaleMemory`: this sample's earlier fields agreed) skips the
     measurement ("sample").
     """
-    cut_out = black_surround(rgb)
+    # Grey once: it is per pixel, so the grey of every other pixel is every other pixel of the grey.
+    gray = pixels.gray(rgb)
+    cut_out = black_surround(rgb, gray)
     cell_diam = None
     if cut_out is not None:
         # A cell already cut out onto black (some analysers and datasets): no glass, no red cells. The black
         # becomes the reference glass, and the scale can only be guessed from the white cell's own size.
         rgb = rgb.copy()
         rgb[cut_out] = np.asarray(glass_reference, np.float32).round().astype(np.uint8)
+        gray = pixels.gray(rgb)
         cell_diam = _largest_blob_diameter(~cut_out)
     if known_magnification is not None or cut_out is not None:
         measured, count = None, 0
@@ -240,12 +258,12 @@ def normalise(
             measured = round(measured * 64.0) / 64.0
     # Clipping that matters is clipping of the cells: bright glass at 255 (a lamp turned up) loses nothing
     # the model looks at, so the share is taken over the pixels darker than the glass.
-    small = rgb[::2, ::2]
-    cells, _ = _cells_and_glass(small)
+    small_gray = gray[::2, ::2]
+    cells, small_glass = _cells_and_glass(rgb[::2, ::2], small_gray)
     if cut_out is not None:
-        cells &= ~cut_out[::2, ::2]
-    gray = pixels.gray(small)[cells]
-    clipped = float(((gray <= 8) | (gray >= 254)).mean()) if gray.size else 1.0
+        cells = cells & ~cut_out[::2, ::2]
+    cell_gray = small_gray[cells]
+    clipped = float(((cell_gray <= 8) | (cell_gray >= 254)).mean()) if cell_gray.size else 1.0
     cfg_diam = px_per_um * RBC_DIAMETER_UM * decode_factor if px_per_um else None
     if scale_source == "config" and cfg_diam:
         diam, source = cfg_diam, "config"
@@ -266,7 +284,9 @@ def normalise(
     # Within the tolerance the field is left at its own scale (the training fields spread that much).
     factor = 1.0 if tolerance[0] <= decoded_mag <= tolerance[1] else 1.0 / decoded_mag
     scaled = resample(rgb, factor) if lo <= decoded_mag <= hi else rgb
-    balanced, glass, gains = balance_glass(scaled, glass_reference, max_gain)
+    # Not resampled: glass_colour's Otsu split is the one just made for the clipping (same pixels).
+    same = scaled is rgb and min(rgb.shape[:2]) >= 64
+    balanced, glass, gains = balance_glass(scaled, glass_reference, max_gain, small_glass if same else None)
     return balanced, Optics(
         rbc_diameter_px=measured,
         rbc_count=count,
@@ -280,10 +300,10 @@ def normalise(
     )
 
 
-def black_surround(rgb: np.ndarray) -> Optional[np.ndarray]:
+def black_surround(rgb: np.ndarray, gray: Optional[np.ndarray] = None) -> Optional[np.ndarray]:
     """Mask of a black surround (a cell cut out onto black), or None for an ordinary field: at least a fifth
-    of the picture and most of its border near-black."""
-    dark = pixels.gray(rgb) <= 12
+    of the picture and most of its border near-black (``gray``: the field's grey, when the caller has it)."""
+    dark = (pixels.gray(rgb) if gray is None else gray) <= 12
     if dark.mean() < 0.2:
         return None
     border = np.concatenate([dark[0], dark[-1], dark[:, 0], dark[:, -1]])

@@ -65,35 +65,64 @@ def _tables() -> Tuple[np.ndarray, np.ndarray, np.ndarray]:
 
 def _cbrt(t: np.ndarray) -> np.ndarray:
     """Cube root of t in [0, ~1.2] from a table seed and three Newton steps (each step one ufunc per
-    operation, so no CPU can fuse them): seed error < 2 % -> < 1e-15 relative."""
+    operation, so no CPU can fuse them): seed error < 2 % -> < 1e-15 relative. In place, operation by
+    operation: y = (2.0 * y + t / (y * y)) / 3.0, the same roundings as the expression."""
     _, _, seeds = _tables()
-    idx = np.clip((t * 256.0).astype(np.int64), 0, len(seeds) - 1)
+    idx = (t * 256.0).astype(np.int64)
+    np.clip(idx, 0, len(seeds) - 1, out=idx)
     y = seeds[idx]
+    q = np.empty_like(y)
     for _ in range(4):
-        y = (2.0 * y + t / (y * y)) / 3.0
+        np.multiply(y, y, out=q)
+        np.divide(t, q, out=q)
+        y *= 2.0
+        y += q
+        y /= 3.0
     return y
 
 
 def _f(t: np.ndarray) -> np.ndarray:
-    big = t > _T
-    out = t * _SLOPE + _F0
-    if big.any():
-        out[big] = _cbrt(t[big])
-    return out
+    """CIE's f(t): the cube root above _T, the linear segment below (each pixel by its own value)."""
+    lin = t * _SLOPE
+    lin += _F0
+    return np.where(t > _T, _cbrt(t), lin)
+
+
+@cache
+def _xyz_rows() -> Tuple[Tuple[float, float, float], ...]:
+    return tuple((row[0] / w, row[1] / w, row[2] / w) for row, w in zip(_RGB2XYZ, _WHITE))
 
 
 def rgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     """uint8 RGB (..., 3) -> float64 L*a*b* (..., 3), L in 0..100 (OpenCV's float scale)."""
     lin_tab = _tables()[0]
     rgb = np.asarray(rgb)
-    r, g, b = (lin_tab[rgb[..., i]] for i in range(3))
-    xyz = []
-    for row, w in zip(_RGB2XYZ, _WHITE):
-        xyz.append((r * (row[0] / w) + g * (row[1] / w)) + b * (row[2] / w))
-    fx, fy, fz = (_f(v) for v in xyz)
-    y = xyz[1]
-    L = np.where(y > _T, fy * 116.0 - 16.0, y * _K)
-    return np.stack([L, (fx - fy) * 500.0, (fy - fz) * 200.0], axis=-1)
+    shape = rgb.shape[:-1]
+    flat = rgb.reshape(-1, 3)
+    r, g, b = (lin_tab[flat[:, i]] for i in range(3))
+    # X, Y, Z as rows of one array, so f() below is one pass over all three: ((r*c0 + g*c1) + b*c2).
+    xyz = np.empty((3, flat.shape[0]))
+    tmp = np.empty(flat.shape[0])
+    for i, (c0, c1, c2) in enumerate(_xyz_rows()):
+        v = xyz[i]
+        np.multiply(r, c0, out=v)
+        np.multiply(g, c1, out=tmp)
+        v += tmp
+        np.multiply(b, c2, out=tmp)
+        v += tmp
+    f = _f(xyz)
+    y, fx, fy, fz = xyz[1], f[0], f[1], f[2]
+    out = np.empty((flat.shape[0], 3))
+    L = fy * 116.0
+    L -= 16.0
+    out[:, 0] = np.where(y > _T, L, y * _K)
+    np.subtract(fx, fy, out=tmp)
+    tmp *= 500.0
+    out[:, 1] = tmp
+    np.subtract(fy, fz, out=tmp)
+    tmp *= 200.0
+    out[:, 2] = tmp
+    return out.reshape(*shape, 3)
 
 
 _FTHRESH = _SLOPE * _T + _F0  # OpenCV's switch back (arithmetic, not a pow(), so no libm decides it)
@@ -102,23 +131,40 @@ _XYZ2RGB = ((3.240479, -1.53715, -0.498535), (-0.969256, 1.875991, 0.041556), (0
 
 
 def _finv(f: np.ndarray) -> np.ndarray:
-    return np.where(f > _FTHRESH, (f * f) * f, (f - _F0) / _SLOPE)
+    cube = f * f
+    cube *= f
+    big = f > _FTHRESH
+    if big.all():  # the usual case: np.where would pick every cube
+        return cube
+    return np.where(big, cube, (f - _F0) / _SLOPE)
 
 
 def lab_to_rgb8(lab: np.ndarray) -> np.ndarray:
     """float L*a*b* (..., 3) -> uint8 RGB, out-of-gamut colours clipped (as OpenCV does)."""
-    _, thr, _ = _tables()
     lab = np.asarray(lab, np.float64)
     L, a, b = lab[..., 0], lab[..., 1], lab[..., 2]
     lthr = _T * _K
-    y = np.where(L <= lthr, L / _K, 0.0)
-    fy = np.where(L <= lthr, y * _SLOPE + _F0, (L + 16.0) / 116.0)
-    y = np.where(L <= lthr, y, (fy * fy) * fy)
+    low = L <= lthr
+    if low.any():
+        y = np.where(low, L / _K, 0.0)
+        fy = np.where(low, y * _SLOPE + _F0, (L + 16.0) / 116.0)
+        y = np.where(low, y, (fy * fy) * fy)
+    else:  # no pixel that dark: every np.where above picks its second branch
+        fy = L + 16.0
+        fy /= 116.0
+        y = fy * fy
+        y *= fy
     x = _finv(fy + a / 500.0)
     z = _finv(fy - b / 200.0)
     out = np.empty(lab.shape, np.uint8)
+    lin = np.empty(L.shape)
+    tmp = np.empty(L.shape)
     for i, row in enumerate(_XYZ2RGB):
-        lin = (x * (row[0] * _WHITE[0]) + y * (row[1] * _WHITE[1])) + z * (row[2] * _WHITE[2])
+        np.multiply(x, row[0] * _WHITE[0], out=lin)
+        np.multiply(y, row[1] * _WHITE[1], out=tmp)
+        lin += tmp
+        np.multiply(z, row[2] * _WHITE[2], out=tmp)
+        lin += tmp
         out[..., i] = _encode(lin)
     return out
 
@@ -165,30 +211,46 @@ def masked_mean_std(values: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
 def gray(rgb: np.ndarray) -> np.ndarray:
     """uint8 RGB -> uint8 grey with OpenCV's fixed-point coefficients (0.299, 0.587, 0.114 in 1/32768):
     the same bytes as ``cv2.cvtColor(RGB2GRAY)`` on x86, without depending on a CPU's HAL."""
-    v = rgb.astype(np.int32)
-    return ((v[..., 0] * 9798 + v[..., 1] * 19235 + v[..., 2] * 3735 + 16384) >> 15).astype(np.uint8)
+    flat = np.ascontiguousarray(rgb).reshape(-1, 3)
+    v = flat[:, 0].astype(np.int32)
+    v *= 9798
+    t = flat[:, 1].astype(np.int32)
+    t *= 19235
+    v += t
+    np.multiply(flat[:, 2], 3735, out=t, dtype=np.int32)
+    v += t
+    v += 16384
+    v >>= 15
+    return v.astype(np.uint8).reshape(rgb.shape[:-1])
 
 
 def otsu_threshold(img: np.ndarray) -> int:
     """Otsu's threshold of a uint8 image, the between-class variance compared in exact integers (OpenCV's
     float version can pick a different level of two near-equal ones on another CPU); pixels <= the
-    threshold are the dark class, as with ``cv2.THRESH_BINARY``."""
+    threshold are the dark class, as with ``cv2.THRESH_BINARY``.
+
+    The first level of greatest ``(n * s0 - n0 * total)**2 / (n0 * n1)`` (below, ``s0``/``n0``: sum and
+    count of the levels up to t): found in float64 for all levels at once, then decided in exact
+    integers among the levels that float64 cannot tell from the greatest."""
     hist = np.bincount(img.ravel(), minlength=256).astype(np.int64)
     n = int(hist.sum())
     total = int((hist * np.arange(256)).sum())
+    n0 = np.cumsum(hist)[:255]
+    s0 = np.cumsum(hist * np.arange(256))[:255]
+    n1 = n - n0
+    ok = (n0 > 0) & (n1 > 0)
+    if not ok.any():
+        return 0
+    diff = (n * s0 - n0 * total).astype(np.float64)  # exact int64: |n * s0| <= n * n * 255
+    den = np.where(ok, n0 * n1, 1).astype(np.float64)
+    val = np.where(ok, diff * diff / den, -1.0)
+    near = np.flatnonzero(ok & (val >= val.max() * (1.0 - 1e-9)))
     best, best_num, best_den = 0, -1, 1
-    n0 = s0 = 0
-    for t in range(255):
-        n0 += int(hist[t])
-        s0 += t * int(hist[t])
-        n1 = n - n0
-        if n0 == 0 or n1 == 0:
-            continue
-        # sigma_b^2 * n^2 = (n * s0 - n0 * total)^2 / (n0 * n1): compared by cross-multiplying.
-        num = (n * s0 - n0 * total) ** 2
-        den = n0 * n1
-        if num * best_den > best_num * den:
-            best, best_num, best_den = t, num, den
+    for t in near.tolist():
+        num = (n * int(s0[t]) - int(n0[t]) * total) ** 2
+        den_t = int(n0[t]) * int(n1[t])
+        if num * best_den > best_num * den_t:
+            best, best_num, best_den = t, num, den_t
     return best
 
 
@@ -264,21 +326,58 @@ def resize_linear(img: np.ndarray, width: int, height: int) -> np.ndarray:
     INTER_LINEAR)`` computes in its SIMD loops on x86 and NEON alike), in numpy integers: the same bytes
     on every CPU, where OpenCV itself rounds its row tails and ARM HAL paths differently."""
     h, w = img.shape[:2]
+    out = _linear(np.ascontiguousarray(img).reshape(1, h, w, -1), width, height)
+    return out.reshape((height, width) + img.shape[2:])
+
+
+@lru_cache(maxsize=64)
+def _columns(n: int, m: int, c: int) -> Tuple[Tuple[np.ndarray, np.ndarray], ...]:
+    """Per tap: the source columns and weights for rows of ``n`` pixels of ``c`` interleaved channels
+    enlarged to ``m`` pixels (OpenCV's bilinear taps in 1/2048ths, clamped at the borders as its x pass
+    does). Laid out as whole rows, every numpy operation below runs over a row at a time instead of
+    3-value channel runs."""
+    idx, wts = _cv_linear_weights(n, m, clamp_fraction=True)
+    ch = np.arange(c)
+    return tuple(
+        ((idx[:, t, None] * c + ch).ravel().astype(np.intp), np.repeat(wts[:, t], c)) for t in range(idx.shape[1])
+    )
+
+
+def _x_pass(src: np.ndarray, n: int, m: int, c: int) -> np.ndarray:
+    """Rows of ``n`` pixels x ``c`` channels (``src``: rows x n*c, int32) -> rows of ``m`` pixels: the
+    exact integer weighted sums of the bilinear taps (no rounding)."""
+    taps = _columns(n, m, c)
+    cols, wts = taps[0]
+    out = src[:, cols]
+    out *= wts.astype(src.dtype)
+    for cols, wts in taps[1:]:
+        tmp = src[:, cols]
+        tmp *= wts.astype(src.dtype)
+        out += tmp
+    return out
+
+
+def _linear(imgs: np.ndarray, width: int, height: int) -> np.ndarray:
+    """:func:`resize_linear` of each of n images (n x H x W x C): OpenCV's fixed-point steps, in order.
+    (One image at a time is faster: its int32 rows stay in the cache.)"""
+    n, h, w, c = imgs.shape
     iy, by = _cv_linear_weights(h, height, clamp_fraction=False)
-    ix, ax = _cv_linear_weights(w, width, clamp_fraction=True)
+    iy, by = iy.astype(np.intp), by.astype(np.int32)  # np.take wants the platform's index type (32-bit ARM)
     # int32 is enough: a row value is at most 255 * 2048, a product (255 * 128) * 2048.
-    src = img.astype(np.int32)
-    ix, ax, iy, by = ix.astype(np.intp), ax.astype(np.int32), iy.astype(np.intp), by.astype(np.int32)
-    ex = (None, slice(None), None) if img.ndim == 3 else (None, slice(None))
-    rows = np.take(src, ix[:, 0], axis=1) * ax[:, 0][ex]
-    rows += np.take(src, ix[:, 1], axis=1) * ax[:, 1][ex]  # H x width, in 1/2048ths
+    rows = _x_pass(imgs.reshape(n * h, w * c).astype(np.int32), w, width, c)
     rows >>= 4
-    ey = (slice(None), None, None) if img.ndim == 3 else (slice(None), None)
-    acc = (np.take(rows, iy[:, 0], axis=0) * by[:, 0][ey]) >> 16  # int16 "multiply high" (OpenCV's SIMD)
-    acc += (np.take(rows, iy[:, 1], axis=0) * by[:, 1][ey]) >> 16
+    rows = rows.reshape(n, h, width * c)
+    acc = np.take(rows, iy[:, 0], axis=1)
+    acc *= by[:, 0][:, None]
+    acc >>= 16  # int16 "multiply high" (OpenCV's SIMD)
+    tmp = np.take(rows, iy[:, 1], axis=1)
+    tmp *= by[:, 1][:, None]
+    tmp >>= 16
+    acc += tmp
     acc += 2
     acc >>= 2
-    return np.clip(acc, 0, 255).astype(np.uint8)
+    np.clip(acc, 0, 255, out=acc)
+    return acc.astype(np.uint8).reshape(n, height, width, c)
 
 
 def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:

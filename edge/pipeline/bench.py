@@ -123,6 +123,8 @@ def run_bench(
         "bare_invoke_ms": {"median": round(med_bare, 3), "p95": round(_pct(bare, 0.95), 3)},
         "pipeline_ms": stages,
         "pipeline_over_invoke": round(total / med_bare, 3),
+        # What the model's stage costs against everything else a field goes through (issue 16).
+        "pipeline_over_inference": round(total / stages["inference"]["median"], 3) if "inference" in stages else None,
         # The ceiling is the bare invoke rate of this same interpreter, so at the same thread count.
         "batch": {
             "images_per_s": round(n / batch_s, 2),
@@ -171,6 +173,8 @@ def format_report(r: Dict) -> str:
     b, sc = r["batch"], r["size_cost"]
     lines += [
         f"pipeline / bare invoke    {r['pipeline_over_invoke']:.2f}x",
+        f"pipeline / inference      {r['pipeline_over_inference'] or float('nan'):.2f}x (the inference stage: all of a "
+        f"field's cells in one invoke, and the embedding distances)",
         f"batch (overlapped)        {b['images_per_s']:.1f} images/s = {b['fraction_of_ceiling']:.2f} of the "
         f"inference ceiling {b['inference_ceiling_per_s']:.1f}/s (bare invoke, same {r['threads']} "
         f"interpreter thread{'s' if r['threads'] != 1 else ''})",

@@ -100,7 +100,6 @@ def measure(rgb: np.ndarray, params: PreprocessParams, optics: Optional[Optics] 
     lap = cv2.Laplacian(gray, cv2.CV_32F, ksize=1)
     # The Laplacian of a pixel next to the label box sees the box's edge; erode the mask by one.
     inner = cv2.erode(valid.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
-    g = gray[valid]
     focus_px = inner
     if optics is not None:
         focus_px = _unclipped(gray, inner)
@@ -108,6 +107,7 @@ def measure(rgb: np.ndarray, params: PreprocessParams, optics: Optional[Optics] 
         # intact glass to 255, or pull a clipped one below it): edge/imaging/optics.py measured them.
         brightness, clipped = float(np.mean(optics.glass_rgb)), optics.clipped_fraction
     else:
+        g = gray[valid]
         brightness, clipped = float(g.mean()), float(((g <= DARK_LEVEL) | (g >= BRIGHT_LEVEL)).mean())
     return QualityReport(
         focus=round(float(lap[focus_px].var()), 3),

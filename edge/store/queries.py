@@ -39,6 +39,8 @@ class ImageQueries:
     def lookup(self, path: str, sha256: str, device_id: Optional[str] = None) -> Tuple[bool, Optional[ImageRecord]]:
         """:meth:`is_recorded` and :meth:`find_by_sha256` in one query: the pipeline asks both for every
         image, and each query is a connection checkout plus BEGIN and rollback."""
+        if not self._content_seen(sha256):
+            return False, None  # the usual answer for a new image, at a third of the query's cost
         q = (
             select(images)
             .where(images.c.sha256 == sha256, self._mine(device_id))
@@ -48,6 +50,15 @@ class ImageQueries:
             rows = conn.execute(q).all()
         first = next((r for r in rows if r.status != Status.DUPLICATE), None)
         return any(r.path == str(path) for r in rows), image_record(first) if first else None
+
+    def _content_seen(self, sha256: str) -> bool:
+        """Fast path of :meth:`lookup`: does any row (of any device) hold this content at all? One indexed
+        probe through the driver, without building rows; True where that is not SQLite."""
+        if self.engine.dialect.name != "sqlite":
+            return True
+        with self.engine.connect() as conn:
+            probe = f"SELECT 1 FROM {images.name} WHERE sha256 = ? LIMIT 1"
+            return conn.exec_driver_sql(probe, (sha256,)).first() is not None
 
     def is_recorded(self, path: str, sha256: str, device_id: Optional[str] = None) -> bool:
         return self.lookup(path, sha256, device_id)[0]

@@ -77,12 +77,20 @@ class Interpreter:
         self._in_idx, self._out_idx = inp[0]["index"], [o["index"] for o in out]
         self.input = _info(inp[0])
         self.outputs = [_info(o) for o in out]
+        self._batch = int(self.input.shape[0]) if self.input.shape else 1
 
     def _make(self, model_path: str, num_threads: int):
         raise NotImplementedError
 
     def invoke(self, x: np.ndarray) -> list:
-        """x: a batch of one in the input tensor's dtype. Returns copies of the raw output tensors."""
+        """x: a batch of n inputs in the input tensor's dtype (n >= 1). Returns copies of the raw output
+        tensors, n rows each. The input tensor is resized when n changes (a few tens of microseconds);
+        every row of a batch comes out exactly as that input alone would (tests/test_batched_invoke.py)."""
+        n = int(x.shape[0])
+        if n != self._batch:
+            self._interp.resize_tensor_input(self._in_idx, [n, *self.input.shape[1:]])
+            self._interp.allocate_tensors()
+            self._batch = n
         self._interp.set_tensor(self._in_idx, x)
         self._interp.invoke()
         return [self._interp.get_tensor(i).copy() for i in self._out_idx]

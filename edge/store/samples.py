@@ -21,7 +21,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, Callable, ContextManager, Dict, Iterable, List, Optional, Sequence
 
-from sqlalchemy import and_, func, select
+from sqlalchemy import and_, bindparam, func, select
 from sqlalchemy.engine import Connection, Engine
 
 from edge.store.records import ImageRecord
@@ -37,6 +37,7 @@ from edge.store.samplerule import (
     validate_sample_id,
 )
 from edge.store.schema import images, samples, utcnow
+from edge.vocabulary import Status
 
 
 @dataclass
@@ -127,6 +128,24 @@ def _iso(t: Optional[datetime]) -> Optional[str]:
     return t.isoformat() if t is not None else None
 
 
+# Built once: statement construction (SQLAlchemy's coercions) cost more than running them, and this runs
+# inside every commit of a field.
+_FIELDS = select(images.c.status, images.c.malignant_score, images.c.domain).where(
+    images.c.device_id == bindparam("device"),
+    images.c.sample_id == bindparam("sample"),
+    images.c.status != Status.DUPLICATE,
+)
+_LAST_FIELD = select(func.max(images.c.recorded_at)).where(
+    images.c.device_id == bindparam("device"),
+    images.c.sample_id == bindparam("sample"),
+    images.c.status != Status.DUPLICATE,
+)
+_EXISTING = select(samples.c.id, samples.c.status, samples.c.fields, samples.c.late_fields).where(
+    samples.c.device_id == bindparam("device"), samples.c.sample_id == bindparam("sample")
+)
+_UPDATE = samples.update().where(samples.c.id == bindparam("row_id"))
+
+
 def _recompute(
     conn,
     device_id: str,
@@ -136,13 +155,9 @@ def _recompute(
     model_sha256: Optional[str],
     now: datetime,
 ) -> None:
-    rows = conn.execute(
-        select(images.c.status, images.c.malignant_score, images.c.recorded_at, images.c.domain).where(
-            images.c.device_id == device_id, images.c.sample_id == sample_id, images.c.status != "duplicate"
-        )
-    ).all()
+    key = {"device": device_id, "sample": sample_id}
+    rows = conn.execute(_FIELDS, key).all()
     v = judge([r.status for r in rows], [r.malignant_score for r in rows], rule, [r.domain for r in rows])
-    last = max((r.recorded_at for r in rows), default=None)
     values = dict(
         fields=v.fields,
         readable=v.readable,
@@ -153,14 +168,10 @@ def _recompute(
         rule=json.dumps(rule.to_dict(), sort_keys=True) if rule else None,
         model_id=model_id,
         model_sha256=model_sha256,
-        last_field_at=last,
+        last_field_at=conn.execute(_LAST_FIELD, key).scalar(),
         updated_at=now,
     )
-    existing = conn.execute(
-        select(samples.c.id, samples.c.status, samples.c.fields, samples.c.late_fields).where(
-            samples.c.device_id == device_id, samples.c.sample_id == sample_id
-        )
-    ).first()
+    existing = conn.execute(_EXISTING, key).first()
     if existing is None:
         conn.execute(
             samples.insert().values(
@@ -173,13 +184,13 @@ def _recompute(
             )
         )
     elif existing.status != "signed":
-        conn.execute(samples.update().where(samples.c.id == existing.id).values(**values))
+        conn.execute(_UPDATE, {"row_id": existing.id, **values})
     else:
         # A signed sample's verdict is what was signed; later fields don't move it. Its field count stays
         # as signed, so the fields beyond it arrived after the sign-off: counted, so they are seen.
         late = max(0, v.fields - (existing.fields or 0))
         if late != (existing.late_fields or 0):
-            conn.execute(samples.update().where(samples.c.id == existing.id).values(late_fields=late, updated_at=now))
+            conn.execute(_UPDATE, {"row_id": existing.id, "late_fields": late, "updated_at": now})
 
 
 def late_field_ids(sample: Sample, recs: Sequence) -> set:

@@ -9,7 +9,8 @@ import pytest
 from edge.imaging import synthetic
 from edge.imaging.cells import background_stats, stain_normalize
 from edge.imaging.decode import decode_file
-from edge.imaging.preprocess import PreprocessParams, preprocess, scale_bar_slice
+from edge.imaging.preprocess import PreprocessParams, preprocess
+from edge.imaging.segmentation import scale_bar_slice
 from tests.shared_data import HAVE_DATASET, NO_DATASET, real_images
 
 CELL = PreprocessParams(input_mode="cell")

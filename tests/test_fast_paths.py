@@ -13,13 +13,12 @@ from edge.imaging import pixels, synthetic
 from edge.imaging.decode import decode_file
 from edge.imaging.preprocess import (
     PreprocessParams,
-    _kmeans_1d,
-    _kmeans_hist,
     _median_u8,
     decode_target,
     preprocess_image,
     working_field,
 )
+from edge.imaging.segmentation import kmeans_1d, kmeans_hist
 from tests.shared_data import real_images
 
 PARAMS = PreprocessParams(input_mode="cell")
@@ -51,9 +50,9 @@ def test_kmeans_on_the_histogram_gives_opencv_s_centres_bit_for_bit():
     """Guards the re-implementation against another OpenCV: its centres are what the model was trained on."""
     histogram_runs = 0
     for sample in _a_samples():
-        assert np.array_equal(_kmeans_1d(sample, PARAMS), _cv2_kmeans(sample))
+        assert np.array_equal(kmeans_1d(sample, PARAMS), _cv2_kmeans(sample))
         s = sample.astype(np.float32)
-        histogram_runs += _kmeans_hist(s, np.quantile(s, np.linspace(0.1, 0.95, 3)), 3, 20, 0.1) is not None
+        histogram_runs += kmeans_hist(s, np.quantile(s, np.linspace(0.1, 0.95, 3)), 3, 20, 0.1) is not None
     assert histogram_runs >= len(_a_samples()) // 2, "the fast path is hardly ever taken"
 
 
@@ -115,7 +114,8 @@ def test_enlarging_over_whole_rows_is_the_per_channel_arithmetic(shape):
 def test_the_field_in_one_pass_gives_the_crops_of_one_conversion_per_crop():
     """normalised_cells + crops_of against StainTransform.fit + cell_crops (each crop converted alone)."""
     from edge.imaging.cells import StainTransform, cell_crops
-    from edge.imaging.preprocess import preprocess, remove_scale_bar, scale_bar_slice
+    from edge.imaging.preprocess import preprocess, remove_scale_bar
+    from edge.imaging.segmentation import scale_bar_slice
     from edge.inference.classifier import DEFAULT_MODEL, card_path_for, load_card
 
     p = load_card(card_path_for(DEFAULT_MODEL)).preprocessing  # the shipped card (stain fitted on the cells)
@@ -137,7 +137,7 @@ def test_the_field_in_one_pass_gives_the_crops_of_one_conversion_per_crop():
 
 
 def test_preprocess_image_is_unchanged_by_the_warm_lab_tables():
-    from edge.imaging.preprocess import start_lab_tables
+    from edge.imaging.segmentation import start_lab_tables
 
     rgb = synthetic.smear(2)
     before = preprocess_image(rgb, PARAMS).model_inputs

@@ -7,7 +7,8 @@ import pytest
 
 from edge.imaging import synthetic
 from edge.imaging.decode import DecodeError, decode_bytes
-from edge.imaging.preprocess import PreprocessParams, UnknownPreprocessing, preprocess, scale_bar_slice
+from edge.imaging.preprocess import PreprocessParams, UnknownPreprocessing, preprocess
+from edge.imaging.segmentation import scale_bar_slice
 from tests.shared_data import HAVE_DATASET, NO_DATASET, real_images
 
 P = PreprocessParams()

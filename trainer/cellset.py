@@ -21,10 +21,9 @@ from edge.imaging.preprocess import (
     decode_target,
     preprocess_image,
     remove_scale_bar,
-    scale_bar_slice,
-    segment,
     working_field,
 )
+from edge.imaging.segmentation import scale_bar_slice, segment
 
 from .augment import CaptureAugment, lab_stats, onto_other_slide, reinhard_to, rescale
 from .data import Sample

@@ -26,7 +26,8 @@ import numpy as np
 
 from edge.config import QualityConfig
 from edge.imaging.decode import DecodeError, decode_bytes, decode_file
-from edge.imaging.preprocess import crop_resize, decode_target, preprocess, remove_scale_bar, segment, working_field
+from edge.imaging.preprocess import crop_resize, decode_target, preprocess, remove_scale_bar, working_field
+from edge.imaging.segmentation import segment
 from edge.inference.classifier import BENIGN, Classifier
 from edge.pipeline import quality
 

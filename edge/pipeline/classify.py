@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Callable, Iterable, List, Optional, Union
 
 from edge.config import Config
-from edge.imaging.preprocess import start_lab_tables
+from edge.imaging.segmentation import start_lab_tables
 from edge.inference.classifier import Classifier, classifier_from_config
 from edge.pipeline.settings import PipelineSettings
 from edge.pipeline.stages import Pipeline

@@ -20,7 +20,8 @@ import cv2
 import numpy as np
 
 from edge.imaging.optics import Optics
-from edge.imaging.preprocess import PreprocessParams, SegmentationStats, crop_resize, scale_bar_slice
+from edge.imaging.preprocess import PreprocessParams, crop_resize
+from edge.imaging.segmentation import SegmentationStats, scale_bar_slice
 from edge.inference.card import QualityGate
 
 # Pixels this close to 0 or 255 carry no information (the sensor or the JPEG encoder clipped them).
@@ -190,7 +191,7 @@ def assess(
     """All checks at once (the pipeline calls the two halves separately to skip preprocessing early)."""
     report = check_exposure_focus(measure(rgb, params), t)
     if stats is None:
-        from edge.imaging.preprocess import segment
+        from edge.imaging.segmentation import segment
 
         stats = segment(crop_resize(rgb, params), params)[1]
     return check_content(report, stats, t)

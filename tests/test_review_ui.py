@@ -113,7 +113,9 @@ def test_queue_says_why_each_sample_is_there(app, browser, shots, width):
     text = few.inner_text()
     assert f"too few readable fields: 3 of the {MIN_READABLE} needed" in text and "2 unreadable" in text
     assert "rule needs" not in text  # the figures are in the title, the words on the page
-    assert few.locator("ul.why li").first.get_attribute("title").startswith("only 3 readable field(s)")
+    # (Generated smears without ../shared are also outside the validated range: that reason may come first.)
+    titles = [li.get_attribute("title") or "" for li in few.locator("ul.why li").all()]
+    assert any(t.startswith("only 3 readable field(s)") for t in titles), titles
     mal = page.locator("#ready tbody tr", has=page.locator("a", has_text="U-MAL"))
     s = ws.q(db, "SELECT verdict FROM samples WHERE sample_id = 'U-MAL'")[0]
     if s["verdict"] == "malignant":  # the subtype beside the verdict: the commonest label of its malignant fields

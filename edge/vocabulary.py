@@ -1,5 +1,6 @@
-"""The words records are made of: labels, statuses, verdicts, stages. A module of its own so the command
-line can build its options (and answer --help) without importing numpy, OpenCV or SQLAlchemy."""
+"""The words records are made of: labels, image and sample statuses, verdicts, stages. A module of its own
+so the command line can build its options (and answer --help) without importing numpy, OpenCV or
+SQLAlchemy."""
 
 from enum import Enum
 
@@ -23,6 +24,24 @@ class Status(str, Enum):
 
 
 STATUSES = tuple(s.value for s in Status)
+
+
+class SampleStatus(str, Enum):
+    """Where one sample is in its lifecycle, in the order it moves (:mod:`edge.store.samples`). A ``str``: it
+    is stored, compared and printed as its value."""
+
+    COLLECTING = "collecting"  # fields arriving
+    READY = "ready"  # closed (by the rule or by hand), waiting for a reviewer
+    SIGNED = "signed"  # a reviewer's sign-off; the verdict is final
+
+    def __str__(self) -> str:
+        return str(self.value)
+
+    def __format__(self, spec: str) -> str:
+        return format(str(self.value), spec)
+
+
+SAMPLE_STATUSES = tuple(s.value for s in SampleStatus)
 VERDICTS = ("benign", "malignant")
 STAGES = ("queue", "decode", "quality", "preprocess", "inference", "store", "total")
 ROLES = ("viewer", "reviewer", "admin")  # accounts of the review web app

@@ -11,6 +11,7 @@ import click
 
 from edge.cli.common import Failure, load_cfg, started
 from edge.daemon import startup
+from edge.vocabulary import SAMPLE_STATUSES
 
 
 def _store(config: Optional[str], create: bool = False):
@@ -29,7 +30,7 @@ def _meta_notes(metas) -> dict:
 
 
 @click.command("samples")
-@click.option("--status", type=click.Choice(("collecting", "ready", "signed")), help="only samples in this state")
+@click.option("--status", type=click.Choice(SAMPLE_STATUSES), help="only samples in this state")
 @click.option("--format", "fmt", type=click.Choice(("table", "json")), default="table", show_default=True)
 @click.option("--config", type=click.Path(dir_okay=False), help="config file (default: $EDGE_SCREEN_CONFIG)")
 def samples(status: Optional[str], fmt: str, config: Optional[str]) -> None:

@@ -145,7 +145,7 @@ class Status:
             rows.append(
                 (
                     "samples",
-                    ", ".join(f"{k} {self.samples[k]}" for k in ("collecting", "ready", "signed") if k in self.samples),
+                    ", ".join(f"{k} {self.samples[k]}" for k in vocabulary.SampleStatus if k in self.samples),
                 )
             )
         rows.extend(("optics" if i == 0 else "", line) for i, line in enumerate(self.optics.describe().splitlines()))

@@ -19,8 +19,8 @@ from typing import Any, Callable, Dict, Iterable, Iterator, List, Optional, Sequ
 from sqlalchemy import Table, and_, func, literal_column, or_, select
 from sqlalchemy.engine import Connection
 
-from edge.store.samples import SAMPLE_STATUSES
 from edge.store.schema import images, models, reviews, runs, samples
+from edge.vocabulary import SAMPLE_STATUSES, SampleStatus
 
 Progress = Callable[[int, int], None]
 BATCH = 2000
@@ -119,7 +119,7 @@ def late_forward(new: dict, old: dict, diff) -> bool:
     """A signed sample may still move one way: fields recorded after its sign-off (``late_fields``) only grow;
     everything that was signed stays as it was."""
     return (
-        old["status"] == new["status"] == "signed"
+        old["status"] == new["status"] == SampleStatus.SIGNED
         and set(diff) <= {"late_fields", "updated_at"}
         and (new.get("late_fields") or 0) > (old.get("late_fields") or 0)
     )
@@ -302,7 +302,7 @@ class Transfer:
             if not diff:
                 self.s.samples_skipped += 1
             elif (
-                old["status"] != "signed" and not set(diff) & set(SAMPLE_IDENTITY) and sample_forward(r, old)
+                old["status"] != SampleStatus.SIGNED and not set(diff) & set(SAMPLE_IDENTITY) and sample_forward(r, old)
             ) or late_forward(r, old, diff):
                 if self._unresolved(models.c.id, [r["model_id"]]):
                     self._conflict("samples", r, source, ["model_id"])

@@ -39,7 +39,7 @@ from datetime import datetime
 from typing import Dict, List, Optional
 
 from edge.export.fhir_codes import DEFAULT_SYSTEMS, FhirSystems, interpretation, slug, smear_finding, who
-from edge.vocabulary import Status
+from edge.vocabulary import SampleStatus, Status
 
 SYSTEM = "urn:edge-screen"  # our own code systems and identifiers: no registered terminology has them
 LABEL_SYSTEM = f"{SYSTEM}:label"
@@ -172,7 +172,7 @@ def _field(img: dict, status: str, notes: List[dict], model: Optional[str], refs
 def build_bundle(data: SampleData, systems: FhirSystems = DEFAULT_SYSTEMS) -> dict:
     """The bundle for one sample as plain JSON-able dicts (validated by :func:`export_fhir`)."""
     s = data.sample
-    signed = s["status"] == "signed"
+    signed = s["status"] == SampleStatus.SIGNED
     status = "final" if signed else "preliminary"
     subject = who(s, systems)
     refs = {k: v for k, v in (("subject", subject.subject), ("specimen", subject.specimen)) if v}

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 
 from edge.store.samples import field_key, risk_key
 from edge.store.schema import images, samples
-from edge.vocabulary import Status
+from edge.vocabulary import SampleStatus, Status
 
 
 @dataclass
@@ -130,4 +130,4 @@ def sample_blocks(engine: sa.Engine, where: list) -> List[SampleBlock]:
         )
         for row in rows
     ]
-    return sorted(blocks, key=lambda b: (b.status == "signed", *risk_key(b)))  # signed ones last
+    return sorted(blocks, key=lambda b: (b.status == SampleStatus.SIGNED, *risk_key(b)))  # signed ones last

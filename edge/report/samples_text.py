@@ -8,6 +8,7 @@ import textwrap
 from typing import Dict, List, Optional, Sequence, Tuple
 
 from edge.store.samples import Sample
+from edge.vocabulary import SampleStatus
 
 FIXED = 43  # the columns after the sample id: status, fields, readable, verdict, score and their gaps
 
@@ -56,7 +57,7 @@ def _row(sample: str, status: str, fields: str, readable: str, verdict: str, sco
 
 
 def _note(s: Sample) -> str:
-    if s.status == "signed":
+    if s.status == SampleStatus.SIGNED:
         final = s.final_verdict or "-"
         if s.final_label:
             final += f", {s.final_label}"

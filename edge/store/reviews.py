@@ -34,7 +34,7 @@ from edge.store.accounts import (
 )
 from edge.store.samples import Sample, SampleError, validate_sample_id
 from edge.store.schema import images, models, reviews, samples, utcnow
-from edge.vocabulary import BENIGN, LABELS, ROLES, VERDICTS, Status
+from edge.vocabulary import BENIGN, LABELS, ROLES, VERDICTS, SampleStatus, Status
 
 MAX_COMMENT = 2000
 
@@ -131,7 +131,7 @@ def review_field(store, reviewer: str, image_id: str, reviewer_label: str, comme
         ).scalar()
         if st is None:
             raise ReviewError(f"no sample {img.sample_id!r} on device {device}")
-        if st == "signed":
+        if st == SampleStatus.SIGNED:
             raise ReviewConflict(f"sample {img.sample_id} is signed off: its reviews are closed")
         _check_label(reviewer_label, _card_labels(conn, img.model_id))
         rev = Review(
@@ -189,7 +189,7 @@ def confirm_fields(store, reviewer: str, sample_id: str, image_ids: Sequence[str
         ).scalar()
         if st is None:
             raise ReviewError(f"no sample {sample_id!r} on device {device}")
-        if st == "signed":
+        if st == SampleStatus.SIGNED:
             raise ReviewConflict(f"sample {sample_id} is signed off: its reviews are closed")
         rows = {
             r.id: r
@@ -251,10 +251,10 @@ def _signable(
     s = conn.execute(select(samples).where(samples.c.device_id == device, samples.c.sample_id == sample_id)).first()
     if s is None:
         raise ReviewError(f"no sample {sample_id!r} on device {device}")
-    if s.status != "ready":
+    if s.status != SampleStatus.READY:
         raise ReviewConflict(
             f"sample {sample_id} is {s.status}, not ready: only a ready sample can be signed off"
-            + (f" (signed by {s.signed_by})" if s.status == "signed" else "")
+            + (f" (signed by {s.signed_by})" if s.status == SampleStatus.SIGNED else "")
         )
     if final_label is not None:
         _check_label(final_label, _card_labels(conn, s.model_id))
@@ -330,9 +330,9 @@ def sign_off(
         # PostgreSQL has no BEGIN IMMEDIATE: the row must still be the one checked (same status, same update).
         done = conn.execute(
             samples.update()
-            .where(samples.c.id == s.id, samples.c.status == "ready", samples.c.updated_at == s.updated_at)
+            .where(samples.c.id == s.id, samples.c.status == SampleStatus.READY, samples.c.updated_at == s.updated_at)
             .values(
-                status="signed",
+                status=SampleStatus.SIGNED,
                 signed_at=now,
                 signed_by=reviewer,
                 final_verdict=final_verdict,

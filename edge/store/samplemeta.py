@@ -35,6 +35,7 @@ from sqlalchemy import select, tuple_
 
 from edge.store.samples import SampleError, validate_sample_id
 from edge.store.schema import samples, utcnow
+from edge.vocabulary import SampleStatus
 
 log = logging.getLogger("edge.store.samplemeta")
 
@@ -190,7 +191,7 @@ def _insert_empty(conn, device: str, sample_id: str):
             updated_at=now,
             fields=0,
             readable=0,
-            status="collecting",
+            status=SampleStatus.COLLECTING,
             needs_review=False,
             review_reasons="[]",
         )
@@ -241,7 +242,7 @@ def set_meta(
             row = _insert_empty(conn, device, sample_id)
         m = row._mapping
         differs = {c: v for c, v in changes.items() if m[c] != v}
-        if differs and m["status"] == "signed":
+        if differs and m["status"] == SampleStatus.SIGNED:
             raise MetaConflict(
                 f"sample {sample_id} is signed (by {m['signed_by']}): its patient and specimen are "
                 "part of what was signed and cannot change"
@@ -249,7 +250,7 @@ def set_meta(
         values: dict = dict(differs)
         if differs:
             values["meta_source"] = source
-        if clear_error and m["meta_error"] is not None and m["status"] != "signed":
+        if clear_error and m["meta_error"] is not None and m["status"] != SampleStatus.SIGNED:
             values["meta_error"] = None
         if values:
             # updated_at: the clinic export sends a sample again when it changed (edge.export.copy).
@@ -267,7 +268,7 @@ def record_error(store, sample_id: str, reason: str) -> bool:
     store.check_file()
     with store.write() as conn:
         row = _row(conn, device, sample_id) or _insert_empty(conn, device, sample_id)
-        if row.status == "signed":
+        if row.status == SampleStatus.SIGNED:
             return False
         if row.meta_error != reason:
             conn.execute(samples.update().where(samples.c.id == row.id).values(meta_error=reason, updated_at=utcnow()))

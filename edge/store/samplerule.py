@@ -11,7 +11,6 @@ from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
 SAMPLE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
-SAMPLE_STATUSES = ("collecting", "ready", "signed")
 STATISTICS = ("mean", "quantile", "fraction_malignant")
 
 

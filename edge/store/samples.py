@@ -27,7 +27,6 @@ from sqlalchemy.engine import Connection, Engine
 from edge.store.records import ImageRecord
 from edge.store.rows import image_record
 from edge.store.samplerule import (
-    SAMPLE_STATUSES,
     SampleError,
     SampleRule,
     SampleVerdict,
@@ -37,7 +36,7 @@ from edge.store.samplerule import (
     validate_sample_id,
 )
 from edge.store.schema import images, samples, utcnow
-from edge.vocabulary import Status
+from edge.vocabulary import SAMPLE_STATUSES, SampleStatus, Status
 
 
 @dataclass
@@ -179,11 +178,11 @@ def _recompute(
                 device_id=device_id,
                 sample_id=sample_id,
                 created_at=now,
-                status="collecting",
+                status=SampleStatus.COLLECTING,
                 **values,
             )
         )
-    elif existing.status != "signed":
+    elif existing.status != SampleStatus.SIGNED:
         conn.execute(_UPDATE, {"row_id": existing.id, **values})
     else:
         # A signed sample's verdict is what was signed; later fields don't move it. Its field count stays
@@ -196,7 +195,7 @@ def _recompute(
 def late_field_ids(sample: Sample, recs: Sequence) -> set:
     """Ids of the fields recorded after the sample was signed: the newest ``late_fields`` counted fields (the
     signed count never moves, so the rest are what was signed) and any duplicate recorded after it."""
-    if sample.status != "signed":
+    if sample.status != SampleStatus.SIGNED:
         return set()
     counted = sorted((r for r in recs if r.status != "duplicate"), key=lambda r: (r.recorded_at, r.id or ""))
     late = {r.id for r in counted[len(counted) - sample.late_fields :]} if sample.late_fields else set()
@@ -289,12 +288,12 @@ class Samples:
             ).first()
             if row is None:
                 raise SampleError(f"no sample {sample_id!r} on device {self.device()}")
-            if row.status == "collecting":
+            if row.status == SampleStatus.COLLECTING:
                 now = utcnow()
                 conn.execute(
                     samples.update()
                     .where(samples.c.device_id == self.device(), samples.c.sample_id == sample_id)
-                    .values(status="ready", ready_at=now, closed_by=by, updated_at=now)
+                    .values(status=SampleStatus.READY, ready_at=now, closed_by=by, updated_at=now)
                 )
         closed = self.get(sample_id)
         assert closed is not None  # the row was there inside the transaction
@@ -306,7 +305,7 @@ class Samples:
         cutoff = now - timedelta(seconds=idle_s)
         cond = and_(
             samples.c.device_id == self.device(),
-            samples.c.status == "collecting",
+            samples.c.status == SampleStatus.COLLECTING,
             samples.c.readable >= min_readable,
             samples.c.last_field_at <= cutoff,
         )
@@ -314,7 +313,9 @@ class Samples:
             ids = [r.sample_id for r in conn.execute(select(samples.c.sample_id).where(cond))]
             if ids:
                 conn.execute(
-                    samples.update().where(cond).values(status="ready", ready_at=now, closed_by="rule", updated_at=now)
+                    samples.update()
+                    .where(cond)
+                    .values(status=SampleStatus.READY, ready_at=now, closed_by="rule", updated_at=now)
                 )
         return ids
 

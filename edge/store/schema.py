@@ -28,7 +28,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.types import TypeDecorator
 
-from edge.vocabulary import STAGES
+from edge.vocabulary import STAGES, SampleStatus
 
 APPLICATION = "edge-screen"
 SCHEMA_VERSION = 7
@@ -175,7 +175,7 @@ samples = Table(
     Column("last_field_at", UTCDateTime),  # when its newest field was recorded (the ready rule's clock)
     Column("fields", Integer, nullable=False, default=0),
     Column("readable", Integer, nullable=False, default=0),
-    Column("status", String(16), nullable=False, default="collecting"),
+    Column("status", String(16), nullable=False, default=SampleStatus.COLLECTING),
     Column("verdict", String(16)),
     Column("score", Float),
     Column("needs_review", Boolean, nullable=False, default=False),
@@ -198,6 +198,7 @@ samples = Table(
     # v6: fields recorded after the sign-off (not part of what was signed; the page flags them). The
     # signed sample's fields/readable/verdict stay as they were signed.
     Column("late_fields", Integer),
+    # Spelled out like ck_images_status, not built from vocabulary.SampleStatus (tests/test_layout.py checks).
     CheckConstraint("status IN ('collecting', 'ready', 'signed')", name="ck_samples_status"),
     CheckConstraint("verdict IS NULL OR verdict IN ('benign', 'malignant')", name="ck_samples_verdict"),
     UniqueConstraint("device_id", "sample_id", name="uq_samples_device_sample"),

@@ -18,7 +18,7 @@ from werkzeug.exceptions import HTTPException
 
 from edge.config import Config
 from edge.store.samples import Samples
-from edge.vocabulary import Status
+from edge.vocabulary import SampleStatus, Status
 from edge.web import auth, routes
 from edge.web.bind import allowed_hosts
 from edge.web.faults import DatabaseWatch
@@ -74,8 +74,9 @@ def create_app(cfg: Config, store, classifier=None, thumb_cache: int = 256, map_
     app.before_request(auth.check_request)
     app.after_request(_headers)
     app.register_error_handler(HTTPException, _error)
-    # Status: the templates compare a field's status with the vocabulary's members, never a spelled-out word.
-    app.jinja_env.globals.update(device_id=store.device(), Status=Status)
+    # Status, SampleStatus: the templates compare a field's or a sample's status with the vocabulary's members,
+    # never a spelled-out word.
+    app.jinja_env.globals.update(device_id=store.device(), Status=Status, SampleStatus=SampleStatus)
     app.jinja_env.filters["when"] = lambda t: t.strftime("%Y-%m-%d %H:%M UTC") if t else ""
     return app
 

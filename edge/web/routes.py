@@ -22,7 +22,7 @@ from edge.store.reviews import ReviewConflict, ReviewError, check_sign_off, conf
 from edge.store.rows import image_record
 from edge.store.samples import Sample, SampleError, validate_sample_id
 from edge.store.schema import images, samples
-from edge.vocabulary import VERDICTS
+from edge.vocabulary import VERDICTS, SampleStatus
 from edge.web import views
 from edge.web.media import MediaError
 
@@ -32,7 +32,7 @@ bp = Blueprint("pages", __name__)
 SIDE_LIST = 20  # collecting and signed samples shown under the queue
 NOTICES = {
     "field": "field review recorded",
-    "signed": "sample signed off",  # no reflected text in pages
+    "signed": "sample signed off",  # no reflected text in pages (a notice key, not SampleStatus)
     "confirmed": "fields confirmed as shown",
 }
 
@@ -90,8 +90,8 @@ def _view(s: Sample) -> views.SampleView:
 def queue():
     lib = _ctx().samples
     ready = views.ready_in_order(lib, _device())
-    collecting = _samples("collecting", [samples.c.updated_at.desc()], SIDE_LIST)
-    signed = _samples("signed", [samples.c.signed_at.desc()], SIDE_LIST)
+    collecting = _samples(SampleStatus.COLLECTING, [samples.c.updated_at.desc()], SIDE_LIST)
+    signed = _samples(SampleStatus.SIGNED, [samples.c.signed_at.desc()], SIDE_LIST)
     return render_template(
         "queue.html",
         rows=views.queue_rows(lib, ready),
@@ -197,7 +197,7 @@ def signoff(sample_id: str):
     except ReviewError as e:
         return _refused(e, s.sample_id)
     log.info("sign-off by %s: sample %s %s (model said %s)", user, s.sample_id, verdict, s.verdict)
-    return redirect(url_for("pages.sample", sample_id=s.sample_id, done="signed"), 303)
+    return redirect(url_for("pages.sample", sample_id=s.sample_id, done="signed"), 303)  # the NOTICES key
 
 
 # ---------------------------------------------------------------------------------------------- images

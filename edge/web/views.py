@@ -17,7 +17,7 @@ from edge.store.records import ImageRecord
 from edge.store.reviews import Review, card_labels, history, latest_field_reviews
 from edge.store.samples import Sample, Samples, late_field_ids, risk_key
 from edge.store.schema import models, samples
-from edge.vocabulary import BENIGN, Status
+from edge.vocabulary import BENIGN, SampleStatus, Status
 from edge.web.media import image_file
 from edge.web.plain import Reason, field_reason, field_review_reasons, queue_reason, sample_reasons
 
@@ -137,7 +137,7 @@ def field_views(store, s: Sample, recs: Sequence[ImageRecord], hist: Sequence[Re
 
 def ready_in_order(lib: Samples, device: str) -> List[Sample]:
     """The queue: ready samples, riskiest first (the order next/previous sample follows)."""
-    return sorted(lib.list("ready", device_id=device, order=[samples.c.ready_at]), key=risk_key)
+    return sorted(lib.list(SampleStatus.READY, device_id=device, order=[samples.c.ready_at]), key=risk_key)
 
 
 def queue_rows(lib: Samples, ready: Sequence[Sample]) -> List[QueueRow]:
@@ -155,7 +155,9 @@ def queue_rows(lib: Samples, ready: Sequence[Sample]) -> List[QueueRow]:
 
 def late_signed(lib: Samples, device: str) -> List[Sample]:
     """Signed samples that got fields after their sign-off: someone must look at those fields."""
-    return [s for s in lib.list("signed", device_id=device, order=[samples.c.signed_at.desc()]) if s.late_fields]
+    return [
+        s for s in lib.list(SampleStatus.SIGNED, device_id=device, order=[samples.c.signed_at.desc()]) if s.late_fields
+    ]
 
 
 def sample_view(store, lib: Samples, s: Sample, device: str) -> SampleView:

@@ -144,3 +144,18 @@ def test_preprocess_image_is_unchanged_by_the_warm_lab_tables():
     start_lab_tables()
     after = preprocess_image(rgb, PARAMS).model_inputs
     assert len(before) == len(after) and all(np.array_equal(a, b) for a, b in zip(before, after))
+
+
+def test_a_process_that_ends_while_the_lab_tables_build_exits_with_its_own_code():
+    # The build runs on a thread started when `classify` is imported; a process that ended before it
+    # finished (a bad config: exit 2) was aborted inside OpenCV instead (exit 134, "exception not rethrown").
+    import subprocess
+    import sys
+
+    for code in (0, 2, 0, 2, 0, 2):
+        done = subprocess.run(
+            [sys.executable, "-c", f"import sys, edge.pipeline.classify; sys.exit({code})"],
+            capture_output=True,
+            text=True,
+        )
+        assert done.returncode == code, done.stderr[-300:]

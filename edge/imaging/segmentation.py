@@ -105,8 +105,11 @@ def start_lab_tables() -> None:
     model. :func:`to_lab` waits for it, so no conversion runs while the tables are being built."""
     global _LAB_TABLES
     if _LAB_TABLES is None:
+        # Not a daemon thread: the interpreter waits for it at exit (at most the ~0.1 s build). A daemon
+        # thread killed inside OpenCV at exit aborted the process ("FATAL: exception not rethrown", exit
+        # 134) whenever a command ended early, e.g. `classify` with a bad config, instead of its exit code.
         _LAB_TABLES = threading.Thread(
-            target=cv2.cvtColor, args=(np.zeros((1, 1, 3), np.uint8), cv2.COLOR_RGB2LAB), daemon=True
+            target=cv2.cvtColor, args=(np.zeros((1, 1, 3), np.uint8), cv2.COLOR_RGB2LAB), daemon=False
         )
         _LAB_TABLES.start()
 

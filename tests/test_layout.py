@@ -19,19 +19,14 @@ EDGE = ROOT / "edge"
 # (module, private name) -> why it is allowed for now.
 PRIVATE_IMPORTS_ALLOWED: Dict[Tuple[str, str], str] = {}
 
-# (module, status word) -> why that module may still spell the word out. Modules of the store and daemon
-# that are being reworked elsewhere (issue 16) are listed until they use Status; delete an entry when its
-# module no longer has the word.
+# (module, status word) -> why that module may still spell the word out; an entry whose module no longer
+# has the word fails the test, so the list only holds what is still true.
 STATUS_WORDS_ALLOWED: Dict[Tuple[str, str], str] = {
     ("edge.vocabulary", "classified"): "where the words are defined",
     ("edge.vocabulary", "unreadable"): "where the words are defined",
     ("edge.vocabulary", "rejected"): "where the words are defined",
     ("edge.vocabulary", "duplicate"): "where the words are defined",
     ("edge.web.views", "unreadable"): "a review-page count of fields without a label (unreadable or rejected)",
-    ("edge.daemon.retention", "duplicate"): "to do: retention's SQL filter",
-    ("edge.store.samples", "classified"): "to do: the sample aggregation",
-    ("edge.store.samples", "duplicate"): "to do: the sample aggregation",
-    ("edge.store.samplerule", "classified"): "to do: the sample rule",
 }
 
 # (module, sample status word) -> why that module may still spell the word out; same rules as above.

@@ -30,6 +30,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from edge.config import redact_url
 from edge.store.schema import images, utcnow
+from edge.vocabulary import Status
 
 log = logging.getLogger("edge.daemon.retention")
 RESUME_MARGIN = 1.25  # resume only at 125 % of the watermark
@@ -157,7 +158,7 @@ def purge(store, keep_days: float, max_mb: float, targets: Sequence[str] = (), n
     now = now or utcnow()
     device = store.device()
     where = and_(
-        images.c.device_id == device, images.c.purged_at.is_(None), images.c.status != "duplicate"
+        images.c.device_id == device, images.c.purged_at.is_(None), images.c.status != Status.DUPLICATE
     )  # a duplicate's file is its own, but its row points at another
     with store.engine.connect() as conn:
         q = (

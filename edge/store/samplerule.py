@@ -10,6 +10,8 @@ from datetime import datetime
 from pathlib import Path
 from typing import Any, List, Optional, Sequence
 
+from edge.vocabulary import Status
+
 SAMPLE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 STATISTICS = ("mean", "quantile", "fraction_malignant")
 
@@ -118,9 +120,9 @@ def judge(
 ) -> SampleVerdict:
     """The sample verdict from its fields (status, malignant score and domain-monitor reason of each,
     duplicates left out)."""
-    readable = [s for st, s in zip(statuses, scores) if st == "classified" and s is not None]
+    readable = [s for st, s in zip(statuses, scores) if st == Status.CLASSIFIED and s is not None]
     out = SampleVerdict(fields=len(statuses), readable=len(readable))
-    outside = [d for st, d in zip(statuses, domains) if st == "classified" and d]
+    outside = [d for st, d in zip(statuses, domains) if st == Status.CLASSIFIED and d]
     if outside:
         # The model was not validated on slides like these: its verdict is a hint, a person decides.
         out.reasons.append(

@@ -197,10 +197,10 @@ def late_field_ids(sample: Sample, recs: Sequence) -> set:
     signed count never moves, so the rest are what was signed) and any duplicate recorded after it."""
     if sample.status != SampleStatus.SIGNED:
         return set()
-    counted = sorted((r for r in recs if r.status != "duplicate"), key=lambda r: (r.recorded_at, r.id or ""))
+    counted = sorted((r for r in recs if r.status != Status.DUPLICATE), key=lambda r: (r.recorded_at, r.id or ""))
     late = {r.id for r in counted[len(counted) - sample.late_fields :]} if sample.late_fields else set()
     if sample.signed_at is not None:
-        late |= {r.id for r in recs if r.status == "duplicate" and r.recorded_at > sample.signed_at}
+        late |= {r.id for r in recs if r.status == Status.DUPLICATE and r.recorded_at > sample.signed_at}
     return late
 
 
@@ -213,7 +213,7 @@ def risk_key(s) -> tuple:
 def field_key(f) -> tuple:
     """A sample's fields as a reviewer reads them: flagged first (needs review, malignant, or not
     classified), then by malignant score, highest first (an image record or a report's field)."""
-    flagged = f.needs_review or f.verdict == "malignant" or f.status != "classified"
+    flagged = f.needs_review or f.verdict == "malignant" or f.status != Status.CLASSIFIED
     return (not flagged, -(f.malignant_score if f.malignant_score is not None else -1.0), f.path)
 
 
@@ -329,7 +329,7 @@ class Samples:
             .where(
                 images.c.device_id == self.device(),
                 images.c.sample_id.in_(list(sample_ids)),
-                images.c.status == "classified",
+                images.c.status == Status.CLASSIFIED,
                 images.c.verdict == "malignant",
             )
             .group_by(images.c.sample_id, images.c.label)
@@ -349,7 +349,7 @@ class Samples:
             .where(
                 images.c.device_id == self.device(),
                 images.c.sample_id.in_(list(sample_ids)),
-                images.c.status == "classified",
+                images.c.status == Status.CLASSIFIED,
                 images.c.needs_review.is_(True),
             )
             .group_by(images.c.sample_id)

@@ -9,6 +9,8 @@ import re
 from pathlib import Path
 from typing import Dict, Iterator, List, Optional, Tuple
 
+import pytest
+
 from edge.store.schema import images, samples
 from edge.vocabulary import SAMPLE_STATUSES, STATUSES
 
@@ -159,20 +161,17 @@ def _literal_words(words: Tuple[str, ...]) -> Dict[Tuple[str, str], List[str]]:
     return found
 
 
-def test_statuses_are_spelled_only_in_the_vocabulary():
-    found = _literal_words(STATUSES)
-    bad = [w for key, where in sorted(found.items()) if key not in STATUS_WORDS_ALLOWED for w in where]
-    assert not bad, "status words as literals (use edge.vocabulary.Status):\n" + "\n".join(bad)
-    stale = sorted(set(STATUS_WORDS_ALLOWED) - set(found))
-    assert not stale, f"fixed, remove from STATUS_WORDS_ALLOWED: {stale}"
-
-
-def test_sample_statuses_are_spelled_only_in_the_vocabulary():
-    found = _literal_words(SAMPLE_STATUSES)
-    bad = [w for key, where in sorted(found.items()) if key not in SAMPLE_STATUS_WORDS_ALLOWED for w in where]
-    assert not bad, "sample status words as literals (use edge.vocabulary.SampleStatus):\n" + "\n".join(bad)
-    stale = sorted(set(SAMPLE_STATUS_WORDS_ALLOWED) - set(found))
-    assert not stale, f"fixed, remove from SAMPLE_STATUS_WORDS_ALLOWED: {stale}"
+@pytest.mark.parametrize(
+    "words, allowed, enum",
+    [(STATUSES, STATUS_WORDS_ALLOWED, "Status"), (SAMPLE_STATUSES, SAMPLE_STATUS_WORDS_ALLOWED, "SampleStatus")],
+    ids=["image", "sample"],
+)
+def test_statuses_are_spelled_only_in_the_vocabulary(words, allowed, enum):
+    found = _literal_words(words)
+    bad = [w for key, where in sorted(found.items()) if key not in allowed for w in where]
+    assert not bad, f"status words as literals (use edge.vocabulary.{enum}):\n" + "\n".join(bad)
+    stale = sorted(set(allowed) - set(found))
+    assert not stale, f"fixed, remove from the allow-list: {stale}"
 
 
 def test_templates_compare_statuses_with_the_vocabulary():

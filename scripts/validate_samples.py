@@ -26,7 +26,6 @@ from edge.inference.classifier import classifier_from_config  # noqa: E402
 from edge.pipeline.settings import PipelineSettings  # noqa: E402
 from edge.pipeline.stages import Pipeline  # noqa: E402
 from edge.store.database import Store  # noqa: E402
-from edge.store.samplerule import SampleRule  # noqa: E402
 from edge.vocabulary import BENIGN  # noqa: E402
 from trainer.data import load_split  # noqa: E402
 
@@ -59,7 +58,7 @@ def main() -> int:
             raw["model"] = {"path": str(a.model)}
         cfg = config_from_dict(raw)
         clf = classifier_from_config(cfg)
-        store = Store.open(cfg.database.url, device_id="validation", sample_rule=SampleRule.of(clf.card))
+        store = Store.open(cfg.database.url, device_id="validation", sample_rule=clf.card.sample_rule)
         pipe = Pipeline(PipelineSettings.of(cfg, clf.card, inbox=inbox), clf, store=store)
         for _ in pipe.run_paths(sorted(files)):
             pass

@@ -137,7 +137,7 @@ def _screen(db: Path, inbox: Path, model: Path, files: List[Path], device: str) 
     from edge.pipeline.stages import Pipeline
 
     clf = Classifier(model, num_threads=1)
-    with Store.open(db, device_id=device, sample_rule=SampleRule.of(clf.card)) as store:
+    with Store.open(db, device_id=device, sample_rule=clf.card.sample_rule) as store:
         pipe = Pipeline(PipelineSettings.of(Config(), clf.card, inbox=inbox), clf, store=store)
         for _ in pipe.run_paths(files):
             pass

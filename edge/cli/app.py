@@ -70,9 +70,7 @@ def classify(ctx: click.Context, paths: List[Path], as_json: bool, no_db: bool) 
     if no_db:
         store = None
     else:
-        from edge.store.samplerule import SampleRule
-
-        store = _store(cfg, sample_rule=SampleRule.of(clf.card))
+        store = _store(cfg, sample_rule=clf.card.sample_rule)
     files = expand_paths(paths)
     err = Console(stderr=True)
     try:

@@ -54,7 +54,7 @@ def store(cfg: Config, create: bool = True, writable: bool = False, sample_rule=
     """The configured database; ``create=False`` for readers: a missing SQLite file is an error, not a new
     empty database. ``writable=True``: a database that cannot be written (read-only file, folder or
     filesystem) is refused now, in one line, rather than at the first result or sign-off. ``sample_rule``:
-    the model card's, for a store that records fields (:meth:`edge.store.samplerule.SampleRule.of`)."""
+    the model card's, for a store that records fields (:attr:`edge.inference.card.ModelCard.sample_rule`)."""
     from edge.store.database import Store, StoreError
 
     db = cfg.database

@@ -24,7 +24,6 @@ from edge.pipeline.classify import expand_paths
 from edge.pipeline.settings import PipelineSettings
 from edge.pipeline.stages import Pipeline
 from edge.store.database import Store
-from edge.store.samplerule import SampleRule
 from edge.vocabulary import STAGES
 
 
@@ -51,7 +50,7 @@ def _pipeline(cfg: Config, clf: Classifier, db: Path, inbox: Optional[Path] = No
         device_id="bench",
         synchronous=cfg.database.synchronous,
         busy_timeout_ms=cfg.database.busy_timeout_ms,
-        sample_rule=SampleRule.of(clf.card),
+        sample_rule=clf.card.sample_rule,
     )
     return Pipeline(PipelineSettings.of(cfg, clf.card, inbox=inbox), clf, store=store), store
 

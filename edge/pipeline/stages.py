@@ -40,17 +40,14 @@ class Pipeline:
         self.settings = settings
         self.clf = classifier
         self.store = store
-        self.inbox = settings.inbox
-        self.move_after = settings.move_after
         self.preparer = Preparer(
             params=classifier.preprocessing,
             thresholds=settings.gate,
             optics=settings.optics,
             max_file_bytes=settings.max_file_bytes,
-            inbox=self.inbox,
+            inbox=settings.inbox,
             defer_incomplete_s=settings.defer_incomplete_s,
         )
-        self.validated = settings.validated
         self.model_id: Optional[str] = None
         if store is not None:
             self.model_id = store.ensure_model(classifier.name, classifier.sha256, classifier.card.to_dict())
@@ -128,8 +125,8 @@ class Pipeline:
                     pred.verdict,
                     pred.needs_review,
                 )
-                if self.validated is not None:
-                    outside = self.validated.check(prep.optics, prep.cell_lab, field.distances)
+                if self.settings.validated is not None:
+                    outside = self.settings.validated.check(prep.optics, prep.cell_lab, field.distances)
                     if outside:
                         # Outside what the model was validated on: a person decides, whatever the score.
                         res.domain, res.needs_review = "; ".join(outside), True
@@ -180,13 +177,16 @@ class Pipeline:
             self._move(prep.result, prep.job.path)
 
     def _move(self, res: ImageRecord, src: Path) -> None:
-        if not (self.move_after and self.inbox is not None and res.sha256 and (res.recorded or res.already_recorded)):
+        inbox = self.settings.inbox
+        if not (self.settings.move_after and inbox is not None and res.sha256):
+            return
+        if not (res.recorded or res.already_recorded):
             return
         if not src.exists() and not src.is_symlink():
             return
         ok = res.status in (CLASSIFIED, DUPLICATE)
         dest_dir = self.settings.done_dir if ok else self.settings.rejected_dir
-        if src.parent != self.inbox and within(src, self.inbox):
+        if src.parent != inbox and within(src, inbox):
             dest_dir = dest_dir / src.parent.name  # keep the sample's fields together
         try:
             dest_dir.mkdir(parents=True, exist_ok=True)

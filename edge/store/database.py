@@ -73,7 +73,7 @@ class Store(ImageQueries):
         """Open (creating or upgrading the schema) a store. ``create=False``: a missing SQLite file is an
         error instead of a new empty database (for readers such as `status` and `report`). ``sample_rule``:
         the model card's rule that :attr:`samples` aggregates the recorded fields with (a writer's; see
-        :meth:`edge.store.samplerule.SampleRule.of`)."""
+        :attr:`edge.inference.card.ModelCard.sample_rule`)."""
         u = make_url(normalize_url(url))
         if not create and missing_sqlite_file(url):
             raise StoreError(

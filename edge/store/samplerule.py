@@ -8,7 +8,7 @@ import re
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any, List, Optional, Sequence
+from typing import List, Optional, Sequence
 
 from edge.vocabulary import Status
 
@@ -55,12 +55,6 @@ class SampleRule:
     disagreement: float  # this share of fields confidently against the sample verdict: needs review
     q: float = 0.5
     field_threshold: float = 0.5
-
-    @classmethod
-    def of(cls, card: Any) -> Optional[SampleRule]:
-        """The rule of a model card (:class:`edge.inference.classifier.ModelCard`), what a writing store is
-        opened with; None for a card without one."""
-        return card.sample_rule
 
     @classmethod
     def from_card(cls, card_extra: dict, field_threshold: float) -> Optional[SampleRule]:

@@ -6,6 +6,9 @@ from enum import Enum
 
 LABELS = ("Benign", "Early Pre-B", "Pre-B", "Pro-B")
 BENIGN = "Benign"
+# The refusal of a field without a plausible white cell: the classifier's, the pipeline's (which may add
+# why, after a colon) and the review app's plain-words table all start with it.
+NO_CELL = "no white cell found"
 
 
 class Status(str, Enum):

@@ -21,7 +21,7 @@ from edge.inference.card import (
     load_card,
     sha256_file,
 )
-from edge.vocabulary import BENIGN, LABELS
+from edge.vocabulary import BENIGN, LABELS, NO_CELL
 
 __all__ = [
     "BENIGN",
@@ -241,7 +241,7 @@ class Classifier:
         others sends the field to review.
         """
         if not inputs:
-            return FieldPrediction(refusal="no white cell found")
+            return FieldPrediction(refusal=NO_CELL)
         # All of a field's cells in one invoke: the same answers as one invoke per cell, less overhead.
         raw, embs = self.invoke_batch(np.stack([np.asarray(x) for x in inputs]))
         probs = [_normalize(p, len(self.labels)) for p in raw]

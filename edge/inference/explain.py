@@ -29,6 +29,7 @@ import numpy as np
 from edge.imaging.decode import DecodeError, decode_file
 from edge.imaging.preprocess import Preprocessed, PreprocessParams, decode_target, preprocess_image
 from edge.inference.classifier import Classifier, Prediction
+from edge.vocabulary import NO_CELL
 
 TARGETS = ("predicted", "malignant")
 METHODS = ("auto", "occlude", "keep")
@@ -208,7 +209,7 @@ def explain_rgb(
     shown, x = pre.resized, pre.model_input
     if params.input_mode == "cell":
         if not pre.model_inputs:
-            raise DecodeError("no white cell found: nothing for the model to explain")
+            raise DecodeError(f"{NO_CELL}: nothing for the model to explain")
         if cell_at is not None:
             near = [(c.y - cell_at[0]) ** 2 + (c.x - cell_at[1]) ** 2 for c in pre.cells]
             x = shown = pre.model_inputs[int(np.argmin(near))]

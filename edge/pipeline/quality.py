@@ -23,6 +23,7 @@ from edge.imaging.optics import Optics
 from edge.imaging.preprocess import PreprocessParams, crop_resize
 from edge.imaging.segmentation import SegmentationStats, scale_bar_slice
 from edge.inference.card import QualityGate
+from edge.vocabulary import NO_CELL
 
 # Pixels this close to 0 or 255 carry no information (the sensor or the JPEG encoder clipped them).
 DARK_LEVEL = 8
@@ -195,9 +196,6 @@ def assess(
 
         stats = segment(crop_resize(rgb, params), params)[1]
     return check_content(report, stats, t)
-
-
-NO_CELL = "no white cell found"
 
 
 def no_cell_reason(optics: Optional[Optics]) -> str:

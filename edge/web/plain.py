@@ -14,6 +14,8 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
+from edge.vocabulary import NO_CELL
+
 # (pattern on the recorded reason, plain words; groups may be used by name)
 _FIELD: Tuple[Tuple[str, str], ...] = (
     (r"^too dark to correct", "too dark to read (the lamp or the exposure is too low)"),
@@ -23,7 +25,7 @@ _FIELD: Tuple[Tuple[str, str], ...] = (
     (r"^out of focus", "out of focus"),
     (r"^no stain", "no stain: an empty field or not a smear"),
     (r"^no stained cells", "no stained cells: an empty field or not a smear"),
-    (r"^no white cell found", "no white cell in the field"),
+    ("^" + re.escape(NO_CELL), "no white cell in the field"),
     (r"^not a blood smear", "does not look like a blood smear (no cell resembles the training cells)"),
     (r"^magnification (?P<m>[\d.]+)x", "magnification {m}× is outside what the model can read"),
     (r"^same content as", "the same picture as another field (a duplicate)"),

@@ -1,7 +1,8 @@
 """The model card: the JSON beside a .tflite that says what the model expects and how to read its answers.
 
-The core keys (labels, preprocessing, threshold, review band) and the rules the device applies are typed
-and parsed once, when the card is loaded: the quality gate, the sample rule, the cell rule, the
+The core keys (labels, preprocessing, threshold, review band) and the rules the device applies are typed:
+checked when the card is loaded (a malformed one fails the load) and parsed from ``extra`` when read: the
+quality gate, the sample rule, the cell rule, the
 out-of-distribution reference and the validated range (:data:`SECTIONS`). A card without one of them gets
 its documented default (no gate of its own, no sample rule, the geometric mean, no OOD reference, no
 domain monitor), so older cards still load. Everything else (metrics, training, lineage, ...) stays in
@@ -15,7 +16,7 @@ import hashlib
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, List, Mapping, Optional, Tuple
 
 from edge.imaging.preprocess import PreprocessParams, UnknownPreprocessing
 from edge.pipeline.domain import ValidatedRange
@@ -112,33 +113,24 @@ class ModelCard:
     review_band: Tuple[float, float]  # scores in [lo, hi) need a human
     # The card beyond the core keys, as written (metrics, ablation, lineage, ... and the sections' JSON).
     extra: dict = field(default_factory=dict)
-    # Each typed section: (the JSON value and threshold it was parsed from, the parsed value).
-    _parsed: Dict[str, Tuple[Any, float, Any]] = field(init=False, default_factory=dict, repr=False, compare=False)
 
     def __post_init__(self) -> None:
         for name in SECTIONS:  # now, so that a malformed section fails the load, not the first field
             self._section(name)
 
     def _section(self, name: str) -> Any:
-        """The typed value of one section, parsed once per JSON value (a section replaced in ``extra``, as
-        the trainer does, is parsed again; one changed in place is not: use :meth:`set_section`)."""
+        """The typed value of one section, parsed from ``extra`` as it is now (each is a few keys: the
+        trainer may replace a section, and nothing cached can go stale)."""
         raw = self.extra.get(name)
-        hit = self._parsed.get(name)
-        if hit is not None and hit[0] is raw and hit[1] == self.threshold:
-            return hit[2]
-        value: Any
         if name == "quality_gate":
-            value = QualityGate.from_dict(raw or {})
-        elif name == "sample_rule":
-            value = SampleRule.from_card(self.extra, self.threshold)  # field_threshold defaults to the card's
-        elif name == "cell_rule":
-            value = _cell_rule(raw)
-        elif name == "ood":
-            value = OodSpec.from_dict(raw) if raw else None
-        else:
-            value = ValidatedRange.from_card(self.extra)
-        self._parsed[name] = (raw, self.threshold, value)
-        return value
+            return QualityGate.from_dict(raw or {})
+        if name == "sample_rule":
+            return SampleRule.from_card(self.extra, self.threshold)  # field_threshold defaults to the card's
+        if name == "cell_rule":
+            return _cell_rule(raw)
+        if name == "ood":
+            return OodSpec.from_dict(raw) if raw else None
+        return ValidatedRange.from_card(self.extra)
 
     @property
     def quality_gate(self) -> QualityGate:

@@ -7,7 +7,7 @@ segmentation mask is a flat neutral grey, and the colours are first mapped to a 
 (Reinhard: per-channel mean and spread in LAB) so that another laboratory's stain lands where ours did.
 
 Contract: :func:`find_cells` returns the plausible leukocytes of a field, largest first, or none; a field
-with none is not given a class ("no white cell found"). :func:`cell_crops` returns one
+with none is not given a class ("no white cell found"). :func:`crops_of` returns one
 ``cell_input x cell_input x 3`` uint8 array per cell, in the same order.
 """
 
@@ -222,7 +222,8 @@ def _filled(shape: Tuple[int, ...], fill: Sequence[int]) -> np.ndarray:
 
 def crops_of(normalised: np.ndarray, cells: Sequence[Cell], window: int, out_size: int, fill) -> List[np.ndarray]:
     """One crop per cell of a field already normalised outside-in (:func:`normalised_cells`: cell pixels
-    normalised, the rest ``fill``): the same bytes as :func:`cell_crops`."""
+    normalised, the rest ``fill``): the same bytes as fitting the stain, then converting each crop's cell
+    pixels alone (what the device did before; ``tests/test_fast_paths.py`` keeps that as the reference)."""
     half = window // 2
     h, w = normalised.shape[:2]
     crops = []
@@ -235,34 +236,4 @@ def crops_of(normalised: np.ndarray, cells: Sequence[Cell], window: int, out_siz
             crop = _filled((window, window, 3), fill)
             crop[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = normalised[ys, xs]
         crops.append(np.ascontiguousarray(pixels.resize(crop, out_size, out_size) if window != out_size else crop))
-    return crops
-
-
-def cell_crops(
-    rgb: np.ndarray,
-    mask: np.ndarray,
-    cells: Sequence[Cell],
-    window: int,
-    out_size: int,
-    fill: Tuple[int, int, int],
-    stain: StainTransform,
-) -> List[np.ndarray]:
-    """One crop per cell: ``window`` pixels square around its centre of the stain-normalised field
-    (``rgb``, uint8), non-cell pixels ``fill``, resized to ``out_size`` (:func:`edge.imaging.pixels.resize`)."""
-    half = window // 2
-    pad = half + 1
-    fill_px = np.asarray(fill, np.uint8)
-    padded = cv2.copyMakeBorder(rgb, pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
-    msk = cv2.copyMakeBorder(mask.astype(np.uint8), pad, pad, pad, pad, cv2.BORDER_CONSTANT, value=0)
-    crops = []
-    for c in cells:
-        y0, x0 = c.y + pad - half, c.x + pad - half
-        on = msk[y0 : y0 + window, x0 : x0 + window] != 0
-        crop = np.empty((window, window, 3), np.uint8)
-        crop[:] = fill_px
-        # Only the cell's pixels are converted: the rest is the fill, and the conversion is the costly part.
-        crop[on] = stain.apply(padded[y0 : y0 + window, x0 : x0 + window][on])
-        if window != out_size:
-            crop = pixels.resize(crop, out_size, out_size)
-        crops.append(np.ascontiguousarray(crop))
     return crops

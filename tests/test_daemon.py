@@ -30,10 +30,7 @@ def _fill(inbox: Path, n_real: int, n_syn: int, start: int = 0) -> list:
 def test_backlog_and_live_images_are_classified_like_classify_json(tmp_path, model_path):
     cfg = write_config(tmp_path, model_path)
     db, inbox = tmp_path / "db.sqlite", tmp_path / "inbox"
-    # One sample folder per image: these fields come from different slides, and within one sample the
-    # daemon reuses a magnification its earlier fields agreed on (edge.imaging.optics.ScaleMemory), so one
-    # sample's answers depend on the order its fields arrive in, which differs between the daemon and
-    # `classify`.
+    # One sample folder per image, as if each came from its own slide.
     backlog = []
     for p in _fill(tmp_path / "backlog", 6, 3):
         (inbox / p.stem).mkdir(parents=True)

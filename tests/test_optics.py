@@ -124,7 +124,7 @@ def test_other_labs_red_cells_measure_at_their_stated_magnification():
     assert 55 <= d_pbc <= 90 and 70 <= d_bccd <= 115, (d_pbc, d_bccd)
 
 
-def test_a_sample_s_scale_is_measured_until_its_fields_agree_then_reused():
+def test_a_sample_s_agreed_scale_stands_in_only_for_a_field_that_cannot_be_measured():
     mem = optics.ScaleMemory(need=3, spread=1.2)  # tighter than the default, to test with round numbers
     key = ("PAT-1", 640, 480)
 
@@ -155,9 +155,20 @@ def test_a_sample_s_scale_is_measured_until_its_fields_agree_then_reused():
     assert mem.known(other) is None
     mem.add(other, rec(1.08))
     assert mem.known(other) == pytest.approx(1.08)
-    f = smear(5, 224)
-    _, r = working_field(f, V3, known_magnification=1.0)
-    assert r.scale_source == "sample" and r.rbc_diameter_px is None
+    # A field with red cells is measured whatever its sample says (the card was validated that way)...
+    f = _resample(smear(5, 224), 2.0)
+    _, alone = working_field(f, V3)
+    _, in_sample = working_field(f, V3, known_magnification=1.0)
+    assert in_sample.scale_source == "measured" and in_sample.magnification == alone.magnification
+    assert 1.6 <= in_sample.magnification <= 2.4
+    # ...and one without takes the sample's scale, not the assumed training scale.
+    blank = np.full((300, 400, 3), 235, np.uint8)
+    cv2.circle(blank, (200, 150), 30, (120, 60, 160), -1)
+    _, r = working_field(blank, V3, known_magnification=3.0)
+    assert r.scale_source == "sample" and r.rbc_diameter_px is None and r.magnification == pytest.approx(3.0)
+    # A configured microscope scale still comes before the sample's for an unmeasurable field.
+    _, r = working_field(blank, V3, OpticsSettings(px_per_um=8.0), known_magnification=3.0)
+    assert r.scale_source == "config"
 
 
 def test_a_cell_cut_out_onto_black_is_put_on_glass_and_its_scale_guessed_from_the_cell():

@@ -269,3 +269,48 @@ def test_a_file_name_that_is_not_utf8_is_recorded_once(env):
     res = pipe.process(path)
     assert res.recorded and res.path.endswith("caf\\xe9-field.jpg"), res.path
     assert pipe.process(path).already_recorded and store.count_images() == 1
+
+
+def _sample_fields() -> list:
+    """(name, bytes) of a few fields of one slide and, last, one at another scale. With ../shared: Taleqani
+    Benign 100-106, whose last field measures 1.4x its neighbours (the case that was refused "no white
+    cell found" while the sample's scale was reused); without: synthetic smears, the last one at 1.6x."""
+    from shared_data import DATASET, HAVE_DATASET
+
+    if HAVE_DATASET:
+        return [(p.name, p.read_bytes()) for p in (DATASET / "Benign" / f"WBC-Benign-{n}.jpg" for n in range(100, 107))]
+    fields = [(f"f{i}.jpg", synthetic.smear_jpeg(i)) for i in range(1, 5)]
+    big = synthetic.smear(9, 224)
+    big = cv2.resize(big, (358, 358), interpolation=cv2.INTER_CUBIC)
+    ok, enc = cv2.imencode(".jpg", cv2.cvtColor(big, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 95])
+    assert ok
+    return fields + [("big.jpg", enc.tobytes())]
+
+
+def test_a_field_s_answer_does_not_depend_on_the_other_fields_of_its_sample(tmp_path, clf):
+    # The card's figures are each field's own answer; a sample's earlier fields must not change it.
+    inbox = tmp_path / "inbox"
+    cfg = config_from_dict({"daemon": {"inbox": str(inbox)}}, base_dir=tmp_path)
+
+    def pipeline() -> Pipeline:  # no store: the same bytes twice are not duplicates here
+        return Pipeline(PipelineSettings.of(cfg, clf.card, inbox=inbox), clf, store=None)
+
+    fields = _sample_fields()
+    (inbox / "PAT-1").mkdir(parents=True)
+    for name, data in fields:
+        (inbox / "PAT-1" / name).write_bytes(data)
+        (inbox / f"ALONE-{Path(name).stem}").mkdir()
+        (inbox / f"ALONE-{Path(name).stem}" / name).write_bytes(data)
+    sample = pipeline()
+    in_sample = [sample.process(inbox / "PAT-1" / name) for name, _ in fields]
+    for (name, _), got in zip(fields, in_sample):
+        alone = pipeline().process(inbox / f"ALONE-{Path(name).stem}" / name)
+        assert (got.status, got.reason, got.magnification, got.label, got.malignant_score) == (
+            alone.status,
+            alone.reason,
+            alone.magnification,
+            alone.label,
+            alone.malignant_score,
+        ), name
+        assert got.status == "classified", (name, got.reason)
+    assert in_sample[-1].magnification / in_sample[0].magnification > 1.25

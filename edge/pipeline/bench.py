@@ -82,8 +82,7 @@ def run_bench(
         tick("bare invoke", i + 1, n)
     with tempfile.TemporaryDirectory(prefix="edge-bench-") as tmp_name:
         tmp = Path(tmp_name)
-        # One patient sample's fields, as a microscope sends them: its optical scale is measured on the
-        # first fields and reused once they agree (edge/imaging/optics.py, ScaleMemory).
+        # One patient sample's fields, as a microscope sends them (each field's red cells are measured).
         seq_files = _write_unique(tmp / "seq" / "bench-sample", blobs, n, "seq")
         pipe, store = _pipeline(cfg, clf, tmp / "seq.sqlite", inbox=tmp / "seq")
         for p in seq_files[:3]:  # warm caches (OpenCV, allocator) outside the measurement

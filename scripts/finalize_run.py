@@ -31,6 +31,9 @@ def main() -> None:
     ap.add_argument("--data", type=Path, default=SHARED_DATASET)
     ap.add_argument("--sources", default="pbc,bccd")
     ap.add_argument("--skip-tests", action="store_true")
+    ap.add_argument(
+        "--cell-views", type=int, default=None, help="set the card's cell_views (1, 2 or 4) before finalizing"
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.perf_counter()
@@ -40,6 +43,9 @@ def main() -> None:
         split = add_sources(split, names)
     work = args.tflite.parent / "work"
     card = load_card(card_path_for(args.tflite))
+    if args.cell_views is not None:
+        card.set_section("cell_views", args.cell_views)
+        card.save(card_path_for(args.tflite))
     import keras
 
     model = keras.models.load_model(work / "cell.keras")

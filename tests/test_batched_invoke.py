@@ -128,3 +128,33 @@ def test_a_field_with_more_cells_than_before_still_matches():
     for n in (1, 6, 2, 6, 1):
         probs, _ = clf.invoke_batch(x[:n])
         assert np.array_equal(probs, np.stack([clf.invoke_all(v)[0] for v in x[:n]]))
+
+
+def test_a_cell_is_scored_in_the_card_s_orientations_and_turning_it_changes_nothing(tmp_path):
+    import shutil
+
+    from edge.inference.classifier import card_path_for, cell_views, load_card, ood_path_for
+
+    src = Path(model_path())
+    for p in (src, card_path_for(src), ood_path_for(src)):
+        if p.exists():
+            shutil.copy(p, tmp_path / p.name)
+    card = load_card(card_path_for(tmp_path / src.name))
+    card.set_section("cell_views", 1)
+    card.save(card_path_for(tmp_path / src.name))
+    plain = Classifier(tmp_path / src.name, backend="litert", num_threads=1)
+    card.set_section("cell_views", 4)
+    card.save(card_path_for(tmp_path / src.name))
+    four = Classifier(tmp_path / src.name, backend="litert", num_threads=1)
+    inputs = np.stack(max(_fields(plain), key=len))
+    probs, embs = four.invoke_batch(inputs)
+    # each row: the geometric mean of the four orientations, each scored as the model alone scores it
+    per_view = np.stack([plain.invoke_batch(np.ascontiguousarray(v))[0] for v in cell_views(inputs, 4)])
+    want = np.exp(np.log(np.clip(per_view, 1e-4, 1.0)).mean(axis=0))
+    assert np.allclose(probs, want, rtol=1e-6, atol=1e-7)
+    assert np.array_equal(embs, plain.invoke_batch(inputs)[1])  # the crop as it lies
+    # a crop mirrored or turned half round is the same cell: the same four views, the same answer
+    for turned in cell_views(inputs, 4)[1:]:
+        assert np.allclose(four.invoke_batch(np.ascontiguousarray(turned))[0], probs, rtol=1e-6, atol=1e-7)
+    # while the crop as it lies alone may answer otherwise (else the views would buy nothing)
+    assert not np.array_equal(per_view[0], per_view[1])

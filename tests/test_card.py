@@ -26,6 +26,7 @@ def test_shipped_card_sections_are_typed():
     assert card.quality_gate == QualityGate(**{k: float(v) for k, v in d["quality_gate"].items()})
     assert card.sample_rule is not None and card.sample_rule.threshold == d["sample_rule"]["threshold"]
     assert card.cell_rule == d["cell_rule"]
+    assert card.cell_views == d.get("cell_views", 1)
     assert card.ood == OodSpec(file=d["ood"]["file"], sha256=d["ood"]["sha256"])
     assert card.validated_range is not None and set(card.validated_range.ranges) == set(d["validated_range"]["ranges"])
 
@@ -34,12 +35,13 @@ def test_card_without_sections_gets_the_defaults():
     d = {
         k: v
         for k, v in _shipped().items()
-        if k not in ("quality_gate", "sample_rule", "cell_rule", "ood", "validated_range")
+        if k not in ("quality_gate", "sample_rule", "cell_rule", "cell_views", "ood", "validated_range")
     }
     card = ModelCard.from_dict(d)
     assert card.quality_gate == QualityGate()
     assert (card.sample_rule, card.ood, card.validated_range) == (None, None, None)
     assert card.cell_rule == DEFAULT_CELL_RULE
+    assert card.cell_views == 1  # a card from before orientations were scored: the crop as it lies
 
 
 def test_card_round_trips_unchanged(tmp_path):
@@ -57,6 +59,11 @@ def test_bad_section_fails_the_load():
     d["cell_rule"] = "majority"
     with pytest.raises(ModelLoadError, match="unknown cell_rule 'majority'"):
         ModelCard.from_dict(d)
+    for bad in (3, True, "4"):
+        d = _shipped()
+        d["cell_views"] = bad
+        with pytest.raises(ModelLoadError, match="cell_views"):
+            ModelCard.from_dict(d)
     d = _shipped()
     d["sample_rule"]["statistic"] = "mode"
     with pytest.raises(ModelLoadError, match="malformed"):

@@ -44,8 +44,11 @@ MODELS_DIR = Path(__file__).resolve().parent.parent / "models"  # edge/models, n
 DEFAULT_MODEL = MODELS_DIR / "edge-screen-mnv2-int8.tflite"
 CELL_RULES = ("geometric-mean", "most-malignant")
 DEFAULT_CELL_RULE = "geometric-mean"
+# How many orientations of each cell crop the model scores (identity; + left-right mirror; + up-down mirror
+# and the half turn): a white cell has no "up", so its answer should not depend on how it lies.
+CELL_VIEWS = (1, 2, 4)
 # The typed sections of a card, in the order they are parsed.
-SECTIONS = ("quality_gate", "sample_rule", "cell_rule", "ood", "validated_range")
+SECTIONS = ("quality_gate", "sample_rule", "cell_rule", "cell_views", "ood", "validated_range")
 _CORE = (
     "card_schema",
     "name",
@@ -101,6 +104,14 @@ def _cell_rule(value: Any) -> str:
     return str(value)
 
 
+def _cell_views(value: Any) -> int:
+    if value is None:
+        return 1
+    if isinstance(value, bool) or value not in CELL_VIEWS:
+        raise ModelLoadError(f"cell_views {value!r} in the model card is not one of {', '.join(map(str, CELL_VIEWS))}")
+    return int(value)
+
+
 @dataclass
 class ModelCard:
     name: str
@@ -128,6 +139,8 @@ class ModelCard:
             return SampleRule.from_card(self.extra, self.threshold)  # field_threshold defaults to the card's
         if name == "cell_rule":
             return _cell_rule(raw)
+        if name == "cell_views":
+            return _cell_views(raw)
         if name == "ood":
             return OodSpec.from_dict(raw) if raw else None
         return ValidatedRange.from_card(self.extra)
@@ -146,6 +159,11 @@ class ModelCard:
     def cell_rule(self) -> str:
         """How a field's cells become one answer; the geometric mean when the card names none."""
         return self._section("cell_rule")
+
+    @property
+    def cell_views(self) -> int:
+        """Orientations of each cell crop scored and geometric-averaged (CELL_VIEWS); 1 when the card names none."""
+        return self._section("cell_views")
 
     @property
     def ood(self) -> Optional[OodSpec]:

@@ -220,11 +220,21 @@ class Classifier:
     def invoke_batch(self, model_inputs: np.ndarray) -> Tuple[np.ndarray, Optional[np.ndarray]]:
         """One interpreter run on a batch (n x size x size x 3): dequantized (probabilities n x labels,
         embeddings n x d or None). Row i is exactly what :meth:`invoke_all` gives for input i alone: the
-        int8 arithmetic of every layer is per sample (tests/test_batched_invoke.py)."""
-        x = self._quantize_input(np.asarray(model_inputs))
-        ys = self._interp.invoke(x)
+        int8 arithmetic of every layer is per sample (tests/test_batched_invoke.py). With the card's
+        ``cell_views`` > 1 a row's probabilities are the geometric mean over the crop's orientations
+        (:func:`cell_views`; not normalised), its embedding the crop's as it lies."""
+        x = np.asarray(model_inputs)
+        n, views = len(x), self.card.cell_views
+        if views > 1:
+            # Every orientation of every cell in the same one invoke; the card was validated this way.
+            x = np.concatenate(cell_views(x, views))
+        ys = self._interp.invoke(self._quantize_input(x))
         deq = [_dequantize(y, o) for y, o in zip(ys, self._interp.outputs)]
-        return deq[self._probs_out], (deq[self._emb_out] if self._emb_out is not None else None)
+        probs = deq[self._probs_out]
+        emb = deq[self._emb_out][:n] if self._emb_out is not None else None  # the cell as it lies
+        if views > 1:
+            probs = np.exp(np.log(np.clip(probs, 1e-4, 1.0)).reshape(views, n, -1).mean(axis=0)).astype(np.float32)
+        return probs, emb
 
     def invoke_raw(self, model_input: np.ndarray) -> np.ndarray:
         return self.invoke_all(model_input)[0]
@@ -306,6 +316,12 @@ class Classifier:
         if x is None:
             x = np.full((self.preprocessing.input_size,) * 2 + (3,), 200, np.uint8)
         self.invoke_all(x)
+
+
+def cell_views(x: np.ndarray, views: int) -> List[np.ndarray]:
+    """The orientations of a batch of crops (n x h x w x c) the model scores: the crops as they are, mirrored
+    left-right, mirrored up-down and turned half round (the first ``views`` of these)."""
+    return [x, x[:, :, ::-1], x[:, ::-1], x[:, ::-1, ::-1]][:views]
 
 
 def combine_cells(probs: np.ndarray, rule: Optional[str], benign: int = 0) -> np.ndarray:

@@ -60,9 +60,6 @@ def run(ctx: click.Context) -> None:
 @click.pass_context
 def classify(ctx: click.Context, paths: List[Path], as_json: bool, no_db: bool) -> None:
     """Classify image files or folders now, through the daemon's pipeline."""
-    from rich.console import Console
-    from rich.progress import Progress
-
     from edge.pipeline.classify import classify_paths, expand_paths
 
     cfg = _cfg(ctx)
@@ -72,10 +69,14 @@ def classify(ctx: click.Context, paths: List[Path], as_json: bool, no_db: bool) 
     else:
         store = _store(cfg, sample_rule=clf.card.sample_rule)
     files = expand_paths(paths)
-    err = Console(stderr=True)
     try:
         if len(files) > 3:
-            with Progress(console=err, transient=True) as prog:
+            # rich only where it shows something: a progress bar here, the table below (its import is a
+            # sixth of a one-image `classify --json`).
+            from rich.console import Console
+            from rich.progress import Progress
+
+            with Progress(console=Console(stderr=True), transient=True) as prog:
                 task = prog.add_task("classifying", total=len(files))
                 results = classify_paths(files, cfg, clf, store, progress=lambda r: prog.advance(task))
         else:
@@ -87,6 +88,8 @@ def classify(ctx: click.Context, paths: List[Path], as_json: bool, no_db: bool) 
         for r in results:
             click.echo(json.dumps(_json(r), sort_keys=True))
         return
+    from rich.console import Console
+
     out = Console()
     out.print(_results_table(results, out.width))
 

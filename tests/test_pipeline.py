@@ -150,6 +150,38 @@ def test_a_burst_is_committed_in_groups_with_duplicates_and_repeats_resolved(env
     assert store.count_images() == 10
 
 
+def test_a_stream_prepares_two_images_at_once_and_answers_in_arrival_order(tmp_path, clf, monkeypatch):
+    import threading
+
+    inbox = tmp_path / "inbox"
+    inbox.mkdir()
+    cfg = config_from_dict({"daemon": {"inbox": str(inbox)}}, base_dir=tmp_path)
+    paths = []
+    for i in range(7):
+        paths.append(inbox / f"{i}.jpg")
+        paths[-1].write_bytes(synthetic.smear_jpeg(60 + i))
+    one_by_one = Pipeline(PipelineSettings.of(cfg, clf.card, inbox=inbox), clf, store=None)
+    want = [one_by_one.process(p) for p in paths]
+    pipe = Pipeline(PipelineSettings.of(cfg, clf.card, inbox=inbox), clf, store=None)
+    # The first two images meet inside stage 1: with one worker the barrier breaks (its timeout is only
+    # a guard against hanging the test) and the stream fails with that error.
+    meet = threading.Barrier(2, timeout=30)
+    prepare = pipe.prepare
+
+    def meeting(job):
+        if job.path.name in ("0.jpg", "1.jpg"):
+            meet.wait()
+        return prepare(job)
+
+    monkeypatch.setattr(pipe, "prepare", meeting)
+    got = list(pipe.run_paths(paths))
+    assert not meet.broken
+    assert [r.path for r in got] == [str(p) for p in paths]
+    assert [(r.status, r.label, r.malignant_score, r.magnification) for r in got] == [
+        (r.status, r.label, r.malignant_score, r.magnification) for r in want
+    ]
+
+
 def test_a_failed_group_commit_still_records_the_good_images(env, monkeypatch):
     inbox, pipe, store = env
     monkeypatch.setattr("edge.pipeline.stages.GROUP_WAIT_S", 60.0)

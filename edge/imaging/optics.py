@@ -92,6 +92,17 @@ def _cells_and_glass(rgb: np.ndarray, gray: Optional[np.ndarray] = None) -> Tupl
 
 
 _HOUGH_LOCK = threading.Lock()
+_OPENCV_SINGLE_THREADED = False
+
+
+def run_opencv_single_threaded() -> None:
+    """Make OpenCV single-threaded for the whole process, for good. A caller that runs several fields at
+    once in its own threads (edge.pipeline.stages) calls this: each field's Hough passes then run at the
+    same time as another's instead of waiting for the lock below, and give the same answer as always."""
+    global _OPENCV_SINGLE_THREADED
+    with _HOUGH_LOCK:
+        cv2.setNumThreads(1)
+        _OPENCV_SINGLE_THREADED = True
 
 
 @contextmanager
@@ -99,7 +110,10 @@ def _one_opencv_thread():
     """OpenCV's HOUGH_GRADIENT_ALT splits its work over threads and merges the candidate circles in
     whatever order the threads finish: with 2 threads, 3 of 60 real fields measured differently from one
     run to the next (same machine, same bytes). One thread gives one answer; the lock keeps two callers
-    from restoring each other's thread count."""
+    from restoring each other's thread count (not needed once :func:`run_opencv_single_threaded`)."""
+    if _OPENCV_SINGLE_THREADED:
+        yield
+        return
     with _HOUGH_LOCK:
         n = cv2.getNumThreads()
         cv2.setNumThreads(1)
@@ -332,9 +346,11 @@ class ScaleMemory:
     def __init__(self, need: int = 3, spread: float = 1.35, keep: int = 64):
         self.need, self.spread, self.keep = need, spread, keep
         self._seen: Dict[tuple, List[float]] = {}
+        self._lock = threading.Lock()  # fields of a stream are prepared in several threads at once
 
     def known(self, key: Optional[tuple]) -> Optional[float]:
-        got = self._seen.get(key) if key is not None else None
+        with self._lock:
+            got = list(self._seen.get(key, ())) if key is not None else None
         if not got or len(got) < self.need:
             return None
         # The last few measurements: one field's estimate moves by up to ~1.35x (5th-95th percentile,
@@ -347,6 +363,7 @@ class ScaleMemory:
     def add(self, key: Optional[tuple], optics: Optics) -> None:
         if key is None or optics.scale_source != "measured":
             return
-        self._seen.setdefault(key, []).append(optics.magnification)
-        if len(self._seen) > self.keep:
-            self._seen.pop(next(iter(self._seen)))
+        with self._lock:
+            self._seen.setdefault(key, []).append(optics.magnification)
+            if len(self._seen) > self.keep:
+                self._seen.pop(next(iter(self._seen)))

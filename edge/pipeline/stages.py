@@ -1,12 +1,12 @@
 """Per-image processing: identity, decode, quality gate, preprocess, inference, one committed record.
 
-Two stages so that the two cores overlap: :meth:`Pipeline.prepare` (read, hash, decode, quality,
-preprocess, in the steps of :mod:`edge.pipeline.prepare`; OpenCV releases the GIL) runs in a worker thread
-for the next image while stage 2 (duplicate check, inference, which also releases the GIL, and the commit)
-runs for the current one. Stage 2 is only ever run from one thread, in order, so the duplicate and
-exactly-once checks see every earlier commit (an image whose content is in the uncommitted group first
-commits the group). In a burst, stage 2 commits up to GROUP_MAX images in one transaction: one fsync
-instead of one per image.
+Two stages so that the cores overlap: :meth:`Pipeline.prepare` (read, hash, decode, quality, preprocess,
+in the steps of :mod:`edge.pipeline.prepare`; OpenCV releases the GIL) runs in worker threads for the next
+images (PREPARE_WORKERS of them at once) while stage 2 (duplicate check, inference, which also releases
+the GIL, and the commit) runs for the current one. Stage 2 is only ever run from one thread, in arrival
+order, so the duplicate and exactly-once checks see every earlier commit (an image whose content is in the
+uncommitted group first commits the group). In a burst, stage 2 commits up to GROUP_MAX images in one
+transaction: one fsync instead of one per image.
 
 Every failure of one file becomes a recorded status with a one-line reason; nothing here raises for a bad
 image, so one bad file never stops the others.
@@ -18,10 +18,11 @@ import logging
 import shutil
 import time
 from collections import deque
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Callable, Iterable, Iterator, List, Optional, Union, cast
+from typing import Callable, Deque, Iterable, Iterator, List, Optional, Union, cast
 
+from edge.imaging.optics import run_opencv_single_threaded
 from edge.inference.classifier import Classifier
 from edge.pipeline import identity
 from edge.pipeline.prepare import Preparer, lap, within
@@ -218,19 +219,25 @@ class Pipeline:
         nothing behind it is committed at once, so an idle daemon's latency does not change.
         """
         group: List[Prepared] = []
-        with ThreadPoolExecutor(max_workers=1, thread_name_prefix="prepare") as ex:
-            pending = None
+        workers = PREPARE_WORKERS
+        if workers > 1:
+            run_opencv_single_threaded()  # the workers are the parallelism (see optics._one_opencv_thread)
+        with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="prepare") as ex:
+            pending: Deque[Future] = deque()  # in the order the jobs came: stage 2 takes them in that order
+            stopping = False
             try:
-                while True:
-                    job = next_job(pending is None)
-                    if job is STOP:
+                while pending or not stopping:
+                    while not stopping and len(pending) < workers:
+                        job = next_job(not pending)
+                        if job is STOP:
+                            stopping = True
+                        elif job is not None:
+                            pending.append(ex.submit(self.prepare, cast(Job, job)))
+                            continue
                         break
-                    fut = ex.submit(self.prepare, cast(Job, job)) if job is not None else None
-                    if pending is not None:
-                        yield from self._step(pending.result(), group, more=fut is not None)
-                    pending = fut
-                if pending is not None:
-                    yield from self._step(pending.result(), group, more=False)
+                    if pending:
+                        prep = pending.popleft().result()
+                        yield from self._step(prep, group, more=bool(pending))
             finally:  # non-empty only when the consumer stopped early: record what is already inferred
                 self._commit(group)
 
@@ -260,6 +267,9 @@ class Pipeline:
 
 
 STOP = object()
+# Images prepared at once in a stream (stage 1 is nearly all of a field's CPU, most of it the red-cell
+# Hough passes; stage 2 runs beside them on the caller's thread). Two: the smallest target has 2 cores.
+PREPARE_WORKERS = 2
 # Group commit bounds for a burst: one fsync per up to 32 images, and no result waits more than ~50 ms
 # for its commit (a kill -9 inside that window only means those files are processed again at restart).
 GROUP_MAX = 32

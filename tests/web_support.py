@@ -80,9 +80,13 @@ class SampleSpec:
     close: bool = True
 
 
-def _files(folder: Path, n: int, start: int) -> List[Path]:
+def _files(folder: Path, n: int, start: int, used: Optional[set] = None) -> List[Path]:
+    """``n`` fields into ``folder``; ``used``: real smears other samples already hold (left out, so that no
+    field of one sample is a duplicate of another's), updated with these."""
     folder.mkdir(parents=True, exist_ok=True)
-    real = real_images(start + n)[start : start + n]
+    real = [p for p in real_images(start + n) if used is None or p not in used][start : start + n]
+    if used is not None:
+        used.update(real)
     out = []
     for i in range(n):
         dst = folder / f"field-{i:03d}.jpg"
@@ -148,9 +152,9 @@ def screen_db(folder: Path, model: Path, samples: Dict[str, int], device: str = 
     daemon does it (cells found, scored and their boxes recorded): ``samples`` maps a sample id to its
     number of fields (real smears from ../shared, spread over the classes, else synthetic ones)."""
     db, inbox = folder / "db.sqlite", folder / "inbox"
-    files, start = [], 100
+    files, start, used = [], 100, set()
     for sid, n in samples.items():
-        files += _files(inbox / sid, n, start)
+        files += _files(inbox / sid, n, start, used)
         start += n
     _screen(db, inbox, model, files, device)
     if close:

@@ -150,7 +150,12 @@ def write_report(tflite: Path, work_dir: Path) -> Path:
         f"{e['description']}",
         "",
         f"- File: `{tflite.name}`, {e['size_bytes'] / 1e6:.2f} MB, sha256 `{card.sha256}`",
-        f"- Input mode: **{card.input_mode}** (see the ablation below); preprocessing `{card.preprocessing.version}`",
+        f"- Input mode: **{card.input_mode}** (see the ablation below); preprocessing `{card.preprocessing.version}`"
+        + (
+            f"; each cell crop scored in {card.cell_views} orientations, their geometric mean (`cell_views`)"
+            if card.input_mode == "cell" and card.cell_views > 1
+            else ""
+        ),
         f"- Created {e['created']}; training + conversion took {e['training']['seconds_total_build'] / 60:.1f} min "
         "on the 2-core build machine",
         f"- Split: {e['split']['method']}; train {sum(e['split']['train'].values())}, "

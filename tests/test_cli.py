@@ -190,7 +190,7 @@ def test_commands_do_not_print_the_runtime_s_native_notices(tmp_path, model_path
 def test_bench_reports_every_stage_and_shows_progress(tmp_path, model_path):
     from edge.config import config_from_dict
     from edge.inference.classifier import Classifier
-    from edge.pipeline.bench import run_bench
+    from edge.pipeline.bench import format_report, run_bench
 
     cfg = config_from_dict({"model": {"path": str(model_path), "num_threads": 1}}, base_dir=tmp_path)
     seen = {}
@@ -203,6 +203,9 @@ def test_bench_reports_every_stage_and_shows_progress(tmp_path, model_path):
     )
     assert seen == {"bare invoke": (6, 6), "pipeline, one at a time": (3, 3), "pipeline, overlapped batch": (6, 6)}
     assert report["pipeline_ms"]["total"]["median"] > 0 and report["batch"]["images_per_s"] > 0
+    views = Classifier(model_path, num_threads=1).card.cell_views
+    assert report["cell_views"] == views
+    assert (f"one cell in {views} orientations" in format_report(report)) == (views > 1)
 
 
 def test_classify_table_fits_an_80_column_console_without_cutting_names(tmp_path, model_path):

@@ -130,22 +130,14 @@ def test_a_field_with_more_cells_than_before_still_matches():
         assert np.array_equal(probs, np.stack([clf.invoke_all(v)[0] for v in x[:n]]))
 
 
-def test_a_cell_is_scored_in_the_card_s_orientations_and_turning_it_changes_nothing(tmp_path):
-    import shutil
+def test_a_cell_is_scored_in_the_card_s_orientations_and_turning_it_changes_nothing():
+    from edge.inference.classifier import cell_views
 
-    from edge.inference.classifier import card_path_for, cell_views, load_card, ood_path_for
-
-    src = Path(model_path())
-    for p in (src, card_path_for(src), ood_path_for(src)):
-        if p.exists():
-            shutil.copy(p, tmp_path / p.name)
-    card = load_card(card_path_for(tmp_path / src.name))
-    card.set_section("cell_views", 1)
-    card.save(card_path_for(tmp_path / src.name))
-    plain = Classifier(tmp_path / src.name, backend="litert", num_threads=1)
-    card.set_section("cell_views", 4)
-    card.save(card_path_for(tmp_path / src.name))
-    four = Classifier(tmp_path / src.name, backend="litert", num_threads=1)
+    # The classifier reads its card's cell_views at each invoke, so the in-memory card decides.
+    plain = Classifier(model_path(), backend="litert", num_threads=1)
+    plain.card.set_section("cell_views", 1)
+    four = Classifier(model_path(), backend="litert", num_threads=1)
+    four.card.set_section("cell_views", 4)
     inputs = np.stack(max(_fields(plain), key=len))
     probs, embs = four.invoke_batch(inputs)
     # each row: the geometric mean of the four orientations, each scored as the model alone scores it

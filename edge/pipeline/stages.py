@@ -227,17 +227,17 @@ class Pipeline:
             stopping = False
             try:
                 while pending or not stopping:
+                    # Keep up to `workers` images in preparation; wait for a job only with none in hand.
                     while not stopping and len(pending) < workers:
                         job = next_job(not pending)
+                        if job is None:
+                            break
                         if job is STOP:
                             stopping = True
-                        elif job is not None:
+                        else:
                             pending.append(ex.submit(self.prepare, cast(Job, job)))
-                            continue
-                        break
                     if pending:
-                        prep = pending.popleft().result()
-                        yield from self._step(prep, group, more=bool(pending))
+                        yield from self._step(pending.popleft().result(), group, more=bool(pending))
             finally:  # non-empty only when the consumer stopped early: record what is already inferred
                 self._commit(group)
 

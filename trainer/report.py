@@ -31,9 +31,13 @@ def cell_test_lines(t) -> list:
         f"{_pct(sw['follows_slide'])} (refused {_pct(sw['refused'])}) |",
     ]
     for lab, r in t["reinhard"].items():
+        # Cards before 3.3 counted flips only; newer ones say how many recoloured fields were refused.
+        extra = f" ({_pct(r['confident_verdict_flips'])} confidently)" if "confident_verdict_flips" in r else ""
+        if "refused" in r:
+            extra += f"; refused {_pct(r['refused'])}"
         out.append(
             f"| Reinhard onto {lab} statistics: label / verdict flips | {_pct(r['label_flips'])} / "
-            f"{_pct(r['verdict_flips'])} |"
+            f"{_pct(r['verdict_flips'])}{extra} |"
         )
     out += [
         "",

@@ -95,9 +95,9 @@ class Judge:
         if fp.prediction is None:
             return Outcome(refused=True, reason=fp.refusal)
         p = fp.prediction
-        return Outcome(
-            refused=False, label=p.label, score=p.malignant_score, verdict=p.verdict, needs_review=p.needs_review
-        )
+        # The device sends a field whose cell had to be carved out of red cells to review (stages.py).
+        review = p.needs_review or any(c.carved for c in pre.cells)
+        return Outcome(refused=False, label=p.label, score=p.malignant_score, verdict=p.verdict, needs_review=review)
 
 
 # Everything the exposure/focus gate could refuse let through, to see where the model itself fails.
@@ -206,14 +206,25 @@ def run(
     rein = {}
     for lab, target in stats.items():
         idx = [i for i, l2 in enumerate(labels) if l2 != lab]
-        lflip, vf = [], []
+        lflip, vf, conf_vf, refused = [], [], [], []
         for k, i in enumerate(idx):
             o = judge(reinhard_to(fields[i], target))
+            if not base[i].refused:
+                # Flips are counted among the fields still answered: the refusals are reported beside them,
+                # or a recolouring that leaves most fields unread would look harmless.
+                refused.append(o.refused)
             if not o.refused and not base[i].refused:
                 lflip.append(o.label != base[i].label)
                 vf.append(o.verdict != base[i].verdict)
+                conf_vf.append(o.verdict != base[i].verdict and not o.needs_review)
             prog(f"reinhard onto {lab}", k + 1, len(idx))
-        rein[lab] = {"n": len(idx), "label_flips": _rate(lflip), "verdict_flips": _rate(vf)}
+        rein[lab] = {
+            "n": len(idx),
+            "refused": _rate(refused),
+            "label_flips": _rate(lflip),
+            "verdict_flips": _rate(vf),
+            "confident_verdict_flips": _rate(conf_vf),
+        }
     out["reinhard"] = rein
 
     curves, trials = {}, {"blur_sigma": [], "exposure_gain": []}

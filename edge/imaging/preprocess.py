@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from edge.imaging import pixels
-from edge.imaging.cells import Cell, crops_of, find_cells, normalised_cells
+from edge.imaging.cells import Cell, carve_merged, crops_of, find_cells, normalised_cells
 from edge.imaging.decode import decode_file
 from edge.imaging.optics import Optics, normalise
 from edge.imaging.segmentation import (
@@ -73,6 +73,10 @@ class PreprocessParams:
     # B excess <= -9, L excess <= -9); a photograph's brown or pink patches are not.
     cell_max_b_excess: float = -6.0
     cell_max_l_excess: float = -6.0
+    # Another lab's red cells may stain as magenta as the nuclei: the A-channel mask then joins a white cell
+    # and the red cells touching it, and no cell is found in the field. True: such regions are carved by
+    # their purple (edge/imaging/cells.py carve_merged); the device flags every field that needed it.
+    carve_merged: bool = False
     min_glass_lightness: float = 120.0  # median background L (uint8 LAB); real smears >= 200
     # Reinhard reference: background L, A, B means then spreads (float LAB), set by the trainer from its
     # training fields; `stain_max_gain` bounds the spread correction.
@@ -264,6 +268,12 @@ def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
         valid[scale_bar_slice(params, mask.shape)] = False
         cut = params.field_scale == "optical"
         cells = find_cells(field_lab, mask, valid, params, skip_cut=cut, components=components)
+        if params.carve_merged and len(cells) < params.max_cells:
+            extra, carved = carve_merged(field_lab, mask, valid, params, cells, cut, components)
+            if carved is not None:
+                # The carved cell replaces its merged region in the mask: the stain fit and the crop see the
+                # white cell, not the red cells it touched.
+                cells, mask = cells + extra, carved
         inputs = []
         if cells:
             on_cells = params.stain_fit.startswith("cells")

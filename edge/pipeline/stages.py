@@ -25,6 +25,7 @@ from typing import Callable, Deque, Iterable, Iterator, List, Optional, Union, c
 from edge.imaging.optics import run_opencv_single_threaded
 from edge.inference.classifier import Classifier
 from edge.pipeline import identity
+from edge.pipeline.domain import CARVED
 from edge.pipeline.prepare import Preparer, lap, within
 from edge.pipeline.results import CLASSIFIED, DUPLICATE, REJECTED, UNREADABLE, Job, Prepared
 from edge.pipeline.settings import PipelineSettings
@@ -126,11 +127,14 @@ class Pipeline:
                     pred.verdict,
                     pred.needs_review,
                 )
+                outside = []
                 if self.settings.validated is not None:
                     outside = self.settings.validated.check(prep.optics, prep.cell_lab, field.distances)
-                    if outside:
-                        # Outside what the model was validated on: a person decides, whatever the score.
-                        res.domain, res.needs_review = "; ".join(outside), True
+                if prep.carved:
+                    outside.append(CARVED)
+                if outside:
+                    # Outside what the model was validated on: a person decides, whatever the score.
+                    res.domain, res.needs_review = "; ".join(outside), True
         except Exception as e:  # noqa: BLE001
             log.exception("unexpected error on %s", prep.job.path)
             res.status, res.reason = REJECTED, f"processing error: {type(e).__name__}: {e}".splitlines()[0]

@@ -11,6 +11,7 @@ from edge.imaging.cells import background_stats, stain_normalize
 from edge.imaging.decode import decode_file
 from edge.imaging.preprocess import PreprocessParams, preprocess
 from edge.imaging.segmentation import scale_bar_slice
+from tests.field_support import merged_field
 from tests.shared_data import HAVE_DATASET, NO_DATASET, real_images
 
 CELL = PreprocessParams(input_mode="cell")
@@ -160,3 +161,40 @@ def test_a_chroma_only_stain_transfer_leaves_lightness_alone():
     np.testing.assert_allclose(chroma.gain[1:], full.gain[1:]) and np.testing.assert_allclose(
         chroma.offset[1:], full.offset[1:]
     )
+
+
+CARVE = dataclasses.replace(CELL, carve_merged=True)
+
+
+def test_a_white_cell_merged_with_reddish_red_cells_is_carved_out_of_them():
+    field = merged_field()
+    assert preprocess(field, CELL).cells == [], "the merged region's mean colour is no nucleus's"
+    pre = preprocess(field, CARVE)
+    assert len(pre.cells) == 1 and pre.cells[0].carved and pre.cells[0].to_dict()["carved"] is True
+    cell = pre.cells[0]
+    assert abs(cell.y - 112) <= 2 and abs(cell.x - 112) <= 2
+    # The crop shows the white cell: the red cells it touched left the mask, the others stayed in it.
+    assert not pre.mask[112, 142] and not pre.mask[136, 136]
+    assert pre.mask[112, 112] and pre.mask.sum() < preprocess(field, CELL).mask.sum()
+
+
+def test_reddish_red_cells_alone_are_not_carved_into_a_cell():
+    assert preprocess(merged_field(nucleus=False), CARVE).cells == []
+
+
+def test_carving_leaves_fields_with_nothing_merged_exactly_as_they_were():
+    compared = 0
+    for rgb in _fields():
+        a, b = preprocess(rgb, CELL), preprocess(rgb, CARVE)
+        if any(c.carved for c in b.cells):
+            continue
+        compared += 1
+        assert [c.to_dict() for c in a.cells] == [c.to_dict() for c in b.cells]
+        assert np.array_equal(a.mask, b.mask)
+        assert all(np.array_equal(x, y) for x, y in zip(a.model_inputs, b.model_inputs))
+    assert compared >= len(_fields()) // 2
+
+
+def test_painted_out_fields_stay_without_a_cell_when_carving():
+    refused = [not preprocess(_paint_out(rgb), CARVE).model_inputs for rgb in _fields()]
+    assert np.mean(refused) >= 0.9

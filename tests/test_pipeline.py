@@ -346,3 +346,30 @@ def test_a_field_s_answer_does_not_depend_on_the_other_fields_of_its_sample(tmp_
         ), name
         assert got.status == "classified", (name, got.reason)
     assert in_sample[-1].magnification / in_sample[0].magnification > 1.25
+
+
+def test_a_cell_carved_out_of_red_cells_goes_to_review_with_the_reason(tmp_path, model_path):
+    """Another lab's reddish red cells merged with the white cell: refused without carving; with the card's
+    ``carve_merged`` the cell is answered and the field sent to a person, and its sample with it."""
+    import dataclasses
+
+    from field_support import merged_field
+
+    from edge.pipeline.domain import CARVED
+
+    inbox = tmp_path / "inbox"
+    (inbox / "PAT-1").mkdir(parents=True)
+    ok, enc = cv2.imencode(".png", cv2.cvtColor(merged_field(), cv2.COLOR_RGB2BGR))
+    assert ok
+    path = inbox / "PAT-1" / "merged.png"
+    path.write_bytes(enc.tobytes())
+    cfg = config_from_dict({"daemon": {"inbox": str(inbox)}}, base_dir=tmp_path)
+    answers = {}
+    for carve in (False, True):
+        clf = Classifier(model_path, num_threads=1)
+        clf.card.preprocessing = dataclasses.replace(clf.card.preprocessing, carve_merged=carve)
+        answers[carve] = Pipeline(PipelineSettings.of(cfg, clf.card, inbox=inbox), clf, store=None).process(path)
+    assert answers[False].status == "unreadable" and answers[False].reason.startswith("no white cell found")
+    got = answers[True]
+    assert got.status == "classified" and got.needs_review and CARVED in (got.domain or "")
+    assert got.segmentation["cell_positions"][0]["carved"] is True

@@ -1,0 +1,18 @@
+"""Hand-drawn fields for tests that need a particular arrangement of cells (no dataset needed)."""
+
+import cv2
+import numpy as np
+
+
+def merged_field(nucleus: bool = True) -> np.ndarray:
+    """Glass with reddish red cells (as magenta in A as a nucleus, like BCCD's) and, optionally, a purple white
+    cell at the centre touching eight of them: one stained region in the A-channel mask."""
+    img = np.full((224, 224, 3), (238, 236, 240), np.uint8)
+    ring = ((0, 30), (0, -30), (30, 0), (-30, 0), (24, 24), (-24, -24), (24, -24), (-24, 24))
+    scattered = np.random.default_rng(0).integers(20, 204, (14, 2))
+    for y, x in [(112 + dy, 112 + dx) for dy, dx in ring] + [(int(y), int(x)) for y, x in scattered]:
+        cv2.circle(img, (x, y), 11, (214, 140, 150), -1, lineType=cv2.LINE_AA)
+    if nucleus:
+        cv2.circle(img, (112, 112), 20, (200, 150, 200), -1, lineType=cv2.LINE_AA)
+        cv2.circle(img, (112, 112), 15, (110, 60, 160), -1, lineType=cv2.LINE_AA)
+    return img

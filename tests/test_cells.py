@@ -182,17 +182,15 @@ def test_reddish_red_cells_alone_are_not_carved_into_a_cell():
     assert preprocess(merged_field(nucleus=False), CARVE).cells == []
 
 
-def test_carving_leaves_fields_with_nothing_merged_exactly_as_they_were():
-    compared = 0
-    for rgb in _fields():
+def test_carving_leaves_every_field_with_a_cell_exactly_as_it_was():
+    # Only a field that would be refused "no white cell found" is carved: the card's validation holds.
+    fields = [rgb for rgb in _fields() if preprocess(rgb, CELL).cells]
+    assert fields
+    for rgb in fields:
         a, b = preprocess(rgb, CELL), preprocess(rgb, CARVE)
-        if any(c.carved for c in b.cells):
-            continue
-        compared += 1
         assert [c.to_dict() for c in a.cells] == [c.to_dict() for c in b.cells]
         assert np.array_equal(a.mask, b.mask)
         assert all(np.array_equal(x, y) for x, y in zip(a.model_inputs, b.model_inputs))
-    assert compared >= len(_fields()) // 2
 
 
 def test_painted_out_fields_stay_without_a_cell_when_carving():

@@ -268,12 +268,14 @@ def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
         valid[scale_bar_slice(params, mask.shape)] = False
         cut = params.field_scale == "optical"
         cells = find_cells(field_lab, mask, valid, params, skip_cut=cut, components=components)
-        if params.carve_merged and len(cells) < params.max_cells:
-            extra, carved = carve_merged(field_lab, mask, valid, params, cells, cut, components)
+        if params.carve_merged and not cells:
+            # Only a field that would be refused "no white cell found" is carved: every field with a cell
+            # is exactly what it was when the card was validated.
+            carved_cells, carved = carve_merged(field_lab, mask, valid, params, cut)
             if carved is not None:
                 # The carved cell replaces its merged region in the mask: the stain fit and the crop see the
                 # white cell, not the red cells it touched.
-                cells, mask = cells + extra, carved
+                cells, mask = carved_cells, carved
         inputs = []
         if cells:
             on_cells = params.stain_fit.startswith("cells")

@@ -9,6 +9,10 @@ BENIGN = "Benign"
 # The refusal of a field without a plausible white cell: the classifier's, the pipeline's (which may add
 # why, after a colon) and the review app's plain-words table all start with it.
 NO_CELL = "no white cell found"
+# A field whose white cell had merged with red cells as magenta as its nucleus (another lab's stain) and was
+# carved out of them (edge/imaging/cells.py carve_merged): no validation field needed that, so the field is
+# flagged with this (its domain reason) and the sample rule shows it without counting its score.
+CARVED = "white cell carved from red cells as magenta as its nucleus: a stain unlike the validated slides"
 
 
 class Status(str, Enum):

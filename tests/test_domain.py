@@ -93,6 +93,33 @@ def test_a_sample_with_fields_outside_the_range_needs_review_even_when_clearly_b
     assert outside.reasons[0].startswith("outside the validated range on 1 of 5 readable fields: magnification")
 
 
+def test_carved_fields_are_shown_but_do_not_decide_the_sample():
+    from edge.vocabulary import CARVED
+
+    rule = SampleRule(
+        statistic="quantile",
+        q=0.5,
+        threshold=0.5,
+        review_band=(0.2, 0.8),
+        min_readable=3,
+        disagreement=0.3,
+        field_threshold=0.5,
+    )
+    statuses = ["classified"] * 5
+    # Three carved fields called malignant among two benign ones: counted, they would make it malignant.
+    scores = [0.01, 0.02, 0.97, 0.98, 0.99]
+    domains = [None, None, CARVED, "magnification 4.8x the training scale; " + CARVED, CARVED]
+    got = judge(statuses, scores, rule, domains)
+    assert got.readable == 2 and got.verdict == "benign" and got.needs_review
+    assert got.reasons[0].startswith("3 field(s) with a white cell carved from red cells")
+    assert any(r.startswith("only 2 readable field(s), the rule needs 3") for r in got.reasons)
+    assert not any(r.startswith("outside the validated range") for r in got.reasons)
+    assert judge(statuses, scores, rule, [None] * 5).verdict == "malignant"
+    from edge.web.plain import sample_reasons
+
+    assert sample_reasons(got.reasons)[0].text.startswith("3 field(s) whose white cell had to be cut out")
+
+
 def test_a_scale_that_was_not_measured_is_always_a_reason():
     (r,) = RANGE.check(_optics(source="cell"), (70.0, 20.0, -33.0), [1.0])
     assert "no red cells" in r and "white cell" in r

@@ -355,7 +355,7 @@ def test_a_cell_carved_out_of_red_cells_goes_to_review_with_the_reason(tmp_path,
 
     from field_support import merged_field
 
-    from edge.pipeline.domain import CARVED
+    from edge.vocabulary import CARVED
 
     inbox = tmp_path / "inbox"
     (inbox / "PAT-1").mkdir(parents=True)

@@ -27,10 +27,6 @@ if TYPE_CHECKING:  # a name for annotations only: `serve` imports this module an
 _CELL_AXES = (("cell_l", "lightness"), ("cell_a", "red-violet (A)"), ("cell_b", "blue-yellow (B)"))
 
 
-# The field's white cell had merged with red cells as magenta as its nucleus (another lab's stain) and was
-# carved out of them (edge/imaging/cells.py carve_merged): no validation field needed that.
-CARVED = "white cell carved from red cells as magenta as its nucleus: a stain unlike the validated slides"
-
 _GLASS_NAMES = {"glass_level": "brightness", "glass_rg": "red/green", "glass_bg": "blue/green"}
 
 

@@ -25,11 +25,11 @@ from typing import Callable, Deque, Iterable, Iterator, List, Optional, Union, c
 from edge.imaging.optics import run_opencv_single_threaded
 from edge.inference.classifier import Classifier
 from edge.pipeline import identity
-from edge.pipeline.domain import CARVED
 from edge.pipeline.prepare import Preparer, lap, within
 from edge.pipeline.results import CLASSIFIED, DUPLICATE, REJECTED, UNREADABLE, Job, Prepared
 from edge.pipeline.settings import PipelineSettings
 from edge.store.records import DatabaseGone, ImageRecord
+from edge.vocabulary import CARVED
 
 log = logging.getLogger("edge.pipeline.stages")
 

@@ -52,6 +52,10 @@ _SAMPLE: Tuple[Tuple[str, str], ...] = (
         "the microscope or stain is outside what the model was validated on ({a} of {n} fields)",
     ),
     (r"^the model card has no sample rule", "the model gives no sample verdict: a person decides"),
+    (
+        r"^(?P<n>\d+) field\(s\) with a white cell carved from red cells",
+        "{n} field(s) whose white cell had to be cut out of red cells: shown for review, not counted",
+    ),
 )
 
 

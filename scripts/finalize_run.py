@@ -9,6 +9,7 @@ float model's validation probabilities from ``work/cell.keras`` (for the float/i
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import logging
 import time
 from pathlib import Path
@@ -34,6 +35,11 @@ def main() -> None:
     ap.add_argument(
         "--cell-views", type=int, default=None, help="set the card's cell_views (1, 2 or 4) before finalizing"
     )
+    ap.add_argument(
+        "--carve-merged",
+        action="store_true",
+        help="set the card's preprocessing carve_merged (3.3.0) before finalizing",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.perf_counter()
@@ -45,6 +51,9 @@ def main() -> None:
     card = load_card(card_path_for(args.tflite))
     if args.cell_views is not None:
         card.set_section("cell_views", args.cell_views)
+        card.save(card_path_for(args.tflite))
+    if args.carve_merged and not card.preprocessing.carve_merged:
+        card.preprocessing = dataclasses.replace(card.preprocessing, carve_merged=True)
         card.save(card_path_for(args.tflite))
     import keras
 

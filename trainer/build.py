@@ -224,6 +224,10 @@ def build(
         # Every crop scored in four orientations (edge.inference.classifier.cell_views): on the 3.1.0
         # validation fields, 3 instead of 6 of 75 Benign fields called malignant, sensitivity unchanged.
         card.set_section("cell_views", CELL_VIEWS_SHIPPED)
+        if card.preprocessing.field_scale == "optical":
+            # Set after training, never during it: the model learns from the cells every lab's fields show
+            # plainly; a carved cell is a device-side rescue, flagged and not counted (edge/imaging/cells.py).
+            card.preprocessing = dataclasses.replace(card.preprocessing, carve_merged=True)
     card.save(card_path_for(tflite))
     finalize(tflite, split, work, float_probs=float_probs, progress=progress, tests=tests)
     card = load_card(card_path_for(tflite))

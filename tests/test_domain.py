@@ -25,6 +25,16 @@ RANGE = ValidatedRange.from_card(
     }
 )
 
+RULE = SampleRule(
+    statistic="quantile",
+    q=0.5,
+    threshold=0.5,
+    review_band=(0.2, 0.8),
+    min_readable=3,
+    disagreement=0.3,
+    field_threshold=0.5,
+)
+
 
 def _optics(mag=1.0, glass=(245.0, 250.0, 248.0), source="measured"):
     return Optics(
@@ -76,19 +86,10 @@ def test_fit_range_holds_the_validation_fields_and_widens_a_little():
 
 
 def test_a_sample_with_fields_outside_the_range_needs_review_even_when_clearly_benign():
-    rule = SampleRule(
-        statistic="quantile",
-        q=0.5,
-        threshold=0.5,
-        review_band=(0.2, 0.8),
-        min_readable=3,
-        disagreement=0.3,
-        field_threshold=0.5,
-    )
     statuses, scores = ["classified"] * 5, [0.01] * 5
-    inside = judge(statuses, scores, rule, [None] * 5)
+    inside = judge(statuses, scores, RULE, [None] * 5)
     assert inside.verdict == "benign" and not inside.needs_review
-    outside = judge(statuses, scores, rule, [None, "magnification 4.8x the training scale", None, None, None])
+    outside = judge(statuses, scores, RULE, [None, "magnification 4.8x the training scale", None, None, None])
     assert outside.verdict == "benign" and outside.needs_review
     assert outside.reasons[0].startswith("outside the validated range on 1 of 5 readable fields: magnification")
 
@@ -96,25 +97,16 @@ def test_a_sample_with_fields_outside_the_range_needs_review_even_when_clearly_b
 def test_carved_fields_are_shown_but_do_not_decide_the_sample():
     from edge.vocabulary import CARVED
 
-    rule = SampleRule(
-        statistic="quantile",
-        q=0.5,
-        threshold=0.5,
-        review_band=(0.2, 0.8),
-        min_readable=3,
-        disagreement=0.3,
-        field_threshold=0.5,
-    )
     statuses = ["classified"] * 5
     # Three carved fields called malignant among two benign ones: counted, they would make it malignant.
     scores = [0.01, 0.02, 0.97, 0.98, 0.99]
     domains = [None, None, CARVED, "magnification 4.8x the training scale; " + CARVED, CARVED]
-    got = judge(statuses, scores, rule, domains)
+    got = judge(statuses, scores, RULE, domains)
     assert got.readable == 2 and got.verdict == "benign" and got.needs_review
     assert got.reasons[0].startswith("3 field(s) with a white cell carved from red cells")
     assert any(r.startswith("only 2 readable field(s), the rule needs 3") for r in got.reasons)
     assert not any(r.startswith("outside the validated range") for r in got.reasons)
-    assert judge(statuses, scores, rule, [None] * 5).verdict == "malignant"
+    assert judge(statuses, scores, RULE, [None] * 5).verdict == "malignant"
     from edge.web.plain import sample_reasons
 
     assert sample_reasons(got.reasons)[0].text.startswith("3 field(s) whose white cell had to be cut out")

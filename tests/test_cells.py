@@ -193,6 +193,8 @@ def test_carving_leaves_every_field_with_a_cell_exactly_as_it_was():
         assert all(np.array_equal(x, y) for x, y in zip(a.model_inputs, b.model_inputs))
 
 
-def test_painted_out_fields_stay_without_a_cell_when_carving():
-    refused = [not preprocess(_paint_out(rgb), CARVE).model_inputs for rgb in _fields()]
-    assert np.mean(refused) >= 0.9
+def test_painted_out_fields_stay_without_a_cell_or_only_a_flagged_carved_one():
+    # Painted out, a field must be refused or sent to a person: a carved cell always is (edge/pipeline/stages.py).
+    cells = [preprocess(_paint_out(rgb), CARVE).cells for rgb in _fields()]
+    assert all(c.carved for found in cells for c in found)
+    assert np.mean([not found for found in cells]) >= 0.75

@@ -258,8 +258,9 @@ def carve_merged(
     In every region deep enough to hold a cell, the pixels more purple than the region's Otsu split are a
     candidate (purple = A - B: a nucleus is magenta *and* blue, a red cell magenta and yellow), opened,
     dilated as the mask is, and kept on :func:`find_cells`' own tests (depth, border, stain excess over
-    the glass). Returns the cells (``carved``, largest first) and the mask with each carved cell in place
-    of its merged region, or None for the mask when nothing was carved.
+    the glass), its A excess held to ``carve_min_stain``. Returns the cells (``carved``, largest first)
+    and the mask with each carved cell in place of its merged region, or None for the mask when nothing
+    was carved.
     """
     if not mask.any():
         return [], None
@@ -309,7 +310,7 @@ def carve_merged(
             px = lab[box][m]
             ex = {k: float(px[:, i].mean()) - ref[k] for i, k in enumerate("LAB")}
             if (
-                ex["A"] >= params.cell_min_stain
+                ex["A"] >= max(params.cell_min_stain, params.carve_min_stain)
                 and ex["B"] <= params.cell_max_b_excess
                 and ex["L"] <= params.cell_max_l_excess
             ):

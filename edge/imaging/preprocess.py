@@ -77,6 +77,10 @@ class PreprocessParams:
     # and the red cells touching it, and no cell is found in the field. True: such regions are carved by
     # their purple (edge/imaging/cells.py carve_merged); the device flags every field that needed it.
     carve_merged: bool = False
+    # A carved cell is held to a higher stain bar than `cell_min_stain`: no validation field supports it, and
+    # the smudges inpainting leaves where white cells were painted out reach 13.6 (shared sets' carved
+    # nuclei: 16.0 and more).
+    carve_min_stain: float = 14.5
     min_glass_lightness: float = 120.0  # median background L (uint8 LAB); real smears >= 200
     # Reinhard reference: background L, A, B means then spreads (float LAB), set by the trainer from its
     # training fields; `stain_max_gain` bounds the spread correction.

@@ -198,3 +198,11 @@ def test_painted_out_fields_stay_without_a_cell_or_only_a_flagged_carved_one():
     cells = [preprocess(_paint_out(rgb), CARVE).cells for rgb in _fields()]
     assert all(c.carved for found in cells for c in found)
     assert np.mean([not found for found in cells]) >= 0.75
+
+
+def test_a_carved_cell_must_be_stained_clearly_not_just_enough():
+    # No validation field supports a carved cell: its stain must clear carve_min_stain, above the cell test's.
+    field = merged_field()
+    stain = preprocess(field, CARVE).cells[0].stain
+    assert stain >= CARVE.carve_min_stain > CARVE.cell_min_stain
+    assert preprocess(field, dataclasses.replace(CARVE, carve_min_stain=stain + 1.0)).cells == []

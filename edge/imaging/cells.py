@@ -162,14 +162,8 @@ def find_cells(
     disc reaches the image border is passed over: it may be cut, and half a neutrophil can look like
     anything. ``components``: the mask's 8-connected components (count, labels) when the caller has them.
     """
-    if not mask.any():
-        return []
-    bg = valid & ~mask
-    if not bg.any():
-        return []
-    bg8 = bg.astype(np.uint8)
-    ref = {k: _median_hist(cv2.calcHist([lab], [i], bg8, [256], [0, 256]).ravel()) for i, k in enumerate("LAB")}
-    if ref["L"] < params.min_glass_lightness:
+    ref = _glass_reference(lab, mask, valid, params)
+    if ref is None:
         return []
     # A cell cut by the image edge is measured to the edge, not as if it went on beyond it.
     dist = _inscribed(mask.astype(np.uint8))
@@ -191,11 +185,7 @@ def find_cells(
             break
         comp = labels[y, x]
         cut = skip_cut and min(y, x, h - 1 - y, w - 1 - x) <= r + 1.0
-        if not cut and (
-            excess["A"][comp] >= params.cell_min_stain
-            and excess["B"][comp] <= params.cell_max_b_excess
-            and excess["L"][comp] <= params.cell_max_l_excess
-        ):
+        if not cut and _nucleus_like(excess["A"][comp], excess["B"][comp], excess["L"][comp], params):
             cells.append(Cell(y=int(y), x=int(x), radius=r, stain=float(excess["A"][comp])))
         # Suppress the whole neighbourhood, kept or not, so the next maximum is another cell.
         yi, xi = int(y), int(x)
@@ -203,6 +193,29 @@ def find_cells(
         win = work[y0:y1, x0:x1]
         win[disc[y0 - yi + sp : y1 - yi + sp, x0 - xi + sp : x1 - xi + sp]] = 0
     return cells
+
+
+def _glass_reference(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params) -> Optional[dict]:
+    """Median L, A, B of the valid pixels outside the stained mask (the glass a cell is compared with), or
+    None when there is no mask, no such pixel, or the background is too dark to be glass."""
+    if not mask.any():
+        return None
+    bg = valid & ~mask
+    if not bg.any():
+        return None
+    bg8 = bg.astype(np.uint8)
+    ref = {k: _median_hist(cv2.calcHist([lab], [i], bg8, [256], [0, 256]).ravel()) for i, k in enumerate("LAB")}
+    return ref if ref["L"] >= params.min_glass_lightness else None
+
+
+def _nucleus_like(a: float, b: float, lightness: float, params, min_a: float = 0.0) -> bool:
+    """A region's mean excess over the glass looks like a stained nucleus: magenta enough (at least
+    ``cell_min_stain``, or ``min_a`` if higher), bluer and darker."""
+    return (
+        a >= max(params.cell_min_stain, min_a)
+        and b <= params.cell_max_b_excess
+        and lightness <= params.cell_max_l_excess
+    )
 
 
 def _median_hist(hist: np.ndarray) -> float:
@@ -262,16 +275,8 @@ def carve_merged(
     and the mask with each carved cell in place of its merged region, or None for the mask when nothing
     was carved.
     """
-    if not mask.any():
-        return [], None
-    bg = valid & ~mask
-    if not bg.any():
-        return [], None
-    ref = {
-        k: _median_hist(cv2.calcHist([lab], [i], bg.astype(np.uint8), [256], [0, 256]).ravel())
-        for i, k in enumerate("LAB")
-    }
-    if ref["L"] < params.min_glass_lightness:
+    ref = _glass_reference(lab, mask, valid, params)
+    if ref is None:
         return [], None
     # The components again, with their bounding boxes: each region is worked on inside its box, grown by
     # what the opening and dilation can reach (the same pixels as on the whole field, a fraction of the work).
@@ -309,11 +314,7 @@ def carve_merged(
                 continue
             px = lab[box][m]
             ex = {k: float(px[:, i].mean()) - ref[k] for i, k in enumerate("LAB")}
-            if (
-                ex["A"] >= max(params.cell_min_stain, params.carve_min_stain)
-                and ex["B"] <= params.cell_max_b_excess
-                and ex["L"] <= params.cell_max_l_excess
-            ):
+            if _nucleus_like(ex["A"], ex["B"], ex["L"], params, params.carve_min_stain):
                 extra.append(Cell(y=y, x=x, radius=r, stain=ex["A"], carved=True))
                 kept |= m
         if kept.any():

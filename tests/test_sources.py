@@ -30,10 +30,12 @@ def test_bccd_split_by_blocks_of_file_numbers():
 
 
 def test_external_folder_layouts(tmp_path):
-    for folder, n in (("benign", 2), ("Blast", 3), ("neutrophil", 1), ("notes", 1)):
+    # Distinct seeds for every file: hash(folder) changes with PYTHONHASHSEED and two folders' seeds could
+    # meet, which made two files the same picture about one run in a hundred.
+    for k, (folder, n) in enumerate((("benign", 2), ("Blast", 3), ("neutrophil", 1), ("notes", 1))):
         (tmp_path / folder).mkdir()
         for i in range(n):
-            (tmp_path / folder / f"{i}.jpg").write_bytes(synthetic.smear_jpeg(hash(folder) % 1000 + i))
+            (tmp_path / folder / f"{i}.jpg").write_bytes(synthetic.smear_jpeg(10 * k + i))
     got = labelled_folder(tmp_path, "lab-x")
     assert sorted(s.label for s in got) == ["Benign"] * 3 + ["blast"] * 3
     assert {s.source for s in got} == {"lab-x"}
@@ -77,7 +79,9 @@ def test_validated_range_is_widened_only_by_the_tests_that_held():
         "curves": {"exposure_gain": {"0.6": bad, "0.7": ok, "1.0": ok, "1.4": ok}},
     }
     widen_for_tests(ranges, tests)
-    assert ranges["magnification"] == [0.6, 2.6]  # x0.75 and x2 held, x4 did not
+    # x0.75 held and widens the low end; x2 held too, but an enlarged field resampled back is no other
+    # microscope, so the high end stays the primary source's own
+    assert ranges["magnification"] == [0.6, 1.3]
     assert ranges["glass_level"] == [140.0, 255.0]  # x0.7 held, x0.6 did not; never above 255
     assert ranges["glass_rg"][1] == pytest.approx(1.12, abs=1e-3)  # the warm tint (R x1.12) held
     assert ranges["glass_bg"][0] == pytest.approx(0.97 * 0.88, abs=1e-3)  # ... and its B x0.88

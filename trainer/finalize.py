@@ -123,9 +123,9 @@ def domain_and_sources(
     """The domain monitor's validated range and every source's figures, through the daemon's pipeline.
 
     Sensitivity is validated on the primary source's blocks only (the other sources hold no blasts), so
-    the validated range is theirs: the monitor's statistics on those fields, with magnification widened to
-    the simulated optics (``tests["optics"]``) that kept sensitivity and agreement, and the glass to the
-    exposures that did. Other laboratories' fields then go to review until a clinic validates locally.
+    the validated range is theirs: the monitor's statistics on those fields, with magnification widened
+    down to the shrunk simulated optics (``tests["optics"]``) that kept sensitivity and agreement (never
+    up: see :func:`widen_for_tests`), and the glass to the exposures that did. Other laboratories' fields then go to review until a clinic validates locally.
     """
     from .external import cell_distances, ood_auroc, per_source, screen, validated_range
 
@@ -165,9 +165,14 @@ def widen_for_tests(ranges: dict, tests: dict, min_sensitivity: float = 0.99, mi
         and (d.get("sensitivity_among_classified") or 0) >= min_sensitivity
         and (d.get("label_agreement_with_x1") or 0) >= min_agreement
     ]
-    if "magnification" in ranges and ok:
+    # Only a shrunk field widens the magnification range. A field enlarged ×2-×4 and measured back down
+    # is the same pixels again (the resampling round trip, which the test does check), not what a
+    # microscope at 2-4× shows (more resolution, another objective and camera): a real microscope above
+    # the primary source's own spread has never been validated, so its fields go to review.
+    shrunk = [f for f in ok if f < 1.0]
+    if "magnification" in ranges and shrunk:
         lo, hi = ranges["magnification"]
-        ranges["magnification"] = [round(min(lo, lo * min(ok)), 3), round(max(hi, hi * max(ok)), 3)]
+        ranges["magnification"] = [round(min(lo, lo * min(shrunk)), 3), hi]
     curve = tests.get("curves", {}).get("exposure_gain", {})
     gains = [
         float(k)

@@ -1,0 +1,47 @@
+#!/usr/bin/env python3
+"""Fit a finalized model's domain monitor again (its card's ``validated_range``, ``per_source`` and
+``ood_auroc``) from the cell tests already in its card, without re-running them: what
+``trainer.finalize.domain_and_sources`` does at the end of a finalize, for a change to the monitor's rule
+alone (nothing the model answers changes). Then writes the report again.
+
+    .venv/bin/python scripts/refit_domain.py runs/v4g/edge-screen-mnv2-int8.tflite --sources pbc,bccd
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+from pathlib import Path
+
+from edge.inference.classifier import card_path_for, load_card
+from trainer.data import SHARED_DATASET, load_split
+from trainer.finalize import domain_and_sources
+from trainer.report import write_report
+from trainer.sources import add_sources
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("tflite", type=Path)
+    ap.add_argument("--data", type=Path, default=SHARED_DATASET)
+    ap.add_argument("--sources", default="pbc,bccd")
+    args = ap.parse_args()
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    split = load_split(args.data)
+    names = [n for n in args.sources.split(",") if n]
+    if names:
+        split = add_sources(split, names)
+    tests = load_card(card_path_for(args.tflite)).extra.get("cell_tests")
+    if not tests:
+        raise SystemExit(f"{card_path_for(args.tflite)}: no cell_tests in the card; finalize it first")
+    domain_and_sources(
+        args.tflite,
+        split,
+        tests,
+        progress=lambda stage, i, n: logging.info("%s %d/%d", stage, i, n) if i == n or i % 200 == 0 else None,
+    )
+    print(write_report(args.tflite, args.tflite.parent / "work"))
+
+
+if __name__ == "__main__":
+    main()

@@ -125,7 +125,8 @@ def domain_and_sources(
     Sensitivity is validated on the primary source's blocks only (the other sources hold no blasts), so
     the validated range is theirs: the monitor's statistics on those fields, with magnification widened
     down to the shrunk simulated optics (``tests["optics"]``) that kept sensitivity and agreement (never
-    up: see :func:`widen_for_tests`), and the glass to the exposures that did. Other laboratories' fields then go to review until a clinic validates locally.
+    up: see :func:`widen_for_tests`), and the glass to the exposures that did. Other laboratories' fields
+    then go to review until a clinic validates locally.
     """
     from .external import cell_distances, ood_auroc, per_source, screen, validated_range
 

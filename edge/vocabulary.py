@@ -13,6 +13,12 @@ NO_CELL = "no white cell found"
 # carved out of them (edge/imaging/cells.py carve_merged): no validation field needed that, so the field is
 # flagged with this (its domain reason) and the sample rule shows it without counting its score.
 CARVED = "white cell carved from red cells as magenta as its nucleus: a stain unlike the validated slides"
+# A field whose white cell was too pale for the stain bar and was found by its contrast to the field's red
+# cells (edge/imaging/cells.py find_pale: washed out by the exposure, or a faded stain): flagged and not
+# counted by the sample rule, as a carved one.
+PALE = (
+    "white cell paler than on the validated slides (overexposed or faded stain): found by its contrast to the red cells"
+)
 
 
 class Status(str, Enum):

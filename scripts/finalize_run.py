@@ -40,6 +40,11 @@ def main() -> None:
         action="store_true",
         help="set the card's preprocessing carve_merged (3.3.0) before finalizing",
     )
+    ap.add_argument(
+        "--pale-search",
+        action="store_true",
+        help="set the card's preprocessing pale_search (3.4.0) before finalizing",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.perf_counter()
@@ -54,6 +59,9 @@ def main() -> None:
         card.save(card_path_for(args.tflite))
     if args.carve_merged and not card.preprocessing.carve_merged:
         card.preprocessing = dataclasses.replace(card.preprocessing, carve_merged=True)
+        card.save(card_path_for(args.tflite))
+    if args.pale_search and not card.preprocessing.pale_search:
+        card.preprocessing = dataclasses.replace(card.preprocessing, pale_search=True)
         card.save(card_path_for(args.tflite))
     import keras
 

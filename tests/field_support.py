@@ -16,3 +16,17 @@ def merged_field(nucleus: bool = True) -> np.ndarray:
         cv2.circle(img, (112, 112), 20, (200, 150, 200), -1, lineType=cv2.LINE_AA)
         cv2.circle(img, (112, 112), 15, (110, 60, 160), -1, lineType=cv2.LINE_AA)
     return img
+
+
+def pale_field(nucleus: bool = True, red_cell=(212, 208, 210), colour=(208, 186, 228)) -> np.ndarray:
+    """Glass with grey red cells and, optionally, a pale purple white cell at the centre: its A excess over
+    the glass (about 10) under the cell test's 11, as a washed-out or squeezed stain leaves a real nucleus,
+    but several times the red cells' (about 1)."""
+    img = np.full((224, 224, 3), (238, 236, 240), np.uint8)
+    for y, x in np.random.default_rng(1).integers(14, 210, (40, 2)):
+        if nucleus and (y - 112) ** 2 + (x - 112) ** 2 < 40**2:
+            continue
+        cv2.circle(img, (int(x), int(y)), 9, red_cell, -1, lineType=cv2.LINE_AA)
+    if nucleus:
+        cv2.circle(img, (112, 112), 20, colour, -1, lineType=cv2.LINE_AA)
+    return img

@@ -11,7 +11,7 @@ from edge.imaging.cells import background_stats, stain_normalize
 from edge.imaging.decode import decode_file
 from edge.imaging.preprocess import PreprocessParams, preprocess
 from edge.imaging.segmentation import scale_bar_slice
-from tests.field_support import merged_field
+from tests.field_support import merged_field, pale_field
 from tests.shared_data import HAVE_DATASET, NO_DATASET, real_images
 
 CELL = PreprocessParams(input_mode="cell")
@@ -206,3 +206,45 @@ def test_a_carved_cell_must_be_stained_clearly_not_just_enough():
     stain = preprocess(field, CARVE).cells[0].stain
     assert stain >= CARVE.carve_min_stain > CARVE.cell_min_stain
     assert preprocess(field, dataclasses.replace(CARVE, carve_min_stain=stain + 1.0)).cells == []
+
+
+PALE = dataclasses.replace(CELL, pale_search=True)
+
+
+def test_a_pale_white_cell_is_found_by_its_contrast_to_the_red_cells():
+    field = pale_field()
+    assert preprocess(field, CELL).cells == [], "under the stain bar: the plain search refuses the field"
+    pre = preprocess(field, PALE)
+    assert len(pre.cells) == 1 and pre.cells[0].pale and pre.cells[0].to_dict()["pale"] is True
+    cell = pre.cells[0]
+    assert abs(cell.y - 112) <= 2 and abs(cell.x - 112) <= 2
+    assert PALE.pale_min_stain <= cell.stain < PALE.cell_min_stain
+    assert len(pre.model_inputs) == 1
+
+
+def test_a_region_not_several_times_as_magenta_as_its_red_cells_is_no_pale_cell():
+    # The same nucleus among red cells three times as magenta as these (a painted-out field's red-cell
+    # regions look like that): not a cell.
+    assert preprocess(pale_field(red_cell=(214, 206, 214)), PALE).cells == []
+    assert preprocess(pale_field(nucleus=False), PALE).cells == []
+    stain = preprocess(pale_field(), PALE).cells[0].stain
+    assert preprocess(pale_field(), dataclasses.replace(PALE, pale_min_stain=stain + 0.5)).cells == []
+    # The red cells' own A excess is subtracted: a contrast bar of the cell's whole stain is not met.
+    assert preprocess(pale_field(), dataclasses.replace(PALE, pale_min_contrast=stain)).cells == []
+    assert preprocess(pale_field(), dataclasses.replace(PALE, pale_min_ratio=stain + 0.5)).cells == []
+
+
+def test_the_pale_search_leaves_every_field_with_a_cell_exactly_as_it_was():
+    fields = [rgb for rgb in _fields() if preprocess(rgb, CELL).cells]
+    assert fields
+    for rgb in fields:
+        a, b = preprocess(rgb, CELL), preprocess(rgb, dataclasses.replace(PALE, carve_merged=True))
+        assert [c.to_dict() for c in a.cells] == [c.to_dict() for c in b.cells]
+        assert all(np.array_equal(x, y) for x, y in zip(a.model_inputs, b.model_inputs))
+
+
+def test_painted_out_fields_get_no_cell_or_only_a_flagged_pale_one():
+    # Painted out, a field must be refused or sent to a person: a pale cell always is (edge/pipeline/stages.py).
+    cells = [preprocess(_paint_out(rgb), PALE).cells for rgb in _fields()]
+    assert all(c.pale for found in cells for c in found)
+    assert np.mean([not found for found in cells]) >= 0.75

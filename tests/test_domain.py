@@ -112,6 +112,22 @@ def test_carved_fields_are_shown_but_do_not_decide_the_sample():
     assert sample_reasons(got.reasons)[0].text.startswith("3 field(s) whose white cell had to be cut out")
 
 
+def test_pale_fields_are_shown_but_do_not_decide_the_sample():
+    from edge.vocabulary import CARVED, PALE
+    from edge.web.plain import sample_reasons
+
+    statuses = ["classified"] * 6
+    # Four washed-out fields called benign beside two malignant ones: counted, they would make it benign.
+    scores = [0.97, 0.98, 0.02, 0.03, 0.01, 0.02]
+    domains = [None, None, PALE, PALE, "magnification 4.8x the training scale; " + PALE, CARVED]
+    got = judge(statuses, scores, RULE, domains)
+    assert got.readable == 2 and got.needs_review
+    assert got.reasons[1].startswith("3 field(s) with a white cell paler than on the validated slides")
+    assert not any(r.startswith("outside the validated range") for r in got.reasons)
+    assert judge(statuses, scores, RULE, [None] * 6).verdict == "benign"
+    assert sample_reasons(got.reasons)[1].text.startswith("3 field(s) whose white cell was too pale")
+
+
 def test_a_scale_that_was_not_measured_is_always_a_reason():
     (r,) = RANGE.check(_optics(source="cell"), (70.0, 20.0, -33.0), [1.0])
     assert "no red cells" in r and "white cell" in r

@@ -373,3 +373,30 @@ def test_a_cell_carved_out_of_red_cells_goes_to_review_with_the_reason(tmp_path,
     got = answers[True]
     assert got.status == "classified" and got.needs_review and CARVED in (got.domain or "")
     assert got.segmentation["cell_positions"][0]["carved"] is True
+
+
+def test_a_pale_cell_found_by_its_contrast_goes_to_review_with_the_reason(tmp_path, model_path):
+    """A white cell under the stain bar (washed out, faded): refused without the card's ``pale_search``;
+    with it the cell is answered and the field sent to a person."""
+    import dataclasses
+
+    from field_support import pale_field
+
+    from edge.vocabulary import PALE
+
+    inbox = tmp_path / "inbox"
+    (inbox / "PAT-1").mkdir(parents=True)
+    ok, enc = cv2.imencode(".png", cv2.cvtColor(pale_field(), cv2.COLOR_RGB2BGR))
+    assert ok
+    path = inbox / "PAT-1" / "pale.png"
+    path.write_bytes(enc.tobytes())
+    cfg = config_from_dict({"daemon": {"inbox": str(inbox)}}, base_dir=tmp_path)
+    answers = {}
+    for search in (False, True):
+        clf = Classifier(model_path, num_threads=1)
+        clf.card.preprocessing = dataclasses.replace(clf.card.preprocessing, pale_search=search)
+        answers[search] = Pipeline(PipelineSettings.of(cfg, clf.card, inbox=inbox), clf, store=None).process(path)
+    assert answers[False].status == "unreadable" and answers[False].reason.startswith("no white cell found")
+    got = answers[True]
+    assert got.status == "classified" and got.needs_review and PALE in (got.domain or "")
+    assert got.segmentation["cell_positions"][0]["pale"] is True

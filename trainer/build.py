@@ -226,8 +226,9 @@ def build(
         card.set_section("cell_views", CELL_VIEWS_SHIPPED)
         if card.preprocessing.field_scale == "optical":
             # Set after training, never during it: the model learns from the cells every lab's fields show
-            # plainly; a carved cell is a device-side rescue, flagged and not counted (edge/imaging/cells.py).
-            card.preprocessing = dataclasses.replace(card.preprocessing, carve_merged=True)
+            # plainly; a carved or a pale cell is a device-side rescue, flagged and not counted
+            # (edge/imaging/cells.py carve_merged, find_pale).
+            card.preprocessing = dataclasses.replace(card.preprocessing, carve_merged=True, pale_search=True)
     card.save(card_path_for(tflite))
     finalize(tflite, split, work, float_probs=float_probs, progress=progress, tests=tests)
     card = load_card(card_path_for(tflite))

@@ -95,8 +95,9 @@ class Judge:
         if fp.prediction is None:
             return Outcome(refused=True, reason=fp.refusal)
         p = fp.prediction
-        # The device sends a field whose cell had to be carved out of red cells to review (stages.py).
-        review = p.needs_review or any(c.carved for c in pre.cells)
+        # The device sends a field whose cell had to be carved out of red cells, or was found only by its
+        # contrast to the red cells (too pale for the stain bar), to review (stages.py).
+        review = p.needs_review or any(c.carved or c.pale for c in pre.cells)
         return Outcome(refused=False, label=p.label, score=p.malignant_score, verdict=p.verdict, needs_review=review)
 
 

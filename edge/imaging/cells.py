@@ -15,7 +15,7 @@ finds white cells merged with reddish red cells, marked ``carved``. :func:`crops
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import List, Optional, Sequence, Tuple
+from typing import Callable, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -30,11 +30,14 @@ class Cell:
     radius: float  # distance from the centre to the mask edge: the cell's inscribed radius
     stain: float  # mean A of the cell's mask pixels minus the median A of the background (LAB units)
     carved: bool = False  # cut out of a region it shared with red cells (:func:`carve_merged`)
+    pale: bool = False  # found by its contrast to the field's red cells, under the stain bar (:func:`find_pale`)
 
     def to_dict(self) -> dict:
         d = {"y": self.y, "x": self.x, "radius": round(self.radius, 1), "stain": round(self.stain, 1)}
         if self.carved:
             d["carved"] = True
+        if self.pale:
+            d["pale"] = True
         return d
 
 
@@ -165,6 +168,22 @@ def find_cells(
     ref = _glass_reference(lab, mask, valid, params)
     if ref is None:
         return []
+    return _cells_at_maxima(
+        lab, mask, params, ref, skip_cut, components, lambda a, b, lightness: _nucleus_like(a, b, lightness, params)
+    )
+
+
+def _cells_at_maxima(
+    lab: np.ndarray,
+    mask: np.ndarray,
+    params,
+    ref: dict,
+    skip_cut: bool,
+    components: Optional[Tuple[int, np.ndarray]],
+    accept: Callable[[float, float, float], bool],
+    pale: bool = False,
+) -> List[Cell]:
+    """:func:`find_cells`' search with its colour test as ``accept(A, B, L excess over the glass)``."""
     # A cell cut by the image edge is measured to the edge, not as if it went on beyond it.
     dist = _inscribed(mask.astype(np.uint8))
     n_lab, labels = components or cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
@@ -185,14 +204,60 @@ def find_cells(
             break
         comp = labels[y, x]
         cut = skip_cut and min(y, x, h - 1 - y, w - 1 - x) <= r + 1.0
-        if not cut and _nucleus_like(excess["A"][comp], excess["B"][comp], excess["L"][comp], params):
-            cells.append(Cell(y=int(y), x=int(x), radius=r, stain=float(excess["A"][comp])))
+        if not cut and accept(excess["A"][comp], excess["B"][comp], excess["L"][comp]):
+            cells.append(Cell(y=int(y), x=int(x), radius=r, stain=float(excess["A"][comp]), pale=pale))
         # Suppress the whole neighbourhood, kept or not, so the next maximum is another cell.
         yi, xi = int(y), int(x)
         y0, y1, x0, x1 = max(yi - sp, 0), min(yi + sp + 1, h), max(xi - sp, 0), min(xi + sp + 1, w)
         win = work[y0:y1, x0:x1]
         win[disc[y0 - yi + sp : y1 - yi + sp, x0 - xi + sp : x1 - xi + sp]] = 0
     return cells
+
+
+def find_pale(
+    lab: np.ndarray,
+    mask: np.ndarray,
+    valid: np.ndarray,
+    params,
+    skip_cut: bool = False,
+    components: Optional[Tuple[int, np.ndarray]] = None,
+) -> List[Cell]:
+    """White cells too pale for the stain bar, found by their contrast to the field's own red cells.
+
+    A washed-out field (overexposed: the pale cells' red and blue clip and their magenta goes) or a stain
+    squeezed into another slide's narrower colour spread leaves real nuclei under ``cell_min_stain`` in A,
+    while red-cell regions of a field whose white cells were painted out reach it too: no threshold on the
+    stain alone tells them apart. Relative to the field's red cells they differ: a nucleus stays several
+    times as magenta as the red cells beside it, a red-cell region no more than they are. A region passes
+    when its A excess over the glass is at least ``pale_min_stain``, exceeds the red cells' (the median A
+    of the dark pixels outside the mask) by ``pale_min_contrast`` and is ``pale_min_ratio`` times it, and
+    it is bluer and darker than the glass as any cell. Only asked where no cell was found; the device
+    flags such a field (no validation field needed this search) and the sample rule does not count it.
+    """
+    ref = _glass_reference(lab, mask, valid, params)
+    if ref is None:
+        return []
+    light = lab[..., 0]
+    outside = valid & ~mask
+    dark = outside & (light <= pixels.otsu_threshold(light[outside][None, :]))
+    if np.count_nonzero(dark) < _MIN_RED_CELL_PIXELS:
+        return []  # no red cells to compare with: nothing to measure the contrast by
+    red = _median_hist(cv2.calcHist([lab], [1], dark.astype(np.uint8), [256], [0, 256]).ravel()) - ref["A"]
+
+    def accept(a: float, b: float, lightness: float) -> bool:
+        return (
+            a >= params.pale_min_stain
+            and a - red >= params.pale_min_contrast
+            and a >= params.pale_min_ratio * max(red, 0.5)
+            and b <= params.cell_max_b_excess
+            and lightness <= params.cell_max_l_excess
+        )
+
+    return _cells_at_maxima(lab, mask, params, ref, skip_cut, components, accept, pale=True)
+
+
+# Fewer dark pixels outside the stained mask than this, and the field has no red cells to compare with.
+_MIN_RED_CELL_PIXELS = 50
 
 
 def _glass_reference(lab: np.ndarray, mask: np.ndarray, valid: np.ndarray, params) -> Optional[dict]:

@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from edge.imaging import pixels
-from edge.imaging.cells import Cell, carve_merged, crops_of, find_cells, normalised_cells
+from edge.imaging.cells import Cell, carve_merged, crops_of, find_cells, find_pale, normalised_cells
 from edge.imaging.decode import decode_file
 from edge.imaging.optics import Optics, normalise
 from edge.imaging.segmentation import (
@@ -81,6 +81,14 @@ class PreprocessParams:
     # the smudges inpainting leaves where white cells were painted out reach 13.6 (shared sets' carved
     # nuclei: 16.0 and more).
     carve_min_stain: float = 14.5
+    # A washed-out or squeezed stain leaves real nuclei under `cell_min_stain`, where painted-out fields'
+    # red-cell regions reach too. True: a field with no cell found (and none carved) is searched again for
+    # regions several times as magenta as its own red cells (edge/imaging/cells.py find_pale); the device
+    # flags every field that needed it. Figures: README, "Another laboratory's microscope".
+    pale_search: bool = False
+    pale_min_stain: float = 7.0  # A excess over the glass, as `cell_min_stain`
+    pale_min_contrast: float = 7.5  # ... minus the red cells' A excess
+    pale_min_ratio: float = 4.0  # ... over the red cells' A excess (taken as at least 0.5)
     min_glass_lightness: float = 120.0  # median background L (uint8 LAB); real smears >= 200
     # Reinhard reference: background L, A, B means then spreads (float LAB), set by the trainer from its
     # training fields; `stain_max_gain` bounds the spread correction.
@@ -280,6 +288,8 @@ def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
                 # The carved cell replaces its merged region in the mask: the stain fit and the crop see the
                 # white cell, not the red cells it touched.
                 cells, mask = carved_cells, carved
+        if params.pale_search and not cells:
+            cells = find_pale(field_lab, mask, valid, params, skip_cut=cut, components=components)
         inputs = []
         if cells:
             on_cells = params.stain_fit.startswith("cells")

@@ -40,6 +40,7 @@ class Prepared:
     optics: Optional[Optics] = None  # the field's optics record, for the domain monitor in stage 2
     cell_lab: Optional[Tuple[float, ...]] = None  # stained pixels' LAB statistics before normalisation
     carved: bool = False  # a cell was carved out of red cells it had merged with (never validated)
+    pale: bool = False  # a cell was found only by its contrast to the red cells (never validated)
     # What stage 1's steps hand each other (edge/pipeline/prepare.py), dropped when stage 1 ends:
     clock: float = 0.0  # when the last timed step ended
     stat: Optional[stat_result] = None

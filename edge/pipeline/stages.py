@@ -29,7 +29,7 @@ from edge.pipeline.prepare import Preparer, lap, within
 from edge.pipeline.results import CLASSIFIED, DUPLICATE, REJECTED, UNREADABLE, Job, Prepared
 from edge.pipeline.settings import PipelineSettings
 from edge.store.records import DatabaseGone, ImageRecord
-from edge.vocabulary import CARVED
+from edge.vocabulary import CARVED, PALE
 
 log = logging.getLogger("edge.pipeline.stages")
 
@@ -132,6 +132,8 @@ class Pipeline:
                     outside = self.settings.validated.check(prep.optics, prep.cell_lab, field.distances)
                 if prep.carved:
                     outside.append(CARVED)
+                if prep.pale:
+                    outside.append(PALE)
                 if outside:
                     # Outside what the model was validated on: a person decides, whatever the score.
                     res.domain, res.needs_review = "; ".join(outside), True

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from edge.vocabulary import CARVED, Status
+from edge.vocabulary import CARVED, PALE, Status
 
 SAMPLE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 STATISTICS = ("mean", "quantile", "fraction_malignant")
@@ -113,18 +113,27 @@ def judge(
     domains: Sequence[Optional[str]] = (),
 ) -> SampleVerdict:
     """The sample verdict from its fields (status, malignant score and domain-monitor reason of each,
-    duplicates left out). A field whose white cell had to be carved out of red cells is shown to the
-    reviewer but not counted: no validation field needed carving, so its score is no evidence either way
-    (on BCCD's normal fields it turned a benign sample malignant)."""
+    duplicates left out). A field whose white cell had to be carved out of red cells, or was found only by
+    its contrast to the red cells (too pale for the stain bar), is shown to the reviewer but not counted:
+    no validation field needed either search, so its score is no evidence either way (on BCCD's normal
+    fields carved cells turned a benign sample malignant)."""
     domains = list(domains) + [None] * (len(statuses) - len(domains))
-    carved = [st == Status.CLASSIFIED and CARVED in (d or "") for st, d in zip(statuses, domains)]
-    readable = [s for st, s, c in zip(statuses, scores, carved) if st == Status.CLASSIFIED and s is not None and not c]
+    answered = [st == Status.CLASSIFIED for st in statuses]
+    carved = [a and CARVED in (d or "") for a, d in zip(answered, domains)]
+    pale = [a and PALE in (d or "") for a, d in zip(answered, domains)]
+    uncounted = [c or p for c, p in zip(carved, pale)]
+    readable = [s for a, s, u in zip(answered, scores, uncounted) if a and s is not None and not u]
     out = SampleVerdict(fields=len(statuses), readable=len(readable))
     if any(carved):
         out.reasons.append(
             f"{sum(carved)} field(s) with a white cell carved from red cells: shown, not counted in the verdict"
         )
-    outside = [d for st, d, c in zip(statuses, domains, carved) if st == Status.CLASSIFIED and d and not c]
+    if any(pale):
+        out.reasons.append(
+            f"{sum(pale)} field(s) with a white cell paler than on the validated slides: shown, not counted in the "
+            "verdict"
+        )
+    outside = [d for a, d, u in zip(answered, domains, uncounted) if a and d and not u]
     if outside:
         # The model was not validated on slides like these: its verdict is a hint, a person decides.
         out.reasons.append(

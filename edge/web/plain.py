@@ -56,6 +56,11 @@ _SAMPLE: Tuple[Tuple[str, str], ...] = (
         r"^(?P<n>\d+) field\(s\) with a white cell carved from red cells",
         "{n} field(s) whose white cell had to be cut out of red cells: shown for review, not counted",
     ),
+    (
+        r"^(?P<n>\d+) field\(s\) with a white cell paler than",
+        "{n} field(s) whose white cell was too pale to read with confidence (overexposed or faded stain): shown "
+        "for review, not counted",
+    ),
 )
 
 

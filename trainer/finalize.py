@@ -54,9 +54,10 @@ def finalize(
     card.save(card_path_for(tflite))
     if card.input_mode == "cell":
         clf = Classifier(tflite, num_threads=2)
-        # The distance limit is the farthest cell the validated search finds: a cell carved out of red cells
-        # or found only by its contrast (both flagged on the device) must not widen it. With them, one pale
-        # validation cell moved the limit 1.94 -> 1.99.
+        # The reference is of the cells the validated search finds: a cell carved out of red cells or found
+        # only by its contrast (both flagged on the device) must not shape it. On the 3.1.0 run they are 132
+        # of 13,289 training cells (none of the validation cells); with them the limit came out 1.985, without
+        # 1.967 (3.3.0's, with the carved ones: 1.938).
         found = dataclasses.replace(card.preprocessing, carve_merged=False, pale_search=False)
         tr = build_cellset(split.train, found, progress=prog("cells: train fields (clean)"))
         va = build_cellset(split.val, found, progress=prog("cells: validation fields"))

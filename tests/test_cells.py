@@ -182,21 +182,28 @@ def test_reddish_red_cells_alone_are_not_carved_into_a_cell():
     assert preprocess(merged_field(nucleus=False), CARVE).cells == []
 
 
-def test_carving_leaves_every_field_with_a_cell_exactly_as_it_was():
-    # Only a field that would be refused "no white cell found" is carved: the card's validation holds.
+SECOND_SEARCHES = {"carve_merged": "carved", "pale_search": "pale"}
+
+
+@pytest.mark.parametrize("search", SECOND_SEARCHES)
+def test_a_second_search_leaves_every_field_with_a_cell_exactly_as_it_was(search):
+    # Only a field that would be refused "no white cell found" is searched again: the card's validation holds.
+    again = dataclasses.replace(CELL, **{search: True})
     fields = [rgb for rgb in _fields() if preprocess(rgb, CELL).cells]
     assert fields
     for rgb in fields:
-        a, b = preprocess(rgb, CELL), preprocess(rgb, CARVE)
+        a, b = preprocess(rgb, CELL), preprocess(rgb, again)
         assert [c.to_dict() for c in a.cells] == [c.to_dict() for c in b.cells]
         assert np.array_equal(a.mask, b.mask)
         assert all(np.array_equal(x, y) for x, y in zip(a.model_inputs, b.model_inputs))
 
 
-def test_painted_out_fields_stay_without_a_cell_or_only_a_flagged_carved_one():
-    # Painted out, a field must be refused or sent to a person: a carved cell always is (edge/pipeline/stages.py).
-    cells = [preprocess(_paint_out(rgb), CARVE).cells for rgb in _fields()]
-    assert all(c.carved for found in cells for c in found)
+@pytest.mark.parametrize("search", SECOND_SEARCHES)
+def test_painted_out_fields_stay_without_a_cell_or_only_a_flagged_one(search):
+    # Painted out, a field must be refused or sent to a person: a carved or pale cell always is
+    # (edge/pipeline/stages.py).
+    cells = [preprocess(_paint_out(rgb), dataclasses.replace(CELL, **{search: True})).cells for rgb in _fields()]
+    assert all(getattr(c, SECOND_SEARCHES[search]) for found in cells for c in found)
     assert np.mean([not found for found in cells]) >= 0.75
 
 
@@ -232,19 +239,3 @@ def test_a_region_not_several_times_as_magenta_as_its_red_cells_is_no_pale_cell(
     # The red cells' own A excess is subtracted: a contrast bar of the cell's whole stain is not met.
     assert preprocess(pale_field(), dataclasses.replace(PALE, pale_min_contrast=stain)).cells == []
     assert preprocess(pale_field(), dataclasses.replace(PALE, pale_min_ratio=stain + 0.5)).cells == []
-
-
-def test_the_pale_search_leaves_every_field_with_a_cell_exactly_as_it_was():
-    fields = [rgb for rgb in _fields() if preprocess(rgb, CELL).cells]
-    assert fields
-    for rgb in fields:
-        a, b = preprocess(rgb, CELL), preprocess(rgb, dataclasses.replace(PALE, carve_merged=True))
-        assert [c.to_dict() for c in a.cells] == [c.to_dict() for c in b.cells]
-        assert all(np.array_equal(x, y) for x, y in zip(a.model_inputs, b.model_inputs))
-
-
-def test_painted_out_fields_get_no_cell_or_only_a_flagged_pale_one():
-    # Painted out, a field must be refused or sent to a person: a pale cell always is (edge/pipeline/stages.py).
-    cells = [preprocess(_paint_out(rgb), PALE).cells for rgb in _fields()]
-    assert all(c.pale for found in cells for c in found)
-    assert np.mean([not found for found in cells]) >= 0.75

@@ -348,55 +348,35 @@ def test_a_field_s_answer_does_not_depend_on_the_other_fields_of_its_sample(tmp_
     assert in_sample[-1].magnification / in_sample[0].magnification > 1.25
 
 
-def test_a_cell_carved_out_of_red_cells_goes_to_review_with_the_reason(tmp_path, model_path):
-    """Another lab's reddish red cells merged with the white cell: refused without carving; with the card's
-    ``carve_merged`` the cell is answered and the field sent to a person, and its sample with it."""
+@pytest.mark.parametrize("search", ["carve_merged", "pale_search"])
+def test_a_cell_found_by_a_second_search_goes_to_review_with_the_reason(tmp_path, model_path, search):
+    """Another lab's reddish red cells merged with the white cell (``carve_merged``), or a white cell under
+    the stain bar (``pale_search``: washed out, faded): refused without the card's flag; with it the cell is
+    answered and the field sent to a person with the reason, and its sample with it."""
     import dataclasses
 
-    from field_support import merged_field
+    from field_support import merged_field, pale_field
 
-    from edge.vocabulary import CARVED
+    from edge.vocabulary import CARVED, PALE
 
+    field, reason, key = {
+        "carve_merged": (merged_field, CARVED, "carved"),
+        "pale_search": (pale_field, PALE, "pale"),
+    }[search]
     inbox = tmp_path / "inbox"
     (inbox / "PAT-1").mkdir(parents=True)
-    ok, enc = cv2.imencode(".png", cv2.cvtColor(merged_field(), cv2.COLOR_RGB2BGR))
+    ok, enc = cv2.imencode(".png", cv2.cvtColor(field(), cv2.COLOR_RGB2BGR))
     assert ok
-    path = inbox / "PAT-1" / "merged.png"
+    path = inbox / "PAT-1" / f"{key}.png"
     path.write_bytes(enc.tobytes())
     cfg = config_from_dict({"daemon": {"inbox": str(inbox)}}, base_dir=tmp_path)
     answers = {}
-    for carve in (False, True):
+    for on in (False, True):
         clf = Classifier(model_path, num_threads=1)
-        clf.card.preprocessing = dataclasses.replace(clf.card.preprocessing, carve_merged=carve)
-        answers[carve] = Pipeline(PipelineSettings.of(cfg, clf.card, inbox=inbox), clf, store=None).process(path)
+        flags = {"carve_merged": False, "pale_search": False, search: on}
+        clf.card.preprocessing = dataclasses.replace(clf.card.preprocessing, **flags)
+        answers[on] = Pipeline(PipelineSettings.of(cfg, clf.card, inbox=inbox), clf, store=None).process(path)
     assert answers[False].status == "unreadable" and answers[False].reason.startswith("no white cell found")
     got = answers[True]
-    assert got.status == "classified" and got.needs_review and CARVED in (got.domain or "")
-    assert got.segmentation["cell_positions"][0]["carved"] is True
-
-
-def test_a_pale_cell_found_by_its_contrast_goes_to_review_with_the_reason(tmp_path, model_path):
-    """A white cell under the stain bar (washed out, faded): refused without the card's ``pale_search``;
-    with it the cell is answered and the field sent to a person."""
-    import dataclasses
-
-    from field_support import pale_field
-
-    from edge.vocabulary import PALE
-
-    inbox = tmp_path / "inbox"
-    (inbox / "PAT-1").mkdir(parents=True)
-    ok, enc = cv2.imencode(".png", cv2.cvtColor(pale_field(), cv2.COLOR_RGB2BGR))
-    assert ok
-    path = inbox / "PAT-1" / "pale.png"
-    path.write_bytes(enc.tobytes())
-    cfg = config_from_dict({"daemon": {"inbox": str(inbox)}}, base_dir=tmp_path)
-    answers = {}
-    for search in (False, True):
-        clf = Classifier(model_path, num_threads=1)
-        clf.card.preprocessing = dataclasses.replace(clf.card.preprocessing, pale_search=search)
-        answers[search] = Pipeline(PipelineSettings.of(cfg, clf.card, inbox=inbox), clf, store=None).process(path)
-    assert answers[False].status == "unreadable" and answers[False].reason.startswith("no white cell found")
-    got = answers[True]
-    assert got.status == "classified" and got.needs_review and PALE in (got.domain or "")
-    assert got.segmentation["cell_positions"][0]["pale"] is True
+    assert got.status == "classified" and got.needs_review and reason in (got.domain or "")
+    assert got.segmentation["cell_positions"][0][key] is True

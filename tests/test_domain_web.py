@@ -50,3 +50,15 @@ def test_no_warning_inside_the_range(tmp_path):
     finally:
         store.close()
     assert "Ready for review" in page and 'id="optics-warning"' not in page
+
+
+def test_the_sample_page_says_in_plain_words_why_pale_fields_do_not_count(tmp_path):
+    from edge.vocabulary import PALE
+
+    client, store = _client(tmp_path, PALE)
+    try:
+        page = client.get("/sample/PAT-1").get_data(as_text=True)
+    finally:
+        store.close()
+    assert "4 field(s) whose white cell was too pale to read with confidence" in page
+    assert "readable fields</span><b>0 / 4</b>" in page  # shown, not counted

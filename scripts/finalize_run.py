@@ -45,6 +45,11 @@ def main() -> None:
         action="store_true",
         help="set the card's preprocessing pale_search (3.4.0) before finalizing",
     )
+    ap.add_argument(
+        "--clipped-glass-review",
+        action="store_true",
+        help="set the card's preprocessing clipped_glass_review (3.5.0) before finalizing",
+    )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     t0 = time.perf_counter()
@@ -62,6 +67,9 @@ def main() -> None:
         card.save(card_path_for(args.tflite))
     if args.pale_search and not card.preprocessing.pale_search:
         card.preprocessing = dataclasses.replace(card.preprocessing, pale_search=True)
+        card.save(card_path_for(args.tflite))
+    if args.clipped_glass_review and not card.preprocessing.clipped_glass_review:
+        card.preprocessing = dataclasses.replace(card.preprocessing, clipped_glass_review=True)
         card.save(card_path_for(args.tflite))
     import keras
 

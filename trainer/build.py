@@ -228,7 +228,9 @@ def build(
             # Set after training, never during it: the model learns from the cells every lab's fields show
             # plainly; a carved or a pale cell is a device-side rescue, flagged and not counted
             # (edge/imaging/cells.py carve_merged, find_pale).
-            card.preprocessing = dataclasses.replace(card.preprocessing, carve_merged=True, pale_search=True)
+            card.preprocessing = dataclasses.replace(
+                card.preprocessing, carve_merged=True, pale_search=True, clipped_glass_review=True
+            )
     card.save(card_path_for(tflite))
     finalize(tflite, split, work, float_probs=float_probs, progress=progress, tests=tests)
     card = load_card(card_path_for(tflite))

@@ -98,6 +98,8 @@ class Judge:
         # The device sends a field whose cell had to be carved out of red cells, or was found only by its
         # contrast to the red cells (too pale for the stain bar), to review (stages.py).
         review = p.needs_review or any(c.carved or c.pale for c in pre.cells)
+        # ... and one whose glass the camera clipped white, where the card says so.
+        review = review or (params.clipped_glass_review and quality.clipped_glass(optics))
         return Outcome(refused=False, label=p.label, score=p.malignant_score, verdict=p.verdict, needs_review=review)
 
 

@@ -89,6 +89,10 @@ class PreprocessParams:
     pale_min_stain: float = 7.0  # A excess over the glass, as `cell_min_stain`
     pale_min_contrast: float = 7.5  # ... minus the red cells' A excess
     pale_min_ratio: float = 4.0  # ... over the red cells' A excess (taken as at least 0.5)
+    # True: a field whose glass is clipped white in every channel before any gain (the camera saturates:
+    # pale cells' stain is clipped with it) is answered but sent to review with the reason. No validation
+    # field's glass is (its darkest channel 245-247); every one is at +20 % exposure.
+    clipped_glass_review: bool = False
     min_glass_lightness: float = 120.0  # median background L (uint8 LAB); real smears >= 200
     # Reinhard reference: background L, A, B means then spreads (float LAB), set by the trainer from its
     # training fields; `stain_max_gain` bounds the spread correction.

@@ -198,6 +198,11 @@ def assess(
     return check_content(report, stats, t)
 
 
+def clipped_glass(optics: Optional[Optics]) -> bool:
+    """The glass is clipped white in every channel before any gain: the camera saturates."""
+    return optics is not None and min(optics.glass_rgb) >= BRIGHT_LEVEL
+
+
 def no_cell_reason(optics: Optional[Optics]) -> str:
     """Why a field has no cell to judge, in words a technologist can act on.
 
@@ -205,6 +210,6 @@ def no_cell_reason(optics: Optional[Optics]) -> str:
     channels reach 255 and the magenta that segmentation looks for is gone): undoing the exposure exactly
     brings none of them back (measured on the validation fields at +40 %), so the fix is at the microscope.
     """
-    if optics is not None and min(optics.glass_rgb) >= BRIGHT_LEVEL:
+    if clipped_glass(optics):
         return f"{NO_CELL}: the glass is clipped white, pale cells may be washed out (lower the lamp or exposure)"
     return NO_CELL

@@ -41,6 +41,7 @@ class Prepared:
     cell_lab: Optional[Tuple[float, ...]] = None  # stained pixels' LAB statistics before normalisation
     carved: bool = False  # a cell was carved out of red cells it had merged with (never validated)
     pale: bool = False  # a cell was found only by its contrast to the red cells (never validated)
+    clipped: bool = False  # the glass is clipped white (card preprocessing clipped_glass_review)
     # What stage 1's steps hand each other (edge/pipeline/prepare.py), dropped when stage 1 ends:
     clock: float = 0.0  # when the last timed step ended
     stat: Optional[stat_result] = None

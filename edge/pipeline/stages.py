@@ -29,7 +29,7 @@ from edge.pipeline.prepare import Preparer, lap, within
 from edge.pipeline.results import CLASSIFIED, DUPLICATE, REJECTED, UNREADABLE, Job, Prepared
 from edge.pipeline.settings import PipelineSettings
 from edge.store.records import DatabaseGone, ImageRecord
-from edge.vocabulary import CARVED, PALE
+from edge.vocabulary import CARVED, CLIPPED, PALE
 
 log = logging.getLogger("edge.pipeline.stages")
 
@@ -134,6 +134,8 @@ class Pipeline:
                     outside.append(CARVED)
                 if prep.pale:
                     outside.append(PALE)
+                if prep.clipped:
+                    outside.append(CLIPPED)
                 if outside:
                     # Outside what the model was validated on: a person decides, whatever the score.
                     res.domain, res.needs_review = "; ".join(outside), True

@@ -134,3 +134,16 @@ def test_a_scale_that_was_not_measured_is_always_a_reason():
     (r,) = RANGE.check(_optics(source="assumed"), (70.0, 20.0, -33.0), [1.0])
     assert "px_per_um" in r
     assert RANGE.check(_optics(source="config"), (70.0, 20.0, -33.0), [1.0]) == []
+
+
+def test_clipped_glass_fields_count_in_the_verdict_and_send_the_sample_to_review():
+    from edge.vocabulary import CLIPPED
+
+    statuses = ["classified"] * 4
+    scores = [0.97, 0.98, 0.99, 0.02]
+    got = judge(statuses, scores, RULE, [CLIPPED, CLIPPED, None, None])
+    assert got.readable == 4 and got.verdict == "malignant" and got.needs_review
+    assert got.reasons[0].startswith("outside the validated range on 2 of 4 readable fields: glass clipped white")
+    from edge.web.plain import sample_reasons
+
+    assert sample_reasons(got.reasons)[0].text.startswith("overexposed: the camera clips the glass white on 2 of 4")

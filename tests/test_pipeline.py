@@ -380,3 +380,29 @@ def test_a_cell_found_by_a_second_search_goes_to_review_with_the_reason(tmp_path
     got = answers[True]
     assert got.status == "classified" and got.needs_review and reason in (got.domain or "")
     assert got.segmentation["cell_positions"][0][key] is True
+
+
+def test_a_field_whose_glass_the_camera_clipped_goes_to_review_with_the_reason(tmp_path, model_path):
+    """Overexposed until the glass is 255 in every channel: answered (the exposure tests hold at +20 %) but
+    sent to a person with what to do, where the card's ``clipped_glass_review`` says so; the same field
+    exposed as it was is not."""
+    import dataclasses
+
+    from edge.vocabulary import CLIPPED
+
+    inbox = tmp_path / "inbox"
+    (inbox / "PAT-1").mkdir(parents=True)
+    cfg = config_from_dict({"daemon": {"inbox": str(inbox)}}, base_dir=tmp_path)
+    got = {}
+    for gain in (1.0, 1.2):
+        rgb = np.clip(synthetic.smear(2, n_wbc=2).astype(np.float32) * gain, 0, 255).astype(np.uint8)
+        path = inbox / "PAT-1" / f"x{gain}.png"
+        path.write_bytes(synthetic.encode(rgb, "png"))
+        for on in (False, True):
+            clf = Classifier(model_path, num_threads=1)
+            clf.card.preprocessing = dataclasses.replace(clf.card.preprocessing, clipped_glass_review=on)
+            got[gain, on] = Pipeline(PipelineSettings.of(cfg, clf.card, inbox=inbox), clf, store=None).process(path)
+    assert all(r.status == "classified" for r in got.values())
+    assert min(got[1.2, True].quality["optics"]["glass_rgb"]) == 255.0
+    assert got[1.2, True].needs_review and CLIPPED in (got[1.2, True].domain or "")
+    assert CLIPPED not in (got[1.2, False].domain or "") and CLIPPED not in (got[1.0, True].domain or "")

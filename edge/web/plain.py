@@ -48,6 +48,10 @@ _SAMPLE: Tuple[Tuple[str, str], ...] = (
     ),
     (r"^(?P<a>\d+) of (?P<n>\d+) fields disagree", "fields disagree: {a} of {n} point the other way"),
     (
+        r"^outside the validated range on (?P<a>\d+) of (?P<n>\d+) readable fields: glass clipped white",
+        "overexposed: the camera clips the glass white on {a} of {n} fields (lower the lamp or exposure)",
+    ),
+    (
         r"^outside the validated range on (?P<a>\d+) of (?P<n>\d+) readable fields: (?P<why>.*)",
         "the microscope or stain is outside what the model was validated on ({a} of {n} fields)",
     ),

@@ -55,7 +55,12 @@ def test_every_command_defined_is_in_the_tree():
         return [cmd, *(c for s in subs for c in walk(s))]
 
     in_tree = {id(c) for c in walk(edge_cli.main) + walk(trainer_cli.main)}
-    mods = [importlib.import_module(f"edge.cli.{m.name}") for m in pkgutil.iter_modules(edge.cli.__path__)]
+    mods = [
+        importlib.import_module(f"{pkg.__name__}.{m.name}")
+        for pkg in (edge.cli, trainer_cli)
+        for m in pkgutil.iter_modules(pkg.__path__)
+        if m.name != "__main__"  # running it runs the command line
+    ]
     defined = {
         f"{mod.__name__}.{name}": obj
         for mod in [*mods, trainer_cli]

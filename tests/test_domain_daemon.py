@@ -72,3 +72,27 @@ def test_fields_outside_the_validated_magnification_go_to_review_with_the_reason
     assert all(len(line) <= 80 for line in st.splitlines() if line.startswith(("optics", "           ")))
     js = json.loads(cli("--config", str(cfg), "status", "--json").stdout)
     assert js["optics"]["outside"] >= 1 and js["optics"]["fields"] >= js["optics"]["outside"]
+
+
+def test_classify_says_why_a_field_goes_to_review(tmp_path, narrow_model):
+    """`classify` (no daemon, no database) gives the monitor's reason beside the answer: in its JSON, and in
+    the table a technologist reads at a Pi's 80 columns."""
+    cfg = write_config(tmp_path, narrow_model)
+    near = synthetic.smear(300, 224, n_wbc=2)
+    far = cv2.resize(near, (672, 672), interpolation=cv2.INTER_CUBIC)
+    (tmp_path / "near.jpg").write_bytes(_jpeg(near))
+    (tmp_path / "far.jpg").write_bytes(_jpeg(far))
+    args = ("--config", str(cfg), "classify", "--no-db")
+    got = {
+        r["path"].rsplit("/", 1)[-1]: r
+        for r in map(
+            json.loads, cli(*args, "--json", str(tmp_path / "near.jpg"), str(tmp_path / "far.jpg")).stdout.splitlines()
+        )
+    }
+    assert got["near.jpg"]["domain"] is None
+    far_js = got["far.jpg"]
+    assert far_js["status"] == "classified", far_js
+    assert far_js["needs_review"] and far_js["domain"].startswith("magnification ")
+    table = cli(*args, str(tmp_path / "far.jpg"), env={"COLUMNS": "80"}).stdout
+    words = " ".join(table.split())  # the folded column wraps anywhere
+    assert "REVIEW" in words and "magnification" in words and "validated 0.3-1.2x" in words

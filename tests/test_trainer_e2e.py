@@ -92,6 +92,7 @@ def test_train_convert_load_predict(trained):
         "quality_gate",
         "review_band_rule",
         "validated_range",
+        "cell_tests_with_monitor",
         "per_source",
     ):
         assert key in card.extra, key

@@ -126,7 +126,8 @@ def finalize(
 def domain_and_sources(
     tflite: Path, split: Split, tests: dict, progress: Optional[Callable[[str, int, int], None]] = None
 ) -> None:
-    """The domain monitor's validated range and every source's figures, through the daemon's pipeline.
+    """The domain monitor's validated range, the cell tests judged with it (:mod:`trainer.monitored`) and
+    every source's figures, through the daemon's pipeline.
 
     Sensitivity is validated on the primary source's blocks only (the other sources hold no blasts), so
     the validated range is theirs: the monitor's statistics on those fields, with magnification widened
@@ -147,6 +148,13 @@ def domain_and_sources(
     card.set_section("validated_range", vr)
     card.save(card_path_for(tflite))
     clf = Classifier(tflite, num_threads=2)
+    # The tests a stain, lamp or camera could fool, again with the monitor: what reaches a clinic unflagged.
+    from .monitored import run_monitored
+
+    validated = card.validated_range
+    assert validated is not None  # set just above
+    card.extra["cell_tests_with_monitor"] = run_monitored(clf, split.val, validated, progress)
+    card.save(card_path_for(tflite))
     every = screen(clf, list(split.val) + list(split.extra_val), prog("per-source figures"))
     card.extra["per_source"] = per_source(every, card.sample_rule)
     inside = cell_distances([x for x in every if x.sample.source == "taleqani"])

@@ -78,6 +78,42 @@ def cell_test_lines(t) -> list:
     return out
 
 
+def monitored_lines(t) -> list:
+    """The cell tests judged with the domain monitor (trainer/monitored.py) as markdown: the model's confident
+    errors beside the device's (those no flag sends to a person)."""
+    if not t:
+        return []
+    out = [
+        "",
+        "## The same tests with the domain monitor (what reaches a clinic without review)",
+        "",
+        "| test | refused | answered fields the monitor flags | confident misses: model / device "
+        "| confident false alarms: model / device | confident verdict flips: model / device |",
+        "|---|---|---|---|---|---|",
+    ]
+    rows = [("untouched", t["plain"])]
+    rows += [(f"Reinhard onto {lab}", r) for lab, r in t["reinhard"].items()]
+    rows += [(f"exposure ×{g}", r) for g, r in t["exposure_gain"].items()]
+    rows += [(f"tint {name}", r) for name, r in t["tint"].items()]
+    for name, r in rows:
+        flips = (
+            f"{_pct(r['confident_verdict_flips'])} / {_pct(r['device_confident_verdict_flips'])}"
+            if "verdict_flips" in r
+            else ""
+        )
+        out.append(
+            f"| {name} | {_pct(r['refused'])} | {_pct(r['flagged_by_monitor'])} | {r['confident_misses']} / "
+            f"{r['device_confident_misses']} | {r['confident_false_alarms']} / {r['device_confident_false_alarms']} "
+            f"| {flips} |"
+        )
+    po = t["painted_out"]
+    out.append(
+        f"| cells painted out: called malignant with confidence, model / device | {_pct(po['refused'])} | | | "
+        f"{po['confident_malignant']} / {po['device_confident_malignant']} | |"
+    )
+    return out
+
+
 def source_lines(e: dict) -> list:
     """Other laboratories: per-source figures, the optics tests, the validated range and the OOD AUROC."""
     out = []
@@ -199,6 +235,7 @@ def write_report(tflite: Path, work_dir: Path) -> Path:
         )
     lines += [""] + markdown_lines(e.get("sample_rule")) if e.get("sample_rule") else []
     lines += cell_test_lines(e.get("cell_tests"))
+    lines += monitored_lines(e.get("cell_tests_with_monitor"))
     lines += source_lines(e)
     if e.get("backend_parity"):
         lines += [

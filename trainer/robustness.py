@@ -18,18 +18,18 @@ preprocessing and int8 interpreter (:func:`trainer.evaluate.classify_field`):
 from __future__ import annotations
 
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence
 
 import cv2
 import numpy as np
 
 from edge.config import QualityConfig
-from edge.imaging.decode import DecodeError, decode_bytes, decode_file
-from edge.imaging.preprocess import crop_resize, decode_target, preprocess, remove_scale_bar, working_field
+from edge.imaging.decode import decode_file
+from edge.imaging.preprocess import decode_target, preprocess, remove_scale_bar, working_field
 from edge.imaging.segmentation import segment
 from edge.inference.classifier import BENIGN, Classifier
 from edge.pipeline import quality
+from edge.pipeline.domain import ValidatedRange
 
 from . import augment
 from .augment import jpeg_roundtrip, lab_stats, reinhard_to
@@ -48,7 +48,6 @@ TINTS = {
     "magenta": (1.08, 0.9, 1.08),
 }
 JPEG = (95, 70, 50, 30, 15)
-PHOTOS = Path(__file__).resolve().parents[2] / "shared" / "weights" / "imagenet-mobilenetv2"
 
 
 @dataclass
@@ -57,8 +56,15 @@ class Outcome:
     label: Optional[str] = None
     score: Optional[float] = None
     verdict: Optional[str] = None
+    # The model's review band, a cell the search had to carve or found pale, or clipped glass.
     needs_review: bool = False
     reason: str = ""
+    outside: str = ""  # the domain monitor's reasons (a :class:`Judge` given the card's validated range)
+
+    @property
+    def flagged(self) -> bool:
+        """Sent to a person on the device: by the model and the cell search, or by the domain monitor."""
+        return self.needs_review or bool(self.outside)
 
     @property
     def confident_malignant(self) -> bool:
@@ -69,9 +75,14 @@ class Judge:
     """The device's answer for a field, in the pipeline's order: exposure and focus, preprocessing, stain
     content, the cells and the model (edge/pipeline/stages.py)."""
 
-    def __init__(self, classifier: Classifier, gate: Optional[QualityConfig] = None):
+    def __init__(
+        self, classifier: Classifier, gate: Optional[QualityConfig] = None, validated: Optional[ValidatedRange] = None
+    ):
+        """``validated``: also check each answered field against this range, as the device's domain monitor
+        does (:attr:`Outcome.outside`); None: the model and the cell search alone."""
         self.clf = classifier
         self.gate = gate or quality.stricter(QualityConfig(), classifier.card.quality_gate)
+        self.validated = validated
 
     def measure(self, rgb: np.ndarray):
         """(working field, optics record, quality report) as the pipeline computes them."""
@@ -100,7 +111,15 @@ class Judge:
         review = p.needs_review or any(c.carved or c.pale for c in pre.cells)
         # ... and one whose glass the camera clipped white, where the card says so.
         review = review or (params.clipped_glass_review and quality.clipped_glass(optics))
-        return Outcome(refused=False, label=p.label, score=p.malignant_score, verdict=p.verdict, needs_review=review)
+        outside = "; ".join(self.validated.check(optics, pre.cell_lab, fp.distances)) if self.validated else ""
+        return Outcome(
+            refused=False,
+            label=p.label,
+            score=p.malignant_score,
+            verdict=p.verdict,
+            needs_review=review,
+            outside=outside,
+        )
 
 
 # Everything the exposure/focus gate could refuse let through, to see where the model itself fails.
@@ -113,6 +132,20 @@ def blur(f: np.ndarray, sigma: float) -> np.ndarray:
 
 def expose(f: np.ndarray, gain: float) -> np.ndarray:
     return np.clip(f.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+
+
+def load_fields(clf: Classifier, samples: Sequence[Sample], prog: Callable[[str, int, int], None]) -> List[np.ndarray]:
+    """Each sample's working field (:func:`field`), the starting point of every test."""
+    fields = []
+    for i, s in enumerate(samples):
+        fields.append(field(decode_file(s.path, target=decode_target(clf.preprocessing)).rgb, clf))
+        prog("load fields", i + 1, len(samples))
+    return fields
+
+
+def tint(f: np.ndarray, gains: Sequence[float]) -> np.ndarray:
+    """Another lamp or camera white balance: per-channel gains (R, G, B)."""
+    return np.clip(f.astype(np.float32) * np.asarray(gains, np.float32), 0, 255).astype(np.uint8)
 
 
 def field(rgb: np.ndarray, clf: Classifier) -> np.ndarray:
@@ -131,7 +164,8 @@ def cell_swap(a: np.ndarray, b: np.ndarray, clf: Classifier) -> np.ndarray:
     return augment.onto_other_slide(a, segment(a, params)[0], b, segment(b, params)[0])
 
 
-def _rate(xs: Sequence[bool]) -> Optional[float]:
+def rate(xs: Sequence[bool]) -> Optional[float]:
+    """Share of true values, to 4 places; None for none."""
     return round(float(np.mean(xs)), 4) if len(xs) else None
 
 
@@ -140,13 +174,13 @@ def _summary(outs: List[Outcome], y_mal: np.ndarray, labels: Optional[List[str]]
     mal = [i for i in classified if y_mal[i]]
     d = {
         "n": len(outs),
-        "refused": _rate([o.refused for o in outs]),
-        "sensitivity_among_classified": _rate([outs[i].verdict == "malignant" for i in mal]),
-        "specificity_among_classified": _rate([outs[i].verdict == "benign" for i in classified if not y_mal[i]]),
+        "refused": rate([o.refused for o in outs]),
+        "sensitivity_among_classified": rate([outs[i].verdict == "malignant" for i in mal]),
+        "specificity_among_classified": rate([outs[i].verdict == "benign" for i in classified if not y_mal[i]]),
         "confident_misses": int(sum(outs[i].verdict == "benign" and not outs[i].needs_review for i in mal)),
     }
     if labels is not None:
-        d["accuracy_among_classified"] = _rate([outs[i].label == labels[i] for i in classified])
+        d["accuracy_among_classified"] = rate([outs[i].label == labels[i] for i in classified])
     return d
 
 
@@ -160,10 +194,7 @@ def run(
     judge = Judge(clf)
     prog = progress or (lambda *a: None)
     rng = np.random.default_rng(seed)
-    fields = []
-    for i, s in enumerate(samples):
-        fields.append(field(decode_file(s.path, target=decode_target(clf.preprocessing)).rgb, clf))
-        prog("load fields", i + 1, len(samples))
+    fields = load_fields(clf, samples, prog)
     labels = [s.label for s in samples]
     y_mal = np.array([lab != BENIGN for lab in labels])
     base = [judge(f) for f in fields]
@@ -175,10 +206,10 @@ def run(
         prog("cells painted out", i + 1, len(fields))
     out["painted_out"] = {
         "n": len(painted),
-        "refused": _rate([o.refused for o in painted]),
-        "refused_or_flagged": _rate([o.refused or o.needs_review for o in painted]),
-        "named_the_slide_class": _rate([o.label == lab for o, lab in zip(painted, labels)]),
-        "confident_malignant": _rate([o.confident_malignant for o in painted]),
+        "refused": rate([o.refused for o in painted]),
+        "refused_or_flagged": rate([o.refused or o.needs_review for o in painted]),
+        "named_the_slide_class": rate([o.label == lab for o, lab in zip(painted, labels)]),
+        "confident_malignant": rate([o.confident_malignant for o in painted]),
     }
 
     # Cell swap: each field's cells onto a field of another class, chosen at random.
@@ -195,10 +226,10 @@ def run(
         prog("cell swap", i + 1, len(fields))
     out["cell_swap"] = {
         "n": len(fields),
-        "refused": _rate(refused),
-        "follows_cell": _rate(follow),
-        "follows_slide": _rate(follow_slide),
-        "verdict_not_the_cells": _rate(vflip),
+        "refused": rate(refused),
+        "follows_cell": rate(follow),
+        "follows_slide": rate(follow_slide),
+        "verdict_not_the_cells": rate(vflip),
     }
 
     # Reinhard onto each other class's mean whole-field statistics.
@@ -223,10 +254,10 @@ def run(
             prog(f"reinhard onto {lab}", k + 1, len(idx))
         rein[lab] = {
             "n": len(idx),
-            "refused": _rate(refused),
-            "label_flips": _rate(lflip),
-            "verdict_flips": _rate(vf),
-            "confident_verdict_flips": _rate(conf_vf),
+            "refused": rate(refused),
+            "label_flips": rate(lflip),
+            "verdict_flips": rate(vf),
+            "confident_verdict_flips": rate(conf_vf),
         }
     out["reinhard"] = rein
 
@@ -276,6 +307,8 @@ def run(
     out["quality_gate"] = gate
     out["curves"] = curves
     out["optics"] = optics_tests(judge, fields, base, y_mal, labels, prog)
+    from .nonsmears import ood  # it judges with this module's Judge
+
     out["ood"] = ood(judge, fields, clf, rng, prog)
     return out
 
@@ -285,10 +318,7 @@ def optics_tests(judge: Judge, fields, base: List[Outcome], y_mal: np.ndarray, l
     Agreement is with the same field's answer at x1 (label and verdict), among fields answered both times."""
     out: Dict[str, dict] = {}
     cases = [(f"rescale_{f:g}", lambda x, f=f: _resample(x, f)) for f in RESCALE]
-    cases += [
-        (f"tint_{name}", lambda x, g=g: np.clip(x.astype(np.float32) * np.float32(g), 0, 255).astype(np.uint8))
-        for name, g in TINTS.items()
-    ]
+    cases += [(f"tint_{name}", lambda x, g=g: tint(x, g)) for name, g in TINTS.items()]
     for name, fn in cases:
         outs = []
         for i, f in enumerate(fields):
@@ -296,8 +326,8 @@ def optics_tests(judge: Judge, fields, base: List[Outcome], y_mal: np.ndarray, l
             prog(name, i + 1, len(fields))
         both = [i for i, o in enumerate(outs) if not o.refused and not base[i].refused]
         d = _summary(outs, y_mal, labels)
-        d["label_agreement_with_x1"] = _rate([outs[i].label == base[i].label for i in both])
-        d["verdict_agreement_with_x1"] = _rate([outs[i].verdict == base[i].verdict for i in both])
+        d["label_agreement_with_x1"] = rate([outs[i].label == base[i].label for i in both])
+        d["verdict_agreement_with_x1"] = rate([outs[i].verdict == base[i].verdict for i in both])
         out[name] = d
     return out
 
@@ -307,81 +337,3 @@ def _resample(rgb: np.ndarray, f: float) -> np.ndarray:
     return cv2.resize(
         rgb, (int(round(w * f)), int(round(h * f))), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC
     )
-
-
-def ood_fields(fields: Sequence[np.ndarray], clf: Classifier, rng: np.random.Generator, n: int = 40) -> dict:
-    s = clf.preprocessing.size
-    sets = {
-        "uniform_noise": [rng.integers(0, 256, (s, s, 3), dtype=np.uint8) for _ in range(n)],
-        "gaussian_noise": [
-            np.clip(rng.normal(rng.uniform(60, 200), rng.uniform(20, 70), (s, s, 3)), 0, 255).astype(np.uint8)
-            for _ in range(n)
-        ],
-        "blank_glass": [
-            np.clip(np.full((s, s, 3), np.median(f.reshape(-1, 3), 0)) + rng.normal(0, 2, (s, s, 3)), 0, 255).astype(
-                np.uint8
-            )
-            for f in fields[:n]
-        ],
-        "red_cells_only": [paint_out(f, clf) for f in fields[:: max(1, len(fields) // (2 * n))][: 2 * n]],
-    }
-    photos = sorted(p for p in PHOTOS.glob("*") if p.suffix.lower() in (".jpg", ".jpeg", ".png", ".bmp"))
-    if photos:
-        imgs = [decode_file(p).rgb for p in photos]
-        # Crops and flips of the few photos there are: different framings of the same natural scenes.
-        sets["natural_photos"] = [
-            crop_resize(
-                np.ascontiguousarray(
-                    (img if k % 2 == 0 else img[:, ::-1])[int(img.shape[0] * f) :, int(img.shape[1] * f) :]
-                ),
-                clf.preprocessing,
-            )
-            for img in imgs
-            for k, f in enumerate((0.0, 0.1, 0.2, 0.3))
-        ]
-    return sets
-
-
-def corrupt_jpegs(fields: Sequence[np.ndarray], rng: np.random.Generator, n: int = 20) -> List[bytes]:
-    out = []
-    for f in fields[:n]:
-        ok, buf = cv2.imencode(".jpg", cv2.cvtColor(f, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, 90])
-        data = bytearray(buf.tobytes())
-        sos = data.index(b"\xff\xda")
-        body = sos + 2 + int.from_bytes(data[sos + 2 : sos + 4], "big")
-        if len(out) % 2 == 0:  # random scan data behind a valid header
-            scan = rng.integers(0, 255, len(data) - body - 2, dtype=np.uint8).tobytes()
-            data[body:-2] = scan
-        else:  # 200 flipped bytes in the scan
-            for k in rng.integers(body, len(data) - 2, 200):
-                data[k] ^= 0xFF
-        out.append(bytes(data))
-    return out
-
-
-def ood(judge: Judge, fields, clf: Classifier, rng: np.random.Generator, prog) -> dict:
-    res = {}
-    for name, imgs in ood_fields(fields, clf, rng).items():
-        outs = []
-        for i, img in enumerate(imgs):
-            outs.append(judge(img))
-            prog(f"ood {name}", i + 1, len(imgs))
-        res[name] = {
-            "n": len(outs),
-            "refused": _rate([o.refused for o in outs]),
-            "refused_or_flagged": _rate([o.refused or o.needs_review for o in outs]),
-            "confident_malignant": int(sum(o.confident_malignant for o in outs)),
-            "max_score_when_classified": max((o.score for o in outs if not o.refused), default=None),
-        }
-    outs = []
-    for data in corrupt_jpegs(fields, rng):
-        try:
-            outs.append(judge(decode_bytes(data, target=clf.preprocessing.size).rgb))
-        except DecodeError as e:
-            outs.append(Outcome(refused=True, reason=str(e)))
-    res["corrupt_jpeg"] = {
-        "n": len(outs),
-        "refused": _rate([o.refused for o in outs]),
-        "confident_malignant": int(sum(o.confident_malignant for o in outs)),
-    }
-    return res

@@ -110,7 +110,7 @@ def _results_table(results, width: int):
                 r.verdict or "",
                 "yes" if r.needs_review else "",
                 f"{r.timings.total or 0:.1f}",
-                r.reason,
+                r.reason or r.domain or "",  # why a person must look: outside what the model was validated on
             )
         return t
     t = Table(box=None, pad_edge=False)
@@ -119,6 +119,7 @@ def _results_table(results, width: int):
     for r in results:
         if r.label and r.malignant_score is not None:
             answer = f"{r.label}, score {r.malignant_score:.3f}, {r.verdict}" + (", REVIEW" if r.needs_review else "")
+            answer += f" ({r.domain})" if r.domain else ""
         else:
             answer = f"{r.status}: {r.reason}"
         t.add_row(Path(r.path).name, answer)
@@ -135,6 +136,7 @@ def _json(r) -> dict:
         "score": r.malignant_score,
         "verdict": r.verdict,
         "needs_review": r.needs_review,
+        "domain": r.domain,  # the plain reasons the field lies outside the validated range, or null
         "sha256": r.sha256,
         "timings": r.timings.to_dict(),
         "recorded": r.recorded or r.already_recorded,

@@ -113,7 +113,8 @@ def sample_rule(model, data_dir, block_size, predictions, threads):
     "robust_out",
     type=click.Path(dir_okay=False),
     help="Also run the cell tests (painted out, cell swap, Reinhard, blur/exposure/JPEG curves, "
-    "out-of-distribution set) and write them to this JSON file.",
+    "out-of-distribution set; the stain and capture ones again with the card's domain monitor) and write "
+    "them to this JSON file.",
 )
 @click.option("--backend", default="auto", show_default=True)
 @click.option(
@@ -169,6 +170,11 @@ def evaluate(
             from ..robustness import run as run_robustness
 
             robust = run_robustness(clf, samples, progress=bars)
+            if clf.card.validated_range is not None:
+                from ..monitored import run_monitored
+
+                # As the device judges them too: the card's domain monitor sends some of these to review.
+                robust["with_monitor"] = run_monitored(clf, samples, clf.card.validated_range, progress=bars)
             Path(robust_out).write_text(json.dumps(robust, indent=2) + "\n")
     if predictions:
         write_predictions(ev, clf.labels, clf.card.threshold, predictions)

@@ -39,6 +39,13 @@ class CaptureAugment:
     p_hed: float = 0.6
     hed_sigma: float = 0.08
     hed_bias: float = 0.04
+    # How much stain the slide took up (staining time, smear thickness): every optical density scaled by
+    # one factor (log-uniform), so the cells come out darker or paler while the glass stays white. The
+    # device keeps a cell's lightness (a hematogone's darker chromatin is a real cue), so without this the
+    # model read a darker stain as benign: a blast recoloured onto the Benign slides' statistics (cell
+    # lightness 71 -> 50) was called benign with confidence (README, "What reaches a clinic").
+    p_stain_amount: float = 0.5
+    stain_amount: tuple = (0.65, 1.6)
 
     def __call__(self, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
         x = rgb
@@ -46,6 +53,9 @@ class CaptureAugment:
             x = hed_jitter(x, rng, self.hed_sigma, self.hed_bias)
         if rng.random() < self.p_stain:
             x = stain_change(x, rng, self.stain_shift, self.stain_gain)
+        if rng.random() < self.p_stain_amount:
+            lo, hi = self.stain_amount
+            x = stain_amount(x, float(np.exp(rng.uniform(np.log(lo), np.log(hi)))))
         if rng.random() < self.p_blur:
             x = cv2.GaussianBlur(x, (0, 0), rng.uniform(0.3, self.max_blur_sigma))
         if rng.random() < self.p_exposure:
@@ -89,6 +99,12 @@ def hed_jitter(rgb: np.ndarray, rng: np.random.Generator, sigma: float, bias: fl
     )
     out = np.exp(-(conc @ _HED)).reshape(rgb.shape) * 255.0
     return np.clip(out + 0.5, 0, 255).astype(np.uint8)
+
+
+def stain_amount(rgb: np.ndarray, k: float) -> np.ndarray:
+    """The slide with ``k`` times the stain (Beer-Lambert: every pixel's optical density scaled by ``k``)."""
+    od = -np.log(np.maximum(rgb.astype(np.float32), 1.0) / 255.0)
+    return np.clip(np.exp(-k * od) * 255.0 + 0.5, 0, 255).astype(np.uint8)
 
 
 def rescale(rgb: np.ndarray, rng: np.random.Generator, lo: float, hi: float) -> np.ndarray:

@@ -44,7 +44,7 @@ class CaptureAugment:
     # device keeps a cell's lightness (a hematogone's darker chromatin is a real cue), so without this the
     # model read a darker stain as benign: a blast recoloured onto the Benign slides' statistics (cell
     # lightness 71 -> 50) was called benign with confidence (README, "What reaches a clinic").
-    p_stain_amount: float = 0.5
+    p_stain_amount: float = 0.0
     stain_amount: tuple = (0.65, 1.6)
 
     def __call__(self, rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
@@ -53,7 +53,7 @@ class CaptureAugment:
             x = hed_jitter(x, rng, self.hed_sigma, self.hed_bias)
         if rng.random() < self.p_stain:
             x = stain_change(x, rng, self.stain_shift, self.stain_gain)
-        if rng.random() < self.p_stain_amount:
+        if self.p_stain_amount and rng.random() < self.p_stain_amount:  # no draw when off: the recipe's stream
             lo, hi = self.stain_amount
             x = stain_amount(x, float(np.exp(rng.uniform(np.log(lo), np.log(hi)))))
         if rng.random() < self.p_blur:

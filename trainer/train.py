@@ -40,6 +40,7 @@ class TrainConfig:
     augment_copies: int = 2
     train_cells_per_field: int = 3
     other_copies: int = 1  # augmented copies of each other-laboratory image (they are many and alike)
+    stain_amount: float = 0.0  # share of augmented copies with a heavier or lighter stain (augment.stain_amount)
 
 
 @dataclass

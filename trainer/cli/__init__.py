@@ -113,6 +113,13 @@ def split(data_dir, block_size):
 )
 @click.option("--other-copies", default=1, show_default=True, help="Augmented copies of each other-laboratory image.")
 @click.option(
+    "--stain-amount",
+    default=0.0,
+    show_default=True,
+    help="Share of augmented copies whose stain is made heavier or lighter (every optical density x0.65-1.6); "
+    "tried for 3.6.0 and not shipped (README).",
+)
+@click.option(
     "--stain-fit",
     type=click.Choice(["cells-chroma", "cells", "background"]),
     default="cells-chroma",
@@ -146,6 +153,7 @@ def train(
     sources,
     optics,
     other_copies,
+    stain_amount,
     skip_tests,
     stain_fit,
 ):
@@ -185,6 +193,7 @@ def train(
         seed=seed,
         augment_copies=augment_copies,
         other_copies=other_copies,
+        stain_amount=stain_amount,
     )
     from edge.imaging.preprocess import PreprocessParams
 

@@ -1,0 +1,29 @@
+"""Training augmentations that stand for another laboratory (trainer/augment.py): what each one changes."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from edge.imaging import synthetic
+from trainer.augment import CaptureAugment, stain_amount
+
+
+def test_stain_amount_darkens_the_stained_cells_and_leaves_the_glass_white():
+    field = synthetic.smear(7, 224, n_wbc=2)
+    assert np.abs(stain_amount(field, 1.0).astype(int) - field).max() <= 1  # k = 1: the slide as it is
+    grey = field.astype(np.float32).mean(axis=2)
+    glass, stained = grey >= np.percentile(grey, 90), grey <= np.percentile(grey, 5)
+    heavy = stain_amount(field, 1.6).astype(np.float32).mean(axis=2)
+    light = stain_amount(field, 0.65).astype(np.float32).mean(axis=2)
+    drop_stained = (grey - heavy)[stained].mean()
+    assert drop_stained > 15 and drop_stained > 5 * (grey - heavy)[glass].mean()
+    assert (light - grey)[stained].mean() > 10 and (light >= grey - 1).all()
+
+
+@pytest.mark.parametrize("p", [0.0, 1.0])
+def test_capture_augment_applies_the_stain_amount_only_when_asked(p):
+    field = synthetic.smear(8, 224, n_wbc=2)
+    off = dict(p_hed=0.0, p_stain=0.0, p_blur=0.0, p_exposure=0.0, p_noise=0.0, p_jpeg=0.0)
+    out = CaptureAugment(p_stain_amount=p, **off)(field, np.random.default_rng(0))
+    assert np.array_equal(out, field) == (p == 0.0)

@@ -31,6 +31,22 @@ def test_shipped_card_sections_are_typed():
     assert card.validated_range is not None and set(card.validated_range.ranges) == set(d["validated_range"]["ranges"])
 
 
+def test_shipped_card_says_what_reaches_a_clinic_without_review():
+    """The cell tests judged with the card's own domain monitor (trainer/monitored.py) are in the card, and
+    they are consistent: the device flags at least what the model does, so its confident errors are never
+    more than the model's, and on untouched validation fields the monitor's cost is stated."""
+    t = _shipped()["cell_tests_with_monitor"]
+    rows = [t["plain"], *t["reinhard"].values(), *t["exposure_gain"].values(), *t["tint"].values()]
+    assert len(rows) >= 1 + 4 + 4 + 4
+    for r in rows:
+        assert r["device_confident_misses"] <= r["confident_misses"]
+        assert r["device_confident_false_alarms"] <= r["confident_false_alarms"]
+        if r.get("confident_verdict_flips") is not None:
+            assert r["device_confident_verdict_flips"] <= r["confident_verdict_flips"]
+    assert 0.0 <= t["plain"]["flagged_by_monitor"] < 0.05
+    assert t["painted_out"]["device_confident_malignant"] <= t["painted_out"]["confident_malignant"]
+
+
 def test_card_without_sections_gets_the_defaults():
     d = {
         k: v

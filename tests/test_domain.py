@@ -147,3 +147,22 @@ def test_clipped_glass_fields_count_in_the_verdict_and_send_the_sample_to_review
     from edge.web.plain import sample_reasons
 
     assert sample_reasons(got.reasons)[0].text.startswith("overexposed: the camera clips the glass white on 2 of 4")
+
+
+def test_the_monitors_reasons_in_plain_words_and_a_darker_stain_warns_about_benign_answers():
+    """The review page re-tells each of the monitor's reasons; cells stained darker than every validated
+    slide carry a warning of their own, because the model reads a darker cell as benign."""
+    from edge.vocabulary import CARVED, CLIPPED
+    from edge.web.plain import domain_reasons
+
+    vr = ValidatedRange(ranges={"cell_l": (64.1, 87.6), "magnification": (0.5, 1.6)})
+    dark = "; ".join(vr.check(_optics(mag=4.0), (52.9, 20.0, -30.0), []))
+    words = [r.text for r in domain_reasons(dark)]
+    assert words[0] == "another magnification: 4.0× where the model was validated at 0.5–1.6×"
+    assert words[1].startswith("cells stained darker than on any validated slide") and "rule out blasts" in words[1]
+    assert [r.detail for r in domain_reasons(dark)] == dark.split("; ")  # the figures stay one hover away
+    pale = "; ".join(vr.check(_optics(), (95.0, 20.0, -30.0), []))
+    assert [r.text for r in domain_reasons(pale)] == ["cells stained paler than on any validated slide"]
+    words = [r.text for r in domain_reasons(f"{CARVED}; {CLIPPED}; a reason from a newer device")]
+    assert words[0].startswith("the white cell had to be cut out") and words[1].startswith("overexposed")
+    assert words[2] == "a reason from a newer device"  # shown as it is, never hidden

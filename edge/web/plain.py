@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from edge.vocabulary import NO_CELL
+from edge.vocabulary import CARVED, CLIPPED, NO_CELL, PALE
 
 # (pattern on the recorded reason, plain words; groups may be used by name)
 _FIELD: Tuple[Tuple[str, str], ...] = (
@@ -68,6 +68,23 @@ _SAMPLE: Tuple[Tuple[str, str], ...] = (
 )
 
 
+# The domain monitor's reasons (edge/pipeline/domain.py, edge.vocabulary), one per part of a row's `domain`.
+_DOMAIN: Tuple[Tuple[str, str], ...] = (
+    (r"^magnification not measured", "the magnification could not be measured (no red cells to measure it by)"),
+    (
+        r"^magnification (?P<m>[\d.]+)x the training scale.*validated (?P<lo>[\d.]+)-(?P<hi>[\d.]+)x",
+        "another magnification: {m}× where the model was validated at {lo}–{hi}×",
+    ),
+    (r"^glass unlike the validated slides", "another lamp, camera or slide: the glass is unlike the validated slides"),
+    (r"^stain unlike the validated slides", "the stain's colour is unlike the validated slides"),
+    (r"^cells unlike the validated cells", "cells unlike any the model was validated on (another cell type or lab)"),
+    ("^" + re.escape(CARVED), "the white cell had to be cut out of red cells stained as dark as it"),
+    ("^" + re.escape(PALE), "the white cell is paler than on the validated slides (overexposed or faded stain)"),
+    ("^" + re.escape(CLIPPED), "overexposed: the camera clips the glass white (lower the lamp or exposure)"),
+)
+_LIGHTNESS = re.compile(r"^stain unlike the validated slides \(cell lightness (?P<v>[\d.]+), validated (?P<lo>[\d.]+)-")
+
+
 @dataclass(frozen=True)
 class Reason:
     text: str  # plain words
@@ -92,6 +109,29 @@ def sample_reasons(reasons: Sequence[str]) -> List[Reason]:
     return [_translate(r, _SAMPLE) for r in reasons]
 
 
+def domain_reasons(domain: str) -> List[Reason]:
+    """Each of the domain monitor's reasons for a field, in plain words. Cells stained darker than every
+    validated slide get a warning of their own: the model reads a darker cell as benign (a blast recoloured
+    onto the Benign slides' statistics was called benign with confidence; README, "What reaches a clinic
+    without review"), so a benign answer on such a field reassures nobody."""
+    out = []
+    for part in (p.strip() for p in domain.split("; ") if p.strip()):
+        m = _LIGHTNESS.match(part)
+        if m and float(m["v"]) < float(m["lo"]):
+            out.append(
+                Reason(
+                    "cells stained darker than on any validated slide: the model reads darker cells as benign, "
+                    "so a benign answer here does not rule out blasts",
+                    part,
+                )
+            )
+        elif m:
+            out.append(Reason("cells stained paler than on any validated slide", part))
+        else:
+            out.append(_translate(part, _DOMAIN))
+    return out
+
+
 def field_review_reasons(
     rec, review_band: Optional[Sequence[float]], cell_scores: Sequence[float] = ()
 ) -> List[Reason]:
@@ -102,7 +142,7 @@ def field_review_reasons(
         return out
     score = rec.malignant_score
     if rec.domain:
-        out.append(Reason("outside what the model was validated on", rec.domain))
+        out.extend(domain_reasons(rec.domain))
     if review_band and review_band[0] <= score < review_band[1]:
         out.append(
             Reason(
@@ -132,4 +172,4 @@ def queue_reason(sample) -> List[Reason]:
     return [Reason(f"confident {sample.verdict} call: check and sign", f"ready ({how}); no review reason")]
 
 
-__all__ = ["Reason", "field_reason", "field_review_reasons", "queue_reason", "sample_reasons"]
+__all__ = ["Reason", "domain_reasons", "field_reason", "field_review_reasons", "queue_reason", "sample_reasons"]

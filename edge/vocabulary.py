@@ -16,12 +16,12 @@ CARVED = "white cell carved from red cells as magenta as its nucleus: a stain un
 # A field whose white cell was too pale for the stain bar and was found by its contrast to the field's red
 # cells (edge/imaging/cells.py find_pale: washed out by the exposure, or a faded stain): flagged and not
 # counted by the sample rule, as a carved one.
-# A field whose glass is clipped white in every channel (the camera saturates; card preprocessing
-# clipped_glass_review): answered, counted, and sent to review with this reason.
-CLIPPED = "glass clipped white: the camera saturates and pale cells may be washed out (lower the lamp or exposure)"
 PALE = (
     "white cell paler than on the validated slides (overexposed or faded stain): found by its contrast to the red cells"
 )
+# A field whose glass is clipped white in every channel (the camera saturates; card preprocessing
+# clipped_glass_review): answered, counted, and sent to review with this reason.
+CLIPPED = "glass clipped white: the camera saturates and pale cells may be washed out (lower the lamp or exposure)"
 
 
 class Status(str, Enum):

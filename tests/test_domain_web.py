@@ -31,34 +31,31 @@ def _client(tmp_path, domain):
     return client, store
 
 
-def test_queue_warns_when_recent_fields_are_outside_the_range(tmp_path):
-    client, store = _client(
-        tmp_path, "magnification 3.4x the training scale (measured from its red cells), validated 0.5-2.0x"
-    )
+def _page(tmp_path, domain, url: str) -> str:
+    """The page at ``url`` for four fields of sample PAT-1 recorded with ``domain``."""
+    client, store = _client(tmp_path, domain)
     try:
-        page = client.get("/").get_data(as_text=True)
+        return client.get(url).get_data(as_text=True)
     finally:
         store.close()
+
+
+def test_queue_warns_when_recent_fields_are_outside_the_range(tmp_path):
+    page = _page(
+        tmp_path, "magnification 3.4x the training scale (measured from its red cells), validated 0.5-2.0x", "/"
+    )
     assert 'id="optics-warning"' in page and "outside the range the model was validated on" in page
     assert "magnification 3.4x the training scale" in page
 
 
 def test_no_warning_inside_the_range(tmp_path):
-    client, store = _client(tmp_path, None)
-    try:
-        page = client.get("/").get_data(as_text=True)
-    finally:
-        store.close()
+    page = _page(tmp_path, None, "/")
     assert "Ready for review" in page and 'id="optics-warning"' not in page
 
 
 def test_the_sample_page_says_in_plain_words_why_pale_fields_do_not_count(tmp_path):
     from edge.vocabulary import PALE
 
-    client, store = _client(tmp_path, PALE)
-    try:
-        page = client.get("/sample/PAT-1").get_data(as_text=True)
-    finally:
-        store.close()
+    page = _page(tmp_path, PALE, "/sample/PAT-1")
     assert "4 field(s) whose white cell was too pale to read with confidence" in page
     assert "readable fields</span><b>0 / 4</b>" in page  # shown, not counted

@@ -106,11 +106,8 @@ class Judge:
         if fp.prediction is None:
             return Outcome(refused=True, reason=fp.refusal)
         p = fp.prediction
-        # The device sends a field whose cell had to be carved out of red cells, or was found only by its
-        # contrast to the red cells (too pale for the stain bar), to review (stages.py).
-        review = p.needs_review or any(c.carved or c.pale for c in pre.cells)
-        # ... and one whose glass the camera clipped white, where the card says so.
-        review = review or (params.clipped_glass_review and quality.clipped_glass(optics))
+        # The device sends a carved or pale cell and clipped glass to review too, whatever the score.
+        review = p.needs_review or bool(quality.review_flags(pre.cells, params, optics))
         outside = "; ".join(self.validated.check(optics, pre.cell_lab, fp.distances)) if self.validated else ""
         return Outcome(
             refused=False,

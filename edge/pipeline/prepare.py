@@ -260,9 +260,7 @@ class Preparer:
         if not q.passed:
             res.status, res.reason = UNREADABLE, q.reason
             return False
-        prep.carved = any(c.carved for c in pre.cells)
-        prep.pale = any(c.pale for c in pre.cells)
-        prep.clipped = self.params.clipped_glass_review and quality.clipped_glass(prep.optics)
+        prep.flags = quality.review_flags(pre.cells, self.params, prep.optics)
         if pre.cells:
             # "cells" (their number) comes with the model's answer; this is where each one is, and the
             # window the model saw in the file's own pixels (the review app cuts those out).

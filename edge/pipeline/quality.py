@@ -14,16 +14,17 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Optional, Protocol
+from typing import List, Optional, Protocol, Sequence
 
 import cv2
 import numpy as np
 
+from edge.imaging.cells import Cell
 from edge.imaging.optics import Optics
 from edge.imaging.preprocess import PreprocessParams, crop_resize
 from edge.imaging.segmentation import SegmentationStats, scale_bar_slice
 from edge.inference.card import QualityGate
-from edge.vocabulary import NO_CELL
+from edge.vocabulary import CARVED, CLIPPED, NO_CELL, PALE
 
 # Pixels this close to 0 or 255 carry no information (the sensor or the JPEG encoder clipped them).
 DARK_LEVEL = 8
@@ -201,6 +202,20 @@ def assess(
 def clipped_glass(optics: Optional[Optics]) -> bool:
     """The glass is clipped white in every channel before any gain: the camera saturates."""
     return optics is not None and min(optics.glass_rgb) >= BRIGHT_LEVEL
+
+
+def review_flags(cells: Sequence[Cell], params: PreprocessParams, optics: Optional[Optics]) -> List[str]:
+    """Why preprocessing itself sends an answered field to review, whatever its score (the reasons the row's
+    ``domain`` carries beside the monitor's): a cell carved out of red cells, a cell found only by its
+    contrast to them (neither ever validated), glass the camera clipped white (card ``clipped_glass_review``)."""
+    flags = []
+    if any(c.carved for c in cells):
+        flags.append(CARVED)
+    if any(c.pale for c in cells):
+        flags.append(PALE)
+    if params.clipped_glass_review and clipped_glass(optics):
+        flags.append(CLIPPED)
+    return flags
 
 
 def no_cell_reason(optics: Optional[Optics]) -> str:

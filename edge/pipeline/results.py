@@ -39,9 +39,7 @@ class Prepared:
     inferred: float = 0.0  # when stage 2 was done with it; its store time counts from here
     optics: Optional[Optics] = None  # the field's optics record, for the domain monitor in stage 2
     cell_lab: Optional[Tuple[float, ...]] = None  # stained pixels' LAB statistics before normalisation
-    carved: bool = False  # a cell was carved out of red cells it had merged with (never validated)
-    pale: bool = False  # a cell was found only by its contrast to the red cells (never validated)
-    clipped: bool = False  # the glass is clipped white (card preprocessing clipped_glass_review)
+    flags: List[str] = field(default_factory=list)  # preprocessing's own review reasons (quality.review_flags)
     # What stage 1's steps hand each other (edge/pipeline/prepare.py), dropped when stage 1 ends:
     clock: float = 0.0  # when the last timed step ended
     stat: Optional[stat_result] = None

@@ -29,7 +29,6 @@ from edge.pipeline.prepare import Preparer, lap, within
 from edge.pipeline.results import CLASSIFIED, DUPLICATE, REJECTED, UNREADABLE, Job, Prepared
 from edge.pipeline.settings import PipelineSettings
 from edge.store.records import DatabaseGone, ImageRecord
-from edge.vocabulary import CARVED, CLIPPED, PALE
 
 log = logging.getLogger("edge.pipeline.stages")
 
@@ -130,12 +129,7 @@ class Pipeline:
                 outside = []
                 if self.settings.validated is not None:
                     outside = self.settings.validated.check(prep.optics, prep.cell_lab, field.distances)
-                if prep.carved:
-                    outside.append(CARVED)
-                if prep.pale:
-                    outside.append(PALE)
-                if prep.clipped:
-                    outside.append(CLIPPED)
+                outside += prep.flags
                 if outside:
                     # Outside what the model was validated on: a person decides, whatever the score.
                     res.domain, res.needs_review = "; ".join(outside), True

@@ -14,12 +14,12 @@ from edge.web import create_app
 from edge.web.auth import COOKIE, start_session
 
 
-def _client(tmp_path, domain):
+def _client(tmp_path, domain, **fields):
     store = Store.open(f"sqlite:///{tmp_path / 'db.sqlite'}", device_id="scope-1")
     recs = []
     for i in range(4):
         r = dataclasses.replace(
-            fake_record(i * 4, device_id="scope-1"), magnification=3.4, domain=domain, sample_id="PAT-1"
+            fake_record(i * 4, device_id="scope-1"), magnification=3.4, domain=domain, sample_id="PAT-1", **fields
         )
         recs.append(r)
     store.record_many(recs)
@@ -31,9 +31,9 @@ def _client(tmp_path, domain):
     return client, store
 
 
-def _page(tmp_path, domain, url: str) -> str:
-    """The page at ``url`` for four fields of sample PAT-1 recorded with ``domain``."""
-    client, store = _client(tmp_path, domain)
+def _page(tmp_path, domain, url: str, **fields) -> str:
+    """The page at ``url`` for four fields of sample PAT-1 recorded with ``domain`` (and ``fields``)."""
+    client, store = _client(tmp_path, domain, **fields)
     try:
         return client.get(url).get_data(as_text=True)
     finally:
@@ -59,3 +59,15 @@ def test_the_sample_page_says_in_plain_words_why_pale_fields_do_not_count(tmp_pa
     page = _page(tmp_path, PALE, "/sample/PAT-1")
     assert "4 field(s) whose white cell was too pale to read with confidence" in page
     assert "readable fields</span><b>0 / 4</b>" in page  # shown, not counted
+
+
+def test_a_field_outside_the_range_says_why_once_in_plain_words_with_its_figures(tmp_path):
+    """The sample page tells each of the monitor's reasons in plain words with the recorded figures beside
+    them (no hover needed on a tablet), and does not repeat the raw reasons in a second banner."""
+    raw = "stain unlike the validated slides (cell lightness 52.9, validated 64.1-87.6)"
+    page = _page(tmp_path, raw, "/sample/PAT-1", needs_review=True)
+    assert page.count("a benign answer here does not rule out blasts") == 4  # one per field, all four classified
+    assert page.count(f"<small>({raw})</small>") == 4
+    sections = page.split('<section class="field')[1:]
+    assert len(sections) == 4 and all(sec.count("52.9") == 1 for sec in sections)
+    assert '<ul class="why domain">' in page

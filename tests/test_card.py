@@ -38,6 +38,10 @@ def test_shipped_card_says_what_reaches_a_clinic_without_review():
     t = _shipped()["cell_tests_with_monitor"]
     rows = [t["plain"], *t["reinhard"].values(), *t["exposure_gain"].values(), *t["tint"].values()]
     assert len(rows) >= 1 + 4 + 4 + 4
+    # The blasts shown as each other laboratory in training would show them (its stain, and magnified).
+    others = t["other_lab_stain"]
+    assert set(others) == {"pbc", "bccd"}
+    rows += [r for lab in others.values() for r in lab.values()]
     for r in rows:
         assert r["device_confident_misses"] <= r["confident_misses"]
         assert r["device_confident_false_alarms"] <= r["confident_false_alarms"]

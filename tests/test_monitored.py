@@ -15,8 +15,9 @@ from edge.pipeline.domain import ValidatedRange
 from tests.report_support import model_path
 from tests.shared_data import real_images
 from trainer.data import Sample
-from trainer.monitored import run_monitored, summary
-from trainer.robustness import Judge, Outcome, field
+from trainer.augment import lab_stats
+from trainer.monitored import other_lab_stains, run_monitored, summary
+from trainer.robustness import RESCALE, Judge, Outcome, field, tint
 
 LABELS = ("Benign", "Early Pre-B", "Pre-B", "Pro-B")
 
@@ -105,3 +106,37 @@ def test_run_monitored_reports_the_model_and_the_device_on_every_test(clf, sampl
             assert d["device_confident_verdict_flips"] <= d["confident_verdict_flips"] <= d["verdict_flips"]
     po = r["painted_out"]
     assert po["n"] == len(samples) and po["device_confident_malignant"] <= po["confident_malignant"]
+
+
+def _lab(folder, name: str, gains) -> list:
+    """Two images of another laboratory: smears under that lab's lamp (per-channel gains)."""
+    out = []
+    for i in range(2):
+        p = folder / f"{name}-{i}.png"
+        p.write_bytes(synthetic.encode(tint(synthetic.smear(700 + i, 224, n_wbc=1), gains), "png"))
+        out.append(Sample(path=p, label="Benign", number=i, sha256="", source=name))
+    return out
+
+
+def test_other_labs_stains_are_their_own_images_statistics(tmp_path):
+    warm, cool = _lab(tmp_path, "warm-lab", (1.15, 1.0, 0.85)), _lab(tmp_path, "cool-lab", (0.85, 1.0, 1.15))
+    got = other_lab_stains({"warm-lab": warm, "cool-lab": cool, "empty-lab": []})
+    assert set(got) == {"warm-lab", "cool-lab"}  # a source without images has no stain to lend
+    for name, samples in (("warm-lab", warm), ("cool-lab", cool)):
+        want = np.mean([lab_stats(decode_file(s.path).rgb) for s in samples], axis=0)
+        np.testing.assert_allclose(got[name], want, rtol=1e-6)
+    assert got["warm-lab"][2] > got["cool-lab"][2]  # LAB b: the warm lamp's glass is yellower
+
+
+def test_blasts_shown_as_another_lab_would_are_judged_like_every_other_test(clf, samples, tmp_path):
+    validated = clf.card.validated_range
+    if validated is None:
+        pytest.skip("this model's card has no validated range")
+    others = {"warm-lab": _lab(tmp_path, "warm-lab", (1.15, 1.0, 0.85))}
+    r = run_monitored(clf, samples, validated, others=others)
+    zoom = f"stain_x{max(RESCALE):g}"
+    assert set(r["other_lab_stain"]) == {"warm-lab"} and set(r["other_lab_stain"]["warm-lab"]) == {"stain", zoom}
+    for d in r["other_lab_stain"]["warm-lab"].values():
+        assert d["n"] == len(samples) and "verdict_flips" in d  # every field, compared with itself untouched
+        assert d["device_confident_misses"] <= d["confident_misses"]
+    assert "other_lab_stain" not in run_monitored(clf, samples[:1], validated)  # none given: none run

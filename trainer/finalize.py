@@ -153,7 +153,8 @@ def domain_and_sources(
 
     validated = card.validated_range
     assert validated is not None  # set just above
-    card.extra["cell_tests_with_monitor"] = run_monitored(clf, split.val, validated, progress)
+    others = {src: [s for s in split.extra_val if s.source == src] for src in {s.source for s in split.extra_val}}
+    card.extra["cell_tests_with_monitor"] = run_monitored(clf, split.val, validated, progress, others)
     card.save(card_path_for(tflite))
     every = screen(clf, list(split.val) + list(split.extra_val), prog("per-source figures"))
     card.extra["per_source"] = per_source(every, card.sample_rule)

@@ -15,16 +15,20 @@ card ships; it returns a JSON-ready dict and changes nothing.
 
 from __future__ import annotations
 
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Mapping, Optional, Sequence
 
 import numpy as np
 
+from edge.imaging.decode import decode_file
 from edge.inference.classifier import BENIGN, Classifier
 from edge.pipeline.domain import ValidatedRange
 
 from .augment import lab_stats, reinhard_to
 from .data import Sample
-from .robustness import EXPOSURE, TINTS, Judge, Outcome, expose, load_fields, paint_out, rate, tint
+from .robustness import EXPOSURE, RESCALE, TINTS, Judge, Outcome, expose, load_fields, paint_out, rate, resample, tint
+
+# Another laboratory's stain is taken from the other sources' held-out images, as given (up to this many).
+OTHER_LAB_IMAGES = 60
 
 
 def summary(outs: Sequence[Outcome], y_mal: np.ndarray, base: Optional[Sequence[Outcome]] = None) -> dict:
@@ -59,10 +63,13 @@ def run_monitored(
     samples: Sequence[Sample],
     validated: ValidatedRange,
     progress: Optional[Callable[[str, int, int], None]] = None,
+    others: Optional[Mapping[str, Sequence[Sample]]] = None,
 ) -> Dict[str, dict]:
     """Untouched fields; Reinhard onto each class's mean statistics (as :func:`trainer.robustness.run`);
-    every exposure gain of the curves; the tints of the optics tests; cells painted out. Each through the
-    device's judgement with ``validated`` as its domain monitor."""
+    every exposure gain of the curves; the tints of the optics tests; cells painted out; with ``others``
+    (held-out images of other laboratories, by source) the fields as each of those laboratories would show
+    them (:func:`other_lab_stains`). Each through the device's judgement with ``validated`` as its domain
+    monitor."""
     prog = progress or (lambda *a: None)
     judge = Judge(clf, validated=validated)
     fields = load_fields(clf, samples, prog)
@@ -105,4 +112,27 @@ def run_monitored(
         ),
         "answered_unflagged": rate([not o.refused and not o.flagged for o in painted]),
     }
+    targets = other_lab_stains(others or {})
+    if targets:
+        # The trap of training on other laboratories' normal cells: if their look meant "benign", a blast
+        # shown in their stain and magnification would be missed. Measured here, on blasts the model never saw.
+        zoom = max(RESCALE)
+        labs = {}
+        for src, t in targets.items():
+            stained = each(f"stain of {src}", lambda i, t=t: reinhard_to(fields[i], t), every)
+            zoomed = each(f"stain of {src}, x{zoom:g}", lambda i, t=t: resample(reinhard_to(fields[i], t), zoom), every)
+            labs[src] = {"stain": summary(stained, y_mal, base), f"stain_x{zoom:g}": summary(zoomed, y_mal, base)}
+        out["other_lab_stain"] = labs
+    return out
+
+
+def other_lab_stains(others: Mapping[str, Sequence[Sample]]) -> Dict[str, np.ndarray]:
+    """Each other source's mean whole-image LAB statistics (:func:`trainer.augment.lab_stats`), from up to
+    OTHER_LAB_IMAGES of its images spread over the set, as the laboratory gives them."""
+    out = {}
+    for src, samples in sorted(others.items()):
+        if not samples:
+            continue
+        step = max(1, len(samples) // OTHER_LAB_IMAGES)
+        out[src] = np.mean([lab_stats(decode_file(s.path).rgb) for s in list(samples)[::step]], axis=0)
     return out

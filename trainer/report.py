@@ -87,14 +87,17 @@ def monitored_lines(t) -> list:
         "",
         "## The same tests with the domain monitor (what reaches a clinic without review)",
         "",
-        "| test | refused | answered fields the monitor flags | confident misses: model / device "
-        "| confident false alarms: model / device | confident verdict flips: model / device |",
-        "|---|---|---|---|---|---|",
+        "| test | refused | sensitivity among answered | answered fields the monitor flags | confident misses: "
+        "model / device | confident false alarms: model / device | confident verdict flips: model / device |",
+        "|---|---|---|---|---|---|---|",
     ]
     rows = [("untouched", t["plain"])]
     rows += [(f"Reinhard onto {lab}", r) for lab, r in t["reinhard"].items()]
     rows += [(f"exposure ×{g}", r) for g, r in t["exposure_gain"].items()]
     rows += [(f"tint {name}", r) for name, r in t["tint"].items()]
+    # Blasts shown as another laboratory would show them (its stain; its stain and magnification).
+    for src, tests in (t.get("other_lab_stain") or {}).items():
+        rows += [(f"{src}'s {name.replace('_x', ', magnification ×')}", r) for name, r in tests.items()]
     for name, r in rows:
         flips = (
             f"{_pct(r['confident_verdict_flips'])} / {_pct(r['device_confident_verdict_flips'])}"
@@ -102,13 +105,14 @@ def monitored_lines(t) -> list:
             else ""
         )
         out.append(
-            f"| {name} | {_pct(r['refused'])} | {_pct(r['flagged_by_monitor'])} | {r['confident_misses']} / "
+            f"| {name} | {_pct(r['refused'])} | {_pct(r['sensitivity_among_classified'])} | "
+            f"{_pct(r['flagged_by_monitor'])} | {r['confident_misses']} / "
             f"{r['device_confident_misses']} | {r['confident_false_alarms']} / {r['device_confident_false_alarms']} "
             f"| {flips} |"
         )
     po = t["painted_out"]
     out.append(
-        f"| cells painted out: called malignant with confidence, model / device | {_pct(po['refused'])} | | | "
+        f"| cells painted out: called malignant with confidence, model / device | {_pct(po['refused'])} | | | | "
         f"{po['confident_malignant']} / {po['device_confident_malignant']} | |"
     )
     return out

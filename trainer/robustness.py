@@ -314,7 +314,7 @@ def optics_tests(judge: Judge, fields, base: List[Outcome], y_mal: np.ndarray, l
     """Another microscope simulated on the validation fields: resampled (RESCALE) and tinted (TINTS).
     Agreement is with the same field's answer at x1 (label and verdict), among fields answered both times."""
     out: Dict[str, dict] = {}
-    cases = [(f"rescale_{f:g}", lambda x, f=f: _resample(x, f)) for f in RESCALE]
+    cases = [(f"rescale_{f:g}", lambda x, f=f: resample(x, f)) for f in RESCALE]
     cases += [(f"tint_{name}", lambda x, g=g: tint(x, g)) for name, g in TINTS.items()]
     for name, fn in cases:
         outs = []
@@ -329,7 +329,7 @@ def optics_tests(judge: Judge, fields, base: List[Outcome], y_mal: np.ndarray, l
     return out
 
 
-def _resample(rgb: np.ndarray, f: float) -> np.ndarray:
+def resample(rgb: np.ndarray, f: float) -> np.ndarray:
     h, w = rgb.shape[:2]
     return cv2.resize(
         rgb, (int(round(w * f)), int(round(h * f))), interpolation=cv2.INTER_AREA if f < 1 else cv2.INTER_CUBIC

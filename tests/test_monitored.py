@@ -14,8 +14,8 @@ from edge.inference.classifier import Classifier
 from edge.pipeline.domain import ValidatedRange
 from tests.report_support import model_path
 from tests.shared_data import real_images
-from trainer.data import Sample
 from trainer.augment import lab_stats
+from trainer.data import Sample
 from trainer.monitored import other_lab_stains, run_monitored, summary
 from trainer.robustness import RESCALE, Judge, Outcome, field, tint
 

@@ -6,6 +6,12 @@ them, and each sample's verdict is compared with the block's class.
 
     .venv/bin/python scripts/validate_samples.py ../shared/datasets/all-taleqani [--model FILE] [--json OUT]
 
+With ``--as-lab pbc|bccd [--zoom 4]`` every field is first shown as that laboratory would show it: recoloured
+onto the mean stain of its held-out images (trainer/monitored.py ``other_lab_stains``) and magnified, then
+saved as a JPEG (quality 95) in the inbox: the maintainers' check of other laboratories' blast samples,
+simulated on slides the model never saw. A blast sample is caught when its verdict is malignant or it is
+sent to review.
+
 Needs no TensorFlow. Prints one line per sample and the sample-level sensitivity and specificity.
 """
 
@@ -21,13 +27,23 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from typing import Callable  # noqa: E402
+
+import numpy as np  # noqa: E402
+
 from edge.config import config_from_dict  # noqa: E402
+from edge.imaging import synthetic  # noqa: E402
+from edge.imaging.decode import decode_file  # noqa: E402
 from edge.inference.classifier import classifier_from_config  # noqa: E402
 from edge.pipeline.settings import PipelineSettings  # noqa: E402
 from edge.pipeline.stages import Pipeline  # noqa: E402
 from edge.store.database import Store  # noqa: E402
 from edge.vocabulary import BENIGN  # noqa: E402
+from trainer.augment import reinhard_to  # noqa: E402
 from trainer.data import load_split  # noqa: E402
+from trainer.monitored import other_lab_stains  # noqa: E402
+from trainer.robustness import resample  # noqa: E402
+from trainer.sources import FOLDERS, bccd, pbc  # noqa: E402
 
 
 def main() -> int:
@@ -36,8 +52,11 @@ def main() -> int:
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--block-size", type=int, default=25)
     ap.add_argument("--json", type=Path, default=None, help="write the per-sample results here")
+    ap.add_argument("--as-lab", choices=sorted(FOLDERS), default=None, help="in this laboratory's stain")
+    ap.add_argument("--zoom", type=float, default=1.0, help="and magnified this much (with --as-lab)")
     a = ap.parse_args()
     split = load_split(a.data_dir, a.block_size)
+    show = as_lab(a.as_lab, a.zoom) if a.as_lab else None
     with tempfile.TemporaryDirectory(prefix="es-samples-") as tmp:
         tmp = Path(tmp)
         inbox = tmp / "inbox"
@@ -48,7 +67,11 @@ def main() -> int:
             truth[sid] = s.label
             dest = inbox / sid / s.path.name
             dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.copyfile(s.path, dest)
+            if show is None:
+                shutil.copyfile(s.path, dest)
+            else:
+                dest = dest.with_suffix(".jpg")
+                dest.write_bytes(synthetic.encode(show(decode_file(s.path).rgb), quality=95))
             files.append(dest)
         raw = {
             "daemon": {"inbox": str(inbox), "device_id": "validation"},
@@ -64,7 +87,7 @@ def main() -> int:
             pass
         results = store.samples.list()
         store.close()
-    tp = fn = tn = fp = review = 0
+    tp = fn = tn = fp = review = caught = unreviewed_benign = 0
     rows = []
     for s in sorted(results, key=lambda x: x.sample_id):
         malignant = truth[s.sample_id] != BENIGN
@@ -72,6 +95,8 @@ def main() -> int:
         tp, fn = tp + (malignant and right), fn + (malignant and not right)
         tn, fp = tn + (not malignant and right), fp + (not malignant and not right)
         review += s.needs_review
+        caught += malignant and (s.verdict == "malignant" or s.needs_review)
+        unreviewed_benign += not malignant and s.verdict == "benign" and not s.needs_review
         rows.append(
             {
                 "sample": s.sample_id,
@@ -95,11 +120,26 @@ def main() -> int:
         f"\n{len(rows)} samples ({tp + fn} malignant, {tn + fp} benign): sensitivity {sens:.1%} ({tp}/{tp + fn}), "
         f"specificity {spec:.1%} ({tn}/{tn + fp}), {review} to review; model {clf.name} ({clf.sha256[:12]})"
     )
+    print(
+        f"blast samples caught (malignant or sent to review): {caught}/{tp + fn}; benign samples answered "
+        f"benign without review: {unreviewed_benign}/{tn + fp}"
+        + (f"; fields shown as {a.as_lab} shows them, magnified x{a.zoom:g}" if a.as_lab else "")
+    )
     if a.json:
         a.json.write_text(
-            json.dumps({"samples": rows, "sensitivity": sens, "specificity": spec, "review": review}, indent=2)
+            json.dumps(
+                {"samples": rows, "sensitivity": sens, "specificity": spec, "review": review, "caught": caught},
+                indent=2,
+            )
         )
     return 0 if fn == 0 and fp == 0 else 1
+
+
+def as_lab(source: str, zoom: float) -> Callable[[np.ndarray], np.ndarray]:
+    """A field as ``source`` would show it: in the mean stain of its held-out images, magnified ``zoom``."""
+    held = {"pbc": pbc, "bccd": bccd}[source]()[1]
+    target = other_lab_stains({source: held})[source]
+    return lambda rgb: resample(reinhard_to(rgb, target), zoom) if zoom != 1.0 else reinhard_to(rgb, target)
 
 
 if __name__ == "__main__":

@@ -51,6 +51,16 @@ def test_shipped_card_says_what_reaches_a_clinic_without_review():
     assert t["painted_out"]["device_confident_malignant"] <= t["painted_out"]["confident_malignant"]
 
 
+def test_shipped_card_keeps_the_leave_one_source_out_figures():
+    """The README quotes the leave-PBC-out run from the card; a re-finalize that rebuilds the card from a
+    run's own must carry it over (3.2.0's dropped it until 3.5.2)."""
+    loso = _shipped()["leave_one_source_out"]
+    pbc = loso["pbc"]
+    assert pbc["left_out"] == "pbc" and "pbc" not in pbc["trained_on"]
+    assert pbc["per_source"]["pbc"]["fields"] == 3200 and 0.5 < pbc["ood_auroc"] <= 1.0
+    assert "Trained without pbc" in loso["summary"]
+
+
 def test_card_without_sections_gets_the_defaults():
     d = {
         k: v

@@ -22,7 +22,7 @@ from trainer.cellset import build_cellset
 from trainer.data import SHARED_DATASET, load_split
 from trainer.finalize import finalize
 from trainer.report import write_report
-from trainer.sources import add_sources
+from trainer.sources import add_sources, untrained_types
 from trainer.train import predict_float
 
 
@@ -56,7 +56,8 @@ def main() -> None:
     split = load_split(args.data)
     names = [n for n in args.sources.split(",") if n]
     if names:
-        split = add_sources(split, names)
+        trained_with = load_card(card_path_for(args.tflite)).extra.get("split", {}).get("sources", {})
+        split = add_sources(split, names, untrained_types(trained_with))
     work = args.tflite.parent / "work"
     card = load_card(card_path_for(args.tflite))
     if args.cell_views is not None:

@@ -8,7 +8,7 @@ import pytest
 from edge.imaging import synthetic
 from tests.shared_data import BCCD, NO_BCCD, NO_PBC, PBC
 from trainer.external import ood_auroc
-from trainer.sources import bccd, folder_label, labelled_folder, pbc
+from trainer.sources import add_sources, bccd, folder_label, labelled_folder, pbc, untrained_types
 
 
 @pytest.mark.skipif(not PBC.is_dir(), reason=NO_PBC)
@@ -19,6 +19,22 @@ def test_pbc_split_by_class_and_file_keeps_every_type_on_both_sides_and_no_file_
     types = {s.path.parent.name for s in held}
     assert len(types) == 8 and {s.path.parent.name for s in train} == types
     assert abs(len(held) / (len(train) + len(held)) - 0.2) < 0.01
+
+
+@pytest.mark.skipif(not PBC.is_dir(), reason=NO_PBC)
+def test_a_cell_type_kept_out_of_training_is_still_scored_and_the_card_says_so():
+    from trainer.data import Split
+
+    def empty() -> Split:
+        return Split(train=[], val=[], block_size=25, duplicates_dropped=0, data_hash="")
+
+    every, without = add_sources(empty(), ["pbc"]), add_sources(empty(), ["pbc"], ["ig"])
+    assert {s.path.parent.name for s in without.train} == {s.path.parent.name for s in every.train} - {"ig"}
+    assert len(without.train) == len(every.train) - sum(s.path.parent.name == "ig" for s in every.train) > 0
+    assert [s.path for s in without.extra_val] == [s.path for s in every.extra_val]  # held-out ig still scored
+    assert without.sources["pbc"]["untrained_types"] == ["ig"] and "untrained_types" not in every.sources["pbc"]
+    # A finalize reads them back from the card's split, so its training cells leave them out too.
+    assert untrained_types(without.sources) == ["ig"] and untrained_types(every.sources) == []
 
 
 @pytest.mark.skipif(not BCCD.is_dir(), reason=NO_BCCD)

@@ -18,7 +18,7 @@ import hashlib
 import re
 from dataclasses import replace
 from pathlib import Path
-from typing import Dict, List, Sequence, Tuple
+from typing import Dict, List, Mapping, Sequence, Tuple
 
 from .data import IMAGE_SUFFIXES, Sample, Split, canonical_label, discover, file_number
 
@@ -99,14 +99,18 @@ def missing_sources(names: Sequence[str]) -> Dict[str, Path]:
     return {n: FOLDERS[n] for n in names if n in FOLDERS and not FOLDERS[n].is_dir()}
 
 
-def add_sources(split: Split, names: Sequence[str]) -> Split:
+def add_sources(split: Split, names: Sequence[str], untrained: Sequence[str] = ()) -> Split:
     """``split`` with the named other-lab sources' training part added to ``train`` and their held-out
-    part in ``extra_val``."""
+    part in ``extra_val``. Images in a class folder named in ``untrained`` (a cell type, e.g. ``ig``) stay
+    out of training; their held-out part is still scored."""
     loaders = {"pbc": pbc, "bccd": bccd}
     for name in names:
         if name not in loaders:
             raise ValueError(f"unknown source {name!r} (known: {', '.join(loaders)})")
         tr, held = loaders[name]()
+        kept = [s for s in tr if s.path.parent.name.lower() not in untrained]
+        left = sorted({s.path.parent.name for s in tr} - {s.path.parent.name for s in kept})
+        tr = kept
         split.train = list(split.train) + tr
         split.extra_val = list(split.extra_val) + held
         split.sources[name] = {
@@ -115,6 +119,8 @@ def add_sources(split: Split, names: Sequence[str]) -> Split:
             "split": "by class and file" if name == "pbc" else "by blocks of 10 file numbers",
             "label": "Benign",
         }
+        if left:
+            split.sources[name]["untrained_types"] = left
     split.sources.setdefault(
         "taleqani",
         {
@@ -124,6 +130,12 @@ def add_sources(split: Split, names: Sequence[str]) -> Split:
         },
     )
     return split
+
+
+def untrained_types(sources: Mapping[str, dict]) -> List[str]:
+    """The cell types a card's split (``split.sources``) kept out of training: a finalize must keep them out
+    of the training cells too (the embedding reference is fitted on those)."""
+    return sorted({t.lower() for d in sources.values() for t in d.get("untrained_types", ())})
 
 
 def without_source(samples: Sequence[Sample], source: str) -> List[Sample]:

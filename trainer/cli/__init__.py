@@ -113,6 +113,12 @@ def split(data_dir, block_size):
 )
 @click.option("--other-copies", default=1, show_default=True, help="Augmented copies of each other-laboratory image.")
 @click.option(
+    "--untrained-types",
+    default="",
+    help="Cell-type folders of the other sources kept out of training (comma-separated, e.g. ig); their "
+    "held-out images are still scored.",
+)
+@click.option(
     "--stain-amount",
     default=0.0,
     show_default=True,
@@ -156,6 +162,7 @@ def train(
     stain_amount,
     skip_tests,
     stain_fit,
+    untrained_types,
 ):
     """Train on DATA_DIR, convert to int8 TFLite and write the model card and report."""
     from ..build import build
@@ -180,7 +187,7 @@ def train(
         for name, where in missing_sources(names).items():
             console.print(f"[yellow]source {name} not found at {where}: training without it[/]")
             names.remove(name)
-        sp = add_sources(sp, names)
+        sp = add_sources(sp, names, [t.strip().lower() for t in untrained_types.split(",") if t.strip()])
     console.print(split_table(sp))
     cfg = TrainConfig(
         head_epochs=head_epochs,
@@ -268,14 +275,13 @@ def finalize(model, data_dir, block_size, sources):
 
     from ..finalize import finalize as run_finalize
     from ..report import write_report
-    from ..sources import add_sources
+    from ..sources import add_sources, untrained_types
 
     sp = load_blocks(data_dir, block_size, 0)
-    names = [n.strip() for n in sources.split(",") if n.strip()] or sorted(
-        k for k in load_card(card_path_for(model)).extra.get("split", {}).get("sources", {}) if k != "taleqani"
-    )
+    trained_with = load_card(card_path_for(model)).extra.get("split", {}).get("sources", {})
+    names = [n.strip() for n in sources.split(",") if n.strip()] or sorted(k for k in trained_with if k != "taleqani")
     if names:
-        sp = add_sources(sp, names)
+        sp = add_sources(sp, names, untrained_types(trained_with))
     work = Path(model).parent / "work"
     with progress_bars() as prog:
         run_finalize(Path(model), sp, work, progress=Bars(prog))

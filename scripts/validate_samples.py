@@ -55,6 +55,8 @@ def main() -> int:
     ap.add_argument("--as-lab", choices=sorted(FOLDERS), default=None, help="in this laboratory's stain")
     ap.add_argument("--zoom", type=float, default=1.0, help="and magnified this much (with --as-lab)")
     a = ap.parse_args()
+    if a.zoom != 1.0 and not a.as_lab:
+        ap.error("--zoom needs --as-lab")
     split = load_split(a.data_dir, a.block_size)
     show = as_lab(a.as_lab, a.zoom) if a.as_lab else None
     with tempfile.TemporaryDirectory(prefix="es-samples-") as tmp:

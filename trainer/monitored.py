@@ -27,7 +27,8 @@ from .augment import lab_stats, reinhard_to
 from .data import Sample
 from .robustness import EXPOSURE, RESCALE, TINTS, Judge, Outcome, expose, load_fields, paint_out, rate, resample, tint
 
-# Another laboratory's stain is taken from the other sources' held-out images, as given (up to this many).
+# Another laboratory's stain is taken from about this many of the other sources' held-out images (every n-th),
+# as given.
 OTHER_LAB_IMAGES = 60
 
 
@@ -127,7 +128,7 @@ def run_monitored(
 
 
 def other_lab_stains(others: Mapping[str, Sequence[Sample]]) -> Dict[str, np.ndarray]:
-    """Each other source's mean whole-image LAB statistics (:func:`trainer.augment.lab_stats`), from up to
+    """Each other source's mean whole-image LAB statistics (:func:`trainer.augment.lab_stats`), from about
     OTHER_LAB_IMAGES of its images spread over the set, as the laboratory gives them."""
     out = {}
     for src, samples in sorted(others.items()):

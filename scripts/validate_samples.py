@@ -43,7 +43,7 @@ from trainer.augment import reinhard_to  # noqa: E402
 from trainer.data import load_split  # noqa: E402
 from trainer.monitored import other_lab_stains  # noqa: E402
 from trainer.robustness import resample  # noqa: E402
-from trainer.sources import FOLDERS, bccd, pbc  # noqa: E402
+from trainer.sources import SPLITS  # noqa: E402
 
 
 def main() -> int:
@@ -52,7 +52,7 @@ def main() -> int:
     ap.add_argument("--model", type=Path, default=None)
     ap.add_argument("--block-size", type=int, default=25)
     ap.add_argument("--json", type=Path, default=None, help="write the per-sample results here")
-    ap.add_argument("--as-lab", choices=sorted(FOLDERS), default=None, help="in this laboratory's stain")
+    ap.add_argument("--as-lab", choices=sorted(SPLITS), default=None, help="in this laboratory's stain")
     ap.add_argument("--zoom", type=float, default=1.0, help="and magnified this much (with --as-lab)")
     a = ap.parse_args()
     if a.zoom != 1.0 and not a.as_lab:
@@ -139,7 +139,7 @@ def main() -> int:
 
 def as_lab(source: str, zoom: float) -> Callable[[np.ndarray], np.ndarray]:
     """A field as ``source`` would show it: in the mean stain of its held-out images, magnified ``zoom``."""
-    held = {"pbc": pbc, "bccd": bccd}[source]()[1]
+    held = SPLITS[source]()[1]
     target = other_lab_stains({source: held})[source]
     return lambda rgb: resample(reinhard_to(rgb, target), zoom) if zoom != 1.0 else reinhard_to(rgb, target)
 

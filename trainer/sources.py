@@ -92,6 +92,8 @@ def bccd(root: Path = SHARED / "bccd-fields", block: int = 10, step: int = 5) ->
 
 
 FOLDERS = {"pbc": SHARED / "pbc-normal", "bccd": SHARED / "bccd-fields"}
+# Each source's (train, held out) split, by name.
+SPLITS = {"pbc": pbc, "bccd": bccd}
 
 
 def missing_sources(names: Sequence[str]) -> Dict[str, Path]:
@@ -103,14 +105,12 @@ def add_sources(split: Split, names: Sequence[str], untrained: Sequence[str] = (
     """``split`` with the named other-lab sources' training part added to ``train`` and their held-out
     part in ``extra_val``. Images in a class folder named in ``untrained`` (a cell type, e.g. ``ig``) stay
     out of training; their held-out part is still scored."""
-    loaders = {"pbc": pbc, "bccd": bccd}
     for name in names:
-        if name not in loaders:
-            raise ValueError(f"unknown source {name!r} (known: {', '.join(loaders)})")
-        tr, held = loaders[name]()
-        kept = [s for s in tr if s.path.parent.name.lower() not in untrained]
-        left = sorted({s.path.parent.name for s in tr} - {s.path.parent.name for s in kept})
-        tr = kept
+        if name not in SPLITS:
+            raise ValueError(f"unknown source {name!r} (known: {', '.join(SPLITS)})")
+        tr, held = SPLITS[name]()
+        left = sorted({s.path.parent.name for s in tr if s.path.parent.name.lower() in untrained})
+        tr = [s for s in tr if s.path.parent.name.lower() not in untrained]
         split.train = list(split.train) + tr
         split.extra_val = list(split.extra_val) + held
         split.sources[name] = {

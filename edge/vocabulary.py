@@ -19,6 +19,9 @@ CARVED = "white cell carved from red cells as magenta as its nucleus: a stain un
 PALE = (
     "white cell paler than on the validated slides (overexposed or faded stain): found by its contrast to the red cells"
 )
+# A field with a cell whose embedding reads like an immature granulocyte's (edge/inference/granulocyte.py):
+# answered, counted, and sent to review with this reason (and the read-out's figure after it).
+GRANULOCYTE = "cell like an immature granulocyte (a myeloid precursor): myeloid cells were not validated"
 # A field whose glass is clipped white in every channel (the camera saturates; card preprocessing
 # clipped_glass_review): answered, counted, and sent to review with this reason.
 CLIPPED = "glass clipped white: the camera saturates and pale cells may be washed out (lower the lamp or exposure)"

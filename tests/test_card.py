@@ -7,6 +7,7 @@ import pytest
 from edge.inference.card import (
     DEFAULT_CELL_RULE,
     DEFAULT_MODEL,
+    GranulocyteSpec,
     ModelCard,
     ModelLoadError,
     OodSpec,
@@ -28,6 +29,8 @@ def test_shipped_card_sections_are_typed():
     assert card.cell_rule == d["cell_rule"]
     assert card.cell_views == d.get("cell_views", 1)
     assert card.ood == OodSpec(file=d["ood"]["file"], sha256=d["ood"]["sha256"])
+    g = d["granulocyte_check"]
+    assert card.granulocyte_check == GranulocyteSpec(file=g["file"], sha256=g["sha256"], threshold=g["threshold"])
     assert card.validated_range is not None and set(card.validated_range.ranges) == set(d["validated_range"]["ranges"])
 
 
@@ -49,6 +52,17 @@ def test_shipped_card_says_what_reaches_a_clinic_without_review():
             assert r["device_confident_verdict_flips"] <= r["confident_verdict_flips"]
     assert 0.0 <= t["plain"]["flagged_by_monitor"] < 0.05
     assert t["painted_out"]["device_confident_malignant"] <= t["painted_out"]["confident_malignant"]
+
+
+def test_shipped_card_says_what_the_granulocyte_check_flags_on_held_out_fields():
+    """Fitted on training cells only; the card carries what it sends to review on every held-out part: most
+    of PBC's immature granulocytes, no more than one in a hundred validation fields of any class."""
+    g = _shipped()["granulocyte_check"]
+    flagged = g["held_out_fields_flagged"]
+    assert flagged["other sources, by type"]["pbc ig"] >= 0.5
+    assert set(flagged["taleqani validation, by class"]) == {"Benign", "Early Pre-B", "Pre-B", "Pro-B"}
+    assert max(flagged["taleqani validation, by class"].values()) <= 0.01
+    assert g["auroc_held_out"]["ig vs other pbc types"] > 0.9
 
 
 def test_shipped_card_keeps_the_leave_one_source_out_figures():

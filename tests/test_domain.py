@@ -166,3 +166,29 @@ def test_the_monitors_reasons_in_plain_words_and_a_darker_stain_warns_about_beni
     words = [r.text for r in domain_reasons(f"{CARVED}; {CLIPPED}; a reason from a newer device")]
     assert words[0].startswith("the white cell had to be cut out") and words[1].startswith("overexposed")
     assert words[2] == "a reason from a newer device"  # shown as it is, never hidden
+
+
+def test_a_cell_like_an_immature_granulocyte_is_counted_and_sends_the_sample_to_review():
+    """A finding about the patient, not the microscope: the field's score counts, the sample goes to a person
+    with its own reason, and no "outside the validated range" is claimed for it."""
+    from edge.vocabulary import GRANULOCYTE
+    from edge.web.plain import domain_reasons, sample_reasons
+
+    statuses = ["classified"] * 4
+    scores = [0.01, 0.02, 0.01, 0.03]
+    flag = f"{GRANULOCYTE} (read-out 21.3, flagged from 16.8)"
+    assert judge(statuses, scores, RULE, [None] * 4).needs_review is False
+    got = judge(statuses, scores, RULE, [flag, None, None, None])
+    assert got.readable == 4 and got.verdict == "benign" and got.needs_review
+    assert got.reasons == [
+        "1 field(s) with a cell like an immature granulocyte: myeloid cells were not validated",
+    ]
+    assert sample_reasons(got.reasons)[0].text.startswith("1 field(s) with a cell like an immature granulocyte (")
+    both = judge(statuses, scores, RULE, ["magnification 4.8x the training scale; " + flag, flag, None, None])
+    assert both.reasons[0].startswith("2 field(s) with a cell like an immature granulocyte")
+    assert (
+        both.reasons[1]
+        == "outside the validated range on 1 of 4 readable fields: magnification 4.8x the training scale"
+    )
+    (r,) = domain_reasons(flag)
+    assert r.text.startswith("a cell looks like an immature granulocyte") and r.detail == flag

@@ -11,7 +11,7 @@ import pytest
 from daemon_support import DaemonProc, cli, model_path, poll, rows, write_config  # noqa: F401
 
 from edge.imaging import synthetic
-from edge.inference.classifier import card_path_for, load_card, ood_path_for
+from edge.inference.classifier import card_path_for, load_card, model_files
 
 
 @pytest.fixture
@@ -24,8 +24,8 @@ def narrow_model(tmp_path, model_path):  # noqa: F811
     d = tmp_path / "model"
     d.mkdir()
     dst = d / model_path.name
-    shutil.copy(model_path, dst)
-    shutil.copy(ood_path_for(model_path), ood_path_for(dst))
+    for f in model_files(model_path):
+        shutil.copy(f, d / f.name)
     card.extra["validated_range"] = {"ranges": {"magnification": [0.3, 1.2]}, "sources": ["test"]}
     card.save(card_path_for(dst))
     return dst

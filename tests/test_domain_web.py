@@ -71,3 +71,18 @@ def test_a_field_outside_the_range_says_why_once_in_plain_words_with_its_figures
     sections = page.split('<section class="field')[1:]
     assert len(sections) == 4 and all(sec.count("52.9") == 1 for sec in sections)
     assert '<ul class="why domain">' in page
+
+
+def test_a_cell_like_an_immature_granulocyte_is_not_called_a_microscope_outside_the_range(tmp_path):
+    from edge.vocabulary import GRANULOCYTE
+
+    flag = f"{GRANULOCYTE} (read-out 21.3, flagged from 16.8)"
+    client, store = _client(tmp_path, flag, needs_review=True)
+    try:
+        queue = client.get("/").get_data(as_text=True)
+        sample = client.get("/sample/PAT-1").get_data(as_text=True)
+    finally:
+        store.close()
+    assert 'id="optics-warning"' not in queue
+    assert "4 field(s) with a cell like an immature granulocyte (left shift" in sample
+    assert sample.count("a cell looks like an immature granulocyte") == 4

@@ -14,7 +14,7 @@ from pathlib import Path
 from daemon_support import cli
 
 from edge.config import load_config
-from edge.inference.classifier import DEFAULT_MODEL, card_path_for, load_card, ood_path_for
+from edge.inference.classifier import DEFAULT_MODEL, card_path_for, load_card, model_files
 from edge.inference.modelstore import model_in_use
 from trainer.corrections import corrected_version, lineage
 
@@ -29,7 +29,7 @@ def _model(tmp_path: Path, version: str, extra: dict) -> Path:
     """The shipped model's file with its card relabelled, as `edge-screen-train train` would write it."""
     dest = tmp_path / "new"
     dest.mkdir()
-    for f in (DEFAULT_MODEL, card_path_for(DEFAULT_MODEL), ood_path_for(DEFAULT_MODEL)):
+    for f in model_files(DEFAULT_MODEL):
         shutil.copyfile(f, dest / f.name)
     card = json.loads(card_path_for(DEFAULT_MODEL).read_text())
     card.update(version=version, **extra)

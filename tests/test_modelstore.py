@@ -10,7 +10,14 @@ import pytest
 from click.testing import CliRunner
 
 from edge.config import config_from_dict
-from edge.inference.classifier import DEFAULT_MODEL, ModelLoadError, card_path_for, classifier_from_config, ood_path_for
+from edge.inference.classifier import (
+    DEFAULT_MODEL,
+    ModelLoadError,
+    card_path_for,
+    classifier_from_config,
+    model_files,
+    ood_path_for,
+)
 from edge.inference.modelstore import CURRENT, ModelStore, ModelStoreError, current_model, model_in_use
 
 
@@ -18,7 +25,7 @@ def _copy_model(dest: Path, version: str | None = None, tamper: bool = False) ->
     """The shipped model under another folder; ``version`` relabels its card, ``tamper`` flips one byte."""
     dest.mkdir(parents=True)
     tfl = dest / DEFAULT_MODEL.name
-    for f in (DEFAULT_MODEL, card_path_for(DEFAULT_MODEL), ood_path_for(DEFAULT_MODEL)):
+    for f in model_files(DEFAULT_MODEL):
         shutil.copyfile(f, dest / f.name)
     if version:
         card = json.loads(card_path_for(tfl).read_text())
@@ -48,7 +55,7 @@ def test_install_copies_checked_model_and_makes_it_current(tmp_path, two_models)
     assert m.current and m.version == "2.0.0"
     assert store.current() == m.path and m.path.parent.parent == tmp_path / "inst"
     names = {f.name for f in m.path.parent.iterdir()}
-    assert names == {a.name, card_path_for(a).name, ood_path_for(a).name}
+    assert names == {f.name for f in model_files(a)} >= {a.name, card_path_for(a).name, ood_path_for(a).name}
     pointer = json.loads((tmp_path / "inst" / CURRENT).read_text())
     assert pointer["previous"] is None and not Path(pointer["current"]).is_absolute()
     assert not [p for p in (tmp_path / "inst").iterdir() if p.name.startswith(".")]  # no temp leftovers

@@ -17,6 +17,7 @@ from typing import Callable, Optional
 
 import numpy as np
 
+from edge.imaging.preprocess import PreprocessParams
 from edge.inference.classifier import (
     LABELS,
     Classifier,
@@ -27,7 +28,8 @@ from edge.inference.classifier import (
     sha256_file,
 )
 
-from .cellset import build_cellset
+from . import granulocyte
+from .cellset import CellSet, build_cellset
 from .data import Split
 from .evaluate import evaluate, save_evaluation
 from .metrics import binary_rates, choose_threshold, malignant_scores
@@ -50,6 +52,7 @@ def finalize(
     work.mkdir(parents=True, exist_ok=True)
     card = load_card(card_path_for(tflite))
     card.set_section("ood", None)
+    card.set_section("granulocyte_check", None)
     card.set_section("quality_gate", None)
     card.save(card_path_for(tflite))
     if card.input_mode == "cell":
@@ -64,6 +67,11 @@ def finalize(
         ref = fit_ood(clf, tr.x, va.x, ood_path_for(tflite))
         card.set_section("ood", {"file": ood_path_for(tflite).name, "sha256": sha256_file(ood_path_for(tflite)), **ref})
         card.save(card_path_for(tflite))
+        if any(granulocyte.is_type(s) for s in split.train):
+            card.set_section("granulocyte_check", None)
+            section = fit_granulocyte(clf, tflite, split, va, found, prog)
+            card.set_section("granulocyte_check", section)
+            card.save(card_path_for(tflite))
     clf = Classifier(tflite, num_threads=2)
     ev = evaluate(clf, split.val, variants=("plain",), progress=prog("evaluate int8 on validation"))
     int8_probs, refused = ev.probs["plain"], ev.refused["plain"]
@@ -257,6 +265,47 @@ def fit_ood(
         "axes": k,
         "train_cells": int(len(e)),
     }
+
+
+def fit_granulocyte(
+    clf: Classifier,
+    tflite: Path,
+    split: Split,
+    va: CellSet,
+    found: PreprocessParams,
+    prog: Callable[[str], Optional[Callable[[int, int], None]]],
+) -> dict:
+    """The immature-granulocyte check (:mod:`trainer.granulocyte`) fitted on training cells (clean and
+    augmented) and saved beside the model; its card section with what it flags on every held-out part."""
+    from edge.inference.granulocyte import granulocyte_path_for
+
+    fields = granulocyte.training_fields(split.train)
+    cells = build_cellset(fields, found, copies=granulocyte.COPIES, seed=1, progress=prog("cells: granulocyte check"))
+    check = granulocyte.fit(clf, cells, fields)
+    path = granulocyte_path_for(tflite)
+    check.save(path)
+    pos = sum(granulocyte.is_type(fields[f]) for f in cells.field)
+    section = granulocyte.card_section(
+        check, path.name, sha256_file(path), pos, min(granulocyte.N_OTHER, len(cells.field) - pos)
+    )
+    held = build_cellset(split.extra_val, found, progress=prog("cells: other sources' held-out fields"))
+    extra = list(split.extra_val)
+    section["held_out_fields_flagged"] = {
+        "taleqani validation, by class": granulocyte.flagged_share(clf, check, va, split.val, lambda s: s.label),
+        "other sources, by type": granulocyte.flagged_share(
+            clf, check, held, extra, lambda s: f"{s.source} {s.path.parent.name}" if s.source == "pbc" else s.source
+        ),
+    }
+    scores = np.array(check.scores(granulocyte.embeddings(clf, held.x)))
+    is_ig = np.array([granulocyte.is_type(extra[f]) for f in held.field])
+    is_pbc = np.array([extra[f].source == "pbc" for f in held.field])
+    tal = check.scores(granulocyte.embeddings(clf, va.x))
+    section["auroc_held_out"] = {
+        "ig vs other pbc types": granulocyte.auroc(scores[is_ig], scores[is_pbc & ~is_ig]),
+        "ig vs taleqani validation cells": granulocyte.auroc(scores[is_ig], tal),
+    }
+    log.info("granulocyte check: %s", section)
+    return section
 
 
 def choose_band(scores: np.ndarray, malignant: np.ndarray, threshold: float, max_workload: float = 0.10) -> tuple:

@@ -174,6 +174,20 @@ def source_lines(e: dict) -> list:
             + ", ".join(f"{k} {v}" for k, v in auroc.items() if k != "note")
             + f" ({auroc.get('note', '')}).",
         ]
+    gc = e.get("granulocyte_check")
+    if gc and gc.get("held_out_fields_flagged"):
+        out += [
+            "",
+            "## Cells like an immature granulocyte (edge/inference/granulocyte.py): sent to review",
+            "",
+            f"{gc['method']}; threshold {gc['threshold']}, training cells {gc['train_cells']}. AUROC on held-out "
+            "cells: " + ", ".join(f"{k} {v}" for k, v in gc.get("auroc_held_out", {}).items()) + ".",
+            "",
+            "| held-out fields | flagged |",
+            "|---|---|",
+        ]
+        for part, shares in gc["held_out_fields_flagged"].items():
+            out += [f"| {part}: {k} | {_pct(v)} |" for k, v in shares.items()]
     loso = e.get("leave_one_source_out")
     if loso:
         out += ["", "## Leave one source out", "", loso.get("summary", "")]

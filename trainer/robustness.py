@@ -106,8 +106,9 @@ class Judge:
         if fp.prediction is None:
             return Outcome(refused=True, reason=fp.refusal)
         p = fp.prediction
-        # The device sends a carved or pale cell and clipped glass to review too, whatever the score.
-        review = p.needs_review or bool(quality.review_flags(pre.cells, params, optics))
+        # The device sends a carved or pale cell, clipped glass and a cell like an immature granulocyte to
+        # review too, whatever the score.
+        review = p.needs_review or bool(quality.review_flags(pre.cells, params, optics)) or bool(fp.flags)
         outside = "; ".join(self.validated.check(optics, pre.cell_lab, fp.distances)) if self.validated else ""
         return Outcome(
             refused=False,

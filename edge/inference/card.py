@@ -2,12 +2,12 @@
 
 The core keys (labels, preprocessing, threshold, review band) and the rules the device applies are typed:
 checked when the card is loaded (a malformed one fails the load) and parsed from ``extra`` when read: the
-quality gate, the sample rule, the cell rule, the
-out-of-distribution reference and the validated range (:data:`SECTIONS`). A card without one of them gets
-its documented default (no gate of its own, no sample rule, the geometric mean, no OOD reference, no
-domain monitor), so older cards still load. Everything else (metrics, training, lineage, ...) stays in
-``extra`` as written, sections included, so a card read and saved again is unchanged; the trainer writes a
-section with :meth:`ModelCard.set_section`, which parses it at once.
+quality gate, the sample rule, the cell rule, the out-of-distribution reference, the immature-granulocyte
+check and the validated range (:data:`SECTIONS`). A card without one of them gets its documented default
+(no gate of its own, no sample rule, the geometric mean, no OOD reference, no granulocyte check, no domain
+monitor), so older cards still load. Everything else (metrics, training, lineage, ...) stays in ``extra``
+as written, sections included, so a card read and saved again is unchanged; the trainer writes a section
+with :meth:`ModelCard.set_section`, which parses it at once.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ __all__ = [
     "CARD_SCHEMA",
     "CELL_RULES",
     "DEFAULT_CELL_RULE",
+    "GranulocyteSpec",
     "DEFAULT_MODEL",
     "MODELS_DIR",
     "SECTIONS",
@@ -48,7 +49,7 @@ DEFAULT_CELL_RULE = "geometric-mean"
 # and the half turn): a white cell has no "up", so its answer should not depend on how it lies.
 CELL_VIEWS = (1, 2, 4)
 # The typed sections of a card, in the order they are parsed.
-SECTIONS = ("quality_gate", "sample_rule", "cell_rule", "cell_views", "ood", "validated_range")
+SECTIONS = ("quality_gate", "sample_rule", "cell_rule", "cell_views", "ood", "granulocyte_check", "validated_range")
 _CORE = (
     "card_schema",
     "name",
@@ -94,6 +95,20 @@ class OodSpec:
     def from_dict(cls, d: Mapping[str, Any]) -> OodSpec:
         sha = d.get("sha256")
         return cls(file=str(d["file"]), sha256=None if sha is None else str(sha))
+
+
+@dataclass(frozen=True)
+class GranulocyteSpec:
+    """The card's ``granulocyte_check``: the file of the linear read-out beside the model (its sha256) and
+    the level at or above which a cell is sent to review as like an immature granulocyte."""
+
+    file: str
+    sha256: str
+    threshold: float
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> GranulocyteSpec:
+        return cls(file=str(d["file"]), sha256=str(d["sha256"]), threshold=float(d["threshold"]))
 
 
 def _cell_rule(value: Any) -> str:
@@ -143,6 +158,8 @@ class ModelCard:
             return _cell_views(raw)
         if name == "ood":
             return OodSpec.from_dict(raw) if raw else None
+        if name == "granulocyte_check":
+            return GranulocyteSpec.from_dict(raw) if raw else None
         return ValidatedRange.from_card(self.extra)
 
     @property
@@ -169,6 +186,11 @@ class ModelCard:
     def ood(self) -> Optional[OodSpec]:
         """The out-of-distribution reference; None when the card has none (no cell is set aside)."""
         return self._section("ood")
+
+    @property
+    def granulocyte_check(self) -> Optional[GranulocyteSpec]:
+        """The immature-granulocyte read-out of the embedding; None when the card has none (nothing flagged)."""
+        return self._section("granulocyte_check")
 
     @property
     def validated_range(self) -> Optional[ValidatedRange]:

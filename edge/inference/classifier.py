@@ -21,7 +21,8 @@ from edge.inference.card import (
     load_card,
     sha256_file,
 )
-from edge.vocabulary import BENIGN, LABELS, NO_CELL
+from edge.inference.granulocyte import GranulocyteCheck
+from edge.vocabulary import BENIGN, GRANULOCYTE, LABELS, NO_CELL
 
 __all__ = [
     "BENIGN",
@@ -38,6 +39,7 @@ __all__ = [
     "classifier_from_config",
     "combine_cells",
     "load_card",
+    "model_files",
     "ood_path_for",
     "sha256_file",
     "DEFAULT_MODEL",
@@ -109,6 +111,16 @@ def ood_path_for(model_path: str | Path) -> Path:
     return Path(model_path).with_suffix(".ood.npz")
 
 
+def model_files(model_path: str | Path) -> List[Path]:
+    """Every file a model is: the .tflite, its card, the companions its card names (the OOD reference, the
+    granulocyte check) and its report where there is one. What installing or copying a model must carry."""
+    src = Path(model_path)
+    card = load_card(card_path_for(src))
+    named = [spec.file for spec in (card.ood, card.granulocyte_check) if spec is not None]
+    report = src.with_suffix(".md")
+    return [src, card_path_for(src)] + [src.parent / f for f in named] + ([report] if report.is_file() else [])
+
+
 @dataclass
 class Prediction:
     label: str
@@ -137,6 +149,9 @@ class FieldPrediction:
     distances: List[float] = field(default_factory=list)
     n_ignored: int = 0
     cell_labels: List[str] = field(default_factory=list)  # the class of each counted cell (the reviewer sees it)
+    # Why the field goes to a person whatever its score (a cell like an immature granulocyte): the pipeline
+    # records them with the domain monitor's reasons.
+    flags: List[str] = field(default_factory=list)
 
     def to_dict(self) -> dict:
         return {
@@ -188,6 +203,7 @@ class Classifier:
         self._probs_out = probs[0]
         self._emb_out = next((i for i in range(len(outs)) if i != self._probs_out), None)
         self.ood = OodReference.for_model(self.path, self.card) if self._emb_out is not None else None
+        self.granulocyte = GranulocyteCheck.for_model(self.path, self.card) if self._emb_out is not None else None
         self.backend = self._interp.name
         self.kernels = self._interp.kernels
         self.num_threads = num_threads
@@ -276,12 +292,18 @@ class Classifier:
             hi = self.card.review_band[1]
             if pred.verdict == "benign" and max(scores) >= hi:
                 pred.needs_review = True
+        flags = []
+        if self.granulocyte is not None and embs is not None:
+            g = self.granulocyte.flagged(embs[kept])
+            if g is not None:
+                flags.append(f"{GRANULOCYTE} (read-out {g:.1f}, flagged from {self.granulocyte.threshold:.1f})")
         return FieldPrediction(
             prediction=pred,
             cell_scores=[round(s, 4) for s in scores],
             distances=[round(d, 2) for d in dists],
             n_ignored=len(inputs) - len(kept),
             cell_labels=[self.labels[int(np.argmax(probs[i]))] for i in kept],
+            flags=flags,
         )
 
     def decide(self, probs: Union[Sequence[float], np.ndarray]) -> Prediction:

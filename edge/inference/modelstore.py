@@ -4,7 +4,8 @@ Layout under ``model.install_dir``::
 
     current.json                       {"current": "<dir>/<file>.tflite", "previous": ..., "updated_at": ...}
                                        (null: the model bundled with the package)
-    <name>-<version>-<sha12>/          the .tflite, its card (.json) and, if shipped, .ood.npz and .md
+    <name>-<version>-<sha12>/          the .tflite, its card (.json), the companions the card names
+                                       (.ood.npz, .granulocyte.npz) and, if shipped, the .md report
 
 ``current.json`` is the only thing the daemon reads, and it is replaced in one ``os.replace``: a power cut
 during an install leaves either the old model current or the new one, never half of each. Paths inside it
@@ -34,7 +35,7 @@ from edge.inference.classifier import (
     ModelLoadError,
     card_path_for,
     load_card,
-    ood_path_for,
+    model_files,
     sha256_file,
 )
 
@@ -241,7 +242,7 @@ class ModelStore:
         return prev if prev != dest else None
 
     def _copy_in(self, src: Path, dest_dir: Path) -> None:
-        files = [src, card_path_for(src)] + [f for f in (ood_path_for(src), src.with_suffix(".md")) if f.is_file()]
+        files = model_files(src)
         tmp = Path(tempfile.mkdtemp(prefix=".installing-", dir=self.root))
         try:
             for f in files:

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from edge.vocabulary import CARVED, PALE, Status
+from edge.vocabulary import CARVED, GRANULOCYTE, PALE, Status
 
 SAMPLE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 STATISTICS = ("mean", "quantile", "fraction_malignant")
@@ -133,12 +133,19 @@ def judge(
             f"{sum(pale)} field(s) with a white cell paler than on the validated slides: shown, not counted in the "
             "verdict"
         )
-    outside = [d for a, d, u in zip(answered, domains, uncounted) if a and d and not u]
+    counted = [d for a, d, u in zip(answered, domains, uncounted) if a and d and not u]
+    granulocyte = [d for d in counted if GRANULOCYTE in d]
+    if granulocyte:
+        # Counted (the model answered a cell it validated on beside it), but a person must look at the cell.
+        out.reasons.append(
+            f"{len(granulocyte)} field(s) with a cell like an immature granulocyte: myeloid cells were not validated"
+        )
+    outside = [d for d in counted if any(not part.startswith(GRANULOCYTE) for part in d.split("; "))]
     if outside:
         # The model was not validated on slides like these: its verdict is a hint, a person decides.
         out.reasons.append(
             f"outside the validated range on {len(outside)} of {len(readable)} readable "
-            f"fields: {outside[0].split('; ')[0]}"
+            f"fields: {next(p for p in outside[0].split('; ') if not p.startswith(GRANULOCYTE))}"
         )
     if rule is None:
         out.reasons.append("the model card has no sample rule")

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from edge.vocabulary import CARVED, CLIPPED, NO_CELL, PALE
+from edge.vocabulary import CARVED, CLIPPED, GRANULOCYTE, NO_CELL, PALE
 
 # (pattern on the recorded reason, plain words; groups may be used by name)
 _FIELD: Tuple[Tuple[str, str], ...] = (
@@ -65,6 +65,11 @@ _SAMPLE: Tuple[Tuple[str, str], ...] = (
         "{n} field(s) whose white cell was too pale to read with confidence (overexposed or faded stain): shown "
         "for review, not counted",
     ),
+    (
+        r"^(?P<n>\d+) field\(s\) with a cell like an immature granulocyte",
+        "{n} field(s) with a cell like an immature granulocyte (left shift, infection or a myeloid leukaemia): "
+        "a person must look; the model screens for lymphoid blasts only",
+    ),
 )
 
 
@@ -81,6 +86,11 @@ _DOMAIN: Tuple[Tuple[str, str], ...] = (
     ("^" + re.escape(CARVED), "the white cell had to be cut out of red cells stained as dark as it"),
     ("^" + re.escape(PALE), "the white cell is paler than on the validated slides (overexposed or faded stain)"),
     ("^" + re.escape(CLIPPED), "overexposed: the camera clips the glass white (lower the lamp or exposure)"),
+    (
+        "^" + re.escape(GRANULOCYTE),
+        "a cell looks like an immature granulocyte (left shift, infection or a myeloid leukaemia): the model "
+        "screens for lymphoid blasts only",
+    ),
 )
 _LIGHTNESS = re.compile(r"^stain unlike the validated slides \(cell lightness (?P<v>[\d.]+), validated (?P<lo>[\d.]+)-")
 

@@ -36,6 +36,7 @@ __all__ = [
     "OodSpec",
     "QualityGate",
     "card_path_for",
+    "companion",
     "load_card",
     "sha256_file",
 ]
@@ -269,6 +270,17 @@ def load_card(path: str | Path) -> ModelCard:
     except (OSError, ValueError) as e:
         raise ModelLoadError(f"model card {path} is not valid JSON: {e}") from None
     return ModelCard.from_dict(d)
+
+
+def companion(model_path: Path, file: str, sha256: Optional[str], what: str) -> Path:
+    """A file the card names beside the model (the OOD reference, the granulocyte check), checked: there,
+    and the bytes the card's sha256 says. ``what`` names it in the error."""
+    path = model_path.parent / file
+    if not path.is_file():
+        raise ModelLoadError(f"{what} not found: {path}")
+    if sha256_file(path) != sha256:
+        raise ModelLoadError(f"{what} {path.name} does not match the card's sha256")
+    return path
 
 
 def sha256_file(path: str | Path) -> str:

@@ -18,6 +18,7 @@ from edge.inference.card import (
     ModelCard,
     ModelLoadError,
     card_path_for,
+    companion,
     load_card,
     sha256_file,
 )
@@ -99,12 +100,7 @@ class OodReference:
         meta = card.ood
         if meta is None:
             return None
-        path = model_path.parent / meta.file
-        if not path.is_file():
-            raise ModelLoadError(f"out-of-distribution reference not found: {path}")
-        if sha256_file(path) != meta.sha256:
-            raise ModelLoadError(f"out-of-distribution reference {path.name} does not match the card's sha256")
-        return cls.load(path)
+        return cls.load(companion(model_path, meta.file, meta.sha256, "out-of-distribution reference"))
 
 
 def ood_path_for(model_path: str | Path) -> Path:

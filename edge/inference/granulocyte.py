@@ -17,7 +17,7 @@ from typing import List, Optional
 
 import numpy as np
 
-from edge.inference.card import ModelCard, ModelLoadError, sha256_file
+from edge.inference.card import ModelCard, companion
 
 __all__ = ["GranulocyteCheck", "granulocyte_path_for"]
 
@@ -53,12 +53,7 @@ class GranulocyteCheck:
         spec = card.granulocyte_check
         if spec is None:
             return None
-        path = model_path.parent / spec.file
-        if not path.is_file():
-            raise ModelLoadError(f"granulocyte check not found: {path}")
-        if sha256_file(path) != spec.sha256:
-            raise ModelLoadError(f"granulocyte check {path.name} does not match the card's sha256")
-        return cls.load(path, spec.threshold)
+        return cls.load(companion(model_path, spec.file, spec.sha256, "granulocyte check"), spec.threshold)
 
 
 def granulocyte_path_for(model_path: str | Path) -> Path:

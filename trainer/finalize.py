@@ -1,10 +1,10 @@
 """After conversion: the device-side pieces of a model card, measured through the device's own code.
 
-:func:`finalize` fits the out-of-distribution reference (cell models), chooses the threshold, the review
+:func:`finalize` fits the out-of-distribution reference and, when PBC's immature granulocytes were in
+training, the granulocyte check (cell models; trainer/granulocyte.py), chooses the threshold, the review
 band and the sample rule (trainer/samplerule.py) on the validation blocks, runs the clinical reviewer's tests
-(trainer/robustness.py) and sets the
-quality gate from their failure curves. It needs no TensorFlow, so it can be re-run on a shipped model
-(`edge-screen-train finalize MODEL`) when the rules change.
+(trainer/robustness.py) and sets the quality gate from their failure curves. It needs no TensorFlow, so it
+can be re-run on a shipped model (`edge-screen-train finalize MODEL`) when the rules change.
 """
 
 from __future__ import annotations

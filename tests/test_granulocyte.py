@@ -76,9 +76,14 @@ def test_a_check_that_does_not_match_its_card_fails_the_load(tmp_path):
 
 
 def test_installing_a_model_carries_its_check(tmp_path):
-    model = _model_with_check(tmp_path, 0.5)
-    names = {f.name for f in model_files(model)}
-    assert granulocyte_path_for(model).name in names and model.name in names
+    from edge.inference.modelstore import ModelStore
+
+    (tmp_path / "new").mkdir()
+    model = _model_with_check(tmp_path / "new", 0.5)
+    installed = ModelStore(tmp_path / "inst").install(model).path
+    assert installed.parent != model.parent and granulocyte_path_for(installed).is_file()
+    clf = Classifier(installed, num_threads=1)
+    assert clf.granulocyte is not None and clf.granulocyte.threshold == 0.5
 
 
 def _held_out(folder: str, n: int) -> list:

@@ -136,7 +136,7 @@ def judge(
     counted = [d for a, d, u in zip(answered, domains, uncounted) if a and d and not u]
     granulocyte = [d for d in counted if GRANULOCYTE in d]
     if granulocyte:
-        # Counted (the model answered a cell it validated on beside it), but a person must look at the cell.
+        # Counted: the optics and the search were validated, the score stands; the cell itself is for a person.
         out.reasons.append(
             f"{len(granulocyte)} field(s) with a cell like an immature granulocyte: myeloid cells were not validated"
         )

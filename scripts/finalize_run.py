@@ -22,7 +22,7 @@ from trainer.cellset import build_cellset
 from trainer.data import SHARED_DATASET, load_split
 from trainer.finalize import finalize
 from trainer.report import write_report
-from trainer.sources import add_sources, untrained_types
+from trainer.sources import add_sources, trained_sources, untrained_types
 from trainer.train import predict_float
 
 
@@ -55,11 +55,10 @@ def main() -> None:
     t0 = time.perf_counter()
     split = load_split(args.data)
     names = [n for n in args.sources.split(",") if n]
-    if names:
-        trained_with = load_card(card_path_for(args.tflite)).extra.get("split", {}).get("sources", {})
-        split = add_sources(split, names, untrained_types(trained_with))
-    work = args.tflite.parent / "work"
     card = load_card(card_path_for(args.tflite))
+    if names:
+        split = add_sources(split, names, untrained_types(trained_sources(card)))
+    work = args.tflite.parent / "work"
     if args.cell_views is not None:
         card.set_section("cell_views", args.cell_views)
         card.save(card_path_for(args.tflite))

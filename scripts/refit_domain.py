@@ -17,7 +17,7 @@ from edge.inference.classifier import card_path_for, load_card
 from trainer.data import SHARED_DATASET, load_split
 from trainer.finalize import domain_and_sources
 from trainer.report import write_report
-from trainer.sources import add_sources, untrained_types
+from trainer.sources import add_sources, trained_sources, untrained_types
 
 
 def main() -> None:
@@ -29,10 +29,10 @@ def main() -> None:
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     split = load_split(args.data)
     names = [n for n in args.sources.split(",") if n]
+    card = load_card(card_path_for(args.tflite))
     if names:
-        trained_with = load_card(card_path_for(args.tflite)).extra.get("split", {}).get("sources", {})
-        split = add_sources(split, names, untrained_types(trained_with))
-    tests = load_card(card_path_for(args.tflite)).extra.get("cell_tests")
+        split = add_sources(split, names, untrained_types(trained_sources(card)))
+    tests = card.extra.get("cell_tests")
     if not tests:
         raise SystemExit(f"{card_path_for(args.tflite)}: no cell_tests in the card; finalize it first")
     domain_and_sources(

@@ -20,6 +20,8 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Dict, List, Mapping, Sequence, Tuple
 
+from edge.inference.card import ModelCard
+
 from .data import IMAGE_SUFFIXES, Sample, Split, canonical_label, discover, file_number
 
 SHARED = Path(__file__).resolve().parents[2] / "shared" / "datasets"
@@ -130,6 +132,11 @@ def add_sources(split: Split, names: Sequence[str], untrained: Sequence[str] = (
         },
     )
     return split
+
+
+def trained_sources(card: ModelCard) -> Dict[str, dict]:
+    """The sources a card's split names (``split.sources``): what its model was trained with."""
+    return card.extra.get("split", {}).get("sources", {})
 
 
 def untrained_types(sources: Mapping[str, dict]) -> List[str]:

@@ -275,10 +275,10 @@ def finalize(model, data_dir, block_size, sources):
 
     from ..finalize import finalize as run_finalize
     from ..report import write_report
-    from ..sources import add_sources, untrained_types
+    from ..sources import add_sources, trained_sources, untrained_types
 
     sp = load_blocks(data_dir, block_size, 0)
-    trained_with = load_card(card_path_for(model)).extra.get("split", {}).get("sources", {})
+    trained_with = trained_sources(load_card(card_path_for(model)))
     names = [n.strip() for n in sources.split(",") if n.strip()] or sorted(k for k in trained_with if k != "taleqani")
     if names:
         sp = add_sources(sp, names, untrained_types(trained_with))

@@ -288,21 +288,30 @@ def fit_granulocyte(
     section = granulocyte.card_section(
         check, path.name, sha256_file(path), pos, min(granulocyte.N_OTHER, len(cells.field) - pos)
     )
+    from .external import ood_auroc
+
     held = build_cellset(split.extra_val, found, progress=prog("cells: other sources' held-out fields"))
     extra = list(split.extra_val)
+    # Each cell's read-out once; the shares and the AUROCs below are all taken from these.
+    scores = np.array(check.scores(granulocyte.embeddings(clf, held.x)))
+    tal = np.array(check.scores(granulocyte.embeddings(clf, va.x)))
     section["held_out_fields_flagged"] = {
-        "taleqani validation, by class": granulocyte.flagged_share(clf, check, va, split.val, lambda s: s.label),
+        "taleqani validation, by class": granulocyte.flagged_share(
+            tal >= check.threshold, va.field, split.val, lambda s: s.label
+        ),
         "other sources, by type": granulocyte.flagged_share(
-            clf, check, held, extra, lambda s: f"{s.source} {s.path.parent.name}" if s.source == "pbc" else s.source
+            scores >= check.threshold,
+            held.field,
+            extra,
+            lambda s: f"{s.source} {s.path.parent.name}" if s.source == "pbc" else s.source,
         ),
     }
-    scores = np.array(check.scores(granulocyte.embeddings(clf, held.x)))
     is_ig = np.array([granulocyte.is_type(extra[f]) for f in held.field])
     is_pbc = np.array([extra[f].source == "pbc" for f in held.field])
-    tal = check.scores(granulocyte.embeddings(clf, va.x))
+    # ood_auroc(inside, outside): P(an immature granulocyte reads higher than the other cell).
     section["auroc_held_out"] = {
-        "ig vs other pbc types": granulocyte.auroc(scores[is_ig], scores[is_pbc & ~is_ig]),
-        "ig vs taleqani validation cells": granulocyte.auroc(scores[is_ig], tal),
+        "ig vs other pbc types": ood_auroc(scores[is_pbc & ~is_ig], scores[is_ig]),
+        "ig vs taleqani validation cells": ood_auroc(tal, scores[is_ig]),
     }
     log.info("granulocyte check: %s", section)
     return section

@@ -67,23 +67,16 @@ def fit(clf: Classifier, cells: CellSet, samples: Sequence[Sample], n_other: int
     return check
 
 
-def flagged_share(
-    clf: Classifier, check: GranulocyteCheck, cells: CellSet, samples: Sequence[Sample], group
-) -> Dict[str, float]:
-    """Per group (a sample's type or class), the share of fields with at least one flagged cell."""
-    hit = np.array(check.scores(embeddings(clf, cells.x))) >= check.threshold if len(cells.x) else np.zeros(0, bool)
+def flagged_share(hit: np.ndarray, field: np.ndarray, samples: Sequence[Sample], group) -> Dict[str, float]:
+    """Per group (a sample's type or class), the share of fields with at least one flagged cell (``hit`` per
+    cell, ``field``: each cell's index into ``samples``, as a :class:`CellSet` has them)."""
     fields: Dict[int, bool] = {}
-    for f, h in zip(cells.field, hit):
+    for f, h in zip(field, hit):
         fields[int(f)] = fields.get(int(f), False) or bool(h)
     by: Dict[str, List[bool]] = {}
     for f, h in fields.items():
         by.setdefault(group(samples[f]), []).append(h)
     return {g: round(float(np.mean(v)), 4) for g, v in sorted(by.items())}
-
-
-def auroc(pos: Sequence[float], neg: Sequence[float]) -> float:
-    a, b = np.asarray(pos)[:, None], np.asarray(neg)[None, :]
-    return round(float(np.mean(a > b) + 0.5 * np.mean(a == b)), 4)
 
 
 def card_section(check: GranulocyteCheck, file: str, sha256: str, n_pos: int, n_other: int) -> dict:

@@ -3,6 +3,7 @@ so the command line can build its options (and answer --help) without importing 
 SQLAlchemy."""
 
 from enum import Enum
+from typing import List, Optional
 
 LABELS = ("Benign", "Early Pre-B", "Pre-B", "Pro-B")
 BENIGN = "Benign"
@@ -22,6 +23,14 @@ PALE = (
 # A field with a cell whose embedding reads like an immature granulocyte's (edge/inference/granulocyte.py):
 # answered, counted, and sent to review with this reason (and the read-out's figure after it).
 GRANULOCYTE = "cell like an immature granulocyte (a myeloid precursor): myeloid cells were not validated"
+
+
+def optics_reasons(domain: Optional[str]) -> List[str]:
+    """The parts of a row's recorded ``domain`` ("; "-joined) about the microscope, the stain or the cell
+    search: all but a cell like an immature granulocyte, which is a finding about the patient."""
+    return [p for p in (domain or "").split("; ") if p and not p.startswith(GRANULOCYTE)]
+
+
 # A field whose glass is clipped white in every channel (the camera saturates; card preprocessing
 # clipped_glass_review): answered, counted, and sent to review with this reason.
 CLIPPED = "glass clipped white: the camera saturates and pale cells may be washed out (lower the lamp or exposure)"

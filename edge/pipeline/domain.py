@@ -181,7 +181,7 @@ def recent(store, n: int = 50) -> DomainSummary:
     from sqlalchemy import select
 
     from edge.store.schema import images
-    from edge.vocabulary import GRANULOCYTE, Status
+    from edge.vocabulary import Status, optics_reasons
 
     q = (
         select(images.c.magnification, images.c.domain)
@@ -199,8 +199,7 @@ def recent(store, n: int = 50) -> DomainSummary:
         return DomainSummary(0, 0, None, None)
     mags = sorted(float(r.magnification) for r in rows)
     # A cell like an immature granulocyte is a finding about the patient, not the microscope.
-    parts = [[p for p in (r.domain or "").split("; ") if p and not p.startswith(GRANULOCYTE)] for r in rows]
-    reasons = Counter(p[0] for p in parts if p)
+    reasons = Counter(parts[0] for parts in (optics_reasons(r.domain) for r in rows) if parts)
     return DomainSummary(
         fields=len(rows),
         outside=sum(reasons.values()),

@@ -10,7 +10,7 @@ from datetime import datetime
 from pathlib import Path
 from typing import List, Optional, Sequence
 
-from edge.vocabulary import CARVED, GRANULOCYTE, PALE, Status
+from edge.vocabulary import CARVED, GRANULOCYTE, PALE, Status, optics_reasons
 
 SAMPLE_ID_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,63}$")
 STATISTICS = ("mean", "quantile", "fraction_malignant")
@@ -140,12 +140,11 @@ def judge(
         out.reasons.append(
             f"{len(granulocyte)} field(s) with a cell like an immature granulocyte: myeloid cells were not validated"
         )
-    outside = [d for d in counted if any(not part.startswith(GRANULOCYTE) for part in d.split("; "))]
+    outside = [parts for parts in map(optics_reasons, counted) if parts]
     if outside:
         # The model was not validated on slides like these: its verdict is a hint, a person decides.
         out.reasons.append(
-            f"outside the validated range on {len(outside)} of {len(readable)} readable "
-            f"fields: {next(p for p in outside[0].split('; ') if not p.startswith(GRANULOCYTE))}"
+            f"outside the validated range on {len(outside)} of {len(readable)} readable fields: {outside[0][0]}"
         )
     if rule is None:
         out.reasons.append("the model card has no sample rule")

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import hashlib
 import os
+import sqlite3
 import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 from typing import Callable, Optional
 
 import pytest
+from sqlalchemy import create_engine, func, select, text
 
 from edge.store.database import ImageRecord, Store
 from edge.store.records import Timings
@@ -114,6 +116,20 @@ def add_records(store: Store, numbers, run_id=None, model_id=None, bulk: bool = 
             conn.execute(images.insert(), rows)
 
 
+def count(target, table: str = "images") -> int:
+    """Rows of ``table`` in an SQLite file or a PostgreSQL URL."""
+    if "://" not in str(target):
+        con = sqlite3.connect(str(target))
+        n = con.execute(f"SELECT count(*) FROM {table}").fetchone()[0]
+        con.close()
+        return n
+    eng = create_engine(str(target).replace("postgresql://", "postgresql+psycopg://"))
+    with eng.connect() as c:
+        n = c.execute(select(func.count()).select_from(text(table))).scalar()
+    eng.dispose()
+    return n
+
+
 @pytest.fixture
 def pg_url() -> str:
     """A SQLAlchemy URL of a PostgreSQL server for tests (scripts/ci-postgres.sh prints one)."""
@@ -130,7 +146,14 @@ def pg_url() -> str:
 # test is marked by the same rule as its neighbours and `pytest -m "not browser and not trainer"` is a
 # quick run. "slow" marks the end-to-end trainer runs (minutes on 2 cores).
 _BROWSER_FIXTURES = {"browser", "page", "html_report"}
-_DAEMON_MODULES = {"test_daemon", "test_domain_daemon", "test_camera", "test_refusal", "test_retention"}
+_DAEMON_MODULES = {
+    "test_daemon",
+    "test_daemon_intake",
+    "test_domain_daemon",
+    "test_camera",
+    "test_refusal",
+    "test_retention",
+}
 _TRAINER_MODULES = {
     "test_cells",
     "test_corrections",

@@ -100,10 +100,16 @@ def runs(db: Path) -> List[Dict]:
 
 
 def cli(
-    *args: str, check: bool = True, timeout: float = 120, env: Optional[Dict[str, str]] = None
+    *args: str, check: bool = True, timeout: float = 120, env: Optional[Dict[str, str]] = None, stdin: str = ""
 ) -> subprocess.CompletedProcess:
     p = subprocess.run(
-        [sys.executable, "-m", "edge", *args], cwd=ROOT, capture_output=True, text=True, timeout=timeout, env=_env(env)
+        [sys.executable, "-m", "edge", *args],
+        input=stdin,
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=_env(env),
     )
     if check and p.returncode != 0:
         raise AssertionError(f"edge-screen {' '.join(args)} exited {p.returncode}:\n{p.stderr[-3000:]}")

@@ -42,6 +42,12 @@ def test_every_command_has_help(prog, path):
     assert (cmd.help or cmd.short_help or "").strip(), f"{prog} {' '.join(path)} has no help text"
 
 
+def test_serve_help_names_how_to_reach_other_machines():
+    """Binding beyond loopback is a deliberate act: serve's help says which flag does it."""
+    r = CliRunner().invoke(edge_cli.main, ["serve", "--help"], prog_name="edge-screen")
+    assert r.exit_code == 0 and "--allow-remote" in r.output
+
+
 def test_every_command_defined_is_in_the_tree():
     """The help test walks the tree; a command defined in a module but never added to it (a new
     ``edge/cli/*.py`` missing from ``_register_plugins``, a forgotten ``COMMANDS`` entry) would escape it."""

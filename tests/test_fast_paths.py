@@ -9,7 +9,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edge.imaging import pixels, synthetic
+from edge.imaging import pixels, resampling, synthetic
 from edge.imaging.decode import decode_file
 from edge.imaging.preprocess import (
     PreprocessParams,
@@ -95,12 +95,12 @@ def test_histogram_median_is_numpy_s():
 
 @pytest.mark.parametrize("shape", [(72, 72, 3), (139, 139, 3), (31, 47), (5, 9, 3)])
 def test_enlarging_over_whole_rows_is_the_per_channel_arithmetic(shape):
-    """pixels.resize_linear (rows of interleaved channels) against the same steps written per axis."""
+    """resampling.resize_linear (rows of interleaved channels) against the same steps written per axis."""
     img = np.random.default_rng(1).integers(0, 256, shape).astype(np.uint8)
     h, w = shape[:2]
     H, W = 2 * h + 3, int(1.5 * w) + 1
-    iy, by = pixels._cv_linear_weights(h, H, clamp_fraction=False)
-    ix, ax = pixels._cv_linear_weights(w, W, clamp_fraction=True)
+    iy, by = resampling._cv_linear_weights(h, H, clamp_fraction=False)
+    ix, ax = resampling._cv_linear_weights(w, W, clamp_fraction=True)
     src = img.astype(np.int64)
     ex = (None, slice(None), None) if img.ndim == 3 else (None, slice(None))
     ey = (slice(None), None, None) if img.ndim == 3 else (slice(None), None)
@@ -108,7 +108,7 @@ def test_enlarging_over_whole_rows_is_the_per_channel_arithmetic(shape):
     acc = (np.take(rows, iy[:, 0], axis=0) * by[:, 0][ey]) >> 16
     acc += (np.take(rows, iy[:, 1], axis=0) * by[:, 1][ey]) >> 16
     want = np.clip((acc + 2) >> 2, 0, 255).astype(np.uint8)
-    assert np.array_equal(pixels.resize(img, W, H), want)
+    assert np.array_equal(resampling.resize(img, W, H), want)
 
 
 def _one_conversion_per_crop(
@@ -137,7 +137,7 @@ def _one_conversion_per_crop(
         # Only the cell's pixels are converted: the rest is the fill, and the conversion is the costly part.
         crop[on] = stain.apply(padded[y0 : y0 + window, x0 : x0 + window][on])
         if window != out_size:
-            crop = pixels.resize(crop, out_size, out_size)
+            crop = resampling.resize(crop, out_size, out_size)
         crops.append(np.ascontiguousarray(crop))
     return crops
 

@@ -1,5 +1,6 @@
 """The model's inputs are the same bytes on every CPU: stored digests of real fields, and the arithmetic
-(edge/imaging/pixels.py) that makes them so. scripts/pi_check.sh compares the same digests on emulated Pis."""
+(edge/imaging/pixels.py, resampling.py) that makes them so. scripts/pi_check.sh compares the same digests
+on emulated Pis."""
 
 from __future__ import annotations
 
@@ -13,7 +14,7 @@ import numpy as np
 import pytest
 from shared_data import HAVE_DATASET, real_images
 
-from edge.imaging import pixels
+from edge.imaging import pixels, resampling
 from edge.imaging.decode import decode_file
 from edge.imaging.preprocess import preprocess_image
 
@@ -118,16 +119,16 @@ def test_crop_enlargement_is_opencv_bilinear_byte_for_byte():
     for _ in range(5):
         crop = rng.integers(0, 256, (72, 72, 3)).astype(np.uint8)
         assert np.array_equal(
-            pixels.resize(crop, 112, 112), cv2.resize(crop, (112, 112), interpolation=cv2.INTER_LINEAR)
+            resampling.resize(crop, 112, 112), cv2.resize(crop, (112, 112), interpolation=cv2.INTER_LINEAR)
         )
 
 
 def test_area_shrink_is_the_exact_average():
     img = np.random.default_rng(6).integers(0, 256, (90, 120, 3)).astype(np.uint8)
-    half = pixels.resize(img, 60, 45)
+    half = resampling.resize(img, 60, 45)
     exact = img.reshape(45, 2, 60, 2, 3).astype(int).sum(axis=(1, 3))
     assert np.array_equal(half, (exact + 2) // 4)
-    odd = pixels.resize(img, 47, 31)
+    odd = resampling.resize(img, 47, 31)
     cv = cv2.resize(img, (47, 31), interpolation=cv2.INTER_AREA)
     assert np.abs(odd.astype(int) - cv).max() <= 1
 

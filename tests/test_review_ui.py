@@ -8,42 +8,23 @@ the test's temporary folder) for a person to look at. Skipped without Chromium o
 
 from __future__ import annotations
 
-import json
-import os
 import re
-import shutil
 from pathlib import Path
 
-import numpy as np
 import pytest
 import web_support as ws
+from browser_support import WIDTHS, browser, loaded, needs_chromium, shots  # noqa: F401 - the fixtures
+from browser_support import login as signed_in
 from daemon_support import model_path
 
 from edge.imaging.fieldcells import field_cells
 from edge.web.plain import field_reason
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no system chromium on PATH (scripts/ci-chromium.sh)")
-
-WIDTHS = {"desktop": (1280, 800), "tablet": (768, 1024), "phone": (390, 844)}
+pytestmark = needs_chromium
 
 # The shipped card's minimum of readable fields (3.0.0: 8, 3.1.0: 4, 3.2.0: 3); U-FEW has 2 readable fields.
 MIN_READABLE = ws.card()["sample_rule"]["min_readable"]
 assert MIN_READABLE > 2, "U-FEW must stay below the rule's minimum"
-
-
-def picture(value: int) -> bytes:
-    import simplejpeg
-
-    return simplejpeg.encode_jpeg(np.full((224, 224, 3), value, np.uint8), colorspace="RGB")
-
-
-def noise(seed: int) -> bytes:
-    import simplejpeg
-
-    rng = np.random.default_rng(seed)
-    return simplejpeg.encode_jpeg(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8), colorspace="RGB")
 
 
 @pytest.fixture(scope="module")
@@ -52,7 +33,7 @@ def app(tmp_path_factory, model_path):
     config = ws.write_config(folder, model=model_path)
     db = ws.screen_db(folder, model_path, {"U-MAL": 8, "U-FEW": 2, "U-STALE": 8, "U-LATE": 8, "U-KEYS": 4})
     # Two unreadable fields in U-FEW (too bright everywhere; no white cell): too few readable for the rule.
-    ws.screen_more(folder, model_path, "U-FEW", {"white.jpg": picture(252), "noise.jpg": noise(1)})
+    ws.screen_more(folder, model_path, "U-FEW", {"white.jpg": ws.flat_jpeg(252), "noise.jpg": ws.noise_jpeg(1)})
     # U-BAND: fields whose scores lie in the card's review band (recorded directly, as the library does).
     ws.build_db(folder, [ws.SampleSpec("U-BAND", 2, [0.55, 0.6])])
     r = ws.add_user(config, "tech", "reviewer")
@@ -62,42 +43,11 @@ def app(tmp_path_factory, model_path):
     server.stop()
 
 
-@pytest.fixture(scope="module")
-def browser(app):
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-@pytest.fixture(scope="module")
-def shots(tmp_path_factory) -> Path:
-    d = Path(os.environ.get("EDGE_SCREEN_SHOTS") or tmp_path_factory.mktemp("shots"))
-    d.mkdir(parents=True, exist_ok=True)
-    return d
-
-
 def login(browser, url: str, width: str = "desktop", js: bool = True):
-    w, h = WIDTHS[width]
-    ctx = browser.new_context(viewport={"width": w, "height": h}, java_script_enabled=js)
-    page = ctx.new_page()
-    page.goto(url + "/login")
-    page.fill("input[name=name]", "tech")
-    page.fill("input[name=password]", ws.PASSWORD)
-    page.click("button[type=submit]")
+    """The technologist signed in at ``width``: (context, page) on the queue."""
+    ctx, page = signed_in(browser, url, "tech", width=width, js=js)
     page.wait_for_url(url + "/")
     return ctx, page
-
-
-def loaded(page, img) -> bool:
-    return page.evaluate("(img) => img.complete && img.naturalWidth > 0", img.element_handle())
-
-
-def images(db, sample_id):
-    rows = ws.q(db, "SELECT * FROM images WHERE sample_id = ? ORDER BY path", sample_id)
-    for r in rows:
-        r["segmentation"] = json.loads(r["segmentation"]) if r["segmentation"] else None
-    return rows
 
 
 # ------------------------------------------------------------------------------------ 3. risk you can see
@@ -119,7 +69,7 @@ def test_queue_says_why_each_sample_is_there(app, browser, shots, width):
     mal = page.locator("#ready tbody tr", has=page.locator("a", has_text="U-MAL"))
     s = ws.q(db, "SELECT verdict FROM samples WHERE sample_id = 'U-MAL'")[0]
     if s["verdict"] == "malignant":  # the subtype beside the verdict: the commonest label of its malignant fields
-        labels = [r["label"] for r in images(db, "U-MAL") if r["verdict"] == "malignant"]
+        labels = [r["label"] for r in ws.image_rows(db, "U-MAL") if r["verdict"] == "malignant"]
         top = max(set(labels), key=lambda x: (labels.count(x), x))
         assert mal.locator(".subtype").inner_text() == top
     band = page.locator("#ready tbody tr", has=page.locator("a", has_text="U-BAND"))
@@ -127,13 +77,13 @@ def test_queue_says_why_each_sample_is_there(app, browser, shots, width):
     page.screenshot(path=str(shots / f"queue-{width}.png"), full_page=True)
     # A field marked review or unreadable says why, in plain words.
     page.goto(server.url + "/sample/U-FEW")
-    for r in images(db, "U-FEW"):
+    for r in ws.image_rows(db, "U-FEW"):
         if r["status"] != "classified":
             sec = page.locator(f"#f-{r['id']}")
             assert field_reason(r["reason"]).text in sec.locator("ul.why").inner_text()
             assert field_reason(r["reason"]).text != r["reason"]
     page.goto(server.url + "/sample/U-BAND")
-    for r in images(db, "U-BAND"):
+    for r in ws.image_rows(db, "U-BAND"):
         assert r["needs_review"] == 1
         assert (
             "uncertain call: neither clearly benign nor clearly malignant"
@@ -148,7 +98,7 @@ def test_cells_not_scores(app, browser, shots, width):
     server, db, _, _ = app
     ctx, page = login(browser, server.url, width)
     page.goto(server.url + "/sample/U-MAL")
-    recs = [r for r in images(db, "U-MAL") if r["status"] == "classified"]
+    recs = [r for r in ws.image_rows(db, "U-MAL") if r["status"] == "classified"]
     assert recs
     for r in recs:
         cells = field_cells(r["segmentation"])
@@ -244,7 +194,7 @@ def test_keyboard_and_confirm_all_without_a_reload(app, browser, shots):
     page.click("#confirm-all button")
     ws.poll(lambda: page.locator("#confirm-all").count() == 0, what="the page to update")
     rows = ws.q(db, "SELECT image_id, reviewer_label, model_label FROM reviews WHERE sample_id = 'U-KEYS'")
-    readable = [r["id"] for r in images(db, "U-KEYS") if r["status"] == "classified"]
+    readable = [r["id"] for r in ws.image_rows(db, "U-KEYS") if r["status"] == "classified"]
     assert sorted(r["image_id"] for r in rows) == sorted(readable)
     assert page.evaluate("() => window.sameDocument === true")  # no page load for any of it
     # n: the next sample in the queue's order.
@@ -274,7 +224,7 @@ def test_unreadable_fields_get_no_preset_label(app, browser):
     server, db, _, _ = app
     ctx, page = login(browser, server.url)
     page.goto(server.url + "/sample/U-FEW")
-    bad = [r for r in images(db, "U-FEW") if r["status"] != "classified"]
+    bad = [r for r in ws.image_rows(db, "U-FEW") if r["status"] != "classified"]
     assert len(bad) == 2
     for r in bad:
         sel = page.locator(f"#f-{r['id']} select[name=label]")
@@ -321,7 +271,7 @@ def test_inconsistent_and_stale_sign_offs_are_refused(app, browser, shots):
     page.goto(server.url + "/sample/U-STALE")
     page.check("#signoff input[value=malignant]")
     page.fill("#signoff textarea[name=comment]", "seen enough")
-    ws.screen_more(folder, model, "U-STALE", {"arrived-late.jpg": noise(7)})
+    ws.screen_more(folder, model, "U-STALE", {"arrived-late.jpg": ws.noise_jpeg(7)})
     page.click("#signoff button[type=submit]")
     assert "the sample changed: reload" in page.locator(".message").inner_text()
     assert ws.q(db, "SELECT count(*) AS n FROM reviews WHERE sample_id = 'U-STALE' AND kind = 'signoff'") == [{"n": 0}]
@@ -331,7 +281,7 @@ def test_inconsistent_and_stale_sign_offs_are_refused(app, browser, shots):
     page.fill("#signoff textarea[name=comment]", "seen enough")
     page.click("#signoff button[type=submit]")
     page.wait_for_selector("#confirm-summary")
-    ws.screen_more(folder, model, "U-STALE", {"arrived-later.jpg": noise(8)})
+    ws.screen_more(folder, model, "U-STALE", {"arrived-later.jpg": ws.noise_jpeg(8)})
     page.click("#confirm-signoff button[type=submit]")
     assert "the sample changed: reload" in page.locator(".message").inner_text()
     assert ws.q(db, "SELECT status FROM samples WHERE sample_id = 'U-STALE'") == [{"status": "ready"}]
@@ -367,7 +317,7 @@ def test_confirmed_sign_off_shows_its_comment_and_late_fields(app, browser, shot
     assert page.locator("#signed-card q.comment").inner_text() == "checked every cell; <b>not</b> what the model said"
 
     # A field recorded after the sign-off: shown as late, flagged, and in the queue's late list.
-    ws.screen_more(folder, model, sid, {f"after-signoff-{width}.jpg": noise(9)})
+    ws.screen_more(folder, model, sid, {f"after-signoff-{width}.jpg": ws.noise_jpeg(9)})
     late_id = ws.q(db, "SELECT id FROM images WHERE filename = ?", f"after-signoff-{width}.jpg")[0]["id"]
     assert ws.q(db, "SELECT late_fields, fields FROM samples WHERE sample_id = ?", sid) == [
         {"late_fields": 1, "fields": s["fields"]}
@@ -414,7 +364,7 @@ def test_tablet_and_phone_widths(app, browser, shots, width):
     assert got["overflow"] <= 0 and got["small"] == [] and got["oneLine"], ("login", got)
     anon.close()
     ctx, page = login(browser, server.url, width)
-    fid = [r["id"] for r in images(db, "U-FEW") if r["status"] == "classified"][0]
+    fid = [r["id"] for r in ws.image_rows(db, "U-FEW") if r["status"] == "classified"][0]
     for name, path in (("queue", "/"), ("sample", "/sample/U-FEW"), ("field", f"/sample/U-FEW/field/{fid}")):
         page.goto(server.url + path)
         got = page.evaluate(CHECK_LAYOUT)
@@ -427,7 +377,7 @@ def test_tablet_and_phone_widths(app, browser, shots, width):
 
 def test_cells_and_fields_need_a_login(app, browser):
     server, db, _, _ = app
-    fid = [r["id"] for r in images(db, "U-MAL") if r["status"] == "classified"][0]
+    fid = [r["id"] for r in ws.image_rows(db, "U-MAL") if r["status"] == "classified"][0]
     ctx = browser.new_context()
     for path in (f"/field/{fid}/cell/1.jpg", f"/field/{fid}/cell/1/explain.png", f"/field/{fid}/image"):
         r = ctx.request.get(server.url + path, max_redirects=0)

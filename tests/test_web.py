@@ -9,15 +9,13 @@ tests does not matter. ``S-OTHER`` is a ready sample every refusal test aims at:
 from __future__ import annotations
 
 import hashlib
-import shutil
 
 import pytest
 import web_support as ws
+from browser_support import browser, login, needs_chromium  # noqa: F401 - browser: the fixture
 from daemon_support import model_path  # noqa: F401 - the fixture
 
-sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not installed (pip install -e '.[test]')")
-CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
-pytestmark = pytest.mark.skipif(CHROMIUM is None, reason="no system chromium on PATH (scripts/ci-chromium.sh)")
+pytestmark = needs_chromium
 
 EVIL = "http://evil.example"
 
@@ -44,24 +42,6 @@ def app(tmp_path_factory, model_path):
     server = ws.ServeProc(config)
     yield server, db
     server.stop()
-
-
-@pytest.fixture(scope="module")
-def browser(app):
-    with sync_api.sync_playwright() as p:
-        b = p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
-        yield b
-        b.close()
-
-
-def login(browser, url: str, name: str = "rev", password: str = ws.PASSWORD):
-    ctx = browser.new_context()
-    page = ctx.new_page()
-    page.goto(url + "/login")
-    page.fill("input[name=name]", name)
-    page.fill("input[name=password]", password)
-    page.click("button[type=submit]")
-    return ctx, page
 
 
 def csrf(page) -> str:

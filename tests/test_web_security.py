@@ -11,20 +11,20 @@ lock to pass is done by moving its time back in the database, never by sleeping.
 from __future__ import annotations
 
 import hashlib
-import http.client
 import os
 import re
 import shutil
 import sqlite3
 import subprocess
-import sys
 import urllib.parse
 from pathlib import Path
-from typing import Dict, Optional, Tuple
+from typing import Dict, Tuple
 
+import daemon_support as ds
 import pytest
 import web_support as ws
-from daemon_support import ROOT, _env, model_path  # the fixture
+from daemon_support import model_path  # the fixture
+from http_support import Reply, login, request, session_cookie, session_cookie_line
 
 from edge.store.database import Store
 from edge.store.records import ImageRecord
@@ -36,65 +36,8 @@ WEB_KEYS = (
 )
 
 
-class Reply:
-    def __init__(self, r: http.client.HTTPResponse):
-        self.status, self.text = r.status, r.read().decode("utf-8", "replace")
-        self.headers = {k.lower(): v for k, v in r.getheaders() if k.lower() != "set-cookie"}
-        self.cookies = r.headers.get_all("Set-Cookie") or []
-
-
-def request(
-    url: str,
-    method: str,
-    path: str,
-    form: Optional[Dict[str, str]] = None,
-    headers: Optional[Dict[str, str]] = None,
-    client: Optional[str] = None,
-) -> Reply:
-    """One raw request; ``path`` is sent as given (control characters percent-encoded by the caller)."""
-    u = urllib.parse.urlsplit(url)
-    conn = http.client.HTTPConnection(u.hostname, u.port, timeout=120)
-    h = dict(headers or {})
-    if client:
-        h["X-Forwarded-For"] = client
-    body = None
-    if form is not None:
-        body = urllib.parse.urlencode(form)
-        h["Content-Type"] = "application/x-www-form-urlencoded"
-    try:
-        conn.request(method, path, body=body, headers=h)
-        return Reply(conn.getresponse())
-    finally:
-        conn.close()
-
-
-def login(
-    url: str,
-    name: str,
-    password: str = ws.PASSWORD,
-    client: Optional[str] = None,
-    headers: Optional[Dict[str, str]] = None,
-    **form,
-) -> Reply:
-    return request(
-        url, "POST", "/login", form={"name": name, "password": password, **form}, client=client, headers=headers
-    )
-
-
-def session_cookie(r: Reply) -> str:
-    return next(c.split(";")[0] for c in r.cookies if c.startswith("edge_screen_session="))
-
-
 def cli(config: Path, *args: str, stdin: str = "") -> subprocess.CompletedProcess:
-    return subprocess.run(
-        [sys.executable, "-m", "edge", "--config", str(config), *args],
-        input=stdin,
-        cwd=ROOT,
-        capture_output=True,
-        text=True,
-        timeout=120,
-        env=_env(),
-    )
+    return ds.cli("--config", str(config), *args, check=False, stdin=stdin)
 
 
 def record(db: Path, rec: ImageRecord) -> str:
@@ -344,10 +287,6 @@ def test_secure_cookie_only_when_a_trusted_proxy_says_https(site):
         plain.stop()
 
 
-def session_cookie_line(r: Reply) -> str:
-    return next(c for c in r.cookies if c.startswith("edge_screen_session="))
-
-
 def test_serve_binds_other_machines_only_when_told(site):
     _, _, config, folder = site
     for args, code, message in (
@@ -426,29 +365,6 @@ def test_user_disable_enable_passwd_are_audited(site):
         ws.execute(db, "DELETE FROM user_events WHERE user_name = 'alice'")
     with pytest.raises(sqlite3.IntegrityError, match="append-only"):
         ws.execute(db, "UPDATE user_events SET actor = 'nobody'")
-
-
-@pytest.mark.parametrize(
-    "cmd",
-    [
-        ["serve"],
-        ["user"],
-        ["user", "add"],
-        ["user", "passwd"],
-        ["user", "disable"],
-        ["user", "enable"],
-        ["user", "list"],
-        ["user", "log"],
-    ],
-    ids=" ".join,
-)
-def test_account_and_serve_commands_have_help(cmd):
-    p = subprocess.run(
-        [sys.executable, "-m", "edge", *cmd, "--help"], cwd=ROOT, capture_output=True, text=True, timeout=60, env=_env()
-    )
-    assert p.returncode == 0 and "Usage:" in p.stdout
-    if cmd == ["serve"]:
-        assert "--allow-remote" in p.stdout
 
 
 def test_image_file_is_only_a_plain_recorded_file(tmp_path):

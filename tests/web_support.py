@@ -237,3 +237,28 @@ class ServeProc:
                 self.proc.kill()
                 self.proc.wait()
             self._logf.close()
+
+
+def flat_jpeg(value: int) -> bytes:
+    """A 224x224 JPEG of one grey level: glass without a cell (or blank, for values near white)."""
+    import numpy as np
+    import simplejpeg
+
+    return simplejpeg.encode_jpeg(np.full((224, 224, 3), value, np.uint8), colorspace="RGB")
+
+
+def noise_jpeg(seed: int) -> bytes:
+    """A 224x224 JPEG of uniform noise: not a smear."""
+    import numpy as np
+    import simplejpeg
+
+    rng = np.random.default_rng(seed)
+    return simplejpeg.encode_jpeg(rng.integers(0, 255, (224, 224, 3), dtype=np.uint8), colorspace="RGB")
+
+
+def image_rows(db: Path, sample_id: str) -> List[dict]:
+    """A sample's image rows by path, their segmentation JSON decoded."""
+    rows = q(db, "SELECT * FROM images WHERE sample_id = ? ORDER BY path", sample_id)
+    for r in rows:
+        r["segmentation"] = json.loads(r["segmentation"]) if r["segmentation"] else None
+    return rows

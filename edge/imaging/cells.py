@@ -20,7 +20,7 @@ from typing import Callable, List, Optional, Sequence, Tuple
 import cv2
 import numpy as np
 
-from edge.imaging import pixels
+from edge.imaging import pixels, resampling
 
 
 @dataclass
@@ -317,7 +317,7 @@ def crops_of(normalised: np.ndarray, cells: Sequence[Cell], window: int, out_siz
         else:  # beyond the border: the fill
             crop = _filled((window, window, 3), fill)
             crop[ys.start - y0 : ys.stop - y0, xs.start - x0 : xs.stop - x0] = normalised[ys, xs]
-        crops.append(np.ascontiguousarray(pixels.resize(crop, out_size, out_size) if window != out_size else crop))
+        crops.append(np.ascontiguousarray(resampling.resize(crop, out_size, out_size) if window != out_size else crop))
     return crops
 
 

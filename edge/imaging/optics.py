@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from edge.imaging import pixels
+from edge.imaging import pixels, resampling
 
 # A red cell's diameter in micrometres (normal adult blood: 7.5-8 um on a dried smear).
 RBC_DIAMETER_UM = 7.8
@@ -129,7 +129,7 @@ def _circle_diameters(rgb: np.ndarray, scale: float, r_min: float, r_max: float,
     h, w = rgb.shape[:2]
     if abs(scale - 1.0) > 1e-3:
         size = (max(8, int(round(w * scale))), max(8, int(round(h * scale))))
-        rgb = pixels.resize(rgb, *size)
+        rgb = resampling.resize(rgb, *size)
     g = cv2.GaussianBlur(pixels.gray(rgb), (0, 0), sigma)
     with _one_opencv_thread():
         found = cv2.HoughCircles(
@@ -227,7 +227,7 @@ def resample(rgb: np.ndarray, factor: float) -> np.ndarray:
     if abs(factor - 1.0) < 0.02:
         return rgb
     h, w = rgb.shape[:2]
-    return pixels.resize(rgb, max(1, int(round(w * factor))), max(1, int(round(h * factor))))
+    return resampling.resize(rgb, max(1, int(round(w * factor))), max(1, int(round(h * factor))))
 
 
 def normalise(

@@ -8,17 +8,17 @@ operations IEEE 754 defines to the last bit on every CPU (one numpy ufunc each: 
 nothing can be fused), integer arithmetic, and tables whose entries are rounded onto a coarse grid that
 no libm's last-bit difference can move (``_grid_round`` checks the margin when the table is built).
 
-- :func:`resize`: area average when shrinking, bilinear (OpenCV's half-pixel centres) when enlarging, as
-  ``cv2.resize`` does, with exact rational weights in integer arithmetic;
 - :func:`rgb_to_lab` / :func:`lab_to_rgb8`: CIE L*a*b* (D65, sRGB gamma; OpenCV's constants and scale:
   L 0..100) of uint8 RGB pixels and back to uint8 RGB;
 - :func:`masked_mean_std`: per-channel mean and spread, summed exactly on a 1/4096 grid.
+
+Resizing, by the same rules, is :mod:`edge.imaging.resampling`.
 """
 
 from __future__ import annotations
 
 import math
-from functools import cache, lru_cache
+from functools import cache
 from typing import Tuple
 
 import numpy as np
@@ -252,155 +252,3 @@ def otsu_threshold(img: np.ndarray) -> int:
         if num * best_den > best_num * den_t:
             best, best_num, best_den = t, num, den_t
     return best
-
-
-# ------------------------------------------------------------------------------------------- resize
-
-
-def _axis_weights(n: int, m: int) -> Tuple[np.ndarray, np.ndarray, int]:
-    """Source indices (m x k), integer weights (m x k) and their common denominator for resampling one
-    axis from n to m pixels: area overlap when shrinking, OpenCV's bilinear when enlarging."""
-    if m == n:
-        return np.arange(m)[:, None], np.ones((m, 1), np.int64), 1
-    if m < n:
-        # Output i covers [i*n, (i+1)*n) and source j covers [j*m, (j+1)*m), in 1/m-th source pixels.
-        k = -(-n // m) + 1
-        idx = np.zeros((m, k), np.int64)
-        wts = np.zeros((m, k), np.int64)
-        for i in range(m):
-            lo, hi = i * n, (i + 1) * n
-            j0 = lo // m
-            for t in range(k):
-                j = j0 + t
-                if j >= n:
-                    break
-                ov = min(hi, (j + 1) * m) - max(lo, j * m)
-                if ov > 0:
-                    idx[i, t], wts[i, t] = j, ov
-        return idx, wts, n
-    # Bilinear: source x = ((2i+1) n - m) / (2m), clamped at the borders.
-    den = 2 * m
-    idx = np.zeros((m, 2), np.int64)
-    wts = np.zeros((m, 2), np.int64)
-    for i in range(m):
-        num = (2 * i + 1) * n - m
-        x0 = num // den
-        frac = num - x0 * den
-        if x0 < 0:
-            idx[i] = (0, 0)
-            wts[i] = (den, 0)
-        elif x0 >= n - 1:
-            idx[i] = (n - 1, n - 1)
-            wts[i] = (den, 0)
-        else:
-            idx[i] = (x0, x0 + 1)
-            wts[i] = (den - frac, frac)
-    return idx, wts, den
-
-
-@lru_cache(maxsize=64)
-def _cached_weights(n: int, m: int):
-    return _axis_weights(n, m)
-
-
-def _cv_linear_weights(n: int, m: int, clamp_fraction: bool) -> Tuple[np.ndarray, np.ndarray]:
-    """OpenCV's INTER_LINEAR taps for enlarging n -> m: two source indices and two weights in 1/2048ths,
-    each rounded on its own as OpenCV does (from the exact rational position, so no float decides them).
-    Along x OpenCV moves a position beyond the border onto it (weight 1, 0); along y it keeps the fraction
-    and repeats the border row (``clamp_fraction`` False)."""
-    den = 2 * m
-    num = (2 * np.arange(m, dtype=np.int64) + 1) * n - m
-    x0 = num // den
-    frac = num - x0 * den
-    if clamp_fraction:
-        out = (x0 < 0) | (x0 >= n - 1)
-        frac = np.where(out, 0, frac)
-        x0 = np.clip(x0, 0, n - 1)
-    idx = np.stack([np.clip(x0, 0, n - 1), np.clip(x0 + 1, 0, n - 1)], axis=1)
-    w = np.stack([((den - frac) * 4096 + den) // (2 * den), (frac * 4096 + den) // (2 * den)], axis=1)
-    return idx, w
-
-
-def resize_linear(img: np.ndarray, width: int, height: int) -> np.ndarray:
-    """Enlarge a uint8 image with OpenCV's fixed-point bilinear arithmetic (what ``cv2.resize(...,
-    INTER_LINEAR)`` computes in its SIMD loops on x86 and NEON alike), in numpy integers: the same bytes
-    on every CPU, where OpenCV itself rounds its row tails and ARM HAL paths differently."""
-    h, w = img.shape[:2]
-    out = _linear(np.ascontiguousarray(img).reshape(1, h, w, -1), width, height)
-    return out.reshape((height, width) + img.shape[2:])
-
-
-@lru_cache(maxsize=64)
-def _columns(n: int, m: int, c: int) -> Tuple[Tuple[np.ndarray, np.ndarray], ...]:
-    """Per tap: the source columns and weights for rows of ``n`` pixels of ``c`` interleaved channels
-    enlarged to ``m`` pixels (OpenCV's bilinear taps in 1/2048ths, clamped at the borders as its x pass
-    does). Laid out as whole rows, every numpy operation below runs over a row at a time instead of
-    3-value channel runs."""
-    idx, wts = _cv_linear_weights(n, m, clamp_fraction=True)
-    ch = np.arange(c)
-    return tuple(
-        ((idx[:, t, None] * c + ch).ravel().astype(np.intp), np.repeat(wts[:, t], c)) for t in range(idx.shape[1])
-    )
-
-
-def _x_pass(src: np.ndarray, n: int, m: int, c: int) -> np.ndarray:
-    """Rows of ``n`` pixels x ``c`` channels (``src``: rows x n*c, int32) -> rows of ``m`` pixels: the
-    exact integer weighted sums of the bilinear taps (no rounding)."""
-    taps = _columns(n, m, c)
-    cols, wts = taps[0]
-    out = src[:, cols]
-    out *= wts.astype(src.dtype)
-    for cols, wts in taps[1:]:
-        tmp = src[:, cols]
-        tmp *= wts.astype(src.dtype)
-        out += tmp
-    return out
-
-
-def _linear(imgs: np.ndarray, width: int, height: int) -> np.ndarray:
-    """:func:`resize_linear` of each of n images (n x H x W x C): OpenCV's fixed-point steps, in order.
-    (One image at a time is faster: its int32 rows stay in the cache.)"""
-    n, h, w, c = imgs.shape
-    iy, by = _cv_linear_weights(h, height, clamp_fraction=False)
-    iy, by = iy.astype(np.intp), by.astype(np.int32)  # np.take wants the platform's index type (32-bit ARM)
-    # int32 is enough: a row value is at most 255 * 2048, a product (255 * 128) * 2048.
-    rows = _x_pass(imgs.reshape(n * h, w * c).astype(np.int32), w, width, c)
-    rows >>= 4
-    rows = rows.reshape(n, h, width * c)
-    acc = np.take(rows, iy[:, 0], axis=1)
-    acc *= by[:, 0][:, None]
-    acc >>= 16  # int16 "multiply high" (OpenCV's SIMD)
-    tmp = np.take(rows, iy[:, 1], axis=1)
-    tmp *= by[:, 1][:, None]
-    tmp >>= 16
-    acc += tmp
-    acc += 2
-    acc >>= 2
-    np.clip(acc, 0, 255, out=acc)
-    return acc.astype(np.uint8).reshape(n, height, width, c)
-
-
-def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
-    """uint8 image (H x W or H x W x C) -> ``height`` x ``width``: :func:`resize_linear` when enlarging,
-    exact area averages (rounded to nearest, halves up) when shrinking, as ``cv2.resize`` with INTER_AREA."""
-    h, w = img.shape[:2]
-    if (h, w) == (height, width):
-        return img.copy()
-    if height >= h and width >= w:
-        return resize_linear(img, width, height)
-    iy, wy, dy = _cached_weights(h, height)
-    ix, wx, dx = _cached_weights(w, width)
-    den = dy * dx
-    ix, iy = ix.astype(np.intp), iy.astype(np.intp)  # np.take wants the platform's index type (32-bit ARM)
-    # Exact sums: int32 while the largest (255 * den) fits, else int64.
-    it = np.int32 if 255 * den < 2**31 else np.int64
-    src = img.astype(it)
-    ex = (None, slice(None), None) if img.ndim == 3 else (None, slice(None))
-    ey = (slice(None), None, None) if img.ndim == 3 else (slice(None), None)
-    tmp = np.take(src, ix[:, 0], axis=1) * wx[:, 0].astype(it)[ex]
-    for t in range(1, ix.shape[1]):  # along x: (h, width, ...)
-        tmp += np.take(src, ix[:, t], axis=1) * wx[:, t].astype(it)[ex]
-    acc = np.take(tmp, iy[:, 0], axis=0) * wy[:, 0].astype(it)[ey]
-    for t in range(1, iy.shape[1]):  # along y: (height, width, ...)
-        acc += np.take(tmp, iy[:, t], axis=0) * wy[:, t].astype(it)[ey]
-    return ((acc + den // 2) // den).astype(np.uint8)

@@ -14,7 +14,7 @@ from typing import List, Optional, Tuple
 
 import numpy as np
 
-from edge.imaging import pixels
+from edge.imaging import resampling
 from edge.imaging.cells import Cell, carve_merged, crops_of, find_cells, find_pale, normalised_cells
 from edge.imaging.decode import decode_file
 from edge.imaging.optics import Optics, normalise
@@ -227,7 +227,7 @@ def crop_resize(rgb: np.ndarray, params: PreprocessParams) -> np.ndarray:
         y0, x0 = (h - s) // 2, (w - s) // 2
         rgb = rgb[y0 : y0 + s, x0 : x0 + s]
     if rgb.shape[0] != params.size or rgb.shape[1] != params.size:
-        rgb = pixels.resize(rgb, params.size, params.size)  # area / bilinear, the same bytes on every CPU
+        rgb = resampling.resize(rgb, params.size, params.size)  # area / bilinear, the same bytes on every CPU
     return np.ascontiguousarray(rgb)
 
 

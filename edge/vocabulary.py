@@ -23,6 +23,9 @@ PALE = (
 # A field with a cell whose embedding reads like an immature granulocyte's (edge/inference/granulocyte.py):
 # answered, counted, and sent to review with this reason (and the read-out's figure after it).
 GRANULOCYTE = "cell like an immature granulocyte (a myeloid precursor): myeloid cells were not validated"
+# A field whose cells are unlike the primary laboratory's training cells by their nearest neighbours in the
+# model's embedding (edge/inference/novelty.py; the domain monitor's cell_novelty): figures after it.
+NOVEL = "cells unlike the validated laboratory's cells (another stain, optics or cell type)"
 
 
 def optics_reasons(domain: Optional[str]) -> List[str]:

@@ -16,7 +16,7 @@ from pathlib import Path
 
 from edge.inference.classifier import Classifier, card_path_for, load_card
 from trainer.data import SHARED_DATASET, load_split
-from trainer.external import cell_distances, ood_auroc, per_source, screen
+from trainer.external import cell_values, ood_auroc, per_source, screen
 from trainer.sources import FOLDERS, bccd, labelled_folder
 
 
@@ -38,14 +38,14 @@ def main() -> None:
     scr = screen(clf, list(split.val) + left)
     rule = clf.card.sample_rule
     figs = per_source(scr, rule)
-    inside = cell_distances([x for x in scr if x.sample.source == "taleqani"])
+    inside = cell_values([x for x in scr if x.sample.source == "taleqani"])
     out = {
         "model": str(args.model),
         "left_out": args.source,
         "trained_on": clf.card.extra["split"].get("sources"),
         "fine_tuning": clf.card.extra["training"].get("fine_epochs"),
         "per_source": figs,
-        "ood_auroc": ood_auroc(inside, cell_distances([x for x in scr if x.sample.source == args.source])),
+        "ood_auroc": ood_auroc(inside, cell_values([x for x in scr if x.sample.source == args.source])),
         "note": "the domain monitor is not part of this experiment's card (no validated range): these are the "
         "model's own answers on a laboratory it never saw",
     }

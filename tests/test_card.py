@@ -10,6 +10,7 @@ from edge.inference.card import (
     GranulocyteSpec,
     ModelCard,
     ModelLoadError,
+    NoveltySpec,
     OodSpec,
     QualityGate,
     card_path_for,
@@ -31,6 +32,7 @@ def test_shipped_card_sections_are_typed():
     assert card.ood == OodSpec(file=d["ood"]["file"], sha256=d["ood"]["sha256"])
     g = d["granulocyte_check"]
     assert card.granulocyte_check == GranulocyteSpec(file=g["file"], sha256=g["sha256"], threshold=g["threshold"])
+    assert card.novelty == NoveltySpec(file=d["novelty"]["file"], sha256=d["novelty"]["sha256"])
     assert card.validated_range is not None and set(card.validated_range.ranges) == set(d["validated_range"]["ranges"])
 
 
@@ -65,6 +67,17 @@ def test_shipped_card_says_what_the_granulocyte_check_flags_on_held_out_fields()
     assert g["auroc_held_out"]["ig vs other pbc types"] > 0.9
 
 
+def test_shipped_card_says_how_well_novelty_tells_other_labs_cells_apart():
+    """The novelty reference holds the primary source's training cells only; the card carries its AUROC
+    against each other laboratory's held-out cells, better than the embedding distance the OOD reference
+    gives (whose training cells include theirs), and the validated range monitors it."""
+    d = _shipped()
+    assert d["novelty"]["source"] == "taleqani" and d["novelty"]["k"] <= d["novelty"]["cells"]
+    for src in ("pbc", "bccd"):
+        assert d["novelty_auroc"][src] > max(0.85, d["ood_auroc"][src])
+    assert "cell_novelty" in d["validated_range"]["ranges"]
+
+
 def test_shipped_card_keeps_the_leave_one_source_out_figures():
     """The README quotes the leave-PBC-out run from the card; a re-finalize that rebuilds the card from a
     run's own must carry it over (3.2.0's dropped it until 3.5.2)."""
@@ -79,11 +92,11 @@ def test_card_without_sections_gets_the_defaults():
     d = {
         k: v
         for k, v in _shipped().items()
-        if k not in ("quality_gate", "sample_rule", "cell_rule", "cell_views", "ood", "validated_range")
+        if k not in ("quality_gate", "sample_rule", "cell_rule", "cell_views", "ood", "novelty", "validated_range")
     }
     card = ModelCard.from_dict(d)
     assert card.quality_gate == QualityGate()
-    assert (card.sample_rule, card.ood, card.validated_range) == (None, None, None)
+    assert (card.sample_rule, card.ood, card.novelty, card.validated_range) == (None, None, None, None)
     assert card.cell_rule == DEFAULT_CELL_RULE
     assert card.cell_views == 1  # a card from before orientations were scored: the crop as it lies
 

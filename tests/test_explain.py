@@ -50,7 +50,7 @@ def classifier(cell_classifier, tmp_path_factory):
             stain_fit="background",
         ),
     )
-    card.extra = {k: v for k, v in card.extra.items() if k not in ("ood", "granulocyte_check")}
+    card.extra = {k: v for k, v in card.extra.items() if k not in ("ood", "granulocyte_check", "novelty")}
     card.save(card_path_for(copy))
     return Classifier(copy)
 

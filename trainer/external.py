@@ -60,7 +60,13 @@ def field_statistics(res: ImageRecord) -> Dict[str, float]:
         return {}
     o = res.quality["optics"]
     seg = res.segmentation or {}
-    return statistics(o.get("magnification"), o.get("glass_rgb"), seg.get("cell_lab"), seg.get("ood_distances") or [])
+    return statistics(
+        o.get("magnification"),
+        o.get("glass_rgb"),
+        seg.get("cell_lab"),
+        seg.get("ood_distances") or [],
+        seg.get("novelty") or [],
+    )
 
 
 def validated_range(screened: Sequence[Screened], sources: Sequence[str]) -> dict:
@@ -168,8 +174,19 @@ def ood_auroc(inside: Sequence[float], outside: Sequence[float]) -> Optional[flo
     return round(float((rb - len(b) * (len(b) + 1) / 2) / (len(a) * len(b))), 4)
 
 
-def cell_distances(screened: Sequence[Screened]) -> List[float]:
+def cell_values(screened: Sequence[Screened], key: str = "ood_distances") -> List[float]:
+    """Every cell's recorded per-cell figure ``key`` (``ood_distances``, ``novelty``) over these fields."""
     out: List[float] = []
     for x in screened:
-        out.extend((x.result.segmentation or {}).get("ood_distances") or [])
+        out.extend((x.result.segmentation or {}).get(key) or [])
     return out
+
+
+def source_aurocs(every: Sequence[Screened], primary: str, key: str) -> Dict[str, Optional[float]]:
+    """Per other source: the AUROC of the per-cell figure ``key`` as a detector of its held-out cells
+    against the primary source's validation cells."""
+    inside = cell_values([x for x in every if x.sample.source == primary], key)
+    return {
+        src: ood_auroc(inside, cell_values([x for x in every if x.sample.source == src], key))
+        for src in sorted({x.sample.source for x in every} - {primary})
+    }

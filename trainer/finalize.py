@@ -1,10 +1,11 @@
 """After conversion: the device-side pieces of a model card, measured through the device's own code.
 
-:func:`finalize` fits the out-of-distribution reference and, when PBC's immature granulocytes were in
-training, the granulocyte check (cell models; trainer/granulocyte.py), chooses the threshold, the review
-band and the sample rule (trainer/samplerule.py) on the validation blocks, runs the clinical reviewer's tests
-(trainer/robustness.py) and sets the quality gate from their failure curves. It needs no TensorFlow, so it
-can be re-run on a shipped model (`edge-screen-train finalize MODEL`) when the rules change.
+:func:`finalize` fits the out-of-distribution reference, the domain monitor's novelty reference
+(trainer/novelty.py) and, when PBC's immature granulocytes were in training, the granulocyte check (cell
+models; trainer/granulocyte.py), chooses the threshold, the review band and the sample rule
+(trainer/samplerule.py) on the validation blocks, runs the clinical reviewer's tests (trainer/robustness.py)
+and sets the quality gate from their failure curves. It needs no TensorFlow, so it can be re-run on a
+shipped model (`edge-screen-train finalize MODEL`) when the rules change.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ import dataclasses
 import json
 import logging
 from pathlib import Path
-from typing import Callable, Optional
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 
@@ -27,10 +28,11 @@ from edge.inference.classifier import (
     ood_path_for,
     sha256_file,
 )
+from edge.inference.novelty import novelty_path_for
 
-from . import granulocyte
+from . import granulocyte, novelty
 from .cellset import CellSet, build_cellset
-from .data import Split
+from .data import Sample, Split
 from .evaluate import evaluate, save_evaluation
 from .metrics import binary_rates, choose_threshold, malignant_scores
 from .samplerule import blocks_for, choose_rule, rule_card
@@ -53,6 +55,7 @@ def finalize(
     card = load_card(card_path_for(tflite))
     card.set_section("ood", None)
     card.set_section("granulocyte_check", None)
+    card.set_section("novelty", None)
     card.set_section("quality_gate", None)
     card.save(card_path_for(tflite))
     if card.input_mode == "cell":
@@ -66,6 +69,7 @@ def finalize(
         va = build_cellset(split.val, found, progress=prog("cells: validation fields"))
         ref = fit_ood(clf, tr.x, va.x, ood_path_for(tflite))
         card.set_section("ood", {"file": ood_path_for(tflite).name, "sha256": sha256_file(ood_path_for(tflite)), **ref})
+        card.set_section("novelty", fit_novelty(clf, tflite, tr, split.train))
         card.save(card_path_for(tflite))
         if any(granulocyte.is_type(s) for s in split.train):
             card.set_section("granulocyte_check", None)
@@ -143,7 +147,7 @@ def domain_and_sources(
     up: see :func:`widen_for_tests`), and the glass to the exposures that did. Other laboratories' fields
     then go to review until a clinic validates locally.
     """
-    from .external import cell_distances, ood_auroc, per_source, screen, validated_range
+    from .external import per_source, screen, source_aurocs, validated_range
 
     prog = (lambda stage: lambda i, n: progress(stage, i, n)) if progress else (lambda stage: None)
     card = load_card(card_path_for(tflite))
@@ -166,16 +170,14 @@ def domain_and_sources(
     card.save(card_path_for(tflite))
     every = screen(clf, list(split.val) + list(split.extra_val), prog("per-source figures"))
     card.extra["per_source"] = per_source(every, card.sample_rule)
-    inside = cell_distances([x for x in every if x.sample.source == "taleqani"])
-    card.extra["ood_auroc"] = {
-        src: ood_auroc(inside, cell_distances([x for x in every if x.sample.source == src]))
-        for src in sorted({x.sample.source for x in every} - {"taleqani"})
-    }
+    card.extra["ood_auroc"] = source_aurocs(every, "taleqani", "ood_distances")
     card.extra["ood_auroc"]["note"] = (
         "AUROC of the cells' embedding distance, primary validation cells vs "
         "each other source's held-out cells; sources used in training are "
         "meant to be close (they were learnt as benign)"
     )
+    if card.novelty is not None:
+        card.extra["novelty_auroc"] = source_aurocs(every, "taleqani", "novelty")
     card.save(card_path_for(tflite))
 
 
@@ -265,6 +267,17 @@ def fit_ood(
         "axes": k,
         "train_cells": int(len(e)),
     }
+
+
+def fit_novelty(
+    clf: Classifier, tflite: Path, cells: CellSet, samples: Sequence[Sample], primary: str = "taleqani"
+) -> dict:
+    """The domain monitor's novelty reference (trainer/novelty.py) of the primary source's clean training
+    cells, saved beside the model; its card section."""
+    ref = novelty.fit(clf, cells, samples, primary)
+    path = novelty_path_for(tflite)
+    ref.save(path)
+    return novelty.card_section(path, ref, primary)
 
 
 def fit_granulocyte(

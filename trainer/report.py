@@ -174,6 +174,15 @@ def source_lines(e: dict) -> list:
             + ", ".join(f"{k} {v}" for k, v in auroc.items() if k != "note")
             + f" ({auroc.get('note', '')}).",
         ]
+    nv = e.get("novelty")
+    if nv:
+        out += [
+            "",
+            f"Novelty (edge/inference/novelty.py): {nv['method']}. AUROC, primary validation cells vs each "
+            "other source's held-out cells: "
+            + ", ".join(f"{k} {v}" for k, v in (e.get("novelty_auroc") or {}).items())
+            + ".",
+        ]
     gc = e.get("granulocyte_check")
     if gc and gc.get("held_out_fields_flagged"):
         out += [

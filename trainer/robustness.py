@@ -109,7 +109,9 @@ class Judge:
         # The device sends a carved or pale cell, clipped glass and a cell like an immature granulocyte to
         # review too, whatever the score.
         review = p.needs_review or bool(quality.review_flags(pre.cells, params, optics)) or bool(fp.flags)
-        outside = "; ".join(self.validated.check(optics, pre.cell_lab, fp.distances)) if self.validated else ""
+        outside = (
+            "; ".join(self.validated.check(optics, pre.cell_lab, fp.distances, fp.novelty)) if self.validated else ""
+        )
         return Outcome(
             refused=False,
             label=p.label,

@@ -3,11 +3,11 @@
 The core keys (labels, preprocessing, threshold, review band) and the rules the device applies are typed:
 checked when the card is loaded (a malformed one fails the load) and parsed from ``extra`` when read: the
 quality gate, the sample rule, the cell rule, the out-of-distribution reference, the immature-granulocyte
-check and the validated range (:data:`SECTIONS`). A card without one of them gets its documented default
-(no gate of its own, no sample rule, the geometric mean, no OOD reference, no granulocyte check, no domain
-monitor), so older cards still load. Everything else (metrics, training, lineage, ...) stays in ``extra``
-as written, sections included, so a card read and saved again is unchanged; the trainer writes a section
-with :meth:`ModelCard.set_section`, which parses it at once.
+check, the novelty reference and the validated range (:data:`SECTIONS`). A card without one of them gets
+its documented default (no gate of its own, no sample rule, the geometric mean, no OOD reference, no
+granulocyte check, no novelty, no domain monitor), so older cards still load. Everything else (metrics,
+training, lineage, ...) stays in ``extra`` as written, sections included, so a card read and saved again is
+unchanged; the trainer writes a section with :meth:`ModelCard.set_section`, which parses it at once.
 """
 
 from __future__ import annotations
@@ -33,6 +33,7 @@ __all__ = [
     "GranulocyteSpec",
     "ModelCard",
     "ModelLoadError",
+    "NoveltySpec",
     "OodSpec",
     "QualityGate",
     "card_path_for",
@@ -50,7 +51,16 @@ DEFAULT_CELL_RULE = "geometric-mean"
 # and the half turn): a white cell has no "up", so its answer should not depend on how it lies.
 CELL_VIEWS = (1, 2, 4)
 # The typed sections of a card, in the order they are parsed.
-SECTIONS = ("quality_gate", "sample_rule", "cell_rule", "cell_views", "ood", "granulocyte_check", "validated_range")
+SECTIONS = (
+    "quality_gate",
+    "sample_rule",
+    "cell_rule",
+    "cell_views",
+    "ood",
+    "granulocyte_check",
+    "novelty",
+    "validated_range",
+)
 _CORE = (
     "card_schema",
     "name",
@@ -96,6 +106,19 @@ class OodSpec:
     def from_dict(cls, d: Mapping[str, Any]) -> OodSpec:
         sha = d.get("sha256")
         return cls(file=str(d["file"]), sha256=None if sha is None else str(sha))
+
+
+@dataclass(frozen=True)
+class NoveltySpec:
+    """The card's ``novelty``: the file of the primary source's reference cells beside the model (its
+    sha256). The level that sends a field to review is the validated range's ``cell_novelty``."""
+
+    file: str
+    sha256: str
+
+    @classmethod
+    def from_dict(cls, d: Mapping[str, Any]) -> NoveltySpec:
+        return cls(file=str(d["file"]), sha256=str(d["sha256"]))
 
 
 @dataclass(frozen=True)
@@ -161,6 +184,8 @@ class ModelCard:
             return OodSpec.from_dict(raw) if raw else None
         if name == "granulocyte_check":
             return GranulocyteSpec.from_dict(raw) if raw else None
+        if name == "novelty":
+            return NoveltySpec.from_dict(raw) if raw else None
         return ValidatedRange.from_card(self.extra)
 
     @property
@@ -192,6 +217,11 @@ class ModelCard:
     def granulocyte_check(self) -> Optional[GranulocyteSpec]:
         """The immature-granulocyte read-out of the embedding; None when the card has none (nothing flagged)."""
         return self._section("granulocyte_check")
+
+    @property
+    def novelty(self) -> Optional[NoveltySpec]:
+        """The primary source's reference cells for the monitor's novelty; None when the card has none."""
+        return self._section("novelty")
 
     @property
     def validated_range(self) -> Optional[ValidatedRange]:
@@ -273,8 +303,8 @@ def load_card(path: str | Path) -> ModelCard:
 
 
 def companion(model_path: Path, file: str, sha256: Optional[str], what: str) -> Path:
-    """A file the card names beside the model (the OOD reference, the granulocyte check), checked: there,
-    and the bytes the card's sha256 says. ``what`` names it in the error."""
+    """A file the card names beside the model (the OOD reference, the granulocyte check, the novelty
+    reference), checked: there, and the bytes the card's sha256 says. ``what`` names it in the error."""
     path = model_path.parent / file
     if not path.is_file():
         raise ModelLoadError(f"{what} not found: {path}")

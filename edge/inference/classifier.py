@@ -23,6 +23,7 @@ from edge.inference.card import (
     sha256_file,
 )
 from edge.inference.granulocyte import GranulocyteCheck
+from edge.inference.novelty import NoveltyReference
 from edge.vocabulary import BENIGN, GRANULOCYTE, LABELS, NO_CELL
 
 __all__ = [
@@ -109,10 +110,11 @@ def ood_path_for(model_path: str | Path) -> Path:
 
 def model_files(model_path: str | Path) -> List[Path]:
     """Every file a model is: the .tflite, its card, the companions its card names (the OOD reference, the
-    granulocyte check) and its report where there is one. What installing or copying a model must carry."""
+    granulocyte check, the novelty reference) and its report where there is one. What installing or copying
+    a model must carry."""
     src = Path(model_path)
     card = load_card(card_path_for(src))
-    named = [spec.file for spec in (card.ood, card.granulocyte_check) if spec is not None]
+    named = [spec.file for spec in (card.ood, card.granulocyte_check, card.novelty) if spec is not None]
     report = src.with_suffix(".md")
     return [src, card_path_for(src)] + [src.parent / f for f in named] + ([report] if report.is_file() else [])
 
@@ -143,6 +145,7 @@ class FieldPrediction:
     refusal: str = ""
     cell_scores: List[float] = field(default_factory=list)
     distances: List[float] = field(default_factory=list)
+    novelty: List[float] = field(default_factory=list)  # each cell's (edge.inference.novelty); empty without
     n_ignored: int = 0
     cell_labels: List[str] = field(default_factory=list)  # the class of each counted cell (the reviewer sees it)
     # Why the field goes to a person whatever its score (a cell like an immature granulocyte): the pipeline
@@ -154,6 +157,7 @@ class FieldPrediction:
             "cells": len(self.distances),
             "cell_scores": self.cell_scores,
             "ood_distances": self.distances,
+            **({"novelty": self.novelty} if self.novelty else {}),
             "cells_ignored": self.n_ignored,
             "cell_labels": self.cell_labels,
         }
@@ -200,6 +204,7 @@ class Classifier:
         self._emb_out = next((i for i in range(len(outs)) if i != self._probs_out), None)
         self.ood = OodReference.for_model(self.path, self.card) if self._emb_out is not None else None
         self.granulocyte = GranulocyteCheck.for_model(self.path, self.card) if self._emb_out is not None else None
+        self.novelty = NoveltyReference.for_model(self.path, self.card) if self._emb_out is not None else None
         self.backend = self._interp.name
         self.kernels = self._interp.kernels
         self.num_threads = num_threads
@@ -288,6 +293,7 @@ class Classifier:
             hi = self.card.review_band[1]
             if pred.verdict == "benign" and max(scores) >= hi:
                 pred.needs_review = True
+        novelty = self.novelty.novelty(embs) if self.novelty is not None and embs is not None else []
         flags = []
         if self.granulocyte is not None and embs is not None:
             g = self.granulocyte.flagged(embs[kept])
@@ -297,6 +303,7 @@ class Classifier:
             prediction=pred,
             cell_scores=[round(s, 4) for s in scores],
             distances=[round(d, 2) for d in dists],
+            novelty=[round(v, 4) for v in novelty],
             n_ignored=len(inputs) - len(kept),
             cell_labels=[self.labels[int(np.argmax(probs[i]))] for i in kept],
             flags=flags,

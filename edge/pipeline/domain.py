@@ -7,7 +7,9 @@ the validation fields of every source it was validated on):
 - magnification (the field's scale relative to the training scale, from its red cells),
 - the glass colour before balancing (lamp, camera white balance, slide),
 - the stained cells' colour before stain normalisation (LAB means: the stain),
-- the cells' embedding distance to the training cells (the model's own features).
+- the cells' embedding distance to the training cells (the model's own features),
+- the cells' novelty: how unlike the validated laboratory's training cells they are, by their nearest
+  neighbours among them (:mod:`edge.inference.novelty`; cards from 3.7.0).
 
 Outside any of them the field is recorded with ``needs_review`` and a plain reason ("magnification 4.8x
 the training scale, validated 0.7-1.6x"), its sample needs review, and ``status`` and the review app say
@@ -19,6 +21,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Dict, List, Optional, Sequence, Tuple
+
+from edge.vocabulary import NOVEL
 
 if TYPE_CHECKING:  # a name for annotations only: `serve` imports this module and must not load OpenCV (+17 MB)
     from edge.imaging.optics import Optics
@@ -52,13 +56,21 @@ class ValidatedRange:
         )
 
     def check(
-        self, optics: Optional[Optics], cell_lab: Optional[Sequence[float]], distances: Sequence[float]
+        self,
+        optics: Optional[Optics],
+        cell_lab: Optional[Sequence[float]],
+        distances: Sequence[float],
+        novelty: Sequence[float] = (),
     ) -> List[str]:
         """Plain reasons the field lies outside the validated range; empty inside it."""
         out: List[str] = []
         r = self.ranges
         stats = statistics(
-            optics.magnification if optics else None, optics.glass_rgb if optics else None, cell_lab, distances
+            optics.magnification if optics else None,
+            optics.glass_rgb if optics else None,
+            cell_lab,
+            distances,
+            novelty,
         )
         if optics is not None and optics.scale_source in ("cell", "assumed"):
             out.append(
@@ -103,6 +115,8 @@ class ValidatedRange:
                 f"cells unlike the validated cells (embedding distance {stats['embedding_distance']:.1f} "
                 f"> {r['embedding_distance'][1]:.1f})"
             )
+        if "cell_novelty" in stats and "cell_novelty" in r and stats["cell_novelty"] > r["cell_novelty"][1]:
+            out.append(f"{NOVEL} (novelty {stats['cell_novelty']:.3f}, validated up to {r['cell_novelty'][1]:.3f})")
         return out
 
     def _outside(self, key: str, stats: Dict[str, float]) -> bool:
@@ -114,6 +128,7 @@ def statistics(
     glass_rgb: Optional[Sequence[float]],
     cell_lab: Optional[Sequence[float]],
     distances: Sequence[float],
+    novelty: Sequence[float] = (),
 ) -> Dict[str, float]:
     """The monitored statistics of one field (what the trainer collects to set the range)."""
     out: Dict[str, float] = {}
@@ -125,6 +140,8 @@ def statistics(
         out.update({k: float(v) for (k, _), v in zip(_CELL_AXES, cell_lab[:3])})
     if distances:
         out["embedding_distance"] = float(sorted(distances)[len(distances) // 2])
+    if novelty:
+        out["cell_novelty"] = float(sorted(novelty)[len(novelty) // 2])
     return out
 
 

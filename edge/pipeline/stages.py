@@ -128,7 +128,7 @@ class Pipeline:
                 )
                 outside = []
                 if self.settings.validated is not None:
-                    outside = self.settings.validated.check(prep.optics, prep.cell_lab, field.distances)
+                    outside = self.settings.validated.check(prep.optics, prep.cell_lab, field.distances, field.novelty)
                 outside += prep.flags + field.flags
                 if outside:
                     # Outside what the model was validated on: a person decides, whatever the score.

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from edge.vocabulary import CARVED, CLIPPED, GRANULOCYTE, NO_CELL, PALE
+from edge.vocabulary import CARVED, CLIPPED, GRANULOCYTE, NO_CELL, NOVEL, PALE
 
 # (pattern on the recorded reason, plain words; groups may be used by name)
 _FIELD: Tuple[Tuple[str, str], ...] = (
@@ -83,6 +83,11 @@ _DOMAIN: Tuple[Tuple[str, str], ...] = (
     (r"^glass unlike the validated slides", "another lamp, camera or slide: the glass is unlike the validated slides"),
     (r"^stain unlike the validated slides", "the stain's colour is unlike the validated slides"),
     (r"^cells unlike the validated cells", "cells unlike any the model was validated on (another cell type or lab)"),
+    (
+        "^" + re.escape(NOVEL),
+        "the cells look unlike those of the laboratory the model was validated on (another stain, microscope or "
+        "cell type)",
+    ),
     ("^" + re.escape(CARVED), "the white cell had to be cut out of red cells stained as dark as it"),
     ("^" + re.escape(PALE), "the white cell is paler than on the validated slides (overexposed or faded stain)"),
     ("^" + re.escape(CLIPPED), "overexposed: the camera clips the glass white (lower the lamp or exposure)"),

@@ -22,7 +22,7 @@ from edge.inference.novelty import NoveltyReference
 from .cellset import CellSet
 from .data import Sample
 
-CELLS = 1000  # reference cells kept (float16, compressed: 0.9 MB beside the model)
+CELLS = 500  # reference cells kept (float16, compressed: ~0.45 MB beside the model)
 K = 10  # nearest neighbours averaged
 
 

@@ -142,6 +142,25 @@ def pg_url() -> str:
     return url
 
 
+@pytest.fixture
+def pg_db(pg_url):
+    """A fresh PostgreSQL database per test, dropped afterwards."""
+    admin = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
+    name = f"edge_test_{uuid.uuid4().hex[:12]}"
+    try:
+        with admin.connect() as c:
+            c.execute(text(f'CREATE DATABASE "{name}"'))
+    except Exception as e:  # noqa: BLE001 - any failure to reach the server is a skip reason, stated
+        if os.environ.get("CI"):
+            raise
+        pytest.skip(f"PostgreSQL at EDGE_SCREEN_TEST_PG is not reachable: {str(e).splitlines()[0]}")
+    url = admin.url.set(database=name).render_as_string(hide_password=False)
+    yield url
+    with admin.connect() as c:
+        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
+    admin.dispose()
+
+
 # Markers (registered in setup.cfg, --strict-markers): given here from what a test uses, so that a new
 # test is marked by the same rule as its neighbours and `pytest -m "not browser and not trainer"` is a
 # quick run. "slow" marks the end-to-end trainer runs (minutes on 2 cores).

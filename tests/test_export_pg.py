@@ -1,9 +1,6 @@
 """Clinic export into PostgreSQL (``EDGE_SCREEN_TEST_PG``; CI starts a server): the same guarantees as the
 SQLite target in test_export.py — idempotent, merged, all or nothing, anonymised, clear errors."""
 
-import os
-import uuid
-
 import pytest
 from conftest import count, fake_record
 from sqlalchemy import create_engine, select, text
@@ -16,25 +13,6 @@ KEY = b"clinic-secret"
 
 
 # ----------------------------------------------------------------------------------------- PostgreSQL
-
-
-@pytest.fixture
-def pg_db(pg_url):
-    """A fresh PostgreSQL database per test, dropped afterwards."""
-    admin = create_engine(pg_url.replace("postgresql://", "postgresql+psycopg://"), isolation_level="AUTOCOMMIT")
-    name = f"edge_test_{uuid.uuid4().hex[:12]}"
-    try:
-        with admin.connect() as c:
-            c.execute(text(f'CREATE DATABASE "{name}"'))
-    except Exception as e:  # noqa: BLE001 - any failure to reach the server is a skip reason, stated
-        if os.environ.get("CI"):
-            raise
-        pytest.skip(f"PostgreSQL at EDGE_SCREEN_TEST_PG is not reachable: {str(e).splitlines()[0]}")
-    url = admin.url.set(database=name).render_as_string(hide_password=False)
-    yield url
-    with admin.connect() as c:
-        c.execute(text(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)'))
-    admin.dispose()
 
 
 def test_pg_export_twice_and_merge(make_store, pg_db):

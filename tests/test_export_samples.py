@@ -8,10 +8,9 @@ from dataclasses import replace
 from datetime import timedelta
 
 import pytest
-import test_export
-from conftest import T0, fake_record
+from conftest import T0, count, fake_record
 from sqlalchemy import create_engine, select, text
-from test_export import cli, count, dump
+from test_export import cli, dump
 
 from edge.export.csvfile import export_csv
 from edge.export.merge import export_to, merge
@@ -20,8 +19,6 @@ from edge.store.database import Store
 from edge.store.rows import image_row
 from edge.store.samples import SampleRule
 from edge.store.schema import images, reviews, samples, schema_info, users, utcnow, web_sessions
-
-pg_db = test_export.pg_db  # the fixture: a fresh PostgreSQL database per test
 
 KEY = b"clinic-secret"
 RULE = SampleRule(statistic="mean", threshold=0.5, review_band=(0.45, 0.55), min_readable=2, disagreement=0.9)

@@ -28,3 +28,9 @@ PBC = SHARED / "datasets" / "pbc-normal"
 BCCD = SHARED / "datasets" / "bccd-fields"
 NO_PBC = f"../shared PBC normal cells not present at {PBC} (CI always has them)"
 NO_BCCD = f"../shared BCCD fields not present at {BCCD} (CI always has them)"
+
+
+def pbc_held_out(folder: str, n: int) -> list:
+    """The first ``n`` of PBC's held-out images of one cell type: the trainer's split holds out every fifth
+    file of a type from the third on (trainer/sources.py)."""
+    return sorted((PBC / folder).glob("*.jpg"))[2::5][:n]

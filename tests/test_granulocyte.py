@@ -4,22 +4,20 @@ that sends a field with such a cell to a person, loaded from the file its card n
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from edge.config import Config
-from edge.imaging import synthetic
 from edge.inference.card import ModelLoadError
-from edge.inference.classifier import DEFAULT_MODEL, Classifier, card_path_for, load_card, model_files, sha256_file
+from edge.inference.classifier import DEFAULT_MODEL, Classifier, card_path_for, load_card, sha256_file
 from edge.inference.granulocyte import GranulocyteCheck, granulocyte_path_for
 from edge.pipeline.settings import PipelineSettings
 from edge.pipeline.stages import Pipeline
 from edge.vocabulary import GRANULOCYTE
-from tests.shared_data import HAVE_DATASET, NO_DATASET, NO_PBC, PBC, real_images
+from tests.model_support import screened_smear, shipped_model_copy
+from tests.shared_data import HAVE_DATASET, NO_DATASET, NO_PBC, PBC, pbc_held_out, real_images
 
 
 def test_the_read_out_flags_a_field_from_its_highest_cell():
@@ -33,10 +31,7 @@ def test_the_read_out_flags_a_field_from_its_highest_cell():
 
 def _model_with_check(tmp_path: Path, threshold: float, tamper: bool = False) -> Path:
     """The shipped model in ``tmp_path`` with a read-out of its own (all weights 0: every cell reads ``bias``)."""
-    for f in model_files(DEFAULT_MODEL):
-        shutil.copyfile(f, tmp_path / f.name)
-    dst = tmp_path / DEFAULT_MODEL.name
-    dim = Classifier(dst, num_threads=1).invoke_all(np.zeros((112, 112, 3), np.uint8))[1].shape[0]
+    dst, dim = shipped_model_copy(tmp_path)
     path = granulocyte_path_for(dst)
     GranulocyteCheck(np.zeros(dim, np.float32), 1.0, threshold).save(path)
     card = json.loads(card_path_for(dst).read_text())
@@ -50,15 +45,13 @@ def _model_with_check(tmp_path: Path, threshold: float, tamper: bool = False) ->
 def test_a_flagged_cell_sends_the_field_to_review_with_its_reason(tmp_path):
     """Through the pipeline: the field keeps its answer and score, and is recorded as needing review with the
     read-out in its reason; below the threshold nothing changes."""
-    src = tmp_path / "smear.png"
-    cv2.imwrite(str(src), cv2.cvtColor(synthetic.smear(3), cv2.COLOR_RGB2BGR))
     answers = {}
     for name, threshold in (("flags", 0.5), ("quiet", 1.5)):
         d = tmp_path / name
         d.mkdir()
         clf = Classifier(_model_with_check(d, threshold), num_threads=1)
         assert clf.granulocyte is not None and clf.granulocyte.threshold == threshold
-        answers[name] = Pipeline(PipelineSettings.of(Config(), clf.card), clf).process(src)
+        answers[name] = screened_smear(clf, tmp_path)
     flagged, quiet = answers["flags"], answers["quiet"]
     assert flagged.status == quiet.status == "classified"
     assert flagged.malignant_score == quiet.malignant_score and flagged.label == quiet.label
@@ -86,11 +79,6 @@ def test_installing_a_model_carries_its_check(tmp_path):
     assert clf.granulocyte is not None and clf.granulocyte.threshold == 0.5
 
 
-def _held_out(folder: str, n: int) -> list:
-    # The trainer's PBC split holds out every fifth file of a type from the third on (trainer/sources.py).
-    return sorted((PBC / folder).glob("*.jpg"))[2::5][:n]
-
-
 @pytest.mark.skipif(not PBC.is_dir(), reason=NO_PBC)
 @pytest.mark.skipif(not HAVE_DATASET, reason=NO_DATASET)
 def test_the_shipped_model_sends_held_out_immature_granulocytes_to_review_and_not_taleqani_fields():
@@ -104,6 +92,6 @@ def test_the_shipped_model_sends_held_out_immature_granulocytes_to_review_and_no
         return sum(GRANULOCYTE in (r.domain or "") for r in answered) / max(1, len(answered))
 
     # All 80 held-out ones: sorted by name, the subtypes (metamyelocytes, myelocytes, promyelocytes) come in runs.
-    ig, lymphocytes = share(_held_out("ig", 80)), share(_held_out("lymphocyte", 40))
+    ig, lymphocytes = share(pbc_held_out("ig", 80)), share(pbc_held_out("lymphocyte", 40))
     assert ig >= 0.6 and lymphocytes <= 0.1
     assert share(real_images(3)) == 0.0

@@ -5,24 +5,22 @@ sha256, and a field beyond the card's validated range goes to a person with the 
 from __future__ import annotations
 
 import json
-import shutil
 from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 from edge.config import Config
-from edge.imaging import synthetic
 from edge.inference.card import ModelLoadError
-from edge.inference.classifier import DEFAULT_MODEL, Classifier, card_path_for, model_files, sha256_file
+from edge.inference.classifier import Classifier, card_path_for, sha256_file
 from edge.inference.novelty import NoveltyReference, novelty_path_for
 from edge.pipeline.domain import ValidatedRange, statistics
 from edge.pipeline.settings import PipelineSettings
 from edge.pipeline.stages import Pipeline
 from edge.vocabulary import NOVEL, optics_reasons
 from edge.web.plain import domain_reasons
-from tests.shared_data import HAVE_DATASET, NO_DATASET, NO_PBC, PBC, real_images
+from tests.model_support import screened_smear, shipped_model_copy
+from tests.shared_data import HAVE_DATASET, NO_DATASET, NO_PBC, PBC, pbc_held_out, real_images
 
 
 def test_novelty_is_one_minus_the_mean_similarity_of_the_nearest_cells():
@@ -64,10 +62,7 @@ def test_the_field_statistic_is_the_median_cell_and_beyond_the_range_is_a_plain_
 def _model_with_reference(tmp_path: Path, limit: float, tamper: bool = False, k: int = 1) -> Path:
     """The shipped model in ``tmp_path`` with a novelty reference of its own (one all-ones cell) and the
     validated range's novelty limit set to ``limit``."""
-    for f in model_files(DEFAULT_MODEL):
-        shutil.copyfile(f, tmp_path / f.name)
-    dst = tmp_path / DEFAULT_MODEL.name
-    dim = Classifier(dst, num_threads=1).invoke_all(np.zeros((112, 112, 3), np.uint8))[1].shape[0]
+    dst, dim = shipped_model_copy(tmp_path)
     path = novelty_path_for(dst)
     NoveltyReference.of(np.ones((1, dim), np.float32), k=k).save(path)
     card = json.loads(card_path_for(dst).read_text())
@@ -82,15 +77,13 @@ def _model_with_reference(tmp_path: Path, limit: float, tamper: bool = False, k:
 def test_a_field_beyond_the_validated_novelty_goes_to_review_with_its_figure(tmp_path):
     """Through the pipeline: the field keeps its answer and score; its cells' novelty is recorded, and beyond
     the card's limit it needs review with the figure in its reason."""
-    src = tmp_path / "smear.png"
-    cv2.imwrite(str(src), cv2.cvtColor(synthetic.smear(3), cv2.COLOR_RGB2BGR))
     answers = {}
     for name, limit in (("flags", 0.0), ("quiet", 2.0)):
         d = tmp_path / name
         d.mkdir()
         clf = Classifier(_model_with_reference(d, limit), num_threads=1)
         assert clf.novelty is not None and len(clf.novelty.cells) == 1
-        answers[name] = Pipeline(PipelineSettings.of(Config(), clf.card), clf).process(src)
+        answers[name] = screened_smear(clf, tmp_path)
     flagged, quiet = answers["flags"], answers["quiet"]
     assert flagged.status == quiet.status == "classified"
     assert flagged.malignant_score == quiet.malignant_score and flagged.label == quiet.label
@@ -112,11 +105,6 @@ def test_a_reference_that_does_not_match_its_card_fails_the_load(tmp_path):
         Classifier(_model_with_reference(tmp_path / "k", 0.5, k=2), num_threads=1)
 
 
-def _held_out(folder: str, n: int) -> list:
-    # The trainer's PBC split holds out every fifth file of a type from the third on (trainer/sources.py).
-    return sorted((PBC / folder).glob("*.jpg"))[2::5][:n]
-
-
 @pytest.mark.skipif(not PBC.is_dir(), reason=NO_PBC)
 @pytest.mark.skipif(not HAVE_DATASET, reason=NO_DATASET)
 def test_the_shipped_model_finds_other_labs_cells_novel_and_not_its_own():
@@ -130,5 +118,5 @@ def test_the_shipped_model_finds_other_labs_cells_novel_and_not_its_own():
         answered = [r for r in (pipe.process(p) for p in paths) if r.status == "classified"]
         return sum(NOVEL in (r.domain or "") for r in answered) / max(1, len(answered))
 
-    assert novel(_held_out("neutrophil", 15) + _held_out("eosinophil", 15) + _held_out("monocyte", 15)) >= 0.6
+    assert novel(pbc_held_out("neutrophil", 15) + pbc_held_out("eosinophil", 15) + pbc_held_out("monocyte", 15)) >= 0.6
     assert novel(real_images(5)) == 0.0

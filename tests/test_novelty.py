@@ -120,3 +120,27 @@ def test_the_shipped_model_finds_other_labs_cells_novel_and_not_its_own():
 
     assert novel(pbc_held_out("neutrophil", 15) + pbc_held_out("eosinophil", 15) + pbc_held_out("monocyte", 15)) >= 0.6
     assert novel(real_images(5)) == 0.0
+
+
+def test_the_trainer_fits_the_reference_on_the_primary_sources_clean_cells_only(tmp_path):
+    """trainer/novelty.fit: another source's cells and augmented copies never enter the reference; what it
+    keeps is evenly spread over the primary source's cells, as the device will load them."""
+    from trainer import novelty
+    from trainer.cellset import CellSet, cell_embeddings
+    from trainer.data import Sample
+
+    samples = [Sample(tmp_path / f"{i}.jpg", "Benign", i, "0" * 64, "taleqani" if i < 3 else "pbc") for i in range(5)]
+    rng = np.random.default_rng(2)
+    n = 40
+    field = np.arange(n) % 5
+    copy = (np.arange(n) // 5) % 2  # every other group of five is an augmented copy
+    cells = CellSet(rng.integers(0, 256, (n, 112, 112, 3), dtype=np.uint8), np.zeros(n, int), field, copy, [])
+    clf = Classifier(num_threads=1)
+    ref = novelty.fit(clf, cells, samples, "taleqani", n=6, k=2)
+    primary = np.flatnonzero((copy == 0) & (field < 3))
+    want = NoveltyReference.of(
+        cell_embeddings(clf, cells.x[primary[np.linspace(0, len(primary) - 1, 6).astype(int)]]), 2
+    )
+    assert ref.k == 2 and np.array_equal(ref.cells, want.cells)
+    with pytest.raises(ValueError, match="too few"):
+        novelty.fit(clf, cells, samples, "bccd")

@@ -24,6 +24,7 @@ from edge.imaging.preprocess import (
     working_field,
 )
 from edge.imaging.segmentation import scale_bar_slice, segment
+from edge.inference.classifier import Classifier
 
 from .augment import CaptureAugment, lab_stats, onto_other_slide, reinhard_to, rescale
 from .data import Sample
@@ -142,3 +143,9 @@ def build_cellset(
     return CellSet(
         x=x, y=np.array(ys, np.int64), field=np.array(fs, np.int64), copy=np.array(cs, np.int64), no_cell=none
     )
+
+
+def cell_embeddings(clf: Classifier, x: np.ndarray, batch: int = 64) -> np.ndarray:
+    """The embedding of each crop as it lies (the device's :meth:`Classifier.invoke_batch`)."""
+    out = [clf.invoke_batch(x[i : i + batch])[1] for i in range(0, len(x), batch)]
+    return np.concatenate([e for e in out if e is not None]).astype(np.float32)

@@ -31,7 +31,7 @@ from edge.inference.classifier import (
 from edge.inference.novelty import novelty_path_for
 
 from . import granulocyte, novelty
-from .cellset import CellSet, build_cellset
+from .cellset import CellSet, build_cellset, cell_embeddings
 from .data import Sample, Split
 from .evaluate import evaluate, save_evaluation
 from .metrics import binary_rates, choose_threshold, malignant_scores
@@ -306,8 +306,8 @@ def fit_granulocyte(
     held = build_cellset(split.extra_val, found, progress=prog("cells: other sources' held-out fields"))
     extra = list(split.extra_val)
     # Each cell's read-out once; the shares and the AUROCs below are all taken from these.
-    scores = np.array(check.scores(granulocyte.embeddings(clf, held.x)))
-    tal = np.array(check.scores(granulocyte.embeddings(clf, va.x)))
+    scores = np.array(check.scores(cell_embeddings(clf, held.x)))
+    tal = np.array(check.scores(cell_embeddings(clf, va.x)))
     section["held_out_fields_flagged"] = {
         "taleqani validation, by class": granulocyte.flagged_share(
             tal >= check.threshold, va.field, split.val, lambda s: s.label

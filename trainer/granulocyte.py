@@ -17,7 +17,7 @@ import numpy as np
 from edge.inference.classifier import Classifier
 from edge.inference.granulocyte import GranulocyteCheck
 
-from .cellset import CellSet
+from .cellset import CellSet, cell_embeddings
 from .data import Sample
 
 TYPE = "ig"  # the PBC folder of immature granulocytes
@@ -30,12 +30,6 @@ OTHER_EVERY = 5  # of the other types' training fields, every 5th (about 3,000 c
 
 def is_type(s: Sample) -> bool:
     return s.source == "pbc" and s.path.parent.name.lower() == TYPE
-
-
-def embeddings(clf: Classifier, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    """The embedding of each crop as it lies (the device's :meth:`Classifier.invoke_batch`)."""
-    out = [clf.invoke_batch(x[i : i + batch])[1] for i in range(0, len(x), batch)]
-    return np.concatenate([e for e in out if e is not None]).astype(np.float32)
 
 
 def training_fields(train: Sequence[Sample], every: int = OTHER_EVERY) -> List[Sample]:
@@ -53,7 +47,7 @@ def fit(clf: Classifier, cells: CellSet, samples: Sequence[Sample], n_other: int
         raise ValueError(f"no training cell of type {TYPE!r}: train with the pbc source")
     others = np.flatnonzero(~pos)
     others = others[np.linspace(0, len(others) - 1, min(n_other, len(others))).astype(int)]
-    ep, en = embeddings(clf, cells.x[pos]), embeddings(clf, cells.x[others])
+    ep, en = cell_embeddings(clf, cells.x[pos]), cell_embeddings(clf, cells.x[others])
     both = np.concatenate([ep, en])
     mu, sd = both.mean(0), both.std(0) + 1e-3
     zp, zn = (ep - mu) / sd, (en - mu) / sd

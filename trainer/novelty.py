@@ -19,22 +19,11 @@ import numpy as np
 from edge.inference.classifier import Classifier, sha256_file
 from edge.inference.novelty import NoveltyReference
 
-from .cellset import CellSet
+from .cellset import CellSet, cell_embeddings
 from .data import Sample
 
 CELLS = 500  # reference cells kept (float16, compressed: ~0.45 MB beside the model)
 K = 10  # nearest neighbours averaged
-
-
-def embeddings(clf: Classifier, x: np.ndarray, batch: int = 64) -> np.ndarray:
-    """The model's embedding of each crop as it lies (n x d)."""
-    out = []
-    for i in range(0, len(x), batch):
-        emb = clf.invoke_batch(x[i : i + batch])[1]
-        if emb is None:
-            raise ValueError(f"{clf.path.name} has no embedding output: no novelty reference can be fitted")
-        out.append(emb)
-    return np.concatenate(out) if out else np.zeros((0, 0), np.float32)
 
 
 def fit(
@@ -46,7 +35,7 @@ def fit(
     if len(mine) < k:
         raise ValueError(f"{len(mine)} {source} cells: too few for a novelty reference with k={k}")
     pick = mine[np.linspace(0, len(mine) - 1, min(n, len(mine))).astype(int)]
-    return NoveltyReference.of(embeddings(clf, cells.x[pick]), k)
+    return NoveltyReference.of(cell_embeddings(clf, cells.x[pick]), k)
 
 
 def card_section(path: Path, ref: NoveltyReference, source: str) -> dict:

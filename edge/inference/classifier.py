@@ -121,11 +121,11 @@ def model_files(model_path: str | Path) -> List[Path]:
 
 def _one_blas_thread() -> None:
     """numpy's BLAS (OpenBLAS) on one thread, for the process. The per-cell checks are matrix-vector
-    products of a few MB at most (the OOD distances, the novelty against 1,000 reference cells); OpenBLAS
-    splits each across its threads, which then spin against the interpreter's and the other field's:
-    measured with `edge-screen bench` (2 cores), a 1,000-cell novelty reference cost 5 ms a field and a
-    third of the batch throughput with OpenBLAS's 2 threads, 0.6 ms and nothing with one. The answers are the same bits
-    either way (every product's sums stay in one thread's order; checked on 3,000 cells). Skipped where
+    products of a few MB at most (the OOD distances, the novelty against its reference cells); OpenBLAS
+    splits each across its threads, which then spin against the interpreter's and the other field's.
+    Measured with `scripts/bench_stream.py` (2 cores): with a 1,000-cell novelty reference the daemon's
+    burst fell by a third on OpenBLAS's 2 threads and not at all on one. The answers are the same bits
+    either way (each product's sums stay in one thread's order; checked on 3,000 cells). Skipped where
     threadpoolctl is not installed (a bare tflite_runtime environment): slower, the same answers."""
     try:
         from threadpoolctl import threadpool_limits

@@ -3,7 +3,7 @@
 The out-of-distribution reference (:class:`edge.inference.classifier.OodReference`) answers "is this a
 cell at all": it is fitted on every training cell, other laboratories' normal cells included (they were
 learnt as benign), and measures the distance from their centre, so photographs land far out but another
-laboratory's cells land inside (AUROC 0.77 against PBC's held-out cells, 0.38 against BCCD's, card 3.6.0).
+laboratory's cells land inside (AUROC 0.74 against PBC's held-out cells, 0.38 against BCCD's, card 3.6.0).
 The domain monitor asks something else: does this cell look like the cells the model was *validated* on?
 That is answered against the primary source's training cells alone, by their nearest neighbours rather
 than one centre (Sun et al. 2022, "Out-of-distribution detection with deep nearest neighbors"): the

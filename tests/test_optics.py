@@ -85,7 +85,11 @@ def test_unmeasurable_field_uses_the_configured_scale_and_says_so():
 def test_config_scale_source_overrides_the_measurement():
     f = smear(4, 224)
     _, rec = working_field(f, V3, OpticsSettings(px_per_um=4.0, scale_source="config"))
-    assert rec.scale_source == "config" and rec.rbc_diameter_px is not None  # measured, but not used
+    # The configured scale decides, and the field's red cells are not measured (most of a field's cost).
+    assert rec.scale_source == "config" and rec.rbc_diameter_px is None and rec.rbc_count == 0
+    assert rec.magnification == pytest.approx(4.0 * optics.RBC_DIAMETER_UM / V3.rbc_diameter_px, rel=1e-3)
+    _, auto = working_field(f, V3, OpticsSettings(px_per_um=4.0))
+    assert auto.scale_source == "measured" and auto.rbc_diameter_px is not None
 
 
 def test_optical_scale_needs_version_3_without_crop():

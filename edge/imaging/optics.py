@@ -266,7 +266,9 @@ def normalise(
     # one magnification. Reusing the sample's scale refused 2 of the 75 Benign validation fields with
     # the blocks as samples, and 8 of 75 ("no white cell found", 30 of 494 scores changed) with each
     # class's fields in one folder, where the field's own scale found the cell.
-    if cut_out is not None:
+    # A microscope whose scale the clinic has configured (scale_source "config") is not measured: the
+    # configured scale decides the factor either way, and the two Hough passes are most of a field's cost.
+    if cut_out is not None or (scale_source == "config" and px_per_um):
         measured, count = None, 0
     else:
         measured, count = measure_rbc_diameter(rgb)

@@ -16,9 +16,9 @@ from edge.inference.classifier import (
     card_path_for,
     classifier_from_config,
     model_files,
-    ood_path_for,
 )
 from edge.inference.modelstore import CURRENT, ModelStore, ModelStoreError, current_model, model_in_use
+from edge.inference.ood import ood_path_for
 
 
 def _copy_model(dest: Path, version: str | None = None, tamper: bool = False) -> Path:

@@ -12,7 +12,8 @@ from daemon_support import model_path  # noqa: F401
 from edge.config import config_from_dict
 from edge.imaging import synthetic
 from edge.imaging.decode import decode_file
-from edge.inference.classifier import Classifier, OodReference
+from edge.inference.classifier import Classifier
+from edge.inference.ood import OodReference
 from edge.pipeline.settings import PipelineSettings
 from edge.pipeline.stages import Pipeline
 from edge.store.database import Store

@@ -22,13 +22,12 @@ from edge.imaging.preprocess import PreprocessParams
 from edge.inference.classifier import (
     LABELS,
     Classifier,
-    OodReference,
     card_path_for,
     load_card,
-    ood_path_for,
     sha256_file,
 )
 from edge.inference.novelty import novelty_path_for
+from edge.inference.ood import OodReference, ood_path_for
 
 from . import granulocyte, novelty
 from .cellset import CellSet, build_cellset, cell_embeddings

@@ -1,6 +1,6 @@
 """How unlike the validated laboratory's cells a cell is: the nearest-neighbour novelty of its embedding.
 
-The out-of-distribution reference (:class:`edge.inference.classifier.OodReference`) answers "is this a
+The out-of-distribution reference (:class:`edge.inference.ood.OodReference`) answers "is this a
 cell at all": it is fitted on every training cell, other laboratories' normal cells included (they were
 learnt as benign), and measures the distance from their centre, so photographs land far out but another
 laboratory's cells land inside (AUROC 0.74 against PBC's held-out cells, 0.38 against BCCD's, card 3.6.0).

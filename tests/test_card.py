@@ -56,6 +56,22 @@ def test_shipped_card_says_what_reaches_a_clinic_without_review():
     assert t["painted_out"]["device_confident_malignant"] <= t["painted_out"]["confident_malignant"]
 
 
+def test_shipped_gate_refuses_dim_fields_where_the_model_failed_not_where_testing_stopped():
+    """The card's darkest glass is an edge the exposure tests found: every level the gate answers holds
+    (sensitivity >= 99 %, at most one confident miss), and the darkest level tested, beyond that edge, is
+    refused whole. (3.7.0's 149 was the darkest level tested, x0.6, which the model held.)"""
+    d = _shipped()
+    gate = d["cell_tests"]["quality_gate"]
+    assert d["quality_gate"]["min_brightness"] == gate["min_brightness"]["threshold"]
+    dark = gate["curves_at_these_thresholds"]["exposure_gain_dark"]
+    darkest = min(dark, key=float)
+    assert dark[darkest]["refused_by_gate"] == 1.0
+    answered = [c for c in dark.values() if c["refused_by_gate"] < 1.0]
+    assert len(answered) >= 4
+    for c in answered:
+        assert c["sensitivity_among_classified"] >= 0.99 and c["confident_misses"] <= 1, c
+
+
 def test_shipped_card_says_what_the_granulocyte_check_flags_on_held_out_fields():
     """Fitted on training cells only; the card carries what it sends to review on every held-out part: most
     of PBC's immature granulocytes, no more than one in a hundred validation fields of any class."""

@@ -47,6 +47,31 @@ def test_a_gate_that_would_refuse_good_fields_is_capped_and_says_so():
     assert g["clean_refused"] == 0.0
 
 
+def test_a_dark_limit_never_cuts_inside_one_exposure_level():
+    """Every field of one gain lands within a grey level of the same glass brightness. At x0.3 most dark
+    fields are missed but the brightest few (74.6-75) happen to be right: a threshold of 74.6 would keep
+    exactly those and call x0.3 validated. Whole levels put it at x0.4's darkest field instead."""
+    trials = []
+    for g in (0.3, 0.4, 0.6, 1.0):
+        for i in range(40):
+            glass = 250 * g + (i % 10) * 0.1 - 0.5
+            missed = g == 0.3 and glass < 74.6
+            trials.append(
+                Trial(
+                    level=g,
+                    metric=glass,
+                    malignant=True,
+                    refused=False,
+                    verdict="benign" if missed else "malignant",
+                    needs_review=False,
+                )
+            )
+    assert knee(trials, 1.0, "min")["threshold"] < 75  # inside x0.3's spread
+    g = knee(trials, 1.0, "min", whole_levels=True)
+    assert g["goal_met"] and g["threshold"] == 99.5, g
+    assert curve_with_gate(trials, g["threshold"], "min")["0.3"]["refused_by_gate"] == 1.0
+
+
 def test_brightness_limit_from_above():
     trials = [
         Trial(

@@ -7,11 +7,12 @@ import numpy as np
 import pytest
 from daemon_support import real_images
 
-from edge.config import QualityConfig
+from edge.config import QualityConfig, config_from_dict
 from edge.imaging import synthetic
 from edge.imaging.decode import decode_file
 from edge.imaging.preprocess import PreprocessParams, preprocess, working_field
 from edge.pipeline import quality
+from edge.pipeline.classify import classify_paths
 
 P = PreprocessParams()
 T = QualityConfig()
@@ -111,3 +112,23 @@ def test_a_field_without_a_cell_under_clipped_glass_says_what_to_do():
     assert quality.no_cell_reason(rec((246.0, 254.0, 250.0))) == "no white cell found"
     clipped = quality.no_cell_reason(rec((255.0, 255.0, 255.0)))
     assert clipped.startswith("no white cell found") and "lower the lamp" in clipped
+
+
+def test_a_dimmer_lamp_is_answered_down_to_the_validated_glass_and_refused_below_it(tmp_path):
+    """The glass gain (at most 2.5x) brings a dim field back: the card's exposure tests hold down to x0.4
+    (glass ~100 of 255), so a field at half the light is answered as at full light; at x0.3 the gain
+    cannot reach the reference white and the field is refused with what to do. (Card 3.7.0 refused every
+    field whose glass was below 149, the darkest exposure it had been tested at.)"""
+    real = [decode_file(p).rgb for p in real_images(4)]
+    fields = real or [synthetic.smear(s, n_wbc=2) for s in range(3)]
+    for i, rgb in enumerate(fields):
+        for gain in (1.0, 0.5, 0.3):
+            dim = np.clip(rgb.astype(np.float32) * gain, 0, 255).astype(np.uint8)
+            (tmp_path / f"f{i}-x{gain}.png").write_bytes(synthetic.encode(dim, "png"))
+    cfg = config_from_dict({"daemon": {"inbox": str(tmp_path / "inbox")}}, base_dir=tmp_path)
+    got = {r.path.rsplit("/", 1)[-1][:-4]: r for r in classify_paths([tmp_path], cfg)}
+    for i in range(len(fields)):
+        full, half, dark = got[f"f{i}-x1.0"], got[f"f{i}-x0.5"], got[f"f{i}-x0.3"]
+        assert full.status == half.status == "classified", (full.reason, half.reason)
+        assert half.verdict == full.verdict
+        assert dark.status == "unreadable" and dark.reason.startswith("too dark to correct"), dark.reason

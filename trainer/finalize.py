@@ -125,13 +125,15 @@ def finalize(
         }
     )
     card.set_section("sample_rule", rule_card(sample_rule, sample_info))
-    card.set_section(
-        "quality_gate",
-        {k: tests["quality_gate"][k]["threshold"] for k in ("min_focus", "min_brightness", "max_brightness")},
-    )
+    card.set_section("quality_gate", quality_gate_section(tests))
     card.save(card_path_for(tflite))
     if card.preprocessing.field_scale == "optical":
         domain_and_sources(tflite, split, tests, progress)
+
+
+def quality_gate_section(tests: dict) -> dict:
+    """The card's ``quality_gate``: the thresholds the cell tests found (:mod:`trainer.gate`)."""
+    return {k: tests["quality_gate"][k]["threshold"] for k in ("min_focus", "min_brightness", "max_brightness")}
 
 
 def domain_and_sources(

@@ -48,11 +48,25 @@ def knee(
     min_sensitivity: float = 0.99,
     max_confident_misses: int = 1,
     max_clean_refused: float = 0.02,
+    whole_levels: bool = False,
 ) -> dict:
-    """``side``: "min" (refuse below the threshold, e.g. focus) or "max" (refuse above, e.g. brightness)."""
+    """``side``: "min" (refuse below the threshold, e.g. focus) or "max" (refuse above, e.g. brightness).
+    ``whole_levels``: thresholds only at the edge of a strength's fields (for discrete strengths whose
+    fields share one metric value, as exposure gains do)."""
     metrics = np.array([t.metric for t in trials])
     clean = np.array([t.metric for t in trials if t.level == clean_level])
-    cands = np.unique(np.round(metrics, 2))
+    if whole_levels:
+        # A strength whose fields hardly differ in the metric (an exposure gain: every field's glass lands
+        # within a grey level or two): a threshold inside that spread would keep the few fields that happen
+        # to pass and call the level validated. Only a level's own edge (rounded outward) is a candidate.
+        edges: Dict[float, List[float]] = {}
+        for t in trials:
+            edges.setdefault(t.level, []).append(t.metric)
+        ends = [min(v) for v in edges.values()] if side == "min" else [max(v) for v in edges.values()]
+        rounded = np.floor(np.array(ends) * 100) / 100 if side == "min" else np.ceil(np.array(ends) * 100) / 100
+        cands = np.unique(rounded)
+    else:
+        cands = np.unique(np.round(metrics, 2))
     cands = cands if side == "min" else cands[::-1]
     limit = np.quantile(clean, max_clean_refused if side == "min" else 1 - max_clean_refused)
     chosen, met = None, False
@@ -73,7 +87,8 @@ def knee(
         "clean_refused": round(clean_refused, 4),
         "rule": f"least strict value keeping sensitivity >= {min_sensitivity:.0%} and <= "
         f"{max_confident_misses} confident miss at every strength among the fields it passes, "
-        f"refusing at most {max_clean_refused:.0%} of undegraded fields",
+        f"refusing at most {max_clean_refused:.0%} of undegraded fields"
+        + (", at the edge of a whole strength" if whole_levels else ""),
     }
 
 
@@ -93,3 +108,25 @@ def curve_with_gate(trials: Sequence[Trial], threshold: float, side: str) -> Dic
             "confident_misses": int(sum(t.verdict == "benign" and not t.needs_review for t in mal)),
         }
     return out
+
+
+def exposure_limits(trials: Sequence[Trial]) -> Dict[str, dict]:
+    """The gate's brightness limits from exposure trials (gains, the clean field at 1.0): darker fields
+    are judged for ``min_brightness``, brighter ones for ``max_brightness``."""
+    return {
+        "min_brightness": knee([t for t in trials if t.level <= 1.0], 1.0, "min", whole_levels=True),
+        "max_brightness": knee([t for t in trials if t.level >= 1.0], 1.0, "max", whole_levels=True),
+    }
+
+
+def exposure_curves(trials: Sequence[Trial], gate: Dict[str, dict]) -> Dict[str, Dict[str, dict]]:
+    """The exposure trials with :func:`exposure_limits`' thresholds applied (the card's
+    ``curves_at_these_thresholds``)."""
+    return {
+        "exposure_gain_dark": curve_with_gate(
+            [t for t in trials if t.level <= 1.0], gate["min_brightness"]["threshold"], "min"
+        ),
+        "exposure_gain_bright": curve_with_gate(
+            [t for t in trials if t.level >= 1.0], gate["max_brightness"]["threshold"], "max"
+        ),
+    }

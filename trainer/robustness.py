@@ -17,8 +17,9 @@ preprocessing and int8 interpreter (:func:`trainer.evaluate.classify_field`):
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence, Tuple
 
 import cv2
 import numpy as np
@@ -34,10 +35,12 @@ from edge.pipeline.domain import ValidatedRange
 from . import augment
 from .augment import jpeg_roundtrip, lab_stats, reinhard_to
 from .data import Sample
-from .gate import Trial, curve_with_gate, knee
+from .gate import Trial, curve_with_gate, exposure_curves, exposure_limits, knee
 
 BLUR = (0.0, 0.5, 1.0, 1.5, 2.0, 3.0)
-EXPOSURE = (0.6, 0.7, 0.8, 1.0, 1.2, 1.4)
+# Down to x0.3 (glass ~75 of 255): the gate's min_brightness is the darkest level the model was shown to
+# hold at, so the levels must reach one where it fails (x0.3 did, x0.4 did not: model 3.8.0's card).
+EXPOSURE = (0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 1.0, 1.2, 1.4)
 # Another microscope's optics, simulated on the validation fields: the field resampled (magnification) and
 # the lamp/camera's colour (per-channel gains R, G, B).
 RESCALE = (0.75, 2.0, 3.0, 4.0)
@@ -261,48 +264,19 @@ def run(
         }
     out["reinhard"] = rein
 
-    curves, trials = {}, {"blur_sigma": [], "exposure_gain": []}
     open_judge = Judge(clf, OPEN_GATE)
-    for name, levels, fn in (
-        ("blur_sigma", BLUR, blur),
-        ("exposure_gain", EXPOSURE, expose),
-        ("jpeg_quality", JPEG, jpeg_roundtrip),
+    curves: Dict[str, dict] = {}
+    trials: Dict[str, List[Trial]] = {}
+    for name, levels, fn, metric in (
+        ("blur_sigma", BLUR, blur, "focus"),
+        ("exposure_gain", EXPOSURE, expose, "brightness"),
+        ("jpeg_quality", JPEG, jpeg_roundtrip, None),
     ):
-        curve = {}
-        for v in levels:
-            outs = []
-            for i, f in enumerate(fields):
-                img = fn(f, v)
-                outs.append(judge(img))
-                if name in trials:  # the same field with the gate open: where does the model fail?
-                    q = judge.measure(img)[2]
-                    o = open_judge(img)
-                    trials[name].append(
-                        Trial(
-                            level=v,
-                            metric=q.focus if name == "blur_sigma" else q.brightness,
-                            malignant=bool(y_mal[i]),
-                            refused=o.refused,
-                            verdict=o.verdict,
-                            needs_review=o.needs_review,
-                        )
-                    )
-                prog(f"{name} {v}", i + 1, len(fields))
-            curve[str(v)] = _summary(outs, y_mal, labels)
-        curves[name] = curve
-    gate = {
-        "min_focus": knee(trials["blur_sigma"], 0.0, "min"),
-        "min_brightness": knee([t for t in trials["exposure_gain"] if t.level <= 1.0], 1.0, "min"),
-        "max_brightness": knee([t for t in trials["exposure_gain"] if t.level >= 1.0], 1.0, "max"),
-    }
+        curves[name], trials[name] = degrade(fields, y_mal, labels, name, levels, fn, prog, judge, open_judge, metric)
+    gate = {"min_focus": knee(trials["blur_sigma"], 0.0, "min"), **exposure_limits(trials["exposure_gain"])}
     gate["curves_at_these_thresholds"] = {
         "blur_sigma": curve_with_gate(trials["blur_sigma"], gate["min_focus"]["threshold"], "min"),
-        "exposure_gain_dark": curve_with_gate(
-            [t for t in trials["exposure_gain"] if t.level <= 1.0], gate["min_brightness"]["threshold"], "min"
-        ),
-        "exposure_gain_bright": curve_with_gate(
-            [t for t in trials["exposure_gain"] if t.level >= 1.0], gate["max_brightness"]["threshold"], "max"
-        ),
+        **exposure_curves(trials["exposure_gain"], gate),
     }
     out["quality_gate"] = gate
     out["curves"] = curves
@@ -311,6 +285,75 @@ def run(
 
     out["ood"] = ood(judge, fields, clf, rng, prog)
     return out
+
+
+def degrade(
+    fields: Sequence[np.ndarray],
+    y_mal: np.ndarray,
+    labels: List[str],
+    name: str,
+    levels: Sequence[float],
+    fn: Callable[[np.ndarray, float], np.ndarray],
+    prog: Callable[[str, int, int], None],
+    judge: Optional[Judge] = None,
+    open_judge: Optional[Judge] = None,
+    metric: Optional[str] = None,
+) -> Tuple[Dict[str, dict], List[Trial]]:
+    """One degradation ``fn`` at each strength: with ``judge``, the device's answers per level (the curve);
+    with ``open_judge`` and ``metric`` (the gate's "focus" or "brightness"), each degraded field judged with
+    the gate open as a :class:`Trial`, to see where the model itself fails."""
+    curve: Dict[str, dict] = {}
+    trials: List[Trial] = []
+    for v in levels:
+        outs = []
+        for i, f in enumerate(fields):
+            img = fn(f, v)
+            if judge is not None:
+                outs.append(judge(img))
+            if open_judge is not None and metric is not None:
+                q = open_judge.measure(img)[2]
+                o = open_judge(img)
+                trials.append(
+                    Trial(
+                        level=v,
+                        metric=getattr(q, metric),
+                        malignant=bool(y_mal[i]),
+                        refused=o.refused,
+                        verdict=o.verdict,
+                        needs_review=o.needs_review,
+                    )
+                )
+            prog(f"{name} {v}", i + 1, len(fields))
+        if outs:
+            curve[str(v)] = _summary(outs, y_mal, labels)
+    return curve, trials
+
+
+def refit_exposure(
+    clf: Classifier, samples: Sequence[Sample], tests: dict, progress: Optional[Callable[[str, int, int], None]] = None
+) -> dict:
+    """A finalized card's exposure tests again at every :data:`EXPOSURE` level, everything else as it was:
+    the gate's brightness limits from the open-gate trials, then the exposure curve judged through a gate
+    with those limits, as the device will. Returns ``tests`` updated (the card's ``cell_tests``); the card's
+    ``quality_gate`` is then set from ``tests["quality_gate"]`` as a finalize does."""
+    prog = progress or (lambda *a: None)
+    fields = load_fields(clf, samples, prog)
+    labels = [s.label for s in samples]
+    y_mal = np.array([lab != BENIGN for lab in labels])
+    _, trials = degrade(
+        fields, y_mal, labels, "exposure_gain trials", EXPOSURE, expose, prog, None, Judge(clf, OPEN_GATE), "brightness"
+    )
+    gate = dict(tests["quality_gate"])
+    gate.update(exposure_limits(trials))
+    gate["curves_at_these_thresholds"] = {**gate["curves_at_these_thresholds"], **exposure_curves(trials, gate)}
+    limits = dataclasses.replace(
+        clf.card.quality_gate,
+        min_brightness=gate["min_brightness"]["threshold"],
+        max_brightness=gate["max_brightness"]["threshold"],
+    )
+    judge = Judge(clf, quality.stricter(QualityConfig(), limits))
+    curve, _ = degrade(fields, y_mal, labels, "exposure_gain", EXPOSURE, expose, prog, judge)
+    return {**tests, "quality_gate": gate, "curves": {**tests["curves"], "exposure_gain": curve}}
 
 
 def optics_tests(judge: Judge, fields, base: List[Outcome], y_mal: np.ndarray, labels: List[str], prog) -> dict:

@@ -7,7 +7,6 @@ import os
 import sqlite3
 import uuid
 from datetime import datetime, timedelta, timezone
-from pathlib import Path
 from typing import Callable, Optional
 
 import pytest

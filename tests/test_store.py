@@ -4,10 +4,10 @@ import subprocess
 import sys
 import textwrap
 from dataclasses import replace
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timedelta
 
 import pytest
-from conftest import T0, add_records, fake_record
+from conftest import T0, fake_record
 from sqlalchemy import create_engine, inspect, select
 from sqlalchemy.exc import IntegrityError, StatementError
 

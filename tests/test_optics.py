@@ -17,7 +17,7 @@ from edge.imaging.preprocess import (
     working_field,
 )
 from edge.imaging.synthetic import smear
-from tests.shared_data import BCCD, HAVE_DATASET, NO_BCCD, NO_PBC, PBC, real_images
+from tests.shared_data import BCCD, HAVE_DATASET, NO_BCCD, NO_PBC, PBC, pbc_held_out, real_images
 
 V3 = PreprocessParams(field_scale="optical", crop="none", stain_fit="cells", input_mode="cell", rbc_diameter_px=21.0)
 
@@ -80,6 +80,49 @@ def test_unmeasurable_field_uses_the_configured_scale_and_says_so():
     assert rec.magnification == pytest.approx(8.0 * optics.RBC_DIAMETER_UM / V3.rbc_diameter_px, rel=1e-3)
     _, rec = working_field(blank, V3)
     assert rec.scale_source == "assumed" and rec.magnification == pytest.approx(1.0)
+
+
+def test_a_magnified_single_cell_image_without_red_cells_is_scaled_by_its_white_cell():
+    """Another laboratory's single-cell image: a white cell filling a third of the picture, red cells only
+    as slivers cut by the border. Assuming the training scale left the cell 3-4x too large (validation
+    blasts cut that way were all called benign); its size now stands in, said so, and only where it says
+    the field is clearly magnified (the single small blob above stays "assumed")."""
+    img = np.full((300, 300, 3), 235, np.uint8)
+    for cx, cy in ((0, 0), (300, 40), (20, 300)):
+        cv2.circle(img, (cx, cy), 40, (225, 150, 160), -1)  # red cells, most of each outside the picture
+    cv2.circle(img, (150, 150), 60, (200, 165, 225), -1)  # cytoplasm
+    cv2.circle(img, (150, 150), 45, (105, 45, 150), -1)  # nucleus
+    _, rec = working_field(img, V3)
+    assert rec.rbc_diameter_px is None and rec.scale_source == "cell"
+    # Its stained part (the 90-px nucleus; this pale cytoplasm falls with the glass) up to the 120-px whole,
+    # taken as 1.6 red cells of the training's 21 px: 2.7-3.6x, where "assumed" would say 1.0.
+    size = optics.CELL_IN_RBC_DIAMETERS * 21.0
+    assert 90 / size * 0.95 <= rec.magnification <= 120 / size * 1.05
+    # a configured scale still comes first
+    _, rec = working_field(img, V3, OpticsSettings(px_per_um=8.0))
+    assert rec.scale_source == "config"
+
+
+@pytest.mark.skipif(not PBC.is_dir(), reason=NO_PBC)
+def test_real_cells_cut_too_tight_for_their_red_cells_get_a_scale_near_the_measured_one():
+    """Held-out PBC cells cut to 160 px: most lose the red cells Hough needs. The white cell's guess lands
+    near what the whole image's red cells measure (a lymphocyte or neutrophil is smaller than the
+    1.6 red cells a blast is taken to be, so the guess runs low, never at the training scale)."""
+    ratios = []
+    for path in pbc_held_out("lymphocyte", 12) + pbc_held_out("monocyte", 12):
+        rgb = decode_file(path, target=448).rgb
+        _, whole = working_field(rgb, V3)
+        h, w = rgb.shape[:2]
+        _, cut = working_field(
+            np.ascontiguousarray(rgb[(h - 160) // 2 : (h + 160) // 2, (w - 160) // 2 : (w + 160) // 2]), V3
+        )
+        assert whole.scale_source == "measured"
+        if cut.scale_source == "cell":
+            ratios.append(cut.magnification / whole.magnification)
+        else:
+            assert cut.scale_source == "measured", cut.scale_source
+    assert len(ratios) >= 6, ratios
+    assert 0.6 <= min(ratios) and max(ratios) <= 1.2 and 0.7 <= float(np.median(ratios)) <= 1.05, ratios
 
 
 def test_config_scale_source_overrides_the_measurement():

@@ -31,7 +31,7 @@ from typing import Dict, List, Optional, Tuple
 import cv2
 import numpy as np
 
-from edge.imaging import pixels, resampling
+from edge.imaging import cellsize, pixels, resampling
 
 # A red cell's diameter in micrometres (normal adult blood: 7.5-8 um on a dried smear).
 RBC_DIAMETER_UM = 7.8
@@ -42,6 +42,11 @@ SUPPORTED_MAGNIFICATION = (0.6, 8.0)
 # A cell cut out onto black has no red cells beside it; its scale is guessed by taking it to be this many
 # red-cell diameters across (a lymphocyte ~1.0-1.5, a blast ~1.5-2.5): "cell", always sent to review.
 CELL_IN_RBC_DIAMETERS = 1.6
+# A field with no red cells to measure, no configured scale and no sample that knows it: its white cell's
+# size (:func:`edge.imaging.cellsize.white_cell_diameter`) stands in for the scale only where it says the
+# field is magnified at least this much (another laboratory's single-cell images, 3-5x). Below it the guess
+# (good to a quarter either way for a blast) is no better than assuming the training scale.
+MIN_GUESSED_MAGNIFICATION = 2.0
 # Fewer measured red cells than this and the median is not a measurement.
 MIN_RBC_COUNT = 3
 # Hough passes (see measure_rbc_diameter): the coarse pass's short side, and the red-cell diameter the
@@ -246,7 +251,9 @@ def normalise(
     ``rbc_diameter_px`` is the training scale (a red cell's diameter in training pixels). ``px_per_um``
     is the microscope's configured scale of the *original* image; ``decode_factor`` the decoder's
     reduction (1/2 when a large JPEG was decoded at half size). ``scale_source``: "auto" measures and
-    falls back to the configured scale, then to 1.0 ("assumed"); "config" always uses the configured one.
+    falls back to the configured scale, then to the sample's, then to a guess from the white cell's size
+    where that says the field is clearly magnified ("cell"), then to 1.0 ("assumed"); "config" always uses
+    the configured one.
     ``known_magnification`` (from :class:`ScaleMemory`: this sample's earlier fields agreed) is used only
     when this field's red cells cannot be measured ("sample"), never instead of measuring them.
     """
@@ -260,7 +267,7 @@ def normalise(
         rgb = rgb.copy()
         rgb[cut_out] = np.asarray(glass_reference, np.float32).round().astype(np.uint8)
         gray = pixels.gray(rgb)
-        cell_diam = _largest_blob_diameter(~cut_out)
+        cell_diam = cellsize.largest_blob_diameter(~cut_out)
     # Every field is measured, even when its sample's scale is known: the model's card was validated on
     # each field's own measurement, and a dataset's (or a clinic's) fields of one folder need not share
     # one magnification. Reusing the sample's scale refused 2 of the 75 Benign validation fields with
@@ -297,7 +304,13 @@ def normalise(
     elif known_magnification is not None:
         diam, source = known_magnification * decode_factor * rbc_diameter_px, "sample"
     else:
-        diam, source = rbc_diameter_px, "assumed"
+        # Half-size pixels, as ``cells``: a white cell is tens of them across at any magnification guessed.
+        white = cellsize.white_cell_diameter(rgb[::2, ::2], cells)
+        guess = 2.0 * white / CELL_IN_RBC_DIAMETERS if white is not None else None
+        if guess is not None and guess >= MIN_GUESSED_MAGNIFICATION * rbc_diameter_px:
+            diam, source = guess, "cell"
+        else:
+            diam, source = rbc_diameter_px, "assumed"
     decoded_mag = diam / rbc_diameter_px
     mag = decoded_mag / decode_factor
     optics_px_per_um = diam / RBC_DIAMETER_UM / decode_factor
@@ -329,14 +342,6 @@ def black_surround(rgb: np.ndarray, gray: Optional[np.ndarray] = None) -> Option
         return None
     border = np.concatenate([dark[0], dark[-1], dark[:, 0], dark[:, -1]])
     return dark if border.mean() >= 0.5 else None
-
-
-def _largest_blob_diameter(mask: np.ndarray) -> Optional[float]:
-    n, _, st, _ = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
-    if n <= 1:
-        return None
-    area = float(st[1:, cv2.CC_STAT_AREA].max())
-    return float(np.sqrt(4.0 * area / np.pi))
 
 
 class ScaleMemory:

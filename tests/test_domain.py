@@ -166,6 +166,12 @@ def test_the_monitors_reasons_in_plain_words_and_a_darker_stain_warns_about_beni
     words = [r.text for r in domain_reasons(f"{CARVED}; {CLIPPED}; a reason from a newer device")]
     assert words[0].startswith("the white cell had to be cut out") and words[1].startswith("overexposed")
     assert words[2] == "a reason from a newer device"  # shown as it is, never hidden
+    guessed, assumed = (
+        domain_reasons("; ".join(vr.check(_optics(mag=3.5, source=src), (70.0, 20.0, -30.0), [])))[0].text
+        for src in ("cell", "assumed")
+    )
+    assert "guessed from the white cell's size" in guessed and "guessed" not in assumed
+    assert assumed.startswith("the magnification could not be measured")
 
 
 def test_a_cell_like_an_immature_granulocyte_is_counted_and_sends_the_sample_to_review():

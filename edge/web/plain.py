@@ -75,6 +75,11 @@ _SAMPLE: Tuple[Tuple[str, str], ...] = (
 
 # The domain monitor's reasons (edge/pipeline/domain.py, edge.vocabulary), one per part of a row's `domain`.
 _DOMAIN: Tuple[Tuple[str, str], ...] = (
+    (
+        r"^magnification not measured.*guessed from the white cell",
+        "the magnification could not be measured (no red cells to measure it by): it was guessed from the white "
+        "cell's size, which differs from cell to cell",
+    ),
     (r"^magnification not measured", "the magnification could not be measured (no red cells to measure it by)"),
     (
         r"^magnification (?P<m>[\d.]+)x the training scale.*validated (?P<lo>[\d.]+)-(?P<hi>[\d.]+)x",

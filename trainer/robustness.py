@@ -63,6 +63,9 @@ class Outcome:
     needs_review: bool = False
     reason: str = ""
     outside: str = ""  # the domain monitor's reasons (a :class:`Judge` given the card's validated range)
+    # What the gate measured on the field (focus, brightness), whether or not it passed: a degradation's
+    # trials read their metric here rather than normalising the field a second time.
+    gate_report: Optional[quality.QualityReport] = None
 
     @property
     def flagged(self) -> bool:
@@ -97,17 +100,17 @@ class Judge:
         params = self.clf.preprocessing
         rgb, optics, q = self.measure(rgb)
         if optics is not None and not optics.supported:
-            return Outcome(refused=True, reason=f"magnification {optics.magnification:.1f}x unsupported")
+            return Outcome(refused=True, reason=f"magnification {optics.magnification:.1f}x unsupported", gate_report=q)
         q = quality.check_exposure_focus(q, self.gate)
         if not q.passed:
-            return Outcome(refused=True, reason=q.reason)
+            return Outcome(refused=True, reason=q.reason, gate_report=q)
         pre = preprocess(rgb, params)
         q = quality.check_content(q, pre.stats, self.gate)
         if not q.passed:
-            return Outcome(refused=True, reason=q.reason)
+            return Outcome(refused=True, reason=q.reason, gate_report=q)
         fp = self.clf.predict_field(pre.model_inputs)
         if fp.prediction is None:
-            return Outcome(refused=True, reason=fp.refusal)
+            return Outcome(refused=True, reason=fp.refusal, gate_report=q)
         p = fp.prediction
         # The device sends a carved or pale cell, clipped glass and a cell like an immature granulocyte to
         # review too, whatever the score.
@@ -122,6 +125,7 @@ class Judge:
             verdict=p.verdict,
             needs_review=review,
             outside=outside,
+            gate_report=q,
         )
 
 
@@ -311,12 +315,11 @@ def degrade(
             if judge is not None:
                 outs.append(judge(img))
             if open_judge is not None and metric is not None:
-                q = open_judge.measure(img)[2]
                 o = open_judge(img)
                 trials.append(
                     Trial(
                         level=v,
-                        metric=getattr(q, metric),
+                        metric=getattr(o.gate_report, metric),
                         malignant=bool(y_mal[i]),
                         refused=o.refused,
                         verdict=o.verdict,

@@ -15,9 +15,8 @@ message.
 from __future__ import annotations
 
 import ctypes
-import ctypes.util
 import threading
-from typing import Optional, Tuple
+from typing import Iterator, Optional, Tuple
 
 import numpy as np
 
@@ -37,7 +36,7 @@ def _load() -> Optional[ctypes.CDLL]:
         if _loaded:
             return _lib
         _loaded = True
-        for name in ("libturbojpeg.so.0", ctypes.util.find_library("turbojpeg")):
+        for name in _library_names():
             if not name:
                 continue
             try:
@@ -66,6 +65,15 @@ def _load() -> Optional[ctypes.CDLL]:
             except (OSError, AttributeError):  # absent, or older than TurboJPEG 2.0 (no tjGetErrorCode)
                 continue
         return _lib
+
+
+def _library_names() -> Iterator[Optional[str]]:
+    """Debian's soname first; the search by name (``ldconfig -p`` in a subprocess, tens of ms on a Pi)
+    only where that is not there."""
+    yield "libturbojpeg.so.0"
+    import ctypes.util
+
+    yield ctypes.util.find_library("turbojpeg")
 
 
 def available() -> bool:

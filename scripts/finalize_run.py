@@ -46,6 +46,17 @@ def main() -> None:
         help="set the card's preprocessing pale_search (3.4.0) before finalizing",
     )
     ap.add_argument(
+        "--local-colour-test",
+        action="store_true",
+        help="set the card's preprocessing local_colour_test (3.9.0) before finalizing",
+    )
+    ap.add_argument(
+        "--keep-float-agreement",
+        action="store_true",
+        help="keep the card's float/int8 agreement instead of loading work/cell.keras: for a change that "
+        "leaves every validation crop as it was (check that first); the run's work/ folder may then be gone",
+    )
+    ap.add_argument(
         "--clipped-glass-review",
         action="store_true",
         help="set the card's preprocessing clipped_glass_review (3.5.0) before finalizing",
@@ -71,12 +82,17 @@ def main() -> None:
     if args.clipped_glass_review and not card.preprocessing.clipped_glass_review:
         card.preprocessing = dataclasses.replace(card.preprocessing, clipped_glass_review=True)
         card.save(card_path_for(args.tflite))
-    import keras
+    if args.local_colour_test and not card.preprocessing.local_colour_test:
+        card.preprocessing = dataclasses.replace(card.preprocessing, local_colour_test=True)
+        card.save(card_path_for(args.tflite))
+    probs = None
+    if not args.keep_float_agreement:
+        import keras
 
-    model = keras.models.load_model(work / "cell.keras")
-    va = build_cellset(split.val, card.preprocessing)
-    probs = field_probs(predict_float(model, va.x), va.field, len(split.val))
-    logging.info("float probabilities for %d validation fields", int((~np.isnan(probs[:, 0])).sum()))
+        model = keras.models.load_model(work / "cell.keras")
+        va = build_cellset(split.val, card.preprocessing)
+        probs = field_probs(predict_float(model, va.x), va.field, len(split.val))
+        logging.info("float probabilities for %d validation fields", int((~np.isnan(probs[:, 0])).sum()))
     finalize(
         args.tflite,
         split,

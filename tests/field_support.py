@@ -30,3 +30,17 @@ def pale_field(nucleus: bool = True, red_cell=(212, 208, 210), colour=(208, 186,
     if nucleus:
         cv2.circle(img, (112, 112), 20, colour, -1, lineType=cv2.LINE_AA)
     return img
+
+
+def touching_red_cells_field() -> np.ndarray:
+    """A purple white cell with two reddish red cells touching it (one stained region whose mean colour is
+    the white cell's) and loose red cells of a paler pink elsewhere, as BCCD's fields show them."""
+    img = np.full((224, 224, 3), (238, 236, 240), np.uint8)
+    for y, x in np.random.default_rng(2).integers(20, 204, (14, 2)):
+        if (y - 112) ** 2 + (x - 112) ** 2 > 70**2:
+            cv2.circle(img, (int(x), int(y)), 11, (214, 170, 170), -1, lineType=cv2.LINE_AA)
+    cv2.circle(img, (112, 112), 24, (200, 150, 200), -1, lineType=cv2.LINE_AA)
+    cv2.circle(img, (112, 112), 19, (110, 60, 160), -1, lineType=cv2.LINE_AA)
+    for dy, dx in ((0, 36), (36, 0)):
+        cv2.circle(img, (112 + dx, 112 + dy), 13, (214, 140, 150), -1, lineType=cv2.LINE_AA)
+    return img

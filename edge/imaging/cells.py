@@ -183,7 +183,8 @@ def _cells_at_maxima(
     accept: Callable[[float, float, float], bool],
     pale: bool = False,
 ) -> List[Cell]:
-    """:func:`find_cells`' search with its colour test as ``accept(A, B, L excess over the glass)``."""
+    """:func:`find_cells`' search with its colour test as ``accept(A, B, L excess over the glass)``, on
+    each maximum's region and, with the card's ``local_colour_test``, on the maximum's own disc too."""
     # A cell cut by the image edge is measured to the edge, not as if it went on beyond it.
     dist = _inscribed(mask.astype(np.uint8))
     n_lab, labels = components or cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
@@ -204,7 +205,11 @@ def _cells_at_maxima(
             break
         comp = labels[y, x]
         cut = skip_cut and min(y, x, h - 1 - y, w - 1 - x) <= r + 1.0
-        if not cut and accept(excess["A"][comp], excess["B"][comp], excess["L"][comp]):
+        if (
+            not cut
+            and accept(excess["A"][comp], excess["B"][comp], excess["L"][comp])
+            and (not params.local_colour_test or accept(*_disc_excess(lab, labels, int(y), int(x), r, ref)))
+        ):
             cells.append(Cell(y=int(y), x=int(x), radius=r, stain=float(excess["A"][comp]), pale=pale))
         # Suppress the whole neighbourhood, kept or not, so the next maximum is another cell.
         yi, xi = int(y), int(x)
@@ -212,6 +217,21 @@ def _cells_at_maxima(
         win = work[y0:y1, x0:x1]
         win[disc[y0 - yi + sp : y1 - yi + sp, x0 - xi + sp : x1 - xi + sp]] = 0
     return cells
+
+
+def _disc_excess(
+    lab: np.ndarray, labels: np.ndarray, y: int, x: int, r: float, ref: dict
+) -> Tuple[float, float, float]:
+    """Mean (A, B, L) excess over the glass of the pixels of the region at (y, x) within ``r`` of it: the
+    colour of one maximum's own disc. A red cell joined to a white cell has the white cell's region mean
+    and its own, pinker and paler disc."""
+    h, w = labels.shape
+    k = int(np.ceil(r))
+    y0, y1, x0, x1 = max(y - k, 0), min(y + k + 1, h), max(x - k, 0), min(x + k + 1, w)
+    yy, xx = np.ogrid[y0 - y : y1 - y, x0 - x : x1 - x]
+    inside = (yy * yy + xx * xx <= r * r) & (labels[y0:y1, x0:x1] == labels[y, x])
+    mean = lab[y0:y1, x0:x1][inside].mean(axis=0)  # the centre itself is inside: never empty
+    return float(mean[1] - ref["A"]), float(mean[2] - ref["B"]), float(mean[0] - ref["L"])
 
 
 def find_pale(

@@ -73,6 +73,12 @@ class PreprocessParams:
     # B excess <= -9, L excess <= -9); a photograph's brown or pink patches are not.
     cell_max_b_excess: float = -6.0
     cell_max_l_excess: float = -6.0
+    # True: a maximum of the stained mask is a cell only if the stained pixels of its own disc pass the
+    # colour test too, not just its whole region. Another lab's red cells touching a white cell share its
+    # region, so each of their maxima passed on the white cell's colour and was scored as a white cell
+    # (BCCD: 33 of 203 scored cells outside every annotated white cell). No Taleqani validation field
+    # changes (edge/imaging/cells.py _cells_at_maxima).
+    local_colour_test: bool = False
     # Another lab's red cells may stain as magenta as the nuclei: the A-channel mask then joins a white cell
     # and the red cells touching it, and no cell is found in the field. True: such regions are carved by
     # their purple (edge/imaging/cells.py carve_merged); the device flags every field that needed it.

@@ -205,7 +205,9 @@ def train(
     from edge.imaging.preprocess import PreprocessParams
 
     base = (
-        PreprocessParams(field_scale="optical", crop="none", stain_fit=stain_fit)
+        # local_colour_test from the start (3.9.0 set it after training): red cells touching a white cell
+        # in PBC's and BCCD's fields are not learnt as benign white cells.
+        PreprocessParams(field_scale="optical", crop="none", stain_fit=stain_fit, local_colour_test=True)
         if optics
         else PreprocessParams(version="lab-kmeans-2")
     )

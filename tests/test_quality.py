@@ -13,6 +13,7 @@ from edge.imaging.decode import decode_file
 from edge.imaging.preprocess import PreprocessParams, preprocess, working_field
 from edge.pipeline import quality
 from edge.pipeline.classify import classify_paths
+from tests.shared_data import DATASET, HAVE_DATASET, NO_DATASET
 
 P = PreprocessParams()
 T = QualityConfig()
@@ -112,6 +113,43 @@ def test_a_field_without_a_cell_under_clipped_glass_says_what_to_do():
     assert quality.no_cell_reason(rec((246.0, 254.0, 250.0))) == "no white cell found"
     clipped = quality.no_cell_reason(rec((255.0, 255.0, 255.0)))
     assert clipped.startswith("no white cell found") and "lower the lamp" in clipped
+
+
+def test_a_focus_refusal_under_clipped_glass_says_to_lower_the_lamp():
+    from edge.imaging.optics import Optics
+    from edge.web.plain import field_reason
+
+    def rec(glass):
+        return Optics(21.0, 40, 1.0, "measured", glass, (1.0, 1.0, 1.0), 2.7)
+
+    blurred = quality.QualityReport(brightness=250.0, focus=2.0, clipped_fraction=0.0, optical=True)
+    blurred = quality.check_exposure_focus(blurred, T)
+    assert blurred.reason.startswith("out of focus")
+    assert quality.gate_reason(blurred, rec((246.0, 254.0, 250.0))) == blurred.reason  # refocus: nothing to add
+    clipped = quality.gate_reason(blurred, rec((255.0, 255.0, 255.0)))
+    assert clipped.startswith(blurred.reason) and "lower the lamp" in clipped
+    dark = quality.QualityReport(brightness=50.0, focus=2.0, clipped_fraction=0.0, optical=True)
+    dark = quality.check_exposure_focus(dark, T)
+    assert quality.gate_reason(dark, rec((255.0, 255.0, 255.0))) == dark.reason
+    # The review app keeps what to do in its plain words, for both refusals a clipped glass causes.
+    assert "lower the lamp" in field_reason(clipped).text
+    assert field_reason(blurred.reason).text == "out of focus"
+    assert "lower the lamp" in field_reason(quality.no_cell_reason(rec((255.0, 255.0, 255.0)))).text
+
+
+@pytest.mark.skipif(not HAVE_DATASET, reason=NO_DATASET)
+def test_pale_blast_fields_at_forty_percent_more_light_are_refused_with_what_to_do(tmp_path):
+    # Pro-B validation fields the gate refuses "out of focus" at x1.4 exposure (README: 21 of 119): the glass
+    # is clipped white, so the reason says to lower the lamp, not only to refocus.
+    names = ("WBC-Malignant-Pro-004", "WBC-Malignant-Pro-005", "WBC-Malignant-Pro-009")
+    for name in names:
+        rgb = decode_file(DATASET / "Pro" / f"{name}.jpg").rgb
+        bright = np.clip(rgb.astype(np.float32) * 1.4, 0, 255).astype(np.uint8)
+        (tmp_path / f"{name}.png").write_bytes(synthetic.encode(bright, "png"))
+    cfg = config_from_dict({"daemon": {"inbox": str(tmp_path / "inbox")}}, base_dir=tmp_path)
+    for r in classify_paths([tmp_path], cfg):
+        assert r.status == "unreadable" and r.reason.startswith("out of focus"), r.reason
+        assert r.reason.endswith(quality.CLIPPED_GLASS_HINT)
 
 
 def test_a_dimmer_lamp_is_answered_down_to_the_validated_glass_and_refused_below_it(tmp_path):

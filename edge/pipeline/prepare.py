@@ -238,7 +238,8 @@ class Preparer:
         q = quality.check_exposure_focus(quality.measure(rgb, self.params, prep.optics), self.thresholds)
         prep.clock = lap(res, "quality", prep.clock)
         if not q.passed:
-            res.status, res.reason, res.quality = UNREADABLE, q.reason, _with_optics(q.to_dict(), prep.optics)
+            res.status, res.quality = UNREADABLE, _with_optics(q.to_dict(), prep.optics)
+            res.reason = quality.gate_reason(q, prep.optics)
             return False
         prep.report = q
         return True

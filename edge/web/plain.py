@@ -22,9 +22,18 @@ _FIELD: Tuple[Tuple[str, str], ...] = (
     (r"^too dark", "too dark to read"),
     (r"^overexposed", "too bright to read"),
     (r"^badly exposed", "badly exposed: parts of the picture are pure black or white"),
+    (
+        r"^out of focus.*glass is clipped white",
+        "out of focus or overexposed: the glass is clipped white (lower the lamp or exposure first)",
+    ),
     (r"^out of focus", "out of focus"),
     (r"^no stain", "no stain: an empty field or not a smear"),
     (r"^no stained cells", "no stained cells: an empty field or not a smear"),
+    (
+        "^" + re.escape(NO_CELL) + ".*glass is clipped white",
+        "no white cell in the field: the glass is clipped white, pale cells may be washed out (lower the lamp "
+        "or exposure)",
+    ),
     ("^" + re.escape(NO_CELL), "no white cell in the field"),
     (r"^not a blood smear", "does not look like a blood smear (no cell resembles the training cells)"),
     (r"^magnification (?P<m>[\d.]+)x", "magnification {m}× is outside what the model can read"),

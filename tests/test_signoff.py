@@ -174,6 +174,12 @@ def test_confirm_all_confirms_only_the_fields_shown(env):
 def test_plain_words():
     assert field_reason("overexposed: mean brightness 241.7 > 240.22").text == "too bright to read"
     assert field_reason("out of focus: Laplacian variance 3.1 < 20").text == "out of focus"
+    # A refusal the microscope's settings cause says which setting.
+    assert "lamp" in field_reason("badly exposed: 12.0% of cell pixels clipped black or white > 5.0%").text
+    mag = field_reason(
+        "magnification 9.3x the training scale (measured from 12 red cells) is outside the supported 0.6-8x"
+    )
+    assert mag.text.startswith("magnification 9.3× is outside") and "objective" in mag.text
     r = field_reason("something new the pipeline says")
     assert r.text == r.detail == "something new the pipeline says"  # never hidden behind a translation
     words = [

@@ -21,7 +21,7 @@ _FIELD: Tuple[Tuple[str, str], ...] = (
     (r"^too dark to correct", "too dark to read (the lamp or the exposure is too low)"),
     (r"^too dark", "too dark to read"),
     (r"^overexposed", "too bright to read"),
-    (r"^badly exposed", "badly exposed: parts of the picture are pure black or white"),
+    (r"^badly exposed", "badly exposed: parts of the picture are pure black or white (adjust the lamp or exposure)"),
     (
         r"^out of focus.*glass is clipped white",
         "out of focus or overexposed: the glass is clipped white (lower the lamp or exposure first)",
@@ -36,7 +36,10 @@ _FIELD: Tuple[Tuple[str, str], ...] = (
     ),
     ("^" + re.escape(NO_CELL), "no white cell in the field"),
     (r"^not a blood smear", "does not look like a blood smear (no cell resembles the training cells)"),
-    (r"^magnification (?P<m>[\d.]+)x", "magnification {m}× is outside what the model can read"),
+    (
+        r"^magnification (?P<m>[\d.]+)x",
+        "magnification {m}× is outside what the model can read (check the objective and the camera adapter)",
+    ),
     (r"^same content as", "the same picture as another field (a duplicate)"),
     (r"^file too large", "file too large"),
     (r"^unsupported format", "not a picture format the device reads"),

@@ -9,10 +9,10 @@ import pytest
 
 from edge.config import config_from_dict
 from edge.imaging import synthetic
-from edge.imaging.cells import background_stats, stain_normalize
 from edge.imaging.decode import decode_file
 from edge.imaging.preprocess import PreprocessParams, preprocess
 from edge.imaging.segmentation import scale_bar_slice
+from edge.imaging.stain import background_stats, stain_normalize
 from edge.inference.classifier import Classifier
 from edge.pipeline.classify import classify_paths
 from tests.field_support import merged_field, pale_field, touching_red_cells_field
@@ -152,7 +152,7 @@ def test_almost_every_real_smear_has_a_white_cell():
 def test_a_chroma_only_stain_transfer_leaves_lightness_alone():
     import numpy as np
 
-    from edge.imaging.cells import StainTransform
+    from edge.imaging.stain import StainTransform
 
     rng = np.random.default_rng(0)
     rgb = rng.integers(60, 200, (32, 32, 3)).astype(np.uint8)

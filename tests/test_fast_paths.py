@@ -120,7 +120,7 @@ def _one_conversion_per_crop(
     fill,
     stain,
 ) -> list:
-    """What the device did before :func:`edge.imaging.cells.normalised_cells` and ``crops_of``: for each cell
+    """What the device did before :func:`edge.imaging.stain.normalised_cells` and ``crops_of``: for each cell
     a ``window``-square crop around its centre, only its cell pixels stain-normalised (each crop converted
     alone), the rest ``fill``, resized to ``out_size``. Kept here as the reference the fast path must match."""
     half = window // 2
@@ -144,9 +144,9 @@ def _one_conversion_per_crop(
 
 def test_the_field_in_one_pass_gives_the_crops_of_one_conversion_per_crop():
     """normalised_cells + crops_of against StainTransform.fit + the per-crop conversion above."""
-    from edge.imaging.cells import StainTransform
     from edge.imaging.preprocess import preprocess, remove_scale_bar
     from edge.imaging.segmentation import scale_bar_slice
+    from edge.imaging.stain import StainTransform
     from edge.inference.classifier import DEFAULT_MODEL, card_path_for, load_card
 
     p = load_card(card_path_for(DEFAULT_MODEL)).preprocessing  # the shipped card (stain fitted on the cells)

@@ -12,7 +12,6 @@ from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
-from edge.imaging.cells import background_stats
 from edge.imaging.decode import decode_file
 from edge.imaging.optics import glass_colour, measure_rbc_diameter
 from edge.imaging.preprocess import (
@@ -24,6 +23,7 @@ from edge.imaging.preprocess import (
     working_field,
 )
 from edge.imaging.segmentation import scale_bar_slice, segment
+from edge.imaging.stain import background_stats
 from edge.inference.classifier import Classifier
 
 from .augment import CaptureAugment, lab_stats, onto_other_slide, reinhard_to, rescale

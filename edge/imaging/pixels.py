@@ -19,7 +19,7 @@ from __future__ import annotations
 
 import math
 from functools import cache
-from typing import Tuple
+from typing import Sequence, Tuple
 
 import numpy as np
 
@@ -252,3 +252,13 @@ def otsu_threshold(img: np.ndarray) -> int:
         if num * best_den > best_num * den_t:
             best, best_num, best_den = t, num, den_t
     return best
+
+
+def filled(shape: Tuple[int, ...], fill: Sequence[int]) -> np.ndarray:
+    """A uint8 image of ``shape`` (... x 3) filled with the colour ``fill`` (a memset when it is a grey)."""
+    if len(set(fill)) == 1:
+        return np.full(shape, fill[0], np.uint8)
+    out = np.empty(shape, np.uint8)
+    for i, v in enumerate(fill):
+        out[..., i] = v
+    return out

@@ -15,7 +15,7 @@ from typing import List, Optional, Tuple
 import numpy as np
 
 from edge.imaging import resampling
-from edge.imaging.cells import Cell, carve_merged, crops_of, find_cells, find_pale, normalised_cells
+from edge.imaging.cells import Cell, carve_merged, crops_of, find_cells, find_pale
 from edge.imaging.decode import decode_file
 from edge.imaging.optics import Optics, normalise
 from edge.imaging.segmentation import (
@@ -24,6 +24,7 @@ from edge.imaging.segmentation import (
     segment_with_components,
     to_lab,
 )
+from edge.imaging.stain import normalised_cells
 
 PREPROCESS_VERSION = "lab-kmeans-3"
 # Version 1 and 2 cards read unchanged: the new parameters default to what those versions did.

@@ -1,4 +1,4 @@
-from edge.cli.app import main
+from edge.cli import main
 
 if __name__ == "__main__":
-    main(prog_name="edge-screen")
+    main()

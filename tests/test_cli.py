@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import datetime, timezone
 
 import click
 import pytest
 from click.testing import CliRunner
-from daemon_support import cli, model_path, write_config  # noqa: F401
+from daemon_support import ROOT, cli, model_path, write_config  # noqa: F401
 
 from edge.cli import app as edge_cli
 from edge.imaging import synthetic
@@ -81,6 +83,29 @@ def test_every_command_defined_is_in_the_tree():
 def test_help_from_the_installed_entry_point():
     p = cli("--help")
     assert "Usage:" in p.stdout and "run" in p.stdout
+
+
+def test_the_entry_point_s_quick_exit_waits_for_a_thread_still_running():
+    """edge.cli.main ends the process without the interpreter's teardown only when nothing else runs: a
+    thread a command left behind still finishes (and its output arrives), as with an ordinary exit."""
+    code = (
+        "import threading, edge.cli as c\n"
+        "def work():\n"
+        "    n = sum(i * i for i in range(3_000_000))\n"
+        "    print('thread finished', n > 0, flush=True)\n"
+        "threading.Thread(target=work).start()\n"
+        "c.main(['--help'])\n"
+    )
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 0, p.stderr
+    assert p.stdout.startswith("Usage: edge-screen") and p.stdout.rstrip().endswith("thread finished True")
+
+
+def test_the_entry_point_keeps_click_s_exit_status_and_message():
+    """The quick exit passes on what the command said: a usage error's status 2 and its message."""
+    code = "import edge.cli as c; c.main(['classify', '--no-such-option'])"
+    p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert p.returncode == 2 and "No such option '--no-such-option'" in p.stderr and not p.stdout
 
 
 @pytest.mark.parametrize(

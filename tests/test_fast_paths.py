@@ -18,7 +18,7 @@ from edge.imaging.preprocess import (
     preprocess_image,
     working_field,
 )
-from edge.imaging.segmentation import kmeans_1d, kmeans_hist
+from edge.imaging.segmentation import kmeans_1d, kmeans_hist, whole_quantiles
 from tests.shared_data import real_images
 
 PARAMS = PreprocessParams(input_mode="cell")
@@ -54,6 +54,28 @@ def test_kmeans_on_the_histogram_gives_opencv_s_centres_bit_for_bit():
         s = sample.astype(np.float32)
         histogram_runs += kmeans_hist(s, np.quantile(s, np.linspace(0.1, 0.95, 3)), 3, 20, 0.1) is not None
     assert histogram_runs >= len(_a_samples()) // 2, "the fast path is hardly ever taken"
+
+
+def test_quantiles_from_the_histogram_are_numpy_s_bit_for_bit():
+    """KMeans starts from these quantiles; a last-bit difference could break a tie the other way."""
+    rng = np.random.default_rng(5)
+    samples = _a_samples() + [np.array([7], np.uint8), np.array([0, 255], np.uint8)]
+    odd = ((0, 256, 4999), (90, 3, 2), (200, 56, 77))  # (lowest value, how many values, how many samples)
+    samples += [rng.integers(lo, lo + w, n).astype(np.uint8) for lo, w, n in odd]
+    qsets = (np.linspace(0.1, 0.95, 3), np.linspace(0.1, 0.95, 5), np.array([0.0, 0.5, 1.0]), rng.random(16))
+    for sample in samples:
+        for q in qsets:
+            want = np.quantile(sample.astype(np.float32), q)
+            got = whole_quantiles(sample, q)
+            assert got.dtype == want.dtype and np.array_equal(got, want), (sample.size, q)
+
+
+def test_the_median_helper_is_numpy_s_bit_for_bit():
+    rng = np.random.default_rng(6)
+    for n in [1, 2, 3, 4, 5, 40, 41, 1000]:
+        for _ in range(20):
+            v = (rng.random(n) * 40).astype(np.float32)
+            assert pixels.median(v) == float(np.median(v))
 
 
 def _otsu_loop(img: np.ndarray) -> int:

@@ -169,7 +169,7 @@ def measure_rbc_diameter(rgb: np.ndarray) -> Tuple[Optional[float], int]:
     first = _circle_diameters(rgb, coarse, 2, _COARSE_SIDE // 4, 0.8)
     if first.size < MIN_RBC_COUNT:
         return None, int(first.size)
-    scale = _PASS2_DIAMETER / float(np.median(first))
+    scale = _PASS2_DIAMETER / pixels.median(first)
     # The second pass needs a few dozen red cells, not the whole field: a centred window of at most
     # _PASS2_WINDOW pixels after resampling keeps its cost the same for any camera.
     win = int(np.ceil(_PASS2_WINDOW / scale))
@@ -180,7 +180,7 @@ def measure_rbc_diameter(rgb: np.ndarray) -> Tuple[Optional[float], int]:
     second = _circle_diameters(rgb, scale, 0.5 * r, 1.6 * r, 0.8)
     if second.size < MIN_RBC_COUNT:
         return None, int(second.size)
-    return float(np.median(second)), int(second.size)
+    return pixels.median(second), int(second.size)
 
 
 def glass_colour(rgb: np.ndarray, glass: Optional[np.ndarray] = None) -> np.ndarray:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
@@ -65,7 +66,13 @@ def _one_blas_thread() -> None:
     Measured with `scripts/bench_stream.py` (2 cores): with a 1,000-cell novelty reference the daemon's
     burst fell by a third on OpenBLAS's 2 threads and not at all on one. The answers are the same bits
     either way (each product's sums stay in one thread's order; checked on 3,000 cells). Skipped where
-    threadpoolctl is not installed (a bare tflite_runtime environment): slower, the same answers."""
+    threadpoolctl is not installed (a bare tflite_runtime environment): slower, the same answers.
+    Skipped too where ``OPENBLAS_NUM_THREADS=1`` is set (the command line sets it before numpy loads
+    OpenBLAS, numpy's own BLAS, which reads it then): already one thread, without threadpoolctl's
+    ~10 ms of inspecting every loaded library. Set after numpy was imported it is too late for OpenBLAS
+    and costs speed, never an answer."""
+    if os.environ.get("OPENBLAS_NUM_THREADS") == "1":
+        return
     try:
         from threadpoolctl import threadpool_limits
     except ImportError:

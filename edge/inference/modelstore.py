@@ -21,7 +21,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
@@ -204,6 +203,8 @@ class ModelStore:
             "previous": str(previous.relative_to(self.root)) if previous else None,
             "updated_at": datetime.now(timezone.utc).isoformat(timespec="seconds"),
         }
+        import tempfile  # here: installing is rare, and every command that loads a model imports this module
+
         fd, tmp = tempfile.mkstemp(prefix=".current-", suffix=".json", dir=self.root)
         try:
             with os.fdopen(fd, "w") as f:
@@ -242,6 +243,8 @@ class ModelStore:
         return prev if prev != dest else None
 
     def _copy_in(self, src: Path, dest_dir: Path) -> None:
+        import tempfile  # as in _write_pointer
+
         files = model_files(src)
         tmp = Path(tempfile.mkdtemp(prefix=".installing-", dir=self.root))
         try:

@@ -86,19 +86,43 @@ def test_help_from_the_installed_entry_point():
 
 
 def test_the_entry_point_s_quick_exit_waits_for_a_thread_still_running():
-    """edge.cli.main ends the process without the interpreter's teardown only when nothing else runs: a
-    thread a command left behind still finishes (and its output arrives), as with an ordinary exit."""
+    """edge.cli.main ends the process without the interpreter's teardown only when nothing else runs: with
+    a thread still running it takes the ordinary exit (SystemExit, which waits for the thread)."""
     code = (
         "import threading, edge.cli as c\n"
-        "def work():\n"
-        "    n = sum(i * i for i in range(3_000_000))\n"
-        "    print('thread finished', n > 0, flush=True)\n"
-        "threading.Thread(target=work).start()\n"
-        "c.main(['--help'])\n"
+        "release = threading.Event()\n"
+        "worker = threading.Thread(target=release.wait)\n"
+        "worker.start()\n"
+        "try:\n"
+        "    c.main(['--help'])\n"
+        "except SystemExit as e:\n"
+        "    print('ordinary exit', e.code)\n"
+        "release.set()\n"
+        "worker.join()\n"
     )
     p = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert p.returncode == 0, p.stderr
-    assert p.stdout.startswith("Usage: edge-screen") and p.stdout.rstrip().endswith("thread finished True")
+    assert p.stdout.startswith("Usage: edge-screen") and p.stdout.rstrip().endswith("ordinary exit 0")
+
+
+def test_start_up_objects_are_set_aside_from_the_collector_only_in_a_process_of_its_own():
+    """long_lived pauses the cyclic collector and freezes what was made, leaving it on afterwards; in a
+    process that did not start through the entry point (tests, scripts) it does nothing."""
+    code = (
+        "import gc, sys\n"
+        "from edge.cli import common\n"
+        "if sys.argv[1] == 'own':\n"
+        "    common.own_process()\n"
+        "with common.long_lived():\n"
+        "    paused = not gc.isenabled()\n"
+        "    kept = [[i] for i in range(5000)]\n"
+        "print(paused, gc.get_freeze_count() >= 5000, gc.isenabled())\n"
+    )
+    run = [sys.executable, "-c", code]
+    own = subprocess.run([*run, "own"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    other = subprocess.run([*run, "other"], cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert own.stdout.split() == ["True", "True", "True"], own.stderr
+    assert other.stdout.split() == ["False", "False", "True"], other.stderr
 
 
 def test_the_entry_point_keeps_click_s_exit_status_and_message():

@@ -15,19 +15,21 @@ if "numpy" not in sys.modules:
     # (threadpoolctl inspecting every loaded library) is ~10 ms of a one-image `classify`.
     os.environ["OPENBLAS_NUM_THREADS"] = "1"
 
-from edge.cli import app  # noqa: E402 - after the BLAS setting above, which must precede numpy
-
 
 def main(args: Optional[Sequence[str]] = None) -> NoReturn:
-    """Run one command, then end the process without tearing the interpreter down.
+    """Run one command in a process of its own, then end it without tearing the interpreter down.
 
     Once a command has returned, everything it owes is done: its output printed, its store committed
     (SQLite in WAL mode: a commit is on disk before it returns), its files closed. What the interpreter's
     teardown would still do is free the model, OpenCV and every module one object at a time: 23-28 ms of
-    a one-image ``classify`` (~10 % of it, `/tmp` measurement in the README's performance section). So the
-    streams are flushed, logging is shut down and the process exits at once -- but only when no other
-    thread is left: a thread still running (none is, after any command today) is waited for by the
-    ordinary exit, as before."""
+    a one-image ``classify`` (~10 % of it; README, performance). So the streams are flushed, logging is
+    shut down and the process exits at once -- but only when no other thread is left: a thread still
+    running (none is, after any command today) is waited for by the ordinary exit, as before."""
+    from edge.cli import common
+
+    common.own_process()
+    with common.long_lived():
+        from edge.cli import app
     try:
         app.main(args=list(args) if args is not None else None, prog_name="edge-screen")
         code: Union[str, int, None] = 0

@@ -10,7 +10,7 @@ from typing import List, Optional
 
 import click
 
-from edge.cli.common import started
+from edge.cli.common import long_lived, started
 from edge.config import Config
 from edge.daemon import startup
 
@@ -60,10 +60,11 @@ def run(ctx: click.Context) -> None:
 @click.pass_context
 def classify(ctx: click.Context, paths: List[Path], as_json: bool, no_db: bool) -> None:
     """Classify image files or folders now, through the daemon's pipeline."""
-    from edge.pipeline.classify import classify_paths, expand_paths
+    with long_lived():
+        from edge.pipeline.classify import classify_paths, expand_paths
 
-    cfg = _cfg(ctx)
-    clf = _classifier(cfg)
+        cfg = _cfg(ctx)
+        clf = _classifier(cfg)
     if no_db:
         store = None
     else:

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+import gc
+from contextlib import contextmanager
+from typing import Any, Callable, Iterator, Optional
 
 import click
 
@@ -15,6 +17,34 @@ class Failure(click.ClickException):
     def __init__(self, message: str, code: int = startup.EXIT_FAILURE):
         super().__init__(message)
         self.exit_code = code  # type: ignore[misc]  # click reads it per instance; its stub says ClassVar
+
+
+_OWN_PROCESS = False
+
+
+def own_process() -> None:
+    """Called by the console entry point (:func:`edge.cli.main`): this process runs one command and
+    nothing else, so :func:`long_lived` may set the garbage collector's objects aside for good."""
+    global _OWN_PROCESS
+    _OWN_PROCESS = True
+
+
+@contextmanager
+def long_lived() -> Iterator[None]:
+    """Imports and a model load: what they make lives as long as the process. In a process of its own
+    (:func:`own_process`) the cyclic garbage collector is paused while they run and their objects are then
+    moved out of its way for good (``gc.freeze``), instead of being scanned again and again as they pile
+    up: 8-9 ms of collections (56 young, 5 middle) in a one-image ``classify`` of ~250 ms, 0.4 ms after.
+    Elsewhere (a test or a script calling the commands in its own process) it changes nothing."""
+    if not _OWN_PROCESS or not gc.isenabled():
+        yield
+        return
+    gc.disable()
+    try:
+        yield
+    finally:
+        gc.freeze()
+        gc.enable()
 
 
 def started(fn: Callable[..., Any], *args: Any, **kw: Any) -> Any:

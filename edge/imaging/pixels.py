@@ -266,8 +266,8 @@ def filled(shape: Tuple[int, ...], fill: Sequence[int]) -> np.ndarray:
 
 def median(values: np.ndarray) -> float:
     """``float(np.median(values))`` of a 1-D array, the same bits: the middle value, or numpy's mean of
-    the two middle ones. Not np.median itself: its NaN check imports numpy.ma (~10 ms, a third of a
-    one-image ``classify``'s own start-up beside numpy and OpenCV) for an array that never holds a NaN."""
+    the two middle ones. Not np.median itself: its NaN check imports numpy.ma (~10 ms of a one-image
+    ``classify``) for an array that never holds a NaN."""
     v = np.sort(np.asarray(values).ravel())
     n = v.size
     if n == 0:

@@ -1,8 +1,8 @@
 #!/usr/bin/env python3
 """Start-up cost of the command line, measured side by side in one run (issue 8: --help within 3x of
-`python -c 'import click'`): median wall time of N runs of each command.
+`python -c 'import click'`): median wall times of N interleaved rounds.
 
-    scripts/bench_cli.py [-n 15] [IMAGE]
+    scripts/bench_cli.py [-n 21] [IMAGE]
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Dict, List
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -24,20 +25,25 @@ ROOT = Path(__file__).resolve().parents[1]
 ENV = {k: v for k, v in os.environ.items() if k != "PYTHONDONTWRITEBYTECODE"}
 
 
-def wall(cmd: list, n: int) -> float:
-    subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env=ENV)  # untimed: writes the bytecode
-    times = []
-    for _ in range(n):
-        t = time.perf_counter()
+def rounds(cmds: Dict[str, list], n: int) -> Dict[str, List[float]]:
+    """Wall times of ``n`` rounds, each command once per round, in turn. Interleaved, because this VM's
+    speed drifts within minutes (`import click` took 48-72 ms in one hour): all of one command and then
+    all of another would put the drift into the ratio."""
+    for cmd in cmds.values():  # untimed: writes the bytecode, warms the page cache
         subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env=ENV)
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+    times: Dict[str, List[float]] = {k: [] for k in cmds}
+    for _ in range(n):
+        for k, cmd in cmds.items():
+            t = time.perf_counter()
+            subprocess.run(cmd, check=True, capture_output=True, cwd=ROOT, env=ENV)
+            times[k].append(time.perf_counter() - t)
+    return times
 
 
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("image", nargs="?", help="an image for `classify --no-db` (default: a synthetic smear)")
-    ap.add_argument("-n", type=int, default=15)
+    ap.add_argument("-n", type=int, default=21, help="rounds (each command once per round)")
     args = ap.parse_args()
     py = sys.executable
     image = args.image
@@ -47,15 +53,22 @@ def main() -> int:
 
         image = "/tmp/edge-bench-cli.jpg"
         Path(image).write_bytes(synthetic.smear_jpeg(1))
-    click_s = wall([py, "-c", "import click"], args.n)
-    help_s = wall([py, "-m", "edge", "--help"], args.n)
-    classify_s = wall([py, "-m", "edge", "classify", "--no-db", "--json", image], max(3, args.n // 3))
-    print(f"python -c 'import click'       {click_s * 1000:7.1f} ms")
-    print(f"edge-screen --help             {help_s * 1000:7.1f} ms  ({help_s / click_s:.1f}x)")
-    print(
-        f"edge-screen classify --no-db   {classify_s * 1000:7.1f} ms  ({classify_s / click_s:.1f}x; "
-        "model load and warm-up included)"
+    times = rounds(
+        {
+            "python -c 'import click'": [py, "-c", "import click"],
+            "edge-screen --help": [py, "-m", "edge", "--help"],
+            "edge-screen classify --no-db": [py, "-m", "edge", "classify", "--no-db", "--json", image],
+        },
+        args.n,
     )
+    med = {k: statistics.median(v) for k, v in times.items()}
+    click_s = med["python -c 'import click'"]
+    print(f"medians of {args.n} interleaved rounds (quartiles in brackets)")
+    for k, v in times.items():
+        q1, _, q3 = statistics.quantiles(v, n=4) if len(v) > 1 else (v[0], v[0], v[0])
+        ratio = "" if med[k] is click_s else f"  {med[k] / click_s:.2f}x"
+        print(f"{k:30s} {med[k] * 1000:7.1f} ms [{q1 * 1000:.1f}-{q3 * 1000:.1f}]{ratio}")
+    print("(classify: model load, the first field and its warm-up included)")
     return 0
 
 

@@ -37,6 +37,9 @@ def optics_reasons(domain: Optional[str]) -> List[str]:
 # A field whose glass is clipped white in every channel (the camera saturates; card preprocessing
 # clipped_glass_review): answered, counted, and sent to review with this reason.
 CLIPPED = "glass clipped white: the camera saturates and pale cells may be washed out (lower the lamp or exposure)"
+# What a refusal the clipped glass caused adds after its reason (no white cell found, out of focus:
+# edge/pipeline/quality.py), and what the review app's plain words recognise it by and keep.
+CLIPPED_GLASS_HINT = "the glass is clipped white, pale cells may be washed out (lower the lamp or exposure)"
 
 
 class Status(str, Enum):

@@ -24,7 +24,7 @@ from edge.imaging.optics import Optics
 from edge.imaging.preprocess import PreprocessParams, crop_resize
 from edge.imaging.segmentation import SegmentationStats, scale_bar_slice
 from edge.inference.card import QualityGate
-from edge.vocabulary import CARVED, CLIPPED, NO_CELL, PALE
+from edge.vocabulary import CARVED, CLIPPED, CLIPPED_GLASS_HINT, NO_CELL, PALE
 
 # Pixels this close to 0 or 255 carry no information (the sensor or the JPEG encoder clipped them).
 DARK_LEVEL = 8
@@ -216,9 +216,6 @@ def review_flags(cells: Sequence[Cell], params: PreprocessParams, optics: Option
     if params.clipped_glass_review and clipped_glass(optics):
         flags.append(CLIPPED)
     return flags
-
-
-CLIPPED_GLASS_HINT = "the glass is clipped white, pale cells may be washed out (lower the lamp or exposure)"
 
 
 def no_cell_reason(optics: Optional[Optics]) -> str:

@@ -14,7 +14,7 @@ import re
 from dataclasses import dataclass
 from typing import List, Optional, Sequence, Tuple
 
-from edge.vocabulary import CARVED, CLIPPED, GRANULOCYTE, NO_CELL, NOVEL, PALE
+from edge.vocabulary import CARVED, CLIPPED, CLIPPED_GLASS_HINT, GRANULOCYTE, NO_CELL, NOVEL, PALE
 
 # (pattern on the recorded reason, plain words; groups may be used by name)
 _FIELD: Tuple[Tuple[str, str], ...] = (
@@ -23,17 +23,13 @@ _FIELD: Tuple[Tuple[str, str], ...] = (
     (r"^overexposed", "too bright to read"),
     (r"^badly exposed", "badly exposed: parts of the picture are pure black or white (adjust the lamp or exposure)"),
     (
-        r"^out of focus.*glass is clipped white",
+        r"^out of focus.*" + re.escape(CLIPPED_GLASS_HINT),
         "out of focus or overexposed: the glass is clipped white (lower the lamp or exposure first)",
     ),
     (r"^out of focus", "out of focus"),
     (r"^no stain", "no stain: an empty field or not a smear"),
     (r"^no stained cells", "no stained cells: an empty field or not a smear"),
-    (
-        "^" + re.escape(NO_CELL) + ".*glass is clipped white",
-        "no white cell in the field: the glass is clipped white, pale cells may be washed out (lower the lamp "
-        "or exposure)",
-    ),
+    ("^" + re.escape(f"{NO_CELL}: {CLIPPED_GLASS_HINT}"), f"no white cell in the field: {CLIPPED_GLASS_HINT}"),
     ("^" + re.escape(NO_CELL), "no white cell in the field"),
     (r"^not a blood smear", "does not look like a blood smear (no cell resembles the training cells)"),
     (

@@ -117,20 +117,24 @@ def test_histogram_median_is_numpy_s():
 
 @pytest.mark.parametrize("shape", [(72, 72, 3), (139, 139, 3), (31, 47), (5, 9, 3)])
 def test_enlarging_over_whole_rows_is_the_per_channel_arithmetic(shape):
-    """resampling.resize_linear (rows of interleaved channels) against the same steps written per axis."""
-    img = np.random.default_rng(1).integers(0, 256, shape).astype(np.uint8)
-    h, w = shape[:2]
-    H, W = 2 * h + 3, int(1.5 * w) + 1
-    iy, by = resampling._cv_linear_weights(h, H, clamp_fraction=False)
-    ix, ax = resampling._cv_linear_weights(w, W, clamp_fraction=True)
-    src = img.astype(np.int64)
-    ex = (None, slice(None), None) if img.ndim == 3 else (None, slice(None))
-    ey = (slice(None), None, None) if img.ndim == 3 else (slice(None), None)
-    rows = (np.take(src, ix[:, 0], axis=1) * ax[:, 0][ex] + np.take(src, ix[:, 1], axis=1) * ax[:, 1][ex]) >> 4
-    acc = (np.take(rows, iy[:, 0], axis=0) * by[:, 0][ey]) >> 16
-    acc += (np.take(rows, iy[:, 1], axis=0) * by[:, 1][ey]) >> 16
-    want = np.clip((acc + 2) >> 2, 0, 255).astype(np.uint8)
-    assert np.array_equal(resampling.resize(img, W, H), want)
+    """resampling.resize_linear (rows of interleaved channels, bytes widened by the multiplication, no
+    clip) against the same steps written per axis in int64 with OpenCV's clip: on random pixels, on white
+    (the largest sums: each pass's rounded weights may add up to 2049/2048) and on a white/black grid."""
+    rng = np.random.default_rng(1)
+    grid = (np.indices(shape).sum(axis=0) % 2 * 255).astype(np.uint8)
+    for img in (rng.integers(0, 256, shape).astype(np.uint8), np.full(shape, 255, np.uint8), grid):
+        h, w = shape[:2]
+        for H, W in ((2 * h + 3, int(1.5 * w) + 1), (h + 1, w), (3 * h, 3 * w + 2)):
+            iy, by = resampling._cv_linear_weights(h, H, clamp_fraction=False)
+            ix, ax = resampling._cv_linear_weights(w, W, clamp_fraction=True)
+            src = img.astype(np.int64)
+            ex = (None, slice(None), None) if img.ndim == 3 else (None, slice(None))
+            ey = (slice(None), None, None) if img.ndim == 3 else (slice(None), None)
+            rows = (np.take(src, ix[:, 0], axis=1) * ax[:, 0][ex] + np.take(src, ix[:, 1], axis=1) * ax[:, 1][ex]) >> 4
+            acc = (np.take(rows, iy[:, 0], axis=0) * by[:, 0][ey]) >> 16
+            acc += (np.take(rows, iy[:, 1], axis=0) * by[:, 1][ey]) >> 16
+            want = np.clip((acc + 2) >> 2, 0, 255).astype(np.uint8)
+            assert np.array_equal(resampling.resize(img, W, H), want), (H, W)
 
 
 def _one_conversion_per_crop(

@@ -114,6 +114,20 @@ def test_other_sources_weigh_half_the_primary_benign_class_whatever_their_number
     assert np.all(w[40:] == w[40])
 
 
+def test_per_source_balance_gives_each_other_laboratory_the_same_share():
+    from trainer.train import source_weights
+
+    y = np.array([0] * 10 + [1] * 30 + [0] * 500 + [0] * 20)
+    primary = np.array([True] * 40 + [False] * 520)
+    names = ["taleqani"] * 40 + ["pbc"] * 500 + ["bccd"] * 20
+    w = source_weights(y, primary, sources=names)
+    pooled = source_weights(y, primary)
+    assert np.array_equal(w[:40], pooled[:40])  # the primary source as before
+    assert w[40:540].sum() == pytest.approx(w[540:].sum())  # 500 PBC cells weigh what 20 BCCD fields weigh
+    assert w[40:].sum() == pytest.approx(pooled[40:].sum())  # ... within the same total
+    assert w[540] > pooled[540] and w[40] < pooled[40]
+
+
 def test_evaluate_external_screens_another_labs_folder_through_the_pipeline(tmp_path):
     import json
 

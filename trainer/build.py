@@ -103,8 +103,10 @@ def _train_cell(split: Split, params: PreprocessParams, cfg: TrainConfig, prog):
         len(va.y),
     )
     dummy = np.zeros((len(tr.y), 1, 1), bool)
-    primary = np.array([split.train[f].source == "taleqani" for f in tr.field], bool)
-    weights = source_weights(tr.y, primary) if not primary.all() else None
+    source = [split.train[f].source for f in tr.field]
+    primary = np.array([s == "taleqani" for s in source], bool)
+    by_lab = source if cfg.source_balance == "per-source" else None
+    weights = source_weights(tr.y, primary, sources=by_lab) if not primary.all() else None
     res = train_model(
         Arrays(tr.x, dummy, tr.y, weights), Arrays(va.x, np.zeros((len(va.y), 1, 1), bool), va.y), params, cfg
     )

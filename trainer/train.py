@@ -41,6 +41,10 @@ class TrainConfig:
     train_cells_per_field: int = 3
     other_copies: int = 1  # augmented copies of each other-laboratory image (they are many and alike)
     stain_amount: float = 0.0  # share of augmented copies with a heavier or lighter stain (augment.stain_amount)
+    # How the other laboratories share their half of the benign weight (source_weights): "pooled" (by image
+    # count: PBC's 2,560 training cells outweigh BCCD's ~140 fields 18 to 1) or "per-source" (each
+    # laboratory the same share, however many images it gave).
+    source_balance: str = "pooled"
 
 
 @dataclass
@@ -102,13 +106,24 @@ def seed_everything(seed: int) -> None:
     keras.utils.set_random_seed(seed)
 
 
-def source_weights(y: np.ndarray, primary: np.ndarray, other_share: float = 0.5, n: int = len(LABELS)) -> np.ndarray:
+def source_weights(
+    y: np.ndarray,
+    primary: np.ndarray,
+    other_share: float = 0.5,
+    n: int = len(LABELS),
+    sources: Optional[Sequence[str]] = None,
+) -> np.ndarray:
     """Per-sample weights when other laboratories' benign cells join the primary source.
 
     The primary source's classes are balanced as before (class weights over its own samples), and all other
     sources' samples together weigh ``other_share`` of the primary benign class. Without this the benign
     class is mostly another lab's neutrophils and lymphocytes, easy to tell from blasts, and the model
     stops learning the hard case, hematogones (benign B-cell precursors) against blasts.
+
+    ``sources`` (each sample's source name; "per-source" balance): that share is split equally between the
+    other laboratories instead of by their image counts, so a laboratory that gave few images (BCCD's whole
+    fields) weighs as much as one that gave thousands of single cells (PBC). The total "another laboratory,
+    benign" weight is the same either way.
     """
     w = np.zeros(len(y), np.float32)
     cw = class_weights(y[primary], n)
@@ -116,7 +131,14 @@ def source_weights(y: np.ndarray, primary: np.ndarray, other_share: float = 0.5,
     others = ~primary
     if others.any():
         benign_total = float(w[primary & (y == LABELS.index("Benign"))].sum()) or float(w[primary].sum()) / n
-        w[others] = other_share * benign_total / int(others.sum())
+        if sources is None:
+            w[others] = other_share * benign_total / int(others.sum())
+        else:
+            names = np.asarray(sources)
+            labs = sorted(set(names[others].tolist()))
+            for lab in labs:
+                sel = others & (names == lab)
+                w[sel] = other_share * benign_total / len(labs) / int(sel.sum())
     return w
 
 

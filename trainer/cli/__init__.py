@@ -134,6 +134,14 @@ def split(data_dir, block_size):
     "and lightness, or (v2) on the background.",
 )
 @click.option(
+    "--source-balance",
+    type=click.Choice(["pooled", "per-source"]),
+    default="pooled",
+    show_default=True,
+    help="How the other laboratories share their half of the benign weight: by image count (pooled) or "
+    "the same share for each laboratory (per-source).",
+)
+@click.option(
     "--skip-tests",
     is_flag=True,
     help="Experiments only (leave-one-source-out): no cell tests, quality gate or validated range.",
@@ -160,6 +168,7 @@ def train(
     optics,
     other_copies,
     stain_amount,
+    source_balance,
     skip_tests,
     stain_fit,
     untrained_types,
@@ -201,6 +210,7 @@ def train(
         augment_copies=augment_copies,
         other_copies=other_copies,
         stain_amount=stain_amount,
+        source_balance=source_balance,
     )
     from edge.imaging.preprocess import PreprocessParams
 

@@ -47,6 +47,36 @@ def test_a_gate_that_would_refuse_good_fields_is_capped_and_says_so():
     assert g["clean_refused"] == 0.0
 
 
+def test_no_class_loses_more_than_one_percent_of_its_clean_fields_to_the_gate():
+    """A class whose sharp fields are softer (pale Pro-B cells) must not be refused for it: with 2 % of
+    all clean fields allowed, a threshold could take 4 of 100 fields of one class."""
+    trials = []
+    for level in (0.0, 3.0):
+        for i in range(400):
+            label = "Pro-B" if i < 100 else "Benign" if i < 200 else "Pre-B"
+            focus = (30.0 + i if label != "Pro-B" or i >= 4 else 8.0 + i) / (1 + 2 * level**2)
+            # under heavy blur the model misses blasts: a gate wants to refuse everything below ~12
+            miss = level > 0 and label != "Benign" and i % 2 == 0
+            trials.append(
+                Trial(
+                    level,
+                    focus,
+                    label != "Benign",
+                    False,
+                    "benign" if miss or label == "Benign" else "malignant",
+                    False,
+                    label,
+                )
+            )
+    unlabelled = [Trial(t.level, t.metric, t.malignant, t.refused, t.verdict, t.needs_review) for t in trials]
+    loose = knee(unlabelled, 0.0, "min")
+    assert loose["threshold"] > 11  # the whole-set cap alone lets it take Pro-B's four softest fields
+    g = knee(trials, 0.0, "min")
+    pro = [t.metric for t in trials if t.level == 0.0 and t.label == "Pro-B"]
+    assert sum(m < g["threshold"] for m in pro) <= 1
+    assert "1% of any class" in g["rule"]
+
+
 def test_a_dark_limit_never_cuts_inside_one_exposure_level():
     """Every field of one gain lands within a grey level of the same glass brightness. At x0.3 most dark
     fields are missed but the brightest few (74.6-75) happen to be right: a threshold of 74.6 would keep

@@ -5,7 +5,10 @@ through the model with the gate open; each result is kept with the gate's own me
 (focus, brightness). A threshold is then the least strict value at which, among the fields it lets
 through at every strength, malignant sensitivity stays >= ``min_sensitivity`` and at most
 ``max_confident_misses`` malignant fields are called benign outside the review band, provided it refuses
-at most ``max_clean_refused`` of the undegraded fields. The chosen values and the curves go into the card.
+at most ``max_clean_refused`` of the undegraded fields and at most ``max_class_refused`` of any one class's
+(issue 13: a refusal must not follow the class; a network that holds up less under heavy blur had its
+focus threshold raised until it refused 3 of 119 sharp Pro-B fields, 0.4 % of all).
+The chosen values and the curves go into the card.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ class Trial:
     refused: bool  # by the model side (no cell, not a smear), independent of the gate
     verdict: Optional[str]
     needs_review: bool
+    label: str = ""  # the field's class, for the per-class cap on clean refusals ("" = one class)
 
 
 def _ok(trials: Sequence[Trial], min_sensitivity: float, max_confident_misses: int) -> bool:
@@ -49,6 +53,7 @@ def knee(
     max_confident_misses: int = 1,
     max_clean_refused: float = 0.02,
     whole_levels: bool = False,
+    max_class_refused: float = 0.01,
 ) -> dict:
     """``side``: "min" (refuse below the threshold, e.g. focus) or "max" (refuse above, e.g. brightness).
     ``whole_levels``: thresholds only at the edge of a strength's fields (for discrete strengths whose
@@ -69,6 +74,16 @@ def knee(
         cands = np.unique(np.round(metrics, 2))
     cands = cands if side == "min" else cands[::-1]
     limit = np.quantile(clean, max_clean_refused if side == "min" else 1 - max_clean_refused)
+    # Per class: the least strict value that still refuses at most floor(share * n) of its clean fields
+    # (the gate refuses below a "min" threshold, above a "max" one).
+    by_class: Dict[str, List[float]] = {}
+    for t in trials:
+        if t.level == clean_level and t.label:
+            by_class.setdefault(t.label, []).append(t.metric)
+    for values in by_class.values():
+        k = int(np.floor(max_class_refused * len(values)))
+        edge = sorted(values)[k] if side == "min" else sorted(values, reverse=True)[k]
+        limit = min(limit, edge) if side == "min" else max(limit, edge)
     chosen, met = None, False
     for c in cands:  # least strict first
         if (side == "min" and c > limit) or (side == "max" and c < limit):
@@ -87,7 +102,7 @@ def knee(
         "clean_refused": round(clean_refused, 4),
         "rule": f"least strict value keeping sensitivity >= {min_sensitivity:.0%} and <= "
         f"{max_confident_misses} confident miss at every strength among the fields it passes, "
-        f"refusing at most {max_clean_refused:.0%} of undegraded fields"
+        f"refusing at most {max_clean_refused:.0%} of undegraded fields and {max_class_refused:.0%} of any class's"
         + (", at the edge of a whole strength" if whole_levels else ""),
     }
 

@@ -324,6 +324,7 @@ def degrade(
                         refused=o.refused,
                         verdict=o.verdict,
                         needs_review=o.needs_review,
+                        label=labels[i],
                     )
                 )
             prog(f"{name} {v}", i + 1, len(fields))

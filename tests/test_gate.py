@@ -75,6 +75,12 @@ def test_no_class_loses_more_than_one_percent_of_its_clean_fields_to_the_gate():
     pro = [t.metric for t in trials if t.level == 0.0 and t.label == "Pro-B"]
     assert sum(m < g["threshold"] for m in pro) <= 1
     assert "1% of any class" in g["rule"]
+    # a Pro-B field the model side already refuses (no white cell) uses up the class's allowance
+    trials[50].refused = True
+    g = knee(trials, 0.0, "min")
+    assert (
+        sum(t.metric < g["threshold"] for t in trials if t.level == 0.0 and t.label == "Pro-B" and not t.refused) == 0
+    )
 
 
 def test_a_dark_limit_never_cuts_inside_one_exposure_level():

@@ -74,15 +74,23 @@ def knee(
         cands = np.unique(np.round(metrics, 2))
     cands = cands if side == "min" else cands[::-1]
     limit = np.quantile(clean, max_clean_refused if side == "min" else 1 - max_clean_refused)
-    # Per class: the least strict value that still refuses at most floor(share * n) of its clean fields
-    # (the gate refuses below a "min" threshold, above a "max" one).
-    by_class: Dict[str, List[float]] = {}
+    # Per class: the least strict value that still leaves at most floor(share * n) of its clean fields
+    # refused, counting those the model side refuses anyway (no white cell): the gate may take only what
+    # is left of the class's allowance, from the fields still answered (it refuses below a "min"
+    # threshold, above a "max" one).
+    by_class: Dict[str, List[Trial]] = {}
     for t in trials:
         if t.level == clean_level and t.label:
-            by_class.setdefault(t.label, []).append(t.metric)
-    for values in by_class.values():
-        k = int(np.floor(max_class_refused * len(values)))
-        edge = sorted(values)[k] if side == "min" else sorted(values, reverse=True)[k]
+            by_class.setdefault(t.label, []).append(t)
+    for members in by_class.values():
+        k = int(np.floor(max_class_refused * len(members))) - sum(t.refused for t in members)
+        answered = sorted(t.metric for t in members if not t.refused)
+        if not answered:
+            continue
+        if side == "max":
+            answered.reverse()
+        # k < 0 (the model side alone is over the allowance): the gate may take none of the others
+        edge = answered[min(max(k, 0), len(answered) - 1)]
         limit = min(limit, edge) if side == "min" else max(limit, edge)
     chosen, met = None, False
     for c in cands:  # least strict first

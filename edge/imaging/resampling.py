@@ -139,9 +139,10 @@ def _linear(imgs: np.ndarray, width: int, height: int) -> np.ndarray:
     acc += tmp
     acc += 2
     acc >>= 2
-    # No clip needed: each pass's weights sum to at most 2049/2048, so the largest value is
-    # ((32655 * 2049 >> 16) * 2 + 2) >> 2 = 255 (tests/test_fast_paths.py checks white against the
-    # clipping arithmetic); nothing is negative.
+    # No clip needed: each pass's two weights sum to at most 2049 (of 2048), so a row value is at most
+    # 255 * 2049 >> 4 = 32655, the two y terms together at most 32655 * 2049 >> 16 = 1020, and
+    # (1020 + 2) >> 2 = 255 (tests/test_fast_paths.py checks white against the clipping arithmetic);
+    # nothing is negative.
     return acc.astype(np.uint8).reshape(n, height, width, c)
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -27,3 +29,19 @@ def test_capture_augment_applies_the_stain_amount_only_when_asked(p):
     off = dict(p_hed=0.0, p_stain=0.0, p_blur=0.0, p_exposure=0.0, p_noise=0.0, p_jpeg=0.0)
     out = CaptureAugment(p_stain_amount=p, **off)(field, np.random.default_rng(0))
     assert np.array_equal(out, field) == (p == 0.0)
+
+
+def test_the_training_recipe_augments_with_the_shipped_defaults_and_exposure_max_only_widens_the_lamp():
+    from trainer.train import TrainConfig
+
+    assert TrainConfig().capture_augment() == CaptureAugment()  # the shipped recipe's augmentation, field for field
+    wide = TrainConfig(exposure_max=1.6).capture_augment()
+    assert wide == dataclasses.replace(CaptureAugment(), exposure=(0.7, 1.6))
+    # Exposure alone, the same draws: the wider range reaches brighter fields than the recipe ever makes.
+    field = np.full((32, 32, 3), 100, np.uint8)
+    off = dict(p_hed=0.0, p_stain=0.0, p_blur=0.0, p_exposure=1.0, p_noise=0.0, p_jpeg=0.0)
+    top = [
+        max(float(dataclasses.replace(a, **off)(field, np.random.default_rng(s)).mean()) for s in range(200))
+        for a in (CaptureAugment(), wide)
+    ]
+    assert top[0] <= 145.0 < top[1] <= 160.0

@@ -17,7 +17,6 @@ import numpy as np
 from edge.imaging.preprocess import PreprocessParams
 from edge.inference.classifier import LABELS, ModelCard, card_path_for, combine_cells, load_card, sha256_file
 
-from .augment import CaptureAugment
 from .cellset import build_cellset, stain_reference
 from .data import Split
 from .finalize import finalize
@@ -92,7 +91,7 @@ def _train_cell(split: Split, params: PreprocessParams, cfg: TrainConfig, prog):
         seed=cfg.seed,
         progress=prog("cells: train fields"),
         other_copies=cfg.other_copies,
-        augment=CaptureAugment(p_stain_amount=cfg.stain_amount),
+        augment=cfg.capture_augment(),
     )
     va = build_cellset(split.val, params, progress=prog("cells: validation fields"))
     log.info(

@@ -15,6 +15,7 @@ from edge.imaging.decode import decode_file
 from edge.imaging.preprocess import PreprocessParams, preprocess, white_balance
 from edge.inference.classifier import LABELS
 
+from .augment import CaptureAugment
 from .data import Sample
 
 log = logging.getLogger(__name__)
@@ -45,6 +46,13 @@ class TrainConfig:
     # count: PBC's 2,560 training cells outweigh BCCD's ~140 fields 18 to 1) or "per-source" (each
     # laboratory the same share, however many images it gave).
     source_balance: str = "pooled"
+    # The brightest capture-augmentation exposure gain (CaptureAugment.exposure's upper end). Only the range
+    # changes with it, not the number of random draws, so the shipped recipe's stream is the same at 1.45.
+    exposure_max: float = 1.45
+
+    def capture_augment(self) -> CaptureAugment:
+        """The capture augmentation of the training fields' copies (the recipe's own at the defaults)."""
+        return CaptureAugment(p_stain_amount=self.stain_amount, exposure=(0.7, self.exposure_max))
 
 
 @dataclass

@@ -45,3 +45,18 @@ def test_the_training_recipe_augments_with_the_shipped_defaults_and_exposure_max
         for a in (CaptureAugment(), wide)
     ]
     assert top[0] <= 145.0 < top[1] <= 160.0
+
+
+def test_per_source_colour_targets_give_a_small_laboratory_the_same_share_of_recoloured_copies():
+    from trainer.cellset import colour_target_picker
+
+    # 70 fields of one laboratory, 7 of another: every 7th field gives 10 and 1 colour targets.
+    fields = [np.full((16, 16, 3), 200, np.uint8)] * 70 + [np.full((16, 16, 3), 120, np.uint8)] * 7
+    sources = ["taleqani"] * 70 + ["bccd"] * 7
+    for mode, share in (("fields", 1 / 11), ("per-source", 1 / 2)):
+        pick = colour_target_picker(fields, sources, mode)
+        rng = np.random.default_rng(0)
+        dark = np.mean([pick(rng)[0] < 70 for _ in range(2000)])  # the second laboratory's L mean is lower
+        assert abs(dark - share) < 0.04, (mode, dark)
+    with pytest.raises(ValueError, match="per-source"):
+        colour_target_picker(fields, sources, "by-class")

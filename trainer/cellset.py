@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable, List, Optional, Sequence
+from typing import Callable, Dict, List, Optional, Sequence
 
 import numpy as np
 
@@ -82,6 +82,34 @@ def stain_reference(samples: Sequence[Sample], params: PreprocessParams, n: int 
     return out
 
 
+def colour_target_picker(
+    fields: Sequence[np.ndarray], sources: Sequence[str], mode: str = "fields"
+) -> Callable[[np.random.Generator], np.ndarray]:
+    """Draws the colour statistics a recoloured training copy is moved onto, from every 7th field.
+
+    "fields": any of them, so each laboratory's colours come up as often as it has fields (Taleqani's
+    ~4,000 against BCCD's ~140: a blast is almost never seen in BCCD's pale colours, while every BCCD
+    field is benign, which lets "looks like BCCD" mean benign). "per-source": a laboratory first, each
+    as likely, then one of its fields, so every laboratory's colours reach every class equally often.
+    """
+    if mode not in ("fields", "per-source"):
+        raise ValueError(f"colour targets: {mode!r} is not fields or per-source")
+    if mode == "fields":
+        stats = [lab_stats(f) for f in fields[::7]]
+        return lambda rng: stats[int(rng.integers(len(stats)))]
+    by_source: Dict[str, List[np.ndarray]] = {}
+    for src in dict.fromkeys(sources):
+        mine = [f for f, s in zip(fields, sources) if s == src]
+        by_source[src] = [lab_stats(f) for f in mine[::7]]
+    groups = list(by_source.values())
+
+    def pick(rng: np.random.Generator) -> np.ndarray:
+        group = groups[int(rng.integers(len(groups)))]
+        return group[int(rng.integers(len(group)))]
+
+    return pick
+
+
 def build_cellset(
     samples: Sequence[Sample],
     params: PreprocessParams,
@@ -91,6 +119,7 @@ def build_cellset(
     seed: int = 0,
     progress: Optional[Callable[[int, int], None]] = None,
     other_copies: Optional[int] = None,
+    colour_targets: str = "fields",
 ) -> CellSet:
     """Crops of every field, plus ``copies`` augmented versions of each field (``other_copies`` for the
     other laboratories' images): some with the cells moved onto another field's slide, some resampled to
@@ -98,7 +127,8 @@ def build_cellset(
     changes. Every copy then goes through the device's own :func:`edge.imaging.preprocess.preprocess_image`.
 
     ``max_cells`` caps the crops taken per field (the largest cells first) so that crowded fields do not
-    outweigh sparse ones in training.
+    outweigh sparse ones in training. ``colour_targets``: how a recoloured copy's target is drawn
+    (:func:`colour_target_picker`).
     """
     if params.input_mode != "cell":
         raise ValueError("build_cellset needs input_mode 'cell'")
@@ -111,7 +141,7 @@ def build_cellset(
         f = remove_scale_bar(r, p) if p.field_scale == "optical" else remove_scale_bar(crop_resize(r, p), p)
         fields.append(f)
         masks.append(segment(f, p)[0] if k else None)
-    stats = [lab_stats(f) for f in fields[::7]] if copies else []
+    pick_colour = colour_target_picker(fields, [s.source for s in samples], colour_targets) if copies else None
     xs, ys, fs, cs, none = [], [], [], [], []
     total, done = sum(1 + k for k in n_copies), 0
     for i, s in enumerate(samples):
@@ -123,8 +153,8 @@ def build_cellset(
                     j += j >= i
                     if fields[j].shape == img.shape and masks[j] is not None:
                         img = onto_other_slide(img, masks[i], fields[j], masks[j])
-                if rng.random() < augment.p_reinhard:
-                    img = reinhard_to(img, stats[int(rng.integers(len(stats)))])
+                if rng.random() < augment.p_reinhard and pick_colour is not None:
+                    img = reinhard_to(img, pick_colour(rng))
                 img = augment(img, rng)
                 if p.field_scale == "optical" and rng.random() < augment.p_rescale:
                     img = rescale(img, rng, *augment.rescale)

@@ -49,6 +49,9 @@ class TrainConfig:
     # The brightest capture-augmentation exposure gain (CaptureAugment.exposure's upper end). Only the range
     # changes with it, not the number of random draws, so the shipped recipe's stream is the same at 1.45.
     exposure_max: float = 1.45
+    # Where a recoloured training copy's colours come from (cellset.colour_target_picker): "fields" (any
+    # field, so by each laboratory's image count) or "per-source" (each laboratory as often).
+    colour_targets: str = "fields"
 
     def capture_augment(self) -> CaptureAugment:
         """The capture augmentation of the training fields' copies (the recipe's own at the defaults)."""

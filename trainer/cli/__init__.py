@@ -149,6 +149,14 @@ def split(data_dir, block_size):
     "clips; 1.6 was tried with --source-balance per-source (README).",
 )
 @click.option(
+    "--colour-targets",
+    type=click.Choice(["fields", "per-source"]),
+    default="fields",
+    show_default=True,
+    help="Whose colours a recoloured training copy takes: any field's (by each laboratory's image count) or "
+    "each laboratory's as often (per-source), so no laboratory's colours belong to one class.",
+)
+@click.option(
     "--skip-tests",
     is_flag=True,
     help="Experiments only (leave-one-source-out): no cell tests, quality gate or validated range.",
@@ -177,6 +185,7 @@ def train(
     stain_amount,
     source_balance,
     exposure_max,
+    colour_targets,
     skip_tests,
     stain_fit,
     untrained_types,
@@ -220,6 +229,7 @@ def train(
         stain_amount=stain_amount,
         source_balance=source_balance,
         exposure_max=exposure_max,
+        colour_targets=colour_targets,
     )
     from edge.imaging.preprocess import PreprocessParams
 

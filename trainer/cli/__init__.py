@@ -146,7 +146,7 @@ def split(data_dir, block_size):
     default=1.45,
     show_default=True,
     help="Brightest exposure gain of the capture augmentation (darkest 0.7): a lamp turned up until the glass "
-    "clips; 1.6 was tried with --source-balance per-source (README).",
+    "clips; 1.6 was tried with --source-balance per-source and not shipped (README).",
 )
 @click.option(
     "--colour-targets",
@@ -154,7 +154,8 @@ def split(data_dir, block_size):
     default="fields",
     show_default=True,
     help="Whose colours a recoloured training copy takes: any field's (by each laboratory's image count) or "
-    "each laboratory's as often (per-source), so no laboratory's colours belong to one class.",
+    "each laboratory's as often (per-source), so no laboratory's colours belong to one class; tried with "
+    "--source-balance per-source and not shipped (README).",
 )
 @click.option(
     "--skip-tests",

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass
-from typing import Callable, Dict, List, Optional, Sequence
+from typing import Callable, List, Optional, Sequence
 
 import numpy as np
 
@@ -88,20 +88,19 @@ def colour_target_picker(
     """Draws the colour statistics a recoloured training copy is moved onto, from every 7th field.
 
     "fields": any of them, so each laboratory's colours come up as often as it has fields (2,056 Taleqani
-    and 2,560 PBC training images against BCCD's 137: a blast is almost never seen in BCCD's pale colours,
-    while every BCCD field is benign, which lets "looks like BCCD" mean benign). "per-source": a laboratory first, each
-    as likely, then one of its fields, so every laboratory's colours reach every class equally often.
+    and 2,560 PBC training images against BCCD's 137: a blast is almost never seen in BCCD's pale
+    colours, while every BCCD field is benign, which lets "looks like BCCD" mean benign). "per-source": a
+    laboratory first, each as likely, then one of its fields, so every laboratory's colours reach every
+    class equally often.
     """
     if mode not in ("fields", "per-source"):
         raise ValueError(f"colour targets: {mode!r} is not fields or per-source")
     if mode == "fields":
         stats = [lab_stats(f) for f in fields[::7]]
         return lambda rng: stats[int(rng.integers(len(stats)))]
-    by_source: Dict[str, List[np.ndarray]] = {}
-    for src in dict.fromkeys(sources):
-        mine = [f for f, s in zip(fields, sources) if s == src]
-        by_source[src] = [lab_stats(f) for f in mine[::7]]
-    groups = list(by_source.values())
+    groups = [
+        [lab_stats(f) for f in [f for f, s in zip(fields, sources) if s == src][::7]] for src in dict.fromkeys(sources)
+    ]
 
     def pick(rng: np.random.Generator) -> np.ndarray:
         group = groups[int(rng.integers(len(groups)))]

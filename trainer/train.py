@@ -47,15 +47,16 @@ class TrainConfig:
     # laboratory the same share, however many images it gave).
     source_balance: str = "pooled"
     # The brightest capture-augmentation exposure gain (CaptureAugment.exposure's upper end). Only the range
-    # changes with it, not the number of random draws, so the shipped recipe's stream is the same at 1.45.
-    exposure_max: float = 1.45
+    # changes with it, not the number of random draws, so at its default the shipped recipe's stream is the same.
+    exposure_max: float = CaptureAugment.exposure[1]
     # Where a recoloured training copy's colours come from (cellset.colour_target_picker): "fields" (any
     # field, so by each laboratory's image count) or "per-source" (each laboratory as often).
     colour_targets: str = "fields"
 
     def capture_augment(self) -> CaptureAugment:
         """The capture augmentation of the training fields' copies (the recipe's own at the defaults)."""
-        return CaptureAugment(p_stain_amount=self.stain_amount, exposure=(0.7, self.exposure_max))
+        darkest = CaptureAugment.exposure[0]
+        return CaptureAugment(p_stain_amount=self.stain_amount, exposure=(darkest, self.exposure_max))
 
 
 @dataclass

@@ -137,6 +137,28 @@ def test_enlarging_over_whole_rows_is_the_per_channel_arithmetic(shape):
             assert np.array_equal(resampling.resize(img, W, H), want), (H, W)
 
 
+@pytest.mark.parametrize("shape", [(224, 224, 3), (480, 640, 3), (97, 61), (33, 250, 3), (40, 9, 1)])
+def test_shrinking_over_whole_rows_is_the_per_axis_arithmetic(shape):
+    """resampling.resize when shrinking (rows of interleaved channels, bytes widened by the multiplication)
+    against the exact sums written per axis in int64 on the H x W x C image: random pixels, white (the
+    largest sums) and a white/black grid; sizes that shrink both axes, one of them by a large factor, and
+    one axis only (the other enlarged by the same exact weights)."""
+    rng = np.random.default_rng(2)
+    grid = (np.indices(shape).sum(axis=0) % 2 * 255).astype(np.uint8)
+    h, w = shape[:2]
+    for img in (rng.integers(0, 256, shape).astype(np.uint8), np.full(shape, 255, np.uint8), grid):
+        for H, W in ((h * 6 // 7, w * 6 // 7), (max(1, h // 5) + 1, max(1, w // 3)), (h - 1, w + 5), (h + 4, w // 2)):
+            iy, wy, dy = resampling._cached_weights(h, H)
+            ix, wx, dx = resampling._cached_weights(w, W)
+            src = img.astype(np.int64)
+            ex = (None, slice(None), None) if img.ndim == 3 else (None, slice(None))
+            ey = (slice(None), None, None) if img.ndim == 3 else (slice(None), None)
+            rows = sum(np.take(src, ix[:, t], axis=1) * wx[:, t][ex] for t in range(ix.shape[1]))
+            acc = sum(np.take(rows, iy[:, t], axis=0) * wy[:, t][ey] for t in range(iy.shape[1]))
+            want = ((acc + dy * dx // 2) // (dy * dx)).astype(np.uint8)
+            assert np.array_equal(resampling.resize(img, W, H), want), (H, W)
+
+
 def _one_conversion_per_crop(
     rgb: np.ndarray,
     mask: np.ndarray,

@@ -155,18 +155,38 @@ def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
     if height >= h and width >= w:
         return resize_linear(img, width, height)
     iy, wy, dy = _cached_weights(h, height)
-    ix, wx, dx = _cached_weights(w, width)
+    c = img.shape[2] if img.ndim == 3 else 1
+    taps, dx = _area_columns(w, width, c)
     den = dy * dx
-    ix, iy = ix.astype(np.intp), iy.astype(np.intp)  # np.take wants the platform's index type (32-bit ARM)
-    # Exact sums: int32 while the largest (255 * den) fits, else int64.
+    # Exact sums: int32 while the largest (255 * den) fits, else int64. Nothing is rounded before the
+    # end, so the order of the two passes does not matter.
     it = np.int32 if 255 * den < 2**31 else np.int64
-    src = img.astype(it)
-    ex = (None, slice(None), None) if img.ndim == 3 else (None, slice(None))
-    ey = (slice(None), None, None) if img.ndim == 3 else (slice(None), None)
-    tmp = np.take(src, ix[:, 0], axis=1) * wx[:, 0].astype(it)[ex]
-    for t in range(1, ix.shape[1]):  # along x: (h, width, ...)
-        tmp += np.take(src, ix[:, t], axis=1) * wx[:, t].astype(it)[ex]
-    acc = np.take(tmp, iy[:, 0], axis=0) * wy[:, 0].astype(it)[ey]
-    for t in range(1, iy.shape[1]):  # along y: (height, width, ...)
-        acc += np.take(tmp, iy[:, t], axis=0) * wy[:, t].astype(it)[ey]
-    return ((acc + den // 2) // den).astype(np.uint8)
+    src = np.ascontiguousarray(img).reshape(h, w * c)
+    # Along x over whole rows of interleaved channels, the taps gathered as bytes and widened by the
+    # multiplication (as _x_pass): a third of the time of widening the image first.
+    tmp = np.multiply(src[:, taps[0][0]], taps[0][1], dtype=it)
+    for cols, wts in taps[1:]:
+        tmp += np.multiply(src[:, cols], wts, dtype=it)
+    iy = iy.astype(np.intp)  # np.take wants the platform's index type (32-bit ARM)
+    acc = np.take(tmp, iy[:, 0], axis=0)
+    acc *= wy[:, 0].astype(it)[:, None]
+    for t in range(1, iy.shape[1]):  # along y: (height, width * c)
+        part = np.take(tmp, iy[:, t], axis=0)
+        part *= wy[:, t].astype(it)[:, None]
+        acc += part
+    acc += den // 2
+    acc //= den
+    return acc.astype(np.uint8).reshape((height, width) + img.shape[2:])
+
+
+@lru_cache(maxsize=64)
+def _area_columns(n: int, m: int, c: int) -> Tuple[Tuple[Tuple[np.ndarray, np.ndarray], ...], int]:
+    """Per tap of :func:`_axis_weights` (n -> m): the source columns of rows of ``c`` interleaved channels
+    and their weights (int32: at most n), one per output value; and the weights' common denominator."""
+    idx, wts, den = _cached_weights(n, m)
+    ch = np.arange(c)
+    taps = tuple(
+        ((idx[:, t, None] * c + ch).ravel().astype(np.intp), np.repeat(wts[:, t], c).astype(np.int32))
+        for t in range(idx.shape[1])
+    )
+    return taps, den

@@ -51,6 +51,11 @@ def main() -> None:
         help="set the card's preprocessing local_colour_test (3.9.0) before finalizing",
     )
     ap.add_argument(
+        "--carved-stain-fit",
+        action="store_true",
+        help="set the card's preprocessing carved_stain_fit (3.10.0) before finalizing",
+    )
+    ap.add_argument(
         "--keep-float-agreement",
         action="store_true",
         help="keep the card's float/int8 agreement instead of loading work/cell.keras: for a change that "
@@ -84,6 +89,9 @@ def main() -> None:
         card.save(card_path_for(args.tflite))
     if args.local_colour_test and not card.preprocessing.local_colour_test:
         card.preprocessing = dataclasses.replace(card.preprocessing, local_colour_test=True)
+        card.save(card_path_for(args.tflite))
+    if args.carved_stain_fit and not card.preprocessing.carved_stain_fit:
+        card.preprocessing = dataclasses.replace(card.preprocessing, carved_stain_fit=True)
         card.save(card_path_for(args.tflite))
     probs = None
     if not args.keep_float_agreement:

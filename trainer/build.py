@@ -231,9 +231,14 @@ def build(
         if card.preprocessing.field_scale == "optical":
             # Set after training, never during it: the model learns from the cells every lab's fields show
             # plainly; a carved or a pale cell is a device-side rescue, flagged and not counted
-            # (edge/imaging/cells.py carve_merged, find_pale).
+            # (edge/imaging/cells.py carve_merged, find_pale). A carved field's stain is fitted on its
+            # carved cells (edge/imaging/preprocess.py carved_stain_fit).
             card.preprocessing = dataclasses.replace(
-                card.preprocessing, carve_merged=True, pale_search=True, clipped_glass_review=True
+                card.preprocessing,
+                carve_merged=True,
+                carved_stain_fit=True,
+                pale_search=True,
+                clipped_glass_review=True,
             )
     card.save(card_path_for(tflite))
     finalize(tflite, split, work, float_probs=float_probs, progress=progress, tests=tests)

@@ -233,7 +233,7 @@ def carve_merged(
     valid: np.ndarray,
     params,
     skip_cut: bool = False,
-) -> Tuple[List[Cell], Optional[np.ndarray]]:
+) -> Tuple[List[Cell], Optional[np.ndarray], Optional[np.ndarray]]:
     """White cells merged with red cells into one stained region, carved out by their purple.
 
     Where a lab's red cells stain reddish (as magenta in A as the nuclei: BCCD's fields), the A-channel
@@ -242,13 +242,13 @@ def carve_merged(
     In every region deep enough to hold a cell, the pixels more purple than the region's Otsu split are a
     candidate (purple = A - B: a nucleus is magenta *and* blue, a red cell magenta and yellow), opened,
     dilated as the mask is, and kept on :func:`find_cells`' own tests (depth, border, stain excess over
-    the glass), its A excess held to ``carve_min_stain``. Returns the cells (``carved``, largest first)
-    and the mask with each carved cell in place of its merged region, or None for the mask when nothing
-    was carved.
+    the glass), its A excess held to ``carve_min_stain``. Returns the cells (``carved``, largest first),
+    the mask with each carved cell in place of its merged region and the carved cells' pixels alone (both
+    None when nothing was carved).
     """
     ref = _glass_reference(lab, mask, valid, params)
     if ref is None:
-        return [], None
+        return [], None, None
     # The components again, with their bounding boxes: each region is worked on inside its box, grown by
     # what the opening and dilation can reach (the same pixels as on the whole field, a fraction of the work).
     mask8 = mask.astype(np.uint8)
@@ -260,6 +260,7 @@ def carve_merged(
     pad = params.mask_dilate + 3
     h, w = mask.shape
     new_mask: Optional[np.ndarray] = None
+    carved_px: Optional[np.ndarray] = None
     extra: List[Cell] = []
     for comp in range(1, n_lab):
         bx, by, bw, bh = (int(v) for v in boxes[comp, :4])
@@ -292,8 +293,10 @@ def carve_merged(
             new_mask = mask.copy() if new_mask is None else new_mask
             new_mask[box][region] = False
             new_mask[box] |= kept
+            carved_px = np.zeros(mask.shape, bool) if carved_px is None else carved_px
+            carved_px[box] |= kept
     extra.sort(key=lambda c: -c.radius)
-    return extra[: params.max_cells], new_mask
+    return extra[: params.max_cells], new_mask, carved_px
 
 
 def _inscribed(mask8: np.ndarray) -> np.ndarray:

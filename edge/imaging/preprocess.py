@@ -88,6 +88,12 @@ class PreprocessParams:
     # the smudges inpainting leaves where white cells were painted out reach 13.6 (shared sets' carved
     # nuclei: 16.0 and more).
     carve_min_stain: float = 14.5
+    # True: in a field whose white cells had to be carved, the stain is fitted on the carved cells' own
+    # pixels. The rest of that field's stained mask is its red cells (they stain like nuclei there: that
+    # is why the cells were merged), and a fit on all of it (BCCD: A 7, B -1 against the reference's 20,
+    # -33) mapped the white cells to a saturated blue no training cell has; on their own pixels they land
+    # next to the reference. No Taleqani validation field is carved, so none changes.
+    carved_stain_fit: bool = False
     # A washed-out or squeezed stain leaves real nuclei under `cell_min_stain`, where painted-out fields'
     # red-cell regions reach too. True: a field with no cell found (and none carved) is searched again for
     # regions several times as magenta as its own red cells (edge/imaging/cells.py find_pale); the device
@@ -291,10 +297,11 @@ def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
         valid[scale_bar_slice(params, mask.shape)] = False
         cut = params.field_scale == "optical"
         cells = find_cells(field_lab, mask, valid, params, skip_cut=cut, components=components)
+        carved_px: Optional[np.ndarray] = None
         if params.carve_merged and not cells:
             # Only a field that would be refused "no white cell found" is carved: every field with a cell
             # is exactly what it was when the card was validated.
-            carved_cells, carved = carve_merged(field_lab, mask, valid, params, cut)
+            carved_cells, carved, carved_px = carve_merged(field_lab, mask, valid, params, cut)
             if carved is not None:
                 # The carved cell replaces its merged region in the mask: the stain fit and the crop see the
                 # white cell, not the red cells it touched.
@@ -305,6 +312,8 @@ def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
         if cells:
             on_cells = params.stain_fit.startswith("cells")
             fit_on = mask & valid if on_cells else valid & ~mask
+            if on_cells and params.carved_stain_fit and carved_px is not None:
+                fit_on = carved_px & valid
             stain, normalised = normalised_cells(
                 resized,
                 mask,

@@ -303,8 +303,8 @@ def preprocess(rgb: np.ndarray, params: PreprocessParams) -> Preprocessed:
             # is exactly what it was when the card was validated.
             carved_cells, carved, carved_px = carve_merged(field_lab, mask, valid, params, cut)
             if carved is not None:
-                # The carved cell replaces its merged region in the mask: the stain fit and the crop see the
-                # white cell, not the red cells it touched.
+                # The carved cell replaces its merged region in the mask: the crop sees the white cell, not
+                # the red cells it touched (the stain fit too with `carved_stain_fit`, below).
                 cells, mask = carved_cells, carved
         if params.pale_search and not cells:
             cells = find_pale(field_lab, mask, valid, params, skip_cut=cut, components=components)

@@ -182,7 +182,8 @@ def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
 @lru_cache(maxsize=64)
 def _area_columns(n: int, m: int, c: int) -> Tuple[Tuple[Tuple[np.ndarray, np.ndarray], ...], int]:
     """Per tap of :func:`_axis_weights` (n -> m): the source columns of rows of ``c`` interleaved channels
-    and their weights (int32: at most n), one per output value; and the weights' common denominator."""
+    and their weights (int32: at most 2 * max(n, m)), one per output value; and the weights' common
+    denominator."""
     idx, wts, den = _cached_weights(n, m)
     ch = np.arange(c)
     taps = tuple(

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import click
 
+from ..augment import CaptureAugment
 from ..data import SHARED_DATASET
 from .common import Bars, console, load_blocks, progress_bars, split_table
 from .measure import evaluate, sample_rule
@@ -143,10 +144,10 @@ def split(data_dir, block_size):
 )
 @click.option(
     "--exposure-max",
-    default=1.45,
+    default=CaptureAugment.exposure[1],
     show_default=True,
-    help="Brightest exposure gain of the capture augmentation (darkest 0.7): a lamp turned up until the glass "
-    "clips; 1.6 was tried with --source-balance per-source and not shipped (README).",
+    help=f"Brightest exposure gain of the capture augmentation (darkest {CaptureAugment.exposure[0]}): a lamp "
+    "turned up until the glass clips; 1.6 was tried with --source-balance per-source and not shipped (README).",
 )
 @click.option(
     "--colour-targets",

@@ -92,7 +92,12 @@ def _columns(n: int, m: int, c: int) -> Tuple[Tuple[np.ndarray, np.ndarray], ...
     channels enlarged to ``m`` pixels (OpenCV's bilinear taps in 1/2048ths, clamped at the borders as its
     x pass does). Laid out as whole rows, every numpy operation below runs over a row at a time instead of
     3-value channel runs."""
-    idx, wts = _cv_linear_weights(n, m, clamp_fraction=True)
+    return _row_taps(*_cv_linear_weights(n, m, clamp_fraction=True), c)
+
+
+def _row_taps(idx: np.ndarray, wts: np.ndarray, c: int) -> Tuple[Tuple[np.ndarray, np.ndarray], ...]:
+    """One axis's taps (source indices and weights, one row per output pixel) laid out over rows of ``c``
+    interleaved channels: per tap, the source columns and the int32 weights, one per output value."""
     ch = np.arange(c)
     return tuple(
         ((idx[:, t, None] * c + ch).ravel().astype(np.intp), np.repeat(wts[:, t], c).astype(np.int32))
@@ -108,15 +113,14 @@ def _rows(n: int, m: int) -> Tuple[Tuple[np.ndarray, np.ndarray], ...]:
     return tuple((idx[:, t].astype(np.intp), wts[:, t].astype(np.int32)[:, None]) for t in range(idx.shape[1]))
 
 
-def _x_pass(src: np.ndarray, n: int, m: int, c: int) -> np.ndarray:
-    """Rows of ``n`` pixels x ``c`` channels (``src``: rows x n*c, uint8) -> rows of ``m`` pixels: the
-    exact integer weighted sums of the bilinear taps (no rounding), int32. The taps are gathered as bytes
-    and widened by the multiplication itself (a quarter of the memory traffic of widening first)."""
-    taps = _columns(n, m, c)
+def _x_pass(src: np.ndarray, taps: Tuple[Tuple[np.ndarray, np.ndarray], ...], dtype=np.int32) -> np.ndarray:
+    """Rows of interleaved channels (``src``: rows x n*c, uint8) -> the exact integer weighted sums of
+    ``taps`` (:func:`_row_taps`; no rounding), in ``dtype``. The taps are gathered as bytes and widened by
+    the multiplication itself (a quarter of the memory traffic of widening first)."""
     cols, wts = taps[0]
-    out = np.multiply(src[:, cols], wts)
+    out = np.multiply(src[:, cols], wts, dtype=dtype)
     for cols, wts in taps[1:]:
-        out += np.multiply(src[:, cols], wts)
+        out += np.multiply(src[:, cols], wts, dtype=dtype)
     return out
 
 
@@ -127,7 +131,7 @@ def _linear(imgs: np.ndarray, width: int, height: int) -> np.ndarray:
     (iy0, by0), (iy1, by1) = _rows(h, height)
     # int32 is enough: a row value is at most 255 * 2049 (two taps, each rounded on its own), a product
     # (255 * 2049 >> 4) * 2049.
-    rows = _x_pass(imgs.reshape(n * h, w * c), w, width, c)
+    rows = _x_pass(imgs.reshape(n * h, w * c), _columns(w, width, c))
     rows >>= 4
     rows = rows.reshape(n, h, width * c)
     acc = np.take(rows, iy0, axis=1)
@@ -161,12 +165,8 @@ def resize(img: np.ndarray, width: int, height: int) -> np.ndarray:
     # Exact sums: int32 while the largest (255 * den) fits, else int64. Nothing is rounded before the
     # end, so the order of the two passes does not matter.
     it = np.int32 if 255 * den < 2**31 else np.int64
-    src = np.ascontiguousarray(img).reshape(h, w * c)
-    # Along x over whole rows of interleaved channels, the taps gathered as bytes and widened by the
-    # multiplication (as _x_pass): a third of the time of widening the image first.
-    tmp = np.multiply(src[:, taps[0][0]], taps[0][1], dtype=it)
-    for cols, wts in taps[1:]:
-        tmp += np.multiply(src[:, cols], wts, dtype=it)
+    # Along x over whole rows of interleaved channels: a third of the time of widening the image first.
+    tmp = _x_pass(np.ascontiguousarray(img).reshape(h, w * c), taps, it)
     iy = iy.astype(np.intp)  # np.take wants the platform's index type (32-bit ARM)
     acc = np.take(tmp, iy[:, 0], axis=0)
     acc *= wy[:, 0].astype(it)[:, None]
@@ -185,9 +185,4 @@ def _area_columns(n: int, m: int, c: int) -> Tuple[Tuple[Tuple[np.ndarray, np.nd
     and their weights (int32: at most 2 * max(n, m)), one per output value; and the weights' common
     denominator."""
     idx, wts, den = _cached_weights(n, m)
-    ch = np.arange(c)
-    taps = tuple(
-        ((idx[:, t, None] * c + ch).ravel().astype(np.intp), np.repeat(wts[:, t], c).astype(np.int32))
-        for t in range(idx.shape[1])
-    )
-    return taps, den
+    return _row_taps(idx, wts, c), den

@@ -176,6 +176,7 @@ _TRAINER_MODULES = {
     "test_cells",
     "test_corrections",
     "test_evaluate",
+    "test_fine_tuning_stop",
     "test_gate",
     "test_samplerule",
     "test_sources",

@@ -28,7 +28,7 @@ class TrainConfig:
     patience: int = 3
     # Fine-tuning epochs that always run before early stopping may end it (None: half of fine_epochs). In
     # the first epochs of the cosine decay the rate is still high and the validation loss jumps by a third
-    # between neighbouring epochs; with patience 3 alone a run stopped after 5 of 10 epochs and shipped
+    # between neighbouring epochs; with patience 3 alone a run stopped after 5 of 10 epochs and kept
     # its 2nd (val loss 0.306, where the runs that went on reached 0.22).
     early_stop_from: Optional[int] = None
     batch_size: int = 32

@@ -25,6 +25,15 @@ from trainer.report import write_report
 from trainer.sources import add_sources, trained_sources, untrained_types
 from trainer.train import predict_float
 
+# The card's preprocessing switches a finalize can turn on, each with the card version that shipped it.
+SWITCHES = {
+    "carve_merged": "3.3.0",
+    "pale_search": "3.4.0",
+    "clipped_glass_review": "3.5.0",
+    "local_colour_test": "3.9.0",
+    "carved_stain_fit": "3.10.0",
+}
+
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -35,36 +44,17 @@ def main() -> None:
     ap.add_argument(
         "--cell-views", type=int, default=None, help="set the card's cell_views (1, 2 or 4) before finalizing"
     )
-    ap.add_argument(
-        "--carve-merged",
-        action="store_true",
-        help="set the card's preprocessing carve_merged (3.3.0) before finalizing",
-    )
-    ap.add_argument(
-        "--pale-search",
-        action="store_true",
-        help="set the card's preprocessing pale_search (3.4.0) before finalizing",
-    )
-    ap.add_argument(
-        "--local-colour-test",
-        action="store_true",
-        help="set the card's preprocessing local_colour_test (3.9.0) before finalizing",
-    )
-    ap.add_argument(
-        "--carved-stain-fit",
-        action="store_true",
-        help="set the card's preprocessing carved_stain_fit (3.10.0) before finalizing",
-    )
+    for field, version in SWITCHES.items():
+        ap.add_argument(
+            "--" + field.replace("_", "-"),
+            action="store_true",
+            help=f"set the card's preprocessing {field} ({version}) before finalizing",
+        )
     ap.add_argument(
         "--keep-float-agreement",
         action="store_true",
         help="keep the card's float/int8 agreement instead of loading work/cell.keras: for a change that "
         "leaves every validation crop as it was (check that first); the run's work/ folder may then be gone",
-    )
-    ap.add_argument(
-        "--clipped-glass-review",
-        action="store_true",
-        help="set the card's preprocessing clipped_glass_review (3.5.0) before finalizing",
     )
     args = ap.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
@@ -78,20 +68,9 @@ def main() -> None:
     if args.cell_views is not None:
         card.set_section("cell_views", args.cell_views)
         card.save(card_path_for(args.tflite))
-    if args.carve_merged and not card.preprocessing.carve_merged:
-        card.preprocessing = dataclasses.replace(card.preprocessing, carve_merged=True)
-        card.save(card_path_for(args.tflite))
-    if args.pale_search and not card.preprocessing.pale_search:
-        card.preprocessing = dataclasses.replace(card.preprocessing, pale_search=True)
-        card.save(card_path_for(args.tflite))
-    if args.clipped_glass_review and not card.preprocessing.clipped_glass_review:
-        card.preprocessing = dataclasses.replace(card.preprocessing, clipped_glass_review=True)
-        card.save(card_path_for(args.tflite))
-    if args.local_colour_test and not card.preprocessing.local_colour_test:
-        card.preprocessing = dataclasses.replace(card.preprocessing, local_colour_test=True)
-        card.save(card_path_for(args.tflite))
-    if args.carved_stain_fit and not card.preprocessing.carved_stain_fit:
-        card.preprocessing = dataclasses.replace(card.preprocessing, carved_stain_fit=True)
+    switched = {f: True for f in SWITCHES if getattr(args, f) and not getattr(card.preprocessing, f)}
+    if switched:
+        card.preprocessing = dataclasses.replace(card.preprocessing, **switched)
         card.save(card_path_for(args.tflite))
     probs = None
     if not args.keep_float_agreement:

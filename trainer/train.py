@@ -295,8 +295,8 @@ def train_model(train: Arrays, val: Arrays, params: PreprocessParams, cfg: Train
         for k, v in h.history.items():
             history.setdefault(k, []).extend(float(x) for x in v)
         epochs += len(h.history["loss"])
-        # The weights kept are the best of the epochs early stopping watched (the last, if it watched none).
-        kept = min(h.history["val_loss"][stop.start_from_epoch :] or h.history["val_loss"][-1:])
+        # The weights kept are those of the best epoch early stopping watched (the last, if it watched none).
+        kept = stop.best if stop.best is not None else h.history["val_loss"][-1]
         if kept >= before["loss"]:
             # Fine-tuning must earn its place on validation; otherwise ship the converged head.
             log.info(

@@ -16,7 +16,9 @@ from edge.store.reviews import add_user, review_field, sign_off
 from edge.store.samplemeta import set_meta
 from edge.store.schema import images
 
-fhir_bundle = pytest.importorskip("fhir.resources.R4B.bundle")
+fhir_bundle = pytest.importorskip(
+    "fhir.resources.R4B.bundle", reason="fhir.resources is not installed (pip install -e '.[fhir]' or '.[test]')"
+)
 Bundle = fhir_bundle.Bundle
 
 

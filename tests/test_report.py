@@ -297,7 +297,7 @@ def test_explain_command_writes_png(tmp_path):
 
 
 def test_commands_are_registered_on_the_main_group_and_use_its_config(db, tmp_path):
-    main = pytest.importorskip("edge.cli.app").main
+    main = pytest.importorskip("edge.cli.app", reason="the command line (edge.cli.app) does not import").main
     cfg = tmp_path / "edge.toml"
     cfg.write_text(f'[database]\nurl = "sqlite:///{db[0]}"\n')
     r = CliRunner().invoke(main, ["--config", str(cfg), "report", "--all", "--format", "json"])

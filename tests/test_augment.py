@@ -60,3 +60,46 @@ def test_per_source_colour_targets_give_a_small_laboratory_the_same_share_of_rec
         assert abs(dark - share) < 0.04, (mode, dark)
     with pytest.raises(ValueError, match="per-source"):
         colour_target_picker(fields, sources, "by-class")
+
+
+def test_per_source_slide_targets_give_a_small_laboratory_the_same_share_and_skip_slides_without_cells():
+    from trainer.cellset import slide_picker
+
+    sources = ["taleqani"] * 70 + ["bccd"] * 7 + ["pbc"] * 3
+    usable = [True] * 77 + [False] * 3  # no white cell found in the third laboratory's fields
+    pick = slide_picker(sources, usable)
+    rng = np.random.default_rng(0)
+    got = [pick(rng) for _ in range(3000)]
+    assert max(got) < 77, "a slide whose white cells were not found is never lent"
+    assert abs(np.mean([g >= 70 for g in got]) - 0.5) < 0.04  # 7 fields against 70, drawn as often
+
+
+def test_cells_onto_another_laboratorys_slide_keep_their_pixels_and_size_and_the_device_finds_them():
+    from edge.imaging.preprocess import PreprocessParams, preprocess
+    from edge.imaging.segmentation import scale_bar_slice
+    from trainer.augment import cells_onto_slide, white_cell_regions
+
+    # The device's version 3: the whole field of any shape, no centre square.
+    params = PreprocessParams(field_scale="optical", crop="none", stain_fit="cells", input_mode="cell")
+    field, slide = synthetic.smear(3, 224, n_wbc=2), synthetic.smear(11, (200, 150), n_wbc=1)
+
+    def regions(img):
+        pre = preprocess(img, params)
+        return white_cell_regions(pre.mask, [(c.y, c.x) for c in pre.cells]), pre.cells
+
+    own, own_cells = regions(field)
+    other, other_cells = regions(slide)
+    assert len(own_cells) == 2 and len(other_cells) == 1
+    keep_out = np.zeros(slide.shape[:2], bool)
+    keep_out[scale_bar_slice(params, slide.shape)] = True
+    out = cells_onto_slide(field, own, slide, other, np.random.default_rng(0), keep_out)
+    assert out is not None and out.shape == slide.shape  # the other laboratory's field, its size
+    moved, moved_cells = regions(out)
+    # Both cells moved whole and nothing else: the slide's own white cell was painted out, and the stained
+    # pixels found are the field's own, pixel for pixel (same count: same size, no resampling).
+    assert len(moved_cells) == 2
+    assert abs(int(moved.sum()) - int(own.sum())) <= 0.05 * own.sum()
+    assert not (moved & keep_out).any()
+    assert not other[moved].all(), "the cells were placed at new places, not only where the slide's cell was"
+    # A field with no white cell lends nothing.
+    assert cells_onto_slide(slide, np.zeros(slide.shape[:2], bool), field, own, np.random.default_rng(0)) is None

@@ -9,6 +9,7 @@ once, up front, and feed every training phase (the head on cached features as we
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Optional
 
 import cv2
 import numpy as np
@@ -127,6 +128,53 @@ def onto_other_slide(resized: np.ndarray, cells: np.ndarray, other: np.ndarray, 
     m = cv2.dilate(cells.astype(np.uint8), np.ones((3, 3), np.uint8)).astype(bool)
     out[m] = resized[m]
     return out
+
+
+def white_cell_regions(mask: np.ndarray, centres: list) -> np.ndarray:
+    """The components of a stained mask that hold a found white cell (``centres``: their (y, x)). Another
+    laboratory's red cells may stain into the mask (BCCD: ~40 % of a field); they are the slide, not a cell."""
+    if not centres:
+        return np.zeros(mask.shape, bool)
+    _, lbl = cv2.connectedComponents(mask.astype(np.uint8), connectivity=8)
+    return np.isin(lbl, [lbl[y, x] for y, x in centres]) & mask
+
+
+def cells_onto_slide(
+    field: np.ndarray,
+    cells: np.ndarray,
+    other: np.ndarray,
+    other_cells: np.ndarray,
+    rng: np.random.Generator,
+    keep_out: Optional[np.ndarray] = None,
+    max_cells: int = 3,
+    margin: int = 4,
+) -> Optional[np.ndarray]:
+    """``field``'s white cells (``cells``: their regions; the largest ``max_cells``) on ``other``'s slide,
+    its own white cells painted out, at random places of it: fields of two laboratories differ in size, so
+    a cell cannot stay where it was. Both fields at the training scale, so a cell keeps its size beside the
+    other slide's red cells. A cell is placed whole, ``margin`` pixels inside the border (the device scores
+    no cell cut by it), off ``keep_out`` (the scale-bar box, where it looks for none) and off the cells placed
+    before it; None when not one fits."""
+    out = paint_out(other, other_cells)
+    taken = np.zeros(out.shape[:2], bool) if keep_out is None else keep_out.copy()
+    n, lbl, stats, _ = cv2.connectedComponentsWithStats(
+        cv2.dilate(cells.astype(np.uint8), np.ones((3, 3), np.uint8)), connectivity=8
+    )
+    placed = 0
+    for k in sorted(range(1, n), key=lambda k: -stats[k, cv2.CC_STAT_AREA])[:max_cells]:
+        x, y, w, h = (int(v) for v in stats[k, :4])
+        room_y, room_x = out.shape[0] - h - 2 * margin, out.shape[1] - w - 2 * margin
+        if room_y < 0 or room_x < 0:
+            continue
+        m = lbl[y : y + h, x : x + w] == k
+        for _ in range(8):
+            ty, tx = margin + int(rng.integers(room_y + 1)), margin + int(rng.integers(room_x + 1))
+            if not taken[ty : ty + h, tx : tx + w][m].any():
+                out[ty : ty + h, tx : tx + w][m] = field[y : y + h, x : x + w][m]
+                taken[ty : ty + h, tx : tx + w] |= cv2.dilate(m.astype(np.uint8), np.ones((9, 9), np.uint8)) > 0
+                placed += 1
+                break
+    return out if placed else None
 
 
 def lab_stats(rgb: np.ndarray) -> np.ndarray:

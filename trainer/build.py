@@ -93,6 +93,7 @@ def _train_cell(split: Split, params: PreprocessParams, cfg: TrainConfig, prog):
         other_copies=cfg.other_copies,
         augment=cfg.capture_augment(),
         colour_targets=cfg.colour_targets,
+        slide_targets=cfg.slide_targets,
     )
     va = build_cellset(split.val, params, progress=prog("cells: validation fields"))
     log.info(

@@ -18,6 +18,7 @@ from edge.imaging.preprocess import (
     PreprocessParams,
     crop_resize,
     decode_target,
+    preprocess,
     preprocess_image,
     remove_scale_bar,
     working_field,
@@ -26,7 +27,15 @@ from edge.imaging.segmentation import scale_bar_slice, segment
 from edge.imaging.stain import background_stats
 from edge.inference.classifier import Classifier
 
-from .augment import CaptureAugment, lab_stats, onto_other_slide, reinhard_to, rescale
+from .augment import (
+    CaptureAugment,
+    cells_onto_slide,
+    lab_stats,
+    onto_other_slide,
+    reinhard_to,
+    rescale,
+    white_cell_regions,
+)
 from .data import Sample
 
 
@@ -109,6 +118,22 @@ def colour_target_picker(
     return pick
 
 
+def slide_picker(sources: Sequence[str], usable: Sequence[bool]) -> Callable[[np.random.Generator], int]:
+    """Draws the field whose slide a training copy's white cells are moved onto: a laboratory first, each
+    as likely, then one of its usable fields (``usable``: it has a cell mask), so a laboratory that gave
+    few fields (BCCD's ~140 of ~4,800) lends its slide to every class as often as the others."""
+    groups = [
+        [i for i, (s, ok) in enumerate(zip(sources, usable)) if ok and s == src]
+        for src in dict.fromkeys(s for s, ok in zip(sources, usable) if ok)
+    ]
+
+    def pick(rng: np.random.Generator) -> int:
+        group = groups[int(rng.integers(len(groups)))]
+        return group[int(rng.integers(len(group)))]
+
+    return pick
+
+
 def build_cellset(
     samples: Sequence[Sample],
     params: PreprocessParams,
@@ -119,6 +144,7 @@ def build_cellset(
     progress: Optional[Callable[[int, int], None]] = None,
     other_copies: Optional[int] = None,
     colour_targets: str = "fields",
+    slide_targets: str = "fields",
 ) -> CellSet:
     """Crops of every field, plus ``copies`` augmented versions of each field (``other_copies`` for the
     other laboratories' images): some with the cells moved onto another field's slide, some resampled to
@@ -127,8 +153,13 @@ def build_cellset(
 
     ``max_cells`` caps the crops taken per field (the largest cells first) so that crowded fields do not
     outweigh sparse ones in training. ``colour_targets``: how a recoloured copy's target is drawn
-    (:func:`colour_target_picker`).
+    (:func:`colour_target_picker`). ``slide_targets``: whose slide a copy's cells are moved onto: "fields"
+    (another field of the same size, the recipe's, the cells where they were) or "per-source"
+    (:func:`slide_picker`, :func:`trainer.augment.cells_onto_slide`: the cells at random places of a field of
+    any laboratory, both at the training scale).
     """
+    if slide_targets not in ("fields", "per-source"):
+        raise ValueError(f"slide targets: {slide_targets!r} is not fields or per-source")
     if params.input_mode != "cell":
         raise ValueError("build_cellset needs input_mode 'cell'")
     p = dataclasses.replace(params, max_cells=max_cells) if max_cells else params
@@ -141,13 +172,40 @@ def build_cellset(
         fields.append(f)
         masks.append(segment(f, p)[0] if k else None)
     pick_colour = colour_target_picker(fields, [s.source for s in samples], colour_targets) if copies else None
+    # "per-source": the fields at the training scale with the glass at the reference (the device's own
+    # working fields), so that a cell moved onto another laboratory's slide keeps its size beside that
+    # slide's red cells, and the glass around it matches. Another laboratory's red cells stain into the
+    # mask: painting the whole mask out would take the slide away with the white cells, so only the
+    # regions holding a found cell move.
+    work: List[Optional[np.ndarray]] = [None] * len(fields)
+    cells_only: List[Optional[np.ndarray]] = [None] * len(fields)
+    pick_slide = None
+    if slide_targets == "per-source" and copies:
+        for i, (r, k) in enumerate(zip(raws, n_copies)):
+            if k:
+                work[i] = working_field(r, p)[0]
+                pre = preprocess(work[i], p)
+                cells_only[i] = white_cell_regions(pre.mask, [(c.y, c.x) for c in pre.cells])
+        # A slide lends itself only where the device found its white cells (they are painted out); a field
+        # lends its cells only where it has some.
+        pick_slide = slide_picker([s.source for s in samples], [m is not None and m.any() for m in cells_only])
     xs, ys, fs, cs, none = [], [], [], [], []
     total, done = sum(1 + k for k in n_copies), 0
     for i, s in enumerate(samples):
         for k in range(1 + n_copies[i]):
             img = fields[i]
             if k:
-                if len(fields) > 1 and rng.random() < augment.p_other_slide:
+                if pick_slide is not None:
+                    own, here = cells_only[i], work[i]
+                    if rng.random() < augment.p_other_slide:
+                        j = pick_slide(rng)
+                        other, there = cells_only[j], work[j]
+                        if j != i and own is not None and here is not None and there is not None:
+                            keep_out = np.zeros(there.shape[:2], bool)
+                            keep_out[scale_bar_slice(p, there.shape)] = True
+                            moved = cells_onto_slide(here, own, there, other, rng, keep_out, p.max_cells)
+                            img = img if moved is None else moved
+                elif len(fields) > 1 and rng.random() < augment.p_other_slide:
                     j = int(rng.integers(len(fields) - 1))
                     j += j >= i
                     if fields[j].shape == img.shape and masks[j] is not None:

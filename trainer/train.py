@@ -57,6 +57,9 @@ class TrainConfig:
     # Where a recoloured training copy's colours come from (cellset.colour_target_picker): "fields" (any
     # field, so by each laboratory's image count) or "per-source" (each laboratory as often).
     colour_targets: str = "fields"
+    # Whose slide a training copy's white cells are moved onto (cellset.slide_picker): "fields" (another
+    # field of the same size: in practice a Taleqani one) or "per-source" (each laboratory's as often).
+    slide_targets: str = "fields"
 
     def capture_augment(self) -> CaptureAugment:
         """The capture augmentation of the training fields' copies (the recipe's own at the defaults)."""

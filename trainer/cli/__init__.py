@@ -159,6 +159,15 @@ def split(data_dir, block_size):
     "--source-balance per-source and not shipped (README).",
 )
 @click.option(
+    "--slide-targets",
+    type=click.Choice(["fields", "per-source"]),
+    default="fields",
+    show_default=True,
+    help="Whose slide a training copy's white cells are moved onto: another field of the same size (in "
+    "practice a Taleqani one) or each laboratory's as often (per-source), so no laboratory's slide belongs to "
+    "one class.",
+)
+@click.option(
     "--skip-tests",
     is_flag=True,
     help="Experiments only (leave-one-source-out): no cell tests, quality gate or validated range.",
@@ -188,6 +197,7 @@ def train(
     source_balance,
     exposure_max,
     colour_targets,
+    slide_targets,
     skip_tests,
     stain_fit,
     untrained_types,
@@ -232,6 +242,7 @@ def train(
         source_balance=source_balance,
         exposure_max=exposure_max,
         colour_targets=colour_targets,
+        slide_targets=slide_targets,
     )
     from edge.imaging.preprocess import PreprocessParams
 
